@@ -1,0 +1,1 @@
+//! The Argus server library (placeholder).

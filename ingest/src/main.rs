@@ -1,0 +1,2 @@
+//! The `argus` binary (placeholder).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Argus query languages (placeholder while the evaluator is written).

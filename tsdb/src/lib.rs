@@ -1,0 +1,23 @@
+//! Argus's in-memory dimensional time-series store: series identified by their tags, values on
+//! a fixed step in compressed blocks, a roaring-bitmap tag index, retention. No networking and
+//! no wire types: the server converts its inputs to [`TagMap`] and [`Sample`] at its edge.
+
+pub mod codec;
+mod error;
+mod index;
+mod matcher;
+mod normalize;
+mod read;
+mod series;
+mod store;
+mod tags;
+
+pub use error::{Error, Result};
+pub use index::Postings;
+pub use matcher::{CmpOp, Matcher, ValuePredicate};
+pub use normalize::DsType;
+pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
+pub use store::{
+    AppendOutcome, Clock, MaintenanceReport, MemoryStats, Sample, Store, StoreConfig, system_clock,
+};
+pub use tags::{Interner, Sym, TagMap, Tags};

@@ -1,0 +1,590 @@
+//! The store: a catalog (interned tags, identity map, tag index) behind one lock, and series
+//! values in shards behind their own locks, so appends to existing series never touch the
+//! catalog and queries hold any lock only for a bounded chunk of series.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ahash::AHashMap;
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::index::{Postings, TagIndex};
+use crate::matcher::Matcher;
+use crate::normalize::{DsType, Merge, step_end};
+use crate::read::{ReadRequest, SeriesId, SeriesSource};
+use crate::series::SeriesData;
+use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
+
+/// Number of value shards; a power of two so the shard of an id is a mask.
+const SHARDS: usize = 16;
+/// Series handled per lock acquisition when scanning, which bounds how long a query can hold
+/// a lock that ingest wants.
+const SCAN_CHUNK: usize = 512;
+/// Upper bound on stored steps one read may touch per series, so a bad request cannot make
+/// the store allocate without limit.
+const MAX_READ_STEPS: usize = 10_000_000;
+
+/// Milliseconds since the epoch; injectable so tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Shape of the store: the step, how many steps a block holds, how long data is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub step_ms: i64,
+    pub block_steps: u32,
+    pub retention_ms: i64,
+}
+
+impl StoreConfig {
+    /// Blocks of one hour (at least one step, at most 720 steps), as Atlas's default.
+    pub fn new(step_ms: i64, retention_ms: i64) -> Self {
+        let step_ms = step_ms.max(1);
+        let block_steps = (3_600_000 / step_ms).clamp(1, 720) as u32;
+        StoreConfig {
+            step_ms,
+            block_steps,
+            retention_ms: retention_ms.max(step_ms),
+        }
+    }
+
+    pub fn block_ms(&self) -> i64 {
+        self.step_ms * i64::from(self.block_steps)
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::new(60_000, 6 * 3_600_000)
+    }
+}
+
+/// One sample for a known series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub id: SeriesId,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// What happened to a batch of samples: how many were stored, and which were not and why.
+#[derive(Debug, Default)]
+pub struct AppendOutcome {
+    pub stored: usize,
+    /// (index in the batch, reason)
+    pub rejected: Vec<(usize, Error)>,
+}
+
+/// Memory held by the store, by part (heap estimates from capacities).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryStats {
+    pub n_series: usize,
+    pub head_and_sealed_bytes: usize,
+    pub sealed_bytes: usize,
+    pub sealed_samples: usize,
+    pub series_struct_bytes: usize,
+    pub tag_bytes: usize,
+    pub index_bytes: usize,
+    pub interner_bytes: usize,
+}
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub heads_sealed: usize,
+    pub series_dropped: usize,
+}
+
+#[derive(Default)]
+struct Catalog {
+    interner: Interner,
+    /// Tag-set hash to id. A second series with the same 64-bit hash goes to `collisions`.
+    by_hash: AHashMap<u64, SeriesId>,
+    collisions: AHashMap<u64, Vec<SeriesId>>,
+    tags: Vec<Option<TagSet>>,
+    free: Vec<SeriesId>,
+    index: TagIndex,
+}
+
+impl Catalog {
+    fn same_tags(&self, id: SeriesId, tags: &TagMap) -> bool {
+        match self.tags.get(id as usize) {
+            Some(Some(stored)) => {
+                stored.len() == tags.len()
+                    && stored.iter().zip(tags.iter()).all(|(&(k, v), (tk, tv))| {
+                        self.interner.resolve(k) == tk && self.interner.resolve(v) == tv
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    fn find(&self, hash: u64, tags: &TagMap) -> Option<SeriesId> {
+        if let Some(&id) = self.by_hash.get(&hash)
+            && self.same_tags(id, tags)
+        {
+            return Some(id);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| self.same_tags(id, tags))
+    }
+
+    fn tags_ref(&self, id: SeriesId) -> Option<TagSetRef<'_>> {
+        let pairs = self.tags.get(id as usize)?.as_deref()?;
+        Some(TagSetRef {
+            pairs,
+            interner: &self.interner,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    series: Vec<Option<SeriesData>>,
+}
+
+impl Shard {
+    fn get(&self, id: SeriesId) -> Option<&SeriesData> {
+        self.series.get(id as usize / SHARDS)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: SeriesId) -> Option<&mut SeriesData> {
+        self.series.get_mut(id as usize / SHARDS)?.as_mut()
+    }
+}
+
+/// The in-memory dimensional time-series store.
+pub struct Store {
+    cfg: StoreConfig,
+    clock: Clock,
+    catalog: RwLock<Catalog>,
+    shards: Box<[RwLock<Shard>]>,
+    samples_stored: AtomicU64,
+    series_created: AtomicU64,
+}
+
+impl Store {
+    pub fn new(cfg: StoreConfig) -> Self {
+        Self::with_clock(cfg, system_clock())
+    }
+
+    pub fn with_clock(cfg: StoreConfig, clock: Clock) -> Self {
+        Store {
+            cfg,
+            clock,
+            catalog: RwLock::new(Catalog::default()),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            samples_stored: AtomicU64::new(0),
+            series_created: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        self.cfg
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn shard(&self, id: SeriesId) -> &RwLock<Shard> {
+        &self.shards[id as usize & (SHARDS - 1)]
+    }
+
+    /// The id of the series with exactly these tags, if it exists.
+    pub fn lookup(&self, tags: &TagMap) -> Option<SeriesId> {
+        let hash = hash_tags(tags.iter());
+        self.catalog.read().find(hash, tags)
+    }
+
+    /// The id of the series with exactly these tags, created if new. A new series is in the
+    /// index, and so visible to queries, before this returns.
+    pub fn resolve(&self, tags: &TagMap) -> SeriesId {
+        let hash = hash_tags(tags.iter());
+        if let Some(id) = self.catalog.read().find(hash, tags) {
+            return id;
+        }
+        let mut cat = self.catalog.write();
+        if let Some(id) = cat.find(hash, tags) {
+            return id;
+        }
+        let set: TagSet = tags
+            .iter()
+            .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
+            .collect();
+        let id = match cat.free.pop() {
+            Some(id) => id,
+            None => cat.tags.len() as SeriesId,
+        };
+        if id as usize == cat.tags.len() {
+            cat.tags.push(None);
+        }
+        let Catalog {
+            interner, index, ..
+        } = &mut *cat;
+        index.insert(id, &set, interner);
+        cat.tags[id as usize] = Some(set);
+        match cat.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                cat.collisions.entry(hash).or_default().push(id);
+            }
+        }
+        let dstype = tags
+            .get(DsType::TAG)
+            .and_then(DsType::parse)
+            .unwrap_or(DsType::Rate);
+        // Lock order is always catalog, then shard.
+        let mut shard = self.shard(id).write();
+        let local = id as usize / SHARDS;
+        if shard.series.len() <= local {
+            shard.series.resize_with(local + 1, || None);
+        }
+        shard.series[local] = Some(SeriesData::new(dstype));
+        self.series_created.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// The window of timestamps the store accepts now: `[now - retention, now + retention]`.
+    pub fn accept_window(&self) -> (i64, i64) {
+        let now = self.now_ms();
+        (now - self.cfg.retention_ms, now + self.cfg.retention_ms)
+    }
+
+    /// Appends one sample.
+    pub fn append(&self, id: SeriesId, ts_ms: i64, value: f64) -> Result<()> {
+        let mut out = self.append_batch(&[Sample { id, ts_ms, value }]);
+        match out.rejected.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a batch, taking each shard's lock once. Samples of one series are applied in
+    /// batch order (which matters for rates and counters).
+    pub fn append_batch(&self, samples: &[Sample]) -> AppendOutcome {
+        let (min_ms, max_ms) = self.accept_window();
+        let mut outcome = AppendOutcome::default();
+        let step = self.cfg.step_ms;
+        let bs = self.cfg.block_steps;
+        for (shard_no, lock) in self.shards.iter().enumerate() {
+            if !samples.iter().any(|s| s.id as usize & (SHARDS - 1) == shard_no) {
+                continue;
+            }
+            let mut shard = lock.write();
+            for (i, s) in samples.iter().enumerate() {
+                if s.id as usize & (SHARDS - 1) != shard_no {
+                    continue;
+                }
+                if s.ts_ms < min_ms || s.ts_ms > max_ms {
+                    outcome.rejected.push((
+                        i,
+                        Error::OutOfRetention {
+                            ts_ms: s.ts_ms,
+                            min_ms,
+                            max_ms,
+                        },
+                    ));
+                    continue;
+                }
+                let Some(data) = shard.get_mut(s.id) else {
+                    outcome
+                        .rejected
+                        .push((i, Error::UnknownSeries { id: s.id }));
+                    continue;
+                };
+                write_sample(data, s.ts_ms, s.value, step, bs);
+                outcome.stored += 1;
+            }
+        }
+        outcome.rejected.sort_by_key(|r| r.0);
+        self.samples_stored
+            .fetch_add(outcome.stored as u64, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Seals heads whose block ended a while ago and drops data older than the retention
+    /// window, removing series that have nothing left. Run periodically.
+    pub fn maintain(&self) -> MaintenanceReport {
+        let now = self.now_ms();
+        let step = self.cfg.step_ms;
+        let bs = self.cfg.block_steps;
+        let min_step = (now - self.cfg.retention_ms).div_euclid(step);
+        let min_block = min_step.div_euclid(i64::from(bs)).max(0) as u32;
+        // Late samples for a block are accepted until two steps (at least two minutes) after
+        // it ends; a head is sealed after that, the rare later write re-encodes the block.
+        let grace_ms = (2 * step).max(120_000);
+        let mut report = MaintenanceReport::default();
+        let mut empty = Vec::new();
+        for (shard_no, lock) in self.shards.iter().enumerate() {
+            let mut shard = lock.write();
+            for (local, slot) in shard.series.iter_mut().enumerate() {
+                let Some(data) = slot else { continue };
+                if let Some(head) = data.head_block() {
+                    let head_end = (i64::from(head) + 1) * self.cfg.block_ms();
+                    if head_end + grace_ms < now {
+                        data.seal_head(bs);
+                        report.heads_sealed += 1;
+                    }
+                }
+                if data.expire_before(min_block) {
+                    empty.push((local * SHARDS + shard_no) as SeriesId);
+                }
+            }
+        }
+        if !empty.is_empty() {
+            let mut cat = self.catalog.write();
+            for id in empty {
+                let mut shard = self.shard(id).write();
+                // A sample may have arrived since the scan; only drop what is still empty.
+                if shard.get(id).is_none_or(|d| !d.is_empty()) {
+                    continue;
+                }
+                shard.series[id as usize / SHARDS] = None;
+                drop(shard);
+                let Some(set) = cat.tags[id as usize].take() else {
+                    continue;
+                };
+                let hash = hash_tags(set.iter().map(|&(k, v)| {
+                    (cat.interner.resolve(k), cat.interner.resolve(v))
+                }));
+                let Catalog {
+                    interner,
+                    index,
+                    by_hash,
+                    collisions,
+                    free,
+                    ..
+                } = &mut *cat;
+                index.remove(id, &set, interner);
+                if by_hash.get(&hash) == Some(&id) {
+                    by_hash.remove(&hash);
+                    // Promote a colliding series, if any, to the main map.
+                    if let Some(list) = collisions.get_mut(&hash) {
+                        if let Some(other) = list.pop() {
+                            by_hash.insert(hash, other);
+                        }
+                        if list.is_empty() {
+                            collisions.remove(&hash);
+                        }
+                    }
+                } else if let Some(list) = collisions.get_mut(&hash) {
+                    list.retain(|&x| x != id);
+                    if list.is_empty() {
+                        collisions.remove(&hash);
+                    }
+                }
+                free.push(id);
+                report.series_dropped += 1;
+            }
+        }
+        report
+    }
+
+    /// Seals every head now (used before measuring compressed size, and at shutdown).
+    pub fn seal_all(&self) {
+        for lock in self.shards.iter() {
+            let mut shard = lock.write();
+            for data in shard.series.iter_mut().flatten() {
+                data.seal_head(self.cfg.block_steps);
+            }
+        }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.catalog.read().index.len() as usize
+    }
+
+    pub fn samples_stored(&self) -> u64 {
+        self.samples_stored.load(Ordering::Relaxed)
+    }
+
+    /// The tags of one series.
+    pub fn tags(&self, id: SeriesId) -> Option<TagMap> {
+        self.catalog.read().tags_ref(id).map(|t| t.to_map())
+    }
+
+    /// Tag keys with the number of series having each, sorted by key, over the series
+    /// matching `within` (all series if `None`).
+    pub fn tag_keys(&self, within: Option<&Matcher>) -> Vec<(String, u64)> {
+        let cat = self.catalog.read();
+        let filter = within.map(|m| cat.index.select(m, &cat.interner));
+        let mut keys: Vec<(String, u64)> = cat
+            .index
+            .keys_within(filter.as_ref())
+            .map(|(k, n)| (cat.interner.resolve(k).to_string(), n))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Values of `key` with the number of series having each, sorted by value.
+    pub fn tag_values(&self, key: &str, within: Option<&Matcher>) -> Vec<(String, u64)> {
+        let cat = self.catalog.read();
+        let filter = within.map(|m| cat.index.select(m, &cat.interner));
+        cat.index
+            .values_within(key, &cat.interner, filter.as_ref())
+            .into_iter()
+            .map(|(v, n)| (v.to_string(), n))
+            .collect()
+    }
+
+    /// (sealed bytes, stored steps in sealed blocks) over `ids`.
+    pub fn sealed_stats(&self, ids: &Postings) -> (usize, usize) {
+        let mut bytes = 0;
+        let mut blocks = 0;
+        for id in ids {
+            if let Some(d) = self.shard(id).read().get(id) {
+                let (b, n) = d.sealed_stats();
+                bytes += b;
+                blocks += n;
+            }
+        }
+        (bytes, blocks * self.cfg.block_steps as usize)
+    }
+
+    /// Memory held, by part.
+    pub fn memory(&self) -> MemoryStats {
+        let mut m = MemoryStats::default();
+        for lock in self.shards.iter() {
+            let shard = lock.read();
+            m.series_struct_bytes += shard.series.capacity() * size_of::<Option<SeriesData>>();
+            for d in shard.series.iter().flatten() {
+                m.n_series += 1;
+                m.head_and_sealed_bytes += d.heap_bytes();
+                let (b, n) = d.sealed_stats();
+                m.sealed_bytes += b;
+                m.sealed_samples += n * self.cfg.block_steps as usize;
+            }
+        }
+        let cat = self.catalog.read();
+        m.tag_bytes = cat
+            .tags
+            .iter()
+            .map(|t| 16 + t.as_ref().map_or(0, |t| t.len() * 8))
+            .sum::<usize>()
+            + cat.by_hash.capacity() * 16;
+        m.index_bytes = cat.index.heap_bytes();
+        m.interner_bytes = cat.interner.heap_bytes();
+        m
+    }
+
+    fn check_request(&self, req: &ReadRequest) -> Result<usize> {
+        let stored = self.cfg.step_ms;
+        if req.step_ms <= 0 || req.step_ms % stored != 0 {
+            return Err(Error::InvalidStep {
+                step_ms: req.step_ms,
+                stored_step_ms: stored,
+            });
+        }
+        if req.end_ms < req.start_ms
+            || req.start_ms % req.step_ms != 0
+            || req.end_ms % req.step_ms != 0
+        {
+            return Err(Error::InvalidRange {
+                start_ms: req.start_ms,
+                end_ms: req.end_ms,
+            });
+        }
+        let raw = req.len().saturating_mul((req.step_ms / stored) as usize);
+        if raw > MAX_READ_STEPS {
+            return Err(Error::TooLarge {
+                what: "stored steps per series in one read",
+                requested: raw,
+                limit: MAX_READ_STEPS,
+            });
+        }
+        Ok(raw)
+    }
+}
+
+/// Routes one raw sample through its series' normalization into the step slots.
+#[inline]
+fn write_sample(data: &mut SeriesData, ts_ms: i64, value: f64, step_ms: i64, block_steps: u32) {
+    match data.dstype {
+        DsType::Gauge => data.write(step_end(ts_ms, step_ms) / step_ms, value, Merge::Max, block_steps),
+        DsType::Sum => data.write(step_end(ts_ms, step_ms) / step_ms, value, Merge::Add, block_steps),
+        DsType::Rate => {
+            let mut norm = data.norm;
+            norm.rate(ts_ms, value, step_ms, step_ms, &mut |b, v| {
+                data.write(b / step_ms, v, Merge::Max, block_steps)
+            });
+            data.norm = norm;
+        }
+        DsType::Counter => {
+            let mut norm = data.norm;
+            norm.counter(ts_ms, value, step_ms, &mut |b, v| {
+                data.write(b / step_ms, v, Merge::Max, block_steps)
+            });
+            data.norm = norm;
+        }
+    }
+}
+
+impl SeriesSource for Store {
+    fn step_ms(&self) -> i64 {
+        self.cfg.step_ms
+    }
+
+    fn select(&self, m: &Matcher) -> Postings {
+        let cat = self.catalog.read();
+        cat.index.select(m, &cat.interner)
+    }
+
+    fn visit_tags(&self, ids: &Postings, f: &mut dyn FnMut(SeriesId, &dyn Tags)) {
+        let mut iter = ids.iter().peekable();
+        while iter.peek().is_some() {
+            let cat = self.catalog.read();
+            for id in iter.by_ref().take(SCAN_CHUNK) {
+                if let Some(tags) = cat.tags_ref(id) {
+                    f(id, &tags);
+                }
+            }
+        }
+    }
+
+    fn visit_values(
+        &self,
+        ids: &Postings,
+        req: &ReadRequest,
+        f: &mut dyn FnMut(SeriesId, &[f64]),
+    ) -> Result<()> {
+        let raw_len = self.check_request(req)?;
+        let stored = self.cfg.step_ms;
+        let multiple = (req.step_ms / stored) as usize;
+        let first_step = req.start_ms / stored;
+        let mut raw = vec![f64::NAN; raw_len];
+        let mut out = vec![f64::NAN; req.len()];
+        let mut scratch = vec![f64::NAN; self.cfg.block_steps as usize];
+        for id in ids {
+            {
+                let shard = self.shard(id).read();
+                let Some(data) = shard.get(id) else { continue };
+                data.read_steps(first_step, &mut raw, self.cfg.block_steps, &mut scratch)?;
+            }
+            if multiple == 1 {
+                f(id, &raw);
+            } else {
+                for (o, chunk) in out.iter_mut().zip(raw.chunks_exact(multiple)) {
+                    *o = req.cf.apply(chunk);
+                }
+                f(id, &out);
+            }
+        }
+        Ok(())
+    }
+}

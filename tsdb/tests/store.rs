@@ -1,0 +1,188 @@
+//! Store behaviour through its public API: dstypes, reads with consolidation, retention,
+//! the tags listing, and the index agreeing with a naive model under random tag sets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use argus_tsdb::{
+    CmpOp, Consolidation, Matcher, ReadRequest, SeriesSource, Store, StoreConfig, TagMap, Tags,
+    ValuePredicate,
+};
+use proptest::prelude::*;
+
+const MIN: i64 = 60_000;
+const T0: i64 = 1_700_000_000_000 / 3_600_000 * 3_600_000; // an hour boundary
+
+fn store_at(now: Arc<AtomicI64>) -> Store {
+    let clock = Arc::new(move || now.load(Ordering::Relaxed));
+    Store::with_clock(StoreConfig::new(MIN, 6 * 3_600_000), clock)
+}
+
+fn tags(pairs: &[(&str, &str)]) -> TagMap {
+    TagMap::from_pairs(pairs.iter().copied())
+}
+
+fn read(store: &Store, m: &Matcher, start: i64, end: i64, step: i64, cf: Consolidation) -> Vec<(TagMap, Vec<f64>)> {
+    let ids = store.select(m);
+    let req = ReadRequest { start_ms: start, end_ms: end, step_ms: step, cf };
+    let mut out = Vec::new();
+    store
+        .visit_values(&ids, &req, &mut |id, vals| out.push((store.tags(id).unwrap(), vals.to_vec())))
+        .unwrap();
+    out
+}
+
+fn bits_eq(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+}
+
+#[test]
+fn dstypes_normalize_like_atlas() {
+    let now = Arc::new(AtomicI64::new(T0 + 10 * MIN));
+    let store = store_at(now);
+    let g = store.resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
+    let s = store.resolve(&tags(&[("name", "s"), ("atlas.dstype", "sum")]));
+    let c = store.resolve(&tags(&[("name", "c"), ("atlas.dstype", "counter")]));
+    let r = store.resolve(&tags(&[("name", "r")]));
+    // gauge: rounds up, max within a step
+    store.append(g, T0 + MIN + 1, 5.0).unwrap();
+    store.append(g, T0 + MIN + 30_000, 7.0).unwrap();
+    store.append(g, T0 + 2 * MIN, 3.0).unwrap();
+    // sum: rounds up, adds
+    store.append(s, T0 + MIN + 1, 5.0).unwrap();
+    store.append(s, T0 + 2 * MIN, 7.0).unwrap();
+    // counter: per-second rate, first sample gives nothing
+    store.append(c, T0 + MIN, 100.0).unwrap();
+    store.append(c, T0 + 2 * MIN, 160.0).unwrap();
+    // rate on the boundary: as is
+    store.append(r, T0 + 2 * MIN, 4.5).unwrap();
+    let n = f64::NAN;
+    let got = read(&store, &Matcher::True, T0 + MIN, T0 + 3 * MIN, MIN, Consolidation::Avg);
+    let by_name = |name: &str| got.iter().find(|(t, _)| t.get("name") == Some(name)).unwrap().1.clone();
+    assert!(bits_eq(&by_name("g"), &[n, 7.0, n]), "{:?}", by_name("g"));
+    assert!(bits_eq(&by_name("s"), &[n, 12.0, n]), "{:?}", by_name("s"));
+    assert!(bits_eq(&by_name("c"), &[n, 1.0, n]), "{:?}", by_name("c"));
+    assert!(bits_eq(&by_name("r"), &[n, 4.5, n]), "{:?}", by_name("r"));
+}
+
+#[test]
+fn consolidation_groups_stored_steps_from_the_bucket_start() {
+    let now = Arc::new(AtomicI64::new(T0 + 3 * 3_600_000));
+    let store = store_at(now);
+    let id = store.resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
+    for i in 0..130 {
+        store.append(id, T0 + i * MIN, i as f64).unwrap();
+    }
+    let five = 5 * MIN;
+    let got = read(&store, &Matcher::True, T0, T0 + 2 * five, five, Consolidation::Avg);
+    assert_eq!(got[0].1, vec![2.0, 7.0, 12.0]);
+    let got = read(&store, &Matcher::True, T0, T0 + 2 * five, five, Consolidation::Max);
+    assert_eq!(got[0].1, vec![4.0, 9.0, 14.0]);
+    // across a sealed block boundary (blocks are one hour)
+    let got = read(&store, &Matcher::True, T0 + 55 * MIN, T0 + 65 * MIN, MIN, Consolidation::Avg);
+    assert_eq!(got[0].1, (55..=65).map(|i| i as f64).collect::<Vec<_>>());
+}
+
+#[test]
+fn retention_rejects_old_samples_and_drops_expired_series() {
+    let now = Arc::new(AtomicI64::new(T0));
+    let store = store_at(now.clone());
+    let old = store.resolve(&tags(&[("name", "old"), ("atlas.dstype", "gauge")]));
+    let live = store.resolve(&tags(&[("name", "live"), ("atlas.dstype", "gauge")]));
+    assert!(store.append(old, T0 - 7 * 3_600_000, 1.0).is_err());
+    store.append(old, T0 - MIN, 1.0).unwrap();
+    now.store(T0 + 3 * 3_600_000, Ordering::Relaxed);
+    store.append(live, T0 + 3 * 3_600_000, 2.0).unwrap();
+    store.maintain();
+    assert_eq!(store.series_count(), 2);
+    now.store(T0 + 8 * 3_600_000, Ordering::Relaxed);
+    let report = store.maintain();
+    assert_eq!(report.series_dropped, 1);
+    assert_eq!(store.series_count(), 1);
+    assert_eq!(store.lookup(&tags(&[("name", "old"), ("atlas.dstype", "gauge")])), None);
+    assert!(store.tag_values("name", None).iter().all(|(v, _)| v != "old"));
+    // the freed id is reused by the next new series, with fresh data
+    let again = store.resolve(&tags(&[("name", "new"), ("atlas.dstype", "gauge")]));
+    assert_eq!(again, old);
+    store.append(again, T0 + 8 * 3_600_000, 3.0).unwrap();
+    let got = read(&store, &Matcher::eq("name", "new"), T0 + 8 * 3_600_000, T0 + 8 * 3_600_000, MIN, Consolidation::Avg);
+    assert_eq!(got[0].1, vec![3.0]);
+}
+
+#[test]
+fn tag_listing_is_sorted_and_filtered() {
+    let store = store_at(Arc::new(AtomicI64::new(T0)));
+    for (app, node) in [("b", "n1"), ("a", "n2"), ("a", "n3")] {
+        store.resolve(&tags(&[("name", "cpu"), ("nf.app", app), ("nf.node", node)]));
+    }
+    store.resolve(&tags(&[("name", "mem")]));
+    assert_eq!(store.tag_keys(None).iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["name", "nf.app", "nf.node"]);
+    assert_eq!(store.tag_values("nf.app", None), vec![("a".into(), 2), ("b".into(), 1)]);
+    let q = Matcher::eq("nf.app", "a");
+    assert_eq!(store.tag_values("nf.node", Some(&q)).len(), 2);
+    assert_eq!(store.tag_keys(Some(&Matcher::eq("name", "mem"))), vec![("name".into(), 1)]);
+}
+
+// ---- index algebra against a naive model ----
+
+fn arb_tags() -> impl Strategy<Value = Vec<(String, String)>> {
+    prop::collection::vec((0..4usize, 0..5usize), 1..4).prop_map(|kv| {
+        let mut v: Vec<(String, String)> = kv
+            .into_iter()
+            .map(|(k, v)| (format!("k{k}"), format!("v{v}")))
+            .collect();
+        v.push(("name".into(), "m".into()));
+        v
+    })
+}
+
+fn arb_matcher() -> impl Strategy<Value = Matcher> {
+    let key = (0..5usize).prop_map(|k| format!("k{k}"));
+    let val = (0..6usize).prop_map(|v| format!("v{v}"));
+    let leaf = prop_oneof![
+        Just(Matcher::True),
+        Just(Matcher::False),
+        (key.clone(), val.clone()).prop_map(|(k, v)| Matcher::eq(k, v)),
+        (key.clone(), prop::collection::vec(val.clone(), 0..3)).prop_map(|(key, values)| Matcher::In { key, values }),
+        key.clone().prop_map(|key| Matcher::Has { key }),
+        (key.clone(), val.clone(), 0..4usize).prop_map(|(key, value, op)| Matcher::Cmp {
+            key,
+            op: [CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge][op],
+            value
+        }),
+        (key, 0..3u32).prop_map(|(key, parity)| Matcher::Values {
+            key,
+            pred: ValuePredicate {
+                prefix: "v".into(),
+                test: Arc::new(move |s: &str| s.len() as u32 % 3 != parity),
+                description: "test".into(),
+            }
+        }),
+    ];
+    leaf.prop_recursive(4, 24, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| a.and(b)),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| a.or(b)),
+            inner.prop_map(|a| a.not()),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn index_agrees_with_naive_model(series in prop::collection::vec(arb_tags(), 1..40), m in arb_matcher()) {
+        let store = store_at(Arc::new(AtomicI64::new(T0)));
+        let mut model: Vec<(u32, TagMap)> = Vec::new();
+        for t in &series {
+            let map = TagMap::from_pairs(t.iter().cloned());
+            let id = store.resolve(&map);
+            if !model.iter().any(|(i, _)| *i == id) {
+                model.push((id, map));
+            }
+        }
+        let got: Vec<u32> = store.select(&m).iter().collect();
+        let mut want: Vec<u32> = model.iter().filter(|(_, t)| m.matches(t as &dyn Tags)).map(|(i, _)| *i).collect();
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+}
