@@ -1,1 +1,10 @@
-//! The Argus server library (placeholder).
+//! The Argus server: configuration, the HTTP API, Atlas publish decoding and tag rules, and
+//! the server's own metrics. Wire formats are converted to store types here and nowhere else.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod publish;
+pub mod server;
+pub mod validation;

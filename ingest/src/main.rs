@@ -1,2 +1,108 @@
-//! The `argus` binary (placeholder).
-fn main() {}
+//! `argus`: the Argus server and command-line client. Parses arguments, runs the subcommand,
+//! and maps errors to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use argus_ingest::config::ConfigLayer;
+use clap::{Parser, Subcommand};
+
+/// Argus: an in-memory dimensional time-series store with the Atlas Stack Language, and live
+/// queries over raw events.
+#[derive(Parser)]
+#[command(name = "argus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the HTTP API (publish, tags, graph) over an in-memory store.
+    ///
+    /// Every option can also come from a TOML file (--config, keys spelled as the long
+    /// options, e.g. `step = "10s"`) or an ARGUS_* environment variable. Flags win over the
+    /// environment, which wins over the file.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
+    /// publish-max-age, max-body-bytes).
+    #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:7101].
+    #[arg(long, env = "ARGUS_HTTP_ADDR", value_name = "HOST:PORT")]
+    http_addr: Option<String>,
+    /// Address reserved for the gRPC ingest service (agents, OTLP) [default: 127.0.0.1:4317].
+    #[arg(long, env = "ARGUS_GRPC_ADDR", value_name = "HOST:PORT")]
+    grpc_addr: Option<String>,
+    /// Directory for the server's files (created if missing) [default: argus-data].
+    #[arg(long, env = "ARGUS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Step of stored series; timestamps are normalized to step ends [default: 60s].
+    #[arg(long, env = "ARGUS_STEP", value_name = "DURATION")]
+    step: Option<String>,
+    /// How long data is kept in memory [default: 6h].
+    #[arg(long, env = "ARGUS_RETENTION", value_name = "DURATION")]
+    retention: Option<String>,
+    /// How far from now a published datapoint may be, either way (backfill accepts
+    /// anything inside the retention window) [default: 60s].
+    #[arg(long, env = "ARGUS_PUBLISH_MAX_AGE", value_name = "DURATION")]
+    publish_max_age: Option<String>,
+    /// Largest request body accepted, after decompression [default: 67108864].
+    #[arg(long, env = "ARGUS_MAX_BODY_BYTES", value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> anyhow::Result<argus_ingest::config::ServerConfig> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        let flags = ConfigLayer {
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+            data_dir: self.data_dir,
+            step: self.step,
+            retention: self.retention,
+            publish_max_age: self.publish_max_age,
+            max_body_bytes: self.max_body_bytes,
+        };
+        flags.over(file).resolve()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARGUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Server(args) => run_server(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("argus: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let cfg = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("argus")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(argus_ingest::server::run(cfg, argus_ingest::server::shutdown_signal()))
+}

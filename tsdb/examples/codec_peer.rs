@@ -35,7 +35,9 @@ fn run() -> Result<(), String> {
     if block == 0 {
         return Err("block steps must be positive".into());
     }
-    let read = |f: &str| std::fs::read(format!("{dir}/{f}")).map_err(|e| format!("reading {dir}/{f}: {e}"));
+    let read = |f: &str| {
+        std::fs::read(format!("{dir}/{f}")).map_err(|e| format!("reading {dir}/{f}: {e}"))
+    };
     let manifest = String::from_utf8(read("manifest.json")?).map_err(|e| e.to_string())?;
     let points = json_int(&manifest, "points_per_series")?;
     let step_s = json_int(&manifest, "step_s")? as f64;
@@ -103,7 +105,10 @@ fn run() -> Result<(), String> {
                 at += len;
             }
             if pos != enc.len() {
-                return Err(format!("{name}: decode consumed {pos} of {} bytes", enc.len()));
+                return Err(format!(
+                    "{name}: decode consumed {pos} of {} bytes",
+                    enc.len()
+                ));
             }
         }
         let rate = (values.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6;
@@ -134,7 +139,10 @@ fn run() -> Result<(), String> {
 /// The integer after `"key": ` in the manifest (pretty-printed JSON, no nesting needed).
 fn json_int(text: &str, key: &str) -> Result<usize, String> {
     let pat = format!("\"{key}\":");
-    let at = text.find(&pat).ok_or_else(|| format!("manifest has no {key}"))? + pat.len();
+    let at = text
+        .find(&pat)
+        .ok_or_else(|| format!("manifest has no {key}"))?
+        + pat.len();
     let digits: String = text[at..]
         .trim_start()
         .chars()

@@ -14,25 +14,30 @@
 //!
 //! ```text
 //! tag: u8 = mode (bits 0..3) | EXC (bit 3) | scale (bits 4..8)
-//!   scale 0      integers are f64 bit patterns, sign-folded so that order is kept
-//!   scale 1..=14 integer k stands for SCALES[scale - 1].apply(k)
-//!   scale 15     one more byte follows: index into SCALES
-//! mode 0  NAN    every value is the canonical NaN (tag only; scale 0, no EXC)
-//! mode 1  CONST  scale 0: 8 bytes LE bits; else varint zigzag(k)
-//! mode 2  FOR    varint zigzag(min k), u8 width, n values (k - min) packed
-//! mode 3  DELTA  varint zigzag(k0), varint zigzag(min delta), u8 width,
-//!                n-1 values (delta - min delta) packed
-//! mode 4  XOR    Chimp bit stream: 64-bit first value, then per value a 2-bit flag,
-//!                3-bit leading-zero code, 6-bit length where needed (scale 0, no EXC)
-//! packed: width-bit unsigned fields, LSB-first, ceil(count * width / 8) bytes.
-//! Integers are i64 and all arithmetic on them wraps, so a 64-bit range still round-trips.
-//! EXC section (after the body; overwrites the placeholder values there):
-//!   varint (n_nan << 1 | bitmap); canonical-NaN positions: bitmap ceil(n/8) bytes, or
-//!   n_nan varint gaps (position - previous position - 1)
-//!   varint n_raw; n_raw times: varint gap, 8 bytes LE bits
+//!   scale 0      integers are f64 bit patterns, sign-folded so integer order is value order
+//!   scale 1..=14 integer k stands for SCALES[scale - 1] applied to k (k / d or k * m)
+//!   scale 15     one more byte follows: an index into SCALES
+//! mode 0 NAN    every value is the canonical NaN; nothing follows
+//! mode 1 CONST  every value equal: scale 0: 8 bytes LE bits; else varint zigzag(k)
+//! mode 2 FOR    u8 width, varint zigzag(offset >> s), n fields: k - offset
+//! mode 3 DELTA  u8 width, k0 (scale 0: 8 bytes LE; else varint zigzag),
+//!               varint zigzag(offset >> s), n-1 fields: (k[i] - k[i-1]) - offset
+//! mode 4 XOR    Chimp bit stream (LSB-first): 64-bit first value, then per value a
+//!               2-bit flag, and a 3-bit leading-zero class and 6-bit length where needed
+//! mode 5 RAW    n x 8 bytes LE bits: the ceiling, so a block never exceeds 1 + 8n bytes
+//! fields:  width-bit unsigned, packed LSB-first into ceil(count * width / 8) bytes.
+//!          s = max(0, width - 6): offsets are stored without low bits they do not need.
+//!          All integer arithmetic wraps, so even a 64-bit range round-trips.
+//! EXC (FOR and DELTA only; after the fields; overwrites placeholders there):
+//!   varint (n_nan << 1 | bitmap), then the canonical-NaN positions as a bitmap of
+//!   ceil(n / 8) bytes or as n_nan varint gaps (position - previous position - 1);
+//!   varint n_raw, then n_raw times: varint gap, 8 bytes LE bits.
 //! ```
+//!
+//! A 60-value block of per-second rates costs 3-4 header bytes plus 60 fields of 6-9 bits.
 //! Decoding never trusts the bytes: every count, width and position is checked against the
-//! block length, so garbage yields an error (or garbage values), not a panic.
+//! block length, so garbage yields an error (or garbage values), not a panic, and nothing is
+//! allocated but the error message.
 
 use crate::error::{Error, Result};
 
@@ -41,6 +46,7 @@ const MODE_CONST: u8 = 1;
 const MODE_FOR: u8 = 2;
 const MODE_DELTA: u8 = 3;
 const MODE_XOR: u8 = 4;
+const MODE_RAW: u8 = 5;
 const EXC_FLAG: u8 = 8;
 const SCALE_EXT: u8 = 15;
 const SCALE_SHORT: usize = 14;
@@ -150,12 +156,19 @@ impl Scale {
     /// The integer that reproduces `v` exactly under this scale, if there is one.
     #[inline]
     fn fit(self, v: f64) -> Option<i64> {
-        let k = (v * self.d).round();
+        let x = v * self.d;
         // Also rejects NaN and infinities.
-        if !(k.abs() <= MAX_K) {
+        if x.is_nan() || x.abs() > MAX_K {
             return None;
         }
-        let k = k as i64;
+        // `f64::round` is a libm call on baseline x86-64; this is two instructions, and a
+        // value it rounds the wrong way (only possible near 2^52) just fails the check.
+        let k = (x + 0.5f64.copysign(x)) as i64;
+        // A true fit is within a few ulps of k; most misfits are rejected here without the
+        // division of the exact check.
+        if (x - k as f64).abs() > x.abs() * 1e-12 {
+            return None;
+        }
         (self.apply(k).to_bits() == v.to_bits()).then_some(k)
     }
 }
@@ -224,25 +237,42 @@ pub fn encode(values: &[f64], out: &mut Vec<u8>) {
         return;
     }
 
-    let mut best = IntPlan::build(values, None);
-    if let Some(idx) = find_scale(values) {
-        let scaled = IntPlan::build(values, Some(idx));
-        // On a tie keep the bit-pattern plan: its decode needs no division.
-        if scaled.cost < best.cost {
-            best = scaled;
+    // The ceiling: random bits with a few NaNs would otherwise pay headers on top of this.
+    let raw_cost = 1 + 8 * values.len();
+    let scaled = find_scale(values).map(|idx| IntPlan::build(values, Some(idx)));
+    let best = match scaled {
+        // Bit patterns of values that differ by k steps of 1/d differ by about k * 2^52 / |v|
+        // steps, so they cannot pack narrower than small integers do: skip building them.
+        Some(s) if s.body.width <= 16 => s,
+        Some(s) => {
+            let bits = IntPlan::build(values, None);
+            // On a tie keep the bit-pattern plan: its decode needs no division.
+            if s.cost < bits.cost { s } else { bits }
         }
-    }
-    // A Chimp stream costs at least 2 bits per value, so skip it when packing is that good.
-    if best.cost > 9 + (values.len() - 1) / 4 {
-        let mut xor = Vec::with_capacity(best.cost);
-        xor.push(MODE_XOR);
-        chimp_encode(values, &mut xor);
-        if xor.len() < best.cost {
-            out.extend_from_slice(&xor);
+        None => IntPlan::build(values, None),
+    };
+    if best.cost > chimp_lower_bound(values) {
+        let xor_cost = chimp_len(values);
+        if xor_cost < best.cost && xor_cost <= raw_cost {
+            out.push(MODE_XOR);
+            chimp_encode(values, out);
             return;
         }
     }
+    if best.cost > raw_cost {
+        out.push(MODE_RAW);
+        for v in values {
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        return;
+    }
+    let start = out.len();
     best.write(out);
+    debug_assert_eq!(
+        out.len() - start,
+        best.cost,
+        "size estimate of the chosen plan"
+    );
 }
 
 fn encode_const(bits: u64, out: &mut Vec<u8>) {
@@ -311,6 +341,7 @@ fn find_scale(values: &[f64]) -> Option<usize> {
     best.map(|(idx, _)| idx)
 }
 
+/// Values that become exceptions, from a block's conversion (`None` = does not fit).
 #[derive(Default)]
 struct Exceptions {
     nans: Vec<usize>,
@@ -318,37 +349,27 @@ struct Exceptions {
 }
 
 impl Exceptions {
+    fn collect(values: &[f64], fits: &[Option<i64>]) -> Exceptions {
+        let mut exc = Exceptions::default();
+        for (i, (v, f)) in values.iter().zip(fits).enumerate() {
+            match (f, v.to_bits()) {
+                (Some(_), _) => {}
+                (None, CANONICAL_NAN) => exc.nans.push(i),
+                (None, bits) => exc.raws.push((i, bits)),
+            }
+        }
+        exc
+    }
+
     fn is_empty(&self) -> bool {
         self.nans.is_empty() && self.raws.is_empty()
     }
 
-    fn nan_list_len(&self) -> usize {
-        gaps(self.nans.iter().copied())
-            .map(|g| varint_len(g as u64))
-            .sum()
-    }
-
-    fn use_bitmap(&self, n: usize) -> bool {
-        !self.nans.is_empty() && n.div_ceil(8) < self.nan_list_len()
-    }
-
-    fn cost(&self, n: usize) -> usize {
-        if self.is_empty() {
-            return 0;
-        }
-        let nan_body = if self.use_bitmap(n) {
-            n.div_ceil(8)
-        } else {
-            self.nan_list_len()
-        };
-        let raw_body: usize = gaps(self.raws.iter().map(|r| r.0))
-            .map(|g| varint_len(g as u64) + 8)
-            .sum();
-        varint_len(self.nans.len() as u64 * 2) + nan_body + varint_len(self.raws.len() as u64) + raw_body
-    }
-
     fn write(&self, n: usize, out: &mut Vec<u8>) {
-        let bitmap = self.use_bitmap(n);
+        let list_len: usize = gaps(self.nans.iter().copied())
+            .map(|g| varint_len(g as u64))
+            .sum();
+        let bitmap = use_bitmap(n, self.nans.len(), list_len);
         put_varint(out, self.nans.len() as u64 * 2 + u64::from(bitmap));
         if bitmap {
             let at = out.len();
@@ -369,6 +390,40 @@ impl Exceptions {
     }
 }
 
+fn use_bitmap(n: usize, n_nan: usize, list_len: usize) -> bool {
+    n_nan > 0 && n.div_ceil(8) < list_len
+}
+
+/// Size of the EXC section `Exceptions::collect(values, fits).write` would produce, without
+/// building it (the outlier search asks this often).
+fn exc_cost(values: &[f64], fits: &[Option<i64>]) -> usize {
+    let (mut n_nan, mut nan_list, mut next_nan) = (0usize, 0usize, 0usize);
+    let (mut n_raw, mut raw_list, mut next_raw) = (0usize, 0usize, 0usize);
+    for (i, (v, f)) in values.iter().zip(fits).enumerate() {
+        if f.is_some() {
+            continue;
+        }
+        if v.to_bits() == CANONICAL_NAN {
+            n_nan += 1;
+            nan_list += varint_len((i - next_nan) as u64);
+            next_nan = i + 1;
+        } else {
+            n_raw += 1;
+            raw_list += varint_len((i - next_raw) as u64) + 8;
+            next_raw = i + 1;
+        }
+    }
+    if n_nan + n_raw == 0 {
+        return 0;
+    }
+    let nan_body = if use_bitmap(values.len(), n_nan, nan_list) {
+        values.len().div_ceil(8)
+    } else {
+        nan_list
+    };
+    varint_len(n_nan as u64 * 2) + nan_body + varint_len(n_raw as u64) + raw_list
+}
+
 /// Ascending positions as gaps: the number of positions skipped since the previous one.
 fn gaps(positions: impl Iterator<Item = usize>) -> impl Iterator<Item = usize> {
     let mut next = 0;
@@ -379,13 +434,44 @@ fn gaps(positions: impl Iterator<Item = usize>) -> impl Iterator<Item = usize> {
     })
 }
 
-/// How the integer sequence is laid out: `base` is the minimum (FOR) or the first value
-/// (DELTA), `dmin` the minimum delta.
+/// How the integer sequence is laid out. `offset` is what every packed field is added to
+/// (the minimum for FOR, the minimum delta for DELTA), rounded down by `offset_shift`.
 struct Body {
     delta: bool,
-    base: i64,
-    dmin: i64,
+    first: i64,
+    offset: i64,
     width: u32,
+}
+
+/// Offsets are stored without their low bits: a width-w field only needs an offset good to
+/// about w - 6 bits, and a full-precision delta offset would otherwise cost 8 varint bytes.
+/// Rounding down can cost one extra width bit, rarely (about 1 block in 100 for noise).
+#[inline]
+fn offset_shift(width: u32) -> u32 {
+    width.saturating_sub(6)
+}
+
+/// The rounded offset and field width that cover `lo..=hi`.
+fn fit_offset(lo: i64, hi: i64) -> (i64, u32) {
+    let mut width = bit_width(hi.wrapping_sub(lo) as u64);
+    loop {
+        let t = offset_shift(width);
+        let offset = (lo >> t) << t;
+        if width == 64 || (hi.wrapping_sub(offset) as u64) >> width == 0 {
+            return (offset, width);
+        }
+        width += 1;
+    }
+}
+
+fn offset_len(offset: i64, width: u32) -> usize {
+    varint_len(zigzag(offset >> offset_shift(width)))
+}
+
+/// The first value of a DELTA body: a bit pattern has no small magnitude to exploit, so it
+/// takes 8 fixed bytes instead of a 9-10 byte varint.
+fn first_len(first: i64, scaled: bool) -> usize {
+    if scaled { varint_len(zigzag(first)) } else { 8 }
 }
 
 /// A complete integer-mode encoding of one block, with its exact size.
@@ -397,24 +483,56 @@ struct IntPlan {
     cost: usize,
 }
 
+/// At most this many outliers are moved out of the packed range per block.
+const MAX_OUTLIERS: usize = 3;
+
 impl IntPlan {
     fn build(values: &[f64], scale: Option<usize>) -> IntPlan {
-        let mut ks = Vec::with_capacity(values.len());
-        let mut exc = Exceptions::default();
-        match scale {
-            None => to_ints(values, |v| (!v.is_nan()).then(|| fold(v.to_bits())), &mut ks, &mut exc),
+        let mut fits: Vec<Option<i64>> = match scale {
+            None => values
+                .iter()
+                .map(|v| (!v.is_nan()).then(|| fold(v.to_bits())))
+                .collect(),
             Some(i) => {
                 let s = SCALES[i];
-                to_ints(values, |v| s.fit(v), &mut ks, &mut exc)
+                values.iter().map(|&v| s.fit(v)).collect()
             }
-        }
-        let (body, body_cost) = plan_body(&ks);
+        };
+        let scaled = scale.is_some();
         let tag_cost = 1 + usize::from(scale.is_some_and(|i| i >= SCALE_SHORT));
-        let cost = tag_cost + body_cost + exc.cost(values.len());
+        let mut ks = Vec::with_capacity(values.len());
+        let plan = |fits: &[Option<i64>], ks: &mut Vec<i64>| {
+            fill_placeholders(fits, ks);
+            let (body, body_cost) = plan_body(ks, scaled);
+            (body, tag_cost + body_cost + exc_cost(values, fits))
+        };
+        let (mut body, mut cost) = plan(&fits, &mut ks);
+        // A spike or a counter reset widens every field of the block; storing it as an
+        // exception (about 9 bytes) pays once it saves a bit or two per field. Narrow or
+        // short blocks cannot gain enough to pay for the search.
+        if values.len() >= 16 && body.width >= 3 {
+            for _ in 0..MAX_OUTLIERS {
+                let mut best: Option<(usize, Body, usize)> = None;
+                for p in outlier_candidates(&ks, &fits, &body).into_iter().flatten() {
+                    let saved = fits[p].take();
+                    let (b, c) = plan(&fits, &mut ks);
+                    fits[p] = saved;
+                    if c < best.as_ref().map_or(cost, |x| x.2) {
+                        best = Some((p, b, c));
+                    }
+                }
+                let Some((p, b, c)) = best else { break };
+                fits[p] = None;
+                (body, cost) = (b, c);
+                // Candidates for the next round come from the current placeholders.
+                fill_placeholders(&fits, &mut ks);
+            }
+            fill_placeholders(&fits, &mut ks);
+        }
         IntPlan {
             scale,
             ks,
-            exc,
+            exc: Exceptions::collect(values, &fits),
             body,
             cost,
         }
@@ -424,17 +542,24 @@ impl IntPlan {
         let b = &self.body;
         let mode = if b.delta { MODE_DELTA } else { MODE_FOR };
         push_tag(out, mode, !self.exc.is_empty(), self.scale);
-        put_varint(out, zigzag(b.base));
+        out.push(b.width as u8);
         if b.delta {
-            put_varint(out, zigzag(b.dmin));
-            out.push(b.width as u8);
-            let deltas = self.ks.windows(2).map(|w| {
-                w[1].wrapping_sub(w[0]).wrapping_sub(b.dmin) as u64
-            });
+            if self.scale.is_some() {
+                put_varint(out, zigzag(b.first));
+            } else {
+                out.extend_from_slice(&b.first.to_le_bytes());
+            }
+        }
+        put_varint(out, zigzag(b.offset >> offset_shift(b.width)));
+        if b.delta {
+            let deltas = self
+                .ks
+                .windows(2)
+                .map(|w| w[1].wrapping_sub(w[0]).wrapping_sub(b.offset) as u64);
             pack(deltas, b.width, out);
         } else {
-            out.push(b.width as u8);
-            pack(self.ks.iter().map(|&k| k.wrapping_sub(b.base) as u64), b.width, out);
+            let fields = self.ks.iter().map(|&k| k.wrapping_sub(b.offset) as u64);
+            pack(fields, b.width, out);
         }
         if !self.exc.is_empty() {
             self.exc.write(self.ks.len(), out);
@@ -442,38 +567,131 @@ impl IntPlan {
     }
 }
 
-/// Converts values to integers; values `conv` rejects become exceptions and take the
-/// previous integer as a placeholder, which costs nothing in either FOR or DELTA.
-fn to_ints(
-    values: &[f64],
-    conv: impl Fn(f64) -> Option<i64>,
-    ks: &mut Vec<i64>,
-    exc: &mut Exceptions,
-) {
-    let mut prev = values.iter().find_map(|&v| conv(v)).unwrap_or(0);
-    for (i, &v) in values.iter().enumerate() {
-        match conv(v) {
-            Some(k) => prev = k,
-            None if v.to_bits() == CANONICAL_NAN => exc.nans.push(i),
-            None => exc.raws.push((i, v.to_bits())),
+/// The integers to pack: exceptions take the previous integer as a placeholder, which costs
+/// nothing in either FOR or DELTA.
+fn fill_placeholders(fits: &[Option<i64>], ks: &mut Vec<i64>) {
+    ks.clear();
+    let mut prev = fits.iter().find_map(|&f| f).unwrap_or(0);
+    for f in fits {
+        if let Some(k) = *f {
+            prev = k;
         }
         ks.push(prev);
     }
 }
 
+/// The three largest and three smallest of a sequence with their positions: enough to know
+/// its range with any two positions left out.
+struct Extremes {
+    hi: [(i64, usize); 3],
+    lo: [(i64, usize); 3],
+}
+
+impl Extremes {
+    fn new() -> Self {
+        Extremes {
+            hi: [(i64::MIN, usize::MAX); 3],
+            lo: [(i64::MAX, usize::MAX); 3],
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, v: i64, at: usize) {
+        if v > self.hi[2].0 {
+            self.hi[2] = (v, at);
+            if v > self.hi[1].0 {
+                self.hi.swap(1, 2);
+                if v > self.hi[0].0 {
+                    self.hi.swap(0, 1);
+                }
+            }
+        }
+        if v < self.lo[2].0 {
+            self.lo[2] = (v, at);
+            if v < self.lo[1].0 {
+                self.lo.swap(1, 2);
+                if v < self.lo[0].0 {
+                    self.lo.swap(0, 1);
+                }
+            }
+        }
+    }
+
+    /// `(min, max)` without positions `a` and `b`; `min > max` when nothing is left.
+    fn without(&self, a: usize, b: usize) -> (i64, i64) {
+        let keep = |e: &&(i64, usize)| e.1 != a && e.1 != b;
+        let lo = self.lo.iter().find(keep).map_or(i64::MAX, |e| e.0);
+        let hi = self.hi.iter().find(keep).map_or(i64::MIN, |e| e.0);
+        (lo, hi)
+    }
+}
+
+fn range_width(lo: i64, hi: i64) -> usize {
+    if lo > hi {
+        0
+    } else {
+        bit_width(hi.wrapping_sub(lo) as u64) as usize
+    }
+}
+
+/// Positions worth trying as exceptions: the smallest and largest integer (they set the
+/// FOR range) and either side of the smallest and largest step (a spike is a step out and
+/// a step back), kept only if taking them out narrows the fields by about the 9 bytes an
+/// exception costs. The estimate ignores offset rounding, so the caller still prices each
+/// candidate exactly; it only spares the search on ordinary blocks.
+fn outlier_candidates(ks: &[i64], fits: &[Option<i64>], body: &Body) -> [Option<usize>; 6] {
+    let n = ks.len();
+    let mut vals = Extremes::new();
+    for (i, (&k, f)) in ks.iter().zip(fits).enumerate() {
+        if f.is_some() {
+            vals.push(k, i);
+        }
+    }
+    let step = |i: usize| ks[i].wrapping_sub(ks[i - 1]);
+    let mut steps = Extremes::new();
+    for i in 1..n {
+        steps.push(step(i), i);
+    }
+    let bits_now = body.width as usize * if body.delta { n - 1 } else { n };
+    let bits_without = |p: usize| {
+        let (lo, hi) = vals.without(p, p);
+        let for_bits = n * range_width(lo, hi);
+        // Without p, the step into p becomes 0 and the step out of it spans both.
+        let (mut lo, mut hi) = steps.without(p, p + 1);
+        (lo, hi) = (lo.min(0), hi.max(0));
+        if p >= 1 && p + 1 < n {
+            let both = step(p).wrapping_add(step(p + 1));
+            (lo, hi) = (lo.min(both), hi.max(both));
+        }
+        for_bits.min((n - 1) * range_width(lo, hi))
+    };
+    let worth = |p: Option<usize>| {
+        p.filter(|&p| p < n && fits[p].is_some() && bits_without(p) + 64 < bits_now)
+    };
+    let (dlo, dhi) = (steps.lo[0].1, steps.hi[0].1);
+    [
+        worth(Some(vals.lo[0].1)),
+        worth(Some(vals.hi[0].1)),
+        worth(Some(dlo)),
+        worth(dlo.checked_sub(1)),
+        worth(Some(dhi)),
+        worth(dhi.checked_sub(1)),
+    ]
+}
+
 /// Chooses FOR or DELTA for `ks`, whichever is smaller (FOR on a tie: no prefix sum).
-fn plan_body(ks: &[i64]) -> (Body, usize) {
+fn plan_body(ks: &[i64], scaled: bool) -> (Body, usize) {
     let (mut lo, mut hi) = (ks[0], ks[0]);
     for &k in ks {
         lo = lo.min(k);
         hi = hi.max(k);
     }
-    let width = bit_width(hi.wrapping_sub(lo) as u64);
-    let for_cost = varint_len(zigzag(lo)) + 1 + packed_len(ks.len(), width);
+    let (offset, width) = fit_offset(lo, hi);
+    let for_cost = 1 + offset_len(offset, width) + packed_len(ks.len(), width);
     let for_body = Body {
         delta: false,
-        base: lo,
-        dmin: 0,
+        first: 0,
+        offset,
         width,
     };
     if ks.len() < 2 {
@@ -485,16 +703,16 @@ fn plan_body(ks: &[i64]) -> (Body, usize) {
         dlo = dlo.min(d);
         dhi = dhi.max(d);
     }
-    let dwidth = bit_width(dhi.wrapping_sub(dlo) as u64);
-    let delta_cost = varint_len(zigzag(ks[0]))
-        + varint_len(zigzag(dlo))
-        + 1
+    let (doffset, dwidth) = fit_offset(dlo, dhi);
+    let delta_cost = 1
+        + first_len(ks[0], scaled)
+        + offset_len(doffset, dwidth)
         + packed_len(ks.len() - 1, dwidth);
     if delta_cost < for_cost {
         let body = Body {
             delta: true,
-            base: ks[0],
-            dmin: dlo,
+            first: ks[0],
+            offset: doffset,
             width: dwidth,
         };
         (body, delta_cost)
@@ -512,7 +730,11 @@ struct BitWriter<'a> {
 
 impl<'a> BitWriter<'a> {
     fn new(out: &'a mut Vec<u8>) -> Self {
-        BitWriter { out, acc: 0, have: 0 }
+        BitWriter {
+            out,
+            acc: 0,
+            have: 0,
+        }
     }
 
     #[inline(always)]
@@ -529,7 +751,8 @@ impl<'a> BitWriter<'a> {
 
     fn finish(self) {
         let tail = (self.acc as u64).to_le_bytes();
-        self.out.extend_from_slice(&tail[..self.have.div_ceil(8) as usize]);
+        self.out
+            .extend_from_slice(&tail[..self.have.div_ceil(8) as usize]);
     }
 }
 
@@ -544,20 +767,63 @@ fn pack(vals: impl Iterator<Item = u64>, width: u32, out: &mut Vec<u8>) {
     w.finish();
 }
 
+/// At least 2 bits per repeat and 12 per change: rules the stream out for most blocks
+/// without working out its size.
+fn chimp_lower_bound(values: &[f64]) -> usize {
+    let changes = values
+        .windows(2)
+        .filter(|w| w[0].to_bits() != w[1].to_bits())
+        .count();
+    1 + (64 + 2 * (values.len() - 1) + 10 * changes).div_ceil(8)
+}
+
+/// Size in bytes (with the tag) of the Chimp stream `chimp_encode` would write; much
+/// cheaper than writing it.
+fn chimp_len(values: &[f64]) -> usize {
+    let mut bits = 64;
+    let mut prev_lead = u32::MAX;
+    for w in values.windows(2) {
+        let x = w[0].to_bits() ^ w[1].to_bits();
+        if x == 0 {
+            bits += 2;
+            prev_lead = u32::MAX;
+            continue;
+        }
+        let lead = LEAD_VALUE[lead_code(x.leading_zeros()) as usize];
+        let trail = x.trailing_zeros();
+        if trail > 6 {
+            bits += 11 + 64 - lead - trail;
+            prev_lead = u32::MAX;
+        } else if lead == prev_lead {
+            bits += 2 + 64 - lead;
+        } else {
+            bits += 5 + 64 - lead;
+            prev_lead = lead;
+        }
+    }
+    1 + (bits as usize).div_ceil(8)
+}
+
 /// Chimp leading-zero classes: a count is rounded down to one of these 8 values.
 const LEAD_VALUE: [u32; 8] = [0, 8, 12, 16, 18, 20, 22, 24];
 
-fn lead_code(lz: u32) -> u32 {
-    match lz {
-        0..=7 => 0,
-        8..=11 => 1,
-        12..=15 => 2,
-        16..=17 => 3,
-        18..=19 => 4,
-        20..=21 => 5,
-        22..=23 => 6,
-        _ => 7,
+const LEAD_CODE: [u8; 65] = {
+    let mut t = [0u8; 65];
+    let mut lz = 0;
+    while lz < 65 {
+        let mut code = 7;
+        while LEAD_VALUE[code] > lz as u32 {
+            code -= 1;
+        }
+        t[lz] = code as u8;
+        lz += 1;
     }
+    t
+};
+
+#[inline(always)]
+fn lead_code(lz: u32) -> u32 {
+    u32::from(LEAD_CODE[lz as usize])
 }
 
 /// Chimp (Liakos et al., VLDB 2022) without the 128-value window. Flags: 0 = repeat,
@@ -620,12 +886,16 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         s => Some(SCALES[s as usize - 1]),
     };
     match mode {
-        MODE_NAN | MODE_XOR if exc || scale.is_some() => {
-            return Err(corrupt(format!("block tag {tag:#04x} has flags its mode forbids")));
+        MODE_NAN | MODE_XOR | MODE_RAW if exc || scale.is_some() => {
+            return Err(corrupt(format!(
+                "block tag {tag:#04x} has flags its mode forbids"
+            )));
         }
         MODE_NAN => out.fill(f64::NAN),
         MODE_CONST if exc => {
-            return Err(corrupt(format!("block tag {tag:#04x} has flags its mode forbids")));
+            return Err(corrupt(format!(
+                "block tag {tag:#04x} has flags its mode forbids"
+            )));
         }
         MODE_CONST => {
             let v = match scale {
@@ -636,11 +906,20 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         }
         MODE_FOR | MODE_DELTA => {
             let delta = mode == MODE_DELTA;
+            let ints = &mut r;
             match scale {
-                None => decode_ints(&mut r, delta, out, |k| f64::from_bits(fold(k as u64) as u64))?,
-                Some(s) if s.mul => decode_ints(&mut r, delta, out, |k| k as f64 * s.m)?,
-                Some(s) if s.d == 1.0 => decode_ints(&mut r, delta, out, |k| k as f64)?,
-                Some(s) => decode_ints(&mut r, delta, out, |k| k as f64 / s.d)?,
+                None => decode_ints(ints, delta, false, out, |k| {
+                    f64::from_bits(fold(k as u64) as u64)
+                })?,
+                Some(s) => {
+                    decode_ints(ints, delta, true, out, |k| k as f64)?;
+                    // A separate pass so that the compiler can use packed divides.
+                    if s.mul {
+                        out.iter_mut().for_each(|v| *v *= s.m);
+                    } else if s.d != 1.0 {
+                        out.iter_mut().for_each(|v| *v /= s.d);
+                    }
+                }
             }
             if exc {
                 decode_exceptions(&mut r, out)?;
@@ -649,6 +928,14 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         MODE_XOR => {
             let used = chimp_decode(&bytes[r.pos..], out)?;
             r.pos += used;
+        }
+        MODE_RAW => {
+            let raw = r.take_region(8 * out.len(), "raw values")?;
+            for (o, b) in out.iter_mut().zip(raw.chunks_exact(8)) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                *o = f64::from_le_bytes(w);
+            }
         }
         _ => return Err(corrupt(format!("unknown block mode in tag {tag:#04x}"))),
     }
@@ -690,14 +977,20 @@ impl Reader<'_> {
         for i in 0..10 {
             let b = self.u8()?;
             if i == 9 && b > 1 {
-                return Err(corrupt(format!("varint overflows 64 bits at byte {}", self.pos)));
+                return Err(corrupt(format!(
+                    "varint overflows 64 bits at byte {}",
+                    self.pos
+                )));
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(v);
             }
         }
-        Err(corrupt(format!("varint longer than 10 bytes at byte {}", self.pos)))
+        Err(corrupt(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.pos
+        )))
     }
 
     fn width(&mut self) -> Result<u32> {
@@ -724,72 +1017,60 @@ impl Reader<'_> {
     }
 }
 
-/// Values are unpacked through a small stack buffer so the unpack loop and the conversion
-/// loop each stay simple enough to be tight.
-const CHUNK: usize = 256;
-
 fn decode_ints(
     r: &mut Reader<'_>,
     delta: bool,
+    scaled: bool,
     out: &mut [f64],
     conv: impl Fn(i64) -> f64,
 ) -> Result<()> {
-    let base = unzigzag(r.varint()?);
-    let mut buf = [0u64; CHUNK];
+    let width = r.width()?;
+    let first = match (delta, scaled) {
+        (false, _) => 0,
+        (true, true) => unzigzag(r.varint()?),
+        (true, false) => r.u64()? as i64,
+    };
+    let offset = unzigzag(r.varint()?).wrapping_shl(offset_shift(width));
     if !delta {
-        let width = r.width()?;
         let packed = r.take_region(packed_len(out.len(), width), "packed values")?;
-        for (c, dst) in out.chunks_mut(CHUNK).enumerate() {
-            let buf = &mut buf[..dst.len()];
-            unpack(packed, width, c * CHUNK, buf);
-            for (o, &u) in dst.iter_mut().zip(buf.iter()) {
-                *o = conv(base.wrapping_add(u as i64));
-            }
-        }
+        unpack(packed, width, out, |u| conv(offset.wrapping_add(u as i64)));
         return Ok(());
     }
-    let dmin = unzigzag(r.varint()?);
-    let width = r.width()?;
-    let Some((first, rest)) = out.split_first_mut() else {
+    let Some((head, rest)) = out.split_first_mut() else {
         return Ok(());
     };
     let packed = r.take_region(packed_len(rest.len(), width), "packed deltas")?;
-    *first = conv(base);
-    let mut acc = base;
-    for (c, dst) in rest.chunks_mut(CHUNK).enumerate() {
-        let buf = &mut buf[..dst.len()];
-        unpack(packed, width, c * CHUNK, buf);
-        for (o, &u) in dst.iter_mut().zip(buf.iter()) {
-            acc = acc.wrapping_add(dmin.wrapping_add(u as i64));
-            *o = conv(acc);
-        }
-    }
+    *head = conv(first);
+    let mut acc = first;
+    unpack(packed, width, rest, |u| {
+        acc = acc.wrapping_add(offset.wrapping_add(u as i64));
+        conv(acc)
+    });
     Ok(())
 }
 
-/// Reads fields `first..first + dst.len()` of `width` bits from `packed`. Each field is one
-/// unaligned word load and a shift; only the last few fields of a buffer take the padded
-/// path.
-#[inline]
-fn unpack(packed: &[u8], width: u32, first: usize, dst: &mut [u64]) {
+/// Feeds the `dst.len()` fields of `width` bits at the front of `packed` through `f` into
+/// `dst`. Each field is one unaligned word load, a shift and a mask.
+#[inline(always)]
+fn unpack(packed: &[u8], width: u32, dst: &mut [f64], mut f: impl FnMut(u64) -> f64) {
     if width == 0 {
-        dst.fill(0);
+        dst.fill_with(|| f(0));
         return;
     }
     let w = width as usize;
     let mask = u64::MAX >> (64 - width);
     if width <= 56 {
         for (j, d) in dst.iter_mut().enumerate() {
-            let bit = (first + j) * w;
-            *d = (load_u64(packed, bit >> 3) >> (bit & 7)) & mask;
+            let bit = j * w;
+            *d = f((load_u64(packed, bit >> 3) >> (bit & 7)) & mask);
         }
     } else {
         for (j, d) in dst.iter_mut().enumerate() {
-            let bit = (first + j) * w;
+            let bit = j * w;
             let lo = load_u64(packed, bit >> 3);
             let hi = packed.get((bit >> 3) + 8).copied().unwrap_or(0);
             let word = u128::from(lo) | u128::from(hi) << 64;
-            *d = ((word >> (bit & 7)) as u64) & mask;
+            *d = f(((word >> (bit & 7)) as u64) & mask);
         }
     }
 }
@@ -839,7 +1120,9 @@ fn decode_exceptions(r: &mut Reader<'_>, out: &mut [f64]) -> Result<()> {
     }
     let n_raw = r.varint()?;
     if n_raw > n as u64 {
-        return Err(corrupt(format!("block of {n} values claims {n_raw} raw exceptions")));
+        return Err(corrupt(format!(
+            "block of {n} values claims {n_raw} raw exceptions"
+        )));
     }
     let mut next = 0usize;
     for _ in 0..n_raw {
@@ -945,4 +1228,311 @@ fn chimp_decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         *o = f64::from_bits(prev);
     }
     Ok(r.consumed.div_ceil(8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Round-trips `values` bit-exactly, between other bytes (so decode must not depend on
+    /// where the buffer ends), and returns the encoded size.
+    fn check(values: &[f64]) -> usize {
+        let mut buf = vec![0xAA, 0x55];
+        encode(values, &mut buf);
+        let len = buf.len() - 2;
+        if values.len() > 1 {
+            // The size estimate that picks the XOR stream must be exact.
+            let mut xor = Vec::new();
+            chimp_encode(values, &mut xor);
+            assert_eq!(chimp_len(values), 1 + xor.len());
+        }
+        buf.extend_from_slice(&[0xFF; 17]);
+        let mut out = vec![1.5; values.len()];
+        let used = decode(&buf[2..], &mut out).expect("decodes");
+        assert_eq!(used, len, "consumed bytes for {values:?}");
+        for (i, (a, b)) in values.iter().zip(&out).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "value {i}: {a:?} decoded as {b:?} (block {values:?})"
+            );
+        }
+        // Exactly the encoded bytes are enough, too.
+        let exact = buf[2..2 + len].to_vec();
+        assert_eq!(decode(&exact, &mut out).expect("decodes"), len);
+        len
+    }
+
+    fn mode_of(values: &[f64]) -> u8 {
+        let mut buf = Vec::new();
+        encode(values, &mut buf);
+        buf[0] & 7
+    }
+
+    fn per_sample(values: &[f64], blocks_of: usize) -> f64 {
+        let bytes: usize = values.chunks(blocks_of).map(check).sum();
+        bytes as f64 / values.len() as f64
+    }
+
+    /// xorshift64*: deterministic test data without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn normal(&mut self) -> f64 {
+            (0..12).map(|_| self.unit()).sum::<f64>() - 6.0
+        }
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert_eq!(check(&[]), 1);
+        for v in [0.0, -0.0, 1.0, f64::NAN, f64::INFINITY, 1e-310, 0.1, -7.25] {
+            assert!(check(&[v]) <= 9, "{v}");
+        }
+    }
+
+    #[test]
+    fn constants_are_tiny() {
+        assert_eq!(check(&[f64::NAN; 60]), 1);
+        assert_eq!(check(&[0.0; 60]), 2);
+        assert_eq!(check(&[42.0; 60]), 2);
+        assert_eq!(check(&[37.42; 60]), 3);
+        assert_eq!(check(&[1.0 / 60.0; 60]), 2);
+        assert_eq!(check(&[-0.0; 60]), 9);
+        assert_eq!(check(&[f64::from_bits(0x7ff0_0000_0000_0002); 60]), 9);
+        assert_eq!(check(&[std::f64::consts::PI; 60]), 9);
+        assert_eq!(mode_of(&[3.0; 5]), MODE_CONST);
+    }
+
+    #[test]
+    fn counters_as_rates() {
+        let mut r = Rng(7);
+        let mut values = Vec::new();
+        for s in 0..50 {
+            let lambda = (r.normal() * 1.5 + 4.0).exp().min(20_000.0);
+            for i in 0..180 {
+                let k = (lambda + lambda.sqrt() * r.normal()).round().max(0.0);
+                let step = if s % 5 == 0 { 10.0 } else { 60.0 };
+                values.push(if i == 0 { f64::NAN } else { k / step });
+            }
+        }
+        let bps = per_sample(&values, 60);
+        assert!(bps <= 1.25, "{bps} B/sample");
+    }
+
+    #[test]
+    fn integer_gauges() {
+        let mut r = Rng(11);
+        let mut values = Vec::new();
+        for _ in 0..50 {
+            let mut x = 150.0;
+            for _ in 0..180 {
+                x += (r.next() % 11) as f64 - 5.0;
+                values.push(x);
+            }
+        }
+        let bps = per_sample(&values, 60);
+        assert!(bps <= 0.69, "{bps} B/sample");
+    }
+
+    #[test]
+    fn gauges_rounded_to_hundredths() {
+        let mut r = Rng(13);
+        let mut values = Vec::new();
+        for _ in 0..50 {
+            let mut x = 37.42;
+            for _ in 0..180 {
+                x = (x + 1.5 * r.normal()).clamp(0.0, 100.0);
+                values.push((x * 100.0).round() / 100.0);
+            }
+        }
+        let bps = per_sample(&values, 60);
+        assert!(bps <= 1.84, "{bps} B/sample");
+    }
+
+    #[test]
+    fn full_precision_noise() {
+        let mut r = Rng(17);
+        let mut values = Vec::new();
+        for _ in 0..50 {
+            let mut x = (3.0 + 0.8 * r.normal()).exp();
+            for _ in 0..180 {
+                x *= (0.05 * r.normal()).exp();
+                values.push(x);
+            }
+        }
+        let bps = per_sample(&values, 60);
+        assert!(bps <= 7.3, "{bps} B/sample");
+    }
+
+    #[test]
+    fn multiplied_decimals_use_a_multiplier() {
+        let values: Vec<f64> = (0..60).map(|k| (1000 + k * 7) as f64 * 0.01).collect();
+        assert!(check(&values) < 60);
+    }
+
+    #[test]
+    fn exceptions_do_not_force_a_fallback() {
+        let mut values: Vec<f64> = (0..60).map(|k| (k % 7) as f64 / 60.0).collect();
+        values[0] = f64::NAN;
+        values[9] = -0.0;
+        values[30] = f64::from_bits(0x7ff0_0000_0000_0002);
+        values[59] = std::f64::consts::E;
+        let size = check(&values);
+        assert!(size < 60, "{size} bytes");
+        // Sparse series: NaN at every other step switches to the bitmap.
+        let sparse: Vec<f64> = (0..60)
+            .map(|i| if i % 2 == 0 { f64::NAN } else { i as f64 })
+            .collect();
+        assert!(check(&sparse) < 60);
+    }
+
+    #[test]
+    fn spikes_become_exceptions() {
+        let mut r = Rng(21);
+        let rates: Vec<f64> = (0..60)
+            .map(|_| (150 + r.next() % 20) as f64 / 60.0)
+            .collect();
+        let plain = check(&rates);
+        let mut reset = rates.clone();
+        reset[17] = -1_234_567.0 / 60.0;
+        assert!(check(&reset) <= plain + 11, "{} vs {plain}", check(&reset));
+
+        let mut x = 40.0;
+        let noise: Vec<f64> = (0..60)
+            .map(|_| {
+                x *= (0.05 * r.normal()).exp();
+                x
+            })
+            .collect();
+        let plain = check(&noise);
+        let mut spiky = noise.clone();
+        spiky[30] *= 1000.0;
+        spiky[31] = 0.0;
+        assert!(check(&spiky) <= plain + 30, "{} vs {plain}", check(&spiky));
+    }
+
+    #[test]
+    fn special_values_round_trip() {
+        let specials = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            f64::from_bits(0x7ff0_0000_0000_0001),
+            f64::from_bits(0xfff0_dead_beef_0001),
+            f64::from_bits(1),
+            f64::from_bits(0x000f_ffff_ffff_ffff),
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            i64::MAX as f64,
+            i64::MIN as f64,
+            9_007_199_254_740_993.0,
+            1e308,
+            1e-308,
+        ];
+        check(&specials);
+        for (i, &a) in specials.iter().enumerate() {
+            for &b in &specials[i..] {
+                check(&[a, b, a, b, 1.0, 2.0]);
+                check(&[a, b]);
+            }
+        }
+        let alternating: Vec<f64> = (0..100)
+            .map(|i| if i % 2 == 0 { 1e300 } else { -1e-300 })
+            .collect();
+        check(&alternating);
+    }
+
+    #[test]
+    fn every_mode_is_reachable() {
+        let ramp: Vec<f64> = (0..60).map(|i| (i * 1000) as f64).collect();
+        assert_eq!(mode_of(&ramp), MODE_DELTA);
+        let noise: Vec<f64> = (0..60).map(|i| ((i * 37) % 11) as f64).collect();
+        assert_eq!(mode_of(&noise), MODE_FOR);
+        // Long runs of repeats among full-precision values suit the XOR stream.
+        let mut r = Rng(3);
+        let steps: Vec<f64> = (0..60)
+            .map(|i| f64::from_bits(r.next() >> 2 | (i / 20) as u64))
+            .collect();
+        let held: Vec<f64> = (0..60).map(|i| steps[i / 20 * 20]).collect();
+        assert_eq!(mode_of(&held), MODE_XOR);
+        check(&held);
+        let random: Vec<f64> = (0..200).map(|_| f64::from_bits(r.next())).collect();
+        assert_eq!(mode_of(&random), MODE_RAW);
+        assert_eq!(check(&random), 200 * 8 + 1);
+    }
+
+    #[test]
+    fn longest_block() {
+        let mut r = Rng(5);
+        let values: Vec<f64> = (0..65535)
+            .map(|_| (r.next() % 1000) as f64 / 100.0)
+            .collect();
+        check(&values);
+        let bits: Vec<f64> = (0..65535).map(|_| f64::from_bits(r.next())).collect();
+        check(&bits);
+    }
+
+    #[test]
+    fn truncation_is_an_error() {
+        let mut r = Rng(9);
+        let blocks: Vec<Vec<f64>> = vec![
+            (0..60).map(|i| i as f64 / 60.0).collect(),
+            (0..60).map(|_| (r.next() % 100) as f64 * 0.01).collect(),
+            (0..60).map(|_| 1.0 + r.unit()).collect(),
+            (0..60)
+                .map(|i| if i % 3 == 0 { f64::NAN } else { -0.0 })
+                .collect(),
+            vec![1.0, 1.0, 1.0, 2.5, 2.5, 2.5, r.unit(), 7.0],
+        ];
+        for values in blocks {
+            let mut buf = Vec::new();
+            encode(&values, &mut buf);
+            let mut out = vec![0.0; values.len()];
+            for cut in 0..buf.len() {
+                assert!(
+                    decode(&buf[..cut], &mut out).is_err(),
+                    "{cut} of {} bytes decoded",
+                    buf.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_headers_are_errors() {
+        let mut out = [0.0; 4];
+        for bad in [
+            &[0x06][..],
+            &[0x07],
+            &[0x08],
+            &[0x10],
+            &[0x14],
+            &[0xF2, 48, 0, 0],
+            &[0x02, 65, 0],
+            &[
+                0x0A, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F,
+            ],
+            &[0x0A, 0, 0, 2, 4],
+            &[0x0A, 0, 0, 1, 0],
+        ] {
+            let err = decode(bad, &mut out).expect_err("corrupt");
+            assert!(matches!(err, Error::Corrupt(_)), "{bad:?}: {err}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
 pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
 pub use store::{
-    AppendOutcome, Clock, MaintenanceReport, MemoryStats, Sample, Store, StoreConfig, system_clock,
+    AppendOutcome, Clock, MaintenanceReport, MemoryStats, Sample, StorageStats, Store, StoreConfig,
+    system_clock,
 };
 pub use tags::{Interner, Sym, TagMap, Tags};

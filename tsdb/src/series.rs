@@ -268,6 +268,22 @@ impl SeriesData {
         (self.sealed.len(), self.sealed_blocks().count())
     }
 
+    /// Non-NaN values in the sealed blocks (decodes them: for reports, not hot paths).
+    pub(crate) fn sealed_values(&self, block_steps: u32) -> usize {
+        let mut buf = vec![f64::NAN; block_steps as usize];
+        self.sealed_blocks()
+            .map(|b| match codec::decode(&self.sealed[b.start..b.end], &mut buf) {
+                Ok(_) => buf.iter().filter(|v| !v.is_nan()).count(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Slots written so far in the head block.
+    pub(crate) fn head_len(&self) -> usize {
+        self.head.len()
+    }
+
     /// Heap bytes held (capacity, not length, since that is what memory costs).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.head.capacity() * 8 + self.sealed.capacity()

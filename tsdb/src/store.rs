@@ -97,6 +97,20 @@ pub struct MemoryStats {
     pub interner_bytes: usize,
 }
 
+/// How a set of series is stored (see [`Store::storage_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub n_series: usize,
+    pub sealed_bytes: usize,
+    pub sealed_blocks: usize,
+    /// Steps covered by sealed blocks, written or not.
+    pub sealed_slots: usize,
+    /// Non-NaN values in sealed blocks.
+    pub sealed_values: usize,
+    /// Slots written in head blocks (plain f64s, not yet sealed).
+    pub head_slots: usize,
+}
+
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
@@ -443,18 +457,30 @@ impl Store {
             .collect()
     }
 
-    /// (sealed bytes, stored steps in sealed blocks) over `ids`.
-    pub fn sealed_stats(&self, ids: &Postings) -> (usize, usize) {
-        let mut bytes = 0;
-        let mut blocks = 0;
+    /// How the values of `ids` (all series if `None`) are stored. Decodes every sealed block
+    /// to count its values: an operator's report, not a hot path.
+    pub fn storage_stats(&self, ids: Option<&Postings>) -> StorageStats {
+        let all;
+        let ids = match ids {
+            Some(ids) => ids,
+            None => {
+                all = self.select(&Matcher::True);
+                &all
+            }
+        };
+        let mut st = StorageStats::default();
         for id in ids {
             if let Some(d) = self.shard(id).read().get(id) {
-                let (b, n) = d.sealed_stats();
-                bytes += b;
-                blocks += n;
+                let (bytes, blocks) = d.sealed_stats();
+                st.n_series += 1;
+                st.sealed_bytes += bytes;
+                st.sealed_blocks += blocks;
+                st.sealed_slots += blocks * self.cfg.block_steps as usize;
+                st.sealed_values += d.sealed_values(self.cfg.block_steps);
+                st.head_slots += d.head_len();
             }
         }
-        (bytes, blocks * self.cfg.block_steps as usize)
+        st
     }
 
     /// Memory held, by part.

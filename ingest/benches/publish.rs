@@ -1,0 +1,2 @@
+//! Publish payload decoding throughput (written with the server benchmarks).
+fn main() {}

@@ -1,0 +1,189 @@
+//! Server configuration: defaults, then a TOML file (`--config`), then `ARGUS_*` environment
+//! variables, then command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Parses a duration such as `60s`, `1m`, `6h`, `500ms`, `2d`, `1w`, or ISO 8601 `PT1M`.
+pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if let Some(iso) = t.strip_prefix("PT").or_else(|| t.strip_prefix("pt")) {
+        let mut total = 0i64;
+        let mut num = String::new();
+        for c in iso.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let n: i64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+            num.clear();
+            total += n * match c.to_ascii_uppercase() {
+                'H' => 3_600_000,
+                'M' => 60_000,
+                'S' => 1_000,
+                _ => bail!("invalid duration {s:?}: unknown unit {c:?}"),
+            };
+        }
+        if !num.is_empty() || total <= 0 {
+            bail!("invalid duration {s:?}");
+        }
+        return Ok(total);
+    }
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .with_context(|| format!("invalid duration {s:?}: a unit is required (ms, s, m, h, d, w)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}: expected a number before the unit"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => bail!("invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d, w)"),
+    };
+    let ms = n
+        .checked_mul(factor)
+        .with_context(|| format!("invalid duration {s:?}: too large"))?;
+    if ms <= 0 {
+        bail!("invalid duration {s:?}: must be positive");
+    }
+    Ok(ms)
+}
+
+/// The server's settings, after merging every source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub step_ms: i64,
+    pub retention_ms: i64,
+    /// How far a published datapoint may be from now, either way (Atlas's `max-age`).
+    pub publish_max_age_ms: i64,
+    /// Largest request body accepted, after decompression.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: "127.0.0.1:7101".parse().expect("valid literal address"),
+            grpc_addr: "127.0.0.1:4317".parse().expect("valid literal address"),
+            data_dir: PathBuf::from("argus-data"),
+            step_ms: 60_000,
+            retention_ms: 6 * 3_600_000,
+            publish_max_age_ms: 60_000,
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Settings as they appear in the TOML file or on the command line: all optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigLayer {
+    pub http_addr: Option<String>,
+    pub grpc_addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub step: Option<String>,
+    pub retention: Option<String>,
+    pub publish_max_age: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl ConfigLayer {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// `self` over `lower`: a value set here wins.
+    pub fn over(self, lower: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            http_addr: self.http_addr.or(lower.http_addr),
+            grpc_addr: self.grpc_addr.or(lower.grpc_addr),
+            data_dir: self.data_dir.or(lower.data_dir),
+            step: self.step.or(lower.step),
+            retention: self.retention.or(lower.retention),
+            publish_max_age: self.publish_max_age.or(lower.publish_max_age),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+        }
+    }
+
+    /// Fills what is unset from the defaults and checks every value.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let d = ServerConfig::default();
+        let addr = |v: Option<String>, default: SocketAddr, what: &str| -> anyhow::Result<SocketAddr> {
+            match v {
+                Some(s) => s
+                    .parse()
+                    .with_context(|| format!("invalid {what} {s:?}: expected HOST:PORT such as 127.0.0.1:7101")),
+                None => Ok(default),
+            }
+        };
+        let dur = |v: Option<String>, default: i64, what: &str| -> anyhow::Result<i64> {
+            match v {
+                Some(s) => parse_duration_ms(&s).with_context(|| format!("invalid {what}")),
+                None => Ok(default),
+            }
+        };
+        let cfg = ServerConfig {
+            http_addr: addr(self.http_addr, d.http_addr, "http-addr")?,
+            grpc_addr: addr(self.grpc_addr, d.grpc_addr, "grpc-addr")?,
+            data_dir: self.data_dir.unwrap_or(d.data_dir),
+            step_ms: dur(self.step, d.step_ms, "step")?,
+            retention_ms: dur(self.retention, d.retention_ms, "retention")?,
+            publish_max_age_ms: dur(self.publish_max_age, d.publish_max_age_ms, "publish-max-age")?,
+            max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+        };
+        if 86_400_000 % cfg.step_ms != 0 {
+            bail!("invalid step {} ms: a step must divide one day evenly (e.g. 10s, 1m, 5m)", cfg.step_ms);
+        }
+        if cfg.retention_ms < cfg.step_ms {
+            bail!("invalid retention {} ms: shorter than one step ({} ms)", cfg.retention_ms, cfg.step_ms);
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (s, ms) in [("60s", 60_000), ("1m", 60_000), ("6h", 21_600_000), ("500ms", 500), ("PT1M", 60_000), ("PT1H30M", 5_400_000), ("1w", 604_800_000)] {
+            assert_eq!(parse_duration_ms(s).unwrap(), ms, "{s}");
+        }
+        for bad in ["", "60", "m", "1x", "-5s", "0s", "PT", "99999999999999999999s"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file: ConfigLayer = toml::from_str("step = \"10s\"\nretention = \"2h\"\nhttp-addr = \"127.0.0.1:9000\"").unwrap();
+        let flags = ConfigLayer { http_addr: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let cfg = flags.over(file).resolve().unwrap();
+        assert_eq!(cfg.http_addr.port(), 9001);
+        assert_eq!(cfg.step_ms, 10_000);
+        assert_eq!(cfg.retention_ms, 7_200_000);
+        assert_eq!(cfg.grpc_addr.port(), 4317);
+    }
+
+    #[test]
+    fn bad_values_say_what() {
+        let err = ConfigLayer { step: Some("7s".into()), ..Default::default() }.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("divide one day"), "{err:#}");
+        let err = toml::from_str::<ConfigLayer>("stepp = \"1m\"").unwrap_err();
+        assert!(err.to_string().contains("stepp"), "{err}");
+    }
+}

@@ -1,0 +1,63 @@
+//! The one place where server errors become HTTP responses: `{"type":"error","message":…}`
+//! with the right status code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::publish::PayloadError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PayloadError> for ApiError {
+    fn from(e: PayloadError) -> Self {
+        let status = match e {
+            PayloadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PayloadError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<argus_query::Error> for ApiError {
+    fn from(e: argus_query::Error) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"type": "error", "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}

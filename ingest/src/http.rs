@@ -1,0 +1,335 @@
+//! The HTTP API (axum): publish and backfill, tags, graph, health and the server's metrics.
+//! Handlers are thin: decode the request, call the store or the query crate on a blocking
+//! thread when the work is CPU-bound, and turn the outcome into Atlas's response shapes.
+
+use std::sync::Arc;
+
+use argus_query::graph::{GraphRequest, evaluate};
+use argus_tsdb::{Matcher, Store};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::ServerMetrics;
+use crate::publish::{Mode, PayloadError, decode_body, parse_payload, store_datapoints};
+
+/// Everything a handler may touch.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub cfg: Arc<ServerConfig>,
+    pub metrics: Arc<ServerMetrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/api/v1/publish", post(publish))
+        .route("/api/v1/publish-fast", post(publish))
+        .route("/api/v1/backfill", post(backfill))
+        .route("/api/v1/tags", get(tag_keys))
+        .route("/api/v1/tags/{key}", get(tag_values))
+        .route("/api/v1/graph", get(graph))
+        .route("/api/v1/debug/storage", get(debug_storage))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Route templates are a fixed set; anything else is counted as "other".
+    let route: &'static str = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
+        Some("/api/v1/publish") => "/api/v1/publish",
+        Some("/api/v1/publish-fast") => "/api/v1/publish-fast",
+        Some("/api/v1/backfill") => "/api/v1/backfill",
+        Some("/api/v1/tags") => "/api/v1/tags",
+        Some("/api/v1/tags/{key}") => "/api/v1/tags/{key}",
+        Some("/api/v1/graph") => "/api/v1/graph",
+        Some("/api/v1/debug/storage") => "/api/v1/debug/storage",
+        Some("/healthz") => "/healthz",
+        Some("/metrics") => "/metrics",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    state.metrics.http_request(route, resp.status().as_u16());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see the README for the API")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.render(&state.store);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ingest(state, headers, body, Mode::Publish).await
+}
+
+async fn backfill(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ingest(state, headers, body, Mode::Backfill).await
+}
+
+async fn ingest(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    mode: Mode,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::from(PayloadError::TooLarge {
+                limit: state.cfg.max_body_bytes,
+                decompressed: false,
+            })
+        } else {
+            ApiError {
+                status: e.status(),
+                message: format!("reading request body: {}", e.body_text()),
+            }
+        }
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("invalid").to_string());
+    let st = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
+        let now = st.store.now_ms();
+        let parsed = parse_payload(
+            &decoded,
+            mode,
+            now,
+            st.cfg.publish_max_age_ms,
+            st.cfg.retention_ms,
+        )?;
+        Ok::<_, PayloadError>(store_datapoints(&st.store, parsed))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))??;
+    for r in &outcome.rejected {
+        state.metrics.reject(r.reason, 1);
+    }
+    let errors = outcome.rejected.len();
+    if errors == 0 {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let messages: Vec<&str> = outcome
+        .rejected
+        .iter()
+        .take(5)
+        .map(|r| r.message.as_str())
+        .collect();
+    let (status, kind) = if outcome.stored == 0 {
+        (StatusCode::BAD_REQUEST, "error")
+    } else {
+        (StatusCode::ACCEPTED, "partial")
+    };
+    let body = json!({"type": kind, "errorCount": errors, "message": messages});
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// Parameters shared by the two tags routes.
+struct TagsParams {
+    q: Option<Matcher>,
+    limit: usize,
+    offset: Option<String>,
+    verbose: bool,
+    txt: bool,
+}
+
+const MAX_TAGS_LIMIT: usize = 1000;
+
+fn tags_params(params: &[(String, String)]) -> Result<TagsParams, ApiError> {
+    let mut out = TagsParams {
+        q: None,
+        limit: MAX_TAGS_LIMIT,
+        offset: None,
+        verbose: false,
+        txt: false,
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "q" if !v.trim().is_empty() => out.q = Some(argus_query::tag_query(v)?),
+            "q" => {}
+            "limit" => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid limit {v:?}: expected an integer")))?;
+                if n <= 0 {
+                    return Err(ApiError::bad_request(format!("invalid limit {n}: must be greater than 0")));
+                }
+                out.limit = (n as usize).min(MAX_TAGS_LIMIT);
+            }
+            "offset" => out.offset = Some(v.clone()),
+            "verbose" => out.verbose = matches!(v.as_str(), "1" | "true"),
+            "format" => match v.as_str() {
+                "json" => out.txt = false,
+                "txt" => out.txt = true,
+                other => return Err(ApiError::bad_request(format!("invalid format {other:?}: expected json or txt"))),
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn query_params(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+/// Pages a sorted list: items after `offset`, at most `limit`; the next offset goes in Atlas's
+/// `x-nflx-atlas-next-offset` header when the page is full.
+fn page<T>(items: Vec<(String, T)>, p: &TagsParams) -> (Vec<(String, T)>, Option<String>) {
+    let start = match &p.offset {
+        Some(off) => items.partition_point(|(k, _)| k.as_str() <= off.as_str()),
+        None => 0,
+    };
+    let page: Vec<(String, T)> = items.into_iter().skip(start).take(p.limit).collect();
+    let next = (page.len() == p.limit).then(|| page.last().map(|l| l.0.clone())).flatten();
+    (page, next)
+}
+
+fn tags_response(body: Response, next: Option<String>) -> Response {
+    let mut resp = body;
+    if let Some(n) = next
+        && let Ok(v) = HeaderValue::from_str(&n)
+    {
+        resp.headers_mut().insert("x-nflx-atlas-next-offset", v);
+    }
+    resp
+}
+
+async fn tag_keys(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = tags_params(&query_params(q)?)?;
+    if p.verbose {
+        // Every key=value pair with its series count, keyed "key=value" for paging.
+        let mut pairs: Vec<(String, (String, String, u64))> = Vec::new();
+        for (key, _) in state.store.tag_keys(p.q.as_ref()) {
+            for (value, count) in state.store.tag_values(&key, p.q.as_ref()) {
+                pairs.push((format!("{key}={value}"), (key.clone(), value, count)));
+            }
+        }
+        let (page, next) = page(pairs, &p);
+        let out: Vec<_> = page
+            .into_iter()
+            .map(|(_, (k, v, n))| json!({"key": k, "value": v, "count": n}))
+            .collect();
+        return Ok(tags_response(axum::Json(out).into_response(), next));
+    }
+    let (page, next) = page(state.store.tag_keys(p.q.as_ref()), &p);
+    Ok(tags_response(list_body(page.into_iter().map(|(k, _)| k).collect(), p.txt), next))
+}
+
+async fn tag_values(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = tags_params(&query_params(q)?)?;
+    let (page, next) = page(state.store.tag_values(&key, p.q.as_ref()), &p);
+    if p.verbose {
+        let out: Vec<_> = page
+            .into_iter()
+            .map(|(v, n)| json!({"key": key, "value": v, "count": n}))
+            .collect();
+        return Ok(tags_response(axum::Json(out).into_response(), next));
+    }
+    Ok(tags_response(list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt), next))
+}
+
+fn list_body(items: Vec<String>, txt: bool) -> Response {
+    if txt {
+        let mut s = items.join("\n");
+        s.push('\n');
+        ([(header::CONTENT_TYPE, "text/plain")], s).into_response()
+    } else {
+        axum::Json(items).into_response()
+    }
+}
+
+async fn graph(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
+        if req.format != "json" {
+            return Err(ApiError::bad_request(format!(
+                "format {:?} is not supported yet: use format=json",
+                req.format
+            )));
+        }
+        let result = evaluate(&req, &*store)?;
+        Ok(result.to_atlas_json())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("graph task failed: {e}")))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes
+/// per value, for operators and for the memory benchmark.
+async fn debug_storage(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let matcher = match params.iter().find(|(k, _)| k == "q") {
+        Some((_, v)) if !v.trim().is_empty() => Some(argus_query::tag_query(v)?),
+        _ => None,
+    };
+    let store = state.store.clone();
+    let st = tokio::task::spawn_blocking(move || {
+        let ids = matcher.as_ref().map(|m| argus_tsdb::SeriesSource::select(&*store, m));
+        store.storage_stats(ids.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("storage task failed: {e}")))?;
+    let per_value = if st.sealed_values > 0 {
+        st.sealed_bytes as f64 / st.sealed_values as f64
+    } else {
+        0.0
+    };
+    Ok(axum::Json(json!({
+        "series": st.n_series,
+        "sealedBlocks": st.sealed_blocks,
+        "sealedBytes": st.sealed_bytes,
+        "sealedSlots": st.sealed_slots,
+        "sealedValues": st.sealed_values,
+        "sealedBytesPerValue": per_value,
+        "headSlots": st.head_slots,
+    }))
+    .into_response())
+}

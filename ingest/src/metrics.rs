@@ -1,0 +1,69 @@
+//! The server's own telemetry, typed, rendered at `GET /metrics` in Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use argus_tsdb::Store;
+use parking_lot::Mutex;
+
+use crate::validation::RejectReason;
+
+#[derive(Default)]
+pub struct ServerMetrics {
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    http: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+impl ServerMetrics {
+    pub fn reject(&self, reason: RejectReason, n: u64) {
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is listed in RejectReason::ALL");
+        self.rejected[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
+    /// Counts one HTTP request by route template (never the raw path, which is unbounded).
+    pub fn http_request(&self, route: &'static str, status: u16) {
+        *self.http.lock().entry((route, status)).or_default() += 1;
+    }
+
+    pub fn render(&self, store: &Store) -> String {
+        let mut out = String::with_capacity(4096);
+        let mem = store.memory();
+        let _ = writeln!(out, "# HELP argus_series Series held in memory.\n# TYPE argus_series gauge");
+        let _ = writeln!(out, "argus_series {}", store.series_count());
+        let _ = writeln!(out, "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter");
+        let _ = writeln!(out, "argus_samples_stored_total {}", store.samples_stored());
+        let _ = writeln!(out, "# HELP argus_samples_rejected_total Datapoints refused, by reason.\n# TYPE argus_samples_rejected_total counter");
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "argus_samples_rejected_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.rejected[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP argus_memory_bytes Estimated heap bytes held by the store, by part.\n# TYPE argus_memory_bytes gauge");
+        for (part, n) in [
+            ("values", mem.head_and_sealed_bytes),
+            ("series", mem.series_struct_bytes),
+            ("tags", mem.tag_bytes),
+            ("index", mem.index_bytes),
+            ("strings", mem.interner_bytes),
+        ] {
+            let _ = writeln!(out, "argus_memory_bytes{{part=\"{part}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP argus_http_requests_total HTTP requests, by route and status.\n# TYPE argus_http_requests_total counter");
+        for ((route, status), n) in self.http.lock().iter() {
+            let _ = writeln!(out, "argus_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out
+    }
+}

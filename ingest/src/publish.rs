@@ -1,0 +1,369 @@
+//! Atlas's publish payload (`POST /api/v1/publish` and `/api/v1/backfill`): decoding, per
+//! datapoint validation, and storing exactly the datapoints that passed.
+
+use std::io::Read;
+
+use argus_tsdb::{Sample, SeriesId, Store, TagMap};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::validation::{RejectReason, Rejection, clip, validate_tags};
+
+/// Which accept window applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Live data: within `max_age` of now, either way (Atlas's publish).
+    Publish,
+    /// History: anything inside the retention window, up to `max_age` into the future.
+    Backfill,
+}
+
+/// Why a whole request was refused before any datapoint was looked at.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("request body is larger than the limit of {limit} bytes{}", if *.decompressed { " after decompression" } else { "" })]
+    TooLarge { limit: usize, decompressed: bool },
+    #[error("invalid gzip body: {0}")]
+    Gzip(String),
+    #[error("unsupported Content-Encoding {0:?}: use gzip or none")]
+    Encoding(String),
+    #[error("malformed JSON payload: {0}")]
+    Json(String),
+    #[error("empty payload")]
+    Empty,
+}
+
+/// Returns the request body, gunzipped when `content_encoding` says gzip, never holding more
+/// than `limit` decompressed bytes (a small body that claims gigabytes is cut off early).
+pub fn decode_body<'a>(
+    body: &'a [u8],
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> Result<std::borrow::Cow<'a, [u8]>, PayloadError> {
+    match content_encoding.map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(body.into()),
+        Some(e) if e.is_empty() || e == "identity" => Ok(body.into()),
+        Some(e) if e == "gzip" || e == "x-gzip" => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+            let mut reader = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+            reader
+                .read_to_end(&mut out)
+                .map_err(|e| PayloadError::Gzip(e.to_string()))?;
+            if out.len() > limit {
+                return Err(PayloadError::TooLarge {
+                    limit,
+                    decompressed: true,
+                });
+            }
+            Ok(out.into())
+        }
+        Some(e) => Err(PayloadError::Encoding(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    tags: Option<Map<String, Value>>,
+    #[serde(default)]
+    metrics: Option<Vec<Metric>>,
+}
+
+#[derive(Deserialize)]
+struct Metric {
+    #[serde(default)]
+    tags: Option<Map<String, Value>>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+    /// Legacy name for `timestamp`.
+    #[serde(default)]
+    start: Option<Value>,
+    #[serde(default)]
+    value: Option<Value>,
+    /// Legacy form: an array whose first element is the value.
+    #[serde(default)]
+    values: Option<Vec<Value>>,
+}
+
+/// One datapoint that passed validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datapoint {
+    pub tags: TagMap,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// The result of a publish: how many datapoints were stored and why the others were not.
+#[derive(Debug, Default)]
+pub struct PublishOutcome {
+    pub stored: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+fn render_tags(tags: &TagMap) -> String {
+    let inner: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{}={}", clip(k), clip(v)))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+fn json_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.trim() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "+Infinity" | "inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            other => other.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+fn json_timestamp(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn add_tags(into: &mut TagMap, from: &Map<String, Value>) -> Result<(), Rejection> {
+    for (k, v) in from {
+        match v {
+            Value::String(s) => into.insert(k.clone(), s.clone()),
+            Value::Null => {
+                return Err(Rejection::new(
+                    RejectReason::InvalidTagValue,
+                    format!("null value for tag key '{}'", clip(k)),
+                ));
+            }
+            other => {
+                return Err(Rejection::new(
+                    RejectReason::InvalidTagValue,
+                    format!("value of tag key '{}' must be a string, got {}", clip(k), clip(&other.to_string())),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a payload into datapoints, each either valid or refused with a reason. Only a
+/// malformed or empty document fails as a whole.
+pub fn parse_payload(
+    body: &[u8],
+    mode: Mode,
+    now_ms: i64,
+    max_age_ms: i64,
+    retention_ms: i64,
+) -> Result<Vec<Result<Datapoint, Rejection>>, PayloadError> {
+    let payload: Payload =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+    let metrics = payload.metrics.unwrap_or_default();
+    if metrics.is_empty() {
+        return Err(PayloadError::Empty);
+    }
+    let oldest = match mode {
+        Mode::Publish => now_ms - max_age_ms,
+        Mode::Backfill => now_ms - retention_ms,
+    };
+    let newest = now_ms + max_age_ms;
+    let mut out = Vec::with_capacity(metrics.len());
+    for m in &metrics {
+        out.push((|| {
+            let mut tags = TagMap::new();
+            if let Some(common) = &payload.tags {
+                add_tags(&mut tags, common)?;
+            }
+            if let Some(own) = &m.tags {
+                add_tags(&mut tags, own)?;
+            }
+            let ts = m.timestamp.as_ref().or(m.start.as_ref());
+            let ts_ms = match ts {
+                None => {
+                    return Err(Rejection::new(
+                        RejectReason::MissingTimestamp,
+                        format!("missing timestamp (tags={})", render_tags(&tags)),
+                    ));
+                }
+                Some(v) => json_timestamp(v).ok_or_else(|| {
+                    Rejection::new(
+                        RejectReason::MissingTimestamp,
+                        format!("invalid timestamp {} (tags={})", clip(&v.to_string()), render_tags(&tags)),
+                    )
+                })?,
+            };
+            let raw_value = m
+                .value
+                .as_ref()
+                .or_else(|| m.values.as_ref().and_then(|vs| vs.first()));
+            let value = raw_value.and_then(json_value).ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::InvalidValue,
+                    format!(
+                        "invalid or missing value {} (tags={})",
+                        raw_value.map(|v| clip(&v.to_string())).unwrap_or_else(|| "null".into()),
+                        render_tags(&tags)
+                    ),
+                )
+            })?;
+            // Age first, as Atlas does, then the tag rules.
+            if ts_ms < oldest {
+                let (reason, what) = match mode {
+                    Mode::Publish => (RejectReason::DataTooOld, format!("more than {max_age_ms} ms before now")),
+                    Mode::Backfill => (RejectReason::DataTooOld, format!("older than the retention window of {retention_ms} ms")),
+                };
+                return Err(Rejection::new(
+                    reason,
+                    format!("data too old: timestamp {ts_ms} is {what} (now={now_ms}) (tags={})", render_tags(&tags)),
+                ));
+            }
+            if ts_ms > newest {
+                return Err(Rejection::new(
+                    RejectReason::DataFromFuture,
+                    format!(
+                        "data from the future: timestamp {ts_ms} is more than {max_age_ms} ms after now (now={now_ms}) (tags={})",
+                        render_tags(&tags)
+                    ),
+                ));
+            }
+            validate_tags(&tags).map_err(|r| {
+                Rejection::new(r.reason, format!("{} (tags={})", r.message, render_tags(&tags)))
+            })?;
+            Ok(Datapoint { tags, ts_ms, value })
+        })());
+    }
+    Ok(out)
+}
+
+/// Stores the valid datapoints of a parsed payload. Series are resolved first and the samples
+/// go to the store as one batch, so no datapoint is ever half written.
+pub fn store_datapoints(store: &Store, parsed: Vec<Result<Datapoint, Rejection>>) -> PublishOutcome {
+    let mut outcome = PublishOutcome::default();
+    let mut samples = Vec::with_capacity(parsed.len());
+    let mut sample_tags: Vec<usize> = Vec::with_capacity(parsed.len());
+    let mut last: Option<(TagMap, SeriesId)> = None;
+    let mut kept_tags: Vec<TagMap> = Vec::new();
+    for item in parsed {
+        match item {
+            Err(r) => outcome.rejected.push(r),
+            Ok(dp) => {
+                // Payloads often repeat one series many times (backfill): resolve it once.
+                let id = match &last {
+                    Some((t, id)) if *t == dp.tags => *id,
+                    _ => {
+                        let id = store.resolve(&dp.tags);
+                        last = Some((dp.tags.clone(), id));
+                        id
+                    }
+                };
+                samples.push(Sample {
+                    id,
+                    ts_ms: dp.ts_ms,
+                    value: dp.value,
+                });
+                sample_tags.push(kept_tags.len());
+                kept_tags.push(dp.tags);
+            }
+        }
+    }
+    let result = store.append_batch(&samples);
+    outcome.stored = result.stored;
+    for (i, err) in result.rejected {
+        outcome.rejected.push(Rejection::new(
+            RejectReason::OutOfRetention,
+            format!("{err} (tags={})", render_tags(&kept_tags[sample_tags[i]])),
+        ));
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn parse(json: &str) -> Vec<Result<Datapoint, Rejection>> {
+        parse_payload(json.as_bytes(), Mode::Publish, NOW, 60_000, 6 * 3_600_000).unwrap()
+    }
+
+    #[test]
+    fn common_tags_merge_and_metric_tags_win() {
+        let got = parse(&format!(
+            r#"{{"tags":{{"nf.app":"www","name":"x"}},"metrics":[{{"tags":{{"name":"cpu"}},"timestamp":{NOW},"value":1.5}}]}}"#
+        ));
+        let dp = got[0].as_ref().unwrap();
+        assert_eq!(dp.tags.get("name"), Some("cpu"));
+        assert_eq!(dp.tags.get("nf.app"), Some("www"));
+        assert_eq!(dp.value, 1.5);
+    }
+
+    #[test]
+    fn legacy_fields_and_string_values() {
+        let got = parse(&format!(
+            r#"{{"metrics":[{{"tags":{{"name":"a1"}},"start":{NOW},"values":[2.0]}},{{"tags":{{"name":"a2"}},"timestamp":{NOW},"value":"NaN"}}]}}"#
+        ));
+        assert_eq!(got[0].as_ref().unwrap().value, 2.0);
+        assert!(got[1].as_ref().unwrap().value.is_nan());
+    }
+
+    #[test]
+    fn each_datapoint_is_judged_alone() {
+        let got = parse(&format!(
+            r#"{{"metrics":[
+              {{"tags":{{"name":"ok"}},"timestamp":{NOW},"value":1}},
+              {{"tags":{{"name":"old"}},"timestamp":{},"value":1}},
+              {{"tags":{{"name":"future"}},"timestamp":{},"value":1}},
+              {{"tags":{{"nf.app":"x"}},"timestamp":{NOW},"value":1}},
+              {{"tags":{{"name":"v"}},"timestamp":{NOW},"value":{{"a":1}}}},
+              {{"tags":{{"name":"nullv","k2":null}},"timestamp":{NOW},"value":1}},
+              {{"tags":{{"name":"nots"}},"value":1}}
+            ]}}"#,
+            NOW - 3_600_000,
+            NOW + 3_600_000
+        ));
+        let reasons: Vec<Option<RejectReason>> = got.iter().map(|r| r.as_ref().err().map(|e| e.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                None,
+                Some(RejectReason::DataTooOld),
+                Some(RejectReason::DataFromFuture),
+                Some(RejectReason::MissingName),
+                Some(RejectReason::InvalidValue),
+                Some(RejectReason::InvalidTagValue),
+                Some(RejectReason::MissingTimestamp),
+            ]
+        );
+        let msg = &got[1].as_ref().unwrap_err().message;
+        assert!(msg.contains("too old") && msg.contains("name=old"), "{msg}");
+    }
+
+    #[test]
+    fn whole_payload_errors() {
+        for bad in ["", "{", "[1,2]", r#"{"metrics": 5}"#, "\u{0}\u{1}"] {
+            let err = parse_payload(bad.as_bytes(), Mode::Publish, NOW, 60_000, 1).err();
+            assert!(matches!(err, Some(PayloadError::Json(_))), "{bad:?}: {err:?}");
+        }
+        assert!(matches!(parse_payload(b"{}", Mode::Publish, NOW, 1, 1), Err(PayloadError::Empty)));
+        assert!(matches!(parse_payload(br#"{"metrics":[]}"#, Mode::Publish, NOW, 1, 1), Err(PayloadError::Empty)));
+    }
+
+    #[test]
+    fn gzip_bodies_and_bombs() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&vec![b' '; 1 << 20]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 10_000);
+        assert!(matches!(decode_body(&bomb, Some("gzip"), 1000), Err(PayloadError::TooLarge { decompressed: true, .. })));
+        assert_eq!(decode_body(&bomb, Some("gzip"), 2 << 20).unwrap().len(), 1 << 20);
+        assert!(matches!(decode_body(b"not gzip", Some("gzip"), 1000), Err(PayloadError::Gzip(_))));
+        assert!(matches!(decode_body(b"x", Some("br"), 1000), Err(PayloadError::Encoding(_))));
+    }
+}

@@ -1,0 +1,93 @@
+//! Starting and stopping the server: the store, the HTTP listener, and the maintenance loop
+//! that seals finished blocks and drops data past the retention window.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use argus_tsdb::{Store, StoreConfig};
+
+use crate::config::ServerConfig;
+use crate::http::{AppState, router};
+use crate::metrics::ServerMetrics;
+
+/// How often finished heads are sealed and expired data dropped.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
+
+pub fn new_state(cfg: ServerConfig) -> AppState {
+    let store = Store::new(StoreConfig::new(cfg.step_ms, cfg.retention_ms));
+    AppState {
+        store: Arc::new(store),
+        cfg: Arc::new(cfg),
+        metrics: Arc::new(ServerMetrics::default()),
+    }
+}
+
+/// Runs the server until `shutdown` completes. Prints the bound HTTP address on stdout as
+/// `argus: HTTP API listening on http://ADDR` (tests that bind port 0 read it from there).
+pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", cfg.http_addr))?;
+    let addr = listener.local_addr().context("reading the bound HTTP address")?;
+    let state = new_state(cfg);
+    tracing::info!(
+        step_ms = state.cfg.step_ms,
+        retention_ms = state.cfg.retention_ms,
+        data_dir = %state.cfg.data_dir.display(),
+        "store ready (in memory; the write-ahead log and snapshots are not written yet)"
+    );
+    tracing::warn!(grpc_addr = %state.cfg.grpc_addr, "the gRPC ingest service is not served yet; the address is reserved");
+    println!("argus: HTTP API listening on http://{addr}");
+
+    let store = state.store.clone();
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.maintain()).await {
+                Ok(r) if r.series_dropped > 0 || r.heads_sealed > 0 => {
+                    tracing::debug!(sealed = r.heads_sealed, dropped = r.series_dropped, "maintenance")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "maintenance task failed"),
+            }
+        }
+    });
+
+    let app = router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the HTTP API");
+    maintenance.abort();
+    served
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
