@@ -18,7 +18,9 @@ pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
                 num.push(c);
                 continue;
             }
-            let n: i64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+            let n: i64 = num
+                .parse()
+                .with_context(|| format!("invalid duration {s:?}"))?;
             num.clear();
             total += n * match c.to_ascii_uppercase() {
                 'H' => 3_600_000,
@@ -32,9 +34,9 @@ pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
         }
         return Ok(total);
     }
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .with_context(|| format!("invalid duration {s:?}: a unit is required (ms, s, m, h, d, w)"))?;
+    let split = t.find(|c: char| !c.is_ascii_digit()).with_context(|| {
+        format!("invalid duration {s:?}: a unit is required (ms, s, m, h, d, w)")
+    })?;
     let (num, unit) = t.split_at(split);
     let n: i64 = num
         .parse()
@@ -69,6 +71,10 @@ pub struct ServerConfig {
     pub publish_max_age_ms: i64,
     /// Largest request body accepted, after decompression.
     pub max_body_bytes: usize,
+    /// Most lines one graph request may return (Atlas's `max-lines`).
+    pub graph_max_lines: usize,
+    /// Most datapoints one graph request may return, over all lines.
+    pub graph_max_datapoints: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +87,8 @@ impl Default for ServerConfig {
             retention_ms: 6 * 3_600_000,
             publish_max_age_ms: 60_000,
             max_body_bytes: 64 << 20,
+            graph_max_lines: 1024,
+            graph_max_datapoints: 500_000,
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct ConfigLayer {
     pub retention: Option<String>,
     pub publish_max_age: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub graph_max_lines: Option<usize>,
+    pub graph_max_datapoints: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -115,20 +125,23 @@ impl ConfigLayer {
             retention: self.retention.or(lower.retention),
             publish_max_age: self.publish_max_age.or(lower.publish_max_age),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            graph_max_lines: self.graph_max_lines.or(lower.graph_max_lines),
+            graph_max_datapoints: self.graph_max_datapoints.or(lower.graph_max_datapoints),
         }
     }
 
     /// Fills what is unset from the defaults and checks every value.
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
         let d = ServerConfig::default();
-        let addr = |v: Option<String>, default: SocketAddr, what: &str| -> anyhow::Result<SocketAddr> {
-            match v {
-                Some(s) => s
-                    .parse()
-                    .with_context(|| format!("invalid {what} {s:?}: expected HOST:PORT such as 127.0.0.1:7101")),
-                None => Ok(default),
-            }
-        };
+        let addr =
+            |v: Option<String>, default: SocketAddr, what: &str| -> anyhow::Result<SocketAddr> {
+                match v {
+                    Some(s) => s.parse().with_context(|| {
+                        format!("invalid {what} {s:?}: expected HOST:PORT such as 127.0.0.1:7101")
+                    }),
+                    None => Ok(default),
+                }
+            };
         let dur = |v: Option<String>, default: i64, what: &str| -> anyhow::Result<i64> {
             match v {
                 Some(s) => parse_duration_ms(&s).with_context(|| format!("invalid {what}")),
@@ -141,14 +154,27 @@ impl ConfigLayer {
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             step_ms: dur(self.step, d.step_ms, "step")?,
             retention_ms: dur(self.retention, d.retention_ms, "retention")?,
-            publish_max_age_ms: dur(self.publish_max_age, d.publish_max_age_ms, "publish-max-age")?,
+            publish_max_age_ms: dur(
+                self.publish_max_age,
+                d.publish_max_age_ms,
+                "publish-max-age",
+            )?,
             max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            graph_max_lines: self.graph_max_lines.unwrap_or(d.graph_max_lines),
+            graph_max_datapoints: self.graph_max_datapoints.unwrap_or(d.graph_max_datapoints),
         };
         if 86_400_000 % cfg.step_ms != 0 {
-            bail!("invalid step {} ms: a step must divide one day evenly (e.g. 10s, 1m, 5m)", cfg.step_ms);
+            bail!(
+                "invalid step {} ms: a step must divide one day evenly (e.g. 10s, 1m, 5m)",
+                cfg.step_ms
+            );
         }
         if cfg.retention_ms < cfg.step_ms {
-            bail!("invalid retention {} ms: shorter than one step ({} ms)", cfg.retention_ms, cfg.step_ms);
+            bail!(
+                "invalid retention {} ms: shorter than one step ({} ms)",
+                cfg.retention_ms,
+                cfg.step_ms
+            );
         }
         Ok(cfg)
     }
@@ -160,18 +186,40 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (s, ms) in [("60s", 60_000), ("1m", 60_000), ("6h", 21_600_000), ("500ms", 500), ("PT1M", 60_000), ("PT1H30M", 5_400_000), ("1w", 604_800_000)] {
+        for (s, ms) in [
+            ("60s", 60_000),
+            ("1m", 60_000),
+            ("6h", 21_600_000),
+            ("500ms", 500),
+            ("PT1M", 60_000),
+            ("PT1H30M", 5_400_000),
+            ("1w", 604_800_000),
+        ] {
             assert_eq!(parse_duration_ms(s).unwrap(), ms, "{s}");
         }
-        for bad in ["", "60", "m", "1x", "-5s", "0s", "PT", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "60",
+            "m",
+            "1x",
+            "-5s",
+            "0s",
+            "PT",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn layers_override_in_order() {
-        let file: ConfigLayer = toml::from_str("step = \"10s\"\nretention = \"2h\"\nhttp-addr = \"127.0.0.1:9000\"").unwrap();
-        let flags = ConfigLayer { http_addr: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let file: ConfigLayer =
+            toml::from_str("step = \"10s\"\nretention = \"2h\"\nhttp-addr = \"127.0.0.1:9000\"")
+                .unwrap();
+        let flags = ConfigLayer {
+            http_addr: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        };
         let cfg = flags.over(file).resolve().unwrap();
         assert_eq!(cfg.http_addr.port(), 9001);
         assert_eq!(cfg.step_ms, 10_000);
@@ -181,7 +229,12 @@ mod tests {
 
     #[test]
     fn bad_values_say_what() {
-        let err = ConfigLayer { step: Some("7s".into()), ..Default::default() }.resolve().unwrap_err();
+        let err = ConfigLayer {
+            step: Some("7s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(format!("{err:#}").contains("divide one day"), "{err:#}");
         let err = toml::from_str::<ConfigLayer>("stepp = \"1m\"").unwrap_err();
         assert!(err.to_string().contains("stepp"), "{err}");

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use argus_query::graph::{GraphRequest, evaluate};
+use argus_query::graph::{GraphRequest, Limits, evaluate_with_limits};
 use argus_tsdb::{Matcher, Store};
 use axum::Router;
 use axum::body::Bytes;
@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -178,11 +181,13 @@ fn tags_params(params: &[(String, String)]) -> Result<TagsParams, ApiError> {
             "q" if !v.trim().is_empty() => out.q = Some(argus_query::tag_query(v)?),
             "q" => {}
             "limit" => {
-                let n: i64 = v
-                    .parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid limit {v:?}: expected an integer")))?;
+                let n: i64 = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid limit {v:?}: expected an integer"))
+                })?;
                 if n <= 0 {
-                    return Err(ApiError::bad_request(format!("invalid limit {n}: must be greater than 0")));
+                    return Err(ApiError::bad_request(format!(
+                        "invalid limit {n}: must be greater than 0"
+                    )));
                 }
                 out.limit = (n as usize).min(MAX_TAGS_LIMIT);
             }
@@ -191,7 +196,11 @@ fn tags_params(params: &[(String, String)]) -> Result<TagsParams, ApiError> {
             "format" => match v.as_str() {
                 "json" => out.txt = false,
                 "txt" => out.txt = true,
-                other => return Err(ApiError::bad_request(format!("invalid format {other:?}: expected json or txt"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid format {other:?}: expected json or txt"
+                    )));
+                }
             },
             _ => {}
         }
@@ -199,7 +208,9 @@ fn tags_params(params: &[(String, String)]) -> Result<TagsParams, ApiError> {
     Ok(out)
 }
 
-fn query_params(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Vec<(String, String)>, ApiError> {
+fn query_params(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
     q.map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
 }
@@ -212,7 +223,9 @@ fn page<T>(items: Vec<(String, T)>, p: &TagsParams) -> (Vec<(String, T)>, Option
         None => 0,
     };
     let page: Vec<(String, T)> = items.into_iter().skip(start).take(p.limit).collect();
-    let next = (page.len() == p.limit).then(|| page.last().map(|l| l.0.clone())).flatten();
+    let next = (page.len() == p.limit)
+        .then(|| page.last().map(|l| l.0.clone()))
+        .flatten();
     (page, next)
 }
 
@@ -247,7 +260,10 @@ async fn tag_keys(
         return Ok(tags_response(axum::Json(out).into_response(), next));
     }
     let (page, next) = page(state.store.tag_keys(p.q.as_ref()), &p);
-    Ok(tags_response(list_body(page.into_iter().map(|(k, _)| k).collect(), p.txt), next))
+    Ok(tags_response(
+        list_body(page.into_iter().map(|(k, _)| k).collect(), p.txt),
+        next,
+    ))
 }
 
 async fn tag_values(
@@ -264,7 +280,10 @@ async fn tag_values(
             .collect();
         return Ok(tags_response(axum::Json(out).into_response(), next));
     }
-    Ok(tags_response(list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt), next))
+    Ok(tags_response(
+        list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt),
+        next,
+    ))
 }
 
 fn list_body(items: Vec<String>, txt: bool) -> Response {
@@ -283,6 +302,11 @@ async fn graph(
 ) -> Result<Response, ApiError> {
     let params = query_params(q)?;
     let store = state.store.clone();
+    let limits = Limits {
+        max_lines: state.cfg.graph_max_lines,
+        max_datapoints: state.cfg.graph_max_datapoints,
+        ..Limits::default()
+    };
     let body = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
         if req.format != "json" {
@@ -291,7 +315,7 @@ async fn graph(
                 req.format
             )));
         }
-        let result = evaluate(&req, &*store)?;
+        let result = evaluate_with_limits(&req, &*store, &limits)?;
         Ok(result.to_atlas_json())
     })
     .await
@@ -312,7 +336,9 @@ async fn debug_storage(
     };
     let store = state.store.clone();
     let st = tokio::task::spawn_blocking(move || {
-        let ids = matcher.as_ref().map(|m| argus_tsdb::SeriesSource::select(&*store, m));
+        let ids = matcher
+            .as_ref()
+            .map(|m| argus_tsdb::SeriesSource::select(&*store, m));
         store.storage_stats(ids.as_ref())
     })
     .await

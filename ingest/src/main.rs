@@ -30,7 +30,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
-    /// publish-max-age, max-body-bytes).
+    /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -55,6 +55,12 @@ struct ServerArgs {
     /// Largest request body accepted, after decompression [default: 67108864].
     #[arg(long, env = "ARGUS_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
+    /// Most lines one graph request may return [default: 1024, as Atlas].
+    #[arg(long, env = "ARGUS_GRAPH_MAX_LINES", value_name = "N")]
+    graph_max_lines: Option<usize>,
+    /// Most datapoints one graph request may return over all lines [default: 500000].
+    #[arg(long, env = "ARGUS_GRAPH_MAX_DATAPOINTS", value_name = "N")]
+    graph_max_datapoints: Option<usize>,
 }
 
 impl ServerArgs {
@@ -71,6 +77,8 @@ impl ServerArgs {
             retention: self.retention,
             publish_max_age: self.publish_max_age,
             max_body_bytes: self.max_body_bytes,
+            graph_max_lines: self.graph_max_lines,
+            graph_max_datapoints: self.graph_max_datapoints,
         };
         flags.over(file).resolve()
     }
@@ -104,5 +112,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .thread_name("argus")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(argus_ingest::server::run(cfg, argus_ingest::server::shutdown_signal()))
+    runtime.block_on(argus_ingest::server::run(
+        cfg,
+        argus_ingest::server::shutdown_signal(),
+    ))
 }

@@ -25,7 +25,10 @@ impl ServerMetrics {
     }
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.rejected[i].load(Ordering::Relaxed)
     }
 
@@ -37,11 +40,20 @@ impl ServerMetrics {
     pub fn render(&self, store: &Store) -> String {
         let mut out = String::with_capacity(4096);
         let mem = store.memory();
-        let _ = writeln!(out, "# HELP argus_series Series held in memory.\n# TYPE argus_series gauge");
+        let _ = writeln!(
+            out,
+            "# HELP argus_series Series held in memory.\n# TYPE argus_series gauge"
+        );
         let _ = writeln!(out, "argus_series {}", store.series_count());
-        let _ = writeln!(out, "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter"
+        );
         let _ = writeln!(out, "argus_samples_stored_total {}", store.samples_stored());
-        let _ = writeln!(out, "# HELP argus_samples_rejected_total Datapoints refused, by reason.\n# TYPE argus_samples_rejected_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP argus_samples_rejected_total Datapoints refused, by reason.\n# TYPE argus_samples_rejected_total counter"
+        );
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -50,7 +62,10 @@ impl ServerMetrics {
                 self.rejected[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP argus_memory_bytes Estimated heap bytes held by the store, by part.\n# TYPE argus_memory_bytes gauge");
+        let _ = writeln!(
+            out,
+            "# HELP argus_memory_bytes Estimated heap bytes held by the store, by part.\n# TYPE argus_memory_bytes gauge"
+        );
         for (part, n) in [
             ("values", mem.head_and_sealed_bytes),
             ("series", mem.series_struct_bytes),
@@ -60,9 +75,15 @@ impl ServerMetrics {
         ] {
             let _ = writeln!(out, "argus_memory_bytes{{part=\"{part}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP argus_http_requests_total HTTP requests, by route and status.\n# TYPE argus_http_requests_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP argus_http_requests_total HTTP requests, by route and status.\n# TYPE argus_http_requests_total counter"
+        );
         for ((route, status), n) in self.http.lock().iter() {
-            let _ = writeln!(out, "argus_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "argus_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         out
     }

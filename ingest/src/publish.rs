@@ -123,9 +123,11 @@ fn json_value(v: &Value) -> Option<f64> {
 
 fn json_timestamp(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -144,7 +146,11 @@ fn add_tags(into: &mut TagMap, from: &Map<String, Value>) -> Result<(), Rejectio
             other => {
                 return Err(Rejection::new(
                     RejectReason::InvalidTagValue,
-                    format!("value of tag key '{}' must be a string, got {}", clip(k), clip(&other.to_string())),
+                    format!(
+                        "value of tag key '{}' must be a string, got {}",
+                        clip(k),
+                        clip(&other.to_string())
+                    ),
                 ));
             }
         }
@@ -242,7 +248,10 @@ pub fn parse_payload(
 
 /// Stores the valid datapoints of a parsed payload. Series are resolved first and the samples
 /// go to the store as one batch, so no datapoint is ever half written.
-pub fn store_datapoints(store: &Store, parsed: Vec<Result<Datapoint, Rejection>>) -> PublishOutcome {
+pub fn store_datapoints(
+    store: &Store,
+    parsed: Vec<Result<Datapoint, Rejection>>,
+) -> PublishOutcome {
     let mut outcome = PublishOutcome::default();
     let mut samples = Vec::with_capacity(parsed.len());
     let mut sample_tags: Vec<usize> = Vec::with_capacity(parsed.len());
@@ -327,7 +336,10 @@ mod tests {
             NOW - 3_600_000,
             NOW + 3_600_000
         ));
-        let reasons: Vec<Option<RejectReason>> = got.iter().map(|r| r.as_ref().err().map(|e| e.reason)).collect();
+        let reasons: Vec<Option<RejectReason>> = got
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.reason))
+            .collect();
         assert_eq!(
             reasons,
             vec![
@@ -348,10 +360,19 @@ mod tests {
     fn whole_payload_errors() {
         for bad in ["", "{", "[1,2]", r#"{"metrics": 5}"#, "\u{0}\u{1}"] {
             let err = parse_payload(bad.as_bytes(), Mode::Publish, NOW, 60_000, 1).err();
-            assert!(matches!(err, Some(PayloadError::Json(_))), "{bad:?}: {err:?}");
+            assert!(
+                matches!(err, Some(PayloadError::Json(_))),
+                "{bad:?}: {err:?}"
+            );
         }
-        assert!(matches!(parse_payload(b"{}", Mode::Publish, NOW, 1, 1), Err(PayloadError::Empty)));
-        assert!(matches!(parse_payload(br#"{"metrics":[]}"#, Mode::Publish, NOW, 1, 1), Err(PayloadError::Empty)));
+        assert!(matches!(
+            parse_payload(b"{}", Mode::Publish, NOW, 1, 1),
+            Err(PayloadError::Empty)
+        ));
+        assert!(matches!(
+            parse_payload(br#"{"metrics":[]}"#, Mode::Publish, NOW, 1, 1),
+            Err(PayloadError::Empty)
+        ));
     }
 
     #[test]
@@ -361,9 +382,24 @@ mod tests {
         enc.write_all(&vec![b' '; 1 << 20]).unwrap();
         let bomb = enc.finish().unwrap();
         assert!(bomb.len() < 10_000);
-        assert!(matches!(decode_body(&bomb, Some("gzip"), 1000), Err(PayloadError::TooLarge { decompressed: true, .. })));
-        assert_eq!(decode_body(&bomb, Some("gzip"), 2 << 20).unwrap().len(), 1 << 20);
-        assert!(matches!(decode_body(b"not gzip", Some("gzip"), 1000), Err(PayloadError::Gzip(_))));
-        assert!(matches!(decode_body(b"x", Some("br"), 1000), Err(PayloadError::Encoding(_))));
+        assert!(matches!(
+            decode_body(&bomb, Some("gzip"), 1000),
+            Err(PayloadError::TooLarge {
+                decompressed: true,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode_body(&bomb, Some("gzip"), 2 << 20).unwrap().len(),
+            1 << 20
+        );
+        assert!(matches!(
+            decode_body(b"not gzip", Some("gzip"), 1000),
+            Err(PayloadError::Gzip(_))
+        ));
+        assert!(matches!(
+            decode_body(b"x", Some("br"), 1000),
+            Err(PayloadError::Encoding(_))
+        ));
     }
 }

@@ -26,13 +26,18 @@ pub fn new_state(cfg: ServerConfig) -> AppState {
 
 /// Runs the server until `shutdown` completes. Prints the bound HTTP address on stdout as
 /// `argus: HTTP API listening on http://ADDR` (tests that bind port 0 read it from there).
-pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .with_context(|| format!("binding the HTTP API to {}", cfg.http_addr))?;
-    let addr = listener.local_addr().context("reading the bound HTTP address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the bound HTTP address")?;
     let state = new_state(cfg);
     tracing::info!(
         step_ms = state.cfg.step_ms,
@@ -52,7 +57,11 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
             let store = store.clone();
             match tokio::task::spawn_blocking(move || store.maintain()).await {
                 Ok(r) if r.series_dropped > 0 || r.heads_sealed > 0 => {
-                    tracing::debug!(sealed = r.heads_sealed, dropped = r.series_dropped, "maintenance")
+                    tracing::debug!(
+                        sealed = r.heads_sealed,
+                        dropped = r.series_dropped,
+                        "maintenance"
+                    )
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "maintenance task failed"),

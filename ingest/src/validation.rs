@@ -84,9 +84,26 @@ const NAME_LEN: (usize, usize) = (2, 255);
 const VALUE_LEN: (usize, usize) = (1, 120);
 const ATLAS_KEYS: [&str; 4] = ["atlas.aggr", "atlas.dstype", "atlas.offset", "atlas.legacy"];
 const NF_KEYS: [&str; 20] = [
-    "nf.account", "nf.ami", "nf.app", "nf.asg", "nf.cluster", "nf.container", "nf.country",
-    "nf.country.rollup", "nf.job", "nf.node", "nf.process", "nf.region", "nf.shard1", "nf.shard2",
-    "nf.stack", "nf.subnet", "nf.task", "nf.vmtype", "nf.vpc", "nf.zone",
+    "nf.account",
+    "nf.ami",
+    "nf.app",
+    "nf.asg",
+    "nf.cluster",
+    "nf.container",
+    "nf.country",
+    "nf.country.rollup",
+    "nf.job",
+    "nf.node",
+    "nf.process",
+    "nf.region",
+    "nf.shard1",
+    "nf.shard2",
+    "nf.stack",
+    "nf.subnet",
+    "nf.task",
+    "nf.vmtype",
+    "nf.vpc",
+    "nf.zone",
 ];
 
 fn valid_char(c: char) -> bool {
@@ -107,7 +124,10 @@ pub fn clip(s: &str) -> String {
 /// Checks a datapoint's full tag map against Atlas's rules, in Atlas's order.
 pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
     let Some(name) = tags.get("name") else {
-        return Err(Rejection::new(RejectReason::MissingName, "missing key 'name'"));
+        return Err(Rejection::new(
+            RejectReason::MissingName,
+            "missing key 'name'",
+        ));
     };
     let _ = name;
     if tags.len() > MAX_TAGS {
@@ -122,7 +142,12 @@ pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
         if klen < KEY_LEN.0 || klen > KEY_LEN.1 {
             return Err(Rejection::new(
                 RejectReason::KeyLength,
-                format!("key length {klen} out of range [{}, {}]: key '{}'", KEY_LEN.0, KEY_LEN.1, clip(k)),
+                format!(
+                    "key length {klen} out of range [{}, {}]: key '{}'",
+                    KEY_LEN.0,
+                    KEY_LEN.1,
+                    clip(k)
+                ),
             ));
         }
         let (lo, hi) = if k == "name" { NAME_LEN } else { VALUE_LEN };
@@ -130,33 +155,50 @@ pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
         if vlen < lo || vlen > hi {
             return Err(Rejection::new(
                 RejectReason::ValueLength,
-                format!("value length {vlen} out of range [{lo}, {hi}] for key '{}'", clip(k)),
+                format!(
+                    "value length {vlen} out of range [{lo}, {hi}] for key '{}'",
+                    clip(k)
+                ),
             ));
         }
         if let Some(c) = k.chars().find(|&c| !valid_char(c)) {
             return Err(Rejection::new(
                 RejectReason::InvalidCharacters,
-                format!("invalid character {c:?} in key '{}' (allowed: -._A-Za-z0-9^~)", clip(k)),
+                format!(
+                    "invalid character {c:?} in key '{}' (allowed: -._A-Za-z0-9^~)",
+                    clip(k)
+                ),
             ));
         }
         if let Some(c) = v.chars().find(|&c| !valid_char(c)) {
             return Err(Rejection::new(
                 RejectReason::InvalidCharacters,
-                format!("invalid character {c:?} in value of key '{}': '{}' (allowed: -._A-Za-z0-9^~)", clip(k), clip(v)),
+                format!(
+                    "invalid character {c:?} in value of key '{}': '{}' (allowed: -._A-Za-z0-9^~)",
+                    clip(k),
+                    clip(v)
+                ),
             ));
         }
         if k.starts_with("atlas.") {
             if !ATLAS_KEYS.contains(&k) {
                 return Err(Rejection::new(
                     RejectReason::ReservedKey,
-                    format!("reserved key '{}': only {} may start with 'atlas.'", clip(k), ATLAS_KEYS.join(", ")),
+                    format!(
+                        "reserved key '{}': only {} may start with 'atlas.'",
+                        clip(k),
+                        ATLAS_KEYS.join(", ")
+                    ),
                 ));
             }
         } else if k.starts_with("nf.") {
             if !NF_KEYS.contains(&k) {
                 return Err(Rejection::new(
                     RejectReason::ReservedKey,
-                    format!("reserved key '{}': not one of the known 'nf.' keys", clip(k)),
+                    format!(
+                        "reserved key '{}': not one of the known 'nf.' keys",
+                        clip(k)
+                    ),
                 ));
             }
         } else {
@@ -166,7 +208,9 @@ pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
     if user_tags > MAX_USER_TAGS {
         return Err(Rejection::new(
             RejectReason::TooManyUserTags,
-            format!("too many user tags: {user_tags} > {MAX_USER_TAGS} (keys starting with nf. or atlas. do not count)"),
+            format!(
+                "too many user tags: {user_tags} > {MAX_USER_TAGS} (keys starting with nf. or atlas. do not count)"
+            ),
         ));
     }
     if let Some(ds) = tags.get(DsType::TAG)
@@ -174,7 +218,10 @@ pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
     {
         return Err(Rejection::new(
             RejectReason::InvalidDsType,
-            format!("invalid atlas.dstype '{}': expected rate, counter, gauge or sum", clip(ds)),
+            format!(
+                "invalid atlas.dstype '{}': expected rate, counter, gauge or sum",
+                clip(ds)
+            ),
         ));
     }
     Ok(())
@@ -186,7 +233,11 @@ mod tests {
 
     fn check(pairs: &[(&str, &str)], expected: Option<RejectReason>) {
         let tags = TagMap::from_pairs(pairs.iter().copied());
-        assert_eq!(validate_tags(&tags).err().map(|r| r.reason), expected, "{pairs:?}");
+        assert_eq!(
+            validate_tags(&tags).err().map(|r| r.reason),
+            expected,
+            "{pairs:?}"
+        );
     }
 
     #[test]
@@ -194,18 +245,42 @@ mod tests {
         check(&[("name", "cpu"), ("nf.app", "www")], None);
         check(&[("nf.app", "www")], Some(RejectReason::MissingName));
         check(&[("name", "c")], Some(RejectReason::ValueLength));
-        check(&[("name", "cpu"), ("k", "v")], Some(RejectReason::KeyLength));
-        check(&[("name", "cpu"), ("key", "a b")], Some(RejectReason::InvalidCharacters));
-        check(&[("name", "cpu"), ("ké", "ab")], Some(RejectReason::InvalidCharacters));
-        check(&[("name", "cpu"), ("nf.bogus", "x")], Some(RejectReason::ReservedKey));
-        check(&[("name", "cpu"), ("atlas.bogus", "x")], Some(RejectReason::ReservedKey));
+        check(
+            &[("name", "cpu"), ("k", "v")],
+            Some(RejectReason::KeyLength),
+        );
+        check(
+            &[("name", "cpu"), ("key", "a b")],
+            Some(RejectReason::InvalidCharacters),
+        );
+        check(
+            &[("name", "cpu"), ("ké", "ab")],
+            Some(RejectReason::InvalidCharacters),
+        );
+        check(
+            &[("name", "cpu"), ("nf.bogus", "x")],
+            Some(RejectReason::ReservedKey),
+        );
+        check(
+            &[("name", "cpu"), ("atlas.bogus", "x")],
+            Some(RejectReason::ReservedKey),
+        );
         check(&[("name", "cpu"), ("atlas.dstype", "gauge")], None);
-        check(&[("name", "cpu"), ("atlas.dstype", "bogus")], Some(RejectReason::InvalidDsType));
+        check(
+            &[("name", "cpu"), ("atlas.dstype", "bogus")],
+            Some(RejectReason::InvalidDsType),
+        );
         check(&[("name", "cpu"), ("status", "2xx^~")], None);
         let long = "x".repeat(121);
-        check(&[("name", "cpu"), ("key", long.as_str())], Some(RejectReason::ValueLength));
-        let many: Vec<(String, String)> = (0..20).map(|i| (format!("k{i:02}"), "v".to_string())).collect();
-        let mut pairs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        check(
+            &[("name", "cpu"), ("key", long.as_str())],
+            Some(RejectReason::ValueLength),
+        );
+        let many: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("k{i:02}"), "v".to_string()))
+            .collect();
+        let mut pairs: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         pairs.push(("name", "cpu"));
         check(&pairs, Some(RejectReason::TooManyUserTags));
         pairs.pop();

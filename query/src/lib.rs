@@ -1,1 +1,78 @@
-//! Argus query languages (placeholder while the evaluator is written).
+//! Argus query languages: the Atlas Stack Language (ASL) evaluated over the store's read
+//! interface, and the graph API's request parsing and output formats.
+//!
+//! The server calls [`graph::GraphRequest::from_params`], then [`graph::evaluate`] (or
+//! [`graph::evaluate_with_limits`]), then [`graph::GraphResult::to_atlas_json`].
+//! [`normalize`] checks an expression and prints it back in canonical form.
+//!
+//! Inside: `parser` (tokens, lists, comments, escapes) → `interpreter` (a stack of typed
+//! `model` items, words looked up in the `words` registry by vocabulary) → `eval` (data
+//! expressions against a [`argus_tsdb::SeriesSource`]) → `graph` (windows, limits, JSON).
+//! This crate knows nothing of HTTP or of how the store keeps its data.
+
+mod error;
+mod eval;
+pub mod graph;
+mod interpreter;
+mod model;
+mod parser;
+mod time;
+mod words;
+
+pub use error::{Error, Result};
+pub use graph::{GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits};
+pub use words::WordDoc;
+
+/// Runs an expression and prints the resulting stack back as canonical Stack Language (what
+/// Atlas's `/api/v1/expr/normalize` does); an error if the expression does not run.
+pub fn normalize(expr: &str) -> Result<String> {
+    interpreter::execute(expr).map(|stack| model::print_stack(&stack))
+}
+
+/// Compiles a query expression (such as `name,cpu,:eq,nf.app,www,:eq,:and`) to the store's
+/// tag predicate, as the tags API's `q` parameter needs. Anything but exactly one query on
+/// the resulting stack is an error.
+pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
+    let stack = interpreter::execute(expr)?;
+    match stack.as_slice() {
+        [model::Item::Query(q)] => Ok(q.to_matcher()),
+        _ => Err(Error::InvalidParam {
+            name: "q",
+            value: expr.to_string(),
+            reason: format!(
+                "expected a single query such as name,cpu,:eq; the expression leaves [{}]",
+                stack
+                    .iter()
+                    .map(|i| i.type_name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }),
+    }
+}
+
+/// Every word of the language with its documentation, vocabulary by vocabulary in
+/// dependency order (std, query, data): for docs, completion and the expr API.
+pub fn words() -> Vec<WordDoc> {
+    words::docs()
+}
+
+#[cfg(test)]
+mod round_trip;
+
+#[cfg(test)]
+mod tests {
+    use argus_tsdb::{TagMap, Tags};
+
+    #[test]
+    fn tag_query_compiles_single_queries_only() {
+        let m = super::tag_query("name,cpu,:eq,nf.app,w,:re,:and").unwrap();
+        let yes = TagMap::from_pairs([("name", "cpu"), ("nf.app", "www")]);
+        let no = TagMap::from_pairs([("name", "cpu"), ("nf.app", "api")]);
+        assert!(m.matches(&yes as &dyn Tags));
+        assert!(!m.matches(&no as &dyn Tags));
+        for bad in ["name,cpu,:eq,:sum", "name,cpu", "a,b,:eq,c,d,:eq", ":foo"] {
+            assert!(super::tag_query(bad).is_err(), "{bad}");
+        }
+    }
+}

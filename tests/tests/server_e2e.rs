@@ -29,7 +29,10 @@ fn line(v: &Value) -> Vec<f64> {
 }
 
 fn same(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
 }
 
 #[test]
@@ -70,8 +73,14 @@ fn publish_mixed_dstypes_and_read_back_exactly() {
     assert_eq!(resp["errorCount"], 6);
     let msgs = resp["message"].as_array().unwrap();
     assert_eq!(msgs.len(), 5, "at most five reasons: {msgs:?}");
-    assert!(msgs[0].as_str().unwrap().contains("missing key 'name'"), "{msgs:?}");
-    assert!(msgs[1].as_str().unwrap().contains("invalid character"), "{msgs:?}");
+    assert!(
+        msgs[0].as_str().unwrap().contains("missing key 'name'"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].as_str().unwrap().contains("invalid character"),
+        "{msgs:?}"
+    );
     assert!(msgs[2].as_str().unwrap().contains("too old"), "{msgs:?}");
 
     let n = f64::NAN;
@@ -91,8 +100,21 @@ fn publish_mixed_dstypes_and_read_back_exactly() {
 
     // group by over everything published, with the exact key kept on the result
     let by = graph(&server, "nf.app,e2e,:eq,:count,(,name,),:by", s, e);
-    let legend: Vec<&str> = by["legend"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(legend, ["(name=e2e.counter)", "(name=e2e.gauge)", "(name=e2e.rate)", "(name=e2e.sum)"]);
+    let legend: Vec<&str> = by["legend"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        legend,
+        [
+            "(name=e2e.counter)",
+            "(name=e2e.gauge)",
+            "(name=e2e.rate)",
+            "(name=e2e.sum)"
+        ]
+    );
     assert_eq!(by["metrics"][0]["nf.app"], "e2e");
 
     // nothing matches: Atlas's NO DATA line
@@ -103,24 +125,45 @@ fn publish_mixed_dstypes_and_read_back_exactly() {
     let keys = server.get_json("/api/v1/tags");
     assert_eq!(keys, json!(["atlas.dstype", "name", "nf.app", "nf.node"]));
     let names = server.get_json("/api/v1/tags/name");
-    assert_eq!(names, json!(["e2e.counter", "e2e.gauge", "e2e.rate", "e2e.sum"]));
-    let filtered = server.get_json(&format!("/api/v1/tags/atlas.dstype?q={}", enc("name,e2e.g,:re")));
+    assert_eq!(
+        names,
+        json!(["e2e.counter", "e2e.gauge", "e2e.rate", "e2e.sum"])
+    );
+    let filtered = server.get_json(&format!(
+        "/api/v1/tags/atlas.dstype?q={}",
+        enc("name,e2e.g,:re")
+    ));
     assert_eq!(filtered, json!(["gauge"]));
     let (status, _, headers) = server.get_full("/api/v1/tags/name?limit=2");
     assert_eq!(status, 200);
-    let next = headers.iter().find(|(k, _)| k == "x-nflx-atlas-next-offset").map(|(_, v)| v.clone());
+    let next = headers
+        .iter()
+        .find(|(k, _)| k == "x-nflx-atlas-next-offset")
+        .map(|(_, v)| v.clone());
     assert_eq!(next.as_deref(), Some("e2e.gauge"));
     let page2 = server.get_json("/api/v1/tags/name?limit=2&offset=e2e.gauge");
     assert_eq!(page2, json!(["e2e.rate", "e2e.sum"]));
     let verbose = server.get_json("/api/v1/tags/name?verbose=1&limit=1");
-    assert_eq!(verbose, json!([{"key": "name", "value": "e2e.counter", "count": 1}]));
+    assert_eq!(
+        verbose,
+        json!([{"key": "name", "value": "e2e.counter", "count": 1}])
+    );
 
     // the server's own counters saw the rejections
     let (_, metrics) = server.get("/metrics");
-    assert!(metrics.contains("argus_samples_rejected_total{reason=\"missing_name\"} 1"), "{metrics}");
-    assert!(metrics.contains("argus_samples_rejected_total{reason=\"data_too_old\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("argus_samples_rejected_total{reason=\"missing_name\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("argus_samples_rejected_total{reason=\"data_too_old\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("argus_series 4"), "{metrics}");
-    assert!(metrics.contains("argus_http_requests_total{route=\"/api/v1/publish\",status=\"202\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("argus_http_requests_total{route=\"/api/v1/publish\",status=\"202\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -128,13 +171,21 @@ fn bad_requests_get_clear_errors_and_keep_accepted_data() {
     let server = Server::start(&["--step", "10s"]);
     let ts = (now_ms() / STEP) * STEP;
     let ok = json!({"metrics": [{"tags": {"name": "kept"}, "timestamp": ts, "value": 42.0}]});
-    assert_eq!(server.post("/api/v1/publish", ok.to_string().as_bytes(), None).0, 200);
+    assert_eq!(
+        server
+            .post("/api/v1/publish", ok.to_string().as_bytes(), None)
+            .0,
+        200
+    );
 
     let check_error = |status: u16, body: &str, want_status: u16, needle: &str| {
         assert_eq!(status, want_status, "{body}");
         let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
         assert_eq!(v["type"], "error", "{body}");
-        assert!(v["message"].to_string().contains(needle), "{needle:?} not in {body}");
+        assert!(
+            v["message"].to_string().contains(needle),
+            "{needle:?} not in {body}"
+        );
     };
     let (s, b) = server.post("/api/v1/publish", b"{\"metrics\": [", None);
     check_error(s, &b, 400, "malformed JSON");
@@ -145,7 +196,10 @@ fn bad_requests_get_clear_errors_and_keep_accepted_data() {
     check_error(s, &b, 400, "value length");
     let (s, b) = server.post("/api/v1/publish", b"\x1f\x8b garbage", Some("gzip"));
     check_error(s, &b, 400, "gzip");
-    let (s, b) = server.get(&format!("/api/v1/graph?q={}&format=json", enc("name,a,:foo")));
+    let (s, b) = server.get(&format!(
+        "/api/v1/graph?q={}&format=json",
+        enc("name,a,:foo")
+    ));
     check_error(s, &b, 400, ":foo");
     let (s, b) = server.get("/api/v1/graph?q=name,a,:eq,(&format=json");
     assert_eq!(s, 400, "{b}");
@@ -191,7 +245,12 @@ fn backfill_accepts_history_inside_retention() {
         .collect();
     let payload = json!({"tags": {"name": "history", "atlas.dstype": "gauge"}, "metrics": metrics});
     // publish refuses data this old; backfill takes it
-    assert_eq!(server.post("/api/v1/publish", payload.to_string().as_bytes(), None).0, 400);
+    assert_eq!(
+        server
+            .post("/api/v1/publish", payload.to_string().as_bytes(), None)
+            .0,
+        400
+    );
     let (s, b) = server.post("/api/v1/backfill", payload.to_string().as_bytes(), None);
     assert_eq!(s, 200, "{b}");
     let too_old = json!({"metrics": [{"tags": {"name": "ancient"}, "timestamp": t0 - 3 * 3_600_000, "value": 1}]});
@@ -204,7 +263,12 @@ fn backfill_accepts_history_inside_retention() {
         t0,
         t0 + 59 * step
     ));
-    let got: Vec<f64> = v["values"].as_array().unwrap().iter().map(|r| r[0].as_f64().unwrap()).collect();
+    let got: Vec<f64> = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_f64().unwrap())
+        .collect();
     assert_eq!(got, (0..60).map(|i| i as f64 * 0.5).collect::<Vec<_>>());
     // consolidation to 5m with :max takes the max of each five stored steps
     let v = server.get_json(&format!(

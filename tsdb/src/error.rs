@@ -8,16 +8,26 @@ pub enum Error {
     Corrupt(String),
     /// A sample falls outside the window the store keeps.
     #[error("timestamp {ts_ms} is outside the retention window [{min_ms}, {max_ms}]")]
-    OutOfRetention { ts_ms: i64, min_ms: i64, max_ms: i64 },
+    OutOfRetention {
+        ts_ms: i64,
+        min_ms: i64,
+        max_ms: i64,
+    },
     /// A read asked for a step the store cannot produce.
-    #[error("invalid step {step_ms} ms: must be a positive multiple of the stored step {stored_step_ms} ms")]
+    #[error(
+        "invalid step {step_ms} ms: must be a positive multiple of the stored step {stored_step_ms} ms"
+    )]
     InvalidStep { step_ms: i64, stored_step_ms: i64 },
     /// A sample names a series id the store does not have.
     #[error("unknown series id {id}")]
     UnknownSeries { id: u32 },
     /// A request is larger than the store allows.
     #[error("too large: {requested} {what} requested, the limit is {limit}")]
-    TooLarge { what: &'static str, requested: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        requested: usize,
+        limit: usize,
+    },
     /// A read asked for an empty or reversed time range.
     #[error("invalid time range: start {start_ms} must not be after end {end_ms}")]
     InvalidRange { start_ms: i64, end_ms: i64 },

@@ -99,10 +99,7 @@ impl TagIndex {
                         CmpOp::Gt => (Bound::Excluded(v), Bound::Unbounded),
                         CmpOp::Ge => (Bound::Included(v), Bound::Unbounded),
                     };
-                    k.values
-                        .range::<str, _>(range)
-                        .map(|(_, p)| p)
-                        .union()
+                    k.values.range::<str, _>(range).map(|(_, p)| p).union()
                 }
                 None => Postings::new(),
             },

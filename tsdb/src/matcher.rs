@@ -35,11 +35,26 @@ pub enum CmpOp {
 pub enum Matcher {
     True,
     False,
-    Eq { key: String, value: String },
-    In { key: String, values: Vec<String> },
-    Has { key: String },
-    Cmp { key: String, op: CmpOp, value: String },
-    Values { key: String, pred: ValuePredicate },
+    Eq {
+        key: String,
+        value: String,
+    },
+    In {
+        key: String,
+        values: Vec<String>,
+    },
+    Has {
+        key: String,
+    },
+    Cmp {
+        key: String,
+        op: CmpOp,
+        value: String,
+    },
+    Values {
+        key: String,
+        pred: ValuePredicate,
+    },
     And(Box<Matcher>, Box<Matcher>),
     Or(Box<Matcher>, Box<Matcher>),
     Not(Box<Matcher>),
@@ -73,9 +88,9 @@ impl Matcher {
             Matcher::True => true,
             Matcher::False => false,
             Matcher::Eq { key, value } => tags.get(key) == Some(value.as_str()),
-            Matcher::In { key, values } => tags
-                .get(key)
-                .is_some_and(|v| values.iter().any(|x| x == v)),
+            Matcher::In { key, values } => {
+                tags.get(key).is_some_and(|v| values.iter().any(|x| x == v))
+            }
             Matcher::Has { key } => tags.get(key).is_some(),
             Matcher::Cmp { key, op, value } => tags.get(key).is_some_and(|v| match op {
                 CmpOp::Lt => v < value.as_str(),

@@ -90,7 +90,11 @@ impl Default for NormState {
 /// The heartbeat of a counter: two steps, but a fixed two minutes for steps under a minute,
 /// because fast reporters are irregular.
 pub(crate) fn counter_heartbeat_ms(step_ms: i64) -> i64 {
-    if step_ms < 60_000 { 120_000 } else { 2 * step_ms }
+    if step_ms < 60_000 {
+        120_000
+    } else {
+        2 * step_ms
+    }
 }
 
 /// Rounds a timestamp up to the end of its step (a timestamp on a boundary stays).
@@ -193,7 +197,12 @@ mod tests {
     fn rate_offset_reports_are_weighted_like_the_atlas_docs() {
         // Reports 4, 2, 8, 6 at :30 past each minute normalize to 3, 5, 7 on the minutes
         // (the first report also yields half of itself for the step it started in).
-        let out = rates(&[(90_000, 4.0), (150_000, 2.0), (210_000, 8.0), (270_000, 6.0)]);
+        let out = rates(&[
+            (90_000, 4.0),
+            (150_000, 2.0),
+            (210_000, 8.0),
+            (270_000, 6.0),
+        ]);
         let values: Vec<f64> = out.iter().skip(1).map(|p| p.1).collect();
         assert_eq!(values, vec![3.0, 5.0, 7.0]);
         assert_eq!(out[1].0, 120_000);
@@ -203,7 +212,12 @@ mod tests {
     fn counter_becomes_per_second_rate() {
         let mut st = NormState::default();
         let mut out = Vec::new();
-        for (t, v) in [(60_000, 100.0), (120_000, 160.0), (180_000, 280.0), (240_000, 10.0)] {
+        for (t, v) in [
+            (60_000, 100.0),
+            (120_000, 160.0),
+            (180_000, 280.0),
+            (240_000, 10.0),
+        ] {
             st.counter(t, v, 60_000, &mut |b, x| out.push((b, x)));
         }
         assert_eq!(out, vec![(120_000, 1.0), (180_000, 2.0), (240_000, 0.0)]);

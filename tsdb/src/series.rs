@@ -178,7 +178,14 @@ impl SeriesData {
     }
 
     /// A late write into a block that is no longer the head: decode, merge, re-encode.
-    fn write_sealed(&mut self, block: u32, slot: usize, value: f64, merge: Merge, block_steps: u32) {
+    fn write_sealed(
+        &mut self,
+        block: u32,
+        slot: usize,
+        value: f64,
+        merge: Merge,
+        block_steps: u32,
+    ) {
         let mut values = vec![f64::NAN; block_steps as usize];
         if let Some(b) = self.sealed_blocks().find(|b| b.block == block) {
             // A block we wrote ourselves always decodes; if it somehow does not, the merge
@@ -272,10 +279,12 @@ impl SeriesData {
     pub(crate) fn sealed_values(&self, block_steps: u32) -> usize {
         let mut buf = vec![f64::NAN; block_steps as usize];
         self.sealed_blocks()
-            .map(|b| match codec::decode(&self.sealed[b.start..b.end], &mut buf) {
-                Ok(_) => buf.iter().filter(|v| !v.is_nan()).count(),
-                Err(_) => 0,
-            })
+            .map(
+                |b| match codec::decode(&self.sealed[b.start..b.end], &mut buf) {
+                    Ok(_) => buf.iter().filter(|v| !v.is_nan()).count(),
+                    Err(_) => 0,
+                },
+            )
             .sum()
     }
 
@@ -304,7 +313,10 @@ mod tests {
     }
 
     fn same(a: &[f64], b: &[f64]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
     }
 
     #[test]
@@ -329,7 +341,21 @@ mod tests {
         s.write(9, 1.0, Merge::Add, BS); // seals block 0
         s.write(0, 2.0, Merge::Add, BS); // late, into sealed block 0
         s.write(5, 7.0, Merge::Add, BS); // a block that was never written
-        assert!(same(&read(&s, 0, 10), &[3.0, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 7.0, f64::NAN, f64::NAN, f64::NAN, 1.0]));
+        assert!(same(
+            &read(&s, 0, 10),
+            &[
+                3.0,
+                f64::NAN,
+                f64::NAN,
+                f64::NAN,
+                f64::NAN,
+                7.0,
+                f64::NAN,
+                f64::NAN,
+                f64::NAN,
+                1.0
+            ]
+        ));
     }
 
     #[test]

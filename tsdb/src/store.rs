@@ -296,7 +296,10 @@ impl Store {
         let step = self.cfg.step_ms;
         let bs = self.cfg.block_steps;
         for (shard_no, lock) in self.shards.iter().enumerate() {
-            if !samples.iter().any(|s| s.id as usize & (SHARDS - 1) == shard_no) {
+            if !samples
+                .iter()
+                .any(|s| s.id as usize & (SHARDS - 1) == shard_no)
+            {
                 continue;
             }
             let mut shard = lock.write();
@@ -373,9 +376,10 @@ impl Store {
                 let Some(set) = cat.tags[id as usize].take() else {
                     continue;
                 };
-                let hash = hash_tags(set.iter().map(|&(k, v)| {
-                    (cat.interner.resolve(k), cat.interner.resolve(v))
-                }));
+                let hash = hash_tags(
+                    set.iter()
+                        .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
+                );
                 let Catalog {
                     interner,
                     index,
@@ -542,8 +546,18 @@ impl Store {
 #[inline]
 fn write_sample(data: &mut SeriesData, ts_ms: i64, value: f64, step_ms: i64, block_steps: u32) {
     match data.dstype {
-        DsType::Gauge => data.write(step_end(ts_ms, step_ms) / step_ms, value, Merge::Max, block_steps),
-        DsType::Sum => data.write(step_end(ts_ms, step_ms) / step_ms, value, Merge::Add, block_steps),
+        DsType::Gauge => data.write(
+            step_end(ts_ms, step_ms) / step_ms,
+            value,
+            Merge::Max,
+            block_steps,
+        ),
+        DsType::Sum => data.write(
+            step_end(ts_ms, step_ms) / step_ms,
+            value,
+            Merge::Add,
+            block_steps,
+        ),
         DsType::Rate => {
             let mut norm = data.norm;
             norm.rate(ts_ms, value, step_ms, step_ms, &mut |b, v| {

@@ -22,18 +22,35 @@ fn tags(pairs: &[(&str, &str)]) -> TagMap {
     TagMap::from_pairs(pairs.iter().copied())
 }
 
-fn read(store: &Store, m: &Matcher, start: i64, end: i64, step: i64, cf: Consolidation) -> Vec<(TagMap, Vec<f64>)> {
+fn read(
+    store: &Store,
+    m: &Matcher,
+    start: i64,
+    end: i64,
+    step: i64,
+    cf: Consolidation,
+) -> Vec<(TagMap, Vec<f64>)> {
     let ids = store.select(m);
-    let req = ReadRequest { start_ms: start, end_ms: end, step_ms: step, cf };
+    let req = ReadRequest {
+        start_ms: start,
+        end_ms: end,
+        step_ms: step,
+        cf,
+    };
     let mut out = Vec::new();
     store
-        .visit_values(&ids, &req, &mut |id, vals| out.push((store.tags(id).unwrap(), vals.to_vec())))
+        .visit_values(&ids, &req, &mut |id, vals| {
+            out.push((store.tags(id).unwrap(), vals.to_vec()))
+        })
         .unwrap();
     out
 }
 
 fn bits_eq(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
 }
 
 #[test]
@@ -57,8 +74,21 @@ fn dstypes_normalize_like_atlas() {
     // rate on the boundary: as is
     store.append(r, T0 + 2 * MIN, 4.5).unwrap();
     let n = f64::NAN;
-    let got = read(&store, &Matcher::True, T0 + MIN, T0 + 3 * MIN, MIN, Consolidation::Avg);
-    let by_name = |name: &str| got.iter().find(|(t, _)| t.get("name") == Some(name)).unwrap().1.clone();
+    let got = read(
+        &store,
+        &Matcher::True,
+        T0 + MIN,
+        T0 + 3 * MIN,
+        MIN,
+        Consolidation::Avg,
+    );
+    let by_name = |name: &str| {
+        got.iter()
+            .find(|(t, _)| t.get("name") == Some(name))
+            .unwrap()
+            .1
+            .clone()
+    };
     assert!(bits_eq(&by_name("g"), &[n, 7.0, n]), "{:?}", by_name("g"));
     assert!(bits_eq(&by_name("s"), &[n, 12.0, n]), "{:?}", by_name("s"));
     assert!(bits_eq(&by_name("c"), &[n, 1.0, n]), "{:?}", by_name("c"));
@@ -74,12 +104,33 @@ fn consolidation_groups_stored_steps_from_the_bucket_start() {
         store.append(id, T0 + i * MIN, i as f64).unwrap();
     }
     let five = 5 * MIN;
-    let got = read(&store, &Matcher::True, T0, T0 + 2 * five, five, Consolidation::Avg);
+    let got = read(
+        &store,
+        &Matcher::True,
+        T0,
+        T0 + 2 * five,
+        five,
+        Consolidation::Avg,
+    );
     assert_eq!(got[0].1, vec![2.0, 7.0, 12.0]);
-    let got = read(&store, &Matcher::True, T0, T0 + 2 * five, five, Consolidation::Max);
+    let got = read(
+        &store,
+        &Matcher::True,
+        T0,
+        T0 + 2 * five,
+        five,
+        Consolidation::Max,
+    );
     assert_eq!(got[0].1, vec![4.0, 9.0, 14.0]);
     // across a sealed block boundary (blocks are one hour)
-    let got = read(&store, &Matcher::True, T0 + 55 * MIN, T0 + 65 * MIN, MIN, Consolidation::Avg);
+    let got = read(
+        &store,
+        &Matcher::True,
+        T0 + 55 * MIN,
+        T0 + 65 * MIN,
+        MIN,
+        Consolidation::Avg,
+    );
     assert_eq!(got[0].1, (55..=65).map(|i| i as f64).collect::<Vec<_>>());
 }
 
@@ -99,13 +150,28 @@ fn retention_rejects_old_samples_and_drops_expired_series() {
     let report = store.maintain();
     assert_eq!(report.series_dropped, 1);
     assert_eq!(store.series_count(), 1);
-    assert_eq!(store.lookup(&tags(&[("name", "old"), ("atlas.dstype", "gauge")])), None);
-    assert!(store.tag_values("name", None).iter().all(|(v, _)| v != "old"));
+    assert_eq!(
+        store.lookup(&tags(&[("name", "old"), ("atlas.dstype", "gauge")])),
+        None
+    );
+    assert!(
+        store
+            .tag_values("name", None)
+            .iter()
+            .all(|(v, _)| v != "old")
+    );
     // the freed id is reused by the next new series, with fresh data
     let again = store.resolve(&tags(&[("name", "new"), ("atlas.dstype", "gauge")]));
     assert_eq!(again, old);
     store.append(again, T0 + 8 * 3_600_000, 3.0).unwrap();
-    let got = read(&store, &Matcher::eq("name", "new"), T0 + 8 * 3_600_000, T0 + 8 * 3_600_000, MIN, Consolidation::Avg);
+    let got = read(
+        &store,
+        &Matcher::eq("name", "new"),
+        T0 + 8 * 3_600_000,
+        T0 + 8 * 3_600_000,
+        MIN,
+        Consolidation::Avg,
+    );
     assert_eq!(got[0].1, vec![3.0]);
 }
 
@@ -113,14 +179,31 @@ fn retention_rejects_old_samples_and_drops_expired_series() {
 fn tag_listing_is_sorted_and_filtered() {
     let store = store_at(Arc::new(AtomicI64::new(T0)));
     for (app, node) in [("b", "n1"), ("a", "n2"), ("a", "n3")] {
-        store.resolve(&tags(&[("name", "cpu"), ("nf.app", app), ("nf.node", node)]));
+        store.resolve(&tags(&[
+            ("name", "cpu"),
+            ("nf.app", app),
+            ("nf.node", node),
+        ]));
     }
     store.resolve(&tags(&[("name", "mem")]));
-    assert_eq!(store.tag_keys(None).iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["name", "nf.app", "nf.node"]);
-    assert_eq!(store.tag_values("nf.app", None), vec![("a".into(), 2), ("b".into(), 1)]);
+    assert_eq!(
+        store
+            .tag_keys(None)
+            .iter()
+            .map(|k| k.0.as_str())
+            .collect::<Vec<_>>(),
+        ["name", "nf.app", "nf.node"]
+    );
+    assert_eq!(
+        store.tag_values("nf.app", None),
+        vec![("a".into(), 2), ("b".into(), 1)]
+    );
     let q = Matcher::eq("nf.app", "a");
     assert_eq!(store.tag_values("nf.node", Some(&q)).len(), 2);
-    assert_eq!(store.tag_keys(Some(&Matcher::eq("name", "mem"))), vec![("name".into(), 1)]);
+    assert_eq!(
+        store.tag_keys(Some(&Matcher::eq("name", "mem"))),
+        vec![("name".into(), 1)]
+    );
 }
 
 // ---- index algebra against a naive model ----
@@ -143,7 +226,8 @@ fn arb_matcher() -> impl Strategy<Value = Matcher> {
         Just(Matcher::True),
         Just(Matcher::False),
         (key.clone(), val.clone()).prop_map(|(k, v)| Matcher::eq(k, v)),
-        (key.clone(), prop::collection::vec(val.clone(), 0..3)).prop_map(|(key, values)| Matcher::In { key, values }),
+        (key.clone(), prop::collection::vec(val.clone(), 0..3))
+            .prop_map(|(key, values)| Matcher::In { key, values }),
         key.clone().prop_map(|key| Matcher::Has { key }),
         (key.clone(), val.clone(), 0..4usize).prop_map(|(key, value, op)| Matcher::Cmp {
             key,

@@ -1,0 +1,573 @@
+//! Evaluation of expressions against a [`SeriesSource`]. Aggregation streams each series'
+//! values straight into per-group accumulator arrays: groups are found once per series from
+//! its tags, and no allocation happens per series or per point.
+
+use ahash::AHashMap;
+use argus_tsdb::{Postings, ReadRequest, SeriesId, SeriesSource, TagMap, Tags};
+
+use crate::error::{Error, Result};
+use crate::graph::{Limits, ResultSeries};
+use crate::model::{AggrOp, AggregateFunction, DataExpr, Query, TimeSeriesExpr};
+
+/// The output grid and the request's line budget.
+pub(crate) struct EvalContext {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub step_ms: i64,
+    /// Lines earlier expressions of the request produced.
+    pub lines_used: usize,
+    pub limits: Limits,
+}
+
+impl EvalContext {
+    fn request(&self, expr: &DataExpr) -> ReadRequest {
+        ReadRequest {
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            step_ms: self.step_ms,
+            cf: expr.consolidation(),
+        }
+    }
+
+    /// Lines this expression may still produce.
+    fn lines_left(&self) -> usize {
+        self.limits.max_lines.saturating_sub(self.lines_used)
+    }
+
+    /// Checks that `n` more lines of `len` points fit, before they are allocated.
+    fn check_lines(&self, n: usize, len: usize) -> Result<()> {
+        let lines = self.lines_used.saturating_add(n);
+        if lines > self.limits.max_lines {
+            return Err(Error::TooMany {
+                what: "lines",
+                requested: lines,
+                limit: self.limits.max_lines,
+            });
+        }
+        let points = lines.saturating_mul(len);
+        if points > self.limits.max_datapoints {
+            return Err(Error::TooMany {
+                what: "datapoints",
+                requested: points,
+                limit: self.limits.max_datapoints,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn eval(
+    expr: &TimeSeriesExpr,
+    ctx: &EvalContext,
+    src: &dyn SeriesSource,
+) -> Result<Vec<ResultSeries>> {
+    match expr {
+        TimeSeriesExpr::Data(d) => eval_data(d, ctx, src),
+    }
+}
+
+fn eval_data(
+    expr: &DataExpr,
+    ctx: &EvalContext,
+    src: &dyn SeriesSource,
+) -> Result<Vec<ResultSeries>> {
+    let req = ctx.request(expr);
+    let ids = src.select(&expr.query().to_matcher());
+    match expr {
+        DataExpr::Aggregate(af) => aggregate(af, &ids, &req, src),
+        DataExpr::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src),
+        DataExpr::All(_) => all(&ids, ctx, &req, src),
+    }
+}
+
+/// `k=v, k2=v2` over sorted keys: Atlas's default legend.
+pub(crate) fn tags_label(tags: &TagMap) -> String {
+    if tags.is_empty() {
+        return "NO TAGS".to_string();
+    }
+    let mut label = String::new();
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if i > 0 {
+            label.push_str(", ");
+        }
+        label.push_str(k);
+        label.push('=');
+        label.push_str(v);
+    }
+    label
+}
+
+/// Tags of an aggregate line: the query's exact tags, `{name: unknown}` if there are none.
+fn aggregate_tags(query: &Query) -> TagMap {
+    let tags = query.exact_tags();
+    if tags.is_empty() {
+        return TagMap::from_pairs([("name", "unknown")]);
+    }
+    tags
+}
+
+/// The line drawn when nothing matched (or nothing had data in the window).
+fn no_data(query: &Query, len: usize) -> ResultSeries {
+    let mut tags = query.exact_tags();
+    if tags.is_empty() {
+        tags = TagMap::from_pairs([("name", "NO_DATA")]);
+    }
+    ResultSeries {
+        tags,
+        label: "NO DATA".to_string(),
+        values: vec![f64::NAN; len],
+    }
+}
+
+fn aggregate(
+    af: &AggregateFunction,
+    ids: &Postings,
+    req: &ReadRequest,
+    src: &dyn SeriesSource,
+) -> Result<Vec<ResultSeries>> {
+    let len = req.len();
+    let mut acc = Accumulator::new(af.op, 1, len);
+    if !ids.is_empty() {
+        src.visit_values(ids, req, &mut |_, values| acc.add(0, values))?;
+    }
+    Ok(vec![match acc.finish(0) {
+        Some(values) => {
+            let tags = aggregate_tags(&af.query);
+            ResultSeries {
+                label: tags_label(&tags),
+                tags,
+                values,
+            }
+        }
+        None => no_data(&af.query, len),
+    }])
+}
+
+fn group_by(
+    af: &AggregateFunction,
+    keys: &[String],
+    ids: &Postings,
+    ctx: &EvalContext,
+    req: &ReadRequest,
+    src: &dyn SeriesSource,
+) -> Result<Vec<ResultSeries>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Pass 1, tags: the group of each series, as (id, group) in ascending id order. The key
+    // string `k=v k2=v2 ` is built in one reused buffer; only a new group allocates.
+    let mut index: AHashMap<String, u32> = AHashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut members: Vec<(SeriesId, u32)> = Vec::with_capacity(ids.len() as usize);
+    let mut buf = String::new();
+    src.visit_tags(ids, &mut |id, tags| {
+        buf.clear();
+        for k in keys {
+            let Some(v) = tags.get(k) else { return };
+            buf.push_str(k);
+            buf.push('=');
+            buf.push_str(v);
+            buf.push(' ');
+        }
+        let g = match index.get(buf.as_str()) {
+            Some(&g) => g,
+            None => {
+                let g = groups.len() as u32;
+                index.insert(buf.clone(), g);
+                groups.push(Group::new(&buf, keys, tags));
+                g
+            }
+        };
+        members.push((id, g));
+    });
+    ctx.check_lines(groups.len(), req.len())?;
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // Pass 2, values: only the series that have every key, each added to its group. Ids
+    // arrive in the same ascending order, so one cursor maps id to group.
+    let kept = Postings::from_sorted_iter(members.iter().map(|m| m.0))
+        .unwrap_or_else(|_| members.iter().map(|m| m.0).collect());
+    let len = req.len();
+    let mut acc = Accumulator::new(af.op, groups.len(), len);
+    let mut cursor = 0usize;
+    src.visit_values(&kept, req, &mut |id, values| {
+        while cursor < members.len() && members[cursor].0 < id {
+            cursor += 1;
+        }
+        if let Some(&(mid, g)) = members.get(cursor)
+            && mid == id
+        {
+            acc.add(g as usize, values);
+        }
+    })?;
+
+    let base = af.query.exact_tags();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_unstable_by(|&a, &b| groups[a].key.cmp(&groups[b].key));
+    let mut out = Vec::with_capacity(groups.len());
+    for g in order {
+        let Some(values) = acc.finish(g) else {
+            continue;
+        };
+        let group = &groups[g];
+        let mut tags = base.clone();
+        for (k, v) in keys.iter().zip(&group.values) {
+            tags.insert(k.clone(), v.clone());
+        }
+        if tags.is_empty() {
+            tags = TagMap::from_pairs([("name", "unknown")]);
+        }
+        out.push(ResultSeries {
+            tags,
+            label: format!("({})", group.key.trim_end_matches(' ')),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// One `:by` group: its key string (`k=v k2=v2 `, Atlas's sort key) and its key values.
+struct Group {
+    key: String,
+    values: Vec<String>,
+}
+
+impl Group {
+    fn new(key: &str, keys: &[String], tags: &dyn Tags) -> Self {
+        Group {
+            key: key.to_string(),
+            values: keys
+                .iter()
+                .map(|k| tags.get(k).unwrap_or_default().to_string())
+                .collect(),
+        }
+    }
+}
+
+fn all(
+    ids: &Postings,
+    ctx: &EvalContext,
+    req: &ReadRequest,
+    src: &dyn SeriesSource,
+) -> Result<Vec<ResultSeries>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Values first, keeping only series with data in the window, so the tags of series
+    // that would be dropped are never copied. Past the line limit only the count goes on.
+    let mut kept: Vec<(SeriesId, Vec<f64>)> = Vec::new();
+    let mut n_with_data = 0usize;
+    src.visit_values(ids, req, &mut |id, values| {
+        if values.iter().all(|v| v.is_nan()) {
+            return;
+        }
+        n_with_data += 1;
+        if n_with_data <= ctx.lines_left() {
+            kept.push((id, values.to_vec()));
+        }
+    })?;
+    ctx.check_lines(n_with_data, req.len())?;
+    let kept_ids = Postings::from_sorted_iter(kept.iter().map(|k| k.0))
+        .unwrap_or_else(|_| kept.iter().map(|k| k.0).collect());
+    let mut tags_by_id: AHashMap<SeriesId, TagMap> = AHashMap::with_capacity(kept.len());
+    src.visit_tags(&kept_ids, &mut |id, tags| {
+        tags_by_id.insert(id, tags.to_map());
+    });
+    let mut out: Vec<ResultSeries> = kept
+        .into_iter()
+        .filter_map(|(id, values)| {
+            // A series that expired between the two passes has no tags any more.
+            let tags = tags_by_id.remove(&id)?;
+            Some(ResultSeries {
+                label: tags_label(&tags),
+                tags,
+                values,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.tags.cmp(&b.tags));
+    Ok(out)
+}
+
+/// Per-group accumulators for one aggregate, `len` steps per group, groups back to back.
+/// Sums and counts are kept apart so the inner loops are branch-free.
+struct Accumulator {
+    op: AggrOp,
+    len: usize,
+    /// Sum (`Sum`, `Avg`) or running min/max (`Min`, `Max`, NaN until a value arrives).
+    values: Vec<f64>,
+    /// Non-NaN inputs per step (`Sum`, `Count`, `Avg`).
+    counts: Vec<u32>,
+}
+
+impl Accumulator {
+    fn new(op: AggrOp, groups: usize, len: usize) -> Self {
+        let n = groups * len;
+        let (values, counts) = match op {
+            AggrOp::Sum | AggrOp::Avg => (vec![0.0; n], vec![0; n]),
+            AggrOp::Count => (Vec::new(), vec![0; n]),
+            AggrOp::Min | AggrOp::Max => (vec![f64::NAN; n], Vec::new()),
+        };
+        Accumulator {
+            op,
+            len,
+            values,
+            counts,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, g: usize, input: &[f64]) {
+        let range = g * self.len..(g + 1) * self.len;
+        match self.op {
+            AggrOp::Sum | AggrOp::Avg => {
+                let (Some(sums), Some(counts)) = (
+                    self.values.get_mut(range.clone()),
+                    self.counts.get_mut(range),
+                ) else {
+                    return;
+                };
+                for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(input) {
+                    let present = !v.is_nan();
+                    *s += if present { v } else { 0.0 };
+                    *c += u32::from(present);
+                }
+            }
+            AggrOp::Count => {
+                let Some(counts) = self.counts.get_mut(range) else {
+                    return;
+                };
+                for (c, &v) in counts.iter_mut().zip(input) {
+                    *c += u32::from(!v.is_nan());
+                }
+            }
+            // f64::min/max return the other operand when one is NaN: NaN-ignoring for free.
+            AggrOp::Min => {
+                let Some(acc) = self.values.get_mut(range) else {
+                    return;
+                };
+                for (a, &v) in acc.iter_mut().zip(input) {
+                    *a = a.min(v);
+                }
+            }
+            AggrOp::Max => {
+                let Some(acc) = self.values.get_mut(range) else {
+                    return;
+                };
+                for (a, &v) in acc.iter_mut().zip(input) {
+                    *a = a.max(v);
+                }
+            }
+        }
+    }
+
+    /// The group's line, or `None` when no series had a value at any step.
+    fn finish(&self, g: usize) -> Option<Vec<f64>> {
+        let range = g * self.len..(g + 1) * self.len;
+        let out: Vec<f64> = match self.op {
+            AggrOp::Sum => self.values[range.clone()]
+                .iter()
+                .zip(&self.counts[range])
+                .map(|(&s, &c)| if c == 0 { f64::NAN } else { s })
+                .collect(),
+            AggrOp::Avg => self.values[range.clone()]
+                .iter()
+                .zip(&self.counts[range])
+                .map(|(&s, &c)| if c == 0 { f64::NAN } else { s / f64::from(c) })
+                .collect(),
+            AggrOp::Count => self.counts[range]
+                .iter()
+                .map(|&c| if c == 0 { f64::NAN } else { f64::from(c) })
+                .collect(),
+            AggrOp::Min | AggrOp::Max => self.values[range].to_vec(),
+        };
+        out.iter().any(|v| !v.is_nan()).then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argus_tsdb::{Matcher, SeriesSource};
+
+    use super::*;
+    use crate::interpreter;
+    use crate::model::Item;
+
+    /// A store in a vector: what the trait asks for and nothing more. Values are at the
+    /// stored step from 0; only reads at the stored step are supported.
+    struct FakeSource(Vec<(TagMap, Vec<f64>)>);
+
+    impl SeriesSource for FakeSource {
+        fn step_ms(&self) -> i64 {
+            1
+        }
+
+        fn select(&self, m: &Matcher) -> Postings {
+            (0..self.0.len() as u32)
+                .filter(|&i| m.matches(&self.0[i as usize].0))
+                .collect()
+        }
+
+        fn visit_tags(&self, ids: &Postings, f: &mut dyn FnMut(SeriesId, &dyn Tags)) {
+            for id in ids {
+                f(id, &self.0[id as usize].0);
+            }
+        }
+
+        fn visit_values(
+            &self,
+            ids: &Postings,
+            req: &ReadRequest,
+            f: &mut dyn FnMut(SeriesId, &[f64]),
+        ) -> argus_tsdb::Result<()> {
+            for id in ids {
+                let data = &self.0[id as usize].1;
+                let values: Vec<f64> = (req.start_ms..=req.end_ms)
+                    .map(|t| data.get(t as usize).copied().unwrap_or(f64::NAN))
+                    .collect();
+                f(id, &values);
+            }
+            Ok(())
+        }
+    }
+
+    fn source() -> FakeSource {
+        let n = f64::NAN;
+        let series = [
+            ("name=cpu app=a node=1", vec![1.0, 2.0, n]),
+            ("name=cpu app=a node=2", vec![3.0, n, n]),
+            ("name=cpu app=b node=3", vec![5.0, 6.0, n]),
+            ("name=cpu node=4", vec![7.0, 8.0, n]),
+            ("name=mem app=a node=1", vec![n, n, n]),
+        ];
+        FakeSource(
+            series
+                .into_iter()
+                .map(|(tags, values)| {
+                    let tags = tags
+                        .split(' ')
+                        .filter_map(|kv| kv.split_once('='))
+                        .collect::<TagMap>();
+                    (tags, values)
+                })
+                .collect(),
+        )
+    }
+
+    /// Evaluates the one expression `program` leaves and renders each line as
+    /// `label {k=v,...} v1 v2 v3`, lines joined by `; `.
+    fn check(program: &str, expected: &str) {
+        let got = match interpreter::execute(program).as_deref() {
+            Ok([Item::Expr(expr)]) => {
+                let ctx = EvalContext {
+                    start_ms: 0,
+                    end_ms: 2,
+                    step_ms: 1,
+                    lines_used: 1,
+                    limits: Limits {
+                        max_lines: 4,
+                        ..Limits::default()
+                    },
+                };
+                match eval(expr, &ctx, &source()) {
+                    Ok(lines) => lines
+                        .iter()
+                        .map(|l| {
+                            let tags: Vec<String> =
+                                l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let values: Vec<String> =
+                                l.values.iter().map(|v| v.to_string()).collect();
+                            format!("{} {{{}}} {}", l.label, tags.join(","), values.join(" "))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    Err(e) => format!("error: {e}"),
+                }
+            }
+            other => panic!("{program} left {other:?}"),
+        };
+        assert_eq!(got, expected, "{program}");
+    }
+
+    #[test]
+    fn data_expressions() {
+        check("name,cpu,:eq,:sum", "name=cpu {name=cpu} 16 16 NaN");
+        check("name,cpu,:eq,:count", "name=cpu {name=cpu} 4 3 NaN");
+        check("name,cpu,:eq,:max", "name=cpu {name=cpu} 7 8 NaN");
+        check("app,a,:eq,:min", "app=a {app=a} 1 2 NaN");
+        check("app,:has,:avg", "name=unknown {name=unknown} 3 4 NaN");
+        check("name,mem,:eq,:sum", "NO DATA {name=mem} NaN NaN NaN");
+        check("name,disk,:re,:sum", "NO DATA {name=NO_DATA} NaN NaN NaN");
+        check(
+            "name,cpu,:eq,:sum,(,app,),:by",
+            "(app=a) {app=a,name=cpu} 4 2 NaN; (app=b) {app=b,name=cpu} 5 6 NaN",
+        );
+        check("name,mem,:eq,:sum,(,app,),:by", "");
+        check(
+            "app,b,:eq,name,mem,:eq,:or,:all",
+            "app=b, name=cpu, node=3 {app=b,name=cpu,node=3} 5 6 NaN",
+        );
+        check(
+            ":true,:sum,(,node,),:by",
+            "error: too many lines: 5 > limit 4",
+        );
+        check(":true,:all", "error: too many lines: 5 > limit 4");
+    }
+
+    fn line(op: AggrOp, inputs: &[&[f64]]) -> Option<Vec<f64>> {
+        let len = inputs.first().map_or(0, |i| i.len());
+        let mut acc = Accumulator::new(op, 1, len);
+        for i in inputs {
+            acc.add(0, i);
+        }
+        acc.finish(0)
+    }
+
+    fn same(a: Option<Vec<f64>>, b: Option<Vec<f64>>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(&b)
+                        .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn aggregates_ignore_nan() {
+        let n = f64::NAN;
+        let inputs: &[&[f64]] = &[&[1.0, n, 3.0, n], &[2.0, n, n, -1.0], &[n, n, 5.0, n]];
+        let cases = [
+            (AggrOp::Sum, vec![3.0, n, 8.0, -1.0]),
+            (AggrOp::Count, vec![2.0, n, 2.0, 1.0]),
+            (AggrOp::Min, vec![1.0, n, 3.0, -1.0]),
+            (AggrOp::Max, vec![2.0, n, 5.0, -1.0]),
+            (AggrOp::Avg, vec![1.5, n, 4.0, -1.0]),
+        ];
+        for (op, want) in cases {
+            assert!(same(line(op, inputs), Some(want.clone())), "{op:?}");
+        }
+        for op in [
+            AggrOp::Sum,
+            AggrOp::Count,
+            AggrOp::Min,
+            AggrOp::Max,
+            AggrOp::Avg,
+        ] {
+            assert!(same(line(op, &[&[n, n]]), None), "{op:?} of nothing");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            tags_label(&TagMap::from_pairs([("nf.app", "a"), ("name", "cpu")])),
+            "name=cpu, nf.app=a"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The Stack Language interpreter: runs parsed tokens over a stack of typed items, executing
+//! each `:word` with the first overload whose parameter types match the top of the stack.
+
+use ahash::AHashMap;
+
+use crate::error::{Error, Result};
+use crate::model::Item;
+use crate::parser::{self, Token};
+use crate::words::{Failure, Registry, Word, registry};
+
+/// Total weight (nodes) that copying words may add in one program. Copies are the only way
+/// a program grows faster than its text, and `:dup,:and` repeated doubles each time.
+const MAX_COPY_WEIGHT: usize = 1_000_000;
+/// Nested program runs (`:call` inside `:each` ...): Atlas stops at 10 too.
+const MAX_CALL_DEPTH: usize = 10;
+/// Deepest query tree accepted; deep trees cost stack in printing, lowering and dropping.
+pub(crate) const MAX_QUERY_DEPTH: usize = 256;
+/// How many item types a "no matches" error lists.
+const SUMMARY_ITEMS: usize = 10;
+
+/// The state of one program run.
+pub(crate) struct Context<'r> {
+    registry: &'r Registry,
+    pub stack: Vec<Item>,
+    /// Items moved out of reach by `:freeze`; they come first in the result.
+    pub frozen: Vec<Item>,
+    pub vars: AHashMap<String, Item>,
+    copied: usize,
+    call_depth: usize,
+    /// Position of the top-level token being run, for errors from nested programs.
+    pos: usize,
+}
+
+impl<'r> Context<'r> {
+    fn new(registry: &'r Registry) -> Self {
+        Context {
+            registry,
+            stack: Vec::new(),
+            frozen: Vec::new(),
+            vars: AHashMap::new(),
+            copied: 0,
+            call_depth: 0,
+            pos: 0,
+        }
+    }
+
+    /// Accounts for a copy of `item` before a word pushes it.
+    pub(crate) fn charge_copy(&mut self, item: &Item) -> std::result::Result<(), Failure> {
+        self.copied = self.copied.saturating_add(item.weight());
+        if self.copied > MAX_COPY_WEIGHT {
+            return Err(Failure::TooComplex(format!(
+                "copies add more than {MAX_COPY_WEIGHT} nodes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a list as a program: words execute, everything else is pushed.
+    pub(crate) fn run(&mut self, program: Vec<Item>) -> std::result::Result<(), Failure> {
+        if self.call_depth >= MAX_CALL_DEPTH {
+            return Err(Failure::TooComplex(format!(
+                "programs nested more than {MAX_CALL_DEPTH} calls deep"
+            )));
+        }
+        self.call_depth += 1;
+        let mut result = Ok(());
+        for item in program {
+            match item {
+                Item::Word(name) => {
+                    if let Err(e) = self.execute_word(&name, self.pos) {
+                        result = Err(Failure::Nested(Box::new(e)));
+                        break;
+                    }
+                }
+                other => self.stack.push(other),
+            }
+        }
+        self.call_depth -= 1;
+        result
+    }
+
+    fn execute_word(&mut self, name: &str, pos: usize) -> Result<()> {
+        let Some(overloads) = self.registry.lookup(name) else {
+            return Err(Error::UnknownWord {
+                name: name.to_string(),
+                pos,
+            });
+        };
+        let Some(word) = overloads.iter().find(|w| w.matches(&self.stack)) else {
+            return Err(no_match(name, overloads, &self.stack, pos));
+        };
+        let args = self.stack.split_off(self.stack.len() - word.params.len());
+        (word.exec)(self, args).map_err(|f| failure_error(word, pos, f))
+    }
+}
+
+fn no_match(name: &str, overloads: &[&Word], stack: &[Item], pos: usize) -> Error {
+    let skip = stack.len().saturating_sub(SUMMARY_ITEMS);
+    let mut types: Vec<&str> = stack[skip..].iter().map(Item::type_name).collect();
+    if skip > 0 {
+        types.insert(0, "...");
+    }
+    let candidates: Vec<String> = overloads
+        .iter()
+        .map(|w| format!("[{}]", w.signature))
+        .collect();
+    Error::NoMatch {
+        name: name.to_string(),
+        stack: format!("[{}]", types.join(",")),
+        candidates: candidates.join(", "),
+        pos,
+    }
+}
+
+fn failure_error(word: &Word, pos: usize, f: Failure) -> Error {
+    let name = word.name.to_string();
+    match f {
+        Failure::Invalid(reason) => Error::InvalidParameters {
+            word: name,
+            pos,
+            reason,
+        },
+        Failure::BadRegex { pattern, reason } => Error::BadRegex {
+            word: name,
+            pattern,
+            pos,
+            reason,
+        },
+        Failure::TooComplex(reason) => Error::TooComplex { pos, reason },
+        Failure::Nested(e) => *e,
+    }
+}
+
+/// Converts a parsed list to a stack item (lists are at most `MAX_NESTING` deep).
+fn list_item(tokens: Vec<Token>) -> Item {
+    Item::List(
+        tokens
+            .into_iter()
+            .map(|t| match t {
+                Token::Str { value, .. } => Item::Str(value),
+                Token::Word { name, .. } => Item::Word(name),
+                Token::List { items, .. } => list_item(items),
+            })
+            .collect(),
+    )
+}
+
+/// Runs a program and returns the final stack, bottom first (frozen items first).
+pub(crate) fn execute(program: &str) -> Result<Vec<Item>> {
+    let tokens = parser::parse(program)?;
+    let mut ctx = Context::new(registry());
+    for token in tokens {
+        match token {
+            Token::Str { value, .. } => ctx.stack.push(Item::Str(value)),
+            Token::List { items, .. } => ctx.stack.push(list_item(items)),
+            Token::Word { name, pos } => {
+                ctx.pos = pos;
+                ctx.execute_word(&name, pos)?;
+            }
+        }
+    }
+    let mut out = ctx.frozen;
+    out.append(&mut ctx.stack);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::print_stack;
+
+    fn check(program: &str, expected: &str) {
+        let got = match execute(program) {
+            Ok(stack) => print_stack(&stack),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expected, "program: {program}");
+    }
+
+    #[test]
+    fn pushes_and_words() {
+        check("a,b", "a,b");
+        check("a,b,:swap", "b,a");
+        check("name,sps,:eq", "name,sps,:eq");
+        check("(,a,(,b,),:dup,)", "(,a,(,b,),:dup,)");
+        check("a\\u002cb", "a\\u002cb");
+    }
+
+    #[test]
+    fn errors_name_word_and_position() {
+        check("a,:foo", "error: unknown word ':foo' at position 2");
+        check(
+            "name,sps,:eq,(,nf.app,),:by",
+            "error: no matches for word ':by' with stack [Query,List] at position 24, \
+             candidates: [af:AggregateFunction keys:List -- DataExpr]",
+        );
+        check(
+            ":drop",
+            "error: no matches for word ':drop' with stack [] at position 0, candidates: [a -- ]",
+        );
+        check(
+            "a,b,c,d,e,f,g,h,i,j,k,l,:by",
+            "error: no matches for word ':by' with stack [...,String,String,String,String,\
+             String,String,String,String,String,String] at position 24, \
+             candidates: [af:AggregateFunction keys:List -- DataExpr]",
+        );
+        check(
+            "k,[,:re",
+            "error: invalid regex '[' for word ':re' at position 4: regex parse error:\n    \
+             ^(?:[)\n        ^\nerror: unclosed character class",
+        );
+    }
+
+    #[test]
+    fn copies_are_bounded() {
+        let doubling = format!("a,b,:eq{}", ",:dup,:or".repeat(40));
+        let err = execute(&doubling).unwrap_err();
+        assert!(matches!(err, Error::TooComplex { .. }), "{err}");
+        let lists = format!("a{}", ",:dup,:list".repeat(40));
+        assert!(execute(&lists).is_err());
+    }
+
+    #[test]
+    fn query_depth_is_bounded() {
+        let deep = format!("a,b,:eq{}", ",:not".repeat(300));
+        assert!(matches!(execute(&deep), Err(Error::TooComplex { .. })));
+        let chain = format!("a,b,:eq{}", ",c,d,:eq,:and".repeat(100));
+        assert!(execute(&chain).is_ok());
+    }
+
+    #[test]
+    fn nested_programs_are_bounded() {
+        check(
+            "(,:dup,:call,),:dup,:call",
+            "error: expression too complex at position 20: programs nested more than 10 calls deep",
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Atlas's time and duration syntax for graph parameters (`s`, `e`, `step`) and the choice
+//! of output step. All arithmetic is checked: any input gives a value or an error.
+
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+const WEEK: i64 = 7 * DAY;
+/// Atlas's fixed-length month and year.
+const MONTH: i64 = 30 * DAY;
+const YEAR: i64 = 365 * DAY;
+
+/// Epoch numbers up to this are seconds, larger ones milliseconds (Atlas's rule).
+const MAX_EPOCH_SECONDS: i64 = 1 << 31;
+
+/// A duration: `<n><unit>` (units ms, s, m/min, h, d, w, month, y and their long forms) or
+/// an ISO-8601 duration up to days (`PT1H`, `P2DT6H5M`, `PT0.5S`, `P1W`).
+pub(crate) fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(iso) = s.strip_prefix(['P', 'p']) {
+        return parse_iso_duration(iso);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = s.split_at(split);
+    let n: i64 = digits.parse().ok()?;
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => SECOND,
+        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
+        "h" | "hr" | "hrs" | "hour" | "hours" => HOUR,
+        "d" | "day" | "days" => DAY,
+        "w" | "wk" | "wks" | "week" | "weeks" => WEEK,
+        "month" | "months" => MONTH,
+        "y" | "year" | "years" => YEAR,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
+}
+
+/// The part of an ISO duration after `P`: `[nW][nD][T[nH][nM][n[.f]S]]`.
+fn parse_iso_duration(s: &str) -> Option<i64> {
+    let (date, time) = match s.find(['T', 't']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut total: i64 = 0;
+    let mut any = false;
+    let mut add = |n: i64| -> Option<()> {
+        total = total.checked_add(n)?;
+        any = true;
+        Some(())
+    };
+    for (n, unit) in iso_parts(date)? {
+        let ms = match unit {
+            'W' => WEEK,
+            'D' => DAY,
+            _ => return None,
+        };
+        add(whole(n)?.checked_mul(ms)?)?;
+    }
+    if let Some(time) = time {
+        let parts = iso_parts(time)?;
+        if parts.is_empty() {
+            return None;
+        }
+        for (n, unit) in parts {
+            let ms = match unit {
+                'H' => whole(n)?.checked_mul(HOUR)?,
+                'M' => whole(n)?.checked_mul(MINUTE)?,
+                'S' => fractional_seconds(n)?,
+                _ => return None,
+            };
+            add(ms)?;
+        }
+    }
+    any.then_some(total)
+}
+
+/// Splits `12H30M` into `[("12", 'H'), ("30", 'M')]`; units uppercased.
+fn iso_parts(s: &str) -> Option<Vec<(&str, char)>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c.is_ascii_alphabetic() {
+            let n = &s[start..i];
+            if n.is_empty() {
+                return None;
+            }
+            parts.push((n, c.to_ascii_uppercase()));
+            start = i + 1;
+        } else if !(c.is_ascii_digit() || c == '.') {
+            return None;
+        }
+    }
+    (start == s.len()).then_some(parts)
+}
+
+fn whole(n: &str) -> Option<i64> {
+    n.parse().ok()
+}
+
+/// `12.345` seconds in milliseconds (finer digits are dropped).
+fn fractional_seconds(n: &str) -> Option<i64> {
+    let (int, frac) = n.split_once('.').unwrap_or((n, ""));
+    let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (int.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    let mut ms = 0i64;
+    for (i, b) in frac.bytes().take(3).enumerate() {
+        ms += i64::from(b - b'0') * [100, 10, 1][i];
+    }
+    secs.checked_mul(SECOND)?.checked_add(ms)
+}
+
+/// What a time is relative to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    Now,
+    Start,
+    End,
+    /// An absolute time (epoch ms); `epoch` is `Absolute(0)`.
+    Absolute(i64),
+}
+
+/// A parsed time: an anchor plus an offset in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TimeRef {
+    pub anchor: Anchor,
+    pub offset_ms: i64,
+}
+
+/// Parses `now`, `epoch`, `s`, `e`, epoch seconds or ms, ISO dates and date-times (UTC when
+/// no zone is given), each optionally followed by `+duration` or `-duration`.
+pub(crate) fn parse_time(s: &str) -> Option<TimeRef> {
+    let s = s.trim();
+    if let Some(anchor) = parse_anchor(s) {
+        return Some(TimeRef {
+            anchor,
+            offset_ms: 0,
+        });
+    }
+    // Try each sign from the right: ISO dates and zones contain '-' and '+' themselves.
+    for (i, c) in s.char_indices().rev() {
+        if c != '+' && c != '-' {
+            continue;
+        }
+        let (Some(anchor), Some(d)) = (parse_anchor(&s[..i]), parse_duration(&s[i + 1..])) else {
+            continue;
+        };
+        let offset_ms = if c == '-' { d.checked_neg()? } else { d };
+        return Some(TimeRef { anchor, offset_ms });
+    }
+    None
+}
+
+fn parse_anchor(s: &str) -> Option<Anchor> {
+    match s {
+        "now" => return Some(Anchor::Now),
+        "epoch" => return Some(Anchor::Absolute(0)),
+        "s" | "start" => return Some(Anchor::Start),
+        "e" | "end" => return Some(Anchor::End),
+        _ => {}
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = s.parse().ok()?;
+        let ms = if n <= MAX_EPOCH_SECONDS {
+            n.checked_mul(SECOND)?
+        } else {
+            n
+        };
+        return Some(Anchor::Absolute(ms));
+    }
+    parse_iso_datetime(s).map(Anchor::Absolute)
+}
+
+/// `YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:MM]]` to epoch ms.
+fn parse_iso_datetime(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut ms = days_from_civil(year, month, day) * DAY;
+    let mut rest = &s[10..];
+    if let Some(t) = rest.strip_prefix(['T', 't', ' ']) {
+        let tb = t.as_bytes();
+        if tb.len() < 5 || tb[2] != b':' {
+            return None;
+        }
+        let (h, m) = (num(11..13)?, num(14..16)?);
+        if h > 23 || m > 59 {
+            return None;
+        }
+        ms += h * HOUR + m * MINUTE;
+        rest = &t[5..];
+        if let Some(sec) = rest.strip_prefix(':') {
+            let end = sec
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(sec.len());
+            let (secs, after) = sec.split_at(end);
+            if secs.len() < 2 || !secs.as_bytes()[..2].iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let sec_ms = fractional_seconds(secs)?;
+            if sec_ms >= 60 * SECOND {
+                return None;
+            }
+            ms += sec_ms;
+            rest = after;
+        }
+    }
+    let zone_ms = match rest {
+        "" | "Z" | "z" => 0,
+        _ => parse_zone(rest)?,
+    };
+    ms.checked_sub(zone_ms)
+}
+
+/// `+HH:MM`, `-HHMM`, `+HH` to an offset in ms.
+fn parse_zone(z: &str) -> Option<i64> {
+    let sign = match z.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digits: String = z[1..].chars().filter(|&c| c != ':').collect();
+    if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = digits[..2].parse().ok()?;
+    let m: i64 = if digits.len() == 4 {
+        digits[2..].parse().ok()?
+    } else {
+        0
+    };
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some(sign * (h * HOUR + m * MINUTE))
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Steps Atlas allows, below a day (Step.scala); from a day up, any number of days.
+const ALLOWED_STEPS_MS: &[i64] = &[
+    1,
+    5,
+    10,
+    50,
+    100,
+    500,
+    SECOND,
+    2 * SECOND,
+    3 * SECOND,
+    4 * SECOND,
+    5 * SECOND,
+    6 * SECOND,
+    10 * SECOND,
+    12 * SECOND,
+    15 * SECOND,
+    20 * SECOND,
+    30 * SECOND,
+    MINUTE,
+    2 * MINUTE,
+    3 * MINUTE,
+    4 * MINUTE,
+    5 * MINUTE,
+    6 * MINUTE,
+    10 * MINUTE,
+    12 * MINUTE,
+    15 * MINUTE,
+    20 * MINUTE,
+    30 * MINUTE,
+    HOUR,
+    2 * HOUR,
+    3 * HOUR,
+    4 * HOUR,
+    6 * HOUR,
+    8 * HOUR,
+    12 * HOUR,
+];
+
+/// Number of output points from `s_ms` to `e_ms` at `step_ms`, both ends floored to the step.
+pub(crate) fn points(s_ms: i64, e_ms: i64, step_ms: i64) -> i64 {
+    e_ms.div_euclid(step_ms)
+        .saturating_sub(s_ms.div_euclid(step_ms))
+        .saturating_add(1)
+}
+
+/// `t_ms` floored to a multiple of `step_ms`; `None` if that is below `i64::MIN`.
+pub(crate) fn floor_to(t_ms: i64, step_ms: i64) -> Option<i64> {
+    t_ms.div_euclid(step_ms).checked_mul(step_ms)
+}
+
+/// The smallest allowed step that is a multiple of the stored step and gives at most
+/// `max_points` points over `[s_ms, e_ms]`.
+pub(crate) fn auto_step(s_ms: i64, e_ms: i64, stored_ms: i64, max_points: i64) -> Option<i64> {
+    let fits = |step: i64| step % stored_ms == 0 && points(s_ms, e_ms, step) <= max_points;
+    if let Some(&step) = ALLOWED_STEPS_MS
+        .iter()
+        .find(|&&st| st >= stored_ms && fits(st))
+    {
+        return Some(step);
+    }
+    // Whole days: start from the count that fits, then find one the stored step divides.
+    let span = e_ms.checked_sub(s_ms)?;
+    let min_days = (span / DAY / max_points.max(1)).max(1);
+    (min_days..min_days.saturating_add(100_000))
+        .filter_map(|d| d.checked_mul(DAY))
+        .find(|&step| fits(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_duration(s: &str, expected: Option<i64>) {
+        assert_eq!(parse_duration(s), expected, "{s}");
+    }
+
+    #[test]
+    fn durations() {
+        check_duration("60s", Some(60_000));
+        check_duration("1m", Some(60_000));
+        check_duration("5min", Some(300_000));
+        check_duration("3h", Some(3 * HOUR));
+        check_duration("1w", Some(WEEK));
+        check_duration("2months", Some(2 * MONTH));
+        check_duration("1y", Some(YEAR));
+        check_duration("250ms", Some(250));
+        check_duration("PT1M", Some(60_000));
+        check_duration("PT1H", Some(HOUR));
+        check_duration("P2DT6H5M", Some(2 * DAY + 6 * HOUR + 5 * MINUTE));
+        check_duration("PT0.5S", Some(500));
+        check_duration("P1W", Some(WEEK));
+        check_duration("P", None);
+        check_duration("PT", None);
+        check_duration("P1M", None);
+        check_duration("1", None);
+        check_duration("m", None);
+        check_duration("1x", None);
+        check_duration("99999999999999999999y", None);
+        check_duration("9999999999999999y", None);
+    }
+
+    fn check_time(s: &str, anchor: Anchor, offset_ms: i64) {
+        assert_eq!(parse_time(s), Some(TimeRef { anchor, offset_ms }), "{s}");
+    }
+
+    #[test]
+    fn times() {
+        use Anchor::*;
+        check_time("now", Now, 0);
+        check_time("now-3h", Now, -3 * HOUR);
+        check_time("e-1w", End, -WEEK);
+        check_time("s+6h", Start, 6 * HOUR);
+        check_time("s+P2DT6H5M", Start, 2 * DAY + 6 * HOUR + 5 * MINUTE);
+        check_time("epoch", Absolute(0), 0);
+        check_time("1700000000", Absolute(1_700_000_000_000), 0);
+        check_time("1700000000000", Absolute(1_700_000_000_000), 0);
+        check_time("2147483648", Absolute(2_147_483_648_000), 0);
+        check_time("2147483649", Absolute(2_147_483_649), 0);
+        check_time("2026-01-01", Absolute(1_767_225_600_000), 0);
+        check_time("2026-01-01T00:00Z", Absolute(1_767_225_600_000), 0);
+        check_time(
+            "2026-01-01T01:02:03",
+            Absolute(1_767_225_600_000 + 3_723_000),
+            0,
+        );
+        check_time(
+            "2026-01-01T01:02:03.5Z",
+            Absolute(1_767_225_600_000 + 3_723_500),
+            0,
+        );
+        check_time(
+            "2026-01-01T00:00-05:00",
+            Absolute(1_767_225_600_000 + 5 * HOUR),
+            0,
+        );
+        check_time(
+            "2026-01-01T00:00+0130",
+            Absolute(1_767_225_600_000 - 90 * MINUTE),
+            0,
+        );
+        check_time("2026-01-01T00:00Z-1d", Absolute(1_767_225_600_000), -DAY);
+        check_time("2026-01-01-1d", Absolute(1_767_225_600_000), -DAY);
+        check_time("2024-02-29", Absolute(1_709_164_800_000), 0);
+        check_time("1969-12-31", Absolute(-DAY), 0);
+        for bad in [
+            "",
+            "nowx",
+            "now-",
+            "now-3",
+            "2026-13-01",
+            "2023-02-29",
+            "2026-01-01T25:00",
+            "2026-01-01T00:00+99:00",
+            "s+-1h",
+            "-1h",
+            "2026-1-1",
+            "e-99999999999999999y",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn automatic_steps() {
+        let three_hours = (0, 3 * HOUR);
+        assert_eq!(
+            auto_step(three_hours.0, three_hours.1, MINUTE, 1440),
+            Some(MINUTE)
+        );
+        assert_eq!(auto_step(0, DAY, MINUTE, 1440), Some(MINUTE * 2));
+        assert_eq!(auto_step(0, WEEK, MINUTE, 1440), Some(10 * MINUTE));
+        assert_eq!(auto_step(0, 3 * HOUR, 10 * SECOND, 1440), Some(10 * SECOND));
+        assert_eq!(auto_step(0, 365 * DAY, MINUTE, 1440), Some(8 * HOUR));
+        assert_eq!(auto_step(0, 10 * 365 * DAY, MINUTE, 1440), Some(3 * DAY));
+        assert_eq!(auto_step(0, HOUR, 7 * MINUTE, 1440), Some(7 * DAY));
+    }
+}
