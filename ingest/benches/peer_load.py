@@ -90,7 +90,7 @@ def main():
 
     proc = subprocess.Popen([args.bin, "server", "--http-addr", "127.0.0.1:%d" % args.port,
                              "--grpc-addr", "127.0.0.1:0", "--data-dir", os.path.join(args.work, "server"),
-                             "--step", "60s", "--retention", "6h"],
+                             "--step", "60s", "--retention", "6h", "--graph-max-lines", "10000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, ARGUS_LOG="warn"))
     try:

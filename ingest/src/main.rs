@@ -8,6 +8,11 @@ use anyhow::Context;
 use argus_ingest::config::ConfigLayer;
 use clap::{Parser, Subcommand};
 
+// mimalloc returns freed memory to the system promptly; glibc's per-thread arenas kept tens
+// of megabytes of transient JSON-decoding garbage resident after a backfill.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Argus: an in-memory dimensional time-series store with the Atlas Stack Language, and live
 /// queries over raw events.
 #[derive(Parser)]

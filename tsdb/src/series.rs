@@ -1,6 +1,9 @@
 //! One series' values: a head block being written (plain `f64` slots) and older blocks sealed
 //! into one compact byte buffer. Blocks are `block_steps` consecutive steps, aligned to
 //! multiples of the block duration since the epoch, so a block number names a time range.
+//! Sealed blocks that follow each other are merged into encoded *units* of up to
+//! `unit_blocks` blocks, so a small head (cheap in memory) does not mean small, poorly
+//! compressed blocks.
 
 use crate::codec;
 use crate::error::Result;
@@ -8,23 +11,39 @@ use crate::normalize::{DsType, Merge, NormState};
 
 const NO_BLOCK: u32 = u32::MAX;
 
-/// Sealed blocks live back to back in one buffer, each as
-/// `[varint gap: blocks skipped since the previous one][varint byte_len][encoded values]`,
-/// so a series costs one allocation for all its history and skipping a block is cheap.
+/// The block geometry of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) block_steps: u32,
+    /// Most blocks one encoded unit may hold.
+    pub(crate) unit_blocks: u32,
+}
+
+impl Layout {
+    pub(crate) fn max_unit_steps(self) -> usize {
+        (self.block_steps * self.unit_blocks) as usize
+    }
+}
+
+/// Sealed units live back to back in one buffer, each as
+/// `[varint gap: blocks since the previous unit's end][varint n_blocks][varint byte_len][values]`,
+/// so a series costs one allocation for all its history and skipping a unit is cheap.
 pub(crate) struct SeriesData {
     pub(crate) dstype: DsType,
     pub(crate) norm: NormState,
-    /// Block number of the first sealed block (meaningless while `sealed` is empty).
+    /// First block of the first sealed unit (meaningless while `sealed` is empty).
     first_block: u32,
     head_block: u32,
     head: Vec<f64>,
     sealed: Vec<u8>,
 }
 
-/// A sealed block as found in the buffer.
-struct SealedRef {
-    block: u32,
-    /// Range of the encoded values inside `sealed`.
+/// A sealed unit as found in the buffer.
+struct Unit {
+    first_block: u32,
+    n_blocks: u32,
+    /// Where the unit's header starts, and the range of its encoded values.
+    header: usize,
     start: usize,
     end: usize,
 }
@@ -62,155 +81,217 @@ impl SeriesData {
         }
     }
 
-    fn sealed_blocks(&self) -> impl Iterator<Item = SealedRef> + '_ {
+    fn units(&self) -> impl Iterator<Item = Unit> + '_ {
         let mut pos = 0usize;
-        let mut block = self.first_block;
-        let mut first = true;
+        let mut next_block = self.first_block;
         std::iter::from_fn(move || {
             if pos >= self.sealed.len() {
                 return None;
             }
+            let header = pos;
             let gap = get_varint(&self.sealed, &mut pos)? as u32;
+            let n_blocks = get_varint(&self.sealed, &mut pos)? as u32;
             let len = get_varint(&self.sealed, &mut pos)? as usize;
-            block = if first { block } else { block + 1 + gap };
-            first = false;
+            let first_block = next_block.saturating_add(gap);
+            next_block = first_block.saturating_add(n_blocks);
             let start = pos;
             let end = (pos + len).min(self.sealed.len());
             pos = end;
-            Some(SealedRef { block, start, end })
+            Some(Unit {
+                first_block,
+                n_blocks,
+                header,
+                start,
+                end,
+            })
         })
+    }
+
+    /// Decodes one unit into a fresh vector.
+    fn decode_unit(&self, u: &Unit, layout: Layout) -> Vec<f64> {
+        let mut values = vec![f64::NAN; (u.n_blocks * layout.block_steps) as usize];
+        // Units are written only by this type; should one not decode, its steps read as
+        // missing rather than failing the write that touches it.
+        if codec::decode(&self.sealed[u.start..u.end], &mut values).is_err() {
+            values.fill(f64::NAN);
+        }
+        values
     }
 
     /// Writes one normalized value into step `step_index` (a multiple-of-step timestamp
     /// divided by the step), merging with what is there.
-    pub(crate) fn write(&mut self, step_index: i64, value: f64, merge: Merge, block_steps: u32) {
-        let block = (step_index / i64::from(block_steps)) as u32;
-        let slot = (step_index % i64::from(block_steps)) as usize;
-        if self.head_block == NO_BLOCK || block > self.head_block {
-            self.seal_head(block_steps);
+    pub(crate) fn write(&mut self, step_index: i64, value: f64, merge: Merge, layout: Layout) {
+        let bs = i64::from(layout.block_steps);
+        let block = (step_index / bs) as u32;
+        let slot = (step_index % bs) as usize;
+        if self.head_block == NO_BLOCK {
+            // Invariant: the head lies after every sealed unit. A block at or before the end
+            // of sealed data (a late write after the head was sealed) goes to its unit.
+            let sealed_end = self.units().last().map(|u| u.first_block + u.n_blocks);
+            if sealed_end.is_some_and(|end| block < end) {
+                self.write_sealed(block, slot, value, merge, layout);
+                return;
+            }
+            self.head_block = block;
+        } else if block > self.head_block {
+            self.seal_head(layout);
             self.head_block = block;
         }
         if block == self.head_block {
             if slot >= self.head.len() {
                 let want = slot + 1;
                 if want > self.head.capacity() {
-                    // Grow in small exact steps: a head is the biggest per-series cost and
-                    // doubling would leave up to half of it unused.
-                    let target = want.next_multiple_of(16).min(block_steps as usize);
+                    // Grow in small exact steps: the head is a large per-series cost and
+                    // doubling would leave much of it unused.
+                    let target = want.next_multiple_of(8).min(layout.block_steps as usize);
                     self.head.reserve_exact(target - self.head.len());
                 }
                 self.head.resize(want, f64::NAN);
             }
             self.head[slot] = merge.apply(self.head[slot], value);
         } else {
-            self.write_sealed(block, slot, value, merge, block_steps);
+            self.write_sealed(block, slot, value, merge, layout);
         }
     }
 
-    /// Seals the head block into the compressed buffer.
-    pub(crate) fn seal_head(&mut self, block_steps: u32) {
+    /// Seals the head block: merges it into the last unit when that unit ends right before
+    /// it and has room, otherwise starts a new unit.
+    pub(crate) fn seal_head(&mut self, layout: Layout) {
         if self.head_block == NO_BLOCK {
             return;
         }
-        if self.head.iter().all(|v| v.is_nan()) {
-            // No data in the block (NaN means "no data" everywhere): keep no block at all.
-            self.head_block = NO_BLOCK;
-            self.head = Vec::new();
-            return;
-        }
-        let mut values = std::mem::take(&mut self.head);
-        values.resize(block_steps as usize, f64::NAN);
         let block = self.head_block;
         self.head_block = NO_BLOCK;
-        self.insert_sealed(block, &values);
+        let mut head = std::mem::take(&mut self.head);
+        if head.iter().all(|v| v.is_nan()) {
+            return; // NaN means "no data": an empty block is not kept at all
+        }
+        head.resize(layout.block_steps as usize, f64::NAN);
+        let last = self.units().last();
+        match last {
+            Some(u) if u.first_block + u.n_blocks == block && u.n_blocks < layout.unit_blocks => {
+                let mut values = self.decode_unit(&u, layout);
+                values.extend_from_slice(&head);
+                let gap = self.gap_before(&u);
+                self.sealed.truncate(u.header);
+                self.push_unit(gap, u.n_blocks + 1, &values);
+            }
+            Some(u) if u.first_block + u.n_blocks <= block => {
+                let gap = block - (u.first_block + u.n_blocks);
+                self.push_unit(gap, 1, &head);
+            }
+            None => {
+                self.first_block = block;
+                self.push_unit(0, 1, &head);
+            }
+            // A head behind the last unit (only after a late write created a later unit):
+            // put it in order.
+            Some(_) => self.insert_unit(block, 1, &head),
+        }
+        self.sealed.shrink_to_fit();
     }
 
-    /// Inserts a whole block into the sealed buffer, keeping blocks ordered; replaces the
-    /// block if it is already there.
-    fn insert_sealed(&mut self, block: u32, values: &[f64]) {
-        let mut encoded = Vec::with_capacity(values.len());
+    /// The gap field of unit `u` (re-derived so the unit can be rewritten in place).
+    fn gap_before(&self, u: &Unit) -> u32 {
+        let mut pos = u.header;
+        get_varint(&self.sealed, &mut pos).unwrap_or(0) as u32
+    }
+
+    fn push_unit(&mut self, gap: u32, n_blocks: u32, values: &[f64]) {
+        let mut encoded = Vec::with_capacity(values.len() * 2);
         codec::encode(values, &mut encoded);
-        let blocks: Vec<SealedRef> = self.sealed_blocks().collect();
-        if blocks.last().is_none_or(|b| b.block < block) {
-            // The common case: append at the end.
-            let gap = match blocks.last() {
-                Some(last) => block - last.block - 1,
-                None => {
-                    self.first_block = block;
-                    0
-                }
-            };
-            put_varint(&mut self.sealed, u64::from(gap));
-            put_varint(&mut self.sealed, encoded.len() as u64);
-            self.sealed.extend_from_slice(&encoded);
-            self.sealed.shrink_to_fit();
-            return;
-        }
-        // Rare: rebuild the buffer with the block in its place.
-        let mut entries: Vec<(u32, Vec<u8>)> = blocks
-            .iter()
-            .filter(|b| b.block != block)
-            .map(|b| (b.block, self.sealed[b.start..b.end].to_vec()))
-            .collect();
-        entries.push((block, encoded));
-        entries.sort_by_key(|e| e.0);
-        self.rebuild_sealed(&entries);
+        put_varint(&mut self.sealed, u64::from(gap));
+        put_varint(&mut self.sealed, u64::from(n_blocks));
+        put_varint(&mut self.sealed, encoded.len() as u64);
+        self.sealed.extend_from_slice(&encoded);
     }
 
-    fn rebuild_sealed(&mut self, entries: &[(u32, Vec<u8>)]) {
-        let mut buf = Vec::new();
-        let mut prev: Option<u32> = None;
-        for (block, bytes) in entries {
-            let gap = match prev {
-                Some(p) => block - p - 1,
+    /// Rebuilds the buffer from `(first_block, n_blocks, values)` units in block order.
+    fn rebuild(&mut self, units: Vec<(u32, u32, Vec<f64>)>) {
+        self.sealed = Vec::new();
+        let mut prev_end: Option<u32> = None;
+        for (first, n, values) in units {
+            let gap = match prev_end {
+                Some(end) => first - end,
                 None => {
-                    self.first_block = *block;
+                    self.first_block = first;
                     0
                 }
             };
-            put_varint(&mut buf, u64::from(gap));
-            put_varint(&mut buf, bytes.len() as u64);
-            buf.extend_from_slice(bytes);
-            prev = Some(*block);
+            self.push_unit(gap, n, &values);
+            prev_end = Some(first + n);
         }
-        buf.shrink_to_fit();
-        self.sealed = buf;
+        self.sealed.shrink_to_fit();
+    }
+
+    fn all_units(&self, layout: Layout) -> Vec<(u32, u32, Vec<f64>)> {
+        self.units()
+            .map(|u| (u.first_block, u.n_blocks, self.decode_unit(&u, layout)))
+            .collect()
+    }
+
+    /// Inserts a unit that overlaps no other, keeping units ordered (the rare path).
+    fn insert_unit(&mut self, first: u32, n_blocks: u32, values: &[f64]) {
+        let layout = Layout {
+            block_steps: (values.len() / n_blocks.max(1) as usize) as u32,
+            unit_blocks: u32::MAX,
+        };
+        let mut units = self.all_units(layout);
+        units.push((first, n_blocks, values.to_vec()));
+        units.sort_by_key(|u| u.0);
+        self.rebuild(units);
     }
 
     /// A late write into a block that is no longer the head: decode, merge, re-encode.
-    fn write_sealed(
-        &mut self,
-        block: u32,
-        slot: usize,
-        value: f64,
-        merge: Merge,
-        block_steps: u32,
-    ) {
-        let mut values = vec![f64::NAN; block_steps as usize];
-        if let Some(b) = self.sealed_blocks().find(|b| b.block == block) {
-            // A block we wrote ourselves always decodes; if it somehow does not, the merge
-            // starts from an empty block rather than failing the write.
-            let _ = codec::decode(&self.sealed[b.start..b.end], &mut values);
+    fn write_sealed(&mut self, block: u32, slot: usize, value: f64, merge: Merge, layout: Layout) {
+        let bs = layout.block_steps as usize;
+        let found = self
+            .units()
+            .find(|u| u.first_block <= block && block < u.first_block + u.n_blocks);
+        match found {
+            Some(u) => {
+                let mut units = self.all_units(layout);
+                if let Some(entry) = units.iter_mut().find(|e| e.0 == u.first_block) {
+                    let at = (block - u.first_block) as usize * bs + slot;
+                    entry.2[at] = merge.apply(entry.2[at], value);
+                }
+                self.rebuild(units);
+            }
+            None => {
+                let mut values = vec![f64::NAN; bs];
+                values[slot] = merge.apply(f64::NAN, value);
+                if values[slot].is_nan() {
+                    return;
+                }
+                let mut units = self.all_units(layout);
+                units.push((block, 1, values));
+                units.sort_by_key(|u| u.0);
+                self.rebuild(units);
+            }
         }
-        values[slot] = merge.apply(values[slot], value);
-        self.insert_sealed(block, &values);
     }
 
-    /// Drops every block that ends at or before `min_block` (exclusive bound: blocks with a
-    /// number below it). Returns true when the series holds no data any more.
-    pub(crate) fn expire_before(&mut self, min_block: u32) -> bool {
-        let blocks: Vec<SealedRef> = self.sealed_blocks().collect();
-        if blocks.first().is_some_and(|b| b.block < min_block) {
-            let keep: Vec<(u32, Vec<u8>)> = blocks
-                .iter()
-                .filter(|b| b.block >= min_block)
-                .map(|b| (b.block, self.sealed[b.start..b.end].to_vec()))
+    /// Drops every block numbered below `min_block`, trimming a unit that straddles it.
+    /// Returns true when the series holds no data any more.
+    pub(crate) fn expire_before(&mut self, min_block: u32, layout: Layout) -> bool {
+        if self.units().next().is_some_and(|u| u.first_block < min_block) {
+            let bs = layout.block_steps as usize;
+            let kept: Vec<(u32, u32, Vec<f64>)> = self
+                .all_units(layout)
+                .into_iter()
+                .filter_map(|(first, n, values)| {
+                    if first + n <= min_block {
+                        None
+                    } else if first >= min_block {
+                        Some((first, n, values))
+                    } else {
+                        let skip = min_block - first;
+                        let rest = values[skip as usize * bs..].to_vec();
+                        (!rest.iter().all(|v| v.is_nan())).then_some((min_block, n - skip, rest))
+                    }
+                })
                 .collect();
-            if keep.is_empty() {
-                self.sealed = Vec::new();
-            } else {
-                self.rebuild_sealed(&keep);
-            }
+            self.rebuild(kept);
         }
         if self.head_block != NO_BLOCK && self.head_block < min_block {
             self.head_block = NO_BLOCK;
@@ -229,62 +310,61 @@ impl SeriesData {
     }
 
     /// Fills `out[i]` with the stored value of step `first_step + i` (NaN where nothing is
-    /// stored). `scratch` must hold `block_steps` values.
+    /// stored). `scratch` must hold `layout.max_unit_steps()` values.
     pub(crate) fn read_steps(
         &self,
         first_step: i64,
         out: &mut [f64],
-        block_steps: u32,
+        layout: Layout,
         scratch: &mut [f64],
     ) -> Result<()> {
         out.fill(f64::NAN);
-        let bs = i64::from(block_steps);
+        let bs = i64::from(layout.block_steps);
         let last_step = first_step + out.len() as i64 - 1;
-        let copy_block = |block: u32, values: &[f64], out: &mut [f64]| {
-            let block_first = i64::from(block) * bs;
-            let lo = block_first.max(first_step);
-            let hi = (block_first + values.len() as i64 - 1).min(last_step);
+        let copy = |unit_first: i64, values: &[f64], out: &mut [f64]| {
+            let lo = unit_first.max(first_step);
+            let hi = (unit_first + values.len() as i64 - 1).min(last_step);
             if lo <= hi {
-                let src = &values[(lo - block_first) as usize..=(hi - block_first) as usize];
+                let src = &values[(lo - unit_first) as usize..=(hi - unit_first) as usize];
                 out[(lo - first_step) as usize..=(hi - first_step) as usize].copy_from_slice(src);
             }
         };
-        for b in self.sealed_blocks() {
-            let block_first = i64::from(b.block) * bs;
-            if block_first > last_step || block_first + bs - 1 < first_step {
+        for u in self.units() {
+            let unit_first = i64::from(u.first_block) * bs;
+            let n = (u.n_blocks as i64 * bs) as usize;
+            let unit_last = unit_first + n as i64 - 1;
+            if unit_first > last_step || unit_last < first_step {
                 continue;
             }
-            let bytes = &self.sealed[b.start..b.end];
-            if block_first >= first_step && block_first + bs - 1 <= last_step {
+            let bytes = &self.sealed[u.start..u.end];
+            if unit_first >= first_step && unit_last <= last_step {
                 // Fully covered: decode straight into the output.
-                let at = (block_first - first_step) as usize;
-                codec::decode(bytes, &mut out[at..at + block_steps as usize])?;
+                let at = (unit_first - first_step) as usize;
+                codec::decode(bytes, &mut out[at..at + n])?;
+            } else if n <= scratch.len() {
+                codec::decode(bytes, &mut scratch[..n])?;
+                copy(unit_first, &scratch[..n], out);
             } else {
-                codec::decode(bytes, &mut scratch[..block_steps as usize])?;
-                copy_block(b.block, &scratch[..block_steps as usize], out);
+                let mut tmp = vec![f64::NAN; n];
+                codec::decode(bytes, &mut tmp)?;
+                copy(unit_first, &tmp, out);
             }
         }
         if self.head_block != NO_BLOCK {
-            copy_block(self.head_block, &self.head, out);
+            copy(i64::from(self.head_block) * bs, &self.head, out);
         }
         Ok(())
     }
 
     /// (sealed bytes, sealed blocks) held by this series.
     pub(crate) fn sealed_stats(&self) -> (usize, usize) {
-        (self.sealed.len(), self.sealed_blocks().count())
+        (self.sealed.len(), self.units().map(|u| u.n_blocks as usize).sum())
     }
 
     /// Non-NaN values in the sealed blocks (decodes them: for reports, not hot paths).
-    pub(crate) fn sealed_values(&self, block_steps: u32) -> usize {
-        let mut buf = vec![f64::NAN; block_steps as usize];
-        self.sealed_blocks()
-            .map(
-                |b| match codec::decode(&self.sealed[b.start..b.end], &mut buf) {
-                    Ok(_) => buf.iter().filter(|v| !v.is_nan()).count(),
-                    Err(_) => 0,
-                },
-            )
+    pub(crate) fn sealed_values(&self, layout: Layout) -> usize {
+        self.units()
+            .map(|u| self.decode_unit(&u, layout).iter().filter(|v| !v.is_nan()).count())
             .sum()
     }
 
@@ -303,70 +383,68 @@ impl SeriesData {
 mod tests {
     use super::*;
 
-    const BS: u32 = 4;
+    const L: Layout = Layout {
+        block_steps: 4,
+        unit_blocks: 3,
+    };
 
     fn read(s: &SeriesData, first: i64, n: usize) -> Vec<f64> {
         let mut out = vec![0.0; n];
-        let mut scratch = vec![0.0; BS as usize];
-        s.read_steps(first, &mut out, BS, &mut scratch).unwrap();
+        let mut scratch = vec![0.0; L.max_unit_steps()];
+        s.read_steps(first, &mut out, L, &mut scratch).unwrap();
         out
     }
 
     fn same(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len()
-            && a.iter()
+            && a
+                .iter()
                 .zip(b)
                 .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
     }
 
     #[test]
-    fn writes_across_blocks_read_back() {
+    fn writes_across_blocks_read_back_and_merge_into_units() {
         let mut s = SeriesData::new(DsType::Gauge);
-        for i in 0..10 {
-            s.write(100 + i, i as f64, Merge::Max, BS);
+        for i in 0..30 {
+            s.write(100 + i, i as f64, Merge::Max, L);
         }
-        let got = read(&s, 98, 14);
-        let mut want = vec![f64::NAN; 14];
-        for i in 0..10 {
+        let got = read(&s, 98, 34);
+        let mut want = vec![f64::NAN; 34];
+        for i in 0..30 {
             want[2 + i] = i as f64;
         }
         assert!(same(&got, &want), "{got:?}");
-        assert_eq!(s.sealed_stats().1, 2);
+        // blocks 25..=31 sealed (7 blocks) in units of at most 3 blocks, head is block 32
+        assert_eq!(s.sealed_stats().1, 7);
+        assert_eq!(s.units().count(), 3);
+        assert_eq!(s.sealed_values(L), 28);
     }
 
     #[test]
     fn late_write_into_sealed_block_merges() {
         let mut s = SeriesData::new(DsType::Sum);
-        s.write(0, 1.0, Merge::Add, BS);
-        s.write(9, 1.0, Merge::Add, BS); // seals block 0
-        s.write(0, 2.0, Merge::Add, BS); // late, into sealed block 0
-        s.write(5, 7.0, Merge::Add, BS); // a block that was never written
-        assert!(same(
-            &read(&s, 0, 10),
-            &[
-                3.0,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                7.0,
-                f64::NAN,
-                f64::NAN,
-                f64::NAN,
-                1.0
-            ]
-        ));
+        s.write(0, 1.0, Merge::Add, L);
+        s.write(9, 1.0, Merge::Add, L); // seals block 0
+        s.write(0, 2.0, Merge::Add, L); // late, into the sealed unit
+        s.write(5, 7.0, Merge::Add, L); // a block that was never written
+        let n = f64::NAN;
+        assert!(same(&read(&s, 0, 10), &[3.0, n, n, n, n, 7.0, n, n, n, 1.0]));
+        s.write(20, 1.0, Merge::Add, L); // seals block 2 behind the others
+        assert!(same(&read(&s, 8, 4), &[n, 1.0, n, n]));
     }
 
     #[test]
-    fn expiry_drops_old_blocks_then_everything() {
+    fn expiry_trims_units_then_drops_everything() {
         let mut s = SeriesData::new(DsType::Gauge);
-        for i in 0..12 {
-            s.write(i, 1.0, Merge::Max, BS);
+        for i in 0..24 {
+            s.write(i, 1.0, Merge::Max, L);
         }
-        assert!(!s.expire_before(1));
+        assert!(!s.expire_before(1, L));
         assert_eq!(read(&s, 0, 4).iter().filter(|v| !v.is_nan()).count(), 0);
-        assert_eq!(read(&s, 4, 8).iter().filter(|v| !v.is_nan()).count(), 8);
-        assert!(s.expire_before(3));
+        assert_eq!(read(&s, 4, 20).iter().filter(|v| !v.is_nan()).count(), 20);
+        assert!(!s.expire_before(4, L));
+        assert_eq!(read(&s, 0, 24).iter().filter(|v| !v.is_nan()).count(), 8);
+        assert!(s.expire_before(7, L));
     }
 }

@@ -13,7 +13,7 @@ use crate::index::{Postings, TagIndex};
 use crate::matcher::Matcher;
 use crate::normalize::{DsType, Merge, step_end};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
-use crate::series::SeriesData;
+use crate::series::{Layout, SeriesData};
 use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
 
 /// Number of value shards; a power of two so the shard of an id is a mask.
@@ -37,23 +37,37 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// Shape of the store: the step, how many steps a block holds, how long data is kept.
+/// Shape of the store: the step, how many steps a block holds, how many blocks one sealed
+/// unit may merge, how long data is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     pub step_ms: i64,
     pub block_steps: u32,
+    pub unit_blocks: u32,
     pub retention_ms: i64,
 }
 
+/// Steps one sealed unit may hold: long enough that headers and partial blocks cost little.
+const UNIT_STEPS: u32 = 240;
+
 impl StoreConfig {
-    /// Blocks of one hour (at least one step, at most 720 steps), as Atlas's default.
+    /// Blocks of 15 minutes (1 to 60 steps): the head, plain `f64`s, stays small. Sealed
+    /// blocks merge into units of up to 240 steps (4 h at 60 s), which compress well.
     pub fn new(step_ms: i64, retention_ms: i64) -> Self {
         let step_ms = step_ms.max(1);
-        let block_steps = (3_600_000 / step_ms).clamp(1, 720) as u32;
+        let block_steps = (900_000 / step_ms).clamp(1, 60) as u32;
         StoreConfig {
             step_ms,
             block_steps,
+            unit_blocks: (UNIT_STEPS / block_steps).max(1),
             retention_ms: retention_ms.max(step_ms),
+        }
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        Layout {
+            block_steps: self.block_steps,
+            unit_blocks: self.unit_blocks,
         }
     }
 
@@ -294,7 +308,7 @@ impl Store {
         let (min_ms, max_ms) = self.accept_window();
         let mut outcome = AppendOutcome::default();
         let step = self.cfg.step_ms;
-        let bs = self.cfg.block_steps;
+        let layout = self.cfg.layout();
         for (shard_no, lock) in self.shards.iter().enumerate() {
             if !samples
                 .iter()
@@ -324,7 +338,7 @@ impl Store {
                         .push((i, Error::UnknownSeries { id: s.id }));
                     continue;
                 };
-                write_sample(data, s.ts_ms, s.value, step, bs);
+                write_sample(data, s.ts_ms, s.value, step, layout);
                 outcome.stored += 1;
             }
         }
@@ -340,6 +354,7 @@ impl Store {
         let now = self.now_ms();
         let step = self.cfg.step_ms;
         let bs = self.cfg.block_steps;
+        let layout = self.cfg.layout();
         let min_step = (now - self.cfg.retention_ms).div_euclid(step);
         let min_block = min_step.div_euclid(i64::from(bs)).max(0) as u32;
         // Late samples for a block are accepted until two steps (at least two minutes) after
@@ -354,11 +369,11 @@ impl Store {
                 if let Some(head) = data.head_block() {
                     let head_end = (i64::from(head) + 1) * self.cfg.block_ms();
                     if head_end + grace_ms < now {
-                        data.seal_head(bs);
+                        data.seal_head(layout);
                         report.heads_sealed += 1;
                     }
                 }
-                if data.expire_before(min_block) {
+                if data.expire_before(min_block, layout) {
                     empty.push((local * SHARDS + shard_no) as SeriesId);
                 }
             }
@@ -418,7 +433,7 @@ impl Store {
         for lock in self.shards.iter() {
             let mut shard = lock.write();
             for data in shard.series.iter_mut().flatten() {
-                data.seal_head(self.cfg.block_steps);
+                data.seal_head(self.cfg.layout());
             }
         }
     }
@@ -480,7 +495,7 @@ impl Store {
                 st.sealed_bytes += bytes;
                 st.sealed_blocks += blocks;
                 st.sealed_slots += blocks * self.cfg.block_steps as usize;
-                st.sealed_values += d.sealed_values(self.cfg.block_steps);
+                st.sealed_values += d.sealed_values(self.cfg.layout());
                 st.head_slots += d.head_len();
             }
         }
@@ -544,31 +559,31 @@ impl Store {
 
 /// Routes one raw sample through its series' normalization into the step slots.
 #[inline]
-fn write_sample(data: &mut SeriesData, ts_ms: i64, value: f64, step_ms: i64, block_steps: u32) {
+fn write_sample(data: &mut SeriesData, ts_ms: i64, value: f64, step_ms: i64, layout: Layout) {
     match data.dstype {
         DsType::Gauge => data.write(
             step_end(ts_ms, step_ms) / step_ms,
             value,
             Merge::Max,
-            block_steps,
+            layout,
         ),
         DsType::Sum => data.write(
             step_end(ts_ms, step_ms) / step_ms,
             value,
             Merge::Add,
-            block_steps,
+            layout,
         ),
         DsType::Rate => {
             let mut norm = data.norm;
             norm.rate(ts_ms, value, step_ms, step_ms, &mut |b, v| {
-                data.write(b / step_ms, v, Merge::Max, block_steps)
+                data.write(b / step_ms, v, Merge::Max, layout)
             });
             data.norm = norm;
         }
         DsType::Counter => {
             let mut norm = data.norm;
             norm.counter(ts_ms, value, step_ms, &mut |b, v| {
-                data.write(b / step_ms, v, Merge::Max, block_steps)
+                data.write(b / step_ms, v, Merge::Max, layout)
             });
             data.norm = norm;
         }
@@ -609,12 +624,13 @@ impl SeriesSource for Store {
         let first_step = req.start_ms / stored;
         let mut raw = vec![f64::NAN; raw_len];
         let mut out = vec![f64::NAN; req.len()];
-        let mut scratch = vec![f64::NAN; self.cfg.block_steps as usize];
+        let layout = self.cfg.layout();
+        let mut scratch = vec![f64::NAN; layout.max_unit_steps()];
         for id in ids {
             {
                 let shard = self.shard(id).read();
                 let Some(data) = shard.get(id) else { continue };
-                data.read_steps(first_step, &mut raw, self.cfg.block_steps, &mut scratch)?;
+                data.read_steps(first_step, &mut raw, layout, &mut scratch)?;
             }
             if multiple == 1 {
                 f(id, &raw);

@@ -270,3 +270,43 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+// ---- values against a naive model: random, out-of-order and late gauge writes ----
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn values_agree_with_naive_model(
+        writes in prop::collection::vec((0i64..600, -1000i32..1000), 1..400),
+        expire_after in prop::option::of(0i64..600),
+    ) {
+        // 10 hours of minutes; gauges keep the max per step
+        let now = Arc::new(AtomicI64::new(T0 + 600 * MIN));
+        let clock_now = now.clone();
+        let store = Store::with_clock(StoreConfig::new(MIN, 24 * 3_600_000), Arc::new(move || clock_now.load(Ordering::Relaxed)));
+        let id = store.resolve(&tags(&[("name", "p"), ("atlas.dstype", "gauge")]));
+        let mut model = vec![f64::NAN; 600];
+        for (i, (step, v)) in writes.iter().enumerate() {
+            let v = *v as f64 / 4.0;
+            store.append(id, T0 + step * MIN, v).unwrap();
+            let m = &mut model[*step as usize];
+            *m = if m.is_nan() { v } else { m.max(v) };
+            if i % 50 == 49 {
+                store.maintain();
+            }
+        }
+        if let Some(cut) = expire_after {
+            // move the clock so everything before step `cut` falls out of retention
+            now.store(T0 + cut * MIN + 24 * 3_600_000, Ordering::Relaxed);
+            store.maintain();
+            // blocks are dropped whole, so only steps before the cut's block are sure to go
+            let block_start = cut / 15 * 15;
+            for m in model.iter_mut().take(block_start as usize) {
+                *m = f64::NAN;
+            }
+        }
+        let got = read(&store, &Matcher::True, T0, T0 + 599 * MIN, MIN, Consolidation::Avg);
+        let values = got.first().map(|g| g.1.clone()).unwrap_or_else(|| vec![f64::NAN; 600]);
+        prop_assert!(bits_eq(&values, &model), "got {:?}\nwant {:?}", values, model);
+    }
+}
