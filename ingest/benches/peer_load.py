@@ -163,12 +163,20 @@ def main():
                 ts.append((time.perf_counter() - a) * 1000)
             timings[qid] = {"p50_ms": round(statistics.median(ts), 2), "lines": len(j["legend"]),
                             "sum": total}
+        st, body = get("/metrics")
+        own = {line.split("{")[1].split("}")[0].split('"')[1]: int(line.split()[-1])
+               for line in body.decode().splitlines() if line.startswith("argus_memory_bytes{")}
+        time.sleep(12)  # one maintenance pass later
+        rss_settled = rss_bytes(proc.pid)
         report = {
             "dataset": {"series": len(series), "points": points, "samples_sent": sent},
             "load": {"seconds": round(load_s, 2), "server_cpu_s": round(load_cpu, 2),
                      "samples_per_cpu_s": round(sent / load_cpu) if load_cpu else None},
             "rss": {"idle_bytes": rss_idle, "after_bytes": rss_after,
-                    "bytes_per_series": round((rss_after - rss_idle) / len(series), 1)},
+                    "bytes_per_series": round((rss_after - rss_idle) / len(series), 1),
+                    "settled_bytes": rss_settled,
+                    "settled_bytes_per_series": round((rss_settled - rss_idle) / len(series), 1)},
+            "store_accounting": {"bytes": own, "bytes_per_series": round(sum(own.values()) / len(series), 1)},
             "storage": storage,
             "queries": timings,
         }

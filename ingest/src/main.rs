@@ -8,10 +8,25 @@ use anyhow::Context;
 use argus_ingest::config::ConfigLayer;
 use clap::{Parser, Subcommand};
 
-// mimalloc returns freed memory to the system promptly; glibc's per-thread arenas kept tens
-// of megabytes of transient JSON-decoding garbage resident after a backfill.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Tunes glibc's allocator for a process whose long-lived data (the store) is made of many
+/// small allocations interleaved with large transient request buffers. Measured on the peer
+/// dataset loaded over HTTP: resident bytes per series fell from ~2,300 (defaults) to ~1,300.
+/// A fixed mmap threshold keeps big request buffers out of the heap (glibc otherwise raises
+/// the threshold after the first big free, and the heap fragments around store data); two
+/// arenas keep the store's allocations from spreading over one arena per thread.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it is called once, before any
+    // thread other than main exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 /// Argus: an in-memory dimensional time-series store with the Atlas Stack Language, and live
 /// queries over raw events.
@@ -90,6 +105,7 @@ impl ServerArgs {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -112,8 +128,13 @@ fn main() -> ExitCode {
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
+    // CPU-heavy request work (decoding, queries) runs on a small, long-lived blocking pool:
+    // it bounds concurrent work on small machines, and threads that never retire keep the
+    // store's allocations on a few allocator heaps instead of stranding partly used pages.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .thread_name("argus")
         .build()
         .context("starting the async runtime")?;

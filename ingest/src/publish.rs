@@ -1,11 +1,13 @@
 //! Atlas's publish payload (`POST /api/v1/publish` and `/api/v1/backfill`): decoding, per
 //! datapoint validation, and storing exactly the datapoints that passed.
 
+use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 
 use argus_tsdb::{Sample, SeriesId, Store, TagMap};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::validation::{RejectReason, Rejection, clip, validate_tags};
 
@@ -62,33 +64,98 @@ pub fn decode_body<'a>(
 }
 
 #[derive(Deserialize)]
-struct Payload {
-    #[serde(default)]
-    tags: Option<Map<String, Value>>,
-    #[serde(default)]
-    metrics: Option<Vec<Metric>>,
+struct Payload<'a> {
+    #[serde(borrow, default)]
+    tags: Option<TagPairs<'a>>,
+    #[serde(borrow, default)]
+    metrics: Option<Vec<Metric<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct Metric {
-    #[serde(default)]
-    tags: Option<Map<String, Value>>,
-    #[serde(default)]
-    timestamp: Option<Value>,
+struct Metric<'a> {
+    #[serde(borrow, default)]
+    tags: Option<TagPairs<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
     /// Legacy name for `timestamp`.
-    #[serde(default)]
-    start: Option<Value>,
-    #[serde(default)]
-    value: Option<Value>,
+    #[serde(borrow, default)]
+    start: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
     /// Legacy form: an array whose first element is the value.
-    #[serde(default)]
-    values: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    values: Option<Vec<&'a RawValue>>,
 }
 
-/// One datapoint that passed validation.
+/// A JSON string borrowed from the body when it has no escapes (most tags have none), so
+/// decoding a payload allocates per distinct series, not per datapoint.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A tag object as it came: keys decoded, values still raw so a non-string value becomes a
+/// per-datapoint refusal instead of failing the whole payload.
+struct TagPairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for TagPairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = TagPairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tag keys to string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((Text(k), v)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+                    pairs.push((k as Cow<'a, str>, v as &'a RawValue));
+                }
+                Ok(TagPairs(pairs))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Decodes tag values; the first non-string value is a refusal of the datapoint.
+fn decode_tags<'a>(pairs: &'a TagPairs<'a>) -> Result<Vec<(&'a str, Cow<'a, str>)>, Rejection> {
+    let mut out = Vec::with_capacity(pairs.0.len());
+    for (k, raw) in &pairs.0 {
+        let text = raw.get();
+        if text.starts_with('"') {
+            let Text(v) = serde_json::from_str::<Text<'a>>(text).map_err(|e| {
+                Rejection::new(
+                    RejectReason::InvalidTagValue,
+                    format!("value of tag key '{}': {e}", clip(k)),
+                )
+            })?;
+            out.push((k.as_ref(), v));
+        } else if text == "null" {
+            return Err(Rejection::new(
+                RejectReason::InvalidTagValue,
+                format!("null value for tag key '{}'", clip(k)),
+            ));
+        } else {
+            return Err(Rejection::new(
+                RejectReason::InvalidTagValue,
+                format!(
+                    "value of tag key '{}' must be a string, got {}",
+                    clip(k),
+                    clip(text)
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One datapoint that passed validation. Consecutive datapoints of one series share their
+/// tag map.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datapoint {
-    pub tags: TagMap,
+    pub tags: Arc<TagMap>,
     pub ts_ms: i64,
     pub value: f64,
 }
@@ -100,62 +167,49 @@ pub struct PublishOutcome {
     pub rejected: Vec<Rejection>,
 }
 
-fn render_tags(tags: &TagMap) -> String {
-    let inner: Vec<String> = tags
-        .iter()
+fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let inner: Vec<String> = pairs
         .map(|(k, v)| format!("{}={}", clip(k), clip(v)))
         .collect();
     format!("{{{}}}", inner.join(", "))
 }
 
-fn json_value(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.trim() {
+fn render_tags(tags: &TagMap) -> String {
+    render_pairs(tags.iter())
+}
+
+fn json_value(raw: &RawValue) -> Option<f64> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        let Text(s) = serde_json::from_str::<Text>(text).ok()?;
+        return match s.trim() {
             "NaN" | "nan" => Some(f64::NAN),
             "Infinity" | "+Infinity" | "inf" => Some(f64::INFINITY),
             "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
             other => other.parse().ok(),
-        },
-        _ => None,
+        };
+    }
+    // A JSON number's text is valid input to Rust's float parser; anything else is not.
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
     }
 }
 
-fn json_timestamp(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn add_tags(into: &mut TagMap, from: &Map<String, Value>) -> Result<(), Rejection> {
-    for (k, v) in from {
-        match v {
-            Value::String(s) => into.insert(k.clone(), s.clone()),
-            Value::Null => {
-                return Err(Rejection::new(
-                    RejectReason::InvalidTagValue,
-                    format!("null value for tag key '{}'", clip(k)),
-                ));
-            }
-            other => {
-                return Err(Rejection::new(
-                    RejectReason::InvalidTagValue,
-                    format!(
-                        "value of tag key '{}' must be a string, got {}",
-                        clip(k),
-                        clip(&other.to_string())
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
+fn json_timestamp(raw: &RawValue) -> Option<i64> {
+    let text = raw.get();
+    let text = if text.starts_with('"') {
+        text.trim_matches('"')
+    } else {
+        text
+    };
+    text.trim().parse::<i64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
 }
 
 /// Parses a payload into datapoints, each either valid or refused with a reason. Only a
@@ -169,7 +223,7 @@ pub fn parse_payload(
 ) -> Result<Vec<Result<Datapoint, Rejection>>, PayloadError> {
     let payload: Payload =
         serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
-    let metrics = payload.metrics.unwrap_or_default();
+    let metrics = payload.metrics.as_deref().unwrap_or_default();
     if metrics.is_empty() {
         return Err(PayloadError::Empty);
     }
@@ -178,54 +232,82 @@ pub fn parse_payload(
         Mode::Backfill => now_ms - retention_ms,
     };
     let newest = now_ms + max_age_ms;
+    let common = match &payload.tags {
+        Some(t) => decode_tags(t),
+        None => Ok(Vec::new()),
+    };
+    // The previous datapoint's merged tags and whether they passed the tag rules: payloads
+    // repeat one series many times, so each distinct series is built and checked once.
+    let mut previous: Option<(Arc<TagMap>, Result<(), Rejection>)> = None;
     let mut out = Vec::with_capacity(metrics.len());
-    for m in &metrics {
+    for m in metrics {
         out.push((|| {
-            let mut tags = TagMap::new();
-            if let Some(common) = &payload.tags {
-                add_tags(&mut tags, common)?;
+            let common = common.as_ref().map_err(|r| r.clone())?;
+            let own = match &m.tags {
+                Some(t) => decode_tags(t)?,
+                None => Vec::new(),
+            };
+            let mut merged: Vec<(&str, &str)> = Vec::with_capacity(own.len() + common.len());
+            // own tags override common ones; within one object the last duplicate wins
+            for (k, v) in own.iter().rev() {
+                if !merged.iter().any(|(mk, _)| mk == k) {
+                    merged.push((k, v.as_ref()));
+                }
             }
-            if let Some(own) = &m.tags {
-                add_tags(&mut tags, own)?;
+            for (k, v) in common.iter().rev() {
+                if !merged.iter().any(|(mk, _)| mk == k) {
+                    merged.push((k, v.as_ref()));
+                }
             }
-            let ts = m.timestamp.as_ref().or(m.start.as_ref());
+            merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let same = previous.as_ref().is_some_and(|(t, _)| {
+                t.len() == merged.len() && t.iter().zip(merged.iter()).all(|(a, b)| a == *b)
+            });
+            if !same {
+                let tags = Arc::new(TagMap::from_pairs(merged.iter().copied()));
+                let checked = validate_tags(&tags).map_err(|r| {
+                    Rejection::new(r.reason, format!("{} (tags={})", r.message, render_tags(&tags)))
+                });
+                previous = Some((tags, checked));
+            }
+            let Some((tags, checked)) = &previous else {
+                unreachable!("previous was just set");
+            };
+            let ts = m.timestamp.or(m.start);
             let ts_ms = match ts {
                 None => {
                     return Err(Rejection::new(
                         RejectReason::MissingTimestamp,
-                        format!("missing timestamp (tags={})", render_tags(&tags)),
+                        format!("missing timestamp (tags={})", render_tags(tags)),
                     ));
                 }
                 Some(v) => json_timestamp(v).ok_or_else(|| {
                     Rejection::new(
                         RejectReason::MissingTimestamp,
-                        format!("invalid timestamp {} (tags={})", clip(&v.to_string()), render_tags(&tags)),
+                        format!("invalid timestamp {} (tags={})", clip(v.get()), render_tags(tags)),
                     )
                 })?,
             };
-            let raw_value = m
-                .value
-                .as_ref()
-                .or_else(|| m.values.as_ref().and_then(|vs| vs.first()));
+            let raw_value = m.value.or_else(|| m.values.as_ref().and_then(|vs| vs.first().copied()));
             let value = raw_value.and_then(json_value).ok_or_else(|| {
                 Rejection::new(
                     RejectReason::InvalidValue,
                     format!(
                         "invalid or missing value {} (tags={})",
-                        raw_value.map(|v| clip(&v.to_string())).unwrap_or_else(|| "null".into()),
-                        render_tags(&tags)
+                        raw_value.map(|v| clip(v.get())).unwrap_or_else(|| "null".into()),
+                        render_tags(tags)
                     ),
                 )
             })?;
             // Age first, as Atlas does, then the tag rules.
             if ts_ms < oldest {
-                let (reason, what) = match mode {
-                    Mode::Publish => (RejectReason::DataTooOld, format!("more than {max_age_ms} ms before now")),
-                    Mode::Backfill => (RejectReason::DataTooOld, format!("older than the retention window of {retention_ms} ms")),
+                let what = match mode {
+                    Mode::Publish => format!("more than {max_age_ms} ms before now"),
+                    Mode::Backfill => format!("older than the retention window of {retention_ms} ms"),
                 };
                 return Err(Rejection::new(
-                    reason,
-                    format!("data too old: timestamp {ts_ms} is {what} (now={now_ms}) (tags={})", render_tags(&tags)),
+                    RejectReason::DataTooOld,
+                    format!("data too old: timestamp {ts_ms} is {what} (now={now_ms}) (tags={})", render_tags(tags)),
                 ));
             }
             if ts_ms > newest {
@@ -233,14 +315,12 @@ pub fn parse_payload(
                     RejectReason::DataFromFuture,
                     format!(
                         "data from the future: timestamp {ts_ms} is more than {max_age_ms} ms after now (now={now_ms}) (tags={})",
-                        render_tags(&tags)
+                        render_tags(tags)
                     ),
                 ));
             }
-            validate_tags(&tags).map_err(|r| {
-                Rejection::new(r.reason, format!("{} (tags={})", r.message, render_tags(&tags)))
-            })?;
-            Ok(Datapoint { tags, ts_ms, value })
+            checked.clone()?;
+            Ok(Datapoint { tags: tags.clone(), ts_ms, value })
         })());
     }
     Ok(out)
@@ -254,16 +334,14 @@ pub fn store_datapoints(
 ) -> PublishOutcome {
     let mut outcome = PublishOutcome::default();
     let mut samples = Vec::with_capacity(parsed.len());
-    let mut sample_tags: Vec<usize> = Vec::with_capacity(parsed.len());
-    let mut last: Option<(TagMap, SeriesId)> = None;
-    let mut kept_tags: Vec<TagMap> = Vec::new();
+    let mut sample_tags: Vec<Arc<TagMap>> = Vec::with_capacity(parsed.len());
+    let mut last: Option<(Arc<TagMap>, SeriesId)> = None;
     for item in parsed {
         match item {
             Err(r) => outcome.rejected.push(r),
             Ok(dp) => {
-                // Payloads often repeat one series many times (backfill): resolve it once.
                 let id = match &last {
-                    Some((t, id)) if *t == dp.tags => *id,
+                    Some((t, id)) if Arc::ptr_eq(t, &dp.tags) || **t == *dp.tags => *id,
                     _ => {
                         let id = store.resolve(&dp.tags);
                         last = Some((dp.tags.clone(), id));
@@ -275,8 +353,7 @@ pub fn store_datapoints(
                     ts_ms: dp.ts_ms,
                     value: dp.value,
                 });
-                sample_tags.push(kept_tags.len());
-                kept_tags.push(dp.tags);
+                sample_tags.push(dp.tags);
             }
         }
     }
@@ -285,7 +362,7 @@ pub fn store_datapoints(
     for (i, err) in result.rejected {
         outcome.rejected.push(Rejection::new(
             RejectReason::OutOfRetention,
-            format!("{err} (tags={})", render_tags(&kept_tags[sample_tags[i]])),
+            format!("{err} (tags={})", render_tags(&sample_tags[i])),
         ));
     }
     outcome

@@ -274,7 +274,11 @@ impl SeriesData {
     /// Drops every block numbered below `min_block`, trimming a unit that straddles it.
     /// Returns true when the series holds no data any more.
     pub(crate) fn expire_before(&mut self, min_block: u32, layout: Layout) -> bool {
-        if self.units().next().is_some_and(|u| u.first_block < min_block) {
+        if self
+            .units()
+            .next()
+            .is_some_and(|u| u.first_block < min_block)
+        {
             let bs = layout.block_steps as usize;
             let kept: Vec<(u32, u32, Vec<f64>)> = self
                 .all_units(layout)
@@ -358,13 +362,21 @@ impl SeriesData {
 
     /// (sealed bytes, sealed blocks) held by this series.
     pub(crate) fn sealed_stats(&self) -> (usize, usize) {
-        (self.sealed.len(), self.units().map(|u| u.n_blocks as usize).sum())
+        (
+            self.sealed.len(),
+            self.units().map(|u| u.n_blocks as usize).sum(),
+        )
     }
 
     /// Non-NaN values in the sealed blocks (decodes them: for reports, not hot paths).
     pub(crate) fn sealed_values(&self, layout: Layout) -> usize {
         self.units()
-            .map(|u| self.decode_unit(&u, layout).iter().filter(|v| !v.is_nan()).count())
+            .map(|u| {
+                self.decode_unit(&u, layout)
+                    .iter()
+                    .filter(|v| !v.is_nan())
+                    .count()
+            })
             .sum()
     }
 
@@ -397,8 +409,7 @@ mod tests {
 
     fn same(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len()
-            && a
-                .iter()
+            && a.iter()
                 .zip(b)
                 .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
     }
@@ -429,7 +440,10 @@ mod tests {
         s.write(0, 2.0, Merge::Add, L); // late, into the sealed unit
         s.write(5, 7.0, Merge::Add, L); // a block that was never written
         let n = f64::NAN;
-        assert!(same(&read(&s, 0, 10), &[3.0, n, n, n, n, 7.0, n, n, n, 1.0]));
+        assert!(same(
+            &read(&s, 0, 10),
+            &[3.0, n, n, n, n, 7.0, n, n, n, 1.0]
+        ));
         s.write(20, 1.0, Merge::Add, L); // seals block 2 behind the others
         assert!(same(&read(&s, 8, 4), &[n, 1.0, n, n]));
     }
