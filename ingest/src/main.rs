@@ -31,7 +31,7 @@ fn tune_allocator() {}
 /// Argus: an in-memory dimensional time-series store with the Atlas Stack Language, and live
 /// queries over raw events.
 #[derive(Parser)]
-#[command(name = "argus", version, about, long_about = None)]
+#[command(name = "argus", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,6 +113,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
