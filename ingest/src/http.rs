@@ -29,6 +29,19 @@ pub struct AppState {
     pub metrics: Arc<ServerMetrics>,
 }
 
+/// Every route template, as counted in `argus_http_requests_total{route}`.
+const ROUTES: [&str; 9] = [
+    "/api/v1/publish",
+    "/api/v1/publish-fast",
+    "/api/v1/backfill",
+    "/api/v1/tags",
+    "/api/v1/tags/{key}",
+    "/api/v1/graph",
+    "/api/v1/debug/storage",
+    "/healthz",
+    "/metrics",
+];
+
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
     Router::new()
@@ -51,19 +64,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Route templates are a fixed set; anything else is counted as "other".
-    let route: &'static str = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
-        Some("/api/v1/publish") => "/api/v1/publish",
-        Some("/api/v1/publish-fast") => "/api/v1/publish-fast",
-        Some("/api/v1/backfill") => "/api/v1/backfill",
-        Some("/api/v1/tags") => "/api/v1/tags",
-        Some("/api/v1/tags/{key}") => "/api/v1/tags/{key}",
-        Some("/api/v1/graph") => "/api/v1/graph",
-        Some("/api/v1/debug/storage") => "/api/v1/debug/storage",
-        Some("/healthz") => "/healthz",
-        Some("/metrics") => "/metrics",
-        _ => "other",
-    };
+    // Route templates are a fixed set (metric labels must be bounded); anything else,
+    // including unmatched paths, is counted as "other".
+    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
+    let route = ROUTES
+        .iter()
+        .copied()
+        .find(|r| Some(*r) == matched)
+        .unwrap_or("other");
     let resp = next.run(req).await;
     state.metrics.http_request(route, resp.status().as_u16());
     resp
