@@ -139,7 +139,10 @@ async fn ingest(
             st.cfg.publish_max_age_ms,
             st.cfg.retention_ms,
         )?;
-        Ok::<_, PayloadError>(store_datapoints(&st.store, parsed))
+        let outcome = store_datapoints(&st.store, parsed);
+        drop(decoded);
+        crate::memory::note_churn();
+        Ok::<_, PayloadError>(outcome)
     })
     .await
     .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))??;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod publish;
 pub mod server;

@@ -8,26 +8,6 @@ use anyhow::Context;
 use argus_ingest::config::ConfigLayer;
 use clap::{Parser, Subcommand};
 
-/// Tunes glibc's allocator for a process whose long-lived data (the store) is made of many
-/// small allocations interleaved with large transient request buffers. Measured on the peer
-/// dataset loaded over HTTP: resident bytes per series fell from ~2,300 (defaults) to ~1,300.
-/// A fixed mmap threshold keeps big request buffers out of the heap (glibc otherwise raises
-/// the threshold after the first big free, and the heap fragments around store data); two
-/// arenas keep the store's allocations from spreading over one arena per thread.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // SAFETY: mallopt only changes allocator parameters; it is called once, before any
-    // thread other than main exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
-
 /// Argus: an in-memory dimensional time-series store with the Atlas Stack Language, and live
 /// queries over raw events.
 #[derive(Parser)]
@@ -105,7 +85,7 @@ impl ServerArgs {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    argus_ingest::memory::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -14,6 +14,9 @@ use crate::metrics::ServerMetrics;
 
 /// How often finished heads are sealed and expired data dropped.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
+/// How often freed heap pages are handed back to the OS, if requests or maintenance freed
+/// any (see `memory.rs`).
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
 pub fn new_state(cfg: ServerConfig) -> AppState {
     let store = Store::new(StoreConfig::new(cfg.step_ms, cfg.retention_ms));
@@ -55,7 +58,12 @@ pub async fn run(
         loop {
             tick.tick().await;
             let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.maintain()).await {
+            let pass = tokio::task::spawn_blocking(move || {
+                let report = store.maintain();
+                crate::memory::note_churn();
+                report
+            });
+            match pass.await {
                 Ok(r) if r.series_dropped > 0 || r.heads_sealed > 0 => {
                     tracing::debug!(
                         sealed = r.heads_sealed,
@@ -69,12 +77,28 @@ pub async fn run(
         }
     });
 
+    let reclaim = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECLAIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            if let Ok(true) = tokio::task::spawn_blocking(crate::memory::reclaim_if_churned).await {
+                tracing::trace!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "heap trimmed"
+                );
+            }
+        }
+    });
+
     let app = router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the HTTP API");
     maintenance.abort();
+    reclaim.abort();
     served
 }
 
