@@ -318,20 +318,14 @@ async fn graph(
         max_datapoints: state.cfg.graph_max_datapoints,
         ..Limits::default()
     };
-    let body = tokio::task::spawn_blocking(move || {
+    let (content_type, body) = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
-        if req.format != "json" {
-            return Err(ApiError::bad_request(format!(
-                "format {:?} is not supported yet: use format=json",
-                req.format
-            )));
-        }
         let result = evaluate_with_limits(&req, &*store, &limits)?;
-        Ok(result.to_atlas_json())
+        Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
     })
     .await
     .map_err(|e| ApiError::internal(format!("graph task failed: {e}")))??;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 /// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes

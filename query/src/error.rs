@@ -76,6 +76,11 @@ pub enum Error {
         limit: usize,
     },
 
+    /// An expression that parsed but cannot be evaluated on the data it met (e.g. a binary
+    /// operation that matches several lines to one).
+    #[error("{0}")]
+    Evaluation(String),
+
     /// The store refused or failed a read.
     #[error("store: {0}")]
     Store(#[from] argus_tsdb::Error),

@@ -4,9 +4,9 @@
 use ahash::AHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::Item;
+use crate::model::{Item, StyleExpr};
 use crate::parser::{self, Token};
-use crate::words::{Failure, Registry, Word, registry};
+use crate::words::{Failure, Param, Registry, Word, registry};
 
 /// Total weight (nodes) that copying words may add in one program. Copies are the only way
 /// a program grows faster than its text, and `:dup,:and` repeated doubles each time.
@@ -89,8 +89,32 @@ impl<'r> Context<'r> {
         let Some(word) = overloads.iter().find(|w| w.matches(&self.stack)) else {
             return Err(no_match(name, overloads, &self.stack, pos));
         };
-        let args = self.stack.split_off(self.stack.len() - word.params.len());
-        (word.exec)(self, args).map_err(|f| failure_error(word, pos, f))
+        let mut args = self.stack.split_off(self.stack.len() - word.params.len());
+        // Style passthrough: a word over expressions applies to a styled expression's
+        // expression, and its result keeps the style if exactly one input had one.
+        let mut styles = Vec::new();
+        for (param, arg) in word.params.iter().zip(args.iter_mut()) {
+            if *param == Param::TimeSeries && matches!(arg, Item::Style(_)) {
+                let Item::Style(s) = std::mem::replace(arg, Item::List(Vec::new())) else {
+                    continue;
+                };
+                *arg = Item::Expr(s.expr);
+                styles.push(s.settings);
+            }
+        }
+        (word.exec)(self, args).map_err(|f| failure_error(word, pos, f))?;
+        if let [settings] = styles.as_slice()
+            && let Some(Item::Expr(expr)) = self.stack.last()
+        {
+            let styled = StyleExpr {
+                expr: expr.clone(),
+                settings: settings.clone(),
+            };
+            if let Some(top) = self.stack.last_mut() {
+                *top = Item::Style(styled);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -190,9 +214,10 @@ mod tests {
     fn errors_name_word_and_position() {
         check("a,:foo", "error: unknown word ':foo' at position 2");
         check(
-            "name,sps,:eq,(,nf.app,),:by",
-            "error: no matches for word ':by' with stack [Query,List] at position 24, \
-             candidates: [af:AggregateFunction keys:List -- DataExpr]",
+            "name,sps,:eq,nf.app,:by",
+            "error: no matches for word ':by' with stack [Query,String] at position 20, \
+             candidates: [af:AggregateFunction keys:List -- DataExpr], \
+             [TimeSeriesExpr keys:List -- TimeSeriesExpr]",
         );
         check(
             ":drop",
@@ -202,7 +227,8 @@ mod tests {
             "a,b,c,d,e,f,g,h,i,j,k,l,:by",
             "error: no matches for word ':by' with stack [...,String,String,String,String,\
              String,String,String,String,String,String] at position 24, \
-             candidates: [af:AggregateFunction keys:List -- DataExpr]",
+             candidates: [af:AggregateFunction keys:List -- DataExpr], \
+             [TimeSeriesExpr keys:List -- TimeSeriesExpr]",
         );
         check(
             "k,[,:re",

@@ -10,17 +10,22 @@
 //! expressions against a [`argus_tsdb::SeriesSource`]) → `graph` (windows, limits, JSON).
 //! This crate knows nothing of HTTP or of how the store keeps its data.
 
+pub mod chart;
 mod error;
 mod eval;
 pub mod graph;
 mod interpreter;
 mod model;
+mod numfmt;
 mod parser;
 mod time;
 mod words;
 
 pub use error::{Error, Result};
-pub use graph::{GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits};
+pub use eval::Stats;
+pub use graph::{
+    Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits,
+};
 pub use words::WordDoc;
 
 /// Runs an expression and prints the resulting stack back as canonical Stack Language (what
@@ -52,7 +57,8 @@ pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
 }
 
 /// Every word of the language with its documentation, vocabulary by vocabulary in
-/// dependency order (std, query, data): for docs, completion and the expr API.
+/// dependency order (std, query, data, math, stateful, filter, style): for docs, completion
+/// and the expr API.
 pub fn words() -> Vec<WordDoc> {
     words::docs()
 }

@@ -113,6 +113,57 @@ fn fractional_seconds(n: &str) -> Option<i64> {
     secs.checked_mul(SECOND)?.checked_add(ms)
 }
 
+/// Atlas's short duration form (`Strings.toString(Duration)`): the largest of w, d, h, m, s
+/// that divides it exactly (`1w`, `90m`, `0w` for zero), else Java's ISO form.
+pub(crate) fn format_duration(ms: i64) -> String {
+    if ms == 0 {
+        return "0w".to_string();
+    }
+    for (unit_ms, unit) in [
+        (WEEK, "w"),
+        (DAY, "d"),
+        (HOUR, "h"),
+        (MINUTE, "m"),
+        (SECOND, "s"),
+    ] {
+        if ms % unit_ms == 0 {
+            return format!("{}{unit}", ms / unit_ms);
+        }
+    }
+    format_java_duration(ms)
+}
+
+/// Java's `Duration.toString`: `PT20M`, `PT1H30M`, `PT24H` (days as hours), `PT0.5S`, `PT0S`.
+pub(crate) fn format_java_duration(ms: i64) -> String {
+    if ms == 0 {
+        return "PT0S".to_string();
+    }
+    let neg = ms < 0;
+    let abs = ms.unsigned_abs();
+    let (hours, rest) = (abs / HOUR as u64, abs % HOUR as u64);
+    let (minutes, rest) = (rest / MINUTE as u64, rest % MINUTE as u64);
+    let (secs, millis) = (rest / SECOND as u64, rest % SECOND as u64);
+    let sign = if neg { "-" } else { "" };
+    let mut out = String::from("PT");
+    if hours > 0 {
+        out.push_str(&format!("{sign}{hours}H"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{sign}{minutes}M"));
+    }
+    if secs > 0 || millis > 0 {
+        out.push_str(sign);
+        out.push_str(&secs.to_string());
+        if millis > 0 {
+            let frac = format!("{millis:03}");
+            out.push('.');
+            out.push_str(frac.trim_end_matches('0'));
+        }
+        out.push('S');
+    }
+    out
+}
+
 /// What a time is relative to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Anchor {
@@ -130,11 +181,11 @@ pub(crate) struct TimeRef {
     pub offset_ms: i64,
 }
 
-/// Parses `now`, `epoch`, `s`, `e`, epoch seconds or ms, ISO dates and date-times (UTC when
-/// no zone is given), each optionally followed by `+duration` or `-duration`.
-pub(crate) fn parse_time(s: &str) -> Option<TimeRef> {
+/// Parses `now`, `epoch`, `s`, `e`, epoch seconds or ms, ISO dates and date-times (in `tz`
+/// when no zone is given, as Atlas), each optionally followed by `+duration` or `-duration`.
+pub(crate) fn parse_time(s: &str, tz: &jiff::tz::TimeZone) -> Option<TimeRef> {
     let s = s.trim();
-    if let Some(anchor) = parse_anchor(s) {
+    if let Some(anchor) = parse_anchor(s, tz) {
         return Some(TimeRef {
             anchor,
             offset_ms: 0,
@@ -145,7 +196,8 @@ pub(crate) fn parse_time(s: &str) -> Option<TimeRef> {
         if c != '+' && c != '-' {
             continue;
         }
-        let (Some(anchor), Some(d)) = (parse_anchor(&s[..i]), parse_duration(&s[i + 1..])) else {
+        let (Some(anchor), Some(d)) = (parse_anchor(&s[..i], tz), parse_duration(&s[i + 1..]))
+        else {
             continue;
         };
         let offset_ms = if c == '-' { d.checked_neg()? } else { d };
@@ -154,7 +206,7 @@ pub(crate) fn parse_time(s: &str) -> Option<TimeRef> {
     None
 }
 
-fn parse_anchor(s: &str) -> Option<Anchor> {
+fn parse_anchor(s: &str, tz: &jiff::tz::TimeZone) -> Option<Anchor> {
     match s {
         "now" => return Some(Anchor::Now),
         "epoch" => return Some(Anchor::Absolute(0)),
@@ -171,11 +223,12 @@ fn parse_anchor(s: &str) -> Option<Anchor> {
         };
         return Some(Anchor::Absolute(ms));
     }
-    parse_iso_datetime(s).map(Anchor::Absolute)
+    parse_iso_datetime(s, tz).map(Anchor::Absolute)
 }
 
-/// `YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:MM]]` to epoch ms.
-fn parse_iso_datetime(s: &str) -> Option<i64> {
+/// `YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|±HH[:MM]]` to epoch ms; without a zone, the wall clock
+/// time in `tz`.
+fn parse_iso_datetime(s: &str, tz: &jiff::tz::TimeZone) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
@@ -221,10 +274,34 @@ fn parse_iso_datetime(s: &str) -> Option<i64> {
         }
     }
     let zone_ms = match rest {
-        "" | "Z" | "z" => 0,
+        "" => return local_to_utc(ms, tz),
+        "Z" | "z" => 0,
         _ => parse_zone(rest)?,
     };
     ms.checked_sub(zone_ms)
+}
+
+/// A wall-clock time (as ms since the epoch as if it were UTC) in `tz`, to epoch ms. In a
+/// gap or overlap at a daylight-saving change, the earlier offset is used.
+fn local_to_utc(wall_ms: i64, tz: &jiff::tz::TimeZone) -> Option<i64> {
+    let ts = jiff::Timestamp::from_millisecond(wall_ms).ok()?;
+    let civil = jiff::tz::TimeZone::UTC.to_datetime(ts);
+    let zoned = tz.to_ambiguous_zoned_datetime(civil).compatible().ok()?;
+    Some(zoned.timestamp().as_millisecond())
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// `+HH:MM`, `-HHMM`, `+HH` to an offset in ms.
@@ -264,7 +341,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -313,34 +390,47 @@ const ALLOWED_STEPS_MS: &[i64] = &[
     12 * HOUR,
 ];
 
-/// Number of output points from `s_ms` to `e_ms` at `step_ms`, both ends floored to the step.
-pub(crate) fn points(s_ms: i64, e_ms: i64, step_ms: i64) -> i64 {
-    e_ms.div_euclid(step_ms)
-        .saturating_sub(s_ms.div_euclid(step_ms))
-        .saturating_add(1)
-}
-
 /// `t_ms` floored to a multiple of `step_ms`; `None` if that is below `i64::MIN`.
 pub(crate) fn floor_to(t_ms: i64, step_ms: i64) -> Option<i64> {
     t_ms.div_euclid(step_ms).checked_mul(step_ms)
 }
 
-/// The smallest allowed step that is a multiple of the stored step and gives at most
-/// `max_points` points over `[s_ms, e_ms]`.
-pub(crate) fn auto_step(s_ms: i64, e_ms: i64, stored_ms: i64, max_points: i64) -> Option<i64> {
-    let fits = |step: i64| step % stored_ms == 0 && points(s_ms, e_ms, step) <= max_points;
-    if let Some(&step) = ALLOWED_STEPS_MS
+/// Atlas's `Step.round`: the first allowed step at least `step` (and at least the stored
+/// step) that the store can produce (a multiple of its step); past 12 hours, whole days.
+pub(crate) fn round_step(stored_ms: i64, step_ms: i64) -> Option<i64> {
+    let want = step_ms.max(stored_ms);
+    if let Some(&s) = ALLOWED_STEPS_MS
         .iter()
-        .find(|&&st| st >= stored_ms && fits(st))
+        .find(|&&s| s >= want && s % stored_ms == 0)
     {
-        return Some(step);
+        return Some(s);
     }
-    // Whole days: start from the count that fits, then find one the stored step divides.
-    let span = e_ms.checked_sub(s_ms)?;
-    let min_days = (span / DAY / max_points.max(1)).max(1);
-    (min_days..min_days.saturating_add(100_000))
+    let days = want.checked_add(DAY - 1)? / DAY;
+    (days..days.saturating_add(10_000))
         .filter_map(|d| d.checked_mul(DAY))
-        .find(|&step| fits(step))
+        .find(|&s| s % stored_ms == 0)
+}
+
+/// The graph's step (Atlas's `GraphConfig`): the requested step (rounded up to an allowed
+/// one) or the stored step, grown so that a line has at most one point per pixel of
+/// `width` (itself at most 1440).
+pub(crate) fn graph_step(
+    stored_ms: i64,
+    requested_ms: Option<i64>,
+    width: i64,
+    start_ms: i64,
+    end_ms: i64,
+) -> Option<i64> {
+    let primary = match requested_ms {
+        Some(step) => round_step(stored_ms, step)?,
+        None => stored_ms,
+    };
+    let width = width.clamp(1, 1440);
+    let datapoints = end_ms.checked_sub(start_ms)? / primary;
+    let min_step = ((datapoints + width - 1) / width)
+        .max(1)
+        .checked_mul(primary)?;
+    round_step(stored_ms, min_step.max(primary))
 }
 
 #[cfg(test)]
@@ -349,6 +439,18 @@ mod tests {
 
     fn check_duration(s: &str, expected: Option<i64>) {
         assert_eq!(parse_duration(s), expected, "{s}");
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_duration(0), "0w");
+        assert_eq!(format_duration(WEEK), "1w");
+        assert_eq!(format_duration(90 * MINUTE), "90m");
+        assert_eq!(format_duration(DAY), "1d");
+        assert_eq!(format_duration(1500), "PT1.5S");
+        assert_eq!(format_java_duration(20 * MINUTE), "PT20M");
+        assert_eq!(format_java_duration(DAY + 90 * MINUTE), "PT25H30M");
+        assert_eq!(format_java_duration(500), "PT0.5S");
     }
 
     #[test]
@@ -377,7 +479,11 @@ mod tests {
     }
 
     fn check_time(s: &str, anchor: Anchor, offset_ms: i64) {
-        assert_eq!(parse_time(s), Some(TimeRef { anchor, offset_ms }), "{s}");
+        assert_eq!(
+            parse_time(s, &jiff::tz::TimeZone::UTC),
+            Some(TimeRef { anchor, offset_ms }),
+            "{s}"
+        );
     }
 
     #[test]
@@ -433,22 +539,29 @@ mod tests {
             "2026-1-1",
             "e-99999999999999999y",
         ] {
-            assert_eq!(parse_time(bad), None, "{bad}");
+            assert_eq!(parse_time(bad, &jiff::tz::TimeZone::UTC), None, "{bad}");
         }
     }
 
     #[test]
-    fn automatic_steps() {
-        let three_hours = (0, 3 * HOUR);
+    fn graph_steps() {
+        let step = |requested: Option<i64>, width: i64, span: i64| {
+            graph_step(MINUTE, requested, width, 0, span)
+        };
+        assert_eq!(step(None, 700, 3 * HOUR), Some(MINUTE));
+        assert_eq!(step(None, 700, DAY), Some(3 * MINUTE));
+        assert_eq!(step(None, 700, 2 * DAY), Some(5 * MINUTE));
+        assert_eq!(step(None, 700, WEEK), Some(15 * MINUTE));
+        assert_eq!(step(None, 700, 30 * DAY), Some(2 * HOUR));
+        assert_eq!(step(None, 430, 360 * DAY), Some(DAY));
+        assert_eq!(step(Some(7 * MINUTE), 700, HOUR), Some(10 * MINUTE));
+        assert_eq!(step(Some(13 * HOUR), 700, HOUR), Some(DAY));
+        assert_eq!(step(Some(25 * HOUR), 700, HOUR), Some(2 * DAY));
+        assert_eq!(step(Some(10 * SECOND), 700, HOUR), Some(MINUTE));
         assert_eq!(
-            auto_step(three_hours.0, three_hours.1, MINUTE, 1440),
-            Some(MINUTE)
+            graph_step(10 * SECOND, None, 700, 0, 3 * HOUR),
+            Some(20 * SECOND)
         );
-        assert_eq!(auto_step(0, DAY, MINUTE, 1440), Some(MINUTE * 2));
-        assert_eq!(auto_step(0, WEEK, MINUTE, 1440), Some(10 * MINUTE));
-        assert_eq!(auto_step(0, 3 * HOUR, 10 * SECOND, 1440), Some(10 * SECOND));
-        assert_eq!(auto_step(0, 365 * DAY, MINUTE, 1440), Some(8 * HOUR));
-        assert_eq!(auto_step(0, 10 * 365 * DAY, MINUTE, 1440), Some(3 * DAY));
-        assert_eq!(auto_step(0, HOUR, 7 * MINUTE, 1440), Some(7 * DAY));
+        assert_eq!(round_step(7 * MINUTE, MINUTE), Some(7 * DAY));
     }
 }

@@ -19,7 +19,8 @@
 //! `eval` evaluates an expression against the last load. Indented lines below it say what
 //! to expect:
 //! - `params k=v k=v`: graph parameters as for `/api/v1/graph` (optional). Defaults: `s` =
-//!   T0, `e` = the last loaded step, `step=1m`; `now` is the last loaded step.
+//!   T0 − 1m (Atlas's first point is one step after `s`, so the first point is T0), `e` = the
+//!   last loaded step, `step=1m`, `tz=UTC`, `format=json`; `now` is the last loaded step.
 //! - `"label" {k=v, k2=v2} v1 v2 ...`: one expected line, in result order, with its legend,
 //!   its tags and its values (`NaN`, `Inf`, `-Inf` allowed).
 //! - `nothing`: the result has no lines.
@@ -254,9 +255,11 @@ fn run_case(case: &Case, loaded: &Loaded) -> Result<(), String> {
     let last = T0 + (loaded.points.max(1) - 1) * STEP;
     let mut params: Vec<(String, String)> = vec![
         ("q".into(), case.expr.clone()),
-        ("s".into(), T0.to_string()),
+        ("s".into(), (T0 - STEP).to_string()),
         ("e".into(), last.to_string()),
         ("step".into(), "1m".into()),
+        ("tz".into(), "UTC".into()),
+        ("format".into(), "json".into()),
     ];
     for (k, v) in &case.params {
         params.retain(|(pk, _)| pk != k);

@@ -84,10 +84,11 @@ fn publish_mixed_dstypes_and_read_back_exactly() {
     assert!(msgs[2].as_str().unwrap().contains("too old"), "{msgs:?}");
 
     let n = f64::NAN;
-    let (s, e) = (t(0), t(4));
+    // As in Atlas, the first point is one step after `s`.
+    let (s, e) = (t(0) - STEP, t(4));
     let gauge = graph(&server, "name,e2e.gauge,:eq,:sum", s, e);
     assert!(same(&line(&gauge), &[n, 7.25, n, n, n]), "{gauge}");
-    assert_eq!(gauge["start"], s);
+    assert_eq!(gauge["start"], t(0));
     assert_eq!(gauge["step"], STEP);
     assert_eq!(gauge["legend"][0], "name=e2e.gauge");
     assert_eq!(gauge["metrics"][0]["name"], "e2e.gauge");
@@ -260,7 +261,7 @@ fn backfill_accepts_history_inside_retention() {
     let v = server.get_json(&format!(
         "/api/v1/graph?q={}&s={}&e={}&step=1m&format=json",
         enc("name,history,:eq,:max"),
-        t0,
+        t0 - step,
         t0 + 59 * step
     ));
     let got: Vec<f64> = v["values"]

@@ -2,43 +2,22 @@
 //! Every value prints back as canonical Stack Language that parses to an equal value.
 
 mod data;
+mod expr;
 mod query;
+mod style;
 
 use std::fmt;
 
-pub(crate) use data::{AggrOp, AggregateFunction, DataExpr};
+pub(crate) use data::{AggrOp, AggregateFunction, DataExpr, DataKind, write_list};
+pub(crate) use expr::{
+    BinaryOp, Display as RewriteDisplay, MathAggr, NamedRewrite, OthersAggr, Percentiles,
+    RewriteName, StatKind, StatefulOp, TimeMode, TimeSeriesExpr, TimeSpan, TopK, UnaryOp, add_nan,
+    binary, math_aggregate, truthy,
+};
 pub(crate) use query::{Query, RegexQuery};
+pub(crate) use style::StyleExpr;
 
 use crate::parser::write_escaped;
-
-/// An expression that evaluates to a set of lines. Later vocabularies (math, stateful,
-/// filter) add variants here; style wraps it in its own stack item.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum TimeSeriesExpr {
-    Data(DataExpr),
-}
-
-impl TimeSeriesExpr {
-    pub(crate) fn weight(&self) -> usize {
-        match self {
-            TimeSeriesExpr::Data(d) => d.weight(),
-        }
-    }
-
-    pub(crate) fn type_name(&self) -> &'static str {
-        match self {
-            TimeSeriesExpr::Data(d) => d.type_name(),
-        }
-    }
-}
-
-impl fmt::Display for TimeSeriesExpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TimeSeriesExpr::Data(d) => d.fmt(f),
-        }
-    }
-}
 
 /// One value on the interpreter's stack.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +29,8 @@ pub(crate) enum Item {
     List(Vec<Item>),
     Query(Query),
     Expr(TimeSeriesExpr),
+    /// An expression with presentation settings.
+    Style(StyleExpr),
 }
 
 impl Item {
@@ -61,6 +42,7 @@ impl Item {
             Item::List(_) => "List",
             Item::Query(_) => "Query",
             Item::Expr(e) => e.type_name(),
+            Item::Style(_) => "StyleExpr",
         }
     }
 
@@ -71,6 +53,7 @@ impl Item {
             Item::List(items) => 1 + items.iter().map(Item::weight).sum::<usize>(),
             Item::Query(q) => q.weight(),
             Item::Expr(e) => e.weight(),
+            Item::Style(s) => s.expr.weight() + s.settings.len(),
         }
     }
 
@@ -97,6 +80,7 @@ impl fmt::Display for Item {
             }
             Item::Query(q) => q.fmt(f),
             Item::Expr(e) => e.fmt(f),
+            Item::Style(s) => s.fmt(f),
         }
     }
 }

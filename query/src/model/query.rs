@@ -186,6 +186,36 @@ impl Query {
         }
     }
 
+    /// Atlas's `labelString`: `k=v`, `k<v`, `k~/^re/`, `k in (a,b)`, `has(k)`,
+    /// `(q1) and (q2)`, `not(q)`, `true`.
+    pub(crate) fn label_string(&self) -> String {
+        match self {
+            Query::True => "true".into(),
+            Query::False => "false".into(),
+            Query::Equal { key, value } => format!("{key}={value}"),
+            Query::In { key, values } => format!("{key} in ({})", values.join(",")),
+            Query::HasKey { key } => format!("has({key})"),
+            Query::Cmp { key, op, value } => {
+                let sym = match op {
+                    CmpOp::Lt => "<",
+                    CmpOp::Le => "<=",
+                    CmpOp::Gt => ">",
+                    CmpOp::Ge => ">=",
+                };
+                format!("{key}{sym}{value}")
+            }
+            Query::Regex(r) => format!(
+                "{}~/^{}/{}",
+                r.key,
+                r.pattern,
+                if r.ignore_case { "i" } else { "" }
+            ),
+            Query::And(a, b) => format!("({}) and ({})", a.label_string(), b.label_string()),
+            Query::Or(a, b) => format!("({}) or ({})", a.label_string(), b.label_string()),
+            Query::Not(q) => format!("not({})", q.label_string()),
+        }
+    }
+
     /// The store-side form.
     pub(crate) fn to_matcher(&self) -> Matcher {
         match self {

@@ -4,15 +4,19 @@
 //! keeps them in dependency order, which is also overload priority.
 
 mod data;
+mod filter;
+mod math;
 mod query;
 mod stack;
+mod stateful;
+pub(crate) mod style;
 
 use std::sync::OnceLock;
 
 use ahash::AHashMap;
 
 use crate::interpreter::Context;
-use crate::model::{DataExpr, Item, TimeSeriesExpr};
+use crate::model::{AggrOp, DataExpr, DataKind, Item, StyleExpr, TimeSeriesExpr};
 
 /// Why a word refused to run, before the interpreter adds the word's name and position.
 #[derive(Debug)]
@@ -34,14 +38,28 @@ pub(crate) type Exec = fn(&mut Context<'_>, Vec<Item>) -> Result<(), Failure>;
 pub(crate) enum Param {
     Any,
     Str,
-    /// A string holding a non-negative integer.
+    /// A string holding a non-negative integer, or an integral constant.
     Int,
     List,
     /// A list whose items are all strings.
     StrList,
+    /// A list of numbers.
+    DoubleList,
     Query,
-    /// `:sum`, `:count`, `:min`, `:max`, `:avg` of a query.
+    /// A query (summed) or `:sum`, `:count`, `:min`, `:max`, `:avg` of a query.
     AggrFn,
+    /// A data expression other than `:all`: a query (summed), an aggregate or a group by.
+    DataExpr,
+    /// Anything that evaluates to lines: a query (summed), an expression, a number (a
+    /// constant). A styled expression is accepted too: the word applies to the expression
+    /// and the style is kept (Atlas's style passthrough).
+    TimeSeries,
+    /// A number, or a constant expression.
+    Double,
+    /// A duration such as `5m`, `1h` or `PT1H`.
+    Duration,
+    /// What style words take: a styled expression or anything `TimeSeries` accepts.
+    Presentation,
 }
 
 impl Param {
@@ -49,17 +67,82 @@ impl Param {
         match self {
             Param::Any => true,
             Param::Str => matches!(item, Item::Str(_)),
-            Param::Int => matches!(item, Item::Str(s) if s.parse::<usize>().is_ok()),
+            Param::Int => int_of(item).is_some(),
             Param::List => matches!(item, Item::List(_)),
             Param::StrList => {
                 matches!(item, Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(_))))
             }
+            Param::DoubleList => matches!(
+                item,
+                Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(s) if parse_number(s).is_some()))
+            ),
             Param::Query => matches!(item, Item::Query(_)),
             Param::AggrFn => matches!(
                 item,
-                Item::Expr(TimeSeriesExpr::Data(DataExpr::Aggregate(_)))
+                Item::Query(_)
+                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
+                        kind: DataKind::Aggregate(_),
+                        ..
+                    }))
             ),
+            Param::DataExpr => matches!(
+                item,
+                Item::Query(_)
+                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
+                        kind: DataKind::Aggregate(_) | DataKind::GroupBy { .. },
+                        ..
+                    }))
+            ),
+            Param::TimeSeries => match item {
+                Item::Query(_) | Item::Expr(_) | Item::Style(_) => true,
+                Item::Str(s) => parse_number(s).is_some(),
+                _ => false,
+            },
+            Param::Double => double_of(item).is_some(),
+            Param::Duration => {
+                matches!(item, Item::Str(s) if crate::time::parse_duration(s).is_some())
+            }
+            Param::Presentation => Param::TimeSeries.accepts(item),
         }
+    }
+}
+
+/// Parses a number as Java's `Double.parseDouble` would for Stack Language input: decimal
+/// and scientific notation, `NaN`, `Infinity`, `-Infinity`. Not `inf` or `nan`.
+pub(crate) fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t {
+        "NaN" => return Some(f64::NAN),
+        "Infinity" | "+Infinity" => return Some(f64::INFINITY),
+        "-Infinity" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    let body = t.strip_suffix(['d', 'D', 'f', 'F']).unwrap_or(t);
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    body.parse::<f64>().ok()
+}
+
+fn double_of(item: &Item) -> Option<f64> {
+    match item {
+        Item::Str(s) => parse_number(s),
+        Item::Expr(TimeSeriesExpr::Constant(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn int_of(item: &Item) -> Option<usize> {
+    match item {
+        Item::Str(s) => s.trim().parse::<usize>().ok(),
+        Item::Expr(TimeSeriesExpr::Constant(v)) if v.fract() == 0.0 && *v >= 0.0 && *v < 1e15 => {
+            Some(*v as usize)
+        }
+        _ => None,
     }
 }
 
@@ -98,8 +181,8 @@ pub(crate) struct Vocabulary {
     pub words: &'static [Word],
 }
 
-/// Every vocabulary, in dependency order (std, query, data; later math, stateful, filter,
-/// style). For a name, overloads are tried in that order.
+/// Every vocabulary, in dependency order (std, query, data, math, stateful, filter, style).
+/// For a name, overloads are tried in that order.
 pub(crate) struct Registry {
     pub vocabularies: Vec<Vocabulary>,
     by_name: AHashMap<&'static str, Vec<&'static Word>>,
@@ -175,6 +258,22 @@ pub(crate) fn registry() -> &'static Registry {
                 name: "data",
                 words: data::WORDS,
             },
+            Vocabulary {
+                name: "math",
+                words: math::WORDS,
+            },
+            Vocabulary {
+                name: "stateful",
+                words: stateful::WORDS,
+            },
+            Vocabulary {
+                name: "filter",
+                words: filter::WORDS,
+            },
+            Vocabulary {
+                name: "style",
+                words: style::WORDS,
+            },
         ])
     })
 }
@@ -207,9 +306,47 @@ pub(crate) fn take_query(item: Item) -> Result<crate::model::Query, Failure> {
 }
 
 pub(crate) fn take_int(item: Item) -> Result<usize, Failure> {
+    int_of(&item)
+        .ok_or_else(|| Failure::Invalid(format!("expected a non-negative integer, got '{item}'")))
+}
+
+pub(crate) fn take_double(item: Item) -> Result<f64, Failure> {
+    double_of(&item).ok_or_else(|| Failure::Invalid(format!("expected a number, got '{item}'")))
+}
+
+pub(crate) fn take_doubles(item: Item) -> Result<Vec<f64>, Failure> {
+    take_list(item)?.into_iter().map(take_double).collect()
+}
+
+pub(crate) fn take_duration(item: Item) -> Result<i64, Failure> {
     let s = take_str(item)?;
-    s.parse::<usize>()
-        .map_err(|_| Failure::Invalid(format!("expected a non-negative integer, got '{s}'")))
+    crate::time::parse_duration(&s).ok_or_else(|| {
+        Failure::Invalid(format!(
+            "invalid duration '{s}': expected e.g. 5m, 1h, 1w or PT1H"
+        ))
+    })
+}
+
+/// Coerces an item to an expression: a query is summed, a number is a constant.
+pub(crate) fn take_ts(item: Item) -> Result<TimeSeriesExpr, Failure> {
+    match item {
+        Item::Expr(e) => Ok(e),
+        Item::Query(q) => Ok(TimeSeriesExpr::Data(DataExpr::aggregate(AggrOp::Sum, q))),
+        Item::Style(s) => Ok(s.expr),
+        Item::Str(ref s) => match parse_number(s) {
+            Some(v) => Ok(TimeSeriesExpr::Constant(v)),
+            None => Err(mismatch("TimeSeriesExpr", &item)),
+        },
+        other => Err(mismatch("TimeSeriesExpr", &other)),
+    }
+}
+
+/// Coerces an item to a styled expression (empty settings unless it has some).
+pub(crate) fn take_style(item: Item) -> Result<StyleExpr, Failure> {
+    match item {
+        Item::Style(s) => Ok(s),
+        other => take_ts(other).map(StyleExpr::new),
+    }
 }
 
 pub(crate) fn mismatch(want: &str, got: &Item) -> Failure {

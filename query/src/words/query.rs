@@ -200,7 +200,52 @@ pub(crate) static WORDS: &[Word] = &[
         ],
         exec: not,
     },
+    Word {
+        name: "cq",
+        params: &[Param::Any, Param::Query],
+        signature: "expr q:Query -- expr",
+        summary: "Common query: AND q into every query inside the item below it (a query, an                   expression or a styled expression); other items are left as they are.",
+        examples: &[
+            (
+                "name,sps,:eq,:sum,(,nf.app,),:by,nf.region,us-east-1,:eq",
+                Some("name,sps,:eq,nf.region,us-east-1,:eq,:and,:sum,(,nf.app,),:by"),
+            ),
+            ("a,b,:eq,c,d,:eq", Some("a,b,:eq,c,d,:eq,:and")),
+            ("foo,c,d,:eq", Some("foo")),
+            (
+                "name,test,:eq,:avg,1h,:offset,app,foo,:eq",
+                Some("name,test,:eq,app,foo,:eq,:and,:avg,1h,:offset"),
+            ),
+        ],
+        exec: common_query,
+    },
 ];
+
+fn common_query(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
+    let [item, q] = args(a)?;
+    let q = take_query(q)?;
+    let out = match item {
+        Item::Query(base) => Item::Query(base.and(q)),
+        Item::Expr(mut e) => {
+            e.add_query(&q);
+            Item::Expr(e)
+        }
+        Item::Style(mut s) => {
+            s.expr.add_query(&q);
+            Item::Style(s)
+        }
+        other => other,
+    };
+    if let Item::Query(q) = &out
+        && q.depth() > MAX_QUERY_DEPTH
+    {
+        return Err(Failure::TooComplex(format!(
+            "queries nested more than {MAX_QUERY_DEPTH} deep"
+        )));
+    }
+    ctx.stack.push(out);
+    Ok(())
+}
 
 fn push(ctx: &mut Context<'_>, q: Query) -> R {
     if q.depth() > MAX_QUERY_DEPTH {

@@ -62,6 +62,19 @@ pub(crate) static WORDS: &[Word] = &[
         exec: each,
     },
     Word {
+        name: "format",
+        params: &[Param::Str, Param::List],
+        signature: "pattern:String args:List -- String",
+        summary: "Format a string printf-style: `%s` takes the next argument as text, `%d` as an                   integer, `%f` / `%.Nf` as a number, `%%` is a percent sign.",
+        examples: &[
+            ("foo%s,(,bar,)", Some("foobar")),
+            ("%s-%d-%.2f,(,a,42,3.14159,)", Some("a-42-3.14")),
+            ("%d,(,x,)", None),
+            ("%s %s,(,a,)", None),
+        ],
+        exec: format,
+    },
+    Word {
         name: "freeze",
         params: &[],
         signature: "* -- <empty>",
@@ -285,6 +298,68 @@ fn each(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
             ctx.run(program)?;
         }
     }
+    Ok(())
+}
+
+fn format(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
+    let [pattern, list] = args(a)?;
+    let pattern = take_str(pattern)?;
+    let mut args = take_list(list)?.into_iter();
+    let mut out = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut precision: Option<usize> = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            precision = Some(digits.parse().unwrap_or(0).min(20));
+        }
+        let conv = chars
+            .next()
+            .ok_or_else(|| Failure::Invalid(format!("pattern '{pattern}' ends in '%'")))?;
+        if conv == '%' {
+            out.push('%');
+            continue;
+        }
+        let arg = args.next().ok_or_else(|| {
+            Failure::Invalid(format!(
+                "pattern '{pattern}' needs more arguments than given"
+            ))
+        })?;
+        let text = arg.to_string();
+        let number = || {
+            text.trim()
+                .parse::<f64>()
+                .map_err(|_| Failure::Invalid(format!("'%{conv}' needs a number, got '{text}'")))
+        };
+        match conv {
+            's' => out.push_str(&text),
+            'd' => {
+                let v = number()?;
+                if v.fract() != 0.0 {
+                    return Err(Failure::Invalid(format!(
+                        "'%d' needs an integer, got '{text}'"
+                    )));
+                }
+                out.push_str(&format!("{v:.0}"));
+            }
+            'f' => out.push_str(&format!("{:.*}", precision.unwrap_or(6), number()?)),
+            other => {
+                return Err(Failure::Invalid(format!(
+                    "unsupported conversion '%{other}' (use %s, %d, %f or %%)"
+                )));
+            }
+        }
+    }
+    ctx.stack.push(Item::Str(out));
     Ok(())
 }
 

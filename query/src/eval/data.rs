@@ -1,100 +1,34 @@
-//! Evaluation of expressions against a [`SeriesSource`]. Aggregation streams each series'
-//! values straight into per-group accumulator arrays: groups are found once per series from
-//! its tags, and no allocation happens per series or per point.
+//! Data expressions against a [`SeriesSource`]. Aggregation streams each series' values
+//! straight into per-group accumulator arrays: groups are found once per series from its
+//! tags, and no allocation happens per series or per point.
 
 use ahash::AHashMap;
 use argus_tsdb::{Postings, ReadRequest, SeriesId, SeriesSource, TagMap, Tags};
 
-use crate::error::{Error, Result};
-use crate::graph::{Limits, ResultSeries};
-use crate::model::{AggrOp, AggregateFunction, DataExpr, Query, TimeSeriesExpr};
+use super::{EvalContext, Label, Line};
+use crate::error::Result;
+use crate::model::{AggrOp, AggregateFunction, DataExpr, DataKind, Query};
 
-/// The output grid and the request's line budget.
-pub(crate) struct EvalContext {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub step_ms: i64,
-    /// Lines earlier expressions of the request produced.
-    pub lines_used: usize,
-    pub limits: Limits,
-}
-
-impl EvalContext {
-    fn request(&self, expr: &DataExpr) -> ReadRequest {
-        ReadRequest {
-            start_ms: self.start_ms,
-            end_ms: self.end_ms,
-            step_ms: self.step_ms,
-            cf: expr.consolidation(),
-        }
-    }
-
-    /// Lines this expression may still produce.
-    fn lines_left(&self) -> usize {
-        self.limits.max_lines.saturating_sub(self.lines_used)
-    }
-
-    /// Checks that `n` more lines of `len` points fit, before they are allocated.
-    fn check_lines(&self, n: usize, len: usize) -> Result<()> {
-        let lines = self.lines_used.saturating_add(n);
-        if lines > self.limits.max_lines {
-            return Err(Error::TooMany {
-                what: "lines",
-                requested: lines,
-                limit: self.limits.max_lines,
-            });
-        }
-        let points = lines.saturating_mul(len);
-        if points > self.limits.max_datapoints {
-            return Err(Error::TooMany {
-                what: "datapoints",
-                requested: points,
-                limit: self.limits.max_datapoints,
-            });
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn eval(
-    expr: &TimeSeriesExpr,
-    ctx: &EvalContext,
-    src: &dyn SeriesSource,
-) -> Result<Vec<ResultSeries>> {
-    match expr {
-        TimeSeriesExpr::Data(d) => eval_data(d, ctx, src),
-    }
-}
-
-fn eval_data(
+/// Evaluates a data expression; with an offset, reads that much earlier and lays the values
+/// on the request's grid.
+pub(crate) fn eval_data(
     expr: &DataExpr,
     ctx: &EvalContext,
     src: &dyn SeriesSource,
-) -> Result<Vec<ResultSeries>> {
-    let req = ctx.request(expr);
+) -> Result<Vec<Line>> {
+    let shift = expr.offset_ms.div_euclid(ctx.step_ms) * ctx.step_ms;
+    let req = ReadRequest {
+        start_ms: ctx.start_ms - shift,
+        end_ms: ctx.end_ms - shift,
+        step_ms: ctx.step_ms,
+        cf: expr.consolidation(),
+    };
     let ids = src.select(&expr.query().to_matcher());
-    match expr {
-        DataExpr::Aggregate(af) => aggregate(af, &ids, &req, src),
-        DataExpr::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src),
-        DataExpr::All(_) => all(&ids, ctx, &req, src),
+    match &expr.kind {
+        DataKind::Aggregate(af) => aggregate(af, &ids, &req, src),
+        DataKind::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src),
+        DataKind::All(_) => all(&ids, ctx, &req, src),
     }
-}
-
-/// `k=v, k2=v2` over sorted keys: Atlas's default legend.
-pub(crate) fn tags_label(tags: &TagMap) -> String {
-    if tags.is_empty() {
-        return "NO TAGS".to_string();
-    }
-    let mut label = String::new();
-    for (i, (k, v)) in tags.iter().enumerate() {
-        if i > 0 {
-            label.push_str(", ");
-        }
-        label.push_str(k);
-        label.push('=');
-        label.push_str(v);
-    }
-    label
 }
 
 /// Tags of an aggregate line: the query's exact tags, `{name: unknown}` if there are none.
@@ -107,14 +41,14 @@ fn aggregate_tags(query: &Query) -> TagMap {
 }
 
 /// The line drawn when nothing matched (or nothing had data in the window).
-fn no_data(query: &Query, len: usize) -> ResultSeries {
-    let mut tags = query.exact_tags();
+pub(crate) fn no_data(query: Option<&Query>, len: usize) -> Line {
+    let mut tags = query.map(Query::exact_tags).unwrap_or_default();
     if tags.is_empty() {
         tags = TagMap::from_pairs([("name", "NO_DATA")]);
     }
-    ResultSeries {
+    Line {
         tags,
-        label: "NO DATA".to_string(),
+        label: Label::Text("NO DATA".to_string()),
         values: vec![f64::NAN; len],
     }
 }
@@ -124,22 +58,19 @@ fn aggregate(
     ids: &Postings,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<ResultSeries>> {
+) -> Result<Vec<Line>> {
     let len = req.len();
     let mut acc = Accumulator::new(af.op, 1, len);
     if !ids.is_empty() {
         src.visit_values(ids, req, &mut |_, values| acc.add(0, values))?;
     }
     Ok(vec![match acc.finish(0) {
-        Some(values) => {
-            let tags = aggregate_tags(&af.query);
-            ResultSeries {
-                label: tags_label(&tags),
-                tags,
-                values,
-            }
-        }
-        None => no_data(&af.query, len),
+        Some(values) => Line {
+            tags: aggregate_tags(&af.query),
+            label: Label::FromTags,
+            values,
+        },
+        None => no_data(Some(&af.query), len),
     }])
 }
 
@@ -150,7 +81,7 @@ fn group_by(
     ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<ResultSeries>> {
+) -> Result<Vec<Line>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -219,9 +150,9 @@ fn group_by(
         if tags.is_empty() {
             tags = TagMap::from_pairs([("name", "unknown")]);
         }
-        out.push(ResultSeries {
+        out.push(Line {
             tags,
-            label: format!("({})", group.key.trim_end_matches(' ')),
+            label: Label::Text(format!("({})", group.key.trim_end_matches(' '))),
             values,
         });
     }
@@ -251,7 +182,7 @@ fn all(
     ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<ResultSeries>> {
+) -> Result<Vec<Line>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -275,14 +206,14 @@ fn all(
     src.visit_tags(&kept_ids, &mut |id, tags| {
         tags_by_id.insert(id, tags.to_map());
     });
-    let mut out: Vec<ResultSeries> = kept
+    let mut out: Vec<Line> = kept
         .into_iter()
         .filter_map(|(id, values)| {
             // A series that expired between the two passes has no tags any more.
             let tags = tags_by_id.remove(&id)?;
-            Some(ResultSeries {
-                label: tags_label(&tags),
+            Some(Line {
                 tags,
+                label: Label::FromTags,
                 values,
             })
         })
@@ -392,8 +323,9 @@ mod tests {
     use argus_tsdb::{Matcher, SeriesSource};
 
     use super::*;
+    use crate::graph::Limits;
     use crate::interpreter;
-    use crate::model::Item;
+    use crate::model::{Item, TimeSeriesExpr};
 
     /// A store in a vector: what the trait asks for and nothing more. Values are at the
     /// stored step from 0; only reads at the stored step are supported.
@@ -460,18 +392,18 @@ mod tests {
     /// `label {k=v,...} v1 v2 v3`, lines joined by `; `.
     fn check(program: &str, expected: &str) {
         let got = match interpreter::execute(program).as_deref() {
-            Ok([Item::Expr(expr)]) => {
-                let ctx = EvalContext {
-                    start_ms: 0,
-                    end_ms: 2,
-                    step_ms: 1,
-                    lines_used: 1,
-                    limits: Limits {
+            Ok([Item::Expr(TimeSeriesExpr::Data(expr))]) => {
+                let ctx = EvalContext::new(
+                    0,
+                    2,
+                    1,
+                    Limits {
                         max_lines: 4,
                         ..Limits::default()
                     },
-                };
-                match eval(expr, &ctx, &source()) {
+                )
+                .with_lines_used(1);
+                match eval_data(expr, &ctx, &source()) {
                     Ok(lines) => lines
                         .iter()
                         .map(|l| {
@@ -479,7 +411,7 @@ mod tests {
                                 l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
                             let values: Vec<String> =
                                 l.values.iter().map(|v| v.to_string()).collect();
-                            format!("{} {{{}}} {}", l.label, tags.join(","), values.join(" "))
+                            format!("{} {{{}}} {}", l.label(), tags.join(","), values.join(" "))
                         })
                         .collect::<Vec<_>>()
                         .join("; "),
@@ -566,7 +498,7 @@ mod tests {
     #[test]
     fn labels() {
         assert_eq!(
-            tags_label(&TagMap::from_pairs([("nf.app", "a"), ("name", "cpu")])),
+            super::super::tags_label(&TagMap::from_pairs([("nf.app", "a"), ("name", "cpu")])),
             "name=cpu, nf.app=a"
         );
     }

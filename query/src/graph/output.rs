@@ -1,0 +1,220 @@
+//! The text output formats of the graph API, in Atlas's exact shapes: `json` / `std.json`,
+//! `stats.json`, `csv` and `txt`. Numbers print as Java does (`42.0`, `1.0E7`), non-finite
+//! numbers as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` in JSON.
+
+use std::fmt::Write as _;
+
+use jiff::tz::TimeZone;
+
+use super::{GraphResult, ResultSeries};
+use crate::numfmt::{write_fixed6, write_java_double};
+use crate::time::format_duration;
+
+/// Appends a JSON string.
+fn json_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly what JSON needs; writing into a String cannot fail.
+    if let Ok(text) = serde_json::to_string(s) {
+        out.push_str(&text);
+    }
+}
+
+/// Appends a JSON number as Java prints it, or a quoted non-finite value.
+fn json_number(out: &mut String, v: f64) {
+    if v.is_finite() {
+        write_java_double(out, v);
+    } else {
+        out.push('"');
+        write_java_double(out, v);
+        out.push('"');
+    }
+}
+
+/// A line's tags as Atlas lists them: sorted, with `atlas.offset`.
+fn metrics(out: &mut String, s: &ResultSeries) {
+    let mut tags = s.tags.clone();
+    tags.insert("atlas.offset".to_string(), format_duration(s.offset_ms));
+    out.push('{');
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        json_str(out, v);
+    }
+    out.push('}');
+}
+
+fn header(out: &mut String, r: &GraphResult) {
+    out.push_str("\"legend\":[");
+    for (i, s) in r.series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, &s.label);
+    }
+    out.push_str("],\"metrics\":[");
+    for (i, s) in r.series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        metrics(out, s);
+    }
+    out.push(']');
+}
+
+fn notices(out: &mut String, r: &GraphResult) {
+    out.push_str(",\"notices\":[");
+    for (i, n) in r.notices.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, n);
+    }
+    out.push_str("]}");
+}
+
+impl GraphResult {
+    /// The response body in the request's format.
+    pub fn render(&self, req: &super::GraphRequest) -> Vec<u8> {
+        let tz = req.timezones.first().cloned().unwrap_or(TimeZone::UTC);
+        match req.format {
+            super::Format::Json | super::Format::StdJson => self.to_atlas_json().into_bytes(),
+            super::Format::StatsJson => self.to_stats_json().into_bytes(),
+            super::Format::Csv => self.to_separated(',', &tz).into_bytes(),
+            super::Format::Txt => self.to_separated('\t', &tz).into_bytes(),
+            super::Format::Png => super::png::render(self, req),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.series
+            .iter()
+            .map(|s| s.values.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Atlas's `json` (and `std.json`): `{"start", "step", "legend", "metrics", "values",
+    /// "notices"}`, `values` holding one row per timestamp with one value per line.
+    pub fn to_atlas_json(&self) -> String {
+        let rows = self.rows();
+        let mut out = String::with_capacity(256 + rows * self.series.len() * 12);
+        let _ = write!(
+            out,
+            "{{\"start\":{},\"step\":{},",
+            self.start_ms, self.step_ms
+        );
+        header(&mut out, self);
+        out.push_str(",\"values\":[");
+        for row in 0..rows {
+            if row > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            for (i, s) in self.series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_number(&mut out, s.values.get(row).copied().unwrap_or(f64::NAN));
+            }
+            out.push(']');
+        }
+        out.push(']');
+        notices(&mut out, self);
+        out
+    }
+
+    /// Atlas's `stats.json`: the window and, per line, count, avg, total, max, min, last.
+    pub fn to_stats_json(&self) -> String {
+        let end = self.start_ms + self.rows() as i64 * self.step_ms;
+        let mut out = String::with_capacity(256 + self.series.len() * 120);
+        let _ = write!(
+            out,
+            "{{\"start\":{},\"end\":{end},\"step\":{},",
+            self.start_ms, self.step_ms
+        );
+        header(&mut out, self);
+        out.push_str(",\"stats\":[");
+        for (i, s) in self.series.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let st = s.stats();
+            let _ = write!(out, "{{\"count\":{},\"avg\":", st.count);
+            json_number(&mut out, st.avg());
+            out.push_str(",\"total\":");
+            json_number(&mut out, st.total);
+            out.push_str(",\"max\":");
+            json_number(&mut out, st.max);
+            out.push_str(",\"min\":");
+            json_number(&mut out, st.min);
+            out.push_str(",\"last\":");
+            json_number(&mut out, st.last);
+            out.push('}');
+        }
+        out.push(']');
+        notices(&mut out, self);
+        out
+    }
+
+    /// Atlas's `csv` (`sep = ','`) and `txt` (`sep = '\t'`): a quoted header, then one row per
+    /// timestamp (ISO-8601 in `tz`) with `%f` values.
+    pub fn to_separated(&self, sep: char, tz: &TimeZone) -> String {
+        let rows = self.rows();
+        let mut out = String::with_capacity(64 + rows * (26 + self.series.len() * 12));
+        out.push_str("\"timestamp\"");
+        for s in &self.series {
+            out.push(sep);
+            out.push('"');
+            out.push_str(&s.label);
+            out.push('"');
+        }
+        out.push('\n');
+        for row in 0..rows {
+            let t = self.start_ms + row as i64 * self.step_ms;
+            out.push_str(&iso_timestamp(t, tz));
+            for s in &self.series {
+                out.push(sep);
+                write_fixed6(&mut out, s.values.get(row).copied().unwrap_or(f64::NAN));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Java's `ISO_OFFSET_DATE_TIME` of `t_ms` in `tz`: `2012-01-01T08:56:00Z`,
+/// `2012-01-01T00:56:00-08:00`; seconds always, a fraction only when not zero.
+pub(crate) fn iso_timestamp(t_ms: i64, tz: &TimeZone) -> String {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(t_ms) else {
+        return t_ms.to_string();
+    };
+    let offset = tz.to_offset(ts);
+    let dt = offset.to_datetime(ts);
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let ms = dt.millisecond();
+    if ms != 0 {
+        let _ = write!(out, ".{ms:03}");
+    }
+    let secs = offset.seconds();
+    if secs == 0 {
+        out.push('Z');
+    } else {
+        let sign = if secs < 0 { '-' } else { '+' };
+        let abs = secs.unsigned_abs();
+        let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
+        if !abs.is_multiple_of(60) {
+            let _ = write!(out, ":{:02}", abs % 60);
+        }
+    }
+    out
+}
