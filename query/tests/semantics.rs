@@ -9,7 +9,8 @@
 //! `load` starts a fresh store; each indented line is one series: its tags in braces, then
 //! one value per stored step (60 s) from T0 = 2026-01-01T00:00Z. A value is a number,
 //! `NaN`, `_` (no sample at all) or `<value>x<n>` (the value n times). The runner adds
-//! `atlas.dstype=gauge` to every series so values are stored exactly as given.
+//! `atlas.dstype=gauge` to every series so values are stored exactly as given. A tag value in
+//! double quotes keeps its spaces.
 //!
 //! ```text
 //! eval name,cpu,:eq,:sum
@@ -22,7 +23,7 @@
 //!   T0 − 1m (Atlas's first point is one step after `s`, so the first point is T0), `e` = the
 //!   last loaded step, `step=1m`, `tz=UTC`, `format=json`; `now` is the last loaded step.
 //! - `"label" {k=v, k2=v2} v1 v2 ...`: one expected line, in result order, with its legend,
-//!   its tags and its values (`NaN`, `Inf`, `-Inf` allowed).
+//!   its tags and its values (`NaN`, `Inf`, `-Inf` allowed; equal within 1e-6 relative).
 //! - `nothing`: the result has no lines.
 //! - `error <text>`: evaluation fails with an error whose message contains `<text>`.
 
@@ -76,7 +77,13 @@ fn parse_tags(text: &str) -> Result<(TagMap, &str), String> {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| format!("bad tag '{pair}'"))?;
-        tags.insert(k.trim().to_string(), v.trim().to_string());
+        // A value in double quotes keeps its spaces (`percentile=" 50.0"`).
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or(v);
+        tags.insert(k.trim().to_string(), v.to_string());
     }
     Ok((tags, &rest[end + 1..]))
 }
@@ -235,8 +242,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Group>, String> {
     Ok(groups)
 }
 
+/// Equal, both NaN, or within 1e-6 relative (expected values are written with up to six
+/// decimals).
 fn same_value(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan())
+    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0)
 }
 
 fn render(lines: &[(String, TagMap, Vec<f64>)]) -> String {

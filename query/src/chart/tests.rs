@@ -310,38 +310,61 @@ fn hostile_charts_do_not_panic() {
         10,
         vec![plot(vec![line("x", 1, LineStyle::Line, vec![1.0; 3])])],
     ));
-    for style in [
+    let styles = [
         LineStyle::Line,
         LineStyle::Area,
         LineStyle::Stack,
         LineStyle::VSpan,
         LineStyle::Heatmap,
+    ];
+    // Every style together on each scale and tick label mode; shifted copies of the nasty
+    // values so that each line sees them in other steps. Small images keep debug runs quick
+    // (288 px wide still shows stats).
+    let lines: Vec<Line> = styles
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &style)| {
+            let shifted = mixed.iter().cycle().skip(k).take(300).copied().collect();
+            [
+                line("nasty", 0x123456, style, shifted),
+                line("nan", 0x654321, style, vec![f64::NAN; 300]),
+            ]
+        })
+        .collect();
+    for scale in [
+        Scale::Linear,
+        Scale::Log,
+        Scale::LogLinear,
+        Scale::Pow2,
+        Scale::Sqrt,
     ] {
-        for scale in [
-            Scale::Linear,
-            Scale::Log,
-            Scale::LogLinear,
-            Scale::Pow2,
-            Scale::Sqrt,
+        for tick_labels in [
+            TickLabels::Off,
+            TickLabels::Decimal,
+            TickLabels::Binary,
+            TickLabels::Duration,
         ] {
-            for ticks in [
-                TickLabels::Off,
-                TickLabels::Decimal,
-                TickLabels::Binary,
-                TickLabels::Duration,
-            ] {
-                let p = Plot {
-                    scale,
-                    tick_labels: ticks,
-                    lines: vec![
-                        line("nasty", 0x123456, style, mixed.clone()),
-                        line("nan", 0x654321, style, vec![f64::NAN; 300]),
-                    ],
-                    ..Plot::default()
-                };
-                cases.push(chart(400, 150, 300, vec![p]));
-            }
+            let p = Plot {
+                scale,
+                tick_labels,
+                lines: lines.clone(),
+                ..Plot::default()
+            };
+            cases.push(chart(200, 64, 300, vec![p]));
         }
+    }
+    // One style per chart too, so that a single style decides the bounds.
+    for &style in &styles {
+        let lines = vec![line("nasty", 0x123456, style, mixed.clone())];
+        cases.push(chart(
+            200,
+            64,
+            300,
+            vec![Plot {
+                scale: Scale::Log,
+                ..plot(lines)
+            }],
+        ));
     }
     let mut c = chart(
         700,
@@ -400,6 +423,38 @@ fn hostile_charts_do_not_panic() {
         .collect();
     cases.push(chart(800, 400, 120, vec![plot(many)]));
     cases.push(chart(400, 200, 10, (0..9).map(|_| plot(vec![])).collect()));
+    let mut odd = vec![line("transparent", 0, LineStyle::Heatmap, vec![1.0, 2.0])];
+    odd.push(Line {
+        color: Color(0x01FF0000),
+        ..line("alpha 1", 0, LineStyle::Heatmap, vec![3.0; 2])
+    });
+    for w in [f32::MAX, f32::NAN, -3.0, 0.0] {
+        odd.push(Line {
+            width: w,
+            ..line("w", 0xFF00FF, LineStyle::Line, vec![1.0, -1.0])
+        });
+    }
+    for (layout, zoom) in [
+        (Layout::ImageHeight, 1e9),
+        (Layout::Image, 0.0),
+        (Layout::ImageWidth, -1.0),
+    ] {
+        let mut c = chart(64, 64, 2, vec![plot(odd.clone())]);
+        c.layout = layout;
+        c.zoom = zoom;
+        c.title = Some("t".into());
+        c.timezones = vec![jiff::tz::TimeZone::UTC; 40];
+        c.notices = vec!["n".into(); 10_000];
+        cases.push(c);
+    }
+    let mut c = chart(
+        2000,
+        1000,
+        1 << 30,
+        vec![plot(vec![line("s", 9, LineStyle::Line, vec![1.0; 1000])])],
+    );
+    c.step_ms = 1;
+    cases.push(c);
     for c in &cases {
         let img = decode(&render_png(c));
         let l = layout(c);

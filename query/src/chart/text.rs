@@ -3,6 +3,7 @@
 //! glyph rasterizing (ab_glyph) onto the canvas, horizontally or rotated for y-axis labels.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ab_glyph::{Font as _, FontRef, PxScale};
 
@@ -132,11 +133,52 @@ struct Glyph {
     cov: Vec<f32>,
 }
 
-/// Rasterizes glyphs once per (char, size, weight) and draws text onto a [`Canvas`].
+type GlyphKey = (char, u32, bool);
+
+/// Glyph bitmaps shared by all renders (a server draws the same few glyphs over and over);
+/// bounded so that exotic text cannot grow it without limit.
+static GLYPHS: OnceLock<Mutex<HashMap<GlyphKey, Option<Arc<Glyph>>>>> = OnceLock::new();
+const MAX_SHARED_GLYPHS: usize = 4096;
+
+fn fonts() -> &'static [Option<FontRef<'static>>; 2] {
+    static FONTS: OnceLock<[Option<FontRef<'static>>; 2]> = OnceLock::new();
+    FONTS.get_or_init(|| {
+        [
+            FontRef::try_from_slice(dejavu::sans_mono::regular()).ok(),
+            FontRef::try_from_slice(dejavu::sans_mono::bold()).ok(),
+        ]
+    })
+}
+
+fn rasterize(c: char, px: f32, bold: bool) -> Option<Glyph> {
+    let font = fonts()[usize::from(bold)].as_ref()?;
+    // ab_glyph's scale is the ascent-to-descent height, not the em size.
+    let scale = PxScale::from(px * font.height_unscaled() / font.units_per_em()?);
+    let g = font
+        .glyph_id(c)
+        .with_scale_and_position(scale, ab_glyph::point(0.0, 0.0));
+    let outline = font.outline_glyph(g)?;
+    let b = outline.px_bounds();
+    let (w, h) = (b.width() as usize, b.height() as usize);
+    let mut cov = vec![0f32; w * h];
+    outline.draw(|x, y, v| {
+        if let Some(p) = cov.get_mut(y as usize * w + x as usize) {
+            // A gamma keeps small unhinted glyphs from looking washed out.
+            *p = v.clamp(0.0, 1.0).powf(0.6);
+        }
+    });
+    Some(Glyph {
+        left: b.min.x as i32,
+        top: b.min.y as i32,
+        w,
+        h,
+        cov,
+    })
+}
+
+/// Draws text onto a [`Canvas`], with a per-render glyph cache in front of the shared one.
 pub(super) struct TextPainter {
-    regular: Option<FontRef<'static>>,
-    bold: Option<FontRef<'static>>,
-    cache: HashMap<(char, u32, bool), Option<Glyph>>,
+    cache: HashMap<GlyphKey, Option<Arc<Glyph>>>,
 }
 
 /// Which way rotated text turns.
@@ -151,44 +193,28 @@ pub(super) enum Rotation {
 impl TextPainter {
     pub fn new() -> TextPainter {
         TextPainter {
-            regular: FontRef::try_from_slice(dejavu::sans_mono::regular()).ok(),
-            bold: FontRef::try_from_slice(dejavu::sans_mono::bold()).ok(),
             cache: HashMap::new(),
         }
     }
 
-    fn glyph(&mut self, c: char, px: f32, bold: bool) -> Option<&Glyph> {
+    fn glyph(&mut self, c: char, px: f32, bold: bool) -> Option<Arc<Glyph>> {
         let key = (c, px.to_bits(), bold);
-        let font = if bold { &self.bold } else { &self.regular };
         self.cache
             .entry(key)
             .or_insert_with(|| {
-                let font = font.as_ref()?;
-                // ab_glyph's scale is the ascent-to-descent height, not the em size.
-                let upem = font.units_per_em()?;
-                let scale = PxScale::from(px * font.height_unscaled() / upem);
-                let g = font
-                    .glyph_id(c)
-                    .with_scale_and_position(scale, ab_glyph::point(0.0, 0.0));
-                let outline = font.outline_glyph(g)?;
-                let b = outline.px_bounds();
-                let (w, h) = (b.width() as usize, b.height() as usize);
-                let mut cov = vec![0f32; w * h];
-                outline.draw(|x, y, v| {
-                    if let Some(p) = cov.get_mut(y as usize * w + x as usize) {
-                        // A mild gamma keeps small unhinted glyphs from looking washed out.
-                        *p = v.clamp(0.0, 1.0).powf(0.6);
-                    }
-                });
-                Some(Glyph {
-                    left: b.min.x as i32,
-                    top: b.min.y as i32,
-                    w,
-                    h,
-                    cov,
-                })
+                let shared = GLYPHS.get_or_init(Default::default);
+                // A poisoned lock only means another render panicked; the map is still valid.
+                let mut map = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(g) = map.get(&key) {
+                    return g.clone();
+                }
+                let g = rasterize(c, px, bold).map(Arc::new);
+                if map.len() < MAX_SHARED_GLYPHS {
+                    map.insert(key, g.clone());
+                }
+                g
             })
-            .as_ref()
+            .clone()
     }
 
     /// Draws one line with its cell box starting at logical `pos = (x, top)`: glyph cells

@@ -189,10 +189,7 @@ impl Evaluator<'_> {
                 label: Label::Text(crate::numfmt::java_double(*v)),
                 values: vec![*v; len],
             }],
-            E::Random => vec![generated(
-                "random",
-                ctx.timestamps().map(random).collect(),
-            )],
+            E::Random => vec![generated("random", ctx.timestamps().map(random).collect())],
             E::SeededRandom(seed) => vec![generated(
                 &format!("seeded-random({seed})"),
                 ctx.timestamps()
@@ -823,4 +820,49 @@ fn resolve_span_refs(
         return Err("start must be <= end".into());
     }
     Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of Atlas's `:random` / `:srandom` hash at given times (from a port of
+    /// Atlas's `Hash.lowbias32`).
+    #[test]
+    fn random_matches_atlas() {
+        let cases = [
+            (0, 0.0),
+            (60_000, 0.686),
+            (120_000, 0.651),
+            (180_000, 0.375),
+            (1_700_000_000_000, 0.75),
+        ];
+        for (t, want) in cases {
+            assert_eq!(random(t), want, "random({t})");
+        }
+        let seeded = [
+            (0, 0.122),
+            (60_000, 0.077),
+            (120_000, 0.125),
+            (180_000, 0.558),
+        ];
+        for (t, want) in seeded {
+            assert_eq!(random(t ^ 42), want, "srandom 42 at {t}");
+        }
+    }
+
+    #[test]
+    fn calendar_fields() {
+        // 2024-02-29T13:45:30Z, a Thursday.
+        let t = 1_709_214_330_000;
+        assert_eq!(time_value(TimeMode::SecondOfMinute, t), 30.0);
+        assert_eq!(time_value(TimeMode::MinuteOfHour, t), 45.0);
+        assert_eq!(time_value(TimeMode::HourOfDay, t), 13.0);
+        assert_eq!(time_value(TimeMode::DayOfWeek, t), 4.0);
+        assert_eq!(time_value(TimeMode::DayOfMonth, t), 29.0);
+        assert_eq!(time_value(TimeMode::DayOfYear, t), 60.0);
+        assert_eq!(time_value(TimeMode::MonthOfYear, t), 2.0);
+        assert_eq!(time_value(TimeMode::YearOfEra, t), 2024.0);
+        assert_eq!(time_value(TimeMode::Hours, 5_400_000), 1.5);
+    }
 }
