@@ -51,7 +51,11 @@ impl From<PayloadError> for ApiError {
 
 impl From<argus_query::Error> for ApiError {
     fn from(e: argus_query::Error) -> Self {
-        ApiError::bad_request(e.to_string())
+        match e {
+            // The store failing a read is the server's fault; everything else is the query's.
+            argus_query::Error::Store(_) => ApiError::internal(e.to_string()),
+            _ => ApiError::bad_request(e.to_string()),
+        }
     }
 }
 

@@ -30,13 +30,15 @@ pub struct AppState {
 }
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 9] = [
+const ROUTES: [&str; 11] = [
     "/api/v1/publish",
     "/api/v1/publish-fast",
     "/api/v1/backfill",
     "/api/v1/tags",
     "/api/v1/tags/{key}",
     "/api/v1/graph",
+    "/api/v1/expr",
+    "/api/v1/expr/debug",
     "/api/v1/debug/storage",
     "/healthz",
     "/metrics",
@@ -51,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tags", get(tag_keys))
         .route("/api/v1/tags/{key}", get(tag_values))
         .route("/api/v1/graph", get(graph))
+        .route("/api/v1/expr", get(expr_debug))
+        .route("/api/v1/expr/debug", get(expr_debug))
         .route("/api/v1/debug/storage", get(debug_storage))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -309,23 +313,88 @@ fn list_body(items: Vec<String>, txt: bool) -> Response {
 
 async fn graph(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query_params(q)?;
+    // Atlas answers a browser asking for a PNG with an image of the error, so that a broken
+    // dashboard panel says what is wrong where the graph would be.
+    let png = params
+        .iter()
+        .find(|(k, _)| k == "format")
+        .is_none_or(|(_, v)| v == "png");
+    let browser = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_browser);
+    let size = |name: &str, default: u32| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .unwrap_or(default)
+    };
+    let (width, height) = (size("w", 700), size("h", 300));
     let store = state.store.clone();
     let limits = Limits {
         max_lines: state.cfg.graph_max_lines,
         max_datapoints: state.cfg.graph_max_datapoints,
         ..Limits::default()
     };
-    let (content_type, body) = tokio::task::spawn_blocking(move || {
+    let outcome = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
         let result = evaluate_with_limits(&req, &*store, &limits)?;
         Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
     })
     .await
-    .map_err(|e| ApiError::internal(format!("graph task failed: {e}")))??;
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    .map_err(|e| ApiError::internal(format!("graph task failed: {e}")))?;
+    match outcome {
+        Ok((content_type, body)) => {
+            Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+        }
+        Err(e) if png && browser => {
+            let user_error = e.status.is_client_error();
+            let image = argus_query::chart::render_error_png(&e.message, width, height, user_error);
+            Ok(([(header::CONTENT_TYPE, "image/png")], image).into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Atlas's test for a browser's user agent.
+fn is_browser(agent: &str) -> bool {
+    let agent = agent.to_ascii_lowercase();
+    ["mozilla", "msie", "gecko", "chrome", "opera", "webkit"]
+        .iter()
+        .any(|b| agent.contains(b))
+}
+
+/// `GET /api/v1/expr?q=…`: the stack after each step of the expression, as Atlas's expr
+/// debug API; an invalid expression gets the graph API's error.
+async fn expr_debug(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let expr = params
+        .iter()
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| ApiError::bad_request("missing required parameter 'q'"))?;
+    let steps = tokio::task::spawn_blocking(move || argus_query::debug(&expr))
+        .await
+        .map_err(|e| ApiError::internal(format!("expr task failed: {e}")))??;
+    let body: Vec<serde_json::Value> = steps
+        .into_iter()
+        .map(|s| {
+            let vars: serde_json::Map<String, serde_json::Value> = s
+                .variables
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            json!({"program": s.program, "context": {"stack": s.stack, "variables": vars}})
+        })
+        .collect();
+    Ok(axum::Json(body).into_response())
 }
 
 /// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes

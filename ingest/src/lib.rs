@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod offline;
 pub mod publish;
 pub mod server;
 pub mod validation;

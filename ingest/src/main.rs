@@ -25,6 +25,44 @@ enum Command {
     /// options, e.g. `step = "10s"`) or an ARGUS_* environment variable. Flags win over the
     /// environment, which wins over the file.
     Server(ServerArgs),
+    /// Evaluate a Stack Language expression over series in a file, with no server, and print
+    /// what the graph API would return for the same data.
+    ///
+    /// The file holds `{"step": <ms>, "series": [{"tags": {...}, "start": <ms>, "values":
+    /// [<number or "NaN">, ...]}]}`; value i of a series is at start + i*step. Times take the
+    /// graph API's syntax; `now` is the end of the data.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// JSON file with the series.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Start of the window [default: e-3h].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    s: Option<String>,
+    /// End of the window [default: now, the end of the data].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    e: Option<String>,
+    /// Step of the output [default: the file's step, grown to fit the width].
+    #[arg(long, value_name = "DURATION")]
+    step: Option<String>,
+    /// Time zone for dates without a zone and for csv/txt/png times [default: US/Pacific].
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// Output format: json, std.json, csv, txt, stats.json or png.
+    #[arg(long, default_value = "json")]
+    format: String,
+    /// Further graph parameters as KEY=VALUE (e.g. w=800, title=..., theme=dark).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The expression, e.g. name,sps,:eq,:sum,(,nf.app,),:by
+    #[arg(value_name = "EXPR", allow_hyphen_values = true)]
+    expr: String,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +135,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Eval(args) => run_eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +144,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let mut params = vec![
+        ("q".to_string(), args.expr),
+        ("format".to_string(), args.format),
+    ];
+    for (k, v) in [
+        ("s", args.s),
+        ("e", args.e),
+        ("step", args.step),
+        ("tz", args.tz),
+    ] {
+        if let Some(v) = v {
+            params.push((k.to_string(), v));
+        }
+    }
+    for p in args.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+        params.push((k.to_string(), v.to_string()));
+    }
+    let body = argus_ingest::offline::run(&args.input, &params)?;
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body).context("writing the output")?;
+            if !body.ends_with(b"\n") && !body.starts_with(b"\x89PNG") {
+                out.write_all(b"\n").context("writing the output")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {

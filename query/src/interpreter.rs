@@ -188,10 +188,85 @@ pub(crate) fn execute(program: &str) -> Result<Vec<Item>> {
     Ok(out)
 }
 
+/// One step of a program run, as `/api/v1/expr` shows it: the tokens still to run and the
+/// stack (top first) and variables after the tokens before them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugStep {
+    pub program: Vec<String>,
+    pub stack: Vec<String>,
+    pub variables: Vec<(String, String)>,
+}
+
+fn token_text(token: &Token) -> String {
+    match token {
+        Token::Str { value, .. } => Item::Str(value.clone()).to_string(),
+        Token::Word { name, .. } => format!(":{name}"),
+        Token::List { items, .. } => list_item(items.clone()).to_string(),
+    }
+}
+
+/// Runs a program token by token and records the state before the first token and after
+/// each one (a list is one token). Fails as [`execute`] does.
+pub(crate) fn debug(program: &str) -> Result<Vec<DebugStep>> {
+    let tokens = parser::parse(program)?;
+    let texts: Vec<String> = tokens.iter().map(token_text).collect();
+    let mut ctx = Context::new(registry());
+    let snapshot = |ctx: &Context<'_>, done: usize| {
+        let mut stack: Vec<String> = ctx
+            .frozen
+            .iter()
+            .chain(ctx.stack.iter())
+            .map(Item::to_string)
+            .collect();
+        stack.reverse();
+        let mut variables: Vec<(String, String)> = ctx
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        variables.sort();
+        DebugStep {
+            program: texts[done..].to_vec(),
+            stack,
+            variables,
+        }
+    };
+    let mut steps = vec![snapshot(&ctx, 0)];
+    for (i, token) in tokens.into_iter().enumerate() {
+        match token {
+            Token::Str { value, .. } => ctx.stack.push(Item::Str(value)),
+            Token::List { items, .. } => ctx.stack.push(list_item(items)),
+            Token::Word { name, pos } => {
+                ctx.pos = pos;
+                ctx.execute_word(&name, pos)?;
+            }
+        }
+        steps.push(snapshot(&ctx, i + 1));
+    }
+    Ok(steps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::print_stack;
+
+    #[test]
+    fn debug_steps() {
+        let steps = debug("name,sps,:eq,(,a,),:drop,k,:swap,:set").unwrap();
+        let remaining: Vec<usize> = steps.iter().map(|s| s.program.len()).collect();
+        assert_eq!(remaining, [8, 7, 6, 5, 4, 3, 2, 1, 0]);
+        assert_eq!(steps[0].program[3], "(,a,)");
+        assert_eq!(steps[2].stack, ["sps", "name"]);
+        assert_eq!(steps[3].stack, ["name,sps,:eq"]);
+        assert_eq!(steps[4].stack, ["(,a,)", "name,sps,:eq"]);
+        assert!(steps[8].stack.is_empty());
+        assert_eq!(
+            steps[8].variables,
+            [("k".to_string(), "name,sps,:eq".to_string())]
+        );
+        assert!(debug("a,:nope").is_err());
+    }
 
     fn check(program: &str, expected: &str) {
         let got = match execute(program) {

@@ -23,6 +23,16 @@ mod words;
 
 pub use error::{Error, Result};
 pub use eval::Stats;
+pub use interpreter::DebugStep;
+
+/// Runs an expression step by step, as Atlas's `/api/v1/expr` shows it: the initial state,
+/// then the state after each token. An invalid expression is the same error the graph API
+/// gives.
+pub fn debug(expr: &str) -> Result<Vec<DebugStep>> {
+    let steps = interpreter::debug(expr)?;
+    graph::presentations(interpreter::execute(expr)?)?;
+    Ok(steps)
+}
 pub use graph::{
     Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits,
 };

@@ -238,8 +238,19 @@ impl Store {
     }
 
     /// The id of the series with exactly these tags, created if new. A new series is in the
-    /// index, and so visible to queries, before this returns.
+    /// index, and so visible to queries, before this returns. Its `atlas.dstype` tag (rate
+    /// when absent) says how samples land on steps.
     pub fn resolve(&self, tags: &TagMap) -> SeriesId {
+        let dstype = tags
+            .get(DsType::TAG)
+            .and_then(DsType::parse)
+            .unwrap_or(DsType::Rate);
+        self.resolve_as(tags, dstype)
+    }
+
+    /// Like [`Store::resolve`], with the dstype of a new series given rather than read from
+    /// its tags (values loaded as they are, whatever the tags say).
+    pub fn resolve_as(&self, tags: &TagMap, dstype: DsType) -> SeriesId {
         let hash = hash_tags(tags.iter());
         if let Some(id) = self.catalog.read().find(hash, tags) {
             return id;
@@ -272,10 +283,6 @@ impl Store {
                 cat.collisions.entry(hash).or_default().push(id);
             }
         }
-        let dstype = tags
-            .get(DsType::TAG)
-            .and_then(DsType::parse)
-            .unwrap_or(DsType::Rate);
         // Lock order is always catalog, then shard.
         let mut shard = self.shard(id).write();
         let local = id as usize / SHARDS;

@@ -1,0 +1,127 @@
+//! `argus eval`: evaluates a Stack Language expression with no server, over series read from
+//! a JSON file, and prints exactly what the graph API returns for the same data.
+//!
+//! The file: `{"step": <ms>, "series": [{"tags": {...}, "start": <ms>, "values": [<number or
+//! "NaN">, ...]}]}`. Value `i` of a series is at `start + i * step`; values are stored as
+//! given (no rate conversion), on the file's step.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use argus_query::{GraphRequest, Limits, evaluate_with_limits};
+use argus_tsdb::{DsType, Store, StoreConfig, TagMap};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputFile {
+    step: i64,
+    series: Vec<InputSeries>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSeries {
+    tags: std::collections::BTreeMap<String, String>,
+    start: i64,
+    values: Vec<InputValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InputValue {
+    Number(f64),
+    Text(String),
+}
+
+impl InputValue {
+    fn value(&self) -> Option<f64> {
+        match self {
+            InputValue::Number(v) => Some(*v),
+            InputValue::Text(t) => match t.as_str() {
+                "NaN" => Some(f64::NAN),
+                "Infinity" => Some(f64::INFINITY),
+                "-Infinity" => Some(f64::NEG_INFINITY),
+                other => other.parse().ok(),
+            },
+        }
+    }
+}
+
+/// Largest number of values the command loads, so a mistaken file fails clearly instead of
+/// exhausting memory.
+const MAX_VALUES: usize = 50_000_000;
+
+/// Loads the file into an in-memory store whose clock stands at the end of the data.
+pub fn load(path: &Path) -> anyhow::Result<(Store, i64)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let input: InputFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "parsing {} (expected {{\"step\": ms, \"series\": [...]}})",
+            path.display()
+        )
+    })?;
+    if input.step <= 0 || input.step > 86_400_000 {
+        bail!(
+            "{}: step must be between 1 ms and one day, got {}",
+            path.display(),
+            input.step
+        );
+    }
+    let total: usize = input.series.iter().map(|s| s.values.len()).sum();
+    if total > MAX_VALUES {
+        bail!(
+            "{}: {total} values is more than {MAX_VALUES}",
+            path.display()
+        );
+    }
+    let step = input.step;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for s in &input.series {
+        if !s.values.is_empty() {
+            let end = s
+                .start
+                .checked_add((s.values.len() as i64 - 1).saturating_mul(step))
+                .context("a series ends past the year 292 million")?;
+            first = first.min(s.start);
+            last = last.max(end);
+        }
+    }
+    if first > last {
+        first = 0;
+        last = 0;
+    }
+    let now = last;
+    let retention = last.saturating_sub(first).saturating_add(2 * step);
+    let store = Store::with_clock(StoreConfig::new(step, retention), Arc::new(move || now));
+    for (n, s) in input.series.iter().enumerate() {
+        if s.tags.is_empty() {
+            bail!("{}: series {n} has no tags", path.display());
+        }
+        let tags: TagMap = s.tags.iter().collect();
+        let id = store.resolve_as(&tags, DsType::Gauge);
+        for (i, v) in s.values.iter().enumerate() {
+            let Some(value) = v.value() else {
+                bail!("{}: series {n}, value {i}: not a number", path.display());
+            };
+            if value.is_nan() {
+                continue;
+            }
+            store
+                .append(id, s.start + i as i64 * step, value)
+                .with_context(|| format!("{}: series {n}, value {i}", path.display()))?;
+        }
+    }
+    Ok((store, now))
+}
+
+/// Evaluates `params` (graph API parameters, `q` included) over the file; returns the body
+/// the graph API would send.
+pub fn run(path: &Path, params: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
+    let (store, now) = load(path)?;
+    let req = GraphRequest::from_params(params, now, store.config().step_ms)?;
+    let result = evaluate_with_limits(&req, &store, &Limits::default())?;
+    Ok(result.render(&req))
+}
