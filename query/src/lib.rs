@@ -13,6 +13,8 @@
 pub mod chart;
 mod error;
 mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 mod interpreter;
 mod model;

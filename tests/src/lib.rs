@@ -106,6 +106,29 @@ impl Server {
         (status, body, headers)
     }
 
+    /// GET a path with extra request headers; returns (status, content type, raw body).
+    pub fn get_bytes(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        let mut req = Self::agent().get(&format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        (status, content_type, body)
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         let (s, b, _) = self.get_full(path);
         (s, b)
