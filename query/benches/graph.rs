@@ -213,5 +213,53 @@ fn bench_graph(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_graph);
+/// Typical dashboard expressions beyond plain aggregates: the cost of the math, stateful and
+/// filter layers on top of the data they read.
+const DASHBOARD: &[(&str, &str)] = &[
+    (
+        "topk_others_by_app",
+        "name,http.requests,:eq,:sum,(,nf.app,),:by,max,10,:topk-others-sum",
+    ),
+    (
+        "hour_over_hour",
+        "name,http.requests,:eq,:sum,:dup,1h,:offset,:sub",
+    ),
+    (
+        "rolling_mean_by_app",
+        "name,sys.cpu.utilization,:eq,:avg,(,nf.app,),:by,5,3,:rolling-mean",
+    ),
+    ("des_of_max", "name,http.latency,:eq,:max,10,0.1,0.5,:des"),
+    (
+        "error_ratio_by_cluster",
+        "name,http.requests,:eq,status,5xx,:eq,:and,:sum,(,nf.cluster,),:by,\
+         name,http.requests,:eq,:sum,(,nf.cluster,),:by,:div,100,:mul",
+    ),
+];
+
+fn bench_dashboard(c: &mut Criterion) {
+    let store = build_store();
+    let limits = Limits {
+        max_lines: 10_000,
+        ..Limits::default()
+    };
+    let mut group = c.benchmark_group("graph_dashboard");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(4));
+    for (id, expr) in DASHBOARD {
+        let req = request(expr);
+        group.bench_function(*id, |b| {
+            b.iter(|| black_box(evaluate_with_limits(&req, &store, &limits).expect("query runs")))
+        });
+    }
+    // A PNG of q1's 80 lines with legend and stats, as a dashboard panel asks for it.
+    let mut req = request(QUERIES[0].1);
+    req.format = argus_query::Format::Png;
+    let result = evaluate_with_limits(&req, &store, &limits).expect("query runs");
+    group.bench_function("png_q1_80_lines", |b| {
+        b.iter(|| black_box(result.render(&req)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_graph, bench_dashboard);
 criterion_main!(benches);

@@ -207,7 +207,7 @@ pub fn evaluate_with_limits(
     let mut shift_palette = Palette::for_theme(theme, true);
 
     let mut all: Vec<ResultSeries> = Vec::new();
-    for (i, style) in exprs.iter().enumerate() {
+    for style in &exprs {
         ctx.lines_used = all.len();
         let lines = eval::eval(&style.expr, &ctx, source)?;
         let total = all.len() + lines.len();
@@ -218,11 +218,11 @@ pub fn evaluate_with_limits(
                 limit: limits.max_lines,
             });
         }
-        let axis = match style.get("axis") {
-            Some(a) => a.parse::<usize>().unwrap_or(0).min(MAX_AXES - 1),
-            None if req.image.axis_per_line => i.min(MAX_AXES - 1),
-            None => 0,
-        };
+        let axis = style
+            .get("axis")
+            .and_then(|a| a.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(MAX_AXES - 1);
         let offset_ms = style.expr.min_offset_ms();
         let query = style.to_string();
         let group_by_keys = style.expr.grouping();
@@ -291,6 +291,22 @@ pub fn evaluate_with_limits(
             out.truncate(n);
         }
         all.extend(out);
+    }
+
+    // `axis_per_line`: each line on its own y-axis, when that is possible (Atlas's rules).
+    if req.image.axis_per_line {
+        if exprs.iter().any(|s| s.get("axis").is_some()) {
+            notices.push("axisPerLine cannot be used with explicit multi axis".to_string());
+        } else if all.len() > MAX_AXES {
+            notices.push(format!(
+                "Too many Y-axes, {} > {MAX_AXES}, axis per line disabled.",
+                all.len()
+            ));
+        } else {
+            for (i, line) in all.iter_mut().enumerate() {
+                line.axis = i;
+            }
+        }
     }
 
     // Plots in axis order; within an axis, the URL's sort for that axis wins.
