@@ -75,6 +75,9 @@ def main():
     ap.add_argument("--work", default="/tmp/argus-peer-load")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "argus"))
     ap.add_argument("--port", type=int, default=17101)
+    ap.add_argument("--settle", type=float, default=15.0,
+                    help="seconds between the end of the load and the queries, so the maintenance "
+                         "pass that seals the last heads is over (a dashboard's steady state)")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     data = ensure_dataset(args.work, args.series, args.minutes)
@@ -132,6 +135,8 @@ def main():
         load_cpu = cpu_seconds(proc.pid) - cpu0
         time.sleep(2)
         rss_after = rss_bytes(proc.pid)
+        time.sleep(max(0.0, args.settle - 2))
+        rss_before_queries = rss_bytes(proc.pid)
 
         def get(path):
             conn.request("GET", path)
@@ -161,7 +166,7 @@ def main():
                 a = time.perf_counter()
                 get(path)
                 ts.append((time.perf_counter() - a) * 1000)
-            timings[qid] = {"p50_ms": round(statistics.median(ts), 2), "lines": len(j["legend"]),
+            timings[qid] = {"p50_ms": round(statistics.median(ts), 2), "min_ms": round(min(ts), 2), "lines": len(j["legend"]),
                             "sum": total}
         st, body = get("/metrics")
         own = {line.split("{")[1].split("}")[0].split('"')[1]: int(line.split()[-1])
@@ -174,6 +179,7 @@ def main():
                      "samples_per_cpu_s": round(sent / load_cpu) if load_cpu else None},
             "rss": {"idle_bytes": rss_idle, "after_bytes": rss_after,
                     "bytes_per_series": round((rss_after - rss_idle) / len(series), 1),
+                    "before_queries_bytes_per_series": round((rss_before_queries - rss_idle) / len(series), 1),
                     "settled_bytes": rss_settled,
                     "settled_bytes_per_series": round((rss_settled - rss_idle) / len(series), 1)},
             "store_accounting": {"bytes": own, "bytes_per_series": round(sum(own.values()) / len(series), 1)},

@@ -96,13 +96,25 @@ pub trait SeriesSource: Send + Sync {
     /// Calls `f` with the tags of each series of `ids` that still exists, in ascending id order.
     fn visit_tags(&self, ids: &Postings, f: &mut dyn FnMut(SeriesId, &dyn Tags));
 
-    /// Calls `f` with the values of each series of `ids` over `req`, in ascending id order.
+    /// Calls `f` with the values of each series of `ids` over `req`, in an order of the
+    /// store's choosing (callers must not rely on id order).
     fn visit_values(
         &self,
         ids: &Postings,
         req: &ReadRequest,
         f: &mut dyn FnMut(SeriesId, &[f64]),
     ) -> Result<()>;
+
+    /// Splits `ids` into at most `n` sets that separate threads can read at once without
+    /// contending on the store's locks. By default, contiguous ranges.
+    fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {
+        let n = n.max(1);
+        let per = (ids.len() as usize).div_ceil(n).max(1);
+        let all: Vec<SeriesId> = ids.iter().collect();
+        all.chunks(per)
+            .map(|c| c.iter().copied().collect())
+            .collect()
+    }
 }
 
 #[cfg(test)]

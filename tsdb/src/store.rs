@@ -602,6 +602,17 @@ impl SeriesSource for Store {
         self.cfg.step_ms
     }
 
+    /// Splits by shard: each part holds whole shards, so parallel readers never share a
+    /// lock.
+    fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {
+        let n = n.clamp(1, SHARDS);
+        let mut parts = vec![Postings::new(); n];
+        for id in ids {
+            parts[(id as usize & (SHARDS - 1)) % n].insert(id);
+        }
+        parts
+    }
+
     fn select(&self, m: &Matcher) -> Postings {
         let cat = self.catalog.read();
         cat.index.select(m, &cat.interner)
@@ -633,6 +644,8 @@ impl SeriesSource for Store {
         let mut out = vec![f64::NAN; req.len()];
         let layout = self.cfg.layout();
         let mut scratch = vec![f64::NAN; layout.max_unit_steps()];
+        // Ascending ids walk the series' memory in allocation order, which the hardware
+        // prefetcher likes: measured faster than grouping by shard to take fewer locks.
         for id in ids {
             {
                 let shard = self.shard(id).read();

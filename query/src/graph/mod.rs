@@ -311,8 +311,12 @@ pub fn evaluate_with_limits(
 
     // Plots in axis order; within an axis, the URL's sort for that axis wins.
     let mut series = Vec::with_capacity(all.len());
-    for axis in 0..MAX_AXES {
-        let mut lines: Vec<ResultSeries> = all.iter().filter(|s| s.axis == axis).cloned().collect();
+    let mut by_axis: Vec<Vec<ResultSeries>> = vec![Vec::new(); MAX_AXES];
+    for line in all {
+        let axis = line.axis.min(MAX_AXES - 1);
+        by_axis[axis].push(line);
+    }
+    for (axis, mut lines) in by_axis.into_iter().enumerate() {
         if let Some(a) = req.image.axes.get(axis)
             && (a.sort.is_some() || a.order_desc)
         {
