@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub graph_max_lines: usize,
     /// Most datapoints one graph request may return, over all lines.
     pub graph_max_datapoints: usize,
+    /// Largest gRPC message accepted (decompressed); larger ones get RESOURCE_EXHAUSTED.
+    pub grpc_max_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +91,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 << 20,
             graph_max_lines: 1024,
             graph_max_datapoints: 500_000,
+            grpc_max_message_bytes: 16 << 20,
         }
     }
 }
@@ -106,6 +109,7 @@ pub struct ConfigLayer {
     pub max_body_bytes: Option<usize>,
     pub graph_max_lines: Option<usize>,
     pub graph_max_datapoints: Option<usize>,
+    pub grpc_max_message_bytes: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -127,6 +131,7 @@ impl ConfigLayer {
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             graph_max_lines: self.graph_max_lines.or(lower.graph_max_lines),
             graph_max_datapoints: self.graph_max_datapoints.or(lower.graph_max_datapoints),
+            grpc_max_message_bytes: self.grpc_max_message_bytes.or(lower.grpc_max_message_bytes),
         }
     }
 
@@ -162,6 +167,9 @@ impl ConfigLayer {
             max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
             graph_max_lines: self.graph_max_lines.unwrap_or(d.graph_max_lines),
             graph_max_datapoints: self.graph_max_datapoints.unwrap_or(d.graph_max_datapoints),
+            grpc_max_message_bytes: self
+                .grpc_max_message_bytes
+                .unwrap_or(d.grpc_max_message_bytes),
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

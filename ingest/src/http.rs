@@ -2,7 +2,11 @@
 //! Handlers are thin: decode the request, call the store or the query crate on a blocking
 //! thread when the work is CPU-bound, and turn the outcome into Atlas's response shapes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use argus_proto::v1::Hello;
+use parking_lot::Mutex;
 
 use argus_query::graph::{GraphRequest, Limits, evaluate_with_limits};
 use argus_tsdb::{Matcher, Store};
@@ -17,7 +21,10 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::config::ServerConfig;
+use crate::convert::RemoteWriteState;
 use crate::error::ApiError;
+use crate::events::{EventHub, parse_ndjson};
+use crate::grpc::AgentRegistry;
 use crate::metrics::ServerMetrics;
 use crate::publish::{Mode, PayloadError, decode_body, parse_payload, store_datapoints};
 
@@ -27,11 +34,33 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub cfg: Arc<ServerConfig>,
     pub metrics: Arc<ServerMetrics>,
+    pub events: Arc<EventHub>,
+    /// Batches already stored, per agent (resends are recognised).
+    pub agents: Arc<AgentRegistry>,
+    /// Agents with an open control stream, by id.
+    pub connected: Arc<Mutex<HashMap<String, Hello>>>,
+    pub remote_write: Arc<RemoteWriteState>,
+}
+
+impl AppState {
+    pub fn new(cfg: ServerConfig, store: Arc<Store>) -> Self {
+        AppState {
+            events: Arc::new(EventHub::new(store.clone())),
+            store,
+            cfg: Arc::new(cfg),
+            metrics: Arc::new(ServerMetrics::default()),
+            agents: Arc::new(AgentRegistry::default()),
+            connected: Arc::new(Mutex::new(HashMap::new())),
+            remote_write: Arc::new(RemoteWriteState::default()),
+        }
+    }
 }
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 11] = [
+const ROUTES: [&str; 13] = [
     "/api/v1/publish",
+    "/api/v1/write",
+    "/api/v1/events/{stream}",
     "/api/v1/publish-fast",
     "/api/v1/backfill",
     "/api/v1/tags",
@@ -50,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/publish-fast", post(publish))
         .route("/api/v1/backfill", post(backfill))
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/events/{stream}", post(events))
         .route("/api/v1/tags", get(tag_keys))
         .route("/api/v1/tags/{key}", get(tag_values))
         .route("/api/v1/graph", get(graph))
@@ -252,6 +283,114 @@ fn tags_response(body: Response, next: Option<String>) -> Response {
         resp.headers_mut().insert("x-nflx-atlas-next-offset", v);
     }
     resp
+}
+
+/// Prometheus remote write 1.0: a snappy-compressed `WriteRequest`. 204 when everything was
+/// stored; 400 (not retried by Prometheus) for a malformed body or refused series, the
+/// valid samples of the request stored; 413 for a body whose decompressed size is over the
+/// limit, found from the snappy header before anything is decompressed.
+async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: format!("reading request body: {}", e.body_text()),
+    })?;
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && enc.as_bytes() != b"snappy"
+    {
+        return Err(ApiError::bad_request(format!(
+            "unsupported Content-Encoding {:?}: remote write bodies are snappy (block format)",
+            String::from_utf8_lossy(enc.as_bytes())
+        )));
+    }
+    let limit = state.cfg.max_body_bytes;
+    let st = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let len = snap::raw::decompress_len(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
+        if len > limit {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "snappy body would decompress to {len} bytes, over the limit of {limit}"
+                ),
+            });
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
+        let mut conv = st
+            .remote_write
+            .convert(&st.store, &raw)
+            .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))?;
+        let stored = conv.store(&st.store);
+        crate::memory::note_churn();
+        Ok::<_, ApiError>((stored, conv))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("remote write task failed: {e}")))??;
+    let (stored, conv) = outcome;
+    for r in &conv.rejected {
+        state.metrics.reject(r.reason, 1);
+    }
+    if conv.rejected_count() == 0 {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Err(ApiError::bad_request(format!(
+        "{} samples refused, {stored} stored; first reasons: {}",
+        conv.rejected_count(),
+        conv.reasons().join("; ")
+    )))
+}
+
+/// Raw events as NDJSON, one JSON object per line, into an event stream. 200 when every line
+/// was taken, 202 with the reasons when some were refused, 400 when none was.
+async fn events(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: format!("reading request body: {}", e.body_text()),
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("invalid").to_string());
+    let st = state.clone();
+    let (accepted, refused) = tokio::task::spawn_blocking(move || {
+        let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
+        let parsed = parse_ndjson(&decoded, st.store.now_ms());
+        let (events, refused): (Vec<_>, Vec<_>) = parsed.into_iter().partition(Result::is_ok);
+        let events: Vec<_> = events.into_iter().filter_map(Result::ok).collect();
+        let refused: Vec<String> = refused.into_iter().filter_map(Result::err).collect();
+        let n = st
+            .events
+            .publish(&stream, &events)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok::<_, ApiError>((n, refused))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("events task failed: {e}")))??;
+    if refused.is_empty() {
+        return Ok(axum::Json(json!({"accepted": accepted})).into_response());
+    }
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = json!({
+        "type": if accepted == 0 { "error" } else { "partial" },
+        "accepted": accepted,
+        "errorCount": refused.len(),
+        "message": refused.iter().take(5).collect::<Vec<_>>(),
+    });
+    Ok((status, axum::Json(body)).into_response())
 }
 
 async fn tag_keys(

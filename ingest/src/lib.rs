@@ -2,7 +2,10 @@
 //! the server's own metrics. Wire formats are converted to store types here and nowhere else.
 
 pub mod config;
+pub mod convert;
 pub mod error;
+pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod memory;
 pub mod metrics;

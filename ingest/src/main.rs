@@ -68,13 +68,14 @@ struct EvalArgs {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
-    /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints).
+    /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
+    /// grpc-max-message-bytes).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
     #[arg(long, env = "ARGUS_HTTP_ADDR", value_name = "HOST:PORT")]
     http_addr: Option<String>,
-    /// Address reserved for the gRPC ingest service (agents, OTLP) [default: 127.0.0.1:4317].
+    /// Address of the gRPC services: the agent protocol and OTLP [default: 127.0.0.1:4317].
     #[arg(long, env = "ARGUS_GRPC_ADDR", value_name = "HOST:PORT")]
     grpc_addr: Option<String>,
     /// Directory for the server's files (created if missing) [default: argus-data].
@@ -99,6 +100,10 @@ struct ServerArgs {
     /// Most datapoints one graph request may return over all lines [default: 500000].
     #[arg(long, env = "ARGUS_GRAPH_MAX_DATAPOINTS", value_name = "N")]
     graph_max_datapoints: Option<usize>,
+    /// Largest gRPC message accepted, after decompression; larger ones are refused with
+    /// RESOURCE_EXHAUSTED [default: 16777216].
+    #[arg(long, env = "ARGUS_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    grpc_max_message_bytes: Option<usize>,
 }
 
 impl ServerArgs {
@@ -117,6 +122,7 @@ impl ServerArgs {
             max_body_bytes: self.max_body_bytes,
             graph_max_lines: self.graph_max_lines,
             graph_max_datapoints: self.graph_max_datapoints,
+            grpc_max_message_bytes: self.grpc_max_message_bytes,
         };
         flags.over(file).resolve()
     }

@@ -10,7 +10,6 @@ use argus_tsdb::{Store, StoreConfig};
 
 use crate::config::ServerConfig;
 use crate::http::{AppState, router};
-use crate::metrics::ServerMetrics;
 
 /// How often finished heads are sealed and expired data dropped.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
@@ -20,15 +19,12 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
 pub fn new_state(cfg: ServerConfig) -> AppState {
     let store = Store::new(StoreConfig::new(cfg.step_ms, cfg.retention_ms));
-    AppState {
-        store: Arc::new(store),
-        cfg: Arc::new(cfg),
-        metrics: Arc::new(ServerMetrics::default()),
-    }
+    AppState::new(cfg, Arc::new(store))
 }
 
-/// Runs the server until `shutdown` completes. Prints the bound HTTP address on stdout as
-/// `argus: HTTP API listening on http://ADDR` (tests that bind port 0 read it from there).
+/// Runs the server until `shutdown` completes. Prints the bound addresses on stdout as
+/// `argus: HTTP API listening on http://ADDR` and `argus: gRPC listening on ADDR` (tests that
+/// bind port 0 read them from there).
 pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -41,6 +37,12 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the bound HTTP address")?;
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("binding the gRPC services to {}", cfg.grpc_addr))?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .context("reading the bound gRPC address")?;
     let state = new_state(cfg);
     tracing::info!(
         step_ms = state.cfg.step_ms,
@@ -48,8 +50,8 @@ pub async fn run(
         data_dir = %state.cfg.data_dir.display(),
         "store ready (in memory; the write-ahead log and snapshots are not written yet)"
     );
-    tracing::warn!(grpc_addr = %state.cfg.grpc_addr, "the gRPC ingest service is not served yet; the address is reserved");
     println!("argus: HTTP API listening on http://{addr}");
+    println!("argus: gRPC listening on {grpc_addr}");
 
     let store = state.store.clone();
     let maintenance = tokio::spawn(async move {
@@ -92,14 +94,33 @@ pub async fn run(
         }
     });
 
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tokio::spawn(crate::grpc::serve(
+        state.clone(),
+        grpc_listener,
+        async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx;
     let app = router(state);
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
         .await
         .context("serving the HTTP API");
+    let grpc_served = grpc.await.context("the gRPC task failed")?;
     maintenance.abort();
     reclaim.abort();
-    served
+    served?;
+    grpc_served.context("serving gRPC")
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -1,3 +1,21 @@
-//! Argus wire types. The `argus.v1` protobuf package (metric and event streams, the control
-//! stream) and the OTLP services are generated here, without a system `protoc`, by the gRPC
-//! ingest work; until then this crate is intentionally empty so the dependency arrows exist.
+//! Argus wire types: the `argus.v1` agent protocol (metric and event streams, the control
+//! stream), generated from `proto/argus/v1/ingest.proto` at build time without a system
+//! `protoc`, and the Prometheus remote-write 1.0 messages. The OTLP services come from the
+//! `opentelemetry-proto` crate, re-exported as [`otlp`].
+//!
+//! This crate knows nothing of the store or of any other Argus crate: conversion between
+//! these types and the store's lives in the server (`ingest/src/convert.rs`).
+
+pub mod v1 {
+    //! The agent protocol, package `argus.v1`.
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("argus.v1");
+}
+
+pub mod remote_write;
+
+/// OTLP metrics and logs (messages and gRPC services).
+pub use opentelemetry_proto::tonic as otlp;
+
+/// The request metadata key an agent names itself with on every stream.
+pub const AGENT_ID_HEADER: &str = "argus-agent-id";

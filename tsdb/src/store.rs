@@ -201,6 +201,7 @@ pub struct Store {
     shards: Box<[RwLock<Shard>]>,
     samples_stored: AtomicU64,
     series_created: AtomicU64,
+    series_dropped: AtomicU64,
 }
 
 impl Store {
@@ -216,6 +217,7 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             samples_stored: AtomicU64::new(0),
             series_created: AtomicU64::new(0),
+            series_dropped: AtomicU64::new(0),
         }
     }
 
@@ -430,6 +432,7 @@ impl Store {
                 }
                 free.push(id);
                 report.series_dropped += 1;
+                self.series_dropped.fetch_add(1, Ordering::Release);
             }
         }
         report
@@ -447,6 +450,12 @@ impl Store {
 
     pub fn series_count(&self) -> usize {
         self.catalog.read().index.len() as usize
+    }
+
+    /// Series dropped since start. Their ids are reused, so a cache of ids by tags must be
+    /// cleared when this changes.
+    pub fn series_dropped(&self) -> u64 {
+        self.series_dropped.load(Ordering::Acquire)
     }
 
     pub fn samples_stored(&self) -> u64 {

@@ -1,0 +1,1018 @@
+//! Wire formats to store types, in one place: the agent protocol (`argus.v1`), Prometheus
+//! remote write, OTLP metrics and OTLP logs. Each turns what arrives into series (tags and
+//! how samples land on steps) and samples, or into events, with a reason for everything it
+//! refuses. Nothing here knows HTTP or gRPC transport.
+
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
+
+use ahash::AHashMap;
+use argus_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use argus_proto::otlp::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use argus_proto::remote_write::{MetricType, STALE_NAN_BITS};
+use argus_proto::v1;
+use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap};
+use parking_lot::RwLock;
+
+use crate::events::Event;
+use crate::validation::{RejectReason, Rejection, clip, validate_tags};
+
+/// How many refusals a response or acknowledgement lists in full.
+pub const MAX_REASONS: usize = 5;
+
+/// What a conversion produced: samples for the store and the refusals.
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub samples: Vec<Sample>,
+    pub rejected: Vec<Rejection>,
+    /// Refusals beyond those kept in `rejected` (only counted).
+    pub rejected_more: usize,
+}
+
+impl Converted {
+    pub fn reject(&mut self, r: Rejection) {
+        if self.rejected.len() < 1000 {
+            self.rejected.push(r);
+        } else {
+            self.rejected_more += 1;
+        }
+    }
+
+    pub fn rejected_count(&self) -> usize {
+        self.rejected.len() + self.rejected_more
+    }
+
+    /// Appends the samples to the store, adding what it refuses (outside the retention
+    /// window) to the refusals. Returns the number stored.
+    pub fn store(&mut self, store: &Store) -> usize {
+        let outcome = store.append_batch(&self.samples);
+        for (_, err) in outcome.rejected {
+            self.reject(Rejection::new(
+                RejectReason::OutOfRetention,
+                err.to_string(),
+            ));
+        }
+        outcome.stored
+    }
+
+    /// The first refusals, for a response.
+    pub fn reasons(&self) -> Vec<String> {
+        self.rejected
+            .iter()
+            .take(MAX_REASONS)
+            .map(|r| r.message.clone())
+            .collect()
+    }
+}
+
+fn atlas_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
+}
+
+/// A tag key or value from another system with every character Atlas does not allow
+/// replaced by `_` (Prometheus label values and OTLP attributes may hold anything).
+pub fn sanitize(s: &str) -> Cow<'_, str> {
+    if s.chars().all(atlas_char) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if atlas_char(c) { c } else { '_' })
+                .collect(),
+        )
+    }
+}
+
+/// A key made acceptable to Atlas's rules where it can be without losing meaning: bad
+/// characters become `_` and a one-character key gets a `_` appended (Atlas keys have at
+/// least two characters).
+fn sanitize_key(k: &str) -> String {
+    let mut key = sanitize(k).into_owned();
+    if key.chars().count() == 1 {
+        key.push('_');
+    }
+    key
+}
+
+// ------------------------------------------------------------------------------------------
+// The agent protocol.
+
+/// One stream's series table: the agent's local ids to store ids (or why a series was
+/// refused).
+#[derive(Default)]
+pub struct StreamSeries {
+    ids: Vec<Option<Result<SeriesId, Rejection>>>,
+}
+
+/// Local series ids above this are refused: they index a table per stream.
+pub const MAX_LOCAL_ID: u32 = 10_000_000;
+
+impl StreamSeries {
+    /// Converts a metric batch: new definitions are resolved (tags checked with Atlas's
+    /// rules; `atlas.dstype` picks the normalization, rate by default), then every sample
+    /// is mapped to its series.
+    pub fn convert(&mut self, store: &Store, batch: &v1::MetricBatch) -> Converted {
+        let mut out = Converted::default();
+        for def in &batch.definitions {
+            if def.id > MAX_LOCAL_ID {
+                out.reject(Rejection::new(
+                    RejectReason::InvalidTagValue,
+                    format!("series id {} is over the limit of {MAX_LOCAL_ID}", def.id),
+                ));
+                continue;
+            }
+            let tags: TagMap = def
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect();
+            let resolved = validate_tags(&tags).map(|()| store.resolve(&tags));
+            let i = def.id as usize;
+            if self.ids.len() <= i {
+                self.ids.resize(i + 1, None);
+            }
+            self.ids[i] = Some(resolved);
+        }
+        let n: usize = batch.groups.iter().map(|g| g.series.len()).sum();
+        out.samples.reserve(n);
+        for group in &batch.groups {
+            if group.series.len() != group.values.len() {
+                out.reject(Rejection::new(
+                    RejectReason::InvalidValue,
+                    format!(
+                        "sample group at {} has {} series but {} values",
+                        group.timestamp_ms,
+                        group.series.len(),
+                        group.values.len()
+                    ),
+                ));
+                continue;
+            }
+            for (&local, &value) in group.series.iter().zip(&group.values) {
+                match self.ids.get(local as usize) {
+                    Some(Some(Ok(id))) => out.samples.push(Sample {
+                        id: *id,
+                        ts_ms: group.timestamp_ms,
+                        value,
+                    }),
+                    Some(Some(Err(r))) => {
+                        let r = r.clone();
+                        out.reject(r);
+                    }
+                    _ => out.reject(Rejection::new(
+                        RejectReason::InvalidTagValue,
+                        format!("sample for series {local}, which this stream never defined"),
+                    )),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Events of an agent's event batch.
+pub fn agent_events(batch: &v1::EventBatch) -> (Vec<Event>, Vec<Rejection>) {
+    let mut events = Vec::with_capacity(batch.events.len());
+    let mut rejected = Vec::new();
+    for (i, e) in batch.events.iter().enumerate() {
+        if e.json.len() > crate::events::MAX_EVENT_BYTES {
+            rejected.push(Rejection::new(
+                RejectReason::InvalidValue,
+                format!("event {i}: {} bytes is over the limit", e.json.len()),
+            ));
+        } else if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&e.json)
+            .is_err()
+        {
+            rejected.push(Rejection::new(
+                RejectReason::InvalidValue,
+                format!("event {i}: not a JSON object"),
+            ));
+        } else {
+            events.push(Event {
+                ts_ms: e.timestamp_ms,
+                json: e.json.clone(),
+            });
+        }
+    }
+    (events, rejected)
+}
+
+// ------------------------------------------------------------------------------------------
+// Prometheus remote write.
+
+/// What the server remembers between remote-write requests: metric types from metadata,
+/// and the store id of every label set seen, so that a known series costs a hash and a
+/// lookup instead of building and checking its tags again.
+#[derive(Default)]
+pub struct RemoteWriteState {
+    types: RwLock<AHashMap<String, MetricType>>,
+    cache: RwLock<SeriesCache>,
+}
+
+#[derive(Default)]
+struct SeriesCache {
+    /// The store's `series_dropped` count when the cache was filled; ids are reused after a
+    /// drop, so a change clears the cache.
+    epoch: u64,
+    ids: AHashMap<u128, Result<SeriesId, Rejection>>,
+}
+
+/// Entries the series cache holds at most before it is cleared and refilled.
+const MAX_CACHED_SERIES: usize = 4_000_000;
+
+/// Reads protobuf wire format without allocating: just what a `WriteRequest` needs.
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+#[derive(Debug)]
+pub struct WireError(pub String);
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Wire { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| WireError(format!("truncated varint at byte {}", self.pos)))?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(WireError(format!("varint too long at byte {}", self.pos)))
+    }
+
+    /// The next field's number and wire type.
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let k = self.varint()?;
+        Ok((k >> 3, (k & 7) as u8))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.varint()? as usize;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                WireError(format!(
+                    "length {len} at byte {} runs past the end ({} bytes)",
+                    self.pos,
+                    self.buf.len()
+                ))
+            })?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, WireError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 8)
+            .ok_or_else(|| WireError(format!("truncated fixed64 at byte {}", self.pos)))?;
+        self.pos += 8;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Ok(u64::from_le_bytes(w))
+    }
+
+    fn skip(&mut self, wire_type: u8) -> Result<(), WireError> {
+        match wire_type {
+            0 => self.varint().map(|_| ()),
+            1 => self.fixed64().map(|_| ()),
+            2 => self.bytes().map(|_| ()),
+            5 => {
+                if self.pos + 4 > self.buf.len() {
+                    return Err(WireError(format!("truncated fixed32 at byte {}", self.pos)));
+                }
+                self.pos += 4;
+                Ok(())
+            }
+            t => Err(WireError(format!(
+                "unsupported wire type {t} at byte {}",
+                self.pos
+            ))),
+        }
+    }
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|e| WireError(format!("{what} is not UTF-8: {e}")))
+}
+
+/// The series a Prometheus label set becomes: `__name__` is `name`, empty labels are absent,
+/// characters Atlas does not allow become `_`, and the dstype follows the metric type
+/// (counters, from metadata or else from the `_total`, `_count`, `_sum`, `_bucket` naming
+/// convention, become per-second rates; everything else is a gauge).
+pub fn prometheus_series(
+    labels: &[(&str, &str)],
+    types: &AHashMap<String, MetricType>,
+) -> Result<(TagMap, DsType), Rejection> {
+    let mut tags = TagMap::new();
+    let mut name = None;
+    for &(k, v) in labels {
+        if v.is_empty() {
+            continue;
+        }
+        if k == "__name__" {
+            name = Some(v);
+            tags.insert("name".to_string(), sanitize(v).into_owned());
+        } else {
+            tags.insert(sanitize_key(k), sanitize(v).into_owned());
+        }
+    }
+    let Some(name) = name else {
+        return Err(Rejection::new(
+            RejectReason::MissingName,
+            format!(
+                "series without __name__: {{{}}}",
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", clip(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    validate_tags(&tags)?;
+    let family_type = |family: &str| types.get(family).copied();
+    let counter = match family_type(name) {
+        Some(MetricType::Counter) => true,
+        Some(_) => false,
+        None => {
+            let suffixed = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s));
+            match suffixed.and_then(family_type) {
+                Some(MetricType::Histogram | MetricType::Summary | MetricType::Gaugehistogram) => {
+                    true
+                }
+                Some(_) => false,
+                None => name.ends_with("_total") || suffixed.is_some(),
+            }
+        }
+    };
+    Ok((
+        tags,
+        if counter {
+            DsType::Counter
+        } else {
+            DsType::Gauge
+        },
+    ))
+}
+
+/// 128 bits of hash of a series' raw label bytes: two 64-bit hashes with fixed seeds. A
+/// collision would need two label sets to agree on both.
+fn label_hash(parts: &[&[u8]]) -> u128 {
+    let mut a = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+    let mut b = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
+    for p in parts {
+        a.write(p);
+        b.write(p);
+    }
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+impl RemoteWriteState {
+    /// Converts a decompressed `WriteRequest`. Metadata updates the metric types first.
+    /// Malformed protobuf fails the whole request (nothing is stored); a series that breaks
+    /// Atlas's tag rules is refused with its reason and the rest is stored.
+    pub fn convert(&self, store: &Store, body: &[u8]) -> Result<Converted, WireError> {
+        let mut out = Converted::default();
+        let mut series: Vec<&[u8]> = Vec::new();
+        let mut w = Wire::new(body);
+        while !w.done() {
+            match w.key()? {
+                (1, 2) => series.push(w.bytes()?),
+                (3, 2) => self.metadata(w.bytes()?)?,
+                (_, t) => w.skip(t)?,
+            }
+        }
+        let dropped = store.series_dropped();
+        {
+            let cache = self.cache.read();
+            if cache.epoch != dropped || cache.ids.len() > MAX_CACHED_SERIES {
+                drop(cache);
+                let mut cache = self.cache.write();
+                cache.ids.clear();
+                cache.epoch = dropped;
+            }
+        }
+        let mut label_parts: Vec<&[u8]> = Vec::with_capacity(16);
+        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(4);
+        for ts in series {
+            label_parts.clear();
+            samples.clear();
+            let mut w = Wire::new(ts);
+            while !w.done() {
+                match w.key()? {
+                    (1, 2) => label_parts.push(w.bytes()?),
+                    (2, 2) => samples.push(parse_sample(w.bytes()?)?),
+                    (_, t) => w.skip(t)?,
+                }
+            }
+            let hash = label_hash(&label_parts);
+            let cached = self.cache.read().ids.get(&hash).cloned();
+            let id = match cached {
+                Some(id) => id,
+                None => {
+                    let mut labels = Vec::with_capacity(label_parts.len());
+                    for part in &label_parts {
+                        labels.push(parse_label(part)?);
+                    }
+                    let resolved = prometheus_series(&labels, &self.types.read())
+                        .map(|(tags, dstype)| store.resolve_as(&tags, dstype));
+                    self.cache.write().ids.insert(hash, resolved.clone());
+                    resolved
+                }
+            };
+            match id {
+                Ok(id) => {
+                    for &(ts_ms, value) in &samples {
+                        if value.to_bits() == STALE_NAN_BITS {
+                            continue; // the series ended; nothing to store
+                        }
+                        out.samples.push(Sample { id, ts_ms, value });
+                    }
+                }
+                Err(r) => {
+                    for _ in &samples {
+                        out.reject(r.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, bytes: &[u8]) -> Result<(), WireError> {
+        let mut w = Wire::new(bytes);
+        let (mut kind, mut family) = (0u64, "");
+        while !w.done() {
+            match w.key()? {
+                (1, 0) => kind = w.varint()?,
+                (2, 2) => family = utf8(w.bytes()?, "metric family name")?,
+                (_, t) => w.skip(t)?,
+            }
+        }
+        let Ok(kind) = MetricType::try_from(kind as i32) else {
+            return Ok(());
+        };
+        if family.is_empty() {
+            return Ok(());
+        }
+        let mut types = self.types.write();
+        if types.len() < 100_000 || types.contains_key(family) {
+            types.insert(family.to_string(), kind);
+        }
+        Ok(())
+    }
+}
+
+fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
+    let mut w = Wire::new(bytes);
+    let (mut name, mut value) = ("", "");
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => name = utf8(w.bytes()?, "label name")?,
+            (2, 2) => value = utf8(w.bytes()?, "label value")?,
+            (_, t) => w.skip(t)?,
+        }
+    }
+    Ok((name, value))
+}
+
+fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
+    let mut w = Wire::new(bytes);
+    let (mut ts, mut value) = (0i64, 0.0f64);
+    while !w.done() {
+        match w.key()? {
+            (1, 1) => value = f64::from_bits(w.fixed64()?),
+            (2, 0) => ts = w.varint()? as i64,
+            (_, t) => w.skip(t)?,
+        }
+    }
+    Ok((ts, value))
+}
+
+// ------------------------------------------------------------------------------------------
+// OTLP.
+
+/// A value of an OTLP attribute as a tag value or JSON.
+fn any_value_text(v: &AnyValue) -> Option<String> {
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => s.clone(),
+        any_value::Value::BoolValue(b) => b.to_string(),
+        any_value::Value::IntValue(i) => i.to_string(),
+        any_value::Value::DoubleValue(d) => d.to_string(),
+        // Arrays, maps and bytes do not make tags; string-table indexes are for profiles.
+        _ => return None,
+    })
+}
+
+fn any_value_json(v: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v.value.as_ref() {
+        None => J::Null,
+        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => J::from(*i),
+        Some(any_value::Value::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(J::Null, J::Number)
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            J::Array(a.values.iter().map(any_value_json).collect())
+        }
+        Some(any_value::Value::KvlistValue(kv)) => J::Object(attributes_json(&kv.values)),
+        Some(any_value::Value::BytesValue(b)) => J::String(hex(b)),
+        Some(any_value::Value::StringValueStrindex(_)) => J::Null,
+    }
+}
+
+fn attributes_json(kvs: &[KeyValue]) -> serde_json::Map<String, serde_json::Value> {
+    kvs.iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, any_value_json),
+            )
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Resource attributes that become tags, and the tag each becomes (Atlas's names for the
+/// application and the host). Others (`service.instance.id`, SDK details) would only add
+/// cardinality.
+const RESOURCE_TAGS: [(&str, &str); 2] = [("service.name", "nf.app"), ("host.name", "nf.node")];
+
+fn resource_tags(attrs: &[KeyValue]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (from, to) in RESOURCE_TAGS {
+        if let Some(v) = attrs
+            .iter()
+            .find(|kv| kv.key == from)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(any_value_text)
+            && !v.is_empty()
+        {
+            out.push((to.to_string(), sanitize(&v).into_owned()));
+        }
+    }
+    out
+}
+
+fn point_tags(
+    name: &str,
+    base: &[(String, String)],
+    attrs: &[KeyValue],
+    extra: &[(&str, String)],
+) -> TagMap {
+    let mut tags = TagMap::new();
+    for (k, v) in base {
+        tags.insert(k.clone(), v.clone());
+    }
+    for kv in attrs {
+        if let Some(v) = kv.value.as_ref().and_then(any_value_text)
+            && !v.is_empty()
+        {
+            tags.insert(sanitize_key(&kv.key), sanitize(&v).into_owned());
+        }
+    }
+    for (k, v) in extra {
+        tags.insert(k.to_string(), v.clone());
+    }
+    tags.insert("name".to_string(), sanitize(name).into_owned());
+    tags
+}
+
+/// One measurement before it meets the store.
+struct Point {
+    tags: TagMap,
+    dstype: DsType,
+    ts_ms: i64,
+    value: f64,
+}
+
+fn nanos_to_ms(n: u64) -> i64 {
+    (n / 1_000_000) as i64
+}
+
+/// A delta over `(start, time]` as a per-second rate; without a usable start, the store's
+/// step is the interval.
+fn delta_rate(value: f64, start_nanos: u64, time_nanos: u64, step_ms: i64) -> f64 {
+    let secs = if start_nanos > 0 && time_nanos > start_nanos {
+        (time_nanos - start_nanos) as f64 / 1e9
+    } else {
+        step_ms as f64 / 1000.0
+    };
+    value / secs
+}
+
+/// Converts an OTLP metrics export.
+///
+/// - Gauge → a gauge. Sum, monotonic: cumulative → a counter (stored as its per-second
+///   rate, as Atlas's `counter`), delta → a per-second rate. Sum, not monotonic →
+///   cumulative is a gauge, delta is summed per step.
+/// - Histogram → Atlas's distribution statistics: `statistic=count` and
+///   `statistic=totalAmount` (rates), `statistic=max` and `statistic=min` (gauges), and
+///   one `statistic=bucket` series per bucket with its upper bound in `le` (a rate).
+///   Exponential histograms → count, totalAmount, max, min. Summary → count, totalAmount
+///   and `statistic=percentile` gauges tagged `percentile` (0 to 100).
+/// - Tags: the point's attributes, plus `nf.app` from `service.name` and `nf.node` from
+///   `host.name`; the name is the metric's. Characters Atlas does not allow become `_`.
+pub fn otlp_metrics(
+    store: &Store,
+    req: &argus_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> Converted {
+    let step_ms = store.config().step_ms;
+    let mut points: Vec<Point> = Vec::new();
+    let mut out = Converted::default();
+    for rm in &req.resource_metrics {
+        let base = rm
+            .resource
+            .as_ref()
+            .map(|r| resource_tags(&r.attributes))
+            .unwrap_or_default();
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                let Some(data) = &m.data else { continue };
+                convert_metric(&m.name, &base, data, step_ms, &mut points);
+            }
+        }
+    }
+    let mut last: Option<(TagMap, Result<SeriesId, Rejection>)> = None;
+    for p in points {
+        let id = match &last {
+            Some((tags, id)) if *tags == p.tags => id.clone(),
+            _ => {
+                let id = validate_tags(&p.tags).map(|()| store.resolve_as(&p.tags, p.dstype));
+                last = Some((p.tags, id.clone()));
+                id
+            }
+        };
+        match id {
+            Ok(id) => out.samples.push(Sample {
+                id,
+                ts_ms: p.ts_ms,
+                value: p.value,
+            }),
+            Err(r) => out.reject(r),
+        }
+    }
+    out
+}
+
+fn convert_metric(
+    name: &str,
+    base: &[(String, String)],
+    data: &metric::Data,
+    step_ms: i64,
+    out: &mut Vec<Point>,
+) {
+    let number = |v: &Option<number_data_point::Value>| match v {
+        Some(number_data_point::Value::AsDouble(d)) => Some(*d),
+        Some(number_data_point::Value::AsInt(i)) => Some(*i as f64),
+        None => None,
+    };
+    let mut push = |tags: TagMap, dstype: DsType, time: u64, value: f64| {
+        out.push(Point {
+            tags,
+            dstype,
+            ts_ms: nanos_to_ms(time),
+            value,
+        })
+    };
+    // A point flagged "no recorded value" carries nothing.
+    let recorded = |flags: u32| flags & 1 == 0;
+    match data {
+        metric::Data::Gauge(g) => {
+            for p in g.data_points.iter().filter(|p| recorded(p.flags)) {
+                if let Some(v) = number(&p.value) {
+                    push(
+                        point_tags(name, base, &p.attributes, &[]),
+                        DsType::Gauge,
+                        p.time_unix_nano,
+                        v,
+                    );
+                }
+            }
+        }
+        metric::Data::Sum(s) => {
+            let delta = s.aggregation_temporality() == AggregationTemporality::Delta;
+            for p in s.data_points.iter().filter(|p| recorded(p.flags)) {
+                let Some(v) = number(&p.value) else { continue };
+                let tags = point_tags(name, base, &p.attributes, &[]);
+                let (dstype, value) = match (s.is_monotonic, delta) {
+                    (true, false) => (DsType::Counter, v),
+                    (true, true) => (
+                        DsType::Rate,
+                        delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
+                    ),
+                    (false, false) => (DsType::Gauge, v),
+                    (false, true) => (DsType::Sum, v),
+                };
+                push(tags, dstype, p.time_unix_nano, value);
+            }
+        }
+        metric::Data::Histogram(h) => {
+            let delta = h.aggregation_temporality() == AggregationTemporality::Delta;
+            for p in h.data_points.iter().filter(|p| recorded(p.flags)) {
+                let counter = |v: f64| {
+                    if delta {
+                        (
+                            DsType::Rate,
+                            delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
+                        )
+                    } else {
+                        (DsType::Counter, v)
+                    }
+                };
+                let stat = |s: &str| vec![("statistic", s.to_string())];
+                let t = p.time_unix_nano;
+                let (ds, v) = counter(p.count as f64);
+                push(
+                    point_tags(name, base, &p.attributes, &stat("count")),
+                    ds,
+                    t,
+                    v,
+                );
+                if let Some(sum) = p.sum {
+                    let (ds, v) = counter(sum);
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("totalAmount")),
+                        ds,
+                        t,
+                        v,
+                    );
+                }
+                if let Some(max) = p.max {
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("max")),
+                        DsType::Gauge,
+                        t,
+                        max,
+                    );
+                }
+                if let Some(min) = p.min {
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("min")),
+                        DsType::Gauge,
+                        t,
+                        min,
+                    );
+                }
+                for (i, &c) in p.bucket_counts.iter().enumerate() {
+                    let le = p.explicit_bounds.get(i).map_or_else(
+                        || "Inf".to_string(),
+                        |b| sanitize(&b.to_string()).into_owned(),
+                    );
+                    let (ds, v) = counter(c as f64);
+                    let extra = [("statistic", "bucket".to_string()), ("le", le)];
+                    push(point_tags(name, base, &p.attributes, &extra), ds, t, v);
+                }
+            }
+        }
+        metric::Data::ExponentialHistogram(h) => {
+            let delta = h.aggregation_temporality() == AggregationTemporality::Delta;
+            for p in h.data_points.iter().filter(|p| recorded(p.flags)) {
+                let counter = |v: f64| {
+                    if delta {
+                        (
+                            DsType::Rate,
+                            delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
+                        )
+                    } else {
+                        (DsType::Counter, v)
+                    }
+                };
+                let stat = |s: &str| vec![("statistic", s.to_string())];
+                let t = p.time_unix_nano;
+                let (ds, v) = counter(p.count as f64);
+                push(
+                    point_tags(name, base, &p.attributes, &stat("count")),
+                    ds,
+                    t,
+                    v,
+                );
+                if let Some(sum) = p.sum {
+                    let (ds, v) = counter(sum);
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("totalAmount")),
+                        ds,
+                        t,
+                        v,
+                    );
+                }
+                if let Some(max) = p.max {
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("max")),
+                        DsType::Gauge,
+                        t,
+                        max,
+                    );
+                }
+                if let Some(min) = p.min {
+                    push(
+                        point_tags(name, base, &p.attributes, &stat("min")),
+                        DsType::Gauge,
+                        t,
+                        min,
+                    );
+                }
+            }
+        }
+        metric::Data::Summary(s) => {
+            for p in s.data_points.iter().filter(|p| recorded(p.flags)) {
+                let t = p.time_unix_nano;
+                let stat = |s: &str| vec![("statistic", s.to_string())];
+                push(
+                    point_tags(name, base, &p.attributes, &stat("count")),
+                    DsType::Counter,
+                    t,
+                    p.count as f64,
+                );
+                push(
+                    point_tags(name, base, &p.attributes, &stat("totalAmount")),
+                    DsType::Counter,
+                    t,
+                    p.sum,
+                );
+                for q in &p.quantile_values {
+                    let pct = sanitize(&(q.quantile * 100.0).to_string()).into_owned();
+                    let extra = [("statistic", "percentile".to_string()), ("percentile", pct)];
+                    push(
+                        point_tags(name, base, &p.attributes, &extra),
+                        DsType::Gauge,
+                        t,
+                        q.value,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The event stream OTLP log records go to, unless a record or its resource names another
+/// in the attribute `argus.stream`.
+pub const LOGS_STREAM: &str = "logs";
+
+/// Converts an OTLP logs export into events, grouped by stream. Each log record becomes a
+/// JSON object: `timestamp` (ms), `severity`, `severityNumber`, `body`, `attributes`,
+/// `resource` (the resource's attributes), and `traceId` / `spanId` when set.
+pub fn otlp_logs(
+    req: &argus_proto::otlp::collector::logs::v1::ExportLogsServiceRequest,
+    now_ms: i64,
+) -> Vec<(String, Vec<Event>)> {
+    let mut by_stream: Vec<(String, Vec<Event>)> = Vec::new();
+    let stream_of = |attrs: &[KeyValue]| {
+        attrs
+            .iter()
+            .find(|kv| kv.key == "argus.stream")
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(any_value_text)
+    };
+    for rl in &req.resource_logs {
+        let resource_attrs = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
+        let resource_stream = stream_of(resource_attrs);
+        for sl in &rl.scope_logs {
+            for rec in &sl.log_records {
+                let stream = stream_of(&rec.attributes)
+                    .or_else(|| resource_stream.clone())
+                    .unwrap_or_else(|| LOGS_STREAM.to_string());
+                let time = if rec.time_unix_nano > 0 {
+                    rec.time_unix_nano
+                } else {
+                    rec.observed_time_unix_nano
+                };
+                let ts_ms = if time > 0 { nanos_to_ms(time) } else { now_ms };
+                let mut obj = serde_json::Map::new();
+                obj.insert("timestamp".into(), ts_ms.into());
+                obj.insert("severity".into(), rec.severity_text.clone().into());
+                obj.insert("severityNumber".into(), rec.severity_number.into());
+                obj.insert(
+                    "body".into(),
+                    rec.body
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, any_value_json),
+                );
+                obj.insert("attributes".into(), attributes_json(&rec.attributes).into());
+                obj.insert("resource".into(), attributes_json(resource_attrs).into());
+                if !rec.trace_id.is_empty() {
+                    obj.insert("traceId".into(), hex(&rec.trace_id).into());
+                }
+                if !rec.span_id.is_empty() {
+                    obj.insert("spanId".into(), hex(&rec.span_id).into());
+                }
+                let json = serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default();
+                let event = Event { ts_ms, json };
+                match by_stream.iter_mut().find(|(s, _)| *s == stream) {
+                    Some((_, list)) => list.push(event),
+                    None => by_stream.push((stream, vec![event])),
+                }
+            }
+        }
+    }
+    by_stream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(pairs: &[(&str, MetricType)]) -> AHashMap<String, MetricType> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn prometheus_labels_become_atlas_tags() {
+        let (tags, ds) = prometheus_series(
+            &[
+                ("__name__", "node_cpu_seconds_total"),
+                ("cpu", "0"),
+                ("mode", "idle"),
+                ("empty", ""),
+                ("path", "/var/log"),
+                ("a", "x y"),
+            ],
+            &types(&[]),
+        )
+        .unwrap();
+        assert_eq!(ds, DsType::Counter);
+        let got: Vec<(&str, &str)> = tags.iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("a_", "x_y"),
+                ("cpu", "0"),
+                ("mode", "idle"),
+                ("name", "node_cpu_seconds_total"),
+                ("path", "_var_log"),
+            ]
+        );
+        let gauge = |name: &str, t: &[(&str, MetricType)]| {
+            prometheus_series(&[("__name__", name)], &types(t))
+                .unwrap()
+                .1
+        };
+        assert_eq!(gauge("node_load1", &[]), DsType::Gauge);
+        assert_eq!(gauge("x_bucket", &[]), DsType::Counter);
+        assert_eq!(
+            gauge("requests", &[("requests", MetricType::Counter)]),
+            DsType::Counter
+        );
+        assert_eq!(
+            gauge("odd_total", &[("odd_total", MetricType::Gauge)]),
+            DsType::Gauge
+        );
+        assert_eq!(
+            gauge("rpc_count", &[("rpc", MetricType::Summary)]),
+            DsType::Counter
+        );
+        assert_eq!(gauge("rpc", &[("rpc", MetricType::Summary)]), DsType::Gauge);
+        let missing = prometheus_series(&[("job", "x")], &types(&[])).unwrap_err();
+        assert_eq!(missing.reason, RejectReason::MissingName);
+        let long = "v".repeat(200);
+        let too_long = prometheus_series(&[("__name__", "x"), ("k", &long)], &types(&[]));
+        assert_eq!(too_long.unwrap_err().reason, RejectReason::ValueLength);
+    }
+
+    #[test]
+    fn wire_errors_name_the_place() {
+        let state = RemoteWriteState::default();
+        let store = Store::new(argus_tsdb::StoreConfig::default());
+        for bad in [
+            &[0x0a, 0x10, 0x01][..],
+            &[0x0a][..],
+            &[0x0b][..],
+            &[0xff; 11][..],
+        ] {
+            let err = state.convert(&store, bad).unwrap_err();
+            assert!(err.0.contains("byte"), "{}", err.0);
+        }
+        assert_eq!(state.convert(&store, &[]).unwrap().samples.len(), 0);
+    }
+}

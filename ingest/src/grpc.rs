@@ -1,0 +1,477 @@
+//! The gRPC services on the server's gRPC port: the agent protocol (`argus.v1.Ingest`) and
+//! OTLP's `MetricsService` and `LogsService`. Handlers decode, hand the conversion to
+//! `convert.rs` on a blocking thread, and answer; flow control does the rest (a stream is
+//! read only as fast as its batches are stored).
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argus_proto::otlp::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use argus_proto::otlp::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use argus_proto::otlp::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use argus_proto::otlp::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use argus_proto::v1::ingest_server::{Ingest, IngestServer};
+use argus_proto::v1::{
+    Ack, AgentMessage, EventBatch, MetricBatch, ServerMessage, Welcome, agent_message,
+    server_message,
+};
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::Stream;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{self, StreamSeries};
+use crate::http::AppState;
+use crate::validation::RejectReason;
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send + 'static>>;
+type ControlStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send + 'static>>;
+
+/// Sequence numbers of one agent already stored: all up to `floor`, and those above it in
+/// `above`. Bounded: the window keeps the newest `MAX_ABOVE`.
+#[derive(Default)]
+struct SeenSeqs {
+    floor: u64,
+    above: BTreeSet<u64>,
+    last_used: Option<Instant>,
+}
+
+const MAX_ABOVE: usize = 100_000;
+/// Agents unheard of for this long are forgotten.
+const AGENT_IDLE: Duration = Duration::from_secs(6 * 3600);
+
+impl SeenSeqs {
+    fn contains(&self, seq: u64) -> bool {
+        seq <= self.floor && self.floor > 0 || self.above.contains(&seq)
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if seq <= self.floor && self.floor > 0 {
+            return;
+        }
+        self.above.insert(seq);
+        // Advance the floor over the contiguous run.
+        while self.above.first() == Some(&(self.floor + 1)) {
+            self.floor += 1;
+            self.above.pop_first();
+        }
+        while self.above.len() > MAX_ABOVE {
+            if let Some(first) = self.above.pop_first() {
+                self.floor = self.floor.max(first);
+            }
+        }
+    }
+}
+
+/// What the server remembers of agents, so a resent batch is recognised.
+#[derive(Default)]
+pub struct AgentRegistry {
+    metrics: Mutex<HashMap<String, SeenSeqs>>,
+    events: Mutex<HashMap<String, SeenSeqs>>,
+}
+
+impl AgentRegistry {
+    fn seen(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64) -> bool {
+        map.lock().get(agent).is_some_and(|s| s.contains(seq))
+    }
+
+    fn record(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64) {
+        let mut m = map.lock();
+        let now = Instant::now();
+        if m.len() > 10_000 {
+            m.retain(|_, s| s.last_used.is_some_and(|t| now - t < AGENT_IDLE));
+        }
+        let s = m.entry(agent.to_string()).or_default();
+        s.insert(seq);
+        s.last_used = Some(now);
+    }
+}
+
+/// Concurrent batch stores across all streams: more would only queue inside the store.
+fn store_permits() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+}
+
+/// A batch that waited this long for a permit gets a backpressure notice in its ack.
+const BUSY_AFTER: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub struct IngestService {
+    state: AppState,
+    permits: Arc<Semaphore>,
+}
+
+impl IngestService {
+    pub fn new(state: AppState) -> Self {
+        IngestService {
+            state,
+            permits: Arc::new(Semaphore::new(store_permits())),
+        }
+    }
+
+    /// Waits for a store permit; says how long that took when it was long.
+    async fn permit(&self) -> Result<(tokio::sync::OwnedSemaphorePermit, Option<u32>), Status> {
+        let started = Instant::now();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        let waited = started.elapsed();
+        Ok((
+            permit,
+            (waited > BUSY_AFTER).then(|| waited.as_millis().min(10_000) as u32),
+        ))
+    }
+}
+
+fn agent_id<T>(req: &Request<T>) -> Result<String, Status> {
+    let id = req
+        .metadata()
+        .get(argus_proto::AGENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if id.is_empty() || id.len() > 256 {
+        return Err(Status::invalid_argument(format!(
+            "missing or invalid '{}' metadata: one id per agent process, up to 256 characters",
+            argus_proto::AGENT_ID_HEADER
+        )));
+    }
+    Ok(id)
+}
+
+fn busy_notice(ack: &mut Ack, waited_ms: Option<u32>) {
+    if let Some(ms) = waited_ms {
+        ack.retry_after_ms = ms;
+        ack.notice = format!("server busy: this batch waited {ms} ms for the store");
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type PushMetricsStream = AckStream;
+    type PushEventsStream = AckStream;
+    type ControlStream = ControlStream;
+
+    async fn push_metrics(
+        &self,
+        request: Request<Streaming<MetricBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let agent = agent_id(&request)?;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let series = Arc::new(Mutex::new(StreamSeries::default()));
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let seq = batch.seq;
+                let (permit, waited) = match svc.permit().await {
+                    Ok(p) => p,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        break;
+                    }
+                };
+                let st = svc.state.clone();
+                let series = series.clone();
+                let agent_key = agent.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    // Definitions are applied even for a resend: later batches of this
+                    // stream may use them.
+                    let mut conv = series.lock().convert(&st.store, &batch);
+                    if AgentRegistry::seen(&st.agents.metrics, &agent_key, seq) {
+                        return (0, conv, true);
+                    }
+                    let n = conv.store(&st.store);
+                    AgentRegistry::record(&st.agents.metrics, &agent_key, seq);
+                    (n, conv, false)
+                })
+                .await;
+                let Ok((stored, conv, duplicate)) = stored else {
+                    let _ = tx
+                        .send(Err(Status::internal("storing the batch failed")))
+                        .await;
+                    break;
+                };
+                for r in &conv.rejected {
+                    svc.state.metrics.reject(r.reason, 1);
+                }
+                let mut ack = Ack {
+                    seq,
+                    stored: stored as u32,
+                    rejected: if duplicate {
+                        0
+                    } else {
+                        conv.rejected_count() as u32
+                    },
+                    reasons: if duplicate {
+                        Vec::new()
+                    } else {
+                        conv.reasons()
+                    },
+                    duplicate,
+                    ..Ack::default()
+                };
+                busy_notice(&mut ack, waited);
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn push_events(
+        &self,
+        request: Request<Streaming<EventBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let agent = agent_id(&request)?;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let seq = batch.seq;
+                let mut ack = Ack {
+                    seq,
+                    ..Ack::default()
+                };
+                if AgentRegistry::seen(&svc.state.agents.events, &agent, seq) {
+                    ack.duplicate = true;
+                } else {
+                    let (events, rejected) = convert::agent_events(&batch);
+                    match svc.state.events.publish(&batch.stream, &events) {
+                        Ok(n) => {
+                            ack.stored = n as u32;
+                            ack.rejected = rejected.len() as u32;
+                            ack.reasons = rejected
+                                .iter()
+                                .take(convert::MAX_REASONS)
+                                .map(|r| r.message.clone())
+                                .collect();
+                            AgentRegistry::record(&svc.state.agents.events, &agent, seq);
+                        }
+                        Err(e) => {
+                            ack.rejected = batch.events.len() as u32;
+                            ack.reasons = vec![e.to_string()];
+                        }
+                    }
+                }
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn control(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ControlStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let step_ms = self.state.cfg.step_ms;
+        let agents = self.state.connected.clone();
+        tokio::spawn(async move {
+            let mut me: Option<String> = None;
+            loop {
+                match inbound.message().await {
+                    Ok(Some(AgentMessage {
+                        kind: Some(agent_message::Kind::Hello(hello)),
+                    })) => {
+                        tracing::info!(agent = %hello.agent_id, node = %hello.node, streams = ?hello.streams, "agent connected");
+                        agents.lock().insert(hello.agent_id.clone(), hello.clone());
+                        me = Some(hello.agent_id);
+                        let welcome = ServerMessage {
+                            kind: Some(server_message::Kind::Welcome(Welcome {
+                                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                                step_ms,
+                            })),
+                        };
+                        if tx.send(Ok(welcome)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Some(id) = me {
+                agents.lock().remove(&id);
+                tracing::info!(agent = %id, "agent disconnected");
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+#[derive(Clone)]
+pub struct OtlpService {
+    state: AppState,
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpService {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let req = request.into_inner();
+        let st = self.state.clone();
+        let conv = tokio::task::spawn_blocking(move || {
+            let mut conv = convert::otlp_metrics(&st.store, &req);
+            conv.store(&st.store);
+            conv
+        })
+        .await
+        .map_err(|e| Status::internal(format!("storing the export failed: {e}")))?;
+        for r in &conv.rejected {
+            self.state.metrics.reject(r.reason, 1);
+        }
+        let n = conv.rejected_count();
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (n > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: n as i64,
+                error_message: conv.reasons().join("; "),
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpService {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let req = request.into_inner();
+        let now = self.state.store.now_ms();
+        let mut rejected = 0i64;
+        let mut reasons = Vec::new();
+        for (stream, events) in convert::otlp_logs(&req, now) {
+            if let Err(e) = self.state.events.publish(&stream, &events) {
+                rejected += events.len() as i64;
+                self.state
+                    .metrics
+                    .reject(RejectReason::InvalidTagValue, events.len() as u64);
+                reasons.push(e.to_string());
+            }
+        }
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: reasons.join("; "),
+            }),
+        }))
+    }
+}
+
+/// tonic refuses an uncompressed message over the size limit with OUT_OF_RANGE; the
+/// protocol's word for it is RESOURCE_EXHAUSTED (what it uses for compressed ones). The
+/// handlers never return OUT_OF_RANGE themselves.
+fn oversize_as_resource_exhausted(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+    {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
+/// Serves the gRPC services on `listener` until `shutdown` completes.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max = state.cfg.grpc_max_message_bytes;
+    let ingest = IngestServer::new(IngestService::new(state.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    let otlp = OtlpService { state };
+    let metrics = MetricsServiceServer::new(otlp.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    let logs = LogsServiceServer::new(otlp)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_as_resource_exhausted,
+        ))
+        // Bounds per connection: a client cannot open streams without limit.
+        .max_concurrent_streams(Some(64))
+        .concurrency_limit_per_connection(64)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(ingest)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_window() {
+        let mut s = SeenSeqs::default();
+        assert!(!s.contains(1));
+        s.insert(1);
+        s.insert(2);
+        s.insert(5);
+        assert!(s.contains(1) && s.contains(2) && s.contains(5));
+        assert!(!s.contains(3) && !s.contains(4) && !s.contains(6));
+        assert_eq!(s.floor, 2);
+        s.insert(3);
+        s.insert(4);
+        assert_eq!(s.floor, 5);
+        assert!(s.above.is_empty());
+    }
+}
