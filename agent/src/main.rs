@@ -1,19 +1,305 @@
-//! `argus-agent`: the process that runs beside a service and streams its host metrics, its
-//! own metrics and its raw events to an Argus server. Collectors, receivers and the gRPC
-//! client arrive with the agent work; this binary only explains that, honestly.
+//! `argus-agent`: runs beside a service and streams to an Argus server over gRPC: the host's
+//! metrics every step, the service's StatsD metrics, Prometheus scrapes and Atlas publish
+//! payloads, and its raw events (HTTP intake, tailed JSON-lines files). Data waits in a
+//! bounded buffer until the server acknowledges it, so a server restart loses nothing the
+//! buffer can hold.
 
+mod config;
+mod health;
+mod host;
+mod intake;
+mod outbox;
+mod registry;
+mod scrape;
+mod sender;
+mod statsd;
+mod tail;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use config::{AgentConfig, FileConfig, Overrides};
+use health::Health;
+use intake::{EventBatcher, Intake};
+use outbox::{Catalog, Outbox, Payload};
+use registry::Registry;
+
+/// argus-agent: streams a host's metrics and a service's metrics and raw events to an Argus
+/// server over gRPC.
+///
+/// Every option can also be set in a TOML file (--config; keys spelled like the long options,
+/// e.g. `statsd-addr = "127.0.0.1:8125"`, plus `[[scrape]] url = ...` and
+/// `[[tail]] path = ... stream = ...` tables) or an ARGUS_AGENT_* environment variable.
+/// Flags win over the environment, which wins over the file.
+#[derive(Parser)]
+#[command(name = "argus-agent", version)]
+struct Cli {
+    /// TOML file with settings.
+    #[arg(long, env = "ARGUS_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC address of the Argus server [default: http://127.0.0.1:4317].
+    #[arg(long, env = "ARGUS_AGENT_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// HTTP intake for the service: POST /api/v1/publish (Atlas payloads), POST
+    /// /v1/events/{stream} (NDJSON events), GET /v1/health [default: 127.0.0.1:7102].
+    #[arg(long, env = "ARGUS_AGENT_HTTP_ADDR", value_name = "HOST:PORT")]
+    http_addr: Option<String>,
+    /// StatsD listener (UDP) [default: 127.0.0.1:8125].
+    #[arg(long, env = "ARGUS_AGENT_STATSD_ADDR", value_name = "HOST:PORT")]
+    statsd_addr: Option<String>,
+    /// A tag added to everything sent, KEY=VALUE (repeatable).
+    #[arg(
+        long = "tag",
+        env = "ARGUS_AGENT_TAGS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    tags: Vec<String>,
+    /// Step over which metrics are aggregated and sent; should match the server's
+    /// [default: 60s].
+    #[arg(long, env = "ARGUS_AGENT_STEP", value_name = "DURATION")]
+    step: Option<String>,
+    /// Memory for data not yet acknowledged by the server; when full, the oldest batches are
+    /// dropped and counted [default: 8388608].
+    #[arg(long, env = "ARGUS_AGENT_BUFFER_BYTES", value_name = "BYTES")]
+    buffer_bytes: Option<usize>,
+    /// This host's name, the `nf.node` tag [default: the kernel's host name].
+    #[arg(long, env = "ARGUS_AGENT_NODE", value_name = "NAME")]
+    node: Option<String>,
+    /// The application served here, the `nf.app` tag [default: $NETFLIX_APP if set].
+    #[arg(long, env = "NETFLIX_APP", value_name = "NAME")]
+    app: Option<String>,
+    /// The cluster, the `nf.cluster` tag [default: $NETFLIX_CLUSTER if set].
+    #[arg(long, env = "NETFLIX_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+    /// Do not collect host metrics from /proc.
+    #[arg(long, env = "ARGUS_AGENT_NO_HOST_METRICS")]
+    no_host_metrics: bool,
+    /// Where /proc is [default: /proc].
+    #[arg(long, env = "ARGUS_AGENT_PROC_ROOT", value_name = "DIR")]
+    proc_root: Option<PathBuf>,
+    /// A Prometheus endpoint to scrape, http://HOST:PORT/PATH (repeatable).
+    #[arg(long = "scrape", value_name = "URL")]
+    scrape: Vec<String>,
+    /// How often scrape targets are read [default: 10s].
+    #[arg(long, env = "ARGUS_AGENT_SCRAPE_INTERVAL", value_name = "DURATION")]
+    scrape_interval: Option<String>,
+    /// A JSON-lines file to follow into an event stream, PATH or PATH=STREAM (repeatable;
+    /// the stream defaults to `logs`).
+    #[arg(long = "tail", value_name = "PATH[=STREAM]")]
+    tail: Vec<String>,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<AgentConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Overrides {
+            server: self.server,
+            http_addr: self.http_addr,
+            statsd_addr: self.statsd_addr,
+            step: self.step,
+            tags: self.tags,
+            buffer_bytes: self.buffer_bytes,
+            node: self.node,
+            app: self.app,
+            cluster: self.cluster,
+            no_host_metrics: self.no_host_metrics,
+            proc_root: self.proc_root,
+            scrape: self.scrape,
+            scrape_interval: self.scrape_interval,
+            tail: self.tail,
+        }
+        .resolve(file)
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let help = "argus-agent: the Argus agent (runs beside a service, streams its metrics and \
-events to an Argus server over gRPC)\n\nUsage: argus-agent [--help]\n\n\
-Not implemented yet: host metrics, the StatsD and HTTP intakes and the gRPC client come with \
-the agent work. Until then, publish to the server's HTTP API (see the README).";
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{help}");
-        return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ARGUS_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = cli.into_config().and_then(|cfg| {
+        // Two threads: the agent must stay light beside the service it serves.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .thread_name("argus-agent")
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run(cfg))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("argus-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!("{help}");
-    ExitCode::from(2)
+}
+
+/// Milliseconds until the next multiple of `step` (step boundaries are wall-clock aligned,
+/// as Atlas's are).
+fn until_next_step(step_ms: i64) -> (i64, Duration) {
+    let now = intake::now_ms();
+    let next = (now / step_ms + 1) * step_ms;
+    (next, Duration::from_millis((next - now) as u64))
+}
+
+async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let health = Arc::new(Health::default());
+    let catalog = Arc::new(Catalog::default());
+    let outbox = Arc::new(Outbox::new(cfg.buffer_bytes, health.clone()));
+    let registry = Arc::new(Registry::new(catalog.clone(), cfg.tags.clone()));
+    let events = Arc::new(EventBatcher::new(outbox.clone()));
+    let sets = Arc::new(statsd::Sets::default());
+    let node = cfg
+        .tags
+        .iter()
+        .find(|(k, _)| k == "nf.node")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+
+    let statsd_socket = tokio::net::UdpSocket::bind(cfg.statsd_addr)
+        .await
+        .with_context(|| format!("binding the StatsD listener to {}", cfg.statsd_addr))?;
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP intake to {}", cfg.http_addr))?;
+    // Tests start agents on port 0 and read the real addresses from here.
+    println!(
+        "argus-agent: HTTP intake listening on http://{}",
+        http.local_addr().context("reading the intake address")?
+    );
+    println!(
+        "argus-agent: StatsD listening on {}",
+        statsd_socket
+            .local_addr()
+            .context("reading the StatsD address")?
+    );
+
+    tokio::spawn(statsd::run(
+        statsd_socket,
+        registry.clone(),
+        sets.clone(),
+        health.clone(),
+    ));
+    let intake = Arc::new(Intake {
+        catalog: catalog.clone(),
+        outbox: outbox.clone(),
+        events: events.clone(),
+        health: health.clone(),
+        common: cfg.tags.clone(),
+    });
+    tokio::spawn(intake::serve(http, intake));
+    for target in cfg.scrape.clone() {
+        tokio::spawn(scrape::run(
+            target,
+            cfg.scrape_interval,
+            cfg.tags.clone(),
+            catalog.clone(),
+            outbox.clone(),
+            health.clone(),
+        ));
+    }
+    let mut streams: Vec<String> = cfg.tail.iter().map(|t| t.stream.clone()).collect();
+    for t in &cfg.tail {
+        tokio::spawn(tail::run(
+            t.path.clone(),
+            t.stream.clone(),
+            events.clone(),
+            health.clone(),
+        ));
+    }
+    streams.sort();
+    streams.dedup();
+    {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(intake::EVENT_FLUSH);
+            loop {
+                tick.tick().await;
+                events.flush();
+            }
+        });
+    }
+    let sender = sender::Sender {
+        server: cfg.server.clone(),
+        agent_id: format!("{node}/{:016x}", sender::random_u64()),
+        node,
+        streams,
+        step_ms: cfg.step.as_millis() as i64,
+        catalog: catalog.clone(),
+        outbox: outbox.clone(),
+        health: health.clone(),
+    };
+    tokio::spawn(sender.run());
+
+    // The step loop: at each wall-clock step boundary, collect the host, report the agent's
+    // own health, and send the step's meters as one batch.
+    let step_ms = cfg.step.as_millis() as i64;
+    let mut host = cfg
+        .host_metrics
+        .then(|| host::HostCollector::new(cfg.proc_root.clone()));
+    let mut last_health: std::collections::HashMap<String, u64> = Default::default();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (boundary, wait) = until_next_step(step_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut shutdown => break,
+        }
+        if let Some(h) = host.as_mut() {
+            h.collect(&registry);
+        }
+        sets.flush_into(&registry);
+        for s in health.series() {
+            if s.gauge {
+                registry.set(s.name, s.tags, s.value as f64);
+            } else {
+                let key = format!("{}{:?}", s.name, s.tags);
+                let prev = last_health.insert(key, s.value).unwrap_or(0);
+                registry.add(s.name, s.tags, s.value.saturating_sub(prev) as f64);
+            }
+        }
+        let samples = registry.flush(boundary, step_ms as f64 / 1000.0);
+        outbox.push(Payload::Metrics(samples));
+    }
+    events.flush();
+    // Give the sender a moment to deliver what is buffered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while outbox.pending() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

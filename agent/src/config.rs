@@ -1,0 +1,311 @@
+//! The agent's settings: defaults, then a TOML file (`--config`), then `ARGUS_AGENT_*`
+//! environment variables, then flags. Everything is checked before the agent starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A Prometheus endpoint the agent scrapes.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTarget {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// Tags added to the target's series (e.g. `job`).
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+/// A JSON-lines file the agent follows into an event stream.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TailFile {
+    pub path: PathBuf,
+    pub stream: String,
+}
+
+/// The file layer: every key optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub server: Option<String>,
+    pub http_addr: Option<String>,
+    pub statsd_addr: Option<String>,
+    pub step: Option<String>,
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+    pub buffer_bytes: Option<usize>,
+    pub node: Option<String>,
+    pub app: Option<String>,
+    pub cluster: Option<String>,
+    pub host_metrics: Option<bool>,
+    pub proc_root: Option<PathBuf>,
+    #[serde(default)]
+    pub scrape: Vec<ScrapeTarget>,
+    pub scrape_interval: Option<String>,
+    #[serde(default)]
+    pub tail: Vec<TailFile>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+/// The settings the agent runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// gRPC address of the server, `http://host:port`.
+    pub server: String,
+    pub http_addr: SocketAddr,
+    pub statsd_addr: SocketAddr,
+    pub step: Duration,
+    /// Added to every series sent (the `nf.*` tags and `--tag`s).
+    pub tags: Vec<(String, String)>,
+    /// Memory for batches not yet acknowledged; past it the oldest are dropped.
+    pub buffer_bytes: usize,
+    pub host_metrics: bool,
+    /// Where /proc and /sys are (tests point this at fixtures).
+    pub proc_root: PathBuf,
+    pub scrape: Vec<ScrapeTarget>,
+    pub scrape_interval: Duration,
+    pub tail: Vec<TailFile>,
+}
+
+/// Parses `10s`, `1m`, `500ms`, `2h`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .with_context(|| format!("invalid duration {s:?}: no unit (e.g. 10s, 1m)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}: expected a number then a unit"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" | "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => bail!("invalid duration {s:?}: units are ms, s, m, h"),
+    };
+    if ms == 0 {
+        bail!("invalid duration {s:?}: must be positive");
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn valid_tag_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
+}
+
+/// Makes a value fit Atlas's tag rules: other characters become `_`.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if valid_tag_char(c) { c } else { '_' })
+        .collect()
+}
+
+/// The host's name, as the kernel knows it.
+pub fn hostname(proc_root: &Path) -> String {
+    std::fs::read_to_string(proc_root.join("sys/kernel/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// What the command line and environment give (clap fills both).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub server: Option<String>,
+    pub http_addr: Option<String>,
+    pub statsd_addr: Option<String>,
+    pub step: Option<String>,
+    pub tags: Vec<String>,
+    pub buffer_bytes: Option<usize>,
+    pub node: Option<String>,
+    pub app: Option<String>,
+    pub cluster: Option<String>,
+    pub no_host_metrics: bool,
+    pub proc_root: Option<PathBuf>,
+    pub scrape: Vec<String>,
+    pub scrape_interval: Option<String>,
+    pub tail: Vec<String>,
+}
+
+impl Overrides {
+    /// Merges flags and environment over the file and the defaults, and checks the result.
+    pub fn resolve(self, file: FileConfig) -> anyhow::Result<AgentConfig> {
+        let server = self
+            .server
+            .or(file.server)
+            .unwrap_or_else(|| "http://127.0.0.1:4317".to_string());
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            bail!("invalid --server {server:?}: expected http://HOST:PORT");
+        }
+        let addr = |v: Option<String>, default: &str, what: &str| -> anyhow::Result<SocketAddr> {
+            let s = v.unwrap_or_else(|| default.to_string());
+            s.parse()
+                .with_context(|| format!("invalid {what} {s:?}: expected HOST:PORT"))
+        };
+        let proc_root = self
+            .proc_root
+            .or(file.proc_root)
+            .unwrap_or_else(|| PathBuf::from("/proc"));
+        let step = parse_duration(&self.step.or(file.step).unwrap_or_else(|| "60s".into()))
+            .context("invalid --step")?;
+        if 86_400_000 % step.as_millis() != 0 {
+            bail!("invalid --step: {step:?} does not divide a day evenly (e.g. 10s, 1m)");
+        }
+        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut set = |k: &str, v: String| {
+            tags.retain(|(key, _)| key != k);
+            tags.push((k.to_string(), v));
+        };
+        let node = self
+            .node
+            .or(file.node)
+            .unwrap_or_else(|| hostname(&proc_root));
+        set("nf.node", sanitize(&node));
+        if let Some(app) = self.app.or(file.app) {
+            set("nf.app", sanitize(&app));
+        }
+        if let Some(cluster) = self.cluster.or(file.cluster) {
+            set("nf.cluster", sanitize(&cluster));
+        }
+        for (k, v) in file.tags.unwrap_or_default() {
+            set(&k, v);
+        }
+        for t in &self.tags {
+            let (k, v) = t
+                .split_once('=')
+                .with_context(|| format!("invalid --tag {t:?}: expected KEY=VALUE"))?;
+            if k.is_empty() || v.is_empty() {
+                bail!("invalid --tag {t:?}: key and value must not be empty");
+            }
+            set(k, v.to_string());
+        }
+        tags.sort();
+        for (k, v) in &tags {
+            if !k.chars().all(valid_tag_char) || !v.chars().all(valid_tag_char) {
+                bail!("invalid tag {k}={v}: Atlas allows only -._A-Za-z0-9^~ in keys and values");
+            }
+        }
+        let mut scrape = file.scrape;
+        for url in self.scrape {
+            scrape.push(ScrapeTarget {
+                url,
+                tags: Vec::new(),
+            });
+        }
+        for t in &scrape {
+            if !t.url.starts_with("http://") {
+                bail!("invalid scrape target {:?}: only http:// URLs", t.url);
+            }
+        }
+        let mut tail = file.tail;
+        for t in self.tail {
+            let (path, stream) = t
+                .rsplit_once('=')
+                .map(|(p, s)| (PathBuf::from(p), s.to_string()))
+                .unwrap_or_else(|| (PathBuf::from(&t), "logs".to_string()));
+            tail.push(TailFile { path, stream });
+        }
+        let buffer_bytes = self.buffer_bytes.or(file.buffer_bytes).unwrap_or(8 << 20);
+        if buffer_bytes < 4096 {
+            bail!("invalid --buffer-bytes {buffer_bytes}: at least 4096");
+        }
+        Ok(AgentConfig {
+            server,
+            http_addr: addr(
+                self.http_addr.or(file.http_addr),
+                "127.0.0.1:7102",
+                "--http-addr",
+            )?,
+            statsd_addr: addr(
+                self.statsd_addr.or(file.statsd_addr),
+                "127.0.0.1:8125",
+                "--statsd-addr",
+            )?,
+            step,
+            tags,
+            buffer_bytes,
+            host_metrics: !self.no_host_metrics && file.host_metrics.unwrap_or(true),
+            proc_root,
+            scrape,
+            scrape_interval: parse_duration(
+                &self
+                    .scrape_interval
+                    .or(file.scrape_interval)
+                    .unwrap_or_else(|| "10s".into()),
+            )
+            .context("invalid --scrape-interval")?,
+            tail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_checks() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            server = "http://10.0.0.1:4317"
+            step = "10s"
+            app = "www"
+            tags = { "nf.region" = "us-east-1" }
+            [[scrape]]
+            url = "http://127.0.0.1:9100/metrics"
+            "#,
+        )
+        .unwrap();
+        let cfg = Overrides {
+            tags: vec!["team=core".into(), "nf.region=eu-west-1".into()],
+            node: Some("i-123".into()),
+            ..Overrides::default()
+        }
+        .resolve(file)
+        .unwrap();
+        assert_eq!(cfg.server, "http://10.0.0.1:4317");
+        assert_eq!(cfg.step, Duration::from_secs(10));
+        assert_eq!(
+            cfg.tags,
+            [
+                ("nf.app".to_string(), "www".to_string()),
+                ("nf.node".to_string(), "i-123".to_string()),
+                ("nf.region".to_string(), "eu-west-1".to_string()),
+                ("team".to_string(), "core".to_string()),
+            ]
+        );
+        assert_eq!(cfg.scrape.len(), 1);
+        for bad in [
+            Overrides {
+                step: Some("7s".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                tags: vec!["x".into()],
+                ..Overrides::default()
+            },
+            Overrides {
+                tags: vec!["a=b c".into()],
+                ..Overrides::default()
+            },
+            Overrides {
+                server: Some("127.0.0.1:4317".into()),
+                ..Overrides::default()
+            },
+        ] {
+            assert!(bad.resolve(FileConfig::default()).is_err());
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The agent's own health, counted as it happens and published with everything else as
+//! `argus.agent.*` series every step (Vector's "internal events" idea): what was sent, what
+//! was dropped and why, how full the buffer is, how often the connection was lost.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Health {
+    pub samples_sent: AtomicU64,
+    pub events_sent: AtomicU64,
+    /// Dropped because the buffer was full (the oldest go first).
+    pub dropped_samples_buffer_full: AtomicU64,
+    pub dropped_events_buffer_full: AtomicU64,
+    /// Refused by the server (reasons in the agent's log).
+    pub rejected_by_server: AtomicU64,
+    /// Input the agent could not read (a bad StatsD line, a non-JSON event, ...).
+    pub invalid_input: AtomicU64,
+    /// New series refused because the catalog is full.
+    pub dropped_too_many_series: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub buffer_bytes: AtomicU64,
+    pub statsd_packets: AtomicU64,
+    pub scrapes_failed: AtomicU64,
+}
+
+/// One counter of the health, as a series: name, tags, and whether it is a gauge.
+pub struct HealthSeries {
+    pub name: &'static str,
+    pub tags: &'static [(&'static str, &'static str)],
+    pub gauge: bool,
+    pub value: u64,
+}
+
+impl Health {
+    /// Every counter with its value now.
+    pub fn series(&self) -> Vec<HealthSeries> {
+        let c = |name, tags, v: &AtomicU64| HealthSeries {
+            name,
+            tags,
+            gauge: false,
+            value: v.load(Ordering::Relaxed),
+        };
+        vec![
+            c("argus.agent.sent", &[("id", "samples")], &self.samples_sent),
+            c("argus.agent.sent", &[("id", "events")], &self.events_sent),
+            c(
+                "argus.agent.dropped",
+                &[("id", "samples"), ("reason", "buffer_full")],
+                &self.dropped_samples_buffer_full,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "events"), ("reason", "buffer_full")],
+                &self.dropped_events_buffer_full,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "samples"), ("reason", "rejected")],
+                &self.rejected_by_server,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "input"), ("reason", "invalid")],
+                &self.invalid_input,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "series"), ("reason", "too_many_series")],
+                &self.dropped_too_many_series,
+            ),
+            c("argus.agent.reconnects", &[], &self.reconnects),
+            c("argus.agent.statsd.packets", &[], &self.statsd_packets),
+            c("argus.agent.scrape.failures", &[], &self.scrapes_failed),
+            HealthSeries {
+                name: "argus.agent.buffer.bytes",
+                tags: &[],
+                gauge: true,
+                value: self.buffer_bytes.load(Ordering::Relaxed),
+            },
+        ]
+    }
+
+    /// The counters as a JSON object, for the intake's `/v1/health`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut obj = serde_json::Map::new();
+        for s in self.series() {
+            let mut key = s.name.trim_start_matches("argus.agent.").to_string();
+            for (k, v) in s.tags {
+                key.push_str(&format!(".{k}={v}"));
+            }
+            obj.insert(key, s.value.into());
+        }
+        serde_json::Value::Object(obj)
+    }
+}

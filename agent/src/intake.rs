@@ -1,0 +1,301 @@
+//! The agent's HTTP intake (a bare hyper server, loopback by default): the service posts
+//! its Atlas-publish payloads (`POST /api/v1/publish`) and its raw events as NDJSON
+//! (`POST /v1/events/{stream}`); `GET /v1/health` shows the agent's own counters.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+use crate::config::sanitize;
+use crate::health::Health;
+use crate::outbox::{Catalog, Event, Outbox, Payload, Sample};
+
+/// Largest request body the intake reads.
+const MAX_BODY: usize = 16 << 20;
+/// Events per batch; a partial batch waits at most `EVENT_FLUSH`.
+const EVENTS_PER_BATCH: usize = 500;
+pub const EVENT_FLUSH: Duration = Duration::from_millis(200);
+
+/// Events gathered per stream until a batch is full or old enough.
+pub struct EventBatcher {
+    pending: Mutex<HashMap<String, Vec<Event>>>,
+    outbox: Arc<Outbox>,
+}
+
+impl EventBatcher {
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        EventBatcher {
+            pending: Mutex::new(HashMap::new()),
+            outbox,
+        }
+    }
+
+    pub fn add(&self, stream: &str, event: Event) {
+        let full = {
+            let mut pending = self.pending.lock();
+            let list = pending.entry(stream.to_string()).or_default();
+            list.push(event);
+            (list.len() >= EVENTS_PER_BATCH).then(|| std::mem::take(list))
+        };
+        if let Some(events) = full {
+            self.outbox.push(Payload::Events {
+                stream: stream.to_string(),
+                events,
+            });
+        }
+    }
+
+    /// Moves every partial batch to the outbox.
+    pub fn flush(&self) {
+        let batches: Vec<(String, Vec<Event>)> = self
+            .pending
+            .lock()
+            .iter_mut()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), std::mem::take(v)))
+            .collect();
+        for (stream, events) in batches {
+            self.outbox.push(Payload::Events { stream, events });
+        }
+    }
+}
+
+/// What the intake needs.
+pub struct Intake {
+    pub catalog: Arc<Catalog>,
+    pub outbox: Arc<Outbox>,
+    pub events: Arc<EventBatcher>,
+    pub health: Arc<Health>,
+    /// The agent's tags, added to published datapoints that lack them.
+    pub common: Vec<(String, String)>,
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        serde_json::json!({"type": "error", "message": message.into()}),
+    )
+}
+
+fn json_number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            other => other.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+impl Intake {
+    /// An Atlas publish payload: common tags merged into each metric's, the agent's tags
+    /// added, each datapoint queued with its own timestamp. Returns (queued, reasons).
+    pub fn publish(&self, body: &[u8]) -> Result<(usize, Vec<String>), String> {
+        let doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let common = doc
+            .get("tags")
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let metrics = doc
+            .get("metrics")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("expected {\"tags\": {...}, \"metrics\": [...]}")?;
+        let mut samples = Vec::with_capacity(metrics.len());
+        let mut reasons = Vec::new();
+        for (i, m) in metrics.iter().enumerate() {
+            let mut tags: Vec<(String, String)> = self.common.clone();
+            let mut set = |k: &str, v: &serde_json::Value| {
+                if let Some(v) = v.as_str() {
+                    tags.retain(|(key, _)| key != k);
+                    tags.push((k.to_string(), v.to_string()));
+                }
+            };
+            for (k, v) in &common {
+                set(k, v);
+            }
+            if let Some(own) = m.get("tags").and_then(serde_json::Value::as_object) {
+                for (k, v) in own {
+                    set(k, v);
+                }
+            }
+            let ts = m
+                .get("timestamp")
+                .or_else(|| m.get("start"))
+                .and_then(serde_json::Value::as_i64);
+            let value = m
+                .get("value")
+                .and_then(json_number)
+                .or_else(|| m.get("values").and_then(|v| v.get(0)).and_then(json_number));
+            let (Some(ts), Some(value)) = (ts, value) else {
+                reasons.push(format!("metric {i}: needs a timestamp and a value"));
+                continue;
+            };
+            if !tags.iter().any(|(k, _)| k == "name") {
+                reasons.push(format!("metric {i}: missing key 'name'"));
+                continue;
+            }
+            let Some(series) = self.catalog.intern(tags) else {
+                self.health
+                    .dropped_too_many_series
+                    .fetch_add(1, Ordering::Relaxed);
+                reasons.push(format!("metric {i}: too many series"));
+                continue;
+            };
+            samples.push(Sample {
+                series,
+                ts_ms: ts,
+                value,
+            });
+        }
+        let n = samples.len();
+        self.outbox.push(Payload::Metrics(samples));
+        Ok((n, reasons))
+    }
+
+    /// NDJSON events into `stream`. Returns (queued, reasons).
+    pub fn events(&self, stream: &str, body: &[u8], now_ms: i64) -> (usize, Vec<String>) {
+        let mut n = 0;
+        let mut reasons = Vec::new();
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
+                Ok(obj) => {
+                    let ts_ms = obj
+                        .get("timestamp")
+                        .and_then(serde_json::Value::as_i64)
+                        .unwrap_or(now_ms);
+                    self.events.add(
+                        stream,
+                        Event {
+                            ts_ms,
+                            json: line.to_vec(),
+                        },
+                    );
+                    n += 1;
+                }
+                Err(e) => {
+                    self.health.invalid_input.fetch_add(1, Ordering::Relaxed);
+                    reasons.push(format!("line {}: not a JSON object: {e}", i + 1));
+                }
+            }
+        }
+        (n, reasons)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        if method == Method::GET && path == "/v1/health" {
+            return reply(StatusCode::OK, self.health.to_json());
+        }
+        if method == Method::GET && path == "/healthz" {
+            return reply(StatusCode::OK, serde_json::json!({"status": "ok"}));
+        }
+        if method != Method::POST {
+            return error(StatusCode::NOT_FOUND, format!("no route {method} {path}"));
+        }
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("reading the body (limit {MAX_BODY} bytes): {e}"),
+                );
+            }
+        };
+        let (n, reasons) = if path == "/api/v1/publish" {
+            match self.publish(&body) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            }
+        } else if let Some(stream) = path.strip_prefix("/v1/events/") {
+            if stream.is_empty() || sanitize(stream) != stream || stream.len() > 120 {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid stream name {stream:?}: use -._A-Za-z0-9^~"),
+                );
+            }
+            self.events(stream, &body, now_ms())
+        } else {
+            return error(StatusCode::NOT_FOUND, format!("no route POST {path}"));
+        };
+        if reasons.is_empty() {
+            return reply(StatusCode::OK, serde_json::json!({"accepted": n}));
+        }
+        let status = if n == 0 {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::ACCEPTED
+        };
+        reply(
+            status,
+            serde_json::json!({
+                "type": if n == 0 { "error" } else { "partial" },
+                "accepted": n,
+                "errorCount": reasons.len(),
+                "message": reasons.iter().take(5).collect::<Vec<_>>(),
+            }),
+        )
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Serves the intake until the listener fails.
+pub async fn serve(listener: TcpListener, intake: Arc<Intake>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "intake accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let intake = intake.clone();
+                async move { Ok::<_, Infallible>(intake.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "intake connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,331 @@
+//! The connection to the server: a control stream (Hello, then instructions), a metric
+//! stream and an event stream, all compressed. Batches go out oldest first, at most a few in
+//! flight per stream; an acknowledgement frees its batch. When the connection breaks, every
+//! unacknowledged batch is sent again on the next one (the server recognises resends by
+//! their sequence number), after an exponential backoff with jitter.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use argus_proto::v1::ingest_client::IngestClient;
+use argus_proto::v1::{
+    AgentMessage, EventBatch, Hello, MetricBatch, SampleGroup, SeriesDef, Tag, agent_message,
+    server_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::health::Health;
+use crate::outbox::{Catalog, Entry, Kind, Outbox, Payload};
+
+/// Batches per stream sent and not yet acknowledged.
+const WINDOW: usize = 8;
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub struct Sender {
+    pub server: String,
+    pub agent_id: String,
+    pub node: String,
+    pub streams: Vec<String>,
+    pub step_ms: i64,
+    pub catalog: Arc<Catalog>,
+    pub outbox: Arc<Outbox>,
+    pub health: Arc<Health>,
+}
+
+/// A random number for jitter and ids, without a dependency: the clock's nanoseconds mixed.
+pub fn random_u64() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The series definitions a stream has received, so each is sent once per stream.
+#[derive(Default)]
+struct Defined(HashSet<u32>);
+
+fn encode_metrics(entry: &Entry, defined: &mut Defined, catalog: &Catalog) -> MetricBatch {
+    let Payload::Metrics(samples) = &entry.payload else {
+        return MetricBatch::default();
+    };
+    let mut batch = MetricBatch {
+        seq: entry.seq,
+        ..MetricBatch::default()
+    };
+    let mut groups: Vec<SampleGroup> = Vec::new();
+    for s in samples {
+        if defined.0.insert(s.series)
+            && let Some(tags) = catalog.tags(s.series)
+        {
+            batch.definitions.push(SeriesDef {
+                id: s.series,
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| Tag {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        // Samples of one batch mostly share a timestamp: look from the last group back.
+        let group = match groups.iter_mut().rev().find(|g| g.timestamp_ms == s.ts_ms) {
+            Some(g) => g,
+            None => {
+                groups.push(SampleGroup {
+                    timestamp_ms: s.ts_ms,
+                    ..SampleGroup::default()
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.series.push(s.series);
+        group.values.push(s.value);
+    }
+    batch.groups = groups;
+    batch
+}
+
+fn encode_events(entry: &Entry) -> EventBatch {
+    let Payload::Events { stream, events } = &entry.payload else {
+        return EventBatch::default();
+    };
+    EventBatch {
+        seq: entry.seq,
+        stream: stream.clone(),
+        events: events
+            .iter()
+            .map(|e| argus_proto::v1::Event {
+                timestamp_ms: e.ts_ms,
+                json: e.json.clone(),
+            })
+            .collect(),
+    }
+}
+
+impl Sender {
+    /// Runs until the process ends: connect, stream, and after a failure, wait and again.
+    pub async fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = Instant::now();
+            match self.session().await {
+                Ok(()) => tracing::info!("server closed the connection"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "connection to the server lost")
+                }
+            }
+            self.outbox.connection_lost();
+            self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = BACKOFF_MIN;
+            }
+            // Full jitter: a fleet of agents does not come back at the same instant.
+            let wait = backoff.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0);
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Channel> {
+        Endpoint::from_shared(self.server.clone())
+            .context("invalid server address")?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.server))
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Ok(v) = self.agent_id.parse() {
+            req.metadata_mut().insert(argus_proto::AGENT_ID_HEADER, v);
+        }
+        req
+    }
+
+    /// One connection's life: returns when a stream ends or fails.
+    async fn session(&self) -> anyhow::Result<()> {
+        let channel = self.connect().await?;
+        let mut client = IngestClient::new(channel)
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(16 << 20);
+
+        let hello = AgentMessage {
+            kind: Some(agent_message::Kind::Hello(Hello {
+                agent_id: self.agent_id.clone(),
+                node: self.node.clone(),
+                streams: self.streams.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                step_ms: self.step_ms,
+            })),
+        };
+        // The control stream stays open: the agent's half by keeping the sender alive.
+        let (control_tx, control_rx) = mpsc::channel::<AgentMessage>(4);
+        control_tx
+            .send(hello)
+            .await
+            .map_err(|_| anyhow!("control stream closed"))?;
+        let mut control = client
+            .control(self.request(ReceiverStream::new(control_rx)))
+            .await
+            .context("opening the control stream")?
+            .into_inner();
+
+        let (metrics_tx, metrics_rx) = mpsc::channel::<MetricBatch>(WINDOW);
+        let mut metric_acks = client
+            .push_metrics(self.request(ReceiverStream::new(metrics_rx)))
+            .await
+            .context("opening the metric stream")?
+            .into_inner();
+        let (events_tx, events_rx) = mpsc::channel::<EventBatch>(WINDOW);
+        let mut event_acks = client
+            .push_events(self.request(ReceiverStream::new(events_rx)))
+            .await
+            .context("opening the event stream")?
+            .into_inner();
+        tracing::info!(server = %self.server, "connected");
+
+        let mut defined = Defined::default();
+        let mut pause_until: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            // Send what fits in the windows, unless the server asked for a pause.
+            if pause_until.is_none_or(|t| tokio::time::Instant::now() >= t) {
+                let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Metrics));
+                let batches = self.outbox.take_unsent(Kind::Metrics, room, |e| {
+                    encode_metrics(e, &mut defined, &self.catalog)
+                });
+                for b in batches {
+                    metrics_tx
+                        .send(b)
+                        .await
+                        .map_err(|_| anyhow!("metric stream closed"))?;
+                }
+                let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Events));
+                let batches = self.outbox.take_unsent(Kind::Events, room, encode_events);
+                for b in batches {
+                    events_tx
+                        .send(b)
+                        .await
+                        .map_err(|_| anyhow!("event stream closed"))?;
+                }
+            }
+            tokio::select! {
+                _ = self.outbox.ready.notified() => {}
+                _ = tick.tick() => {}
+                ack = metric_acks.next() => {
+                    let ack = ack.ok_or_else(|| anyhow!("metric stream ended"))?
+                        .context("metric stream failed")?;
+                    let items = self.outbox.ack(Kind::Metrics, ack.seq);
+                    if !ack.duplicate {
+                        self.health
+                            .samples_sent
+                            .fetch_add(u64::from(ack.stored), Ordering::Relaxed);
+                    }
+                    if ack.rejected > 0 {
+                        self.health
+                            .rejected_by_server
+                            .fetch_add(u64::from(ack.rejected), Ordering::Relaxed);
+                        tracing::warn!(seq = ack.seq, rejected = ack.rejected, reasons = ?ack.reasons, "server refused samples");
+                    }
+                    if ack.retry_after_ms > 0 {
+                        tracing::info!(notice = %ack.notice, "server asks to slow down");
+                        pause_until = Some(tokio::time::Instant::now() + Duration::from_millis(u64::from(ack.retry_after_ms)));
+                    }
+                    let _ = items;
+                }
+                ack = event_acks.next() => {
+                    let ack = ack.ok_or_else(|| anyhow!("event stream ended"))?
+                        .context("event stream failed")?;
+                    self.outbox.ack(Kind::Events, ack.seq);
+                    if !ack.duplicate {
+                        self.health
+                            .events_sent
+                            .fetch_add(u64::from(ack.stored), Ordering::Relaxed);
+                    }
+                    if ack.rejected > 0 {
+                        tracing::warn!(seq = ack.seq, rejected = ack.rejected, reasons = ?ack.reasons, "server refused events");
+                    }
+                }
+                msg = control.next() => {
+                    match msg {
+                        Some(Ok(m)) => {
+                            if let Some(server_message::Kind::Welcome(w)) = m.kind {
+                                if w.step_ms != self.step_ms {
+                                    tracing::warn!(agent_step_ms = self.step_ms, server_step_ms = w.step_ms,
+                                        "the server's step differs from the agent's; set --step to match");
+                                }
+                                tracing::info!(server_version = %w.server_version, "welcomed by the server");
+                            }
+                        }
+                        Some(Err(e)) => return Err(anyhow!(e).context("control stream failed")),
+                        None => return Err(anyhow!("control stream ended")),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Sample;
+
+    #[test]
+    fn definitions_once_per_stream_and_groups_by_time() {
+        let catalog = Catalog::default();
+        let a = catalog.intern(vec![("name".into(), "a".into())]).unwrap();
+        let b = catalog.intern(vec![("name".into(), "b".into())]).unwrap();
+        let health = Arc::new(Health::default());
+        let outbox = Outbox::new(1 << 20, health);
+        let s = |series, ts_ms, value| Sample {
+            series,
+            ts_ms,
+            value,
+        };
+        outbox.push(Payload::Metrics(vec![
+            s(a, 60, 1.0),
+            s(b, 60, 2.0),
+            s(a, 120, 3.0),
+        ]));
+        outbox.push(Payload::Metrics(vec![s(b, 180, 4.0)]));
+        let mut defined = Defined::default();
+        let batches = outbox.take_unsent(Kind::Metrics, 10, |e| {
+            encode_metrics(e, &mut defined, &catalog)
+        });
+        assert_eq!(batches[0].definitions.len(), 2);
+        assert_eq!(batches[0].groups.len(), 2);
+        assert_eq!(batches[0].groups[0].series, [a, b]);
+        assert_eq!(batches[0].groups[1].values, [3.0]);
+        assert!(
+            batches[1].definitions.is_empty(),
+            "b was defined on this stream already"
+        );
+        // a new connection defines everything again
+        outbox.connection_lost();
+        let mut fresh = Defined::default();
+        let again = outbox.take_unsent(Kind::Metrics, 10, |e| {
+            encode_metrics(e, &mut fresh, &catalog)
+        });
+        assert_eq!(again[0].seq, 1);
+        assert_eq!(again[0].definitions.len(), 2);
+    }
+}
