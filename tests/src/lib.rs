@@ -30,48 +30,105 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The gRPC address, `http://127.0.0.1:PORT`.
+    pub grpc: String,
     pub data_dir: PathBuf,
+}
+
+/// Starts `bin` with `args`, reads its stdout until every line prefix in `wanted` was seen,
+/// and returns the process with the text after each prefix (in `wanted`'s order).
+fn spawn_reporting(
+    bin: &str,
+    args: &[&str],
+    wanted: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, Vec<String>) {
+    let mut cmd = Command::new(binary(bin));
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prefixes: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for (i, p) in prefixes.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix(p.as_str()) {
+                    let _ = tx.send((i, rest.to_string()));
+                }
+            }
+        }
+    });
+    let mut found = vec![String::new(); wanted.len()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut missing = wanted.len();
+    while missing > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, v)) => {
+                if found[i].is_empty() {
+                    missing -= 1;
+                }
+                found[i] = v;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{bin} did not report {wanted:?} within 30 s");
+            }
+        }
+    }
+    (child, found)
+}
+
+/// A loopback port that is free now (for a server that must come back on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Server {
     /// Starts `argus server` on 127.0.0.1:0 with a fresh data directory and extra flags, and
     /// waits until it says where it listens and answers `/healthz`.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Server::start`] on given addresses.
+    pub fn start_on(http: &str, grpc: &str, extra: &[&str]) -> Server {
         let data_dir = std::env::temp_dir().join(format!(
             "argus-e2e-{}-{}",
             std::process::id(),
             Instant::now().elapsed().as_nanos() ^ rand_seed()
         ));
-        let mut child = Command::new(binary("argus"))
-            .arg("server")
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra)
-            .env("ARGUS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting argus");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("argus: HTTP API listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(b) => b,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("argus did not report its HTTP address within 30 s");
-            }
-        };
+        let dir = data_dir.to_string_lossy().to_string();
+        let mut args = vec![
+            "server",
+            "--http-addr",
+            http,
+            "--grpc-addr",
+            grpc,
+            "--data-dir",
+            &dir,
+        ];
+        args.extend_from_slice(extra);
+        let (child, found) = spawn_reporting(
+            "argus",
+            &args,
+            &["argus: HTTP API listening on ", "argus: gRPC listening on "],
+            &[("ARGUS_LOG", "warn")],
+        );
         let server = Server {
             child,
-            base,
+            base: found[0].clone(),
+            grpc: format!("http://{}", found[1]),
             data_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -82,7 +139,16 @@ impl Server {
         server
     }
 
-    fn agent() -> ureq::Agent {
+    /// Kills the server as `kill -9` would (no shutdown), keeping its data directory.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.data_dir);
+        std::mem::forget(self);
+        dir
+    }
+
+    pub fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -166,8 +232,169 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// A running `argus-agent`, killed on drop.
+pub struct Agent {
+    child: Child,
+    /// The HTTP intake, `http://127.0.0.1:PORT`.
+    pub intake: String,
+    /// The StatsD address, `127.0.0.1:PORT`.
+    pub statsd: String,
+}
+
+impl Agent {
+    /// Starts `argus-agent` sending to `server` (a gRPC URL), its listeners on port 0.
+    pub fn start(server: &str, extra: &[&str]) -> Agent {
+        let mut args = vec![
+            "--server",
+            server,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--statsd-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let (child, found) = spawn_reporting(
+            "argus-agent",
+            &args,
+            &[
+                "argus-agent: HTTP intake listening on ",
+                "argus-agent: StatsD listening on ",
+            ],
+            &[("ARGUS_AGENT_LOG", "warn")],
+        );
+        Agent {
+            child,
+            intake: found[0].clone(),
+            statsd: found[1].clone(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The agent's own counters (`GET /v1/health`).
+    pub fn health(&self) -> serde_json::Value {
+        let mut resp = Server::agent()
+            .get(&format!("{}/v1/health", self.intake))
+            .call()
+            .expect("agent health");
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+            .expect("health JSON")
+    }
+
+    /// POSTs to the agent's intake; returns (status, body).
+    pub fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let mut resp = Server::agent()
+            .post(&format!("{}{}", self.intake, path))
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` returns `Some`, polling every 200 ms, for at most `secs` seconds.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A Python virtual environment with `packages` installed from PyPI (created once, under
+/// the target directory, and reused). Returns its `python`.
+pub fn python_with(packages: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let key: u64 = packages
+        .iter()
+        .flat_map(|p| p.bytes())
+        .fold(0xcbf29ce484222325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    let venv = target.join(format!("e2e-venv-{key:016x}"));
+    let python = venv.join("bin/python");
+    let lock = target.join(format!("e2e-venv-{key:016x}.lock"));
+    // One test at a time creates the venv; the others wait for its marker.
+    let marker = venv.join(".installed");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if marker.exists() {
+            return python;
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited too long for {}",
+            venv.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let run = |cmd: &mut Command| {
+        let status = cmd.status().expect("running python");
+        assert!(status.success(), "{cmd:?} failed");
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages));
+    std::fs::write(&marker, packages.join("\n")).expect("writing the venv marker");
+    let _ = std::fs::remove_file(&lock);
+    python
+}
+
+/// Makes sure Debian packages are installed (as CI's `.ci/run` does), without starting their
+/// services; returns whether `binary` exists afterwards.
+pub fn debian_packages(binary: &str, packages: &[&str]) -> bool {
+    if std::path::Path::new(binary).exists() {
+        return true;
+    }
+    let script = format!(
+        "set -e; export DEBIAN_FRONTEND=noninteractive; \
+         if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+         apt-get update -qq; apt-get install -y -qq --no-install-recommends {}",
+        packages.join(" ")
+    );
+    let _ = Command::new("sh").args(["-c", &script]).status();
+    std::path::Path::new(binary).exists()
 }
 
 fn rand_seed() -> u128 {
