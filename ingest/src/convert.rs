@@ -617,25 +617,25 @@ fn nanos_to_ms(n: u64) -> i64 {
     (n / 1_000_000) as i64
 }
 
-/// A delta over `(start, time]` as a per-second rate; without a usable start, the store's
-/// step is the interval.
-fn delta_rate(value: f64, start_nanos: u64, time_nanos: u64, step_ms: i64) -> f64 {
-    let secs = if start_nanos > 0 && time_nanos > start_nanos {
-        (time_nanos - start_nanos) as f64 / 1e9
-    } else {
-        step_ms as f64 / 1000.0
-    };
-    value / secs
+/// A delta as the per-second rate of the step it lands in: the delta's count divided by the
+/// step, added to whatever else landed in that step (dstype `sum`). Conserves the count
+/// exactly whatever the export interval and its jitter, where time-weighting by the
+/// point's own interval would spread or lose it (the SDK's first delta covers only the
+/// moments since the first measurement).
+fn delta_per_step(value: f64, step_ms: i64) -> (DsType, f64) {
+    (DsType::Sum, value / (step_ms as f64 / 1000.0))
 }
 
 /// Converts an OTLP metrics export.
 ///
 /// - Gauge → a gauge. Sum, monotonic: cumulative → a counter (stored as its per-second
-///   rate, as Atlas's `counter`), delta → a per-second rate. Sum, not monotonic →
+///   rate, as Atlas's `counter`), delta → the per-second rate of the step it lands in
+///   (added up within a step, so no count is lost to jitter). Sum, not monotonic →
 ///   cumulative is a gauge, delta is summed per step.
 /// - Histogram → Atlas's distribution statistics: `statistic=count` and
 ///   `statistic=totalAmount` (rates), `statistic=max` and `statistic=min` (gauges), and
-///   one `statistic=bucket` series per bucket with its upper bound in `le` (a rate).
+///   one `statistic=bucket` series per bucket: the rate of values at or below its `le`
+///   (cumulative, as Prometheus's `le` buckets, so one query reads both).
 ///   Exponential histograms → count, totalAmount, max, min. Summary → count, totalAmount
 ///   and `statistic=percentile` gauges tagged `percentile` (0 to 100).
 /// - Tags: the point's attributes, plus `nf.app` from `service.name` and `nf.node` from
@@ -682,6 +682,52 @@ pub fn otlp_metrics(
     out
 }
 
+/// One histogram point's series: Atlas's distribution statistics.
+struct Distribution<'a> {
+    name: &'a str,
+    base: &'a [(String, String)],
+    attributes: &'a [KeyValue],
+    delta: bool,
+    step_ms: i64,
+    time: u64,
+    out: &'a mut Vec<Point>,
+}
+
+impl Distribution<'_> {
+    fn push(&mut self, extra: &[(&str, &str)], dstype: DsType, value: f64) {
+        let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.out.push(Point {
+            tags: point_tags(self.name, self.base, self.attributes, &extra),
+            dstype,
+            ts_ms: nanos_to_ms(self.time),
+            value,
+        });
+    }
+
+    /// A count or an amount: a rate, from a cumulative counter or from a delta.
+    fn counter(&mut self, extra: &[(&str, &str)], value: f64) {
+        let (dstype, value) = if self.delta {
+            delta_per_step(value, self.step_ms)
+        } else {
+            (DsType::Counter, value)
+        };
+        self.push(extra, dstype, value);
+    }
+
+    fn stats(&mut self, count: u64, sum: Option<f64>, max: Option<f64>, min: Option<f64>) {
+        self.counter(&[("statistic", "count")], count as f64);
+        if let Some(sum) = sum {
+            self.counter(&[("statistic", "totalAmount")], sum);
+        }
+        if let Some(max) = max {
+            self.push(&[("statistic", "max")], DsType::Gauge, max);
+        }
+        if let Some(min) = min {
+            self.push(&[("statistic", "min")], DsType::Gauge, min);
+        }
+    }
+}
+
 fn convert_metric(
     name: &str,
     base: &[(String, String)],
@@ -724,10 +770,7 @@ fn convert_metric(
                 let tags = point_tags(name, base, &p.attributes, &[]);
                 let (dstype, value) = match (s.is_monotonic, delta) {
                     (true, false) => (DsType::Counter, v),
-                    (true, true) => (
-                        DsType::Rate,
-                        delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
-                    ),
+                    (true, true) => delta_per_step(v, step_ms),
                     (false, false) => (DsType::Gauge, v),
                     (false, true) => (DsType::Sum, v),
                 };
@@ -737,108 +780,41 @@ fn convert_metric(
         metric::Data::Histogram(h) => {
             let delta = h.aggregation_temporality() == AggregationTemporality::Delta;
             for p in h.data_points.iter().filter(|p| recorded(p.flags)) {
-                let counter = |v: f64| {
-                    if delta {
-                        (
-                            DsType::Rate,
-                            delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
-                        )
-                    } else {
-                        (DsType::Counter, v)
-                    }
+                let mut dist = Distribution {
+                    name,
+                    base,
+                    attributes: &p.attributes,
+                    delta,
+                    step_ms,
+                    time: p.time_unix_nano,
+                    out: &mut *out,
                 };
-                let stat = |s: &str| vec![("statistic", s.to_string())];
-                let t = p.time_unix_nano;
-                let (ds, v) = counter(p.count as f64);
-                push(
-                    point_tags(name, base, &p.attributes, &stat("count")),
-                    ds,
-                    t,
-                    v,
-                );
-                if let Some(sum) = p.sum {
-                    let (ds, v) = counter(sum);
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("totalAmount")),
-                        ds,
-                        t,
-                        v,
-                    );
-                }
-                if let Some(max) = p.max {
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("max")),
-                        DsType::Gauge,
-                        t,
-                        max,
-                    );
-                }
-                if let Some(min) = p.min {
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("min")),
-                        DsType::Gauge,
-                        t,
-                        min,
-                    );
-                }
+                dist.stats(p.count, p.sum, p.max, p.min);
+                // Buckets cumulative, as `le` means in Prometheus: one query reads both.
+                let mut below = 0u64;
                 for (i, &c) in p.bucket_counts.iter().enumerate() {
+                    below += c;
                     let le = p.explicit_bounds.get(i).map_or_else(
                         || "Inf".to_string(),
                         |b| sanitize(&b.to_string()).into_owned(),
                     );
-                    let (ds, v) = counter(c as f64);
-                    let extra = [("statistic", "bucket".to_string()), ("le", le)];
-                    push(point_tags(name, base, &p.attributes, &extra), ds, t, v);
+                    dist.counter(&[("statistic", "bucket"), ("le", &le)], below as f64);
                 }
             }
         }
         metric::Data::ExponentialHistogram(h) => {
             let delta = h.aggregation_temporality() == AggregationTemporality::Delta;
             for p in h.data_points.iter().filter(|p| recorded(p.flags)) {
-                let counter = |v: f64| {
-                    if delta {
-                        (
-                            DsType::Rate,
-                            delta_rate(v, p.start_time_unix_nano, p.time_unix_nano, step_ms),
-                        )
-                    } else {
-                        (DsType::Counter, v)
-                    }
-                };
-                let stat = |s: &str| vec![("statistic", s.to_string())];
-                let t = p.time_unix_nano;
-                let (ds, v) = counter(p.count as f64);
-                push(
-                    point_tags(name, base, &p.attributes, &stat("count")),
-                    ds,
-                    t,
-                    v,
-                );
-                if let Some(sum) = p.sum {
-                    let (ds, v) = counter(sum);
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("totalAmount")),
-                        ds,
-                        t,
-                        v,
-                    );
+                Distribution {
+                    name,
+                    base,
+                    attributes: &p.attributes,
+                    delta,
+                    step_ms,
+                    time: p.time_unix_nano,
+                    out: &mut *out,
                 }
-                if let Some(max) = p.max {
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("max")),
-                        DsType::Gauge,
-                        t,
-                        max,
-                    );
-                }
-                if let Some(min) = p.min {
-                    push(
-                        point_tags(name, base, &p.attributes, &stat("min")),
-                        DsType::Gauge,
-                        t,
-                        min,
-                    );
-                }
+                .stats(p.count, p.sum, p.max, p.min);
             }
         }
         metric::Data::Summary(s) => {
@@ -1014,5 +990,44 @@ mod tests {
             assert!(err.0.contains("byte"), "{}", err.0);
         }
         assert_eq!(state.convert(&store, &[]).unwrap().samples.len(), 0);
+    }
+
+    #[test]
+    fn otlp_delta_histogram_becomes_per_step_rates_with_cumulative_buckets() {
+        use argus_proto::otlp::metrics::v1::{Histogram, HistogramDataPoint};
+        let point = HistogramDataPoint {
+            time_unix_nano: 120_500_000_000,
+            count: 6,
+            sum: Some(300.0),
+            max: Some(90.0),
+            bucket_counts: vec![1, 2, 3],
+            explicit_bounds: vec![10.0, 50.0],
+            ..Default::default()
+        };
+        let data = metric::Data::Histogram(Histogram {
+            data_points: vec![point],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+        });
+        let mut points = Vec::new();
+        convert_metric("latency", &[], &data, 2_000, &mut points);
+        let got: Vec<(String, DsType, i64, f64)> = points
+            .iter()
+            .map(|p| {
+                let tag = |k: &str| p.tags.get(k).unwrap_or("").to_string();
+                (tag("statistic") + &tag("le"), p.dstype, p.ts_ms, p.value)
+            })
+            .collect();
+        let rate = |stat: &str, v: f64| (stat.to_string(), DsType::Sum, 120_500, v);
+        assert_eq!(
+            got,
+            [
+                rate("count", 3.0),
+                rate("totalAmount", 150.0),
+                ("max".to_string(), DsType::Gauge, 120_500, 90.0),
+                rate("bucket10", 0.5),
+                rate("bucket50", 1.5),
+                rate("bucketInf", 3.0),
+            ]
+        );
     }
 }
