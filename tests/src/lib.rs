@@ -393,7 +393,17 @@ pub fn debian_packages(binary: &str, packages: &[&str]) -> bool {
          apt-get update -qq; apt-get install -y -qq --no-install-recommends {}",
         packages.join(" ")
     );
-    let _ = Command::new("sh").args(["-c", &script]).status();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let _ = if root {
+        Command::new("sh").args(["-c", &script]).status()
+    } else {
+        Command::new("sudo")
+            .args(["-n", "sh", "-c", &script])
+            .status()
+    };
     std::path::Path::new(binary).exists()
 }
 
@@ -424,4 +434,56 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// Any other program a test runs (a peer such as Prometheus), killed on drop. Its output
+/// goes to a log file, shown if it dies.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    pub fn start(program: &str, args: &[&str], log: PathBuf) -> Running {
+        let file = std::fs::File::create(&log).expect("creating a log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(file.try_clone().expect("cloning a file handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        Running { child, log }
+    }
+
+    /// Panics with the program's output if it has exited.
+    pub fn assert_running(&mut self, what: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let out = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("{what} exited with {status}: {out}");
+        }
+    }
+
+    /// The program's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "argus-{label}-{}-{}",
+        std::process::id(),
+        rand_seed() % 1_000_000_007
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
 }
