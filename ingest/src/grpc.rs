@@ -179,7 +179,7 @@ impl Ingest for IngestService {
                     Ok(Some(b)) => b,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(inbound_error(status))).await;
                         break;
                     }
                 };
@@ -257,7 +257,7 @@ impl Ingest for IngestService {
                     Ok(Some(b)) => b,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(inbound_error(status))).await;
                         break;
                     }
                 };
@@ -401,19 +401,48 @@ impl LogsService for OtlpService {
     }
 }
 
-/// tonic refuses an uncompressed message over the size limit with OUT_OF_RANGE; the
-/// protocol's word for it is RESOURCE_EXHAUSTED (what it uses for compressed ones). The
-/// handlers never return OUT_OF_RANGE themselves.
-fn oversize_as_resource_exhausted(
+/// What the protocol calls a bad inbound message, where tonic's codec says otherwise: a
+/// message over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE when it was
+/// not compressed) and one that does not decode is INVALID_ARGUMENT (tonic says INTERNAL,
+/// which clients would retry). Handlers return neither OUT_OF_RANGE nor a decode INTERNAL.
+fn inbound_code(code: tonic::Code, message: &[u8]) -> tonic::Code {
+    match code {
+        tonic::Code::OutOfRange => tonic::Code::ResourceExhausted,
+        tonic::Code::Internal
+            if message.starts_with(b"failed to decode")
+                || message.starts_with(b"failed%20to%20decode") =>
+        {
+            tonic::Code::InvalidArgument
+        }
+        other => other,
+    }
+}
+
+/// An error from a stream's inbound side, as the client should see it.
+fn inbound_error(status: Status) -> Status {
+    let code = inbound_code(status.code(), status.message().as_bytes());
+    Status::new(code, status.message().to_string())
+}
+
+/// The same for a unary call refused before its handler ran (a trailers-only response).
+fn inbound_error_response(
     mut resp: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
-    if resp
+    let Some(code) = resp
         .headers()
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11")
-    {
+        .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+    else {
+        return resp;
+    };
+    let message = resp
+        .headers()
+        .get("grpc-message")
+        .map_or(&b""[..], |v| v.as_bytes());
+    let mapped = inbound_code(tonic::Code::from_i32(code), message) as i32;
+    if mapped != code {
         resp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
+            .insert("grpc-status", http::HeaderValue::from(mapped));
     }
     resp
 }
@@ -437,9 +466,7 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            oversize_as_resource_exhausted,
-        ))
+        .layer(tower::util::MapResponseLayer::new(inbound_error_response))
         // Bounds per connection: a client cannot open streams without limit.
         .max_concurrent_streams(Some(64))
         .concurrency_limit_per_connection(64)
@@ -458,6 +485,23 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_inbound_messages_get_the_protocol_codes() {
+        use tonic::Code;
+        assert_eq!(
+            inbound_code(Code::OutOfRange, b"message length too large"),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            inbound_code(Code::Internal, b"failed%20to%20decode%20Protobuf"),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            inbound_code(Code::Internal, b"storing the batch failed"),
+            Code::Internal
+        );
+    }
 
     #[test]
     fn sequence_window() {
