@@ -727,6 +727,14 @@ impl TimeSeriesExpr {
                 };
             }
             TimeSeriesExpr::Aggregate(..) => {}
+            // Regrouping what was grouped may leave nothing to group by: then the math
+            // grouping is the plain aggregate it prints back as.
+            TimeSeriesExpr::GroupBy { op, expr, keys: k } => {
+                expr.group_aggregates(keys);
+                if k.is_empty() && !expr.is_grouped() {
+                    *self = TimeSeriesExpr::Aggregate(*op, expr.clone());
+                }
+            }
             other => other.children_mut(&mut |c| c.group_aggregates(keys)),
         }
     }
@@ -754,20 +762,33 @@ impl TimeSeriesExpr {
             TimeSeriesExpr::Percentiles(p) => merge(&mut p.keys),
             TimeSeriesExpr::Rewrite(nr) => match &mut nr.display {
                 Display::Query { keys: k, .. } => merge(k.get_or_insert_with(Vec::new)),
-                Display::Expr { expr, keys: k } => {
-                    expr.add_common_keys(keys);
-                    if let Some(k) = k {
-                        merge(k);
+                Display::Expr { expr, keys: k } => match k {
+                    None => expr.add_common_keys(keys),
+                    // Regrouped by its own keys: the aggregates inside take those and the
+                    // new ones, as Atlas applies `:by` on a rewrite to what it rewrites.
+                    // Once the inside is grouped by all of them, regrouping the result
+                    // changes nothing, and the form without prints back unambiguously.
+                    Some(own) => {
+                        merge(own);
+                        expr.add_common_keys(own);
+                        let inner = expr.grouping();
+                        if own.iter().all(|x| inner.contains(x)) {
+                            *k = None;
+                        }
                     }
-                }
+                },
             },
+            // A math aggregate becomes grouped only when what it aggregates now is (with
+            // no keys, or over constants, it stays the single line it prints back as).
             TimeSeriesExpr::Aggregate(op, inner) => {
                 inner.add_common_keys(keys);
-                *self = TimeSeriesExpr::GroupBy {
-                    op: *op,
-                    expr: inner.clone(),
-                    keys: keys.to_vec(),
-                };
+                if !keys.is_empty() && inner.is_grouped() {
+                    *self = TimeSeriesExpr::GroupBy {
+                        op: *op,
+                        expr: inner.clone(),
+                        keys: keys.to_vec(),
+                    };
+                }
             }
             TimeSeriesExpr::GroupBy { expr, keys: k, .. } => {
                 expr.add_common_keys(keys);

@@ -653,6 +653,7 @@ fn by(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
         }
         mut other => {
             other.group_aggregates(&keys);
+            check_groupings(&other)?;
             other
         }
     };
@@ -700,6 +701,7 @@ fn common_group(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     let [e, keys] = args(a)?;
     let mut expr = take_ts(e)?;
     expr.add_common_keys(&take_strs(keys)?);
+    check_groupings(&expr)?;
     push(ctx, expr)
 }
 
@@ -730,9 +732,8 @@ fn unary_expr(op: UnaryOp, expr: TimeSeriesExpr) -> TimeSeriesExpr {
     }
 }
 
-fn binary_op(ctx: &mut Context<'_>, a: Vec<Item>, op: BinaryOp) -> R {
-    let [x, y] = args(a)?;
-    let (x, y) = (take_ts(x)?, take_ts(y)?);
+/// The two sides of a binary operation must group compatibly.
+fn check_binary_grouping(x: &TimeSeriesExpr, y: &TimeSeriesExpr) -> R {
     let (gx, gy) = (x.grouping(), y.grouping());
     if !gx.is_empty()
         && !gy.is_empty()
@@ -746,6 +747,26 @@ fn binary_op(ctx: &mut Context<'_>, a: Vec<Item>, op: BinaryOp) -> R {
             keys_text(&gy)
         )));
     }
+    Ok(())
+}
+
+/// What `:by` and `:binary` check when they build a node, checked everywhere inside an
+/// expression whose aggregates were regrouped after the fact (`:by` on an ungrouped
+/// expression, `:cg`): each math grouping's keys come from what it groups, and both sides
+/// of each binary operation group compatibly.
+fn check_groupings(expr: &TimeSeriesExpr) -> R {
+    match expr {
+        TimeSeriesExpr::Binary(_, x, y) => check_binary_grouping(x, y)?,
+        TimeSeriesExpr::GroupBy { expr, keys, .. } => check_subset(keys, &expr.grouping())?,
+        _ => {}
+    }
+    expr.children().into_iter().try_for_each(check_groupings)
+}
+
+fn binary_op(ctx: &mut Context<'_>, a: Vec<Item>, op: BinaryOp) -> R {
+    let [x, y] = args(a)?;
+    let (x, y) = (take_ts(x)?, take_ts(y)?);
+    check_binary_grouping(&x, &y)?;
     push(ctx, binary(op, x, y))
 }
 
