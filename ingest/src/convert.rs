@@ -102,6 +102,8 @@ fn sanitize_key(k: &str) -> String {
 #[derive(Default)]
 pub struct StreamSeries {
     ids: Vec<Option<Result<SeriesId, Rejection>>>,
+    /// The last batch's sample buffer, reused: batches are large and alike.
+    spare: Vec<Sample>,
 }
 
 /// Local series ids above this are refused: they index a table per stream.
@@ -134,6 +136,8 @@ impl StreamSeries {
             self.ids[i] = Some(resolved);
         }
         let n: usize = batch.groups.iter().map(|g| g.series.len()).sum();
+        out.samples = std::mem::take(&mut self.spare);
+        out.samples.clear();
         out.samples.reserve(n);
         for group in &batch.groups {
             if group.series.len() != group.values.len() {
@@ -167,6 +171,13 @@ impl StreamSeries {
             }
         }
         out
+    }
+}
+
+impl StreamSeries {
+    /// Hands a stored batch's sample buffer back for the next batch.
+    pub fn recycle(&mut self, samples: Vec<Sample>) {
+        self.spare = samples;
     }
 }
 

@@ -203,6 +203,7 @@ impl Ingest for IngestService {
                         return (0, conv, true);
                     }
                     let n = conv.store(&st.store);
+                    series.lock().recycle(std::mem::take(&mut conv.samples));
                     AgentRegistry::record(&st.agents.metrics, &agent_key, seq);
                     (n, conv, false)
                 })

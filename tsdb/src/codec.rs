@@ -510,7 +510,7 @@ impl IntPlan {
         // A spike or a counter reset widens every field of the block; storing it as an
         // exception (about 9 bytes) pays once it saves a bit or two per field. Narrow or
         // short blocks cannot gain enough to pay for the search.
-        if values.len() >= 16 && body.width >= 3 {
+        if values.len() >= 16 && body.width >= 3 && outliers_could_pay(&ks, &fits, &body) {
             for _ in 0..MAX_OUTLIERS {
                 let mut best: Option<(usize, Body, usize)> = None;
                 for p in outlier_candidates(&ks, &fits, &body).into_iter().flatten() {
@@ -677,6 +677,72 @@ fn outlier_candidates(ks: &[i64], fits: &[Option<i64>], body: &Body) -> [Option<
         worth(Some(dhi)),
         worth(dhi.checked_sub(1)),
     ]
+}
+
+/// The three largest and three smallest of some integers (repeats count), without
+/// positions: cheap enough to run on every block.
+struct Top3 {
+    hi: [i64; 3],
+    lo: [i64; 3],
+}
+
+impl Top3 {
+    fn new() -> Self {
+        Top3 {
+            hi: [i64::MIN; 3],
+            lo: [i64::MAX; 3],
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, v: i64) {
+        if v > self.hi[2] {
+            let [a, b, _] = self.hi;
+            self.hi = if v > a {
+                [v, a, b]
+            } else if v > b {
+                [a, v, b]
+            } else {
+                [a, b, v]
+            };
+        }
+        if v < self.lo[2] {
+            let [a, b, _] = self.lo;
+            self.lo = if v < a {
+                [v, a, b]
+            } else if v < b {
+                [a, v, b]
+            } else {
+                [a, b, v]
+            };
+        }
+    }
+}
+
+/// Whether taking any one value out as an exception could narrow the body by the ~64 bits
+/// an exception costs: a lower bound on the body without one value (FOR loses one extreme
+/// value, DELTA at most two steps) against what it costs now. When this says no, so would
+/// [`outlier_candidates`] for every candidate, and the search is skipped.
+fn outliers_could_pay(ks: &[i64], fits: &[Option<i64>], body: &Body) -> bool {
+    let n = ks.len();
+    let mut vals = Top3::new();
+    for (&k, f) in ks.iter().zip(fits) {
+        if f.is_some() {
+            vals.push(k);
+        }
+    }
+    let mut steps = Top3::new();
+    for w in ks.windows(2) {
+        steps.push(w[1].wrapping_sub(w[0]));
+    }
+    let width = |lo: i64, hi: i64| range_width(lo, hi);
+    let for_lb = width(vals.lo[1], vals.hi[0]).min(width(vals.lo[0], vals.hi[1]));
+    let (lo, hi) = (steps.lo, steps.hi);
+    let delta_lb = width(lo[0], hi[2])
+        .min(width(lo[2], hi[0]))
+        .min(width(lo[1], hi[1]));
+    let bits_now = body.width as usize * if body.delta { n - 1 } else { n };
+    (n * for_lb).min((n - 1) * delta_lb) + 64 < bits_now
 }
 
 /// Chooses FOR or DELTA for `ks`, whichever is smaller (FOR on a tie: no prefix sum).

@@ -97,11 +97,12 @@ pub(crate) fn counter_heartbeat_ms(step_ms: i64) -> i64 {
     }
 }
 
-/// Rounds a timestamp up to the end of its step (a timestamp on a boundary stays).
+/// The step a timestamp belongs to: its step end (rounded up; a timestamp on a boundary
+/// stays) divided by the step, with one division.
 #[inline]
-pub(crate) fn step_end(ts_ms: i64, step_ms: i64) -> i64 {
-    let r = ts_ms.rem_euclid(step_ms);
-    if r == 0 { ts_ms } else { ts_ms - r + step_ms }
+pub(crate) fn step_index_of(ts_ms: i64, step_ms: i64) -> i64 {
+    let (q, r) = (ts_ms.div_euclid(step_ms), ts_ms.rem_euclid(step_ms));
+    q + i64::from(r != 0)
 }
 
 impl NormState {
@@ -230,9 +231,9 @@ mod tests {
     }
 
     #[test]
-    fn step_end_rounds_up() {
-        assert_eq!(step_end(60_000, 60_000), 60_000);
-        assert_eq!(step_end(60_001, 60_000), 120_000);
-        assert_eq!(step_end(-1, 60_000), 0);
+    fn step_index_rounds_up() {
+        assert_eq!(step_index_of(60_000, 60_000), 1);
+        assert_eq!(step_index_of(60_001, 60_000), 2);
+        assert_eq!(step_index_of(-1, 60_000), 0);
     }
 }

@@ -11,6 +11,11 @@ use crate::normalize::{DsType, Merge, NormState};
 
 const NO_BLOCK: u32 = u32::MAX;
 
+/// Sealed blocks are merged into their unit in runs of this many: each value is encoded
+/// about 3.5 times on its way into a full 16-block unit (8.5 when every seal re-encoded the
+/// unit), and at most three blocks at the end of a series wait outside a unit.
+const MERGE_RUN: u32 = 4;
+
 /// The block geometry of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
@@ -155,6 +160,14 @@ impl SeriesData {
     /// divided by the step), merging with what is there.
     pub(crate) fn write(&mut self, step_index: i64, value: f64, merge: Merge, layout: Layout) {
         let bs = i64::from(layout.block_steps);
+        // Most writes land in the head: no division for those.
+        if self.head_block != NO_BLOCK {
+            let offset = step_index - i64::from(self.head_block) * bs;
+            if (0..bs).contains(&offset) {
+                self.write_head(offset as usize, value, merge, layout);
+                return;
+            }
+        }
         let block = (step_index / bs) as u32;
         let slot = (step_index % bs) as usize;
         if self.head_block == NO_BLOCK {
@@ -171,24 +184,46 @@ impl SeriesData {
             self.head_block = block;
         }
         if block == self.head_block {
-            if slot >= self.head.len() {
-                let want = slot + 1;
-                if want > self.head.capacity() {
-                    // Grow in small exact steps: the head is a large per-series cost and
-                    // doubling would leave much of it unused.
-                    let target = want.next_multiple_of(8).min(layout.block_steps as usize);
-                    self.head.reserve_exact(target - self.head.len());
-                }
-                self.head.resize(want, f64::NAN);
-            }
-            self.head[slot] = merge.apply(self.head[slot], value);
+            self.write_head(slot, value, merge, layout);
         } else {
             self.write_sealed(block, slot, value, merge, layout);
         }
     }
 
-    /// Seals the head block: merges it into the last unit when that unit ends right before
-    /// it and has room, otherwise starts a new unit.
+    /// Asks the CPU to fetch the head slot the next in-order write will touch. Batches touch
+    /// many series once each, and that load missing the cache dominated the write.
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) fn prefetch_head(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let next = self.head.as_ptr().wrapping_add(self.head.len());
+            // SAFETY: SSE is part of every x86-64 CPU, and a prefetch is only a hint: it
+            // reads nothing into the program and never faults, whatever the address (here
+            // possibly just past the allocation).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.cast()) };
+        }
+    }
+
+    #[inline]
+    fn write_head(&mut self, slot: usize, value: f64, merge: Merge, layout: Layout) {
+        if slot >= self.head.len() {
+            let want = slot + 1;
+            if want > self.head.capacity() {
+                // Grow in small exact steps: the head is a large per-series cost and
+                // doubling would leave much of it unused.
+                let target = want.next_multiple_of(8).min(layout.block_steps as usize);
+                self.head.reserve_exact(target - self.head.len());
+            }
+            self.head.resize(want, f64::NAN);
+        }
+        self.head[slot] = merge.apply(self.head[slot], value);
+    }
+
+    /// Seals the head block. It becomes a unit of its own, unless it completes a run: when
+    /// [`MERGE_RUN`] single-block units (the head included) follow a unit, or the blocks
+    /// since the last gap fill a whole unit, they are all merged and re-encoded as one.
     pub(crate) fn seal_head(&mut self, layout: Layout) {
         if self.head_block == NO_BLOCK {
             return;
@@ -200,14 +235,39 @@ impl SeriesData {
             return; // NaN means "no data": an empty block is not kept at all
         }
         head.resize(layout.block_steps as usize, f64::NAN);
-        let last = self.units().last();
+        let units: Vec<Unit> = self.units().collect();
+        let last = units.last();
         match last {
-            Some(u) if u.first_block + u.n_blocks == block && u.n_blocks < layout.unit_blocks => {
-                let mut values = self.decode_unit(&u, layout);
-                values.extend_from_slice(&head);
-                let gap = self.gap_before(&u);
-                self.sealed.truncate(u.header);
-                self.push_unit(gap, u.n_blocks + 1, &values);
+            Some(u) if u.first_block + u.n_blocks == block => {
+                // The contiguous units before the head that fit into one unit with it.
+                let (mut start, mut blocks, mut singles, mut only_singles) =
+                    (units.len(), 1, 1, true);
+                while let Some(prev) = start.checked_sub(1).map(|i| &units[i]) {
+                    let contiguous = units
+                        .get(start)
+                        .is_none_or(|next| prev.first_block + prev.n_blocks == next.first_block);
+                    if !contiguous || blocks + prev.n_blocks > layout.unit_blocks {
+                        break;
+                    }
+                    blocks += prev.n_blocks;
+                    only_singles &= prev.n_blocks == 1;
+                    if only_singles {
+                        singles += 1;
+                    }
+                    start -= 1;
+                }
+                if start < units.len() && (singles >= MERGE_RUN || blocks == layout.unit_blocks) {
+                    let mut values = Vec::with_capacity((blocks * layout.block_steps) as usize);
+                    for u in &units[start..] {
+                        values.extend_from_slice(&self.decode_unit(u, layout));
+                    }
+                    values.extend_from_slice(&head);
+                    let gap = self.gap_before(&units[start]);
+                    self.sealed.truncate(units[start].header);
+                    self.push_unit(gap, blocks, &values);
+                } else {
+                    self.push_unit(0, 1, &head);
+                }
             }
             Some(u) if u.first_block + u.n_blocks <= block => {
                 let gap = block - (u.first_block + u.n_blocks);
@@ -445,6 +505,54 @@ mod tests {
             && a.iter()
                 .zip(b)
                 .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    }
+
+    #[test]
+    fn sealed_blocks_merge_in_runs_of_four_and_into_full_units() {
+        let layout = Layout {
+            block_steps: 2,
+            unit_blocks: 16,
+        };
+        let mut s = SeriesData::new(DsType::Gauge);
+        let mut shapes = Vec::new();
+        for block in 0..18u32 {
+            for slot in 0..2 {
+                let step = i64::from(block * 2 + slot);
+                s.write(step, step as f64 * 0.25, Merge::Max, layout);
+            }
+            // Writing the next block seals this one.
+            s.write(i64::from(block * 2 + 2), 0.0, Merge::Max, layout);
+            shapes.push(s.units().map(|u| u.n_blocks).collect::<Vec<_>>());
+        }
+        let want: [&[u32]; 18] = [
+            &[1],
+            &[1, 1],
+            &[1, 1, 1],
+            &[4],
+            &[4, 1],
+            &[4, 1, 1],
+            &[4, 1, 1, 1],
+            &[8],
+            &[8, 1],
+            &[8, 1, 1],
+            &[8, 1, 1, 1],
+            &[12],
+            &[12, 1],
+            &[12, 1, 1],
+            &[12, 1, 1, 1],
+            &[16],
+            &[16, 1],
+            &[16, 1, 1],
+        ];
+        for (got, want) in shapes.iter().zip(want) {
+            assert_eq!(got, want, "{shapes:?}");
+        }
+        let mut out = vec![0.0; 36];
+        let mut scratch = vec![0.0; layout.max_unit_steps()];
+        s.read_steps(0, &mut out, layout, &mut scratch).unwrap();
+        for (i, v) in out.iter().enumerate() {
+            assert_eq!(*v, i as f64 * 0.25);
+        }
     }
 
     #[test]

@@ -11,13 +11,15 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::index::{Postings, TagIndex};
 use crate::matcher::Matcher;
-use crate::normalize::{DsType, Merge, step_end};
+use crate::normalize::{DsType, Merge, step_index_of};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
 use crate::series::{Layout, SeriesData};
 use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
 
 /// Number of value shards; a power of two so the shard of an id is a mask.
 const SHARDS: usize = 16;
+/// How many samples ahead a batch write prefetches each series' head.
+const PREFETCH_AHEAD: usize = 8;
 /// Series handled per lock acquisition when scanning, which bounds how long a query can hold
 /// a lock that ingest wants.
 const SCAN_CHUNK: usize = 512;
@@ -318,18 +320,36 @@ impl Store {
         let mut outcome = AppendOutcome::default();
         let step = self.cfg.step_ms;
         let layout = self.cfg.layout();
+        // One pass sorts the batch by shard (stable, so each series keeps its order).
+        let mut starts = [0u32; SHARDS + 1];
+        for s in samples {
+            starts[(s.id as usize & (SHARDS - 1)) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            starts[i + 1] += starts[i];
+        }
+        let mut next = starts;
+        let mut order = vec![0u32; samples.len()];
+        for (i, s) in samples.iter().enumerate() {
+            let shard = s.id as usize & (SHARDS - 1);
+            order[next[shard] as usize] = i as u32;
+            next[shard] += 1;
+        }
         for (shard_no, lock) in self.shards.iter().enumerate() {
-            if !samples
-                .iter()
-                .any(|s| s.id as usize & (SHARDS - 1) == shard_no)
-            {
+            let mine = &order[starts[shard_no] as usize..starts[shard_no + 1] as usize];
+            if mine.is_empty() {
                 continue;
             }
             let mut shard = lock.write();
-            for (i, s) in samples.iter().enumerate() {
-                if s.id as usize & (SHARDS - 1) != shard_no {
-                    continue;
+            for (k, &i) in mine.iter().enumerate() {
+                // A few samples ahead, so the fetch lands by the time the write needs it.
+                if let Some(&ahead) = mine.get(k + PREFETCH_AHEAD)
+                    && let Some(data) = shard.get(samples[ahead as usize].id)
+                {
+                    data.prefetch_head();
                 }
+                let i = i as usize;
+                let s = &samples[i];
                 if s.ts_ms < min_ms || s.ts_ms > max_ms {
                     outcome.rejected.push((
                         i,
@@ -577,18 +597,8 @@ impl Store {
 #[inline]
 fn write_sample(data: &mut SeriesData, ts_ms: i64, value: f64, step_ms: i64, layout: Layout) {
     match data.dstype {
-        DsType::Gauge => data.write(
-            step_end(ts_ms, step_ms) / step_ms,
-            value,
-            Merge::Max,
-            layout,
-        ),
-        DsType::Sum => data.write(
-            step_end(ts_ms, step_ms) / step_ms,
-            value,
-            Merge::Add,
-            layout,
-        ),
+        DsType::Gauge => data.write(step_index_of(ts_ms, step_ms), value, Merge::Max, layout),
+        DsType::Sum => data.write(step_index_of(ts_ms, step_ms), value, Merge::Add, layout),
         DsType::Rate => {
             let mut norm = data.norm;
             norm.rate(ts_ms, value, step_ms, step_ms, &mut |b, v| {
