@@ -4,7 +4,6 @@
 //! refuses. Nothing here knows HTTP or gRPC transport.
 
 use std::borrow::Cow;
-use std::hash::{BuildHasher, Hasher};
 
 use ahash::AHashMap;
 use argus_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
@@ -386,16 +385,61 @@ pub fn prometheus_series(
     ))
 }
 
-/// 128 bits of hash of a series' raw label bytes: two 64-bit hashes with fixed seeds. A
-/// collision would need two label sets to agree on both.
-fn label_hash(parts: &[&[u8]]) -> u128 {
-    let mut a = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-    let mut b = ahash::RandomState::with_seeds(5, 6, 7, 8).build_hasher();
-    for p in parts {
-        a.write(p);
-        b.write(p);
+/// 128 bits of hash (XXH3) of a series' raw label fields, hashed where they lie when they
+/// are contiguous (as Prometheus writes them), part by part otherwise. Two encodings of one
+/// label set may hash apart; both then resolve to the same series by their tags.
+fn label_hash(ts: &[u8], region: Option<(usize, usize)>, parts: &[&[u8]]) -> u128 {
+    match region {
+        Some((lo, hi)) => xxhash_rust::xxh3::xxh3_128(&ts[lo..hi]),
+        None => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for p in parts {
+                h.update(&(p.len() as u32).to_le_bytes());
+                h.update(p);
+            }
+            h.digest128()
+        }
     }
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// One series of a request, parsed but not yet resolved: where its bytes lie in the
+/// request, the hash of its labels, and its samples in [`Scratch::samples`].
+struct RawSeries {
+    hash: u128,
+    bytes: std::ops::Range<usize>,
+    samples: std::ops::Range<usize>,
+}
+
+/// Per-thread buffers for remote-write requests, reused: a request of 2,000 series would
+/// otherwise allocate (and, past glibc's mmap threshold, map and fault in) several hundred
+/// kilobytes of short-lived tables every time.
+#[derive(Default)]
+struct Scratch {
+    series: Vec<RawSeries>,
+    samples: Vec<(i64, f64)>,
+    /// Per series: its store id, or `MISS`, or `REFUSED_BASE + i` for `refusals[i]`.
+    ids: Vec<u64>,
+    refusals: Vec<Rejection>,
+}
+
+const MISS: u64 = u64::MAX;
+const REFUSED_BASE: u64 = 1 << 40;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The label fields of one TimeSeries message.
+fn label_parts(ts: &[u8]) -> Result<Vec<&[u8]>, WireError> {
+    let mut parts = Vec::with_capacity(16);
+    let mut w = Wire::new(ts);
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => parts.push(w.bytes()?),
+            (_, t) => w.skip(t)?,
+        }
+    }
+    Ok(parts)
 }
 
 impl RemoteWriteState {
@@ -404,11 +448,14 @@ impl RemoteWriteState {
     /// Atlas's tag rules is refused with its reason and the rest is stored.
     pub fn convert(&self, store: &Store, body: &[u8]) -> Result<Converted, WireError> {
         let mut out = Converted::default();
-        let mut series: Vec<&[u8]> = Vec::new();
+        let mut series: Vec<std::ops::Range<usize>> = Vec::new();
         let mut w = Wire::new(body);
         while !w.done() {
             match w.key()? {
-                (1, 2) => series.push(w.bytes()?),
+                (1, 2) => {
+                    let len = w.bytes()?.len();
+                    series.push(w.pos - len..w.pos);
+                }
                 (3, 2) => self.metadata(w.bytes()?)?,
                 (_, t) => w.skip(t)?,
             }
@@ -423,51 +470,126 @@ impl RemoteWriteState {
                 cache.epoch = dropped;
             }
         }
-        let mut label_parts: Vec<&[u8]> = Vec::with_capacity(16);
-        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(4);
-        for ts in series {
-            label_parts.clear();
-            samples.clear();
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            let result = self.convert_series(store, body, &series, &mut scratch, &mut out);
+            scratch.series.clear();
+            scratch.samples.clear();
+            scratch.ids.clear();
+            scratch.refusals.clear();
+            cell.replace(scratch);
+            result
+        })?;
+        Ok(out)
+    }
+
+    /// Parses every series first, so that the cache is read under one lock per request,
+    /// then resolves the ones it does not know and emits the samples.
+    fn convert_series(
+        &self,
+        store: &Store,
+        body: &[u8],
+        series: &[std::ops::Range<usize>],
+        scratch: &mut Scratch,
+        out: &mut Converted,
+    ) -> Result<(), WireError> {
+        for range in series {
+            let ts = &body[range.clone()];
+            let first_sample = scratch.samples.len();
+            // The byte range of the label fields, while nothing else comes between them.
+            let mut region: Option<(usize, usize)> = None;
+            let mut contiguous = true;
             let mut w = Wire::new(ts);
             while !w.done() {
+                let field_start = w.pos;
                 match w.key()? {
-                    (1, 2) => label_parts.push(w.bytes()?),
-                    (2, 2) => samples.push(parse_sample(w.bytes()?)?),
+                    (1, 2) => {
+                        w.bytes()?;
+                        region = match region {
+                            None => Some((field_start, w.pos)),
+                            Some((lo, hi)) if hi == field_start => Some((lo, w.pos)),
+                            Some(r) => {
+                                contiguous = false;
+                                Some(r)
+                            }
+                        };
+                    }
+                    (2, 2) => scratch.samples.push(parse_sample(w.bytes()?)?),
                     (_, t) => w.skip(t)?,
                 }
             }
-            let hash = label_hash(&label_parts);
-            let cached = self.cache.read().ids.get(&hash).cloned();
-            let id = match cached {
-                Some(id) => id,
-                None => {
-                    let mut labels = Vec::with_capacity(label_parts.len());
-                    for part in &label_parts {
-                        labels.push(parse_label(part)?);
-                    }
-                    let resolved = prometheus_series(&labels, &self.types.read())
-                        .map(|(tags, dstype)| store.resolve_as(&tags, dstype));
-                    self.cache.write().ids.insert(hash, resolved.clone());
-                    resolved
-                }
+            let hash = match region {
+                Some(r) if contiguous => label_hash(ts, Some(r), &[]),
+                _ => label_hash(ts, None, &label_parts(ts)?),
             };
-            match id {
-                Ok(id) => {
-                    for &(ts_ms, value) in &samples {
-                        if value.to_bits() == STALE_NAN_BITS {
-                            continue; // the series ended; nothing to store
-                        }
-                        out.samples.push(Sample { id, ts_ms, value });
+            scratch.series.push(RawSeries {
+                hash,
+                bytes: range.clone(),
+                samples: first_sample..scratch.samples.len(),
+            });
+        }
+        let mut misses = false;
+        {
+            let cache = self.cache.read();
+            for p in &scratch.series {
+                let id = match cache.ids.get(&p.hash) {
+                    Some(Ok(id)) => u64::from(*id),
+                    Some(Err(r)) => {
+                        scratch.refusals.push(r.clone());
+                        REFUSED_BASE + scratch.refusals.len() as u64 - 1
                     }
-                }
-                Err(r) => {
-                    for _ in &samples {
-                        out.reject(r.clone());
+                    None => {
+                        misses = true;
+                        MISS
                     }
-                }
+                };
+                scratch.ids.push(id);
             }
         }
-        Ok(out)
+        if misses {
+            let types = self.types.read();
+            let mut fresh = Vec::new();
+            for (p, id) in scratch.series.iter().zip(scratch.ids.iter_mut()) {
+                if *id != MISS {
+                    continue;
+                }
+                let parts = label_parts(&body[p.bytes.clone()])?;
+                let mut labels = Vec::with_capacity(parts.len());
+                for part in parts {
+                    labels.push(parse_label(part)?);
+                }
+                let resolved = prometheus_series(&labels, &types)
+                    .map(|(tags, dstype)| store.resolve_as(&tags, dstype));
+                *id = match &resolved {
+                    Ok(sid) => u64::from(*sid),
+                    Err(r) => {
+                        scratch.refusals.push(r.clone());
+                        REFUSED_BASE + scratch.refusals.len() as u64 - 1
+                    }
+                };
+                fresh.push((p.hash, resolved));
+            }
+            drop(types);
+            self.cache.write().ids.extend(fresh);
+        }
+        out.samples.reserve(scratch.samples.len());
+        for (p, &id) in scratch.series.iter().zip(&scratch.ids) {
+            if id >= REFUSED_BASE {
+                let r = &scratch.refusals[(id - REFUSED_BASE) as usize];
+                for _ in p.samples.clone() {
+                    out.reject(r.clone());
+                }
+                continue;
+            }
+            let id = id as SeriesId;
+            for &(ts_ms, value) in &scratch.samples[p.samples.clone()] {
+                if value.to_bits() == STALE_NAN_BITS {
+                    continue; // the series ended; nothing to store
+                }
+                out.samples.push(Sample { id, ts_ms, value });
+            }
+        }
+        Ok(())
     }
 
     fn metadata(&self, bytes: &[u8]) -> Result<(), WireError> {

@@ -204,6 +204,7 @@ impl Ingest for IngestService {
                     }
                     let n = conv.store(&st.store);
                     series.lock().recycle(std::mem::take(&mut conv.samples));
+                    crate::memory::note_churn();
                     AgentRegistry::record(&st.agents.metrics, &agent_key, seq);
                     (n, conv, false)
                 })

@@ -319,13 +319,14 @@ async fn remote_write(
                 ),
             });
         }
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
-        let mut conv = st
-            .remote_write
-            .convert(&st.store, &raw)
-            .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))?;
+        let mut conv = with_scratch(len, |raw| {
+            snap::raw::Decoder::new()
+                .decompress(&body, raw)
+                .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
+            st.remote_write
+                .convert(&st.store, raw)
+                .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))
+        })?;
         let stored = conv.store(&st.store);
         crate::memory::note_churn();
         Ok::<_, ApiError>((stored, conv))
@@ -344,6 +345,27 @@ async fn remote_write(
         conv.rejected_count(),
         conv.reasons().join("; ")
     )))
+}
+
+/// Runs `f` on a zeroed buffer of `len` bytes that the thread keeps for its next request:
+/// remote-write bodies decompress to hundreds of kilobytes each, which a fresh allocation
+/// would map and fault in page by page every time.
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer larger than this is not kept after the request.
+    const KEEP: usize = 8 << 20;
+    SCRATCH.with(|cell| {
+        let mut buf = cell.take();
+        buf.clear();
+        buf.resize(len, 0);
+        let out = f(&mut buf);
+        if buf.capacity() <= KEEP {
+            cell.replace(buf);
+        }
+        out
+    })
 }
 
 /// Raw events as NDJSON, one JSON object per line, into an event stream. 200 when every line

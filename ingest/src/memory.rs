@@ -7,22 +7,47 @@
 //! on the peer dataset loaded over HTTP: free-but-resident heap ran from 10% to 40% of RSS,
 //! depending on which heap each request thread happened to use (BENCHMARKS.md).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-/// Set by work that frees much memory (a decoded request, a maintenance pass).
-static CHURNED: AtomicBool = AtomicBool::new(false);
+/// When work that frees much memory (a decoded request, a maintenance pass) last ran, in
+/// milliseconds since [`epoch`] plus one; 0 when nothing churned since the last trim.
+static LAST_CHURN: AtomicU64 = AtomicU64::new(0);
 
-/// Records that a burst of allocations was freed; the next [`reclaim_if_churned`] trims.
+/// Trimming waits until churn has paused this long: during a sustained load every trim
+/// would hand back pages that the next requests fault in again (measured: a tenth of the
+/// server's CPU under remote-write load went to page faults and TLB shootdowns).
+const QUIET: Duration = Duration::from_millis(1000);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// Records that a burst of allocations was freed; a [`reclaim_if_churned`] after the next
+/// quiet second trims.
 pub fn note_churn() {
-    CHURNED.store(true, Ordering::Relaxed);
+    LAST_CHURN.store(now_ms(), Ordering::Relaxed);
 }
 
 /// Returns whole free pages inside the heaps to the OS if anything churned since the last
-/// call. Cheap when nothing did; otherwise a walk of the heaps' free lists (about a
-/// millisecond per 100 MB of heap here), so call it from a blocking thread, about once a
-/// second.
+/// trim and nothing has for a second. Cheap otherwise; a trim walks the heaps' free lists
+/// (about a millisecond per 100 MB of heap here), so call it from a blocking thread, about
+/// once a second.
 pub fn reclaim_if_churned() -> bool {
-    if !CHURNED.swap(false, Ordering::Relaxed) {
+    let last = LAST_CHURN.load(Ordering::Relaxed);
+    if last == 0 || now_ms().saturating_sub(last) < QUIET.as_millis() as u64 {
+        return false;
+    }
+    // Churn that lands between the load and here is kept for the next call.
+    if LAST_CHURN
+        .compare_exchange(last, 0, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
         return false;
     }
     trim();
