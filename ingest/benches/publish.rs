@@ -1,2 +1,0 @@
-//! Publish payload decoding throughput (written with the server benchmarks).
-fn main() {}
