@@ -3,7 +3,7 @@
 //! `convert.rs` on a blocking thread, and answer; flow control does the rest (a stream is
 //! read only as fast as its batches are stored).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ type ControlStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + 
 struct SeenSeqs {
     floor: u64,
     above: BTreeSet<u64>,
+    /// Being stored right now (by a stream that may have lost its connection meanwhile).
+    pending: HashSet<u64>,
     last_used: Option<Instant>,
 }
 
@@ -80,19 +82,56 @@ pub struct AgentRegistry {
 }
 
 impl AgentRegistry {
-    fn seen(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64) -> bool {
-        map.lock().get(agent).is_some_and(|s| s.contains(seq))
-    }
-
-    fn record(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64) {
+    /// Claims a batch for storing: false when it was stored already or another stream is
+    /// storing it now (a resend that overtook the original after a reconnect). Checking and
+    /// claiming under one lock is what makes a resend never stored twice.
+    fn claim(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64) -> bool {
         let mut m = map.lock();
         let now = Instant::now();
         if m.len() > 10_000 {
-            m.retain(|_, s| s.last_used.is_some_and(|t| now - t < AGENT_IDLE));
+            m.retain(|_, s| {
+                !s.pending.is_empty() || s.last_used.is_some_and(|t| now - t < AGENT_IDLE)
+            });
         }
         let s = m.entry(agent.to_string()).or_default();
-        s.insert(seq);
         s.last_used = Some(now);
+        !s.contains(seq) && s.pending.insert(seq)
+    }
+
+    /// Ends a claim: the batch is remembered as stored, or released for a resend.
+    fn finish(map: &Mutex<HashMap<String, SeenSeqs>>, agent: &str, seq: u64, stored: bool) {
+        if let Some(s) = map.lock().get_mut(agent) {
+            s.pending.remove(&seq);
+            if stored {
+                s.insert(seq);
+            }
+        }
+    }
+}
+
+/// A claimed batch, released unless it was stored (a panic while storing must not leave
+/// its resends refused forever).
+struct Claim<'a> {
+    map: &'a Mutex<HashMap<String, SeenSeqs>>,
+    agent: &'a str,
+    seq: u64,
+    stored: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        AgentRegistry::finish(self.map, self.agent, self.seq, self.stored);
+    }
+}
+
+impl<'a> Claim<'a> {
+    fn take(map: &'a Mutex<HashMap<String, SeenSeqs>>, agent: &'a str, seq: u64) -> Option<Self> {
+        AgentRegistry::claim(map, agent, seq).then_some(Claim {
+            map,
+            agent,
+            seq,
+            stored: false,
+        })
     }
 }
 
@@ -199,13 +238,14 @@ impl Ingest for IngestService {
                     // Definitions are applied even for a resend: later batches of this
                     // stream may use them.
                     let mut conv = series.lock().convert(&st.store, &batch);
-                    if AgentRegistry::seen(&st.agents.metrics, &agent_key, seq) {
+                    let Some(mut claim) = Claim::take(&st.agents.metrics, &agent_key, seq) else {
                         return (0, conv, true);
-                    }
+                    };
                     let n = conv.store(&st.store);
+                    claim.stored = true;
+                    drop(claim);
                     series.lock().recycle(std::mem::take(&mut conv.samples));
                     crate::memory::note_churn();
-                    AgentRegistry::record(&st.agents.metrics, &agent_key, seq);
                     (n, conv, false)
                 })
                 .await;
@@ -268,12 +308,11 @@ impl Ingest for IngestService {
                     seq,
                     ..Ack::default()
                 };
-                if AgentRegistry::seen(&svc.state.agents.events, &agent, seq) {
-                    ack.duplicate = true;
-                } else {
+                if let Some(mut claim) = Claim::take(&svc.state.agents.events, &agent, seq) {
                     let (events, rejected) = convert::agent_events(&batch);
                     match svc.state.events.publish(&batch.stream, &events) {
                         Ok(n) => {
+                            claim.stored = true;
                             ack.stored = n as u32;
                             ack.rejected = rejected.len() as u32;
                             ack.reasons = rejected
@@ -281,13 +320,14 @@ impl Ingest for IngestService {
                                 .take(convert::MAX_REASONS)
                                 .map(|r| r.message.clone())
                                 .collect();
-                            AgentRegistry::record(&svc.state.agents.events, &agent, seq);
                         }
                         Err(e) => {
                             ack.rejected = batch.events.len() as u32;
                             ack.reasons = vec![e.to_string()];
                         }
                     }
+                } else {
+                    ack.duplicate = true;
                 }
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
@@ -503,6 +543,23 @@ mod tests {
             inbound_code(Code::Internal, b"storing the batch failed"),
             Code::Internal
         );
+    }
+
+    #[test]
+    fn a_batch_is_claimed_once_until_released() {
+        let map = Mutex::new(HashMap::new());
+        let first = Claim::take(&map, "a", 7).expect("free");
+        // A resend overtaking the original while it is being stored is refused.
+        assert!(Claim::take(&map, "a", 7).is_none());
+        assert!(
+            Claim::take(&map, "b", 7).is_some(),
+            "sequences are per agent"
+        );
+        drop(first); // not stored: released for the resend
+        let mut again = Claim::take(&map, "a", 7).expect("released");
+        again.stored = true;
+        drop(again);
+        assert!(Claim::take(&map, "a", 7).is_none(), "stored once");
     }
 
     #[test]

@@ -43,6 +43,21 @@ pub(crate) struct SeriesData {
     sealed: Vec<u8>,
 }
 
+/// Buffers a thread reuses for sealing: sealing happens for every series every block, and
+/// allocating these each time made the allocator a bottleneck under load.
+#[derive(Default)]
+struct SealScratch {
+    head: Vec<f64>,
+    units: Vec<Unit>,
+    values: Vec<f64>,
+    encoded: Vec<u8>,
+}
+
+thread_local! {
+    static SEAL_SCRATCH: std::cell::RefCell<SealScratch> =
+        std::cell::RefCell::new(SealScratch::default());
+}
+
 /// A sealed unit as found in the buffer.
 struct Unit {
     first_block: u32,
@@ -148,12 +163,17 @@ impl SeriesData {
     /// Decodes one unit into a fresh vector.
     fn decode_unit(&self, u: &Unit, layout: Layout) -> Vec<f64> {
         let mut values = vec![f64::NAN; (u.n_blocks * layout.block_steps) as usize];
+        self.decode_unit_into(u, &mut values);
+        values
+    }
+
+    /// Decodes one unit into `out` (exactly the unit's length).
+    fn decode_unit_into(&self, u: &Unit, out: &mut [f64]) {
         // Units are written only by this type; should one not decode, its steps read as
         // missing rather than failing the write that touches it.
-        if decode_values(&self.sealed[u.start..u.end], &mut values).is_err() {
-            values.fill(f64::NAN);
+        if decode_values(&self.sealed[u.start..u.end], out).is_err() {
+            out.fill(f64::NAN);
         }
-        values
     }
 
     /// Writes one normalized value into step `step_index` (a multiple-of-step timestamp
@@ -180,7 +200,8 @@ impl SeriesData {
             }
             self.head_block = block;
         } else if block > self.head_block {
-            self.seal_head(layout);
+            // The series is writing on: its next head reuses this one's allocation.
+            self.seal(layout, true);
             self.head_block = block;
         }
         if block == self.head_block {
@@ -221,23 +242,46 @@ impl SeriesData {
         self.head[slot] = merge.apply(self.head[slot], value);
     }
 
-    /// Seals the head block. It becomes a unit of its own, unless it completes a run: when
-    /// [`MERGE_RUN`] single-block units (the head included) follow a unit, or the blocks
-    /// since the last gap fill a whole unit, they are all merged and re-encoded as one.
+    /// Seals the head block and frees it (the series may have gone quiet). It becomes a
+    /// unit of its own, unless it completes a run: when [`MERGE_RUN`] single-block units
+    /// (the head included) follow a unit, or the blocks since the last gap fill a whole
+    /// unit, they are all merged and re-encoded as one.
     pub(crate) fn seal_head(&mut self, layout: Layout) {
+        self.seal(layout, false);
+    }
+
+    fn seal(&mut self, layout: Layout, keep_head: bool) {
         if self.head_block == NO_BLOCK {
             return;
         }
         let block = self.head_block;
         self.head_block = NO_BLOCK;
-        let mut head = std::mem::take(&mut self.head);
-        if head.iter().all(|v| v.is_nan()) {
+        if self.head.iter().all(|v| v.is_nan()) {
+            self.head.clear();
             return; // NaN means "no data": an empty block is not kept at all
         }
-        head.resize(layout.block_steps as usize, f64::NAN);
-        let units: Vec<Unit> = self.units().collect();
-        let last = units.last();
-        match last {
+        SEAL_SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            self.seal_into_units(block, layout, &mut scratch);
+            cell.replace(scratch);
+        });
+        self.head.clear();
+        if !keep_head {
+            self.head = Vec::new();
+        }
+        self.sealed.shrink_to_fit();
+    }
+
+    fn seal_into_units(&mut self, block: u32, layout: Layout, scratch: &mut SealScratch) {
+        let bs = layout.block_steps as usize;
+        let head = &mut scratch.head;
+        head.clear();
+        head.extend_from_slice(&self.head);
+        head.resize(bs, f64::NAN);
+        let units = &mut scratch.units;
+        units.clear();
+        units.extend(self.units());
+        match units.last() {
             Some(u) if u.first_block + u.n_blocks == block => {
                 // The contiguous units before the head that fit into one unit with it.
                 let (mut start, mut blocks, mut singles, mut only_singles) =
@@ -257,31 +301,33 @@ impl SeriesData {
                     start -= 1;
                 }
                 if start < units.len() && (singles >= MERGE_RUN || blocks == layout.unit_blocks) {
-                    let mut values = Vec::with_capacity((blocks * layout.block_steps) as usize);
+                    let values = &mut scratch.values;
+                    values.clear();
                     for u in &units[start..] {
-                        values.extend_from_slice(&self.decode_unit(u, layout));
+                        let at = values.len();
+                        values.resize(at + (u.n_blocks as usize) * bs, f64::NAN);
+                        self.decode_unit_into(u, &mut values[at..]);
                     }
-                    values.extend_from_slice(&head);
+                    values.extend_from_slice(head);
                     let gap = self.gap_before(&units[start]);
                     self.sealed.truncate(units[start].header);
-                    self.push_unit(gap, blocks, &values);
+                    self.push_unit_with(gap, blocks, values, &mut scratch.encoded);
                 } else {
-                    self.push_unit(0, 1, &head);
+                    self.push_unit_with(0, 1, head, &mut scratch.encoded);
                 }
             }
             Some(u) if u.first_block + u.n_blocks <= block => {
                 let gap = block - (u.first_block + u.n_blocks);
-                self.push_unit(gap, 1, &head);
+                self.push_unit_with(gap, 1, head, &mut scratch.encoded);
             }
             None => {
                 self.first_block = block;
-                self.push_unit(0, 1, &head);
+                self.push_unit_with(0, 1, head, &mut scratch.encoded);
             }
             // A head behind the last unit (only after a late write created a later unit):
             // put it in order.
-            Some(_) => self.insert_unit(block, 1, &head),
+            Some(_) => self.insert_unit(block, 1, head),
         }
-        self.sealed.shrink_to_fit();
     }
 
     /// The gap field of unit `u` (re-derived so the unit can be rewritten in place).
@@ -291,12 +337,17 @@ impl SeriesData {
     }
 
     fn push_unit(&mut self, gap: u32, n_blocks: u32, values: &[f64]) {
-        let mut encoded = Vec::with_capacity(values.len() * 2);
-        encode_values(values, &mut encoded);
+        self.push_unit_with(gap, n_blocks, values, &mut Vec::new());
+    }
+
+    /// Appends a unit, encoding it through `encoded` (a buffer the caller reuses).
+    fn push_unit_with(&mut self, gap: u32, n_blocks: u32, values: &[f64], encoded: &mut Vec<u8>) {
+        encoded.clear();
+        encode_values(values, encoded);
         put_varint(&mut self.sealed, u64::from(gap));
         put_varint(&mut self.sealed, u64::from(n_blocks));
         put_varint(&mut self.sealed, encoded.len() as u64);
-        self.sealed.extend_from_slice(&encoded);
+        self.sealed.extend_from_slice(encoded);
     }
 
     /// Rebuilds the buffer from `(first_block, n_blocks, values)` units in block order.
