@@ -35,6 +35,9 @@ impl Layout {
 /// so a series costs one allocation for all its history and skipping a unit is cheap.
 pub(crate) struct SeriesData {
     pub(crate) dstype: DsType,
+    /// The store's maintenance pass during which the series was last written (fits in
+    /// what was padding).
+    pub(crate) written_in_pass: u32,
     pub(crate) norm: NormState,
     /// First block of the first sealed unit (meaningless while `sealed` is empty).
     first_block: u32,
@@ -126,6 +129,7 @@ impl SeriesData {
     pub(crate) fn new(dstype: DsType) -> Self {
         SeriesData {
             dstype,
+            written_in_pass: 0,
             norm: NormState::default(),
             first_block: 0,
             head_block: NO_BLOCK,
@@ -556,6 +560,16 @@ mod tests {
             && a.iter()
                 .zip(b)
                 .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    }
+
+    #[test]
+    fn per_series_state_stays_small() {
+        // Every series pays this; the maintenance stamp lives in what was padding.
+        assert!(
+            std::mem::size_of::<Option<SeriesData>>() <= 96,
+            "{}",
+            std::mem::size_of::<Option<SeriesData>>()
+        );
     }
 
     #[test]

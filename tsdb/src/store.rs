@@ -3,7 +3,7 @@
 //! catalog and queries hold any lock only for a bounded chunk of series.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ahash::AHashMap;
 use parking_lot::RwLock;
@@ -202,6 +202,9 @@ pub struct Store {
     catalog: RwLock<Catalog>,
     shards: Box<[RwLock<Shard>]>,
     samples_stored: AtomicU64,
+    /// Counts maintenance passes; a write stamps its series with the current count, so a
+    /// pass can tell the series written since the previous one.
+    maintenance_pass: AtomicU32,
     series_created: AtomicU64,
     series_dropped: AtomicU64,
 }
@@ -218,6 +221,7 @@ impl Store {
             catalog: RwLock::new(Catalog::default()),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             samples_stored: AtomicU64::new(0),
+            maintenance_pass: AtomicU32::new(0),
             series_created: AtomicU64::new(0),
             series_dropped: AtomicU64::new(0),
         }
@@ -328,6 +332,7 @@ impl Store {
         for i in 0..SHARDS {
             starts[i + 1] += starts[i];
         }
+        let pass = self.maintenance_pass.load(Ordering::Relaxed);
         let mut next = starts;
         let mut order = vec![0u32; samples.len()];
         for (i, s) in samples.iter().enumerate() {
@@ -367,6 +372,7 @@ impl Store {
                         .push((i, Error::UnknownSeries { id: s.id }));
                     continue;
                 };
+                data.written_in_pass = pass;
                 write_sample(data, s.ts_ms, s.value, step, layout);
                 outcome.stored += 1;
             }
@@ -389,6 +395,10 @@ impl Store {
         // Late samples for a block are accepted until two steps (at least two minutes) after
         // it ends; a head is sealed after that, the rare later write re-encodes the block.
         let grace_ms = (2 * step).max(120_000);
+        // A series written since the previous pass keeps its head even when the block is
+        // old: a replayed backlog (an agent back after an outage, a backfill) is still
+        // filling it, and sealing under it would turn each further sample into a re-encode.
+        let busy_pass = self.maintenance_pass.fetch_add(1, Ordering::Relaxed);
         let mut report = MaintenanceReport::default();
         let mut empty = Vec::new();
         for (shard_no, lock) in self.shards.iter().enumerate() {
@@ -397,7 +407,7 @@ impl Store {
                 let Some(data) = slot else { continue };
                 if let Some(head) = data.head_block() {
                     let head_end = (i64::from(head) + 1) * self.cfg.block_ms();
-                    if head_end + grace_ms < now {
+                    if head_end + grace_ms < now && data.written_in_pass != busy_pass {
                         data.seal_head(layout);
                         report.heads_sealed += 1;
                     }

@@ -310,3 +310,33 @@ proptest! {
         prop_assert!(bits_eq(&values, &model), "got {:?}\nwant {:?}", values, model);
     }
 }
+
+#[test]
+fn maintenance_leaves_heads_being_filled_and_seals_idle_ones() {
+    let now = Arc::new(AtomicI64::new(T0 + 3 * 3_600_000));
+    let store = store_at(now.clone());
+    let id = store.resolve(&tags(&[("name", "replayed"), ("atlas.dstype", "gauge")]));
+    let heads = |store: &Store| store.storage_stats(None).head_slots;
+    // A backlog from two hours ago is being replayed: its block ended long ago.
+    let old = T0 + 3_600_000;
+    store.append(id, old, 1.0).unwrap();
+    store.maintain();
+    assert!(
+        heads(&store) > 0,
+        "a head written since the last pass is kept"
+    );
+    store.append(id, old + MIN, 2.0).unwrap();
+    store.maintain();
+    assert!(heads(&store) > 0, "still being filled");
+    store.maintain();
+    assert_eq!(heads(&store), 0, "idle for a whole pass: sealed");
+    let got = read(
+        &store,
+        &Matcher::True,
+        old,
+        old + MIN,
+        MIN,
+        Consolidation::Max,
+    );
+    assert_eq!(got[0].1, vec![1.0, 2.0]);
+}
