@@ -254,6 +254,11 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut host = cfg
         .host_metrics
         .then(|| host::HostCollector::new(cfg.proc_root.clone()));
+    // A first reading now, so that the first step already has the rates and percentages
+    // that need two readings (CPU, disks, network): a new agent shows its host at once.
+    if let Some(h) = host.as_mut() {
+        h.collect(&registry);
+    }
     let mut last_health: std::collections::HashMap<String, u64> = Default::default();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
