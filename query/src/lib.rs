@@ -18,8 +18,10 @@ pub mod fuzzing;
 pub mod graph;
 mod interpreter;
 mod model;
+pub mod mql;
 mod numfmt;
 mod parser;
+pub mod predicate;
 mod time;
 mod words;
 
