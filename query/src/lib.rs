@@ -9,41 +9,62 @@
 //! `model` items, words looked up in the `words` registry by vocabulary) → `eval` (data
 //! expressions against a [`argus_tsdb::SeriesSource`]) → `graph` (windows, limits, JSON).
 //! This crate knows nothing of HTTP or of how the store keeps its data.
+//!
+//! Without the default `store` feature the crate is [`predicate`] and [`mql`] alone: the
+//! part the agent evaluates, with no store and no chart stack.
 
+#[cfg(feature = "store")]
 pub mod chart;
+#[cfg(feature = "store")]
 mod error;
+#[cfg(feature = "store")]
 mod eval;
+#[cfg(feature = "store")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "store")]
 pub mod graph;
+#[cfg(feature = "store")]
 mod interpreter;
+#[cfg(feature = "store")]
 mod model;
 pub mod mql;
+#[cfg(feature = "store")]
 mod numfmt;
+#[cfg(feature = "store")]
 mod parser;
 pub mod predicate;
+#[cfg(feature = "store")]
 mod time;
+#[cfg(feature = "store")]
 mod words;
 
+#[cfg(feature = "store")]
 pub use error::{Error, Result};
+#[cfg(feature = "store")]
 pub use eval::Stats;
+#[cfg(feature = "store")]
 pub use interpreter::DebugStep;
 
 /// Runs an expression step by step, as Atlas's `/api/v1/expr` shows it: the initial state,
 /// then the state after each token. An invalid expression is the same error the graph API
 /// gives.
+#[cfg(feature = "store")]
 pub fn debug(expr: &str) -> Result<Vec<DebugStep>> {
     let steps = interpreter::debug(expr)?;
     graph::presentations(interpreter::execute(expr)?)?;
     Ok(steps)
 }
+#[cfg(feature = "store")]
 pub use graph::{
     Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits,
 };
+#[cfg(feature = "store")]
 pub use words::WordDoc;
 
 /// Runs an expression and prints the resulting stack back as canonical Stack Language (what
 /// Atlas's `/api/v1/expr/normalize` does); an error if the expression does not run.
+#[cfg(feature = "store")]
 pub fn normalize(expr: &str) -> Result<String> {
     interpreter::execute(expr).map(|stack| model::print_stack(&stack))
 }
@@ -51,6 +72,7 @@ pub fn normalize(expr: &str) -> Result<String> {
 /// Compiles a query expression (such as `name,cpu,:eq,nf.app,www,:eq,:and`) to the store's
 /// tag predicate, as the tags API's `q` parameter needs. Anything but exactly one query on
 /// the resulting stack is an error.
+#[cfg(feature = "store")]
 pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
     let stack = interpreter::execute(expr)?;
     match stack.as_slice() {
@@ -73,14 +95,15 @@ pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
 /// Every word of the language with its documentation, vocabulary by vocabulary in
 /// dependency order (std, query, data, math, stateful, filter, style): for docs, completion
 /// and the expr API.
+#[cfg(feature = "store")]
 pub fn words() -> Vec<WordDoc> {
     words::docs()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod round_trip;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod tests {
     use argus_tsdb::{TagMap, Tags};
 

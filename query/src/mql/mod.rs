@@ -8,4 +8,4 @@ pub mod parser;
 
 pub use ast::{DEFAULT_STREAM, Query};
 pub use eval::{Engine, Row, Sampler};
-pub use parser::{ParseError, parse};
+pub use parser::{ParseError, parse, parse_condition};

@@ -67,6 +67,38 @@ pub fn parse(text: &str) -> Result<Query, ParseError> {
     p.query().ok_or_else(|| p.error())
 }
 
+/// Parses a condition alone (what follows `where`): how a predicate travels to agents, as
+/// the text its `Display` prints.
+pub fn parse_condition(text: &str) -> Result<Predicate, ParseError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(error_at(
+            text,
+            MAX_QUERY_BYTES,
+            format!(
+                "condition is {} bytes, over the limit of {MAX_QUERY_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let mut p = Cursor {
+        src: text,
+        pos: 0,
+        furthest: 0,
+        expected: BTreeSet::new(),
+        depth: 0,
+    };
+    let parsed = p.condition(false).and_then(|c| {
+        p.ws();
+        if p.pos == p.src.len() {
+            Some(c)
+        } else {
+            p.expect("the end of the condition");
+            None
+        }
+    });
+    parsed.ok_or_else(|| p.error())
+}
+
 fn error_at(src: &str, offset: usize, message: String) -> ParseError {
     let offset = offset.min(src.len());
     let before = &src[..floor_char(src, offset)];
