@@ -71,12 +71,24 @@ pub fn normalize(expr: &str) -> Result<String> {
 
 /// Compiles a query expression (such as `name,cpu,:eq,nf.app,www,:eq,:and`) to the store's
 /// tag predicate, as the tags API's `q` parameter needs. Anything but exactly one query on
-/// the resulting stack is an error.
+/// the resulting stack is an error. The matcher is the lowering of [`tag_predicate`]'s.
 #[cfg(feature = "store")]
 pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
+    single_query(expr).map(|q| q.to_matcher())
+}
+
+/// Compiles a query expression to the predicate core: the representation MQL's `where`
+/// compiles to, that agents evaluate on events (its Display is the MQL condition they parse).
+#[cfg(feature = "store")]
+pub fn tag_predicate(expr: &str) -> Result<predicate::Predicate> {
+    single_query(expr).map(|q| q.to_predicate())
+}
+
+#[cfg(feature = "store")]
+fn single_query(expr: &str) -> Result<model::Query> {
     let stack = interpreter::execute(expr)?;
     match stack.as_slice() {
-        [model::Item::Query(q)] => Ok(q.to_matcher()),
+        [model::Item::Query(q)] => Ok(q.clone()),
         _ => Err(Error::InvalidParam {
             name: "q",
             value: expr.to_string(),
@@ -116,6 +128,20 @@ mod tests {
         assert!(!m.matches(&no as &dyn Tags));
         for bad in ["name,cpu,:eq,:sum", "name,cpu", "a,b,:eq,c,d,:eq", ":foo"] {
             assert!(super::tag_query(bad).is_err(), "{bad}");
+            assert!(super::tag_predicate(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tag_predicate_prints_as_an_mql_condition() {
+        let p =
+            super::tag_predicate("name,cpu,:eq,nf.app,w,:re,:and,status,:has,:not,:and").unwrap();
+        assert_eq!(
+            p.to_string(),
+            "((e['name'] == 'cpu' and e['nf.app'] ==~ /(?-s:w).*/) and not (e['status'] != null))"
+        );
+        let back = crate::mql::parse_condition(&p.to_string()).unwrap();
+        let event = serde_json::json!({"name": "cpu", "nf.app": "www"});
+        assert!(p.matches(&event) && back.matches(&event));
     }
 }

@@ -15,10 +15,16 @@
 //!   never matches): MQL's `==~` must match all of it, the Stack Language's `:re` from its
 //!   start.
 //!
-//! This module knows nothing of the store, so the agent can use it alone.
+//! This module knows nothing of the store, so the agent can use it alone; with the `store`
+//! feature, [`Predicate::to_matcher`] lowers a predicate to the store's index matcher.
+
+#[cfg(feature = "store")]
+mod index;
 
 use std::fmt;
 use std::sync::Arc;
+#[cfg(feature = "store")]
+use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
@@ -194,6 +200,18 @@ impl CmpOp {
             CmpOp::Ge => ">=",
         }
     }
+
+    /// The operator with its sides swapped: `a < b` is `b > a`.
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Eq => CmpOp::Eq,
+            CmpOp::Ne => CmpOp::Ne,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+        }
+    }
 }
 
 /// How a regex must match a value's string form.
@@ -212,9 +230,15 @@ pub struct Pattern {
     pub mode: RegexMode,
     pub ignore_case: bool,
     compiled: Arc<Regex>,
+    /// The literal prefix every match has, worked out the first time the index needs it.
+    #[cfg(feature = "store")]
+    index_prefix: Arc<OnceLock<String>>,
 }
 
 impl Pattern {
+    /// Compiles `source` anchored as `mode` says. The source must be a regex on its own: one
+    /// that only compiles once wrapped (`a)|(b`, which would close the anchoring group) is
+    /// refused, so the pattern means the same wherever it is printed and parsed again.
     pub fn new(source: &str, mode: RegexMode, ignore_case: bool) -> Result<Pattern, String> {
         let wrapped = match mode {
             RegexMode::Full => format!("^(?s:{source})$"),
@@ -225,11 +249,19 @@ impl Pattern {
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| e.to_string())?;
+        // The source alone must parse too. Parsing only: a compiled-size limit of 0 stops the
+        // build right after the syntax check, so a well-formed source fails with "too big"
+        // (or builds) and never costs a second full compile.
+        if let Err(regex::Error::Syntax(e)) = RegexBuilder::new(source).size_limit(0).build() {
+            return Err(e);
+        }
         Ok(Pattern {
             source: source.to_string(),
             mode,
             ignore_case,
             compiled: Arc::new(compiled),
+            #[cfg(feature = "store")]
+            index_prefix: Arc::default(),
         })
     }
 
@@ -241,17 +273,38 @@ impl Pattern {
     pub fn anchored(&self) -> &str {
         self.compiled.as_str()
     }
+
+    /// The source as MQL's `==~` reads it (a whole-value match, `.` matching newlines, no
+    /// flags outside the pattern): what [`Predicate`]'s Display prints between the slashes.
+    pub fn full_source(&self) -> String {
+        match (self.mode, self.ignore_case) {
+            (RegexMode::Full, false) => self.source.clone(),
+            (RegexMode::Full, true) => format!("(?i:{})", self.source),
+            // `.` in the source keeps not matching a newline; the tail takes the rest.
+            (RegexMode::Start, ic) => {
+                format!("(?{}-s:{}).*", if ic { "i" } else { "" }, self.source)
+            }
+        }
+    }
 }
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source && self.mode == other.mode && self.ignore_case == other.ignore_case
+        self.source == other.source
+            && self.mode == other.mode
+            && self.ignore_case == other.ignore_case
     }
 }
 
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}/{:?}{}", self.source, self.mode, if self.ignore_case { "i" } else { "" })
+        write!(
+            f,
+            "/{}/{:?}{}",
+            self.source,
+            self.mode,
+            if self.ignore_case { "i" } else { "" }
+        )
     }
 }
 
@@ -338,12 +391,12 @@ impl Predicate {
                     a.any(event, &mut |x| b.any(event, &mut |y| compare(x, *op, y)))
                 }
             },
-            Predicate::Regex { operand, pattern } => {
-                any_value(operand, event, &mut |v| v.is_some_and(|v| with_text(v, &mut |s| pattern.is_match(s))))
-            }
-            Predicate::Contains { operand, needle } => {
-                any_value(operand, event, &mut |v| v.is_some_and(|v| with_text(v, &mut |s| s.contains(needle.as_str()))))
-            }
+            Predicate::Regex { operand, pattern } => any_value(operand, event, &mut |v| {
+                v.is_some_and(|v| with_text(v, &mut |s| pattern.is_match(s)))
+            }),
+            Predicate::Contains { operand, needle } => any_value(operand, event, &mut |v| {
+                v.is_some_and(|v| with_text(v, &mut |s| s.contains(needle.as_str())))
+            }),
             Predicate::In { operand, values } => any_value(operand, event, &mut |v| {
                 values.iter().any(|x| compare(v, CmpOp::Eq, lit_ref(x)))
             }),
@@ -448,12 +501,9 @@ impl fmt::Display for Predicate {
             Predicate::False => f.write_str("false"),
             Predicate::Compare { left, op, right } => write!(f, "{left} {} {right}", op.symbol()),
             Predicate::Regex { operand, pattern } => {
-                let body = match pattern.mode {
-                    RegexMode::Full => pattern.source.clone(),
-                    RegexMode::Start => format!("(?:{}).*", pattern.source),
-                };
-                let flags = if pattern.ignore_case { "(?i)" } else { "" };
-                write!(f, "{operand} ==~ /{flags}{}/", body.replace('/', "\\/"))
+                write!(f, "{operand} ==~ /")?;
+                write_slashed_body(f, &pattern.full_source())?;
+                f.write_str("/")
             }
             Predicate::Contains { operand, needle } => {
                 write!(f, "{operand} ==+ ")?;
@@ -475,7 +525,11 @@ impl fmt::Display for Predicate {
             }
             Predicate::Present(p) => write!(f, "{p} != null"),
             Predicate::And(ps) | Predicate::Or(ps) => {
-                let word = if matches!(self, Predicate::And(_)) { " and " } else { " or " };
+                let word = if matches!(self, Predicate::And(_)) {
+                    " and "
+                } else {
+                    " or "
+                };
                 f.write_str("(")?;
                 for (i, p) in ps.iter().enumerate() {
                     if i > 0 {
@@ -488,6 +542,25 @@ impl fmt::Display for Predicate {
             Predicate::Not(p) => write!(f, "not ({p})"),
         }
     }
+}
+
+/// A regex between slashes: a bare `/` becomes `\/` and an escape (`\x`) is kept as it is,
+/// so the slash of `\\/` (an escaped backslash, then a slash) is escaped too.
+fn write_slashed_body(f: &mut impl fmt::Write, re: &str) -> fmt::Result {
+    let mut chars = re.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                f.write_char('\\')?;
+                if let Some(n) = chars.next() {
+                    f.write_char(n)?;
+                }
+            }
+            '/' => f.write_str("\\/")?,
+            other => f.write_char(other)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -523,7 +596,10 @@ mod tests {
         assert!(!cmp("s", CmpOp::Eq, json!(1)).matches(&e));
         assert!(!cmp("s", CmpOp::Lt, json!(5)).matches(&e));
         assert!(cmp("s", CmpOp::Ne, json!(1)).matches(&e));
-        assert!(cmp("s", CmpOp::Lt, json!("2")).matches(&e), "strings order as strings");
+        assert!(
+            cmp("s", CmpOp::Lt, json!("2")).matches(&e),
+            "strings order as strings"
+        );
     }
 
     #[test]
@@ -531,10 +607,28 @@ mod tests {
         let e = json!({"m": {"l": [10, 20, {"k": "x"}]}, "tags": [{"n": "a"}, {"n": "b"}]});
         let p = |segs: Vec<Segment>| Path(segs);
         use Segment::*;
-        assert_eq!(p(vec![Key("m".into()), Key("l".into()), Index(1)]).get(&e), Some(&json!(20)));
-        assert_eq!(p(vec![Key("m".into()), Key("l".into()), Index(-1), Key("k".into())]).get(&e), Some(&json!("x")));
-        assert_eq!(p(vec![Key("m".into()), Key("l".into()), Index(3)]).get(&e), None);
-        assert_eq!(p(vec![Key("m".into()), Key("l".into()), Key("x".into())]).get(&e), None);
+        assert_eq!(
+            p(vec![Key("m".into()), Key("l".into()), Index(1)]).get(&e),
+            Some(&json!(20))
+        );
+        assert_eq!(
+            p(vec![
+                Key("m".into()),
+                Key("l".into()),
+                Index(-1),
+                Key("k".into())
+            ])
+            .get(&e),
+            Some(&json!("x"))
+        );
+        assert_eq!(
+            p(vec![Key("m".into()), Key("l".into()), Index(3)]).get(&e),
+            None
+        );
+        assert_eq!(
+            p(vec![Key("m".into()), Key("l".into()), Key("x".into())]).get(&e),
+            None
+        );
         let any = Predicate::Compare {
             left: Operand::Path(p(vec![Key("tags".into()), Any, Key("n".into())])),
             op: CmpOp::Eq,
@@ -547,13 +641,107 @@ mod tests {
     fn regexes_match_string_forms() {
         let e = json!({"path": "/api/v1\nx", "code": 503});
         let re = |src: &str, mode| Predicate::Regex {
-            operand: Operand::Path(Path::key(if src.starts_with('5') { "code" } else { "path" })),
+            operand: Operand::Path(Path::key(if src.starts_with('5') {
+                "code"
+            } else {
+                "path"
+            })),
             pattern: Pattern::new(src, mode, false).unwrap(),
         };
-        assert!(re("/api.*", RegexMode::Full).matches(&e), "dot matches newline");
+        assert!(
+            re("/api.*", RegexMode::Full).matches(&e),
+            "dot matches newline"
+        );
         assert!(!re("/api", RegexMode::Full).matches(&e), "whole string");
         assert!(re("/api", RegexMode::Start).matches(&e));
-        assert!(re("5\\d\\d", RegexMode::Full).matches(&e), "numbers as text");
+        assert!(
+            re("5\\d\\d", RegexMode::Full).matches(&e),
+            "numbers as text"
+        );
         assert!(Pattern::new("(", RegexMode::Full, false).is_err());
+    }
+
+    #[test]
+    fn a_pattern_must_be_a_regex_on_its_own() {
+        for mode in [RegexMode::Full, RegexMode::Start] {
+            // Compiles once wrapped in the anchoring group, but is not a regex alone.
+            assert!(Pattern::new("a)|(b", mode, false).is_err());
+            assert!(Pattern::new("a)(?:b", mode, false).is_err());
+            // Large but well-formed patterns are fine (the check only parses).
+            let big = Pattern::new("[a-z]{50}(a|b|c){20}", mode, true);
+            assert!(big.is_ok(), "{:?}", big.err());
+            assert!(Pattern::new("", mode, false).is_ok());
+        }
+    }
+
+    /// Printed as an MQL condition and parsed back, a regex test matches the same values:
+    /// slashes, escapes, newlines against `.`, case.
+    #[test]
+    fn regexes_print_as_mql_and_parse_back() {
+        let values = [
+            "", "a", "ab", "a/b", "a\\/b", "a\nb", "A/B", "x", "/", "\\", "a\\b", "ab\nc",
+        ];
+        let sources = [
+            "a",
+            "a/b",
+            "a\\/b",
+            "a\\\\/b",
+            "a.b",
+            "(?s:a.b)",
+            "a[/]b",
+            "a\\\\",
+            "A",
+            "ab$",
+            "a|/",
+            "(?x) a / b # comment\n",
+        ];
+        for source in sources {
+            for mode in [RegexMode::Full, RegexMode::Start] {
+                for ic in [false, true] {
+                    let p = Predicate::Regex {
+                        operand: Operand::Path(Path::key("k")),
+                        pattern: Pattern::new(source, mode, ic).unwrap(),
+                    };
+                    let text = p.to_string();
+                    let back = crate::mql::parse_condition(&text)
+                        .unwrap_or_else(|e| panic!("{source:?} printed as {text}: {e}"));
+                    for v in values {
+                        let e = serde_json::json!({ "k": v });
+                        assert_eq!(
+                            back.matches(&e),
+                            p.matches(&e),
+                            "{source:?} {mode:?} ic={ic} printed as {text} on {v:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flip_swaps_sides() {
+        let e = json!({"a": "m"});
+        for op in [
+            CmpOp::Eq,
+            CmpOp::Ne,
+            CmpOp::Lt,
+            CmpOp::Le,
+            CmpOp::Gt,
+            CmpOp::Ge,
+        ] {
+            for lit in ["a", "m", "z"] {
+                let left = Predicate::Compare {
+                    left: Operand::Path(Path::key("a")),
+                    op,
+                    right: Operand::Literal(json!(lit)),
+                };
+                let right = Predicate::Compare {
+                    left: Operand::Literal(json!(lit)),
+                    op: op.flip(),
+                    right: Operand::Path(Path::key("a")),
+                };
+                assert_eq!(left.matches(&e), right.matches(&e), "{left} vs {right}");
+            }
+        }
     }
 }

@@ -1,18 +1,13 @@
 //! Queries: predicates over a series' tags, as built by the query vocabulary, printed back as
-//! canonical Stack Language and lowered to the store's [`Matcher`].
+//! canonical Stack Language. They compile to the predicate core ([`Predicate`]), the one
+//! representation MQL's `where` compiles to too, and reach the store through it.
 
 use std::fmt;
-use std::sync::Arc;
 
-use argus_tsdb::{CmpOp, Matcher, TagMap, ValuePredicate};
-use regex::{Regex, RegexBuilder};
-use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use argus_tsdb::{CmpOp, Matcher, TagMap};
 
 use crate::parser::write_escaped;
-
-/// Compiled-size cap for one regex, so one pattern cannot take unbounded memory or time to
-/// build.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+use crate::predicate::{self, Operand, Path, Pattern, Predicate, RegexMode};
 
 /// A tag predicate. Every key-value query is false for a series that lacks the key; `Not`
 /// is true for it.
@@ -48,9 +43,7 @@ pub(crate) struct RegexQuery {
     pub key: String,
     pub pattern: String,
     pub ignore_case: bool,
-    compiled: Arc<Regex>,
-    /// Literal prefix every match has; lets the index scan only that slice of values.
-    prefix: String,
+    compiled: Pattern,
 }
 
 impl PartialEq for RegexQuery {
@@ -73,50 +66,32 @@ impl fmt::Debug for RegexQuery {
 
 impl RegexQuery {
     pub(crate) fn new(key: String, pattern: String, ignore_case: bool) -> Result<Self, String> {
-        let anchored = format!("^(?:{pattern})");
-        let compiled = RegexBuilder::new(&anchored)
-            .case_insensitive(ignore_case)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| e.to_string())?;
-        // A case-insensitive match has no usable byte prefix for a case-sensitive index.
-        let prefix = if ignore_case {
-            String::new()
-        } else {
-            literal_prefix(&anchored)
-        };
+        let compiled = Pattern::new(&pattern, RegexMode::Start, ignore_case)?;
         Ok(RegexQuery {
             key,
             pattern,
             ignore_case,
-            compiled: Arc::new(compiled),
-            prefix,
+            compiled,
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn is_match(&self, value: &str) -> bool {
         self.compiled.is_match(value)
     }
 
     #[cfg(test)]
     pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
+        self.compiled.index_prefix()
     }
 }
 
-/// The longest literal prefix every match of `pattern` starts with, cut to a char boundary;
-/// empty when there is none (or the pattern cannot be analysed).
-fn literal_prefix(pattern: &str) -> String {
-    let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
-        return String::new();
-    };
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    let Some(bytes) = seq.longest_common_prefix() else {
-        return String::new();
-    };
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(e) => String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
+fn core_op(op: CmpOp) -> predicate::CmpOp {
+    match op {
+        CmpOp::Lt => predicate::CmpOp::Lt,
+        CmpOp::Le => predicate::CmpOp::Le,
+        CmpOp::Gt => predicate::CmpOp::Gt,
+        CmpOp::Ge => predicate::CmpOp::Ge,
     }
 }
 
@@ -216,37 +191,49 @@ impl Query {
         }
     }
 
-    /// The store-side form.
-    pub(crate) fn to_matcher(&self) -> Matcher {
+    /// The predicate core's form: what the store, the agents and MQL evaluate. A tag key `k`
+    /// is the path `e['k']`; tag values compare as strings (lexicographically, as Atlas's
+    /// `:lt` family does); `:re` and `:reic` match from the value's start.
+    pub(crate) fn to_predicate(&self) -> Predicate {
+        let key = |k: &str| Operand::Path(Path::key(k));
+        let string = |v: &str| Operand::Literal(serde_json::Value::String(v.to_string()));
         match self {
-            Query::True => Matcher::True,
-            Query::False => Matcher::False,
-            Query::Equal { key, value } => Matcher::eq(key.clone(), value.clone()),
-            Query::In { key, values } => Matcher::In {
-                key: key.clone(),
-                values: values.clone(),
+            Query::True => Predicate::True,
+            Query::False => Predicate::False,
+            Query::Equal { key: k, value } => Predicate::Compare {
+                left: key(k),
+                op: predicate::CmpOp::Eq,
+                right: string(value),
             },
-            Query::HasKey { key } => Matcher::Has { key: key.clone() },
-            Query::Cmp { key, op, value } => Matcher::Cmp {
-                key: key.clone(),
-                op: *op,
-                value: value.clone(),
+            Query::In { key: k, values } => Predicate::In {
+                operand: key(k),
+                values: values
+                    .iter()
+                    .map(|v| serde_json::Value::String(v.clone()))
+                    .collect(),
             },
-            Query::Regex(r) => {
-                let re = r.clone();
-                Matcher::Values {
-                    key: r.key.clone(),
-                    pred: ValuePredicate {
-                        prefix: r.prefix.clone(),
-                        test: Arc::new(move |v: &str| re.is_match(v)),
-                        description: r.to_string(),
-                    },
-                }
-            }
-            Query::And(a, b) => a.to_matcher().and(b.to_matcher()),
-            Query::Or(a, b) => a.to_matcher().or(b.to_matcher()),
-            Query::Not(q) => q.to_matcher().not(),
+            Query::HasKey { key: k } => Predicate::Present(Path::key(k.as_str())),
+            Query::Cmp { key: k, op, value } => Predicate::Compare {
+                left: key(k),
+                op: core_op(*op),
+                right: string(value),
+            },
+            Query::Regex(r) => Predicate::Regex {
+                operand: key(&r.key),
+                pattern: r.compiled.clone(),
+            },
+            // Binary, as the words build them, so the matcher keeps the same tree.
+            Query::And(a, b) => Predicate::And(vec![a.to_predicate(), b.to_predicate()]),
+            Query::Or(a, b) => Predicate::Or(vec![a.to_predicate(), b.to_predicate()]),
+            Query::Not(q) => Predicate::Not(Box::new(q.to_predicate())),
         }
+    }
+
+    /// The store-side form, through the predicate core.
+    pub(crate) fn to_matcher(&self) -> Matcher {
+        self.to_predicate()
+            .to_matcher()
+            .expect("a Stack Language query reads top-level tags against strings")
     }
 }
 
@@ -307,6 +294,9 @@ impl fmt::Display for Query {
 }
 
 #[cfg(test)]
+mod predicate_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -320,13 +310,8 @@ mod tests {
     #[test]
     fn literal_prefixes() {
         assert_eq!(prefix("app00[0-3].*"), "app00");
-        assert_eq!(prefix("abc"), "abc");
         assert_eq!(prefix("abc|abd"), "ab");
         assert_eq!(prefix("a|b"), "");
-        assert_eq!(prefix(".*abc"), "");
-        assert_eq!(prefix("ab?c"), "a");
-        assert_eq!(prefix("(?i)abc"), "");
-        assert_eq!(prefix("é|è"), "");
         assert_eq!(prefix("foo\\.bar.*"), "foo.bar");
     }
 
