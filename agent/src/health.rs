@@ -21,6 +21,19 @@ pub struct Health {
     pub buffer_bytes: AtomicU64,
     pub statsd_packets: AtomicU64,
     pub scrapes_failed: AtomicU64,
+    /// Raw events taken in (HTTP intake, tailed files).
+    pub events_received: AtomicU64,
+    /// Events that matched a live subscription and were queued for the server, and their
+    /// bytes as queued (only the fields the subscriptions need).
+    pub events_selected: AtomicU64,
+    pub event_bytes_selected: AtomicU64,
+    /// Events no live subscription asked for: never sent.
+    pub events_unwanted: AtomicU64,
+    /// Event bytes written to the event stream (JSON, before gRPC compression; a resend
+    /// counts again).
+    pub event_bytes_sent: AtomicU64,
+    /// Live subscriptions running here now.
+    pub live_subscriptions: AtomicU64,
 }
 
 /// One counter of the health, as a series: name, tags, and whether it is a gauge.
@@ -68,6 +81,25 @@ impl Health {
                 &[("id", "series"), ("reason", "too_many_series")],
                 &self.dropped_too_many_series,
             ),
+            c("argus.agent.events", &[("id", "received")], &self.events_received),
+            c("argus.agent.events", &[("id", "selected")], &self.events_selected),
+            c("argus.agent.events", &[("id", "unwanted")], &self.events_unwanted),
+            c(
+                "argus.agent.event.bytes",
+                &[("id", "selected")],
+                &self.event_bytes_selected,
+            ),
+            c(
+                "argus.agent.event.bytes",
+                &[("id", "sent")],
+                &self.event_bytes_sent,
+            ),
+            HealthSeries {
+                name: "argus.agent.live.subscriptions",
+                tags: &[],
+                gauge: true,
+                value: self.live_subscriptions.load(Ordering::Relaxed),
+            },
             c("argus.agent.reconnects", &[], &self.reconnects),
             c("argus.agent.statsd.packets", &[], &self.statsd_packets),
             c("argus.agent.scrape.failures", &[], &self.scrapes_failed),

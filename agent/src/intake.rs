@@ -19,28 +19,71 @@ use tokio::net::TcpListener;
 use crate::config::sanitize;
 use crate::health::Health;
 use crate::outbox::{Catalog, Event, Outbox, Payload, Sample};
+use crate::pushdown::Pushdown;
 
 /// Largest request body the intake reads.
 const MAX_BODY: usize = 16 << 20;
-/// Events per batch; a partial batch waits at most `EVENT_FLUSH`.
+/// Events per batch; a partial batch waits at most `EVENT_FLUSH`. Only events a live query
+/// selected are batched, and someone is watching them: the wait is short (a few batches a
+/// second per stream when traffic is light, full batches when it is heavy).
 const EVENTS_PER_BATCH: usize = 500;
-pub const EVENT_FLUSH: Duration = Duration::from_millis(200);
+pub const EVENT_FLUSH: Duration = Duration::from_millis(25);
 
-/// Events gathered per stream until a batch is full or old enough.
+/// Events gathered per stream until a batch is full or old enough. Only events that a live
+/// subscription selected get here.
 pub struct EventBatcher {
     pending: Mutex<HashMap<String, Vec<Event>>>,
     outbox: Arc<Outbox>,
+    pub pushdown: Arc<Pushdown>,
+    health: Arc<Health>,
 }
 
 impl EventBatcher {
-    pub fn new(outbox: Arc<Outbox>) -> Self {
+    pub fn new(outbox: Arc<Outbox>, pushdown: Arc<Pushdown>, health: Arc<Health>) -> Self {
         EventBatcher {
             pending: Mutex::new(HashMap::new()),
             outbox,
+            pushdown,
+            health,
         }
     }
 
-    pub fn add(&self, stream: &str, event: Event) {
+    /// One raw event of `stream` (a JSON object's text): evaluated against the live
+    /// subscriptions, queued only when one selects it. Returns an error when the line is
+    /// not a JSON object (checked whether or not anyone subscribes).
+    pub fn offer(&self, stream: &str, line: &[u8], now_ms: i64) -> Result<(), serde_json::Error> {
+        let event: serde_json::Value = match serde_json::from_slice(line)? {
+            v @ serde_json::Value::Object(_) => v,
+            _ => {
+                return Err(serde::de::Error::custom("expected a JSON object"));
+            }
+        };
+        if !self.pushdown.wanted(stream) {
+            crate::pushdown::count(&self.health, false, 0);
+            return Ok(());
+        }
+        match self.pushdown.select(stream, &event, line, now_ms) {
+            Some(sel) => {
+                crate::pushdown::count(&self.health, true, sel.json.len());
+                let ts_ms = event
+                    .get("timestamp")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(now_ms);
+                self.add(
+                    stream,
+                    Event {
+                        ts_ms,
+                        json: sel.json,
+                        subscriptions: sel.subscriptions,
+                    },
+                );
+            }
+            None => crate::pushdown::count(&self.health, false, 0),
+        }
+        Ok(())
+    }
+
+    fn add(&self, stream: &str, event: Event) {
         let full = {
             let mut pending = self.pending.lock();
             let list = pending.entry(stream.to_string()).or_default();
@@ -184,21 +227,8 @@ impl Intake {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
-                Ok(obj) => {
-                    let ts_ms = obj
-                        .get("timestamp")
-                        .and_then(serde_json::Value::as_i64)
-                        .unwrap_or(now_ms);
-                    self.events.add(
-                        stream,
-                        Event {
-                            ts_ms,
-                            json: line.to_vec(),
-                        },
-                    );
-                    n += 1;
-                }
+            match self.events.offer(stream, line, now_ms) {
+                Ok(()) => n += 1,
                 Err(e) => {
                     self.health.invalid_input.fetch_add(1, Ordering::Relaxed);
                     reasons.push(format!("line {}: not a JSON object: {e}", i + 1));

@@ -9,6 +9,7 @@ mod health;
 mod host;
 mod intake;
 mod outbox;
+mod pushdown;
 mod registry;
 mod scrape;
 mod sender;
@@ -164,7 +165,12 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::default());
     let outbox = Arc::new(Outbox::new(cfg.buffer_bytes, health.clone()));
     let registry = Arc::new(Registry::new(catalog.clone(), cfg.tags.clone()));
-    let events = Arc::new(EventBatcher::new(outbox.clone()));
+    let pushdown = Arc::new(pushdown::Pushdown::default());
+    let events = Arc::new(EventBatcher::new(
+        outbox.clone(),
+        pushdown.clone(),
+        health.clone(),
+    ));
     let sets = Arc::new(statsd::Sets::default());
     let node = cfg
         .tags
@@ -224,6 +230,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             health.clone(),
         ));
     }
+    // The HTTP intake takes events of any stream.
+    streams.push("*".to_string());
     streams.sort();
     streams.dedup();
     {
@@ -245,6 +253,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         catalog: catalog.clone(),
         outbox: outbox.clone(),
         health: health.clone(),
+        pushdown,
     };
     tokio::spawn(sender.run());
 

@@ -65,6 +65,8 @@ pub struct Sample {
 pub struct Event {
     pub ts_ms: i64,
     pub json: Vec<u8>,
+    /// The live subscriptions it matched.
+    pub subscriptions: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +95,10 @@ impl Payload {
         64 + match self {
             Payload::Metrics(s) => s.len() * std::mem::size_of::<Sample>(),
             Payload::Events { stream, events } => {
-                stream.len() + events.iter().map(|e| e.json.len() + 32).sum::<usize>()
+                stream.len() + events
+                        .iter()
+                        .map(|e| e.json.len() + 32 + 8 * e.subscriptions.len())
+                        .sum::<usize>()
             }
         }
     }

@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::health::Health;
 use crate::outbox::{Catalog, Entry, Kind, Outbox, Payload};
+use crate::pushdown::Pushdown;
 
 /// Batches per stream sent and not yet acknowledged.
 const WINDOW: usize = 8;
@@ -38,6 +39,7 @@ pub struct Sender {
     pub catalog: Arc<Catalog>,
     pub outbox: Arc<Outbox>,
     pub health: Arc<Health>,
+    pub pushdown: Arc<Pushdown>,
 }
 
 /// A random number for jitter and ids, without a dependency: the clock's nanoseconds mixed.
@@ -98,10 +100,14 @@ fn encode_metrics(entry: &Entry, defined: &mut Defined, catalog: &Catalog) -> Me
     batch
 }
 
-fn encode_events(entry: &Entry) -> EventBatch {
+fn encode_events(entry: &Entry, health: &Health) -> EventBatch {
     let Payload::Events { stream, events } = &entry.payload else {
         return EventBatch::default();
     };
+    let bytes: usize = events.iter().map(|e| e.json.len()).sum();
+    health
+        .event_bytes_sent
+        .fetch_add(bytes as u64, Ordering::Relaxed);
     EventBatch {
         seq: entry.seq,
         stream: stream.clone(),
@@ -110,6 +116,7 @@ fn encode_events(entry: &Entry) -> EventBatch {
             .map(|e| argus_proto::v1::Event {
                 timestamp_ms: e.ts_ms,
                 json: e.json.clone(),
+                subscriptions: e.subscriptions.clone(),
             })
             .collect(),
     }
@@ -219,7 +226,9 @@ impl Sender {
                         .map_err(|_| anyhow!("metric stream closed"))?;
                 }
                 let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Events));
-                let batches = self.outbox.take_unsent(Kind::Events, room, encode_events);
+                let batches = self
+                    .outbox
+                    .take_unsent(Kind::Events, room, |e| encode_events(e, &self.health));
                 for b in batches {
                     events_tx
                         .send(b)
@@ -266,15 +275,25 @@ impl Sender {
                 }
                 msg = control.next() => {
                     match msg {
-                        Some(Ok(m)) => {
-                            if let Some(server_message::Kind::Welcome(w)) = m.kind {
+                        Some(Ok(m)) => match m.kind {
+                            Some(server_message::Kind::Welcome(w)) => {
                                 if w.step_ms != self.step_ms {
                                     tracing::warn!(agent_step_ms = self.step_ms, server_step_ms = w.step_ms,
                                         "the server's step differs from the agent's; set --step to match");
                                 }
                                 tracing::info!(server_version = %w.server_version, "welcomed by the server");
                             }
-                        }
+                            Some(server_message::Kind::Subscriptions(set)) => {
+                                let problems = self.pushdown.replace(&set, random_u64());
+                                for p in &problems {
+                                    tracing::warn!(problem = %p, "live subscription skipped");
+                                }
+                                let n = self.pushdown.count();
+                                self.health.live_subscriptions.store(n as u64, Ordering::Relaxed);
+                                tracing::info!(subscriptions = n, "live subscriptions updated");
+                            }
+                            None => {}
+                        },
                         Some(Err(e)) => return Err(anyhow!(e).context("control stream failed")),
                         None => return Err(anyhow!("control stream ended")),
                     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use crate::health::Health;
 use crate::intake::EventBatcher;
-use crate::outbox::Event;
 
 const POLL: Duration = Duration::from_millis(250);
 /// Longest line kept; longer ones are skipped (and counted).
@@ -89,17 +88,8 @@ pub async fn run(path: PathBuf, stream: String, events: Arc<EventBatcher>, healt
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line) {
-                Ok(obj) if line.len() <= MAX_LINE => {
-                    let ts_ms = obj
-                        .get("timestamp")
-                        .and_then(serde_json::Value::as_i64)
-                        .unwrap_or(now);
-                    events.add(&stream, Event { ts_ms, json: line });
-                }
-                _ => {
-                    health.invalid_input.fetch_add(1, Ordering::Relaxed);
-                }
+            if line.len() > MAX_LINE || events.offer(&stream, &line, now).is_err() {
+                health.invalid_input.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -190,18 +190,19 @@ pub fn agent_events(batch: &v1::EventBatch) -> (Vec<Event>, Vec<Rejection>) {
                 RejectReason::InvalidValue,
                 format!("event {i}: {} bytes is over the limit", e.json.len()),
             ));
-        } else if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&e.json)
-            .is_err()
-        {
-            rejected.push(Rejection::new(
-                RejectReason::InvalidValue,
-                format!("event {i}: not a JSON object"),
-            ));
         } else {
-            events.push(Event {
-                ts_ms: e.timestamp_ms,
-                json: e.json.clone(),
-            });
+            match serde_json::from_slice::<serde_json::Value>(&e.json) {
+                Ok(value @ serde_json::Value::Object(_)) => events.push(Event {
+                    ts_ms: e.timestamp_ms,
+                    value,
+                    bytes: e.json.len(),
+                    subscriptions: e.subscriptions.clone(),
+                }),
+                _ => rejected.push(Rejection::new(
+                    RejectReason::InvalidValue,
+                    format!("event {i}: not a JSON object"),
+                )),
+            }
         }
     }
     (events, rejected)
@@ -1036,8 +1037,9 @@ pub fn otlp_logs(
                 if !rec.span_id.is_empty() {
                     obj.insert("spanId".into(), hex(&rec.span_id).into());
                 }
-                let json = serde_json::to_vec(&serde_json::Value::Object(obj)).unwrap_or_default();
-                let event = Event { ts_ms, json };
+                let value = serde_json::Value::Object(obj);
+                let bytes = serde_json::to_vec(&value).map_or(0, |j| j.len());
+                let event = Event::new(ts_ms, value, bytes);
                 match by_stream.iter_mut().find(|(s, _)| *s == stream) {
                     Some((_, list)) => list.push(event),
                     None => by_stream.push((stream, vec![event])),
@@ -1162,5 +1164,60 @@ mod tests {
                 rate("bucketInf", 3.0),
             ]
         );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Live subscriptions, as agents receive them.
+
+/// The subscriptions on the streams an agent serves (`*` in its streams: any stream), as
+/// its control stream carries them: the predicate in the core's canonical text, the fields
+/// to send, the sampling.
+pub fn agent_subscriptions(
+    subs: &std::collections::BTreeMap<u64, std::sync::Arc<crate::live::Subscription>>,
+    agent_streams: &[String],
+) -> v1::Subscriptions {
+    let serves = |stream: &String| agent_streams.iter().any(|s| s == "*" || s == stream);
+    let subscriptions = subs
+        .values()
+        .filter(|s| !s.ended.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|s| s.query.from.iter().any(serves))
+        .map(|s| v1::Subscription {
+            id: s.id,
+            streams: s.query.from.iter().filter(|x| serves(x)).cloned().collect(),
+            predicate: s.query.filter.to_string(),
+            fields: s.fields.iter().flatten().map(field_path).collect(),
+            whole_event: s.fields.is_none(),
+            sampling: s.query.sample.as_ref().map(|sample| v1::Sampling {
+                strategy: match sample.strategy {
+                    argus_query::mql::ast::Strategy::Random => v1::sampling::Strategy::Random,
+                    argus_query::mql::ast::Strategy::Sticky => v1::sampling::Strategy::Sticky,
+                    argus_query::mql::ast::Strategy::Rps => v1::sampling::Strategy::Rps,
+                    argus_query::mql::ast::Strategy::All => v1::sampling::Strategy::Unspecified,
+                } as i32,
+                threshold: sample.threshold,
+                factor: sample.factor,
+                salt: sample.salt,
+                keys: sample.keys.iter().map(field_path).collect(),
+            }),
+        })
+        .collect();
+    v1::Subscriptions { subscriptions }
+}
+
+fn field_path(path: &argus_query::predicate::Path) -> v1::FieldPath {
+    use argus_query::predicate::Segment;
+    v1::FieldPath {
+        segments: path
+            .0
+            .iter()
+            .map(|seg| v1::PathSegment {
+                kind: Some(match seg {
+                    Segment::Key(k) => v1::path_segment::Kind::Key(k.clone()),
+                    Segment::Index(i) => v1::path_segment::Kind::Index(*i),
+                    Segment::Any => v1::path_segment::Kind::Any(true),
+                }),
+            })
+            .collect(),
     }
 }

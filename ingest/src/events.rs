@@ -1,13 +1,16 @@
 //! Raw events: what agents, OTLP log exports and `POST /api/v1/events/{stream}` deliver. An
-//! event is a JSON object in a named stream. Live queries subscribe to streams here (next
-//! piece of work); an event nobody asked for costs a count and nothing more, as in Mantis.
-//! Counts per stream are kept as series in the store (`name=argus.events.received,
-//! stream=<s>`, summed per step), so the graph API shows event rates.
+//! event is a JSON object in a named stream. Events go on to the live queries subscribed to
+//! their stream ([`crate::live`]); an event nobody asked for costs a count and nothing more,
+//! as in Mantis. Counts per stream are kept as series in the store
+//! (`name=argus.events.received, stream=<s>`, summed per step), so the graph API shows
+//! event rates.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use argus_tsdb::{DsType, Sample, Store, TagMap};
+
+use crate::live::LiveHub;
 use parking_lot::Mutex;
 
 /// Distinct streams the server keeps counts for; events of further streams are refused, so
@@ -16,11 +19,28 @@ pub const MAX_STREAMS: usize = 1024;
 /// Largest event the server accepts (bytes of JSON).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
-/// One event: when it happened and the JSON object itself.
+/// One event: when it happened, the JSON object itself (parsed once, where it was checked),
+/// and the live subscriptions an agent found it matches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub ts_ms: i64,
-    pub json: Vec<u8>,
+    pub value: serde_json::Value,
+    /// Size of the JSON text it came as.
+    pub bytes: usize,
+    /// Subscriptions the agent evaluated and found matching; empty when not evaluated.
+    pub subscriptions: Vec<u64>,
+}
+
+impl Event {
+    /// An event not evaluated by an agent.
+    pub fn new(ts_ms: i64, value: serde_json::Value, bytes: usize) -> Event {
+        Event {
+            ts_ms,
+            value,
+            bytes,
+            subscriptions: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +62,7 @@ pub struct StreamStats {
 pub struct EventHub {
     store: Arc<Store>,
     streams: Mutex<BTreeMap<String, StreamStats>>,
+    pub live: Arc<LiveHub>,
 }
 
 /// Checks a stream name: it is a tag value of the count series.
@@ -54,10 +75,11 @@ pub fn valid_stream(name: &str) -> bool {
 }
 
 impl EventHub {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<Store>, live: Arc<LiveHub>) -> Self {
         EventHub {
             store,
             streams: Mutex::new(BTreeMap::new()),
+            live,
         }
     }
 
@@ -73,7 +95,7 @@ impl EventHub {
             }
             let st = streams.entry(stream.to_string()).or_default();
             st.events += events.len() as u64;
-            st.bytes += events.iter().map(|e| e.json.len() as u64).sum::<u64>();
+            st.bytes += events.iter().map(|e| e.bytes as u64).sum::<u64>();
         }
         if !events.is_empty() {
             let tags = TagMap::from_pairs([("name", "argus.events.received"), ("stream", stream)]);
@@ -84,6 +106,7 @@ impl EventHub {
                 value: events.len() as f64,
             }]);
         }
+        self.live.deliver(stream, events, crate::live::wall_clock_ms());
         Ok(events.len())
     }
 
@@ -115,15 +138,12 @@ pub fn parse_ndjson(body: &[u8], now_ms: i64) -> Vec<Result<Event, String>> {
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(map)) => {
-                let ts_ms = map
+            Ok(value @ serde_json::Value::Object(_)) => {
+                let ts_ms = value
                     .get("timestamp")
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or(now_ms);
-                out.push(Ok(Event {
-                    ts_ms,
-                    json: line.to_vec(),
-                }));
+                out.push(Ok(Event::new(ts_ms, value, line.len())));
             }
             Ok(other) => out.push(Err(format!(
                 "line {n}: expected a JSON object, got {}",
@@ -166,11 +186,11 @@ mod tests {
 
     #[test]
     fn streams_are_counted_and_bounded() {
-        let hub = EventHub::new(Arc::new(Store::new(argus_tsdb::StoreConfig::default())));
-        let ev = Event {
-            ts_ms: 0,
-            json: b"{}".to_vec(),
-        };
+        let hub = EventHub::new(
+            Arc::new(Store::new(argus_tsdb::StoreConfig::default())),
+            Arc::new(LiveHub::default()),
+        );
+        let ev = Event::new(0, serde_json::json!({}), 2);
         assert_eq!(hub.publish("requests", &[ev.clone(), ev.clone()]), Ok(2));
         assert_eq!(hub.stats()[0].1.events, 2);
         assert!(matches!(

@@ -347,28 +347,56 @@ impl Ingest for IngestService {
         let (tx, rx) = mpsc::channel(4);
         let step_ms = self.state.cfg.step_ms;
         let agents = self.state.connected.clone();
+        let live = self.state.events.live.clone();
         tokio::spawn(async move {
             let mut me: Option<String> = None;
+            let mut streams: Vec<String> = Vec::new();
+            let mut changes = live.watch();
+            // The set last sent, so an unrelated change sends nothing.
+            let mut sent: Option<argus_proto::v1::Subscriptions> = None;
             loop {
-                match inbound.message().await {
-                    Ok(Some(AgentMessage {
-                        kind: Some(agent_message::Kind::Hello(hello)),
-                    })) => {
-                        tracing::info!(agent = %hello.agent_id, node = %hello.node, streams = ?hello.streams, "agent connected");
-                        agents.lock().insert(hello.agent_id.clone(), hello.clone());
-                        me = Some(hello.agent_id);
-                        let welcome = ServerMessage {
-                            kind: Some(server_message::Kind::Welcome(Welcome {
-                                server_version: env!("CARGO_PKG_VERSION").to_string(),
-                                step_ms,
-                            })),
-                        };
-                        if tx.send(Ok(welcome)).await.is_err() {
+                tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(AgentMessage {
+                            kind: Some(agent_message::Kind::Hello(hello)),
+                        })) => {
+                            tracing::info!(agent = %hello.agent_id, node = %hello.node, streams = ?hello.streams, "agent connected");
+                            agents.lock().insert(hello.agent_id.clone(), hello.clone());
+                            me = Some(hello.agent_id);
+                            streams = hello.streams;
+                            let welcome = ServerMessage {
+                                kind: Some(server_message::Kind::Welcome(Welcome {
+                                    server_version: env!("CARGO_PKG_VERSION").to_string(),
+                                    step_ms,
+                                })),
+                            };
+                            if tx.send(Ok(welcome)).await.is_err() {
+                                break;
+                            }
+                            sent = None;
+                        }
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    },
+                    changed = changes.changed() => {
+                        if changed.is_err() {
                             break;
                         }
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
+                }
+                if me.is_none() {
+                    continue;
+                }
+                // Push-down: the live subscriptions on this agent's streams, whole.
+                let current = convert::agent_subscriptions(&live.snapshot(), &streams);
+                if sent.as_ref() != Some(&current) {
+                    let msg = ServerMessage {
+                        kind: Some(server_message::Kind::Subscriptions(current.clone())),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                    sent = Some(current);
                 }
             }
             if let Some(id) = me {

@@ -45,7 +45,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(cfg: ServerConfig, store: Arc<Store>) -> Self {
         AppState {
-            events: Arc::new(EventHub::new(store.clone())),
+            events: Arc::new(EventHub::new(
+                store.clone(),
+                Arc::new(crate::live::LiveHub::default()),
+            )),
             store,
             cfg: Arc::new(cfg),
             metrics: Arc::new(ServerMetrics::default()),
@@ -57,7 +60,10 @@ impl AppState {
 }
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 16] = [
+    "/api/v1/live",
+    "/api/v1/live/subscriptions",
+    "/api/v1/stream",
     "/api/v1/publish",
     "/api/v1/write",
     "/api/v1/events/{stream}",
@@ -81,6 +87,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/backfill", post(backfill))
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/events/{stream}", post(events))
+        .route("/api/v1/live", get(crate::live_http::live))
+        .route(
+            "/api/v1/live/subscriptions",
+            get(crate::live_http::subscriptions),
+        )
+        .route("/api/v1/stream", get(crate::live_http::stream))
         .route("/api/v1/tags", get(tag_keys))
         .route("/api/v1/tags/{key}", get(tag_values))
         .route("/api/v1/graph", get(graph))

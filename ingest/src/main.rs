@@ -32,6 +32,58 @@ enum Command {
     /// [<number or "NaN">, ...]}]}`; value i of a series is at start + i*step. Times take the
     /// graph API's syntax; `now` is the end of the data.
     Eval(EvalArgs),
+    /// Run a live MQL query on a server and stream its rows as they happen (NDJSON on
+    /// standard output; counts of events matched and rows dropped on standard error).
+    /// Ctrl-C cancels the query.
+    ///
+    /// Example: argus live "select path, latency from requests where status >= 500"
+    Live(LiveCliArgs),
+    /// Run an MQL query over a file of events (NDJSON, one JSON object per line) as a
+    /// finite stream, with no server, and print the result rows as NDJSON: the same rows
+    /// the live path delivers.
+    ///
+    /// Windows use a virtual clock that starts at 0 and advances --interval-ms before each
+    /// event (the first event arrives at that time), or the event-time field given by
+    /// --time-field. The stream ends after the last event, closing its window.
+    Mql(MqlArgs),
+}
+
+#[derive(clap::Args)]
+struct LiveCliArgs {
+    /// The server's HTTP API.
+    #[arg(long, env = "ARGUS_SERVER", default_value = "http://127.0.0.1:7101")]
+    server: String,
+    /// Windows follow this event field (epoch ms) instead of arrival time.
+    #[arg(long, value_name = "FIELD")]
+    time_field: Option<String>,
+    /// Stop after this long (e.g. 30s); default: until Ctrl-C or the query ends.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+    /// Do not print the running counts.
+    #[arg(long, short)]
+    quiet: bool,
+    /// The MQL query, e.g. "select * from requests where status >= 500".
+    #[arg(value_name = "QUERY")]
+    query: String,
+}
+
+#[derive(clap::Args)]
+struct MqlArgs {
+    /// NDJSON file of events ("-" for standard input).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Milliseconds the virtual clock advances before each event.
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "time_field")]
+    interval_ms: i64,
+    /// Take each event's time (epoch ms) from this field instead of the virtual clock.
+    #[arg(long, value_name = "FIELD")]
+    time_field: Option<String>,
+    /// Seed for random sampling, so that a run can be repeated.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The MQL query.
+    #[arg(value_name = "QUERY")]
+    query: String,
 }
 
 #[derive(clap::Args)]
@@ -142,6 +194,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         Command::Eval(args) => run_eval(args),
+        Command::Live(args) => run_live(args),
+        Command::Mql(args) => run_mql(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,6 +242,52 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| {
+            argus_ingest::config::parse_duration_ms(d)
+                .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64))
+                .with_context(|| format!("--for {d:?}: expected a duration such as 30s"))
+        })
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(argus_ingest::live_client::run(
+        argus_ingest::live_client::LiveArgs {
+            server: args.server,
+            query: args.query,
+            time_field: args.time_field,
+            duration,
+            progress: !args.quiet,
+        },
+    ))
+}
+
+fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
+    let clock = match &args.time_field {
+        Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
+        None => argus_ingest::offline::MqlClock::Interval(args.interval_ms),
+    };
+    let input = if args.input.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    let rows = argus_ingest::offline::run_mql(&args.query, &input, clock, args.seed)?;
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for row in rows {
+        writeln!(out, "{row}").context("writing the output")?;
+    }
+    out.flush().context("writing the output")
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {

@@ -125,3 +125,49 @@ pub fn run(path: &Path, params: &[(String, String)]) -> anyhow::Result<Vec<u8>> 
     let result = evaluate_with_limits(&req, &store, &Limits::default())?;
     Ok(result.render(&req))
 }
+
+/// How `argus mql` times events.
+#[derive(Clone, Debug)]
+pub enum MqlClock {
+    /// A virtual clock from 0, advancing this many ms before each event.
+    Interval(i64),
+    /// The event's own time (epoch ms) in this field.
+    Field(String),
+}
+
+/// `argus mql`: runs a query over NDJSON events as a finite stream; the result rows, in
+/// order. A line that is not a JSON object, or a query that does not parse, is an error
+/// that names where.
+pub fn run_mql(
+    query: &str,
+    input: &[u8],
+    clock: MqlClock,
+    seed: u64,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    use argus_query::mql::cases::{Clock, run_offline};
+    let q = argus_query::mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
+    let mut events = Vec::new();
+    for (i, line) in input.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(v @ serde_json::Value::Object(_)) => events.push(v),
+            Ok(_) => bail!("input line {}: expected a JSON object", i + 1),
+            Err(e) => bail!("input line {}: invalid JSON: {e}", i + 1),
+        }
+    }
+    let clock = match clock {
+        MqlClock::Interval(n) => {
+            if n < 0 {
+                bail!("--interval-ms {n}: must not be negative");
+            }
+            Clock::Interval { ms: n }
+        }
+        MqlClock::Field(f) => Clock::EventTime {
+            field: crate::live::parse_field(&f).map_err(|e| anyhow::anyhow!("--time-field: {e}"))?,
+        },
+    };
+    Ok(run_offline(&q, &events, clock, seed))
+}

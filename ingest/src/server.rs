@@ -53,6 +53,7 @@ pub async fn run(
     println!("argus: HTTP API listening on http://{addr}");
     println!("argus: gRPC listening on {grpc_addr}");
 
+    let live_ticker = tokio::spawn(state.events.live.clone().run_ticker());
     let store = state.store.clone();
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
@@ -119,6 +120,7 @@ pub async fn run(
     let grpc_served = grpc.await.context("the gRPC task failed")?;
     maintenance.abort();
     reclaim.abort();
+    live_ticker.abort();
     served?;
     grpc_served.context("serving gRPC")
 }

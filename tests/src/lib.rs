@@ -487,3 +487,111 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
     dir
 }
+
+/// A running `argus live` (the terminal client of live queries), killed on drop. Rows
+/// (standard output, NDJSON) and the client's messages (standard error) are collected as
+/// they come.
+pub struct LiveClient {
+    child: Child,
+    rows: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// When the server confirmed the subscription (the client's "-- subscribed" line).
+    subscribed: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl LiveClient {
+    /// Starts `argus live` against `server` with extra flags before the query.
+    pub fn start(server: &Server, extra: &[&str], query: &str) -> LiveClient {
+        let mut child = Command::new(binary("argus"))
+            .arg("live")
+            .args(["--server", &server.base])
+            .args(extra)
+            .arg(query)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting argus live");
+        let rows = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscribed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        {
+            let rows = rows.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let row = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("argus live printed a non-JSON row {line:?}: {e}"));
+                    rows.lock().expect("rows").push(row);
+                }
+            });
+        }
+        {
+            let messages = messages.clone();
+            let subscribed = subscribed.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.starts_with("-- subscribed") {
+                        *subscribed.lock().expect("subscribed") = Some(Instant::now());
+                    }
+                    messages.lock().expect("messages").push(line);
+                }
+            });
+        }
+        LiveClient {
+            child,
+            rows,
+            messages,
+            subscribed,
+        }
+    }
+
+    pub fn rows(&self) -> Vec<serde_json::Value> {
+        self.rows.lock().expect("rows").clone()
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().expect("messages").clone()
+    }
+
+    /// Waits for the server's confirmation; returns when it came.
+    pub fn wait_subscribed(&self) -> Instant {
+        eventually(15, "argus live's subscription", || {
+            *self.subscribed.lock().expect("subscribed")
+        })
+    }
+
+    /// Ctrl-C, as a user would; returns the client's exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "argus live ignored Ctrl-C");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the client to exit by itself.
+    pub fn wait(mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "argus live did not exit within {secs} s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LiveClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,357 @@
+//! Live queries over raw events (Mantis's half of Argus). A subscription is an MQL query
+//! with its running [`Engine`] and a bounded queue of result rows for its consumer (an SSE
+//! or WebSocket client, or `argus live`).
+//!
+//! Events reach a subscription two ways. From an agent, already sampled and filtered there
+//! (the event carries the ids of the subscriptions it matched, and only the fields they
+//! need): the server trusts that evaluation and goes straight to windows and aggregates.
+//! From the server's own intake (`POST /api/v1/events/{stream}`, OTLP logs): the server
+//! samples and evaluates the same predicate core itself. Either way windows, grouping,
+//! aggregation, having, order and limit run here, per subscription, over every source.
+//!
+//! A slow consumer never slows ingest: rows go into its queue with `try_send`; when the
+//! queue is full the row is dropped and counted, and the consumer is told how many.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use argus_query::mql::{self, Engine, ParseError, Query, Sampler};
+use argus_query::predicate::Path;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::events::Event;
+
+/// Rows a subscription's queue holds for its consumer before rows are dropped.
+pub const QUEUE_ROWS: usize = 1024;
+/// Live subscriptions the server keeps at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+/// In event-time mode, open windows close once no event has come for this long (there is
+/// no later event to move the clock past them).
+pub const IDLE_FLUSH_MS: i64 = 1000;
+/// How often time windows are closed on the wall clock.
+pub const TICK_MS: u64 = 100;
+
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("invalid MQL query: {0}")]
+    Parse(#[from] ParseError),
+    #[error("invalid time field {field:?}: {reason}")]
+    TimeField { field: String, reason: String },
+    #[error("too many live subscriptions: {MAX_SUBSCRIPTIONS} are running")]
+    TooMany,
+}
+
+/// One live query.
+pub struct Subscription {
+    pub id: u64,
+    pub query: Query,
+    /// Who asked (the client's user agent or `client` parameter), for the listing.
+    pub client: String,
+    pub started_ms: i64,
+    /// Windows follow this event field (ms) instead of the arrival time.
+    pub time_field: Option<Path>,
+    /// What an agent must send of a matching event; `None`: all of it.
+    pub fields: Option<Vec<Path>>,
+    engine: Mutex<Engine>,
+    /// Sampling for events the server evaluates itself (agents sample their own).
+    sampler: Mutex<Sampler>,
+    rows_tx: mpsc::Sender<Value>,
+    /// Events that passed sampling and the predicate (here or at an agent).
+    pub matched: AtomicU64,
+    /// Rows put in the consumer's queue.
+    pub rows: AtomicU64,
+    /// Rows dropped because the consumer's queue was full.
+    pub dropped: AtomicU64,
+    last_event_ms: AtomicI64,
+    /// Nothing more can come out (limit reached).
+    pub ended: AtomicBool,
+}
+
+impl Subscription {
+    pub fn reads(&self, stream: &str) -> bool {
+        self.query.from.iter().any(|s| s == stream)
+    }
+
+    /// Events dropped inside the engine: windows or group tables at their caps, or arriving
+    /// after their window closed.
+    pub fn engine_dropped(&self) -> (u64, u64) {
+        let engine = self.engine.lock();
+        (engine.dropped, engine.late)
+    }
+
+    fn event_time(&self, event: &Value, arrival_ms: i64) -> i64 {
+        match &self.time_field {
+            Some(path) => path
+                .get(event)
+                .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+                .unwrap_or(arrival_ms),
+            None => arrival_ms,
+        }
+    }
+
+    /// An event for this subscription; `evaluated` when an agent already sampled and
+    /// filtered it.
+    fn offer(&self, event: &Value, evaluated: bool, now_ms: i64) {
+        if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        if !evaluated && !(self.sampler.lock().pass(event, now_ms) && self.query.filter.matches(event))
+        {
+            return;
+        }
+        self.matched.fetch_add(1, Ordering::Relaxed);
+        self.last_event_ms.store(now_ms, Ordering::Relaxed);
+        let t = self.event_time(event, now_ms);
+        let rows = {
+            let mut engine = self.engine.lock();
+            let rows = engine.push_matched(event.clone(), t);
+            if engine.done() {
+                self.ended.store(true, Ordering::Relaxed);
+            }
+            rows
+        };
+        self.emit(rows);
+    }
+
+    /// Time passes: windows that ended close.
+    fn tick(&self, now_ms: i64) {
+        if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        let rows = {
+            let mut engine = self.engine.lock();
+            if self.time_field.is_some() {
+                let idle = now_ms - self.last_event_ms.load(Ordering::Relaxed);
+                if idle < IDLE_FLUSH_MS {
+                    return;
+                }
+                engine.flush(now_ms)
+            } else {
+                engine.tick(now_ms)
+            }
+        };
+        self.emit(rows);
+    }
+
+    fn emit(&self, rows: Vec<Value>) {
+        for row in rows {
+            match self.rows_tx.try_send(row) {
+                Ok(()) => {
+                    self.rows.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// The subscription as `GET /api/v1/live/subscriptions` lists it.
+    pub fn to_json(&self) -> Value {
+        let (window_dropped, late) = self.engine_dropped();
+        json!({
+            "id": self.id,
+            "query": self.query.text,
+            "streams": self.query.from,
+            "client": self.client,
+            "started": self.started_ms,
+            "matched": self.matched.load(Ordering::Relaxed),
+            "rows": self.rows.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "droppedInWindows": window_dropped,
+            "late": late,
+            "ended": self.ended.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Every live subscription. Readers take a snapshot (an `Arc` of the map), so delivering
+/// events never waits on a subscribe or a cancel.
+pub struct LiveHub {
+    subs: RwLock<Arc<BTreeMap<u64, Arc<Subscription>>>>,
+    next_id: AtomicU64,
+    /// Bumped on every change; agents' control streams watch it.
+    version: watch::Sender<u64>,
+}
+
+impl Default for LiveHub {
+    fn default() -> Self {
+        LiveHub {
+            subs: RwLock::new(Arc::new(BTreeMap::new())),
+            next_id: AtomicU64::new(1),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+/// A consumer's hold on its subscription: rows come out of `rows`; dropping the handle
+/// cancels the subscription.
+pub struct LiveHandle {
+    hub: Arc<LiveHub>,
+    pub sub: Arc<Subscription>,
+    pub rows: mpsc::Receiver<Value>,
+}
+
+impl Drop for LiveHandle {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.sub.id);
+    }
+}
+
+impl LiveHub {
+    pub fn snapshot(&self) -> Arc<BTreeMap<u64, Arc<Subscription>>> {
+        self.subs.read().clone()
+    }
+
+    /// A receiver that changes whenever a subscription starts or ends.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Parses and starts a query. A query that cannot run is refused here, with the parse
+    /// error; it never reaches an agent.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        text: &str,
+        time_field: Option<&str>,
+        client: &str,
+    ) -> Result<LiveHandle, SubscribeError> {
+        let query = mql::parse(text)?;
+        let time_field = match time_field.filter(|f| !f.is_empty()) {
+            None => None,
+            Some(f) => Some(parse_field(f)?),
+        };
+        let fields = query.needed_paths().map(|mut paths| {
+            if let Some(t) = &time_field {
+                paths.push(t.clone());
+                paths.sort();
+                paths.dedup();
+            }
+            paths
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = wall_clock_ms();
+        let mut engine = Engine::new(query.clone(), id ^ now as u64);
+        if time_field.is_none() {
+            engine.start_at(now);
+        }
+        let (rows_tx, rows) = mpsc::channel(QUEUE_ROWS);
+        let sub = Arc::new(Subscription {
+            id,
+            sampler: Mutex::new(Sampler::new(query.sample.clone(), id.rotate_left(17) ^ now as u64)),
+            query,
+            client: client.chars().take(200).collect(),
+            started_ms: now,
+            time_field,
+            fields,
+            engine: Mutex::new(engine),
+            rows_tx,
+            matched: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_event_ms: AtomicI64::new(now),
+            ended: AtomicBool::new(false),
+        });
+        {
+            let mut subs = self.subs.write();
+            if subs.len() >= MAX_SUBSCRIPTIONS {
+                return Err(SubscribeError::TooMany);
+            }
+            let mut next = (**subs).clone();
+            next.insert(id, sub.clone());
+            *subs = Arc::new(next);
+        }
+        self.version.send_modify(|v| *v += 1);
+        tracing::info!(id, query = %sub.query.text, "live query started");
+        Ok(LiveHandle {
+            hub: self.clone(),
+            sub,
+            rows,
+        })
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        let removed = {
+            let mut subs = self.subs.write();
+            let mut next = (**subs).clone();
+            let removed = next.remove(&id);
+            *subs = Arc::new(next);
+            removed
+        };
+        if let Some(sub) = removed {
+            self.version.send_modify(|v| *v += 1);
+            tracing::info!(id, matched = sub.matched.load(Ordering::Relaxed),
+                dropped = sub.dropped.load(Ordering::Relaxed), "live query ended");
+        }
+    }
+
+    /// Events of `stream` arrived at `now_ms`.
+    pub fn deliver(&self, stream: &str, events: &[Event], now_ms: i64) {
+        let subs = self.snapshot();
+        if subs.is_empty() || !subs.values().any(|s| s.reads(stream)) {
+            return;
+        }
+        for event in events {
+            if event.subscriptions.is_empty() {
+                for sub in subs.values().filter(|s| s.reads(stream)) {
+                    sub.offer(&event.value, false, now_ms);
+                }
+            } else {
+                for id in &event.subscriptions {
+                    if let Some(sub) = subs.get(id).filter(|s| s.reads(stream)) {
+                        sub.offer(&event.value, true, now_ms);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the windows that ended, on every subscription.
+    pub fn tick(&self, now_ms: i64) {
+        for sub in self.snapshot().values() {
+            sub.tick(now_ms);
+        }
+    }
+
+    /// Runs [`LiveHub::tick`] every [`TICK_MS`] until the process ends.
+    pub async fn run_ticker(self: Arc<Self>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let hub = self.clone();
+            // Window closes can aggregate many events: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || hub.tick(wall_clock_ms())).await;
+        }
+    }
+
+    pub fn list(&self) -> Value {
+        Value::Array(self.snapshot().values().map(|s| s.to_json()).collect())
+    }
+}
+
+/// A field path as users write it: `ts`, `e['a']['b']`.
+pub fn parse_field(text: &str) -> Result<Path, SubscribeError> {
+    let bad = |reason: String| SubscribeError::TimeField {
+        field: text.to_string(),
+        reason,
+    };
+    match mql::parse_condition(&format!("{text} == null")) {
+        Ok(argus_query::predicate::Predicate::Compare {
+            left: argus_query::predicate::Operand::Path(p),
+            ..
+        }) if !p.has_any() => Ok(p),
+        Ok(_) => Err(bad("expected a field such as ts or e['a']['b']".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}

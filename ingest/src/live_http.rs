@@ -1,0 +1,348 @@
+//! The live HTTP API: `GET /api/v1/live?q=MQL` (Server-Sent Events, or a WebSocket when the
+//! request asks to upgrade), `GET /api/v1/live/subscriptions`, and `GET /api/v1/stream?q=ASL`
+//! (each step's values of a Stack Language expression, as the step closes).
+//!
+//! A live consumer receives, in order: `subscribed` (its id, the query, the streams), then
+//! `row` for each result row, `stats` every second (events matched, rows sent, rows
+//! dropped), `diagnostic` when rows were dropped because it read too slowly, and `end` when
+//! nothing more can come (a `limit` reached). Over a WebSocket each message is a JSON object
+//! with a `type` field naming the same kinds.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::live::{LiveHandle, SubscribeError};
+
+/// How often a consumer hears the counts.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Messages between the subscription and the connection: small, so that a slow reader is
+/// found out by the subscription's bounded queue (where drops are counted), not hidden in
+/// a buffer here.
+const OUTPUT_BUFFER: usize = 8;
+
+/// One message to a live consumer.
+#[derive(Debug)]
+pub enum LiveMessage {
+    Subscribed(Value),
+    Row(Value),
+    Stats(Value),
+    Diagnostic(Value),
+    End(Value),
+}
+
+impl LiveMessage {
+    fn kind(&self) -> &'static str {
+        match self {
+            LiveMessage::Subscribed(_) => "subscribed",
+            LiveMessage::Row(_) => "row",
+            LiveMessage::Stats(_) => "stats",
+            LiveMessage::Diagnostic(_) => "diagnostic",
+            LiveMessage::End(_) => "end",
+        }
+    }
+
+    fn data(&self) -> &Value {
+        match self {
+            LiveMessage::Subscribed(v)
+            | LiveMessage::Row(v)
+            | LiveMessage::Stats(v)
+            | LiveMessage::Diagnostic(v)
+            | LiveMessage::End(v) => v,
+        }
+    }
+
+    fn to_sse(&self) -> SseEvent {
+        SseEvent::default()
+            .event(self.kind())
+            .data(self.data().to_string())
+    }
+
+    /// Over a WebSocket: `{"type": "row", "row": {...}}`, the others flattened.
+    fn to_ws_text(&self) -> String {
+        match self {
+            LiveMessage::Row(row) => json!({"type": "row", "row": row}).to_string(),
+            other => {
+                let mut obj = match other.data() {
+                    Value::Object(m) => m.clone(),
+                    v => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("value".into(), v.clone());
+                        m
+                    }
+                };
+                obj.insert("type".into(), other.kind().into());
+                Value::Object(obj).to_string()
+            }
+        }
+    }
+}
+
+fn counts(handle: &LiveHandle) -> Value {
+    let sub = &handle.sub;
+    let (window_dropped, late) = sub.engine_dropped();
+    json!({
+        "matched": sub.matched.load(Ordering::Relaxed),
+        "rows": sub.rows.load(Ordering::Relaxed),
+        "dropped": sub.dropped.load(Ordering::Relaxed),
+        "droppedInWindows": window_dropped,
+        "late": late,
+    })
+}
+
+/// Moves a subscription's rows and counts to a connection until either ends. Dropping the
+/// handle at the end cancels the subscription (and, through the agents' control streams,
+/// stops their traffic for it).
+async fn pump(mut handle: LiveHandle, out: mpsc::Sender<LiveMessage>) {
+    let hello = json!({
+        "id": handle.sub.id,
+        "query": handle.sub.query.text,
+        "streams": handle.sub.query.from,
+        "queue": crate::live::QUEUE_ROWS,
+    });
+    if out.send(LiveMessage::Subscribed(hello)).await.is_err() {
+        return;
+    }
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stats.tick().await;
+    let mut reported_dropped = 0;
+    loop {
+        tokio::select! {
+            row = handle.rows.recv() => match row {
+                Some(row) => {
+                    if out.send(LiveMessage::Row(row)).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = stats.tick() => {
+                let dropped = handle.sub.dropped.load(Ordering::Relaxed);
+                if dropped > reported_dropped {
+                    let note = json!({
+                        "dropped": dropped,
+                        "new": dropped - reported_dropped,
+                        "message": format!(
+                            "{} rows dropped since the last report ({dropped} in all): this consumer reads slower than the query produces; the queue holds {} rows",
+                            dropped - reported_dropped,
+                            crate::live::QUEUE_ROWS
+                        ),
+                    });
+                    reported_dropped = dropped;
+                    if out.send(LiveMessage::Diagnostic(note)).await.is_err() {
+                        return;
+                    }
+                }
+                if out.send(LiveMessage::Stats(counts(&handle))).await.is_err() {
+                    return;
+                }
+                if handle.sub.ended.load(Ordering::Relaxed) && handle.rows.is_empty() {
+                    let _ = out.send(LiveMessage::End(counts(&handle))).await;
+                    return;
+                }
+            }
+            _ = out.closed() => return,
+        }
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn subscribe(state: &AppState, params: &[(String, String)], headers: &HeaderMap) -> Result<LiveHandle, ApiError> {
+    let q = param(params, "q").ok_or_else(|| {
+        ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500)")
+    })?;
+    let client = param(params, "client")
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    state
+        .events
+        .live
+        .subscribe(q, param(params, "time-field"), &client)
+        .map_err(|e| match e {
+            SubscribeError::TooMany => ApiError {
+                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+            },
+            other => ApiError::bad_request(other.to_string()),
+        })
+}
+
+/// `GET /api/v1/live?q=MQL[&time-field=F]`: results as they happen, over SSE or (when the
+/// request upgrades) a WebSocket. A query that cannot run is a 400 with the parse error.
+pub async fn live(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (mut parts, _body) = req.into_parts();
+    let params: Vec<(String, String)> = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let handle = subscribe(&state, &params, &parts.headers)?;
+    let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
+    if upgrade {
+        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("WebSocket upgrade: {}", e.body_text())))?;
+        return Ok(ws.on_upgrade(move |socket| async move {
+            tokio::spawn(pump(handle, tx));
+            websocket_session(socket, rx).await;
+        }));
+    }
+    tokio::spawn(pump(handle, tx));
+    let events = ReceiverStream::new(rx).map(|m| Ok::<_, Infallible>(m.to_sse()));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Writes the messages to the socket until either side ends; a message from the client
+/// `{"type":"cancel"}` (or closing the socket) cancels.
+async fn websocket_session(mut socket: WebSocket, mut rx: mpsc::Receiver<LiveMessage>) {
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => {
+                    if socket.send(Message::Text(m.to_ws_text().into())).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(t))) if t.contains("cancel") => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// `GET /api/v1/live/subscriptions`: every live query with its counts.
+pub async fn subscriptions(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(state.events.live.list())
+}
+
+/// `GET /api/v1/stream?q=ASL`: each output series' value for every step, as Server-Sent
+/// Events (`event: step`), as soon as the step closes (plus `lag`, default 500 ms, for the
+/// last samples of the step to arrive). Parameters as the graph API's (`q`, `tz`, ...).
+pub async fn stream(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = q
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let step_ms = state.store.config().step_ms;
+    let lag_ms = match param(&params, "lag") {
+        None => 500,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid parameter 'lag' = {v:?}: expected milliseconds"))
+        })?,
+    };
+    // Checked once up front, so that a bad expression is a 400 and not a stream of errors.
+    let base: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "s" | "e" | "step" | "format" | "lag"))
+        .collect();
+    let window = move |end: i64| {
+        let mut p = base.clone();
+        p.push(("s".into(), (end - step_ms).to_string()));
+        p.push(("e".into(), end.to_string()));
+        p.push(("step".into(), format!("{step_ms}ms")));
+        p.push(("format".into(), "json".into()));
+        p
+    };
+    let now = state.store.now_ms();
+    argus_query::GraphRequest::from_params(&window(now - now % step_ms), now, step_ms)?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(OUTPUT_BUFFER);
+    let store = state.store.clone();
+    let max_lines = state.cfg.graph_max_lines;
+    tokio::spawn(async move {
+        loop {
+            let now = crate::live::wall_clock_ms();
+            let next_end = now - now.rem_euclid(step_ms) + step_ms;
+            let wake = (next_end - now) as u64 + lag_ms;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
+                _ = tx.closed() => return,
+            }
+            let params = window(next_end);
+            let store = store.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let req = argus_query::GraphRequest::from_params(&params, store.now_ms(), step_ms)?;
+                let limits = argus_query::Limits {
+                    max_lines,
+                    ..argus_query::Limits::default()
+                };
+                argus_query::evaluate_with_limits(&req, &*store, &limits)
+            })
+            .await;
+            let event = match outcome {
+                Ok(Ok(result)) => {
+                    let series: Vec<Value> = result
+                        .series
+                        .iter()
+                        .map(|s| {
+                            let value = s.values.first().copied().unwrap_or(f64::NAN);
+                            json!({
+                                "label": s.label,
+                                "tags": s.tags.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                                "value": if value.is_finite() { json!(value) } else { json!(value.to_string()) },
+                            })
+                        })
+                        .collect();
+                    SseEvent::default().event("step").data(
+                        json!({"timestamp": next_end - step_ms, "step": step_ms, "series": series})
+                            .to_string(),
+                    )
+                }
+                Ok(Err(e)) => SseEvent::default()
+                    .event("diagnostic")
+                    .data(json!({"message": e.to_string()}).to_string()),
+                Err(e) => SseEvent::default()
+                    .event("diagnostic")
+                    .data(json!({"message": format!("evaluation failed: {e}")}).to_string()),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let events = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
