@@ -51,7 +51,9 @@ impl Query {
                             arg: AggArg::Path { path, .. },
                             ..
                         } => out.push(path.clone()),
-                        SelectExpr::Aggregate { .. } | SelectExpr::Literal(_) | SelectExpr::Tick => {}
+                        SelectExpr::Aggregate { .. }
+                        | SelectExpr::Literal(_)
+                        | SelectExpr::Tick => {}
                     }
                 }
             }
@@ -68,7 +70,10 @@ impl Query {
         }
         // A `[*]` path needs the whole list it fans out over.
         for p in &mut out {
-            if let Some(i) = p.0.iter().position(|s| *s == crate::predicate::Segment::Any) {
+            if let Some(i) =
+                p.0.iter()
+                    .position(|s| *s == crate::predicate::Segment::Any)
+            {
                 p.0.truncate(i);
             }
         }
@@ -107,7 +112,10 @@ pub enum SelectExpr {
     Literal(Value),
     /// `tick()`: the time the row is made, in ms.
     Tick,
-    Aggregate { func: AggFunc, arg: AggArg },
+    Aggregate {
+        func: AggFunc,
+        arg: AggArg,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -144,7 +152,10 @@ impl AggFunc {
 pub enum AggArg {
     /// `count(*)`: every event.
     Star,
-    Path { path: Path, distinct: bool },
+    Path {
+        path: Path,
+        distinct: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,18 @@
 //! serves `argus mql` (a virtual clock over a file) and live subscriptions (the wall clock),
 //! so both produce the same rows. On the live path the agents have already sampled and
 //! filtered; the server feeds their events to [`Engine::push_matched`].
+//!
+//! Time is the caller's: arrival time, or each event's own time (event-time mode), in
+//! which events may come out of order: time windows keep their events ordered, and an
+//! event older than every open window is late (counted in [`Engine::late`], dropped). An
+//! event-time stream that goes quiet has no later event to close its windows:
+//! [`Engine::flush`] closes them without ending the stream.
+//!
+//! Emission follows MQL's nesting: with a window and `group by`, `having`, `order by` and
+//! `limit` apply inside each window; with a window alone they apply to the whole output
+//! (so an `order by` waits for the end of the stream, and a `limit` ends the query);
+//! without a window, aggregates and `order by` answer at the end. Windows without events
+//! give no rows. In MQL's full mode `as` renames aggregates only.
 
 use std::collections::VecDeque;
 
@@ -23,6 +35,13 @@ pub const MAX_WINDOW_EVENTS: usize = 1_000_000;
 /// Groups one window (or a whole finite stream) may hold before events of further groups
 /// are dropped (and counted).
 pub const MAX_GROUPS: usize = 100_000;
+/// Times (ms) are clamped to ±2^52 (some 140,000 years around 1970), so window arithmetic
+/// on hostile event times never overflows.
+pub const MAX_TIME_MS: i64 = 1 << 52;
+
+fn clamp_time(t: i64) -> i64 {
+    t.clamp(-MAX_TIME_MS, MAX_TIME_MS)
+}
 
 /// The sampling decision, shared by the agent (which samples before sending) and `argus mql`.
 pub struct Sampler {
@@ -55,8 +74,9 @@ impl Sampler {
                 let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
                 (r >> 11) % s.factor < s.threshold
             }
-            Strategy::Sticky => sticky_hash(&s.keys, s.salt, event)
-                .is_some_and(|h| h % s.factor < s.threshold),
+            Strategy::Sticky => {
+                sticky_hash(&s.keys, s.salt, event).is_some_and(|h| h % s.factor < s.threshold)
+            }
             Strategy::Rps => {
                 let second = now_ms.div_euclid(1000);
                 if second != self.rps_second {
@@ -102,33 +122,52 @@ pub fn sticky_hash(keys: &[Path], salt: u64, event: &Value) -> Option<u64> {
 pub struct Engine {
     q: Query,
     sampler: Sampler,
-    /// Matched events not yet in a closed window (or, without a window, kept for the end):
-    /// with their arrival time.
+    /// What a plain selection writes: the select list without the paths that a shorter
+    /// selected path already covers (MQL drops them).
+    columns: Vec<SelectItem>,
+    /// Matched events not yet in a closed window (or, without a window, kept for the end),
+    /// with their time. Time windows keep it ordered by time (an event that arrives out of
+    /// order is inserted from the back).
     buffer: VecDeque<(i64, Value)>,
-    /// Time windows: when the first window started (the first event or `start`).
-    origin: Option<i64>,
-    /// The next time window to close: its start.
+    /// Time windows start at `origin` plus multiples of their shift: 0 (the Unix epoch,
+    /// so windows are aligned on their length) unless [`Engine::start_at`] says otherwise.
+    origin: i64,
+    /// The next time window to close: its start. Every earlier window is closed.
     next_start: i64,
-    /// Rows emitted so far without a window (for `limit`).
+    /// Rows emitted so far, for a `limit` over the whole output.
     emitted: u64,
+    /// Rows of a windowed query without `group by` that has an `order by`: MQL orders them
+    /// across windows, so they wait for the end of the stream.
+    held: Vec<Row>,
     finished: bool,
-    /// Events dropped because a window or the group table was full.
+    /// Events (or held rows) dropped because a window, the group table or the held rows
+    /// were full.
     pub dropped: u64,
+    /// Events that arrived for a time window already closed (event-time mode, out of order
+    /// by more than the window): dropped.
+    pub late: u64,
 }
 
 impl Engine {
     /// `seed` drives random sampling (fixed seeds give repeatable runs).
     pub fn new(q: Query, seed: u64) -> Engine {
         let sampler = Sampler::new(q.sample.clone(), seed);
+        let columns = match &q.select {
+            Select::Star => Vec::new(),
+            Select::Items(items) => uncovered(items),
+        };
         Engine {
             q,
             sampler,
+            columns,
             buffer: VecDeque::new(),
-            origin: None,
-            next_start: 0,
+            origin: 0,
+            next_start: -MAX_TIME_MS,
             emitted: 0,
+            held: Vec::new(),
             finished: false,
             dropped: 0,
+            late: 0,
         }
     }
 
@@ -136,20 +175,35 @@ impl Engine {
         &self.q
     }
 
-    /// Starts the time windows at `origin_ms` (a subscription's start, or 0 for a file's
-    /// virtual clock) instead of at the first event.
+    /// Starts the time windows at `origin_ms` (a subscription's start, say): windows start
+    /// at `origin_ms` plus multiples of their shift, and an event before `origin_ms` is late.
+    /// Without it windows are aligned on the Unix epoch (at multiples of their shift) and no
+    /// time is too early for the first event.
     pub fn start_at(&mut self, origin_ms: i64) {
-        self.origin = Some(origin_ms);
+        let origin_ms = clamp_time(origin_ms);
+        self.origin = origin_ms;
         self.next_start = origin_ms;
     }
 
-    /// Whether nothing more can come out (`limit` reached without a window, or finished).
+    /// Whether `having`, `order by` and `limit` apply inside each window (a window with
+    /// `group by`) rather than to the whole output (MQL's nesting levels).
+    fn per_window(&self) -> bool {
+        self.q.window.is_some() && !self.q.group_by.is_empty()
+    }
+
+    /// Whether nothing more can come out: finished, or a `limit` over the whole output
+    /// reached (without an `order by`, which would wait for the end anyway).
     pub fn done(&self) -> bool {
         self.finished
-            || (self.q.window.is_none()
+            || (!self.per_window()
                 && self.q.order_by.is_none()
-                && !self.q.is_aggregate()
+                && (self.q.window.is_some() || !self.q.is_aggregate())
                 && self.q.limit.is_some_and(|l| self.emitted >= l))
+    }
+
+    /// Events in open windows (or kept for the end of the stream), and rows held for it.
+    pub fn pending(&self) -> usize {
+        self.buffer.len() + self.held.len()
     }
 
     /// An event arrives at `now_ms`: sampling and `where` first.
@@ -160,7 +214,10 @@ impl Engine {
         self.push_matched(event.clone(), now_ms)
     }
 
-    /// An event that already passed sampling and `where` (at an agent) arrives at `now_ms`.
+    /// An event that already passed sampling and `where` (at an agent) arrives at `now_ms`:
+    /// its arrival time, or its own time in event-time mode. Time windows that ended by
+    /// `now_ms` close first. An event older than the earliest open window is late: counted
+    /// in [`Engine::late`] and dropped.
     pub fn push_matched(&mut self, event: Value, now_ms: i64) -> Vec<Row> {
         if self.done() {
             return Vec::new();
@@ -169,15 +226,8 @@ impl Engine {
         match self.q.window {
             None if !self.q.is_aggregate() && self.q.order_by.is_none() => {
                 if self.q.limit.is_none_or(|l| self.emitted < l) {
-                    out.push(project(&self.q, &event, now_ms));
+                    out.push(project(&self.q.select, &self.columns, &event, now_ms));
                     self.emitted += 1;
-                }
-            }
-            Some(Window::Count { events }) => {
-                self.buffer.push_back((now_ms, event));
-                if self.buffer.len() as u64 >= events {
-                    let events: Vec<(i64, Value)> = self.buffer.drain(..).collect();
-                    out.extend(self.rows(&events, now_ms));
                 }
             }
             None => {
@@ -187,14 +237,30 @@ impl Engine {
                     self.buffer.push_back((now_ms, event));
                 }
             }
-            Some(_) => {
-                if self.origin.is_none() {
-                    self.start_at(now_ms);
-                }
+            Some(Window::Count { events }) => {
                 if self.buffer.len() >= MAX_WINDOW_EVENTS {
                     self.dropped += 1;
                 } else {
                     self.buffer.push_back((now_ms, event));
+                }
+                if self.buffer.len() as u64 >= events.min(MAX_WINDOW_EVENTS as u64) {
+                    let events: Vec<(i64, Value)> = self.buffer.drain(..).collect();
+                    out.extend(self.rows(&events, now_ms));
+                }
+            }
+            Some(_) => {
+                let now_ms = clamp_time(now_ms);
+                if now_ms < self.next_start {
+                    self.late += 1;
+                } else if self.buffer.len() >= MAX_WINDOW_EVENTS {
+                    self.dropped += 1;
+                } else {
+                    // Ordered by time; equal times keep their arrival order.
+                    let mut at = self.buffer.len();
+                    while at > 0 && self.buffer[at - 1].0 > now_ms {
+                        at -= 1;
+                    }
+                    self.buffer.insert(at, (now_ms, event));
                 }
             }
         }
@@ -206,6 +272,19 @@ impl Engine {
         self.close_windows(now_ms, false)
     }
 
+    /// Closes every time window that holds events, ended or not, without ending the stream:
+    /// for an event-time subscription whose events stopped coming (no later event will move
+    /// its clock past them). Later events keep working; one older than the windows closed
+    /// here is late. Count windows and queries without a window are left alone. `now_ms` is
+    /// the time of the flush; the rows carry their window's end, as when a window ends.
+    pub fn flush(&mut self, now_ms: i64) -> Vec<Row> {
+        if self.finished {
+            return Vec::new();
+        }
+        let _ = now_ms;
+        self.close_windows(i64::MAX, true)
+    }
+
     /// Closes time windows up to `now_ms`, or every window holding events when `all`.
     /// Windows without events produce no rows and are stepped over in one go.
     fn close_windows(&mut self, now_ms: i64, all: bool) -> Vec<Row> {
@@ -214,10 +293,9 @@ impl Engine {
             Some(Window::Sliding { span_ms, shift_ms }) => (span_ms, shift_ms),
             _ => return Vec::new(),
         };
-        let Some(origin) = self.origin else {
-            return Vec::new();
-        };
-        // The first window start at or after `from` that still covers time `t`.
+        let origin = self.origin;
+        let now_ms = clamp_time(now_ms);
+        // The first window start at or after `from` whose window still covers time `t`.
         let first_covering = |t: i64, from: i64| {
             let k = (t - span - origin).div_euclid(shift) + 1;
             from.max(origin + k * shift)
@@ -231,12 +309,12 @@ impl Engine {
                     }
                     break;
                 }
-                Some(t) if t >= self.next_start + span => {
+                Some(t) if t >= (self.next_start + span) => {
                     self.next_start = first_covering(t, self.next_start);
                 }
                 Some(_) => {}
             }
-            if !all && self.next_start + span > now_ms {
+            if !all && (self.next_start + span) > now_ms {
                 break;
             }
             out.extend(self.close_window(self.next_start, span, shift));
@@ -246,16 +324,34 @@ impl Engine {
 
     fn close_window(&mut self, start: i64, span: i64, shift: i64) -> Vec<Row> {
         let end = start + span;
-        let events: Vec<(i64, Value)> = self
-            .buffer
-            .iter()
-            .filter(|(t, _)| *t >= start && *t < end)
-            .cloned()
-            .collect();
+        let events: Vec<(i64, Value)> = if shift >= span {
+            // Tumbling (or hopping) windows: no later window wants these events, so they
+            // move out rather than being copied.
+            let n = self.buffer.iter().take_while(|(t, _)| *t < end).count();
+            self.buffer
+                .drain(..n)
+                .filter(|(t, _)| *t >= start)
+                .collect()
+        } else {
+            self.buffer
+                .iter()
+                .take_while(|(t, _)| *t < end)
+                .filter(|(t, _)| *t >= start)
+                .cloned()
+                .collect()
+        };
         self.next_start = start + shift;
         // Events before the next window's start belong to no later window.
-        while self.buffer.front().is_some_and(|(t, _)| *t < self.next_start) {
+        while self
+            .buffer
+            .front()
+            .is_some_and(|(t, _)| *t < self.next_start)
+        {
             self.buffer.pop_front();
+        }
+        if events.is_empty() {
+            // A window in a gap between hopping windows (shift over span).
+            return Vec::new();
         }
         self.rows(&events, end)
     }
@@ -266,7 +362,7 @@ impl Engine {
         if self.finished {
             return Vec::new();
         }
-        let out = match self.q.window {
+        let mut out = match self.q.window {
             Some(Window::Tumbling { .. }) | Some(Window::Sliding { .. }) => {
                 self.close_windows(now_ms, true)
             }
@@ -279,15 +375,36 @@ impl Engine {
             }
             _ => Vec::new(),
         };
+        if !self.held.is_empty() {
+            let mut held = std::mem::take(&mut self.held);
+            self.order_and_limit(&mut held);
+            out.extend(held);
+        }
         self.finished = true;
         out
     }
 
-    /// The rows of one window (or of the whole stream): grouped, aggregated, filtered,
-    /// ordered and cut.
+    /// Sorts by `order by` (stable) and keeps the first `limit` rows.
+    fn order_and_limit(&self, rows: &mut Vec<Row>) {
+        if let Some(o) = &self.q.order_by {
+            // For plain selections the order is by what the row holds at that path.
+            rows.sort_by(|a, b| {
+                let ord = total_cmp(o.path.get(a), o.path.get(b));
+                if o.descending { ord.reverse() } else { ord }
+            });
+        }
+        if let Some(limit) = self.q.limit {
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
+    }
+
+    /// The rows of one window (or of the whole stream): grouped, aggregated and filtered;
+    /// then ordered and cut here (per window, or at the end of the stream), or, for a
+    /// window without `group by`, across windows (MQL's order: the output of all windows
+    /// is what `order by` and `limit` see).
     fn rows(&mut self, events: &[(i64, Value)], now_ms: i64) -> Vec<Row> {
         let mut rows: Vec<Row> = if self.q.is_aggregate() {
-            let mut order: Vec<Vec<Value>> = Vec::new();
+            let mut order: Vec<String> = Vec::new();
             let mut groups: AHashMap<String, Vec<&Value>> = AHashMap::new();
             for (_, e) in events {
                 let key: Vec<Value> = self
@@ -296,14 +413,14 @@ impl Engine {
                     .iter()
                     .map(|p| p.get(e).cloned().unwrap_or(Value::Null))
                     .collect();
-                let text = Value::Array(key.clone()).to_string();
+                let text = Value::Array(key).to_string();
                 let full = groups.len() >= MAX_GROUPS;
                 match groups.get_mut(&text) {
                     Some(members) => members.push(e),
                     None if full => self.dropped += 1,
                     None => {
-                        groups.insert(text, vec![e]);
-                        order.push(key);
+                        groups.insert(text.clone(), vec![e]);
+                        order.push(text);
                     }
                 }
             }
@@ -313,34 +430,60 @@ impl Engine {
             } else {
                 order
                     .iter()
-                    .map(|key| {
-                        let members = &groups[&Value::Array(key.clone()).to_string()];
-                        aggregate_row(&self.q, members, now_ms)
-                    })
+                    .map(|key| aggregate_row(&self.q, &groups[key], now_ms))
                     .collect()
             }
         } else {
             events
                 .iter()
-                .map(|(t, e)| project(&self.q, e, *t))
+                .map(|(t, e)| project(&self.q.select, &self.columns, e, *t))
                 .collect()
         };
         if let Some(having) = &self.q.having {
             rows.retain(|r| having.matches(r));
         }
-        if let Some(o) = &self.q.order_by {
-            // For plain selections the order is by the event's field, which the projection
-            // may have renamed or dropped: sort by what the row holds at that path.
-            rows.sort_by(|a, b| {
-                let ord = total_cmp(o.path.get(a), o.path.get(b));
-                if o.descending { ord.reverse() } else { ord }
-            });
+        if self.q.window.is_none() || self.per_window() {
+            self.order_and_limit(&mut rows);
+            return rows;
+        }
+        if self.q.order_by.is_some() {
+            let room = MAX_WINDOW_EVENTS.saturating_sub(self.held.len());
+            if rows.len() > room {
+                self.dropped += (rows.len() - room) as u64;
+                rows.truncate(room);
+            }
+            self.held.extend(rows);
+            return Vec::new();
         }
         if let Some(limit) = self.q.limit {
-            rows.truncate(limit as usize);
+            let room = limit.saturating_sub(self.emitted);
+            rows.truncate(usize::try_from(room).unwrap_or(usize::MAX));
         }
+        self.emitted += rows.len() as u64;
         rows
     }
+}
+
+/// The select items a plain selection writes: a path under another selected path is
+/// covered by it (MQL drops such paths, so `e['a'], e['a'][0]` writes `a` whole).
+fn uncovered(items: &[SelectItem]) -> Vec<SelectItem> {
+    let paths: Vec<&Path> = items
+        .iter()
+        .filter_map(|i| match &i.expr {
+            SelectExpr::Path(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    items
+        .iter()
+        .filter(|i| match &i.expr {
+            SelectExpr::Path(p) => !paths
+                .iter()
+                .any(|q| q.0.len() < p.0.len() && p.0.starts_with(&q.0)),
+            _ => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// A total order for sorting: nil first, then booleans, numbers, strings, lists, maps.
@@ -357,10 +500,14 @@ fn total_cmp(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
         }
     }
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x
-            .as_f64()
-            .partial_cmp(&y.as_f64())
-            .unwrap_or(Ordering::Equal),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                return x.cmp(&y);
+            }
+            x.as_f64()
+                .partial_cmp(&y.as_f64())
+                .unwrap_or(Ordering::Equal)
+        }
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
@@ -395,62 +542,61 @@ fn put(row: &mut Map<String, Value>, path: &Path, value: Value) {
     m.insert(last.clone(), value);
 }
 
-/// A non-aggregate query's row for one event.
-fn project(q: &Query, event: &Value, now_ms: i64) -> Row {
-    let items = match &q.select {
-        Select::Star => return event.clone(),
-        Select::Items(items) => items,
-    };
+/// The column name of a literal: its text (`'b'` is `b`, `2` is `2`); `None` for null,
+/// which is never written.
+fn literal_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A plain (non-aggregate) query's row for one event. As in MQL's full mode, `as` names
+/// are ignored here (they rename aggregates only): each path is written back at its nested
+/// position, nil values are left out.
+fn project(select: &Select, columns: &[SelectItem], event: &Value, now_ms: i64) -> Row {
+    if *select == Select::Star {
+        return event.clone();
+    }
     let mut row = Map::new();
-    for item in items {
-        write_item(&mut row, item, event, now_ms);
+    for item in columns {
+        match &item.expr {
+            SelectExpr::Path(p) => {
+                if let Some(v) = p.get(event) {
+                    put(&mut row, p, v.clone());
+                }
+            }
+            SelectExpr::Prefix(prefix) => write_prefix(&mut row, prefix, event),
+            SelectExpr::Literal(v) => {
+                if let Some(name) = literal_name(v) {
+                    row.insert(name, v.clone());
+                }
+            }
+            SelectExpr::Tick => {
+                row.insert("tick".into(), Value::from(now_ms));
+            }
+            SelectExpr::Aggregate { .. } => {}
+        }
     }
     Value::Object(row)
 }
 
-fn write_item(row: &mut Map<String, Value>, item: &SelectItem, event: &Value, now_ms: i64) {
-    let named = |row: &mut Map<String, Value>, default: &str, v: Value| match &item.alias {
-        Some(a) => {
-            row.insert(a.clone(), v);
-        }
-        None => {
-            row.insert(default.to_string(), v);
-        }
-    };
-    match &item.expr {
-        SelectExpr::Path(p) => {
-            if let Some(v) = p.get(event) {
-                match &item.alias {
-                    Some(a) => {
-                        row.insert(a.clone(), v.clone());
-                    }
-                    None => put(row, p, v.clone()),
-                }
+/// `e[^'prefix']`: every top-level key that starts with the prefix (nil values left out).
+fn write_prefix(row: &mut Map<String, Value>, prefix: &str, event: &Value) {
+    if let Value::Object(m) = event {
+        for (k, v) in m.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            if !v.is_null() {
+                row.insert(k.clone(), v.clone());
             }
         }
-        SelectExpr::Prefix(prefix) => {
-            if let Value::Object(m) = event {
-                for (k, v) in m.iter().filter(|(k, _)| k.starts_with(prefix.as_str())) {
-                    if !v.is_null() {
-                        row.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        SelectExpr::Literal(v) => {
-            let name = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => return,
-                other => other.to_string(),
-            };
-            named(row, &name, v.clone());
-        }
-        SelectExpr::Tick => named(row, "tick", Value::from(now_ms)),
-        SelectExpr::Aggregate { .. } => {}
     }
 }
 
-/// One group's row: aggregates by name, other items from the group's first event.
+/// One group's row, as MQL's aggregate select makes it: every column is present (nil
+/// values as null). An aggregate is named `FUNC(path.joined.by.dots)` or by its `as`; a
+/// plain path is named by its dotted path and takes the group's first non-nil value; a
+/// literal is itself under its text.
 fn aggregate_row(q: &Query, members: &[&Value], now_ms: i64) -> Row {
     let Select::Items(items) = &q.select else {
         return Value::Null;
@@ -478,13 +624,23 @@ fn aggregate_row(q: &Query, members: &[&Value], now_ms: i64) -> Row {
                 {
                     v = number(x * k);
                 }
-                if !v.is_null() {
-                    row.insert(name, v);
+                row.insert(name, v);
+            }
+            SelectExpr::Path(p) => {
+                let v = members.iter().find_map(|e| p.get(e)).cloned();
+                row.insert(p.dotted(), v.unwrap_or(Value::Null));
+            }
+            SelectExpr::Literal(v) => {
+                if let Some(name) = literal_name(v) {
+                    row.insert(name, v.clone());
                 }
             }
-            _ => {
+            SelectExpr::Tick => {
+                row.insert("tick".into(), Value::from(now_ms));
+            }
+            SelectExpr::Prefix(prefix) => {
                 if let Some(first) = members.first() {
-                    write_item(&mut row, item, first, now_ms);
+                    write_prefix(&mut row, prefix, first);
                 }
             }
         }
@@ -535,15 +691,15 @@ fn aggregate(func: AggFunc, arg: &AggArg, members: &[&Value]) -> Value {
             }
         }
         AggFunc::Percentile(rank) => {
-            let mut xs: Vec<f64> = numbers().filter(|x| !x.is_nan()).collect();
+            let mut xs: Vec<&Value> = values.into_iter().filter(|v| v.is_number()).collect();
             if xs.is_empty() {
                 return Value::Null;
             }
-            xs.sort_by(f64::total_cmp);
+            xs.sort_by(|a, b| total_cmp(Some(a), Some(b)));
             // MQL's rule, the element at ceil(n·rank), kept inside the list (MQL reads past
             // its end for the top ranks).
             let i = ((xs.len() as f64 * rank / 100.0).ceil() as usize).min(xs.len() - 1);
-            number(xs[i])
+            xs[i].clone()
         }
     }
 }
@@ -555,5 +711,165 @@ fn number(x: f64) -> Value {
         Value::from(x as i64)
     } else {
         Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mql::parse;
+    use serde_json::json;
+
+    fn engine(q: &str) -> Engine {
+        Engine::new(parse(q).unwrap(), 1)
+    }
+
+    fn ev(ts: i64) -> Value {
+        json!({ "ts": ts })
+    }
+
+    #[test]
+    fn event_time_keeps_windows_ordered_and_counts_late_events() {
+        let mut e = engine("select count(*), list(ts) from s window 1");
+        let mut rows = Vec::new();
+        for ts in [1_100, 1_500, 1_050, 1_999, 1_000] {
+            rows.extend(e.push_matched(ev(ts), ts));
+        }
+        assert!(
+            rows.is_empty(),
+            "nothing closes before the clock passes 2000"
+        );
+        // 2 500 closes [1000, 2000); 1 999 then arrives for a closed window.
+        rows.extend(e.push_matched(ev(2_500), 2_500));
+        rows.extend(e.push_matched(ev(1_999), 1_999));
+        assert_eq!(
+            rows,
+            [json!({"COUNT(*)": 5, "LIST(ts)": [1_000, 1_050, 1_100, 1_500, 1_999]})]
+        );
+        assert_eq!((e.late, e.dropped), (1, 0));
+        // Out of order inside the open window: still in time order.
+        rows = e.push_matched(ev(2_100), 2_100);
+        rows.extend(e.finish(2_500));
+        assert_eq!(rows, [json!({"COUNT(*)": 2, "LIST(ts)": [2_100, 2_500]})]);
+    }
+
+    #[test]
+    fn sliding_event_time_windows_take_late_events_while_any_window_is_open() {
+        let mut e = engine("select list(ts) from s window 2 1");
+        let mut rows = e.push_matched(ev(3_500), 3_500);
+        // [2000, 4000) and [3000, 5000) are open: 2 500 is in time for the first.
+        rows.extend(e.push_matched(ev(2_500), 2_500));
+        // 4 000 closes [2000, 4000); the earliest open window now starts at 3000.
+        rows.extend(e.push_matched(ev(4_000), 4_000));
+        rows.extend(e.push_matched(ev(2_999), 2_999));
+        assert_eq!(rows, [json!({"LIST(ts)": [2_500, 3_500]})]);
+        assert_eq!(e.late, 1);
+        rows = e.finish(4_000);
+        assert_eq!(
+            rows,
+            [
+                json!({"LIST(ts)": [3_500, 4_000]}),
+                json!({"LIST(ts)": [4_000]})
+            ]
+        );
+    }
+
+    #[test]
+    fn flush_closes_open_windows_and_later_events_keep_working() {
+        let mut e = engine("select count(*), b from s window 10 group by b");
+        assert!(e.flush(0).is_empty(), "nothing to flush");
+        let _ = e.push_matched(json!({"b": "x"}), 1_000);
+        let _ = e.push_matched(json!({"b": "y"}), 1_500);
+        let _ = e.push_matched(json!({"b": "x"}), 2_000);
+        assert_eq!(e.pending(), 3);
+        // The stream went idle: its window [0, 10 000) closes though it has not ended.
+        assert_eq!(
+            e.flush(3_000),
+            [
+                json!({"COUNT(*)": 2, "b": "x"}),
+                json!({"COUNT(*)": 1, "b": "y"})
+            ]
+        );
+        assert_eq!(e.pending(), 0);
+        assert!(e.flush(4_000).is_empty(), "a second flush has nothing left");
+        assert!(!e.done());
+        // Its window is closed: an event for it is late; a later one opens the next window.
+        assert!(e.push_matched(json!({"b": "x"}), 9_000).is_empty());
+        assert_eq!(e.late, 1);
+        let _ = e.push_matched(json!({"b": "z"}), 12_000);
+        assert_eq!(e.tick(19_999), Vec::<Row>::new());
+        assert_eq!(e.tick(20_000), [json!({"COUNT(*)": 1, "b": "z"})]);
+        let _ = e.push_matched(json!({"b": "z"}), 25_000);
+        assert_eq!(e.flush(25_000), [json!({"COUNT(*)": 1, "b": "z"})]);
+        assert!(e.finish(30_000).is_empty());
+    }
+
+    #[test]
+    fn flush_leaves_count_windows_and_whole_stream_aggregates_alone() {
+        let mut e = engine("select count(*) from s window |3|");
+        let _ = e.push_matched(json!({}), 1);
+        assert!(e.flush(10).is_empty());
+        assert_eq!(e.finish(10), [json!({"COUNT(*)": 1})]);
+        let mut e = engine("select count(*) from s");
+        let _ = e.push_matched(json!({}), 1);
+        assert!(e.flush(10).is_empty());
+        assert_eq!(e.finish(10), [json!({"COUNT(*)": 1})]);
+    }
+
+    #[test]
+    fn flush_keeps_rows_ordered_across_windows_for_the_end() {
+        let mut e = engine("select count(*) from s window 1 order by e['COUNT(*)'] desc");
+        let _ = e.push_matched(json!({}), 100);
+        let _ = e.push_matched(json!({}), 1_100);
+        let _ = e.push_matched(json!({}), 1_200);
+        assert!(
+            e.flush(5_000).is_empty(),
+            "ordered across windows: at the end"
+        );
+        assert_eq!(
+            e.finish(5_000),
+            [json!({"COUNT(*)": 2}), json!({"COUNT(*)": 1})]
+        );
+    }
+
+    #[test]
+    fn arrival_time_windows_start_where_told() {
+        let mut e = engine("select count(*) from s window 1");
+        e.start_at(1_234);
+        assert!(e.push_matched(json!({}), 1_000).is_empty());
+        assert_eq!(e.late, 1, "before the subscription started");
+        let _ = e.push_matched(json!({}), 1_300);
+        let _ = e.push_matched(json!({}), 2_233);
+        assert_eq!(e.tick(2_234), [json!({"COUNT(*)": 2})]);
+    }
+
+    #[test]
+    fn hostile_times_and_windows_stay_bounded() {
+        let mut e = engine("select count(*) from s window 0.001");
+        for t in [i64::MAX, i64::MIN, 0, i64::MAX - 1, -1] {
+            let _ = e.push_matched(json!({}), t);
+            let _ = e.tick(t);
+        }
+        let _ = e.flush(i64::MAX);
+        let _ = e.finish(i64::MIN);
+        let mut e = engine("select count(*) from s window 604800 604.8");
+        for t in [0, 604_800_000, i64::MAX] {
+            let _ = e.push_matched(json!({}), t);
+        }
+        assert!(e.finish(0).len() <= 3 * 1000);
+    }
+
+    #[test]
+    fn limit_over_windows_ends_the_query() {
+        let mut e = engine("select count(*) from s window 1 limit 1");
+        let _ = e.push_matched(json!({}), 100);
+        assert!(!e.done());
+        assert_eq!(e.tick(1_000), [json!({"COUNT(*)": 1})]);
+        assert!(e.done());
+        assert!(e.push_matched(json!({}), 1_100).is_empty());
+        let mut e = engine("select count(*), b from s window 1 group by b limit 1");
+        let _ = e.push_matched(json!({"b": 1}), 100);
+        let _ = e.tick(1_000);
+        assert!(!e.done(), "with group by the limit is per window");
     }
 }

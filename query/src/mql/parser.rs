@@ -19,9 +19,25 @@ use crate::predicate::{CmpOp, Operand, Path, Pattern, Predicate, RegexMode, Segm
 
 /// Longest query accepted: queries travel to every agent.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
-/// Deepest nesting of parentheses and `not`s, so that a hostile query cannot exhaust the
-/// stack.
+/// Most windows one event can be in (a sliding window's span over its shift).
+pub const MAX_WINDOW_OVERLAP: i64 = 1000;
+/// Deepest nesting of a condition's tree (`not`, `and`, `or` inside one another), so that
+/// a hostile query cannot exhaust the stack of whatever walks it. Counted on the tree, not
+/// on the text, so that a condition's printed form (which spells every level out with
+/// parentheses) parses back wherever the condition was accepted.
 const MAX_DEPTH: usize = 64;
+/// Deepest nesting of parentheses and `not`s in the text: the parser's own recursion.
+/// Above twice [`MAX_DEPTH`], the most a printed condition uses.
+const MAX_SYNTAX_DEPTH: usize = 4 * MAX_DEPTH;
+
+/// How deeply `not`, `and` and `or` nest in a condition.
+fn tree_depth(p: &Predicate) -> usize {
+    match p {
+        Predicate::Not(inner) => 1 + tree_depth(inner),
+        Predicate::And(ps) | Predicate::Or(ps) => 1 + ps.iter().map(tree_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 
 /// Why a query does not parse: where, and what would have been accepted there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +83,31 @@ pub fn parse(text: &str) -> Result<Query, ParseError> {
     p.query().ok_or_else(|| p.error())
 }
 
+/// Parses a field as users write it (`ts`, `e['a']['b']`, `e['l'][0]`): an event-time
+/// field, say. `[*]` is refused: a field has one value.
+pub fn parse_path(text: &str) -> Result<Path, ParseError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(error_at(text, MAX_QUERY_BYTES, "field is too long".into()));
+    }
+    let mut p = Cursor {
+        src: text,
+        pos: 0,
+        furthest: 0,
+        expected: BTreeSet::new(),
+        depth: 0,
+    };
+    let parsed = p.path(false).and_then(|path| {
+        p.ws();
+        if p.pos == p.src.len() {
+            Some(path)
+        } else {
+            p.expect("the end of the field");
+            None
+        }
+    });
+    parsed.ok_or_else(|| p.error())
+}
+
 /// Parses a condition alone (what follows `where`): how a predicate travels to agents, as
 /// the text its `Display` prints.
 pub fn parse_condition(text: &str) -> Result<Predicate, ParseError> {
@@ -87,7 +128,7 @@ pub fn parse_condition(text: &str) -> Result<Predicate, ParseError> {
         expected: BTreeSet::new(),
         depth: 0,
     };
-    let parsed = p.condition(false).and_then(|c| {
+    let parsed = p.top_condition().and_then(|c| {
         p.ws();
         if p.pos == p.src.len() {
             Some(c)
@@ -295,24 +336,36 @@ impl<'a> Cursor<'a> {
             match clause {
                 "from" => q.from = self.streams()?,
                 "window" => q.window = Some(self.window()?),
-                "where" => q.filter = self.condition(false)?,
+                "where" => q.filter = self.top_condition()?,
                 "group by" => q.group_by = self.paths()?,
-                "having" => q.having = Some(self.condition(false)?),
+                "having" => q.having = Some(self.top_condition()?),
                 "order by" => q.order_by = Some(self.order_by()?),
                 "limit" => q.limit = Some(self.unsigned("a row count")?),
                 _ => q.sample = Some(self.sample()?),
             }
         }
+        // No `from`, and Mantis's legacy names `stream` and `observable` (any case), mean
+        // the default stream.
+        for name in &mut q.from {
+            if name.eq_ignore_ascii_case("stream") || name.eq_ignore_ascii_case("observable") {
+                *name = DEFAULT_STREAM.to_string();
+            }
+        }
         if q.from.is_empty() {
             q.from.push(DEFAULT_STREAM.to_string());
         }
+        let mut seen = BTreeSet::new();
+        q.from.retain(|name| seen.insert(name.clone()));
         if q.having.is_some() && !q.is_aggregate() {
             let at = self.src.to_ascii_lowercase().find("having").unwrap_or(0);
             return self.fatal(at, "'having' needs an aggregate in the select list".into());
         }
         if !q.group_by.is_empty() && !q.is_aggregate() && q.select != Select::Star {
             let at = self.src.to_ascii_lowercase().find("group").unwrap_or(0);
-            return self.fatal(at, "'group by' needs an aggregate in the select list".into());
+            return self.fatal(
+                at,
+                "'group by' needs an aggregate in the select list".into(),
+            );
         }
         Some(q)
     }
@@ -357,10 +410,13 @@ impl<'a> Cursor<'a> {
             "max" => AggFunc::Max,
             "average" | "avg" => AggFunc::Average,
             "list" => AggFunc::List,
-            w if w.len() > 1 && w.starts_with('p') && w[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            w if w.len() > 1
+                && w.starts_with('p')
+                && w[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 let digits = &w[1..];
-                // p995 is 99.5: digits past the second are decimals.
-                let rank: f64 = if digits.len() > 2 {
+                // p995 is 99.5: digits past the second are decimals (but p100 is 100).
+                let rank: f64 = if digits.len() > 2 && digits != "100" {
                     format!("{}.{}", &digits[..2], &digits[2..]).parse().ok()?
                 } else {
                     digits.parse().ok()?
@@ -443,6 +499,15 @@ impl<'a> Cursor<'a> {
             if events == 0 {
                 return self.fatal(self.pos, "a count window needs at least one event".into());
             }
+            if events > super::eval::MAX_WINDOW_EVENTS as u64 {
+                return self.fatal(
+                    self.pos,
+                    format!(
+                        "a count window holds at most {} events",
+                        super::eval::MAX_WINDOW_EVENTS
+                    ),
+                );
+            }
             return Some(Window::Count { events });
         }
         let at = self.pos;
@@ -455,6 +520,16 @@ impl<'a> Cursor<'a> {
         }
         if span <= 0 || shift.is_some_and(|s| s <= 0) {
             return self.fatal(at, "window lengths must be positive".into());
+        }
+        // Every event is in span/shift windows: bounded, so that one event cannot cost
+        // millions of window closes.
+        if let Some(shift) = shift
+            && span / shift > MAX_WINDOW_OVERLAP
+        {
+            return self.fatal(
+                at,
+                format!("a sliding window may overlap at most {MAX_WINDOW_OVERLAP} others (span / shift)"),
+            );
         }
         Some(match shift {
             Some(shift_ms) => Window::Sliding {
@@ -508,9 +583,7 @@ impl<'a> Cursor<'a> {
     fn sample(&mut self) -> Res<Sample> {
         self.ws();
         let at = self.pos;
-        let Some(text) = self.lex("a JSON object", balanced_braces) else {
-            return None;
-        };
+        let text = self.lex("a JSON object", balanced_braces)?;
         // Mantis accepts single quotes in the sample's JSON.
         let json = text.replace('\'', "\"");
         let v: Value = match serde_json::from_str(&json) {
@@ -543,7 +616,7 @@ impl<'a> Cursor<'a> {
                     .iter()
                     .map(|k| {
                         k.as_str()
-                            .map(|s| Path::key(s))
+                            .map(Path::key)
                             .ok_or_else(|| "sample 'keys' must be strings".to_string())
                     })
                     .collect::<Result<_, _>>()?,
@@ -555,7 +628,10 @@ impl<'a> Cursor<'a> {
                 factor,
                 salt,
                 keys,
-                extrapolate: v.get("extrapolate").and_then(Value::as_bool).unwrap_or(false),
+                extrapolate: v
+                    .get("extrapolate")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             })
         })();
         match parsed {
@@ -632,17 +708,28 @@ impl<'a> Cursor<'a> {
         self.path(any).map(Operand::Path)
     }
 
+    /// A whole condition (after `where` or `having`, or alone), its tree depth bounded.
+    fn top_condition(&mut self) -> Res<Predicate> {
+        self.ws();
+        let at = self.pos;
+        let c = self.condition(false)?;
+        if tree_depth(&c) > MAX_DEPTH {
+            return self.fatal(at, format!("conditions nest deeper than {MAX_DEPTH}"));
+        }
+        Some(c)
+    }
+
     /// `a or b`, `a and b`, `not (a)`, `(a)`, tests; `||`, `&&` and `!` too.
     fn condition(&mut self, nested: bool) -> Res<Predicate> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth > MAX_SYNTAX_DEPTH {
             return self.fatal(self.pos, format!("conditions nest deeper than {MAX_DEPTH}"));
         }
-        let mut p = self.conjunction()?;
+        let mut terms = vec![self.conjunction()?];
         loop {
             let at = self.pos;
             if self.kw("or") || self.sym("||") {
-                p = p.or(self.conjunction()?);
+                terms.push(self.conjunction()?);
             } else {
                 self.pos = at;
                 break;
@@ -650,21 +737,21 @@ impl<'a> Cursor<'a> {
         }
         self.depth -= 1;
         let _ = nested;
-        Some(p)
+        Some(flat(terms, false))
     }
 
     fn conjunction(&mut self) -> Res<Predicate> {
-        let mut p = self.unary()?;
+        let mut terms = vec![self.unary()?];
         loop {
             let at = self.pos;
             if self.kw("and") || self.sym("&&") {
-                p = p.and(self.unary()?);
+                terms.push(self.unary()?);
             } else {
                 self.pos = at;
                 break;
             }
         }
-        Some(p)
+        Some(flat(terms, true))
     }
 
     fn unary(&mut self) -> Res<Predicate> {
@@ -672,7 +759,7 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         if self.kw("not") || (self.sym("!") && !self.rest().starts_with('=')) {
             self.depth += 1;
-            if self.depth > MAX_DEPTH {
+            if self.depth > MAX_SYNTAX_DEPTH {
                 return self.fatal(self.pos, format!("conditions nest deeper than {MAX_DEPTH}"));
             }
             let inner = self.unary()?;
@@ -750,6 +837,28 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// One `and` (or `or`) of the terms, with the terms that are themselves `and`s (`or`s)
+/// spliced in, wherever they stand: `(a and b) and (c and (d and e))` is one `and` of five,
+/// so that a condition's printed form parses back to the same tree.
+fn flat(terms: Vec<Predicate>, and: bool) -> Predicate {
+    if terms.len() == 1 {
+        return terms.into_iter().next().unwrap_or(Predicate::True);
+    }
+    let mut out = Vec::with_capacity(terms.len());
+    for t in terms {
+        match t {
+            Predicate::And(inner) if and => out.extend(inner),
+            Predicate::Or(inner) if !and => out.extend(inner),
+            other => out.push(other),
+        }
+    }
+    if and {
+        Predicate::And(out)
+    } else {
+        Predicate::Or(out)
+    }
+}
+
 fn bare_word(i: &str) -> IResult<&str, &str> {
     take_while1(is_word_char).parse(i)
 }
@@ -771,7 +880,11 @@ fn number(i: &str) -> IResult<&str, Value> {
         opt(char('-')),
         digit1,
         opt(pair(char('.'), digit1)),
-        opt((alt((char('e'), char('E'))), opt(alt((char('-'), char('+')))), digit1)),
+        opt((
+            alt((char('e'), char('E'))),
+            opt(alt((char('-'), char('+')))),
+            digit1,
+        )),
     ))
     .parse(i)?;
     // `12abc` is a word, not a number.
@@ -784,7 +897,11 @@ fn number(i: &str) -> IResult<&str, Value> {
     let v = if let Ok(n) = text.parse::<i64>() {
         Value::from(n)
     } else {
-        match text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+        match text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
             Some(n) => Value::Number(n),
             None => {
                 return Err(nom::Err::Error(nom::error::Error::new(
@@ -799,12 +916,7 @@ fn number(i: &str) -> IResult<&str, Value> {
 
 /// `'…'` or `"…"`, with backslash escapes.
 fn quoted(i: &str) -> IResult<&str, String> {
-    let fail = || {
-        nom::Err::Error(nom::error::Error::new(
-            i,
-            nom::error::ErrorKind::Char,
-        ))
-    };
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Char));
     let mut chars = i.char_indices();
     let Some((_, q)) = chars.next().filter(|(_, c)| *c == '\'' || *c == '"') else {
         return Err(fail());
@@ -832,12 +944,7 @@ fn quoted(i: &str) -> IResult<&str, String> {
 
 /// `/…/` with `\/` for a slash inside; other escapes stay for the regex.
 fn slashed(i: &str) -> IResult<&str, String> {
-    let fail = || {
-        nom::Err::Error(nom::error::Error::new(
-            i,
-            nom::error::ErrorKind::Char,
-        ))
-    };
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Char));
     let body = i.strip_prefix('/').ok_or_else(fail)?;
     let mut out = String::new();
     let mut chars = body.char_indices().peekable();
@@ -885,12 +992,7 @@ fn cmp_op(i: &str) -> IResult<&str, CmpOp> {
 
 /// A `{…}` object, braces balanced outside strings.
 fn balanced_braces(i: &str) -> IResult<&str, &str> {
-    let fail = || {
-        nom::Err::Error(nom::error::Error::new(
-            i,
-            nom::error::ErrorKind::Char,
-        ))
-    };
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Char));
     if !i.starts_with('{') {
         return Err(fail());
     }
@@ -950,21 +1052,27 @@ mod tests {
         assert_eq!((e.line, e.column), (1, 26), "{e}");
         assert!(e.message.contains("a number"), "{e}");
         let e = parse("select a frm s").unwrap_err();
-        assert!(e.message.contains("'from'") && e.message.contains("'frm'"), "{e}");
+        assert!(
+            e.message.contains("'from'") && e.message.contains("'frm'"),
+            "{e}"
+        );
         assert_eq!(e.column, 10, "{e}");
         let e = parse("select a from s where a ==~ /(/").unwrap_err();
         assert!(e.message.starts_with("invalid regex"), "{e}");
         assert_eq!(e.column, 29, "{e}");
         let e = parse("select a from s limit 1 limit 2").unwrap_err();
         assert!(e.message.contains("twice"), "{e}");
-        let e = parse("select a from s sample {'strategy': 'RANDOM', 'threshold': -1}").unwrap_err();
+        let e =
+            parse("select a from s sample {'strategy': 'RANDOM', 'threshold': -1}").unwrap_err();
         assert!(e.message.contains("threshold"), "{e}");
     }
 
     #[test]
     fn paths_literals_and_operators() {
         let q = parse(r#"select e['a']['b'][0], e[^'res'], 'x', 2, tick() from s where e['tags'][*]['n'] ==~ /x.*/ && !(c != null) || d ==+ "y" or f <> 1.5e3"#).unwrap();
-        let Select::Items(items) = &q.select else { panic!() };
+        let Select::Items(items) = &q.select else {
+            panic!()
+        };
         assert_eq!(items.len(), 5);
         assert_eq!(items[1].expr, SelectExpr::Prefix("res".into()));
         assert_eq!(items[4].expr, SelectExpr::Tick);
@@ -977,17 +1085,28 @@ mod tests {
     #[test]
     fn aggregates_and_sampling() {
         let q = parse("select count(*), sum(distinct a) as 's', p995(b), average(c) from s window |5| sample {'strategy':'STICKY','threshold':200,'keys':['u'],'salt':3}").unwrap();
-        let Select::Items(items) = &q.select else { panic!() };
+        let Select::Items(items) = &q.select else {
+            panic!()
+        };
         assert_eq!(items[1].alias.as_deref(), Some("s"));
-        assert!(matches!(items[2].expr, SelectExpr::Aggregate { func: AggFunc::Percentile(r), .. } if r == 99.5));
+        assert!(
+            matches!(items[2].expr, SelectExpr::Aggregate { func: AggFunc::Percentile(r), .. } if r == 99.5)
+        );
         assert_eq!(q.window, Some(Window::Count { events: 5 }));
         let s = q.sample.unwrap();
-        assert_eq!((s.strategy, s.threshold, s.factor, s.salt), (Strategy::Sticky, 200, 10_000, 3));
+        assert_eq!(
+            (s.strategy, s.threshold, s.factor, s.salt),
+            (Strategy::Sticky, 200, 10_000, 3)
+        );
     }
 
     #[test]
     fn hostile_input_is_refused_not_crashed() {
-        let deep = format!("select a from s where {}a == 1{}", "(".repeat(500), ")".repeat(500));
+        let deep = format!(
+            "select a from s where {}a == 1{}",
+            "(".repeat(500),
+            ")".repeat(500)
+        );
         assert!(parse(&deep).unwrap_err().message.contains("nest"));
         let nots = format!("select a from s where {}a == 1", "not ".repeat(500));
         assert!(parse(&nots).is_err());
@@ -995,5 +1114,115 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("select").is_err());
         assert!(parse("select a from s where e['é").is_err());
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn legacy_stream_names_mean_the_default_stream() {
+        assert_eq!(
+            parse("select a from stream").unwrap().from,
+            [DEFAULT_STREAM]
+        );
+        assert_eq!(
+            parse("select a from Observable, s, defaultStream")
+                .unwrap()
+                .from,
+            [DEFAULT_STREAM, "s"]
+        );
+        assert_eq!(parse("select a").unwrap().from, [DEFAULT_STREAM]);
+    }
+
+    #[test]
+    fn percentile_names() {
+        let rank = |q: &str| match &parse(q).unwrap().select {
+            Select::Items(items) => match items[0].expr {
+                SelectExpr::Aggregate {
+                    func: AggFunc::Percentile(r),
+                    ..
+                } => r,
+                _ => panic!("{q}"),
+            },
+            _ => panic!("{q}"),
+        };
+        assert_eq!(rank("select p100(a) from s"), 100.0);
+        assert_eq!(rank("select p995(a) from s"), 99.5);
+        assert_eq!(rank("select P5(a) from s"), 5.0);
+        assert_eq!(AggFunc::Percentile(99.5).name(), "P995");
+        assert_eq!(rank("select p999(a) from s"), 99.9);
+    }
+
+    #[test]
+    fn fields_parse_alone() {
+        assert_eq!(parse_path("ts").unwrap(), Path::key("ts"));
+        assert_eq!(
+            parse_path(" e['a'][0] ").unwrap(),
+            Path(vec![Segment::Key("a".into()), Segment::Index(0)])
+        );
+        assert!(parse_path("e['a'][*]").is_err());
+        assert!(parse_path("a b").is_err());
+        assert!(parse_path("").is_err());
+    }
+
+    #[test]
+    fn printed_conditions_parse_back_up_to_the_depth_limit() {
+        for (prefix, suffix) in [
+            ("!", ""),
+            ("not (a == 1 or ", ")"),
+            ("(a == 1 and not (", "))"),
+        ] {
+            let mut levels = 0;
+            loop {
+                let cond = format!("{}b == 1{}", prefix.repeat(levels), suffix.repeat(levels));
+                let Ok(p) = parse_condition(&cond) else {
+                    assert!(tree_depth_of(&cond) > MAX_DEPTH, "{cond}");
+                    break;
+                };
+                let printed = p.to_string();
+                let back = parse_condition(&printed)
+                    .unwrap_or_else(|e| panic!("{printed} from {cond}: {e}"));
+                assert_eq!(back, p);
+                levels += 1;
+            }
+            assert!(levels >= 32, "{prefix}: {levels}");
+        }
+        let deep = format!("{}a == 1{}", "(".repeat(200), ")".repeat(200));
+        assert!(
+            parse_condition(&deep).is_ok(),
+            "parentheses alone add no depth"
+        );
+        let deeper = format!("{}a == 1{}", "(".repeat(300), ")".repeat(300));
+        assert!(parse_condition(&deeper).is_err());
+    }
+
+    fn tree_depth_of(cond: &str) -> usize {
+        // Every prefix's level adds one `not` and at most one group.
+        cond.matches("not").count()
+            + cond.matches('!').count()
+            + cond.matches(" or ").count()
+            + cond.matches(" and ").count()
+    }
+
+    #[test]
+    fn nested_ands_and_ors_flatten_wherever_they_stand() {
+        let p =
+            parse_condition("(a == 1 and b == 1) and (c == 1 and (d == 1 and e == 1))").unwrap();
+        assert!(matches!(&p, Predicate::And(ps) if ps.len() == 5), "{p}");
+        let p = parse_condition("a == 1 or (b == 1 or c == 1) or d == 1").unwrap();
+        assert!(matches!(&p, Predicate::Or(ps) if ps.len() == 4), "{p}");
+        let p = parse_condition("a == 1 and (b == 1 or c == 1)").unwrap();
+        assert_eq!(parse_condition(&p.to_string()).unwrap(), p);
+    }
+
+    #[test]
+    fn windows_are_bounded() {
+        assert!(parse("select count(*) from s window 10 0.01").is_ok());
+        let e = parse("select count(*) from s window 10 0.001").unwrap_err();
+        assert!(e.message.contains("overlap"), "{e}");
+        let e = parse("select count(*) from s window |1000001|").unwrap_err();
+        assert!(e.message.contains("at most"), "{e}");
     }
 }
