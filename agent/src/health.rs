@@ -81,9 +81,21 @@ impl Health {
                 &[("id", "series"), ("reason", "too_many_series")],
                 &self.dropped_too_many_series,
             ),
-            c("argus.agent.events", &[("id", "received")], &self.events_received),
-            c("argus.agent.events", &[("id", "selected")], &self.events_selected),
-            c("argus.agent.events", &[("id", "unwanted")], &self.events_unwanted),
+            c(
+                "argus.agent.events",
+                &[("id", "received")],
+                &self.events_received,
+            ),
+            c(
+                "argus.agent.events",
+                &[("id", "selected")],
+                &self.events_selected,
+            ),
+            c(
+                "argus.agent.events",
+                &[("id", "unwanted")],
+                &self.events_unwanted,
+            ),
             c(
                 "argus.agent.event.bytes",
                 &[("id", "selected")],

@@ -52,27 +52,13 @@ impl EventBatcher {
     /// subscriptions, queued only when one selects it. Returns an error when the line is
     /// not a JSON object (checked whether or not anyone subscribes).
     pub fn offer(&self, stream: &str, line: &[u8], now_ms: i64) -> Result<(), serde_json::Error> {
-        let event: serde_json::Value = match serde_json::from_slice(line)? {
-            v @ serde_json::Value::Object(_) => v,
-            _ => {
-                return Err(serde::de::Error::custom("expected a JSON object"));
-            }
-        };
-        if !self.pushdown.wanted(stream) {
-            crate::pushdown::count(&self.health, false, 0);
-            return Ok(());
-        }
-        match self.pushdown.select(stream, &event, line, now_ms) {
+        match self.pushdown.select(stream, line, now_ms)? {
             Some(sel) => {
                 crate::pushdown::count(&self.health, true, sel.json.len());
-                let ts_ms = event
-                    .get("timestamp")
-                    .and_then(serde_json::Value::as_i64)
-                    .unwrap_or(now_ms);
                 self.add(
                     stream,
                     Event {
-                        ts_ms,
+                        ts_ms: sel.ts_ms.unwrap_or(now_ms),
                         json: sel.json,
                         subscriptions: sel.subscriptions,
                     },

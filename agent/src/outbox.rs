@@ -95,7 +95,8 @@ impl Payload {
         64 + match self {
             Payload::Metrics(s) => s.len() * std::mem::size_of::<Sample>(),
             Payload::Events { stream, events } => {
-                stream.len() + events
+                stream.len()
+                    + events
                         .iter()
                         .map(|e| e.json.len() + 32 + 8 * e.subscriptions.len())
                         .sum::<usize>()

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use argus_proto::v1;
 use argus_query::mql::ast::{Sample, Strategy};
+use argus_query::mql::partial::Fields;
 use argus_query::mql::{Sampler, parse_condition};
 use argus_query::predicate::{Path, Predicate, Segment};
 use parking_lot::{Mutex, RwLock};
@@ -24,19 +25,36 @@ struct LiveFilter {
     predicate: Predicate,
     /// `None`: the whole event.
     fields: Option<Vec<Path>>,
+    /// STICKY sampling's key fields.
+    keys: Vec<Path>,
     sampler: Mutex<Sampler>,
+}
+
+/// The subscriptions of one stream, and the top-level fields they read to decide (their
+/// predicates and sampling keys): only those are parsed out of each event.
+struct StreamFilters {
+    filters: Vec<Arc<LiveFilter>>,
+    read: Fields,
+    /// Every needed field is among `read`: a matching event is projected from the partial
+    /// parse, with no second parse.
+    projection_from_read: bool,
 }
 
 /// The subscriptions by stream.
 #[derive(Default)]
 pub struct Pushdown {
-    by_stream: RwLock<Arc<HashMap<String, Vec<Arc<LiveFilter>>>>>,
+    by_stream: RwLock<Arc<HashMap<String, StreamFilters>>>,
 }
+
+/// Fields to read for time (`timestamp`) besides what the subscriptions read.
+const TIMESTAMP: &str = "timestamp";
 
 /// What to send of an event that matched.
 pub struct Selected {
     pub subscriptions: Vec<u64>,
     pub json: Vec<u8>,
+    /// The event's `timestamp` field, when it has one.
+    pub ts_ms: Option<i64>,
 }
 
 fn path_from_wire(p: &v1::FieldPath) -> Option<Path> {
@@ -76,30 +94,67 @@ impl Pushdown {
     /// run.
     pub fn replace(&self, set: &v1::Subscriptions, seed: u64) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut by_stream: HashMap<String, Vec<Arc<LiveFilter>>> = HashMap::new();
+        let mut lists: HashMap<String, Vec<Arc<LiveFilter>>> = HashMap::new();
         for sub in &set.subscriptions {
             let predicate = match parse_condition(&sub.predicate) {
                 Ok(p) => p,
                 Err(e) => {
-                    problems.push(format!("subscription {}: predicate {:?}: {e}", sub.id, sub.predicate));
+                    problems.push(format!(
+                        "subscription {}: predicate {:?}: {e}",
+                        sub.id, sub.predicate
+                    ));
                     continue;
                 }
             };
-            let fields = (!sub.whole_event)
-                .then(|| sub.fields.iter().filter_map(path_from_wire).collect::<Vec<_>>());
+            let fields = (!sub.whole_event).then(|| {
+                sub.fields
+                    .iter()
+                    .filter_map(path_from_wire)
+                    .collect::<Vec<_>>()
+            });
+            let sample = sub.sampling.as_ref().map(sample_from_wire);
             let filter = Arc::new(LiveFilter {
                 id: sub.id,
                 predicate,
                 fields,
-                sampler: Mutex::new(Sampler::new(
-                    sub.sampling.as_ref().map(sample_from_wire),
-                    seed ^ sub.id.rotate_left(29),
-                )),
+                keys: sample.as_ref().map(|s| s.keys.clone()).unwrap_or_default(),
+                sampler: Mutex::new(Sampler::new(sample, seed ^ sub.id.rotate_left(29))),
             });
             for stream in &sub.streams {
-                by_stream.entry(stream.clone()).or_default().push(filter.clone());
+                lists
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(filter.clone());
             }
         }
+        let by_stream = lists
+            .into_iter()
+            .map(|(stream, filters)| {
+                let mut paths = vec![Path::key(TIMESTAMP)];
+                for f in &filters {
+                    f.predicate.paths(&mut paths);
+                    paths.extend(f.keys.iter().cloned());
+                }
+                let read = Fields::of_paths(&paths);
+                let projection_from_read = match read.keys() {
+                    None => true,
+                    Some(keys) => filters.iter().all(|f| {
+                        f.fields.as_ref().is_some_and(|fields| {
+                            fields.iter().all(|p| match p.0.first() {
+                                Some(Segment::Key(k)) => keys.contains(k),
+                                _ => false,
+                            })
+                        })
+                    }),
+                };
+                let entry = StreamFilters {
+                    filters,
+                    read,
+                    projection_from_read,
+                };
+                (stream, entry)
+            })
+            .collect();
         *self.by_stream.write() = Arc::new(by_stream);
         problems
     }
@@ -107,46 +162,74 @@ impl Pushdown {
     /// Subscriptions running here, over all streams.
     pub fn count(&self) -> usize {
         let by_stream = self.by_stream.read();
-        let mut ids: Vec<u64> = by_stream.values().flatten().map(|f| f.id).collect();
+        let mut ids: Vec<u64> = by_stream
+            .values()
+            .flat_map(|s| s.filters.iter().map(|f| f.id))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.len()
     }
 
-    /// Whether anyone is asking for `stream`: when not, its events need no parsing at all.
-    pub fn wanted(&self, stream: &str) -> bool {
-        self.by_stream.read().contains_key(stream)
-    }
-
-    /// Evaluates every subscription of `stream` on one event: `None` when none matched.
-    pub fn select(&self, stream: &str, event: &Value, raw: &[u8], now_ms: i64) -> Option<Selected> {
+    /// Evaluates every subscription of `stream` on one event (its JSON text): `None` when
+    /// none matched. Only the fields the subscriptions read are parsed (the rest is checked
+    /// and skipped); a matching event is parsed whole only when it must be sent whole or
+    /// its projection needs more. Not a JSON object: an error.
+    pub fn select(
+        &self,
+        stream: &str,
+        raw: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Selected>, serde_json::Error> {
         let by_stream = self.by_stream.read().clone();
-        let filters = by_stream.get(stream)?;
+        let Some(entry) = by_stream.get(stream) else {
+            check_object(&Fields::of_paths([]).parse(raw)?)?;
+            return Ok(None);
+        };
+        let read = entry.read.parse(raw)?;
+        check_object(&read)?;
         let mut matched: Vec<&LiveFilter> = Vec::new();
-        for f in filters {
-            if f.sampler.lock().pass(event, now_ms) && f.predicate.matches(event) {
+        for f in &entry.filters {
+            if f.sampler.lock().pass(&read, now_ms) && f.predicate.matches(&read) {
                 matched.push(f);
             }
         }
         if matched.is_empty() {
-            return None;
+            return Ok(None);
         }
         let subscriptions = matched.iter().map(|f| f.id).collect();
+        let ts_ms = read.get(TIMESTAMP).and_then(Value::as_i64);
         let json = if matched.iter().any(|f| f.fields.is_none()) {
             raw.to_vec()
         } else {
+            let whole;
+            let source = if entry.projection_from_read {
+                &read
+            } else {
+                whole = serde_json::from_slice::<Value>(raw)?;
+                &whole
+            };
             let mut out = Map::new();
             for f in &matched {
                 for path in f.fields.iter().flatten() {
-                    copy_path(event, path, &mut out);
+                    copy_path(source, path, &mut out);
                 }
             }
-            serde_json::to_vec(&Value::Object(out)).unwrap_or_else(|_| raw.to_vec())
+            serde_json::to_vec(&Value::Object(out))?
         };
-        Some(Selected {
+        Ok(Some(Selected {
             subscriptions,
             json,
-        })
+            ts_ms,
+        }))
+    }
+}
+
+fn check_object(v: &Value) -> Result<(), serde_json::Error> {
+    if v.is_object() {
+        Ok(())
+    } else {
+        Err(serde::de::Error::custom("expected a JSON object"))
     }
 }
 
@@ -245,18 +328,20 @@ mod tests {
             1,
         );
         assert!(problems.is_empty(), "{problems:?}");
-        assert!(pd.wanted("requests") && !pd.wanted("other"));
         let ev = json!({"status": 503, "path": "/a", "region": "eu", "body": "big"});
         let raw = serde_json::to_vec(&ev).unwrap();
-        let sel = pd.select("requests", &ev, &raw, 0).expect("matched");
+        let sel = pd.select("requests", &raw, 0).unwrap().expect("matched");
         assert_eq!(sel.subscriptions, [7, 9]);
         let sent: Value = serde_json::from_slice(&sel.json).unwrap();
         assert_eq!(sent, json!({"status": 503, "path": "/a", "region": "eu"}));
-        let miss = json!({"status": 200, "region": "us"});
-        assert!(pd.select("requests", &miss, b"{}", 0).is_none());
-        assert!(pd.select("other", &ev, &raw, 0).is_none());
+        let miss = br#"{"status": 200, "region": "us"}"#;
+        assert!(pd.select("requests", miss, 0).unwrap().is_none());
+        assert!(pd.select("other", &raw, 0).unwrap().is_none());
+        assert!(pd.select("requests", b"[1]", 0).is_err());
+        assert!(pd.select("other", b"{bad", 0).is_err());
         pd.replace(&set(vec![]), 1);
-        assert!(!pd.wanted("requests"));
+        assert!(pd.select("requests", &raw, 0).unwrap().is_none());
+        assert_eq!(pd.count(), 0);
     }
 
     #[test]
@@ -291,8 +376,8 @@ mod tests {
             1,
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
-        let ev = json!({"a": {"b": 1, "c": 2}, "d": 3});
-        let sel = pd.select("s", &ev, b"", 0).unwrap();
+        let raw = br#"{"a": {"b": 1, "c": 2}, "d": 3}"#;
+        let sel = pd.select("s", raw, 0).unwrap().unwrap();
         let sent: Value = serde_json::from_slice(&sel.json).unwrap();
         assert_eq!(sent, json!({"a": {"b": 1}}));
     }

@@ -1050,6 +1050,61 @@ pub fn otlp_logs(
     by_stream
 }
 
+// ------------------------------------------------------------------------------------------
+// Live subscriptions, as agents receive them.
+
+/// The subscriptions on the streams an agent serves (`*` in its streams: any stream), as
+/// its control stream carries them: the predicate in the core's canonical text, the fields
+/// to send, the sampling.
+pub fn agent_subscriptions(
+    subs: &std::collections::BTreeMap<u64, std::sync::Arc<crate::live::Subscription>>,
+    agent_streams: &[String],
+) -> v1::Subscriptions {
+    let serves = |stream: &String| agent_streams.iter().any(|s| s == "*" || s == stream);
+    let subscriptions = subs
+        .values()
+        .filter(|s| !s.ended.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|s| s.query.from.iter().any(serves))
+        .map(|s| v1::Subscription {
+            id: s.id,
+            streams: s.query.from.iter().filter(|x| serves(x)).cloned().collect(),
+            predicate: s.query.filter.to_string(),
+            fields: s.fields.iter().flatten().map(field_path).collect(),
+            whole_event: s.fields.is_none(),
+            sampling: s.query.sample.as_ref().map(|sample| v1::Sampling {
+                strategy: match sample.strategy {
+                    argus_query::mql::ast::Strategy::Random => v1::sampling::Strategy::Random,
+                    argus_query::mql::ast::Strategy::Sticky => v1::sampling::Strategy::Sticky,
+                    argus_query::mql::ast::Strategy::Rps => v1::sampling::Strategy::Rps,
+                    argus_query::mql::ast::Strategy::All => v1::sampling::Strategy::Unspecified,
+                } as i32,
+                threshold: sample.threshold,
+                factor: sample.factor,
+                salt: sample.salt,
+                keys: sample.keys.iter().map(field_path).collect(),
+            }),
+        })
+        .collect();
+    v1::Subscriptions { subscriptions }
+}
+
+fn field_path(path: &argus_query::predicate::Path) -> v1::FieldPath {
+    use argus_query::predicate::Segment;
+    v1::FieldPath {
+        segments: path
+            .0
+            .iter()
+            .map(|seg| v1::PathSegment {
+                kind: Some(match seg {
+                    Segment::Key(k) => v1::path_segment::Kind::Key(k.clone()),
+                    Segment::Index(i) => v1::path_segment::Kind::Index(*i),
+                    Segment::Any => v1::path_segment::Kind::Any(true),
+                }),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,60 +1219,5 @@ mod tests {
                 rate("bucketInf", 3.0),
             ]
         );
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// Live subscriptions, as agents receive them.
-
-/// The subscriptions on the streams an agent serves (`*` in its streams: any stream), as
-/// its control stream carries them: the predicate in the core's canonical text, the fields
-/// to send, the sampling.
-pub fn agent_subscriptions(
-    subs: &std::collections::BTreeMap<u64, std::sync::Arc<crate::live::Subscription>>,
-    agent_streams: &[String],
-) -> v1::Subscriptions {
-    let serves = |stream: &String| agent_streams.iter().any(|s| s == "*" || s == stream);
-    let subscriptions = subs
-        .values()
-        .filter(|s| !s.ended.load(std::sync::atomic::Ordering::Relaxed))
-        .filter(|s| s.query.from.iter().any(serves))
-        .map(|s| v1::Subscription {
-            id: s.id,
-            streams: s.query.from.iter().filter(|x| serves(x)).cloned().collect(),
-            predicate: s.query.filter.to_string(),
-            fields: s.fields.iter().flatten().map(field_path).collect(),
-            whole_event: s.fields.is_none(),
-            sampling: s.query.sample.as_ref().map(|sample| v1::Sampling {
-                strategy: match sample.strategy {
-                    argus_query::mql::ast::Strategy::Random => v1::sampling::Strategy::Random,
-                    argus_query::mql::ast::Strategy::Sticky => v1::sampling::Strategy::Sticky,
-                    argus_query::mql::ast::Strategy::Rps => v1::sampling::Strategy::Rps,
-                    argus_query::mql::ast::Strategy::All => v1::sampling::Strategy::Unspecified,
-                } as i32,
-                threshold: sample.threshold,
-                factor: sample.factor,
-                salt: sample.salt,
-                keys: sample.keys.iter().map(field_path).collect(),
-            }),
-        })
-        .collect();
-    v1::Subscriptions { subscriptions }
-}
-
-fn field_path(path: &argus_query::predicate::Path) -> v1::FieldPath {
-    use argus_query::predicate::Segment;
-    v1::FieldPath {
-        segments: path
-            .0
-            .iter()
-            .map(|seg| v1::PathSegment {
-                kind: Some(match seg {
-                    Segment::Key(k) => v1::path_segment::Kind::Key(k.clone()),
-                    Segment::Index(i) => v1::path_segment::Kind::Index(*i),
-                    Segment::Any => v1::path_segment::Kind::Any(true),
-                }),
-            })
-            .collect(),
     }
 }

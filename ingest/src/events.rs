@@ -106,7 +106,8 @@ impl EventHub {
                 value: events.len() as f64,
             }]);
         }
-        self.live.deliver(stream, events, crate::live::wall_clock_ms());
+        self.live
+            .deliver(stream, events, crate::live::wall_clock_ms());
         Ok(events.len())
     }
 

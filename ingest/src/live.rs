@@ -104,8 +104,9 @@ impl Subscription {
         if self.ended.load(Ordering::Relaxed) {
             return;
         }
-        if !evaluated && !(self.sampler.lock().pass(event, now_ms) && self.query.filter.matches(event))
-        {
+        let passes = evaluated
+            || (self.sampler.lock().pass(event, now_ms) && self.query.filter.matches(event));
+        if !passes {
             return;
         }
         self.matched.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +249,10 @@ impl LiveHub {
         let (rows_tx, rows) = mpsc::channel(QUEUE_ROWS);
         let sub = Arc::new(Subscription {
             id,
-            sampler: Mutex::new(Sampler::new(query.sample.clone(), id.rotate_left(17) ^ now as u64)),
+            sampler: Mutex::new(Sampler::new(
+                query.sample.clone(),
+                id.rotate_left(17) ^ now as u64,
+            )),
             query,
             client: client.chars().take(200).collect(),
             started_ms: now,
@@ -290,8 +294,12 @@ impl LiveHub {
         };
         if let Some(sub) = removed {
             self.version.send_modify(|v| *v += 1);
-            tracing::info!(id, matched = sub.matched.load(Ordering::Relaxed),
-                dropped = sub.dropped.load(Ordering::Relaxed), "live query ended");
+            tracing::info!(
+                id,
+                matched = sub.matched.load(Ordering::Relaxed),
+                dropped = sub.dropped.load(Ordering::Relaxed),
+                "live query ended"
+            );
         }
     }
 
@@ -342,16 +350,8 @@ impl LiveHub {
 
 /// A field path as users write it: `ts`, `e['a']['b']`.
 pub fn parse_field(text: &str) -> Result<Path, SubscribeError> {
-    let bad = |reason: String| SubscribeError::TimeField {
+    mql::parse_path(text).map_err(|e| SubscribeError::TimeField {
         field: text.to_string(),
-        reason,
-    };
-    match mql::parse_condition(&format!("{text} == null")) {
-        Ok(argus_query::predicate::Predicate::Compare {
-            left: argus_query::predicate::Operand::Path(p),
-            ..
-        }) if !p.has_any() => Ok(p),
-        Ok(_) => Err(bad("expected a field such as ts or e['a']['b']".into())),
-        Err(e) => Err(bad(e.to_string())),
-    }
+        reason: e.to_string(),
+    })
 }

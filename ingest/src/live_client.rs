@@ -29,7 +29,9 @@ pub fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -79,11 +81,18 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         .header(hyper::header::ACCEPT, "text/event-stream")
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
-    let resp = sender.send_request(req).await.context("sending the query")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("sending the query")?;
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
-        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let message = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
@@ -152,7 +161,11 @@ impl SseParser {
             if line.is_empty() {
                 if !self.data.is_empty() || !self.event.is_empty() {
                     let event = std::mem::take(&mut self.event);
-                    let event = if event.is_empty() { "message".into() } else { event };
+                    let event = if event.is_empty() {
+                        "message".into()
+                    } else {
+                        event
+                    };
                     out.push((event, std::mem::take(&mut self.data)));
                 }
             } else if let Some(v) = line.strip_prefix("event:") {

@@ -19,8 +19,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -166,7 +166,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn subscribe(state: &AppState, params: &[(String, String)], headers: &HeaderMap) -> Result<LiveHandle, ApiError> {
+fn subscribe(
+    state: &AppState,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<LiveHandle, ApiError> {
     let q = param(params, "q").ok_or_else(|| {
         ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500)")
     })?;
@@ -269,7 +273,9 @@ pub async fn stream(
     let lag_ms = match param(&params, "lag") {
         None => 500,
         Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid parameter 'lag' = {v:?}: expected milliseconds"))
+            ApiError::bad_request(format!(
+                "invalid parameter 'lag' = {v:?}: expected milliseconds"
+            ))
         })?,
     };
     // Checked once up front, so that a bad expression is a 400 and not a stream of errors.

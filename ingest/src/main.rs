@@ -73,7 +73,12 @@ struct MqlArgs {
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// Milliseconds the virtual clock advances before each event.
-    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "time_field")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        conflicts_with = "time_field"
+    )]
     interval_ms: i64,
     /// Take each event's time (epoch ms) from this field instead of the virtual clock.
     #[arg(long, value_name = "FIELD")]
@@ -276,7 +281,8 @@ fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
     };
     let input = if args.input.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading standard input")?;
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading standard input")?;
         buf
     } else {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?

@@ -145,7 +145,8 @@ pub fn run_mql(
     seed: u64,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     use argus_query::mql::cases::{Clock, run_offline};
-    let q = argus_query::mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
+    let q =
+        argus_query::mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
     let mut events = Vec::new();
     for (i, line) in input.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -166,7 +167,8 @@ pub fn run_mql(
             Clock::Interval { ms: n }
         }
         MqlClock::Field(f) => Clock::EventTime {
-            field: crate::live::parse_field(&f).map_err(|e| anyhow::anyhow!("--time-field: {e}"))?,
+            field: crate::live::parse_field(&f)
+                .map_err(|e| anyhow::anyhow!("--time-field: {e}"))?,
         },
     };
     Ok(run_offline(&q, &events, clock, seed))

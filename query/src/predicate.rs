@@ -351,6 +351,10 @@ impl Predicate {
                 a.push(b);
                 Predicate::And(a)
             }
+            (a, Predicate::And(mut b)) => {
+                b.insert(0, a);
+                Predicate::And(b)
+            }
             (a, b) => Predicate::And(vec![a, b]),
         }
     }
@@ -364,6 +368,10 @@ impl Predicate {
             (Predicate::Or(mut a), b) => {
                 a.push(b);
                 Predicate::Or(a)
+            }
+            (a, Predicate::Or(mut b)) => {
+                b.insert(0, a);
+                Predicate::Or(b)
             }
             (a, b) => Predicate::Or(vec![a, b]),
         }

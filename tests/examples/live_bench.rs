@@ -21,9 +21,9 @@ fn event(seq: u64, t: i64) -> Value {
         "seq": seq,
         "t": t,
         "sel": if seq % 100 == 7 { 1 } else { 0 },
-        "status": if seq % 13 == 0 { 503 } else { 200 },
+        "status": if seq.is_multiple_of(13) { 503 } else { 200 },
         "path": format!("/api/v1/items/{}", seq % 1000),
-        "region": if seq % 3 == 0 { "us-east-1" } else { "eu-west-1" },
+        "region": if seq.is_multiple_of(3) { "us-east-1" } else { "eu-west-1" },
         "latency_ms": (seq % 250) as f64 * 1.25,
         "device": {"type": "tv", "model": format!("m{}", seq % 40), "os": "linux"},
         "user": format!("user-{}", seq % 50_000),
@@ -67,7 +67,10 @@ fn subscribe(server: &Server, query: &str) -> Arc<Mutex<Vec<(i64, i64)>>> {
 fn wait_subscriptions(agent: &Agent, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while agent.health()["live.subscriptions"].as_u64() != Some(n) {
-        assert!(Instant::now() < deadline, "agent never saw the subscription");
+        assert!(
+            Instant::now() < deadline,
+            "agent never saw the subscription"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

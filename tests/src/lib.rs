@@ -520,8 +520,9 @@ impl LiveClient {
             let rows = rows.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let row = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("argus live printed a non-JSON row {line:?}: {e}"));
+                    let row = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("argus live printed a non-JSON row {line:?}: {e}")
+                    });
                     rows.lock().expect("rows").push(row);
                 }
             });
@@ -583,7 +584,10 @@ impl LiveClient {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "argus live did not exit within {secs} s");
+            assert!(
+                Instant::now() < deadline,
+                "argus live did not exit within {secs} s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

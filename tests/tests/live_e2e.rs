@@ -7,14 +7,16 @@ use argus_tests::{Agent, LiveClient, Server, eventually};
 use serde_json::{Value, json};
 
 fn counter(health: &Value, key: &str) -> u64 {
-    health[key].as_u64().unwrap_or_else(|| panic!("no counter {key} in {health}"))
+    health[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {key} in {health}"))
 }
 
 /// A request event with a bulky field that no query below reads.
 fn request_event(agent: u64, seq: u64) -> Value {
     let status = if seq % 50 == 3 {
         503
-    } else if seq % 10 == 0 {
+    } else if seq.is_multiple_of(10) {
         404
     } else {
         200
@@ -24,7 +26,7 @@ fn request_event(agent: u64, seq: u64) -> Value {
         "agent": agent,
         "path": format!("/api/{}", seq % 7),
         "status": status,
-        "region": if seq % 3 == 0 { "us-east-1" } else { "eu-west-1" },
+        "region": if seq.is_multiple_of(3) { "us-east-1" } else { "eu-west-1" },
         "latency": (seq % 97) as f64 * 1.5,
         "headers": {"user-agent": "x".repeat(200), "accept": "*/*"},
     })
@@ -105,7 +107,9 @@ fn a_live_query_gets_exactly_the_matching_events_from_both_agents() {
         let events: Vec<Value> = (0..1000).map(|i| request_event(k as u64, i)).collect();
         for e in &events {
             if e["status"].as_i64() >= Some(500) && e["region"] == "us-east-1" {
-                expected.push(json!({"seq": e["seq"], "agent": e["agent"], "path": e["path"]}).to_string());
+                expected.push(
+                    json!({"seq": e["seq"], "agent": e["agent"], "path": e["path"]}).to_string(),
+                );
             }
         }
         let body = ndjson(&events);
@@ -121,7 +125,11 @@ fn a_live_query_gets_exactly_the_matching_events_from_both_agents() {
     });
     // Nothing more arrives.
     std::thread::sleep(Duration::from_millis(500));
-    let rows = if live.rows().len() > rows.len() { live.rows() } else { rows };
+    let rows = if live.rows().len() > rows.len() {
+        live.rows()
+    } else {
+        rows
+    };
     let mut got: Vec<String> = rows.iter().map(Value::to_string).collect();
     got.sort();
     assert_eq!(got, expected, "exactly the matching events, once each");
@@ -153,7 +161,10 @@ fn a_live_query_gets_exactly_the_matching_events_from_both_agents() {
     let status = live.interrupt();
     assert!(status.success() || status.code().is_none(), "{status:?}");
     let gone = agents_see(&both, 0, cancelled);
-    assert!(gone < Duration::from_secs(1), "cancel reached the agents after {gone:?}");
+    assert!(
+        gone < Duration::from_secs(1),
+        "cancel reached the agents after {gone:?}"
+    );
     assert_eq!(
         server.get_json("/api/v1/live/subscriptions"),
         json!([]),
@@ -316,7 +327,10 @@ fn a_slow_consumer_does_not_slow_ingest_and_is_told_what_it_lost() {
         {
             let v: Value = serde_json::from_str(data).expect("diagnostic JSON");
             told = v["dropped"].as_u64().unwrap_or(0);
-            assert!(v["message"].as_str().is_some_and(|m| m.contains("dropped")), "{v}");
+            assert!(
+                v["message"].as_str().is_some_and(|m| m.contains("dropped")),
+                "{v}"
+            );
         }
     }
     assert_eq!(told, dropped, "the consumer was told every drop");
@@ -359,8 +373,8 @@ print(json.dumps(rows), flush=True)
         .collect();
     let (status, text) = server.post("/api/v1/events/ws", &ndjson(&events), None);
     assert_eq!(status, 200, "{text}");
-    let rows: Value = serde_json::from_str(&out.next().and_then(Result::ok).expect("rows"))
-        .expect("rows JSON");
+    let rows: Value =
+        serde_json::from_str(&out.next().and_then(Result::ok).expect("rows")).expect("rows JSON");
     assert_eq!(
         rows,
         json!([

@@ -298,6 +298,12 @@ impl Offline {
         out
     }
 
+    /// Closes the time windows holding events without ending the stream, as a live
+    /// event-time subscription does when its stream goes idle.
+    pub fn flush(&mut self) -> Vec<Row> {
+        self.engine.flush(self.now)
+    }
+
     /// The end of the input: what is open closes at the last time.
     pub fn finish(&mut self) -> Vec<Row> {
         self.engine.finish(self.now)
