@@ -277,14 +277,27 @@ fn a_slow_consumer_does_not_slow_ingest_and_is_told_what_it_lost() {
     let baseline = load(&server, "fastload", 10_000, 6);
     assert!(drained.join().expect("fast reader") > 100_000);
 
-    // A consumer that reads about one event a second while 10,000 events a second match.
+    // A consumer that reads one event a second while 10,000 events a second match.
     let mut slow = raw_live(&server, "select seq, path, pad from slowload");
     std::thread::sleep(Duration::from_millis(300));
     let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        for _ in 0..10 {
-            let _ = slow.read(&mut buf);
-            std::thread::sleep(Duration::from_secs(1));
+        // One event a second: a pause after each `event:` line read.
+        let mut events = 0;
+        let mut byte = [0u8; 1];
+        let mut line = Vec::new();
+        while events < 10 {
+            if slow.read(&mut byte).unwrap_or(0) == 0 {
+                break;
+            }
+            if byte[0] == b'\n' {
+                if line.starts_with(b"event:") {
+                    events += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                line.clear();
+            } else {
+                line.push(byte[0]);
+            }
         }
         slow
     });
