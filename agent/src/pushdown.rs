@@ -5,6 +5,7 @@
 //! subscriptions it matched and only the union of the fields they need. An event nobody
 //! asked for is counted and dropped here: it never costs the network anything.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -186,42 +187,49 @@ impl Pushdown {
             check_object(&Fields::of_paths([]).parse(raw)?)?;
             return Ok(None);
         };
-        let read = entry.read.parse(raw)?;
-        check_object(&read)?;
-        let mut matched: Vec<&LiveFilter> = Vec::new();
-        for f in &entry.filters {
-            if f.sampler.lock().pass(&read, now_ms) && f.predicate.matches(&read) {
-                matched.push(f);
-            }
+        // One event value per thread, rewritten in place from event to event: the kept
+        // fields are mostly the same keys, so reading an event allocates next to nothing.
+        thread_local! {
+            static EVENT: RefCell<Value> = const { RefCell::new(Value::Null) };
         }
-        if matched.is_empty() {
-            return Ok(None);
-        }
-        let subscriptions = matched.iter().map(|f| f.id).collect();
-        let ts_ms = read.get(TIMESTAMP).and_then(Value::as_i64);
-        let json = if matched.iter().any(|f| f.fields.is_none()) {
-            raw.to_vec()
-        } else {
-            let whole;
-            let source = if entry.projection_from_read {
-                &read
-            } else {
-                whole = serde_json::from_slice::<Value>(raw)?;
-                &whole
-            };
-            let mut out = Map::new();
-            for f in &matched {
-                for path in f.fields.iter().flatten() {
-                    copy_path(source, path, &mut out);
+        EVENT.with_borrow_mut(|read| {
+            entry.read.parse_into(raw, read)?;
+            check_object(read)?;
+            let mut matched: Vec<&LiveFilter> = Vec::new();
+            for f in &entry.filters {
+                if f.sampler.lock().pass(read, now_ms) && f.predicate.matches(read) {
+                    matched.push(f);
                 }
             }
-            serde_json::to_vec(&Value::Object(out))?
-        };
-        Ok(Some(Selected {
-            subscriptions,
-            json,
-            ts_ms,
-        }))
+            if matched.is_empty() {
+                return Ok(None);
+            }
+            let subscriptions = matched.iter().map(|f| f.id).collect();
+            let ts_ms = read.get(TIMESTAMP).and_then(Value::as_i64);
+            let json = if matched.iter().any(|f| f.fields.is_none()) {
+                raw.to_vec()
+            } else {
+                let whole;
+                let source: &Value = if entry.projection_from_read {
+                    read
+                } else {
+                    whole = serde_json::from_slice::<Value>(raw)?;
+                    &whole
+                };
+                let mut out = Map::new();
+                for f in &matched {
+                    for path in f.fields.iter().flatten() {
+                        copy_path(source, path, &mut out);
+                    }
+                }
+                serde_json::to_vec(&Value::Object(out))?
+            };
+            Ok(Some(Selected {
+                subscriptions,
+                json,
+                ts_ms,
+            }))
+        })
     }
 }
 

@@ -52,6 +52,14 @@ fn check_round_trip(p: &Predicate, text: &str) {
 fn check_partial(input: &[u8]) {
     let fields = Fields::of_paths(&[Path::key("a"), Path::key("status"), Path::key("é")]);
     let keys = fields.keys().unwrap_or_default();
+    // Reusing a value left by an earlier event must end the same as a fresh parse.
+    let mut reused = serde_json::json!({"a": "earlier", "status": 1, "other": [1]});
+    let into = fields.parse_into(input, &mut reused);
+    match (&into, fields.parse(input)) {
+        (Ok(()), Ok(fresh)) => assert_eq!(reused, fresh, "parse_into of {input:?}"),
+        (Err(_), Err(_)) => {}
+        (into, fresh) => panic!("parse_into of {input:?}: {into:?}, parse {fresh:?}"),
+    }
     match (serde_json::from_slice::<Value>(input), fields.parse(input)) {
         (Ok(whole), Ok(partial)) => {
             let kept = match whole {

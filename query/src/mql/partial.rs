@@ -74,6 +74,120 @@ impl Fields {
     }
 }
 
+impl Fields {
+    /// Like [`Fields::parse`], into `out`, reusing its allocations: an agent reads event
+    /// after event of one stream, whose kept fields are mostly the same keys with values of
+    /// the same kinds, so the map's keys and strings are rewritten in place instead of
+    /// allocated and freed per event. `out` ends exactly as `parse` would return it.
+    pub fn parse_into(&self, json: &[u8], out: &mut Value) -> serde_json::Result<()> {
+        let Some(keys) = &self.keys else {
+            *out = serde_json::from_slice(json)?;
+            return Ok(());
+        };
+        if keys.len() > 64 {
+            *out = self.parse(json)?;
+            return Ok(());
+        }
+        if !out.is_object() {
+            *out = Value::Object(Map::new());
+        }
+        let Value::Object(map) = out else {
+            return Ok(());
+        };
+        match skim_into(json, keys, map) {
+            Some(true) => Ok(()),
+            Some(false) => {
+                *out = Value::Null;
+                Ok(())
+            }
+            None => {
+                *out = serde_json::from_slice::<Value>(json).map(|whole| keep(whole, keys))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The skim into an existing map: `Some(true)` an object (the map holds its kept fields and
+/// nothing else), `Some(false)` valid JSON but not an object, `None` not sure.
+fn skim_into(json: &[u8], keys: &[String], map: &mut Map<String, Value>) -> Option<bool> {
+    let mut s = Scan { b: json, i: 0 };
+    s.ws();
+    if s.peek()? != b'{' {
+        s.value(0)?;
+        s.ws();
+        return (s.i == json.len()).then_some(false);
+    }
+    s.i += 1;
+    let mut seen: u64 = 0;
+    s.ws();
+    if s.peek()? == b'}' {
+        s.i += 1;
+    } else {
+        loop {
+            s.ws();
+            let key_start = s.i;
+            let escaped = s.string()?;
+            let key_end = s.i;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let value_start = s.i;
+            s.value(1)?;
+            let value = &json[value_start..s.i];
+            let at = if escaped {
+                let k: String = serde_json::from_slice(&json[key_start..key_end]).ok()?;
+                keys.iter().position(|w| *w == k)
+            } else {
+                let raw_key = &json[key_start + 1..key_end - 1];
+                keys.iter().position(|w| w.as_bytes() == raw_key)
+            };
+            if let Some(at) = at {
+                seen |= 1 << at;
+                match map.get_mut(keys[at].as_str()) {
+                    Some(slot) => assign(slot, value)?,
+                    None => {
+                        map.insert(keys[at].clone(), build(value)?);
+                    }
+                }
+            }
+            s.ws();
+            match s.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    s.ws();
+    if s.i != json.len() {
+        return None;
+    }
+    // Fields of the previous event that this one lacks (or anything else left in `out`).
+    if map.len() != seen.count_ones() as usize {
+        map.retain(|k, _| {
+            keys.iter()
+                .position(|w| w == k)
+                .is_some_and(|at| seen & (1 << at) != 0)
+        });
+    }
+    Some(true)
+}
+
+/// A kept value written over the previous event's: a plain string reuses its buffer.
+fn assign(slot: &mut Value, value: &[u8]) -> Option<()> {
+    match (slot, value.first()?) {
+        (Value::String(old), b'"') if !value.contains(&b'\\') => {
+            let body = value.get(1..value.len() - 1)?;
+            let body = std::str::from_utf8(body).ok()?;
+            old.clear();
+            old.push_str(body);
+        }
+        (slot, _) => *slot = build(value)?,
+    }
+    Some(())
+}
+
 /// The kept fields of a whole parse (the fallback).
 fn keep(whole: Value, keys: &[String]) -> Value {
     match whole {
@@ -354,6 +468,37 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn parse_into_reuses_and_ends_as_parse() {
+        let fields = Fields::of_paths(&[Path::key("a"), Path::key("b"), Path::key("c")]);
+        let mut out = Value::Null;
+        let inputs: [&[u8]; 9] = [
+            br#"{"a": "x", "b": 1, "z": [1, {"q": 2}]}"#,
+            br#"{"a": "longer string", "c": {"d": [true]}}"#,
+            br#"{"b": "now a string", "a": 2.5}"#,
+            br#"[1, 2]"#,
+            br#"{"a": "\u00e9", "a": "dup", "b": null}"#,
+            br#"{}"#,
+            br#"{"a": "x", "b": 1e400}"#,
+            br#"{"a": "\n", "c": "caf\u00e9"}"#,
+            br#"{"a": "x""#,
+        ];
+        for input in inputs {
+            let want = fields.parse(input);
+            let got = fields.parse_into(input, &mut out);
+            match want {
+                Ok(v) => {
+                    assert!(got.is_ok(), "{}", String::from_utf8_lossy(input));
+                    assert_eq!(out, v, "{}", String::from_utf8_lossy(input));
+                }
+                Err(_) => {
+                    assert!(got.is_err(), "{}", String::from_utf8_lossy(input));
+                    out = Value::Null;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn keeps_only_the_fields_read_and_matches_the_same() {
         let events = [
             json!({"status": 503, "region": "us-east-1", "path": "/api/x", "body": {"big": [1, 2.5e3, null, true]}, "ua": "a\"b\u{e9}"}),
@@ -403,6 +548,16 @@ mod tests {
     fn agrees(f: &Fields, input: &[u8]) {
         let whole = serde_json::from_slice::<Value>(input);
         let partial = f.parse(input);
+        // Into a value left by an earlier event: the same outcome.
+        let mut reused = json!({"a": "earlier", "zz": 1});
+        match (f.parse_into(input, &mut reused), &partial) {
+            (Ok(()), Ok(p)) => assert_eq!(&reused, p, "{}", String::from_utf8_lossy(input)),
+            (Err(_), Err(_)) => {}
+            (got, _) => panic!(
+                "{}: parse_into {got:?}, parse {partial:?}",
+                String::from_utf8_lossy(input)
+            ),
+        }
         match (&whole, &partial) {
             (Ok(w), Ok(p)) => assert_eq!(
                 &keep(w.clone(), f.keys().unwrap()),
