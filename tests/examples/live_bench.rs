@@ -152,7 +152,7 @@ fn main() {
         lat[lat.len() - 1]
     );
     println!(
-        "agent CPU for {} events (HTTP intake, partial parse, three-field predicate, batching, gRPC): {agent_cpu:.2} s, {:.0} events per CPU-second",
+        "agent CPU for {} events (HTTP intake, partial read, predicate, batching, gRPC): {agent_cpu:.2} s, {:.0} events per CPU-second",
         rate * secs,
         (rate * secs) as f64 / agent_cpu.max(0.01)
     );
