@@ -26,6 +26,8 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::live::{LiveHandle, SubscribeError};
 
+/// Longest wait after a step's end before `/api/v1/stream` reads it.
+const MAX_LAG_MS: u64 = 3_600_000;
 /// How often a consumer hears the counts.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Messages between the subscription and the connection: small, so that a slow reader is
@@ -272,11 +274,15 @@ pub async fn stream(
     let step_ms = state.store.config().step_ms;
     let lag_ms = match param(&params, "lag") {
         None => 500,
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "invalid parameter 'lag' = {v:?}: expected milliseconds"
-            ))
-        })?,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= MAX_LAG_MS)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid parameter 'lag' = {v:?}: expected milliseconds, at most {MAX_LAG_MS}"
+                ))
+            })?,
     };
     // Checked once up front, so that a bad expression is a 400 and not a stream of errors.
     let base: Vec<(String, String)> = params
@@ -292,7 +298,8 @@ pub async fn stream(
         p
     };
     let now = state.store.now_ms();
-    argus_query::GraphRequest::from_params(&window(now - now % step_ms), now, step_ms)?;
+    let req = argus_query::GraphRequest::from_params(&window(now - now % step_ms), now, step_ms)?;
+    argus_query::normalize(&req.expr)?;
     let (tx, rx) = mpsc::channel::<SseEvent>(OUTPUT_BUFFER);
     let store = state.store.clone();
     let max_lines = state.cfg.graph_max_lines;

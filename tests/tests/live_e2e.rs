@@ -415,6 +415,14 @@ fn stack_language_values_stream_each_step() {
         .call()
         .expect("opening the stream");
     assert_eq!(resp.status().as_u16(), 200);
+    for bad in [
+        "q=name,x,:eq,:foo",
+        "q=name,x,:eq&lag=99999999999999999999",
+        "lag=5",
+    ] {
+        let (status, body) = server.get(&format!("/api/v1/stream?{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     let mut lines = BufReader::new(resp.into_body().into_reader()).lines();
     // Publish a value for each of the next few steps, and read the steps as they close.
     let publisher = {

@@ -264,3 +264,26 @@ fn every_case_through_the_live_path() {
     assert!(replayed >= 40, "only {replayed} cases replayed live");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn argus_mql_names_a_bad_input_line() {
+    let dir = scratch_dir("mql-bad-input");
+    let input = dir.join("events.ndjson");
+    std::fs::write(&input, "{\"a\": 1}\n{\"a\": \n[1]\n").expect("writing the input");
+    for (query, want) in [
+        ("select a from s", "input line 2: invalid JSON"),
+        ("select a from s where", "invalid MQL query"),
+    ] {
+        let out = std::process::Command::new(binary("argus"))
+            .args(["mql", "--input"])
+            .arg(&input)
+            .arg(query)
+            .output()
+            .expect("running argus mql");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(want),
+            "{query}: {stderr}"
+        );
+    }
+}

@@ -63,60 +63,34 @@ impl std::error::Error for ParseError {}
 
 /// Parses an MQL query.
 pub fn parse(text: &str) -> Result<Query, ParseError> {
-    if text.len() > MAX_QUERY_BYTES {
-        return Err(error_at(
-            text,
-            MAX_QUERY_BYTES,
-            format!(
-                "query is {} bytes, over the limit of {MAX_QUERY_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    let mut p = Cursor {
-        src: text,
-        pos: 0,
-        furthest: 0,
-        expected: BTreeSet::new(),
-        depth: 0,
-    };
-    p.query().ok_or_else(|| p.error())
+    whole(text, "query", |p| p.query())
 }
 
 /// Parses a field as users write it (`ts`, `e['a']['b']`, `e['l'][0]`): an event-time
 /// field, say. `[*]` is refused: a field has one value.
 pub fn parse_path(text: &str) -> Result<Path, ParseError> {
-    if text.len() > MAX_QUERY_BYTES {
-        return Err(error_at(text, MAX_QUERY_BYTES, "field is too long".into()));
-    }
-    let mut p = Cursor {
-        src: text,
-        pos: 0,
-        furthest: 0,
-        expected: BTreeSet::new(),
-        depth: 0,
-    };
-    let parsed = p.path(false).and_then(|path| {
-        p.ws();
-        if p.pos == p.src.len() {
-            Some(path)
-        } else {
-            p.expect("the end of the field");
-            None
-        }
-    });
-    parsed.ok_or_else(|| p.error())
+    whole(text, "field", |p| p.path(false))
 }
 
 /// Parses a condition alone (what follows `where`): how a predicate travels to agents, as
 /// the text its `Display` prints.
 pub fn parse_condition(text: &str) -> Result<Predicate, ParseError> {
+    whole(text, "condition", |p| p.top_condition())
+}
+
+/// Runs `rule` over all of `text` (at most [`MAX_QUERY_BYTES`]): what it parsed, or the
+/// error at the furthest point reached, naming `what` when input is left over.
+fn whole<'a, T>(
+    text: &'a str,
+    what: &str,
+    rule: impl FnOnce(&mut Cursor<'a>) -> Res<T>,
+) -> Result<T, ParseError> {
     if text.len() > MAX_QUERY_BYTES {
         return Err(error_at(
             text,
             MAX_QUERY_BYTES,
             format!(
-                "condition is {} bytes, over the limit of {MAX_QUERY_BYTES}",
+                "{what} is {} bytes, over the limit of {MAX_QUERY_BYTES}",
                 text.len()
             ),
         ));
@@ -128,12 +102,12 @@ pub fn parse_condition(text: &str) -> Result<Predicate, ParseError> {
         expected: BTreeSet::new(),
         depth: 0,
     };
-    let parsed = p.top_condition().and_then(|c| {
+    let parsed = rule(&mut p).and_then(|v| {
         p.ws();
         if p.pos == p.src.len() {
-            Some(c)
+            Some(v)
         } else {
-            p.expect("the end of the condition");
+            p.expect(format!("the end of the {what}"));
             None
         }
     });

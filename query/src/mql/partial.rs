@@ -72,9 +72,7 @@ impl Fields {
             None => serde_json::from_slice::<Value>(json).map(|whole| keep(whole, keys)),
         }
     }
-}
 
-impl Fields {
     /// Like [`Fields::parse`], into `out`, reusing its allocations: an agent reads event
     /// after event of one stream, whose kept fields are mostly the same keys with values of
     /// the same kinds, so the map's keys and strings are rewritten in place instead of
@@ -108,8 +106,9 @@ impl Fields {
     }
 }
 
-/// The skim into an existing map: `Some(true)` an object (the map holds its kept fields and
-/// nothing else), `Some(false)` valid JSON but not an object, `None` not sure.
+/// The skim into a map: `Some(true)` an object (the map holds its kept fields and nothing
+/// else), `Some(false)` valid JSON but not an object, `None` not sure. A map that is not
+/// empty (an earlier event's) is rewritten in place; that needs at most 64 keys.
 fn skim_into(json: &[u8], keys: &[String], map: &mut Map<String, Value>) -> Option<bool> {
     let mut s = Scan { b: json, i: 0 };
     s.ws();
@@ -143,7 +142,9 @@ fn skim_into(json: &[u8], keys: &[String], map: &mut Map<String, Value>) -> Opti
                 keys.iter().position(|w| w.as_bytes() == raw_key)
             };
             if let Some(at) = at {
-                seen |= 1 << at;
+                if at < 64 {
+                    seen |= 1 << at;
+                }
                 match map.get_mut(keys[at].as_str()) {
                     Some(slot) => assign(slot, value)?,
                     None => {
@@ -164,7 +165,7 @@ fn skim_into(json: &[u8], keys: &[String], map: &mut Map<String, Value>) -> Opti
         return None;
     }
     // Fields of the previous event that this one lacks (or anything else left in `out`).
-    if map.len() != seen.count_ones() as usize {
+    if keys.len() <= 64 && map.len() != seen.count_ones() as usize {
         map.retain(|k, _| {
             keys.iter()
                 .position(|w| w == k)
@@ -200,56 +201,14 @@ fn keep(whole: Value, keys: &[String]) -> Value {
     }
 }
 
-/// The skim; `None`: not sure, ask serde_json.
+/// The skim into a fresh value; `None`: not sure, ask serde_json.
 fn skim(json: &[u8], keys: &[String]) -> Option<Value> {
-    let mut s = Scan { b: json, i: 0 };
-    s.ws();
-    let out = if s.peek()? == b'{' {
-        s.i += 1;
-        let mut out = Map::new();
-        s.ws();
-        if s.peek()? == b'}' {
-            s.i += 1;
-        } else {
-            loop {
-                s.ws();
-                let key_start = s.i;
-                let escaped = s.string()?;
-                let key_end = s.i;
-                s.ws();
-                s.eat(b':')?;
-                s.ws();
-                let value_start = s.i;
-                s.value(1)?;
-                let value = &json[value_start..s.i];
-                let raw_key = &json[key_start + 1..key_end - 1];
-                let wanted = if escaped {
-                    let k: String = serde_json::from_slice(&json[key_start..key_end]).ok()?;
-                    keys.contains(&k).then_some(k)
-                } else {
-                    keys.iter()
-                        .any(|w| w.as_bytes() == raw_key)
-                        // The skim checked the key's UTF-8.
-                        .then(|| String::from_utf8_lossy(raw_key).into_owned())
-                };
-                if let Some(k) = wanted {
-                    out.insert(k, build(value)?);
-                }
-                s.ws();
-                match s.next()? {
-                    b',' => continue,
-                    b'}' => break,
-                    _ => return None,
-                }
-            }
-        }
-        Value::Object(out)
+    let mut map = Map::new();
+    Some(if skim_into(json, keys, &mut map)? {
+        Value::Object(map)
     } else {
-        s.value(0)?;
         Value::Null
-    };
-    s.ws();
-    (s.i == json.len()).then_some(out)
+    })
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
