@@ -39,6 +39,7 @@
 //! block length, so garbage yields an error (or garbage values), not a panic, and nothing is
 //! allocated but the error message.
 
+use crate::bytes::{put_varint, unzigzag, zigzag};
 use crate::error::{Error, Result};
 
 const MODE_NAN: u8 = 0;
@@ -181,16 +182,6 @@ fn fold(bits: u64) -> i64 {
     if s < 0 { s ^ i64::MAX } else { s }
 }
 
-#[inline(always)]
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-#[inline(always)]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
-}
-
 fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -198,14 +189,6 @@ fn varint_len(mut v: u64) -> usize {
         n += 1;
     }
     n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn bit_width(v: u64) -> u32 {

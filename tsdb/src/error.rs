@@ -31,6 +31,17 @@ pub enum Error {
     /// A read asked for an empty or reversed time range.
     #[error("invalid time range: start {start_ms} must not be after end {end_ms}")]
     InvalidRange { start_ms: i64, end_ms: i64 },
+    /// The store could not make a write durable (a full disk, an I/O error); nothing of the
+    /// write was applied, and the same write may succeed later.
+    #[error("storage unavailable, retry later: {0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether the same request may succeed later (the caller should say "retry").
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -2,6 +2,7 @@
 //! a fixed step in compressed blocks, a roaring-bitmap tag index, retention. No networking and
 //! no wire types: the server converts its inputs to [`TagMap`] and [`Sample`] at its edge.
 
+mod bytes;
 pub mod codec;
 mod error;
 mod index;
@@ -11,6 +12,7 @@ mod read;
 mod series;
 mod store;
 mod tags;
+mod wal;
 
 pub use error::{Error, Result};
 pub use index::Postings;
@@ -18,7 +20,8 @@ pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
 pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
 pub use store::{
-    AppendOutcome, Clock, MaintenanceReport, MemoryStats, Sample, StorageStats, Store, StoreConfig,
-    system_clock,
+    AppendOutcome, Clock, Durability, MaintenanceReport, MemoryStats, Recovery, Sample,
+    SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig, system_clock,
 };
 pub use tags::{Interner, Sym, TagMap, Tags};
+pub use wal::{WalStats, WalSync};

@@ -29,6 +29,22 @@ impl DsType {
         }
     }
 
+    /// The dstype's code in the store's files.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            DsType::Rate => 0,
+            DsType::Counter => 1,
+            DsType::Gauge => 2,
+            DsType::Sum => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<DsType> {
+        [DsType::Rate, DsType::Counter, DsType::Gauge, DsType::Sum]
+            .get(usize::from(code))
+            .copied()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DsType::Rate => "rate",
@@ -74,6 +90,32 @@ pub(crate) struct NormState {
     partial: f64,
     counter_prev_ms: i64,
     counter_prev: f64,
+}
+
+impl NormState {
+    /// The state as four 64-bit words, for snapshots.
+    pub(crate) fn to_words(self) -> [u64; 4] {
+        [
+            self.last_update_ms as u64,
+            self.partial.to_bits(),
+            self.counter_prev_ms as u64,
+            self.counter_prev.to_bits(),
+        ]
+    }
+
+    /// When the series last took a sample into this state (`i64::MIN` for never).
+    pub(crate) fn last_sample_ms(&self) -> i64 {
+        self.last_update_ms.max(self.counter_prev_ms)
+    }
+
+    pub(crate) fn from_words(w: [u64; 4]) -> Self {
+        NormState {
+            last_update_ms: w[0] as i64,
+            partial: f64::from_bits(w[1]),
+            counter_prev_ms: w[2] as i64,
+            counter_prev: f64::from_bits(w[3]),
+        }
+    }
 }
 
 impl Default for NormState {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ahash::AHashMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::index::{Postings, TagIndex};
@@ -15,6 +15,10 @@ use crate::normalize::{DsType, Merge, step_index_of};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
 use crate::series::{Layout, SeriesData};
 use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
+use crate::wal::WalWriter;
+
+mod durable;
+pub use durable::{Durability, Recovery, SnapshotReport, SnapshotStart};
 
 /// Number of value shards; a power of two so the shard of an id is a mask.
 const SHARDS: usize = 16;
@@ -183,6 +187,9 @@ impl Catalog {
 #[derive(Default)]
 struct Shard {
     series: Vec<Option<SeriesData>>,
+    /// The log sequence number of the last logged batch applied to this shard: a snapshot
+    /// of the shard holds exactly the batches up to it, so replay skips those.
+    applied_lsn: u64,
 }
 
 impl Shard {
@@ -207,6 +214,11 @@ pub struct Store {
     maintenance_pass: AtomicU32,
     series_created: AtomicU64,
     series_dropped: AtomicU64,
+    /// The write-ahead log, when the store is durable. Its lock orders every logged batch:
+    /// a batch is written to the log and applied to the shards under it, so each shard sees
+    /// batches in log order. Lock order: catalog, then log, then shard.
+    wal: Option<Mutex<WalWriter>>,
+    durability: Option<Durability>,
 }
 
 impl Store {
@@ -224,6 +236,8 @@ impl Store {
             maintenance_pass: AtomicU32::new(0),
             series_created: AtomicU64::new(0),
             series_dropped: AtomicU64::new(0),
+            wal: None,
+            durability: None,
         }
     }
 
@@ -267,15 +281,47 @@ impl Store {
         if let Some(id) = cat.find(hash, tags) {
             return id;
         }
-        let set: TagSet = tags
-            .iter()
-            .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
-            .collect();
         let id = match cat.free.pop() {
             Some(id) => id,
             None => cat.tags.len() as SeriesId,
         };
-        if id as usize == cat.tags.len() {
+        if let Some(wal) = &self.wal {
+            // Queued under the catalog lock, so that it precedes in the log every batch
+            // that can name the new id.
+            wal.lock()
+                .push_pending(durable::KIND_SERIES, |out| {
+                    durable::encode_series(out, id, tags, dstype)
+                });
+        }
+        self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
+        id
+    }
+
+    /// Puts a series with `tags` and `data` at `id` (a free slot).
+    fn install(
+        &self,
+        cat: &mut Catalog,
+        id: SeriesId,
+        hash: u64,
+        tags: &TagMap,
+        data: SeriesData,
+    ) {
+        let set: TagSet = tags
+            .iter()
+            .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
+            .collect();
+        self.install_set(cat, id, hash, set, data);
+    }
+
+    fn install_set(
+        &self,
+        cat: &mut Catalog,
+        id: SeriesId,
+        hash: u64,
+        set: TagSet,
+        data: SeriesData,
+    ) {
+        while cat.tags.len() <= id as usize {
             cat.tags.push(None);
         }
         let Catalog {
@@ -297,9 +343,61 @@ impl Store {
         if shard.series.len() <= local {
             shard.series.resize_with(local + 1, || None);
         }
-        shard.series[local] = Some(SeriesData::new(dstype));
+        shard.series[local] = Some(data);
         self.series_created.fetch_add(1, Ordering::Relaxed);
-        id
+    }
+
+    /// Removes series `id` from the catalog and its shard, unless it holds data or had a
+    /// sample at or after `unless_sampled_since` (`i64::MAX` removes it whatever it holds);
+    /// its id goes to the free list. False when nothing was removed.
+    fn remove(&self, cat: &mut Catalog, id: SeriesId, unless_sampled_since: i64) -> bool {
+        let mut shard = self.shard(id).write();
+        if shard.get(id).is_some_and(|d| {
+            unless_sampled_since != i64::MAX
+                && (!d.is_empty() || d.norm.last_sample_ms() >= unless_sampled_since)
+        }) {
+            return false;
+        }
+        if let Some(slot) = shard.series.get_mut(id as usize / SHARDS) {
+            *slot = None;
+        }
+        drop(shard);
+        let Some(set) = cat.tags.get_mut(id as usize).and_then(Option::take) else {
+            return false;
+        };
+        let hash = hash_tags(
+            set.iter()
+                .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
+        );
+        let Catalog {
+            interner,
+            index,
+            by_hash,
+            collisions,
+            free,
+            ..
+        } = &mut *cat;
+        index.remove(id, &set, interner);
+        if by_hash.get(&hash) == Some(&id) {
+            by_hash.remove(&hash);
+            // Promote a colliding series, if any, to the main map.
+            if let Some(list) = collisions.get_mut(&hash) {
+                if let Some(other) = list.pop() {
+                    by_hash.insert(hash, other);
+                }
+                if list.is_empty() {
+                    collisions.remove(&hash);
+                }
+            }
+        } else if let Some(list) = collisions.get_mut(&hash) {
+            list.retain(|&x| x != id);
+            if list.is_empty() {
+                collisions.remove(&hash);
+            }
+        }
+        free.push(id);
+        self.series_dropped.fetch_add(1, Ordering::Release);
+        true
     }
 
     /// The window of timestamps the store accepts now: `[now - retention, now + retention]`.
@@ -318,8 +416,47 @@ impl Store {
     }
 
     /// Appends a batch, taking each shard's lock once. Samples of one series are applied in
-    /// batch order (which matters for rates and counters).
+    /// batch order (which matters for rates and counters). When the store is durable and
+    /// the log cannot be written, every sample is rejected with [`Error::Unavailable`].
     pub fn append_batch(&self, samples: &[Sample]) -> AppendOutcome {
+        match self.try_append_batch(samples, &[]) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let message = match e {
+                    Error::Unavailable(m) => m,
+                    other => other.to_string(),
+                };
+                AppendOutcome {
+                    stored: 0,
+                    rejected: (0..samples.len())
+                        .map(|i| (i, Error::Unavailable(message.clone())))
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// Appends a batch, first to the write-ahead log when the store is durable: when this
+    /// returns `Ok`, the batch survives a crash of the process. `origin` is kept with the
+    /// batch in the log and handed back by recovery (a sender's batch id, so resends after
+    /// a restart are still recognised). `Err` ([`Error::Unavailable`]) means nothing was
+    /// applied and the same call may succeed later.
+    pub fn try_append_batch(&self, samples: &[Sample], origin: &[u8]) -> Result<AppendOutcome> {
+        let Some(wal) = &self.wal else {
+            return Ok(self.apply(samples, 0, None));
+        };
+        let mut log = wal.lock();
+        let lsn = log.peek_lsn();
+        log.write(durable::KIND_SAMPLES, |out| {
+            durable::encode_samples(out, lsn, origin, samples)
+        })?;
+        log.take_lsn();
+        Ok(self.apply(samples, lsn, None))
+    }
+
+    /// Applies a batch with log sequence number `lsn` to the shards, skipping the shards
+    /// whose entry in `skip_through` says they already hold it (replay after a snapshot).
+    fn apply(&self, samples: &[Sample], lsn: u64, skip_through: Option<&[u64; SHARDS]>) -> AppendOutcome {
         let (min_ms, max_ms) = self.accept_window();
         let mut outcome = AppendOutcome::default();
         let step = self.cfg.step_ms;
@@ -345,7 +482,11 @@ impl Store {
             if mine.is_empty() {
                 continue;
             }
+            if skip_through.is_some_and(|s| s[shard_no] >= lsn) {
+                continue;
+            }
             let mut shard = lock.write();
+            shard.applied_lsn = shard.applied_lsn.max(lsn);
             for (k, &i) in mine.iter().enumerate() {
                 // A few samples ahead, so the fetch lands by the time the write needs it.
                 if let Some(&ahead) = mine.get(k + PREFETCH_AHEAD)
@@ -392,6 +533,7 @@ impl Store {
         let layout = self.cfg.layout();
         let min_step = (now - self.cfg.retention_ms).div_euclid(step);
         let min_block = min_step.div_euclid(i64::from(bs)).max(0) as u32;
+        let min_ms = now - self.cfg.retention_ms;
         // Late samples for a block are accepted until two steps (at least two minutes) after
         // it ends; a head is sealed after that, the rare later write re-encodes the block.
         let grace_ms = (2 * step).max(120_000);
@@ -412,7 +554,9 @@ impl Store {
                         report.heads_sealed += 1;
                     }
                 }
-                if data.expire_before(min_block, layout) {
+                // A counter or rate between its first sample and its first value holds only
+                // normalizer state: dropping it would lose that sample.
+                if data.expire_before(min_block, layout) && data.norm.last_sample_ms() < min_ms {
                     empty.push((local * SHARDS + shard_no) as SeriesId);
                 }
             }
@@ -420,49 +564,10 @@ impl Store {
         if !empty.is_empty() {
             let mut cat = self.catalog.write();
             for id in empty {
-                let mut shard = self.shard(id).write();
                 // A sample may have arrived since the scan; only drop what is still empty.
-                if shard.get(id).is_none_or(|d| !d.is_empty()) {
-                    continue;
+                if self.remove(&mut cat, id, min_ms) {
+                    report.series_dropped += 1;
                 }
-                shard.series[id as usize / SHARDS] = None;
-                drop(shard);
-                let Some(set) = cat.tags[id as usize].take() else {
-                    continue;
-                };
-                let hash = hash_tags(
-                    set.iter()
-                        .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
-                );
-                let Catalog {
-                    interner,
-                    index,
-                    by_hash,
-                    collisions,
-                    free,
-                    ..
-                } = &mut *cat;
-                index.remove(id, &set, interner);
-                if by_hash.get(&hash) == Some(&id) {
-                    by_hash.remove(&hash);
-                    // Promote a colliding series, if any, to the main map.
-                    if let Some(list) = collisions.get_mut(&hash) {
-                        if let Some(other) = list.pop() {
-                            by_hash.insert(hash, other);
-                        }
-                        if list.is_empty() {
-                            collisions.remove(&hash);
-                        }
-                    }
-                } else if let Some(list) = collisions.get_mut(&hash) {
-                    list.retain(|&x| x != id);
-                    if list.is_empty() {
-                        collisions.remove(&hash);
-                    }
-                }
-                free.push(id);
-                report.series_dropped += 1;
-                self.series_dropped.fetch_add(1, Ordering::Release);
             }
         }
         report
