@@ -92,7 +92,7 @@ fn argus_v1(c: &mut Criterion) {
             |bytes| {
                 let decoded = MetricBatch::decode(bytes.as_slice()).expect("decodes");
                 let mut conv = series.convert(&store, &decoded);
-                black_box(conv.store(&store));
+                black_box(conv.store(&store, &[]).unwrap());
                 series.recycle(std::mem::take(&mut conv.samples));
             },
             criterion::BatchSize::LargeInput,
@@ -152,7 +152,7 @@ fn remote_write(c: &mut Criterion) {
                     .decompress_vec(&body)
                     .expect("decompresses");
                 let mut conv = state.convert(&store, &raw).expect("parses");
-                black_box(conv.store(&store));
+                black_box(conv.store(&store, &[]).unwrap());
             },
             criterion::BatchSize::LargeInput,
         )
@@ -190,7 +190,7 @@ fn publish(c: &mut Criterion) {
             |(body, now)| {
                 let parsed = parse_payload(&body, Mode::Publish, now, 60_000, 6 * 3_600_000)
                     .expect("parses");
-                black_box(store_datapoints(&store, parsed))
+                black_box(store_datapoints(&store, parsed).unwrap())
             },
             criterion::BatchSize::LargeInput,
         )

@@ -77,6 +77,33 @@ pub struct ServerConfig {
     pub graph_max_datapoints: usize,
     /// Largest gRPC message accepted (decompressed); larger ones get RESOURCE_EXHAUSTED.
     pub grpc_max_message_bytes: usize,
+    /// Keep nothing on disk: no write-ahead log, no snapshots (tests, throwaway use).
+    pub ephemeral: bool,
+    /// When the write-ahead log is forced to disk.
+    pub wal_fsync: WalFsync,
+    /// How often the store is snapshotted (and the log behind it removed).
+    pub snapshot_interval_ms: i64,
+}
+
+/// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
+/// After `kill -9` nothing acknowledged is lost either way (the kernel holds the pages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalFsync {
+    /// Before every acknowledgement.
+    Always,
+    /// Every this many milliseconds: power loss may lose up to this much.
+    Every(i64),
+}
+
+impl WalFsync {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        if s.trim() == "always" {
+            return Ok(WalFsync::Always);
+        }
+        parse_duration_ms(s).map(WalFsync::Every).with_context(|| {
+            format!("invalid wal-fsync {s:?}: expected \"always\" or a duration such as 1s")
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -92,6 +119,9 @@ impl Default for ServerConfig {
             graph_max_lines: 1024,
             graph_max_datapoints: 500_000,
             grpc_max_message_bytes: 16 << 20,
+            ephemeral: false,
+            wal_fsync: WalFsync::Every(1_000),
+            snapshot_interval_ms: 15 * 60_000,
         }
     }
 }
@@ -110,6 +140,9 @@ pub struct ConfigLayer {
     pub graph_max_lines: Option<usize>,
     pub graph_max_datapoints: Option<usize>,
     pub grpc_max_message_bytes: Option<usize>,
+    pub ephemeral: Option<bool>,
+    pub wal_fsync: Option<String>,
+    pub snapshot_interval: Option<String>,
 }
 
 impl ConfigLayer {
@@ -132,6 +165,9 @@ impl ConfigLayer {
             graph_max_lines: self.graph_max_lines.or(lower.graph_max_lines),
             graph_max_datapoints: self.graph_max_datapoints.or(lower.graph_max_datapoints),
             grpc_max_message_bytes: self.grpc_max_message_bytes.or(lower.grpc_max_message_bytes),
+            ephemeral: self.ephemeral.or(lower.ephemeral),
+            wal_fsync: self.wal_fsync.or(lower.wal_fsync),
+            snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
         }
     }
 
@@ -170,6 +206,16 @@ impl ConfigLayer {
             grpc_max_message_bytes: self
                 .grpc_max_message_bytes
                 .unwrap_or(d.grpc_max_message_bytes),
+            ephemeral: self.ephemeral.unwrap_or(d.ephemeral),
+            wal_fsync: match self.wal_fsync {
+                Some(s) => WalFsync::parse(&s)?,
+                None => d.wal_fsync,
+            },
+            snapshot_interval_ms: dur(
+                self.snapshot_interval,
+                d.snapshot_interval_ms,
+                "snapshot-interval",
+            )?,
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

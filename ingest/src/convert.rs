@@ -42,16 +42,18 @@ impl Converted {
     }
 
     /// Appends the samples to the store, adding what it refuses (outside the retention
-    /// window) to the refusals. Returns the number stored.
-    pub fn store(&mut self, store: &Store) -> usize {
-        let outcome = store.append_batch(&self.samples);
+    /// window) to the refusals. Returns the number stored, or the store's retryable error
+    /// (nothing stored) when it cannot make the batch durable; `origin` goes into the log
+    /// with the batch (see `Store::try_append_batch`).
+    pub fn store(&mut self, store: &Store, origin: &[u8]) -> Result<usize, argus_tsdb::Error> {
+        let outcome = store.try_append_batch(&self.samples, origin)?;
         for (_, err) in outcome.rejected {
             self.reject(Rejection::new(
                 RejectReason::OutOfRetention,
                 err.to_string(),
             ));
         }
-        outcome.stored
+        Ok(outcome.stored)
     }
 
     /// The first refusals, for a response.

@@ -27,6 +27,15 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: the same request may succeed later (the store cannot make
+    /// writes durable now).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -40,6 +49,7 @@ impl From<PayloadError> for ApiError {
         let status = match e {
             PayloadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PayloadError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError {
@@ -59,9 +69,29 @@ impl From<argus_query::Error> for ApiError {
     }
 }
 
+impl From<argus_tsdb::Error> for ApiError {
+    fn from(e: argus_tsdb::Error) -> Self {
+        if e.is_retryable() {
+            ApiError::unavailable(e.to_string())
+        } else {
+            ApiError::internal(e.to_string())
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_S: &str = "1";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"type": "error", "message": self.message});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_S),
+            );
+        }
+        response
     }
 }

@@ -24,6 +24,8 @@ use argus_proto::v1::{
     server_message,
 };
 use parking_lot::Mutex;
+use prost::bytes::Buf;
+use prost::encoding::{decode_varint, encode_varint};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 use tonic::codec::CompressionEncoding;
@@ -56,6 +58,18 @@ impl SeenSeqs {
         seq <= self.floor && self.floor > 0 || self.above.contains(&seq)
     }
 
+    /// Marks every sequence number up to `floor` as seen.
+    fn raise_floor(&mut self, floor: u64) {
+        if floor > self.floor {
+            self.floor = floor;
+            self.above.retain(|&x| x > floor);
+            while self.above.first() == Some(&(self.floor + 1)) {
+                self.floor += 1;
+                self.above.pop_first();
+            }
+        }
+    }
+
     fn insert(&mut self, seq: u64) {
         if seq <= self.floor && self.floor > 0 {
             return;
@@ -79,9 +93,94 @@ impl SeenSeqs {
 pub struct AgentRegistry {
     metrics: Mutex<HashMap<String, SeenSeqs>>,
     events: Mutex<HashMap<String, SeenSeqs>>,
+    /// Held (shared) from claiming a metrics batch until its claim is finished, and
+    /// (exclusive) while a snapshot begins and [`AgentRegistry::encode_stored`] runs: so
+    /// every batch the log holds before the snapshot's first segment is in what the
+    /// snapshot keeps, and every later one is in the log after it.
+    pub snapshot_gate: parking_lot::RwLock<()>,
 }
 
+/// Tags an origin in the log as an agent's metrics batch.
+const ORIGIN_AGENT_METRICS: u8 = b'm';
+
 impl AgentRegistry {
+    /// The origin logged with an agent's metrics batch: what recovery needs to recognise
+    /// its resend after a restart.
+    fn origin(agent: &str, seq: u64) -> Vec<u8> {
+        let mut o = Vec::with_capacity(agent.len() + 9);
+        o.push(ORIGIN_AGENT_METRICS);
+        o.extend_from_slice(&seq.to_le_bytes());
+        o.extend_from_slice(agent.as_bytes());
+        o
+    }
+
+    /// Remembers a batch found in the log at recovery as stored.
+    pub fn restore_origin(&self, origin: &[u8]) {
+        if origin.len() < 9 || origin[0] != ORIGIN_AGENT_METRICS {
+            return;
+        }
+        let seq = u64::from_le_bytes(origin[1..9].try_into().unwrap_or_default());
+        let Ok(agent) = std::str::from_utf8(&origin[9..]) else {
+            return;
+        };
+        let mut m = self.metrics.lock();
+        let s = m.entry(agent.to_string()).or_default();
+        s.last_used = Some(Instant::now());
+        s.insert(seq);
+    }
+
+    /// The stored metrics batches of every agent, for a snapshot:
+    /// `[varint agents]` then per agent `[varint len][id][varint floor][varint n][varint seq]*`.
+    pub fn encode_stored(&self) -> Vec<u8> {
+        let m = self.metrics.lock();
+        let mut out = Vec::new();
+        encode_varint(m.len() as u64, &mut out);
+        for (agent, s) in m.iter() {
+            encode_varint(agent.len() as u64, &mut out);
+            out.extend_from_slice(agent.as_bytes());
+            encode_varint(s.floor, &mut out);
+            encode_varint(s.above.len() as u64, &mut out);
+            for &seq in &s.above {
+                encode_varint(seq, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Adds what [`AgentRegistry::encode_stored`] wrote (from a snapshot) to what is known.
+    /// Damaged bytes end the reading; what was read stays.
+    pub fn restore_stored(&self, mut bytes: &[u8]) {
+        let mut m = self.metrics.lock();
+        let Ok(agents) = decode_varint(&mut bytes) else {
+            return;
+        };
+        for _ in 0..agents {
+            let Ok(len) = decode_varint(&mut bytes) else {
+                return;
+            };
+            let Some(id) = bytes
+                .get(..len as usize)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string)
+            else {
+                return;
+            };
+            bytes.advance(len as usize);
+            let (Ok(floor), Ok(n)) = (decode_varint(&mut bytes), decode_varint(&mut bytes)) else {
+                return;
+            };
+            let s = m.entry(id).or_default();
+            s.last_used = Some(Instant::now());
+            s.raise_floor(floor);
+            for _ in 0..n {
+                let Ok(seq) = decode_varint(&mut bytes) else {
+                    return;
+                };
+                s.insert(seq);
+            }
+        }
+    }
+
     /// Claims a batch for storing: false when it was stored already or another stream is
     /// storing it now (a resend that overtook the original after a reconnect). Checking and
     /// claiming under one lock is what makes a resend never stored twice.
@@ -238,22 +337,34 @@ impl Ingest for IngestService {
                     // Definitions are applied even for a resend: later batches of this
                     // stream may use them.
                     let mut conv = series.lock().convert(&st.store, &batch);
+                    let _gate = st.agents.snapshot_gate.read();
                     let Some(mut claim) = Claim::take(&st.agents.metrics, &agent_key, seq) else {
-                        return (0, conv, true);
+                        return Ok((0, conv, true));
                     };
-                    let n = conv.store(&st.store);
+                    let origin = AgentRegistry::origin(&agent_key, seq);
+                    // On an error the claim is released: the agent keeps the batch and
+                    // resends it once the store can take it again.
+                    let n = conv.store(&st.store, &origin)?;
                     claim.stored = true;
                     drop(claim);
                     series.lock().recycle(std::mem::take(&mut conv.samples));
                     crate::memory::note_churn();
-                    (n, conv, false)
+                    Ok((n, conv, false))
                 })
                 .await;
-                let Ok((stored, conv, duplicate)) = stored else {
-                    let _ = tx
-                        .send(Err(Status::internal("storing the batch failed")))
-                        .await;
-                    break;
+                let (stored, conv, duplicate) = match stored {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        let e: argus_tsdb::Error = e;
+                        let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        break;
+                    }
+                    Err(_) => {
+                        let _ = tx
+                            .send(Err(Status::internal("storing the batch failed")))
+                            .await;
+                        break;
+                    }
                 };
                 for r in &conv.rejected {
                     svc.state.metrics.reject(r.reason, 1);
@@ -425,11 +536,12 @@ impl MetricsService for OtlpService {
         let st = self.state.clone();
         let conv = tokio::task::spawn_blocking(move || {
             let mut conv = convert::otlp_metrics(&st.store, &req);
-            conv.store(&st.store);
-            conv
+            conv.store(&st.store, &[]).map(|_| conv)
         })
         .await
-        .map_err(|e| Status::internal(format!("storing the export failed: {e}")))?;
+        .map_err(|e| Status::internal(format!("storing the export failed: {e}")))?
+        // UNAVAILABLE is what OTLP exporters retry.
+        .map_err(|e| Status::unavailable(e.to_string()))?;
         for r in &conv.rejected {
             self.state.metrics.reject(r.reason, 1);
         }

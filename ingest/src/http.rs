@@ -43,7 +43,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: ServerConfig, store: Arc<Store>) -> Self {
+    pub fn new(cfg: ServerConfig, store: Arc<Store>, agents: AgentRegistry) -> Self {
         AppState {
             events: Arc::new(EventHub::new(
                 store.clone(),
@@ -52,7 +52,7 @@ impl AppState {
             store,
             cfg: Arc::new(cfg),
             metrics: Arc::new(ServerMetrics::default()),
-            agents: Arc::new(AgentRegistry::default()),
+            agents: Arc::new(agents),
             connected: Arc::new(Mutex::new(HashMap::new())),
             remote_write: Arc::new(RemoteWriteState::default()),
         }
@@ -186,7 +186,7 @@ async fn ingest(
             st.cfg.publish_max_age_ms,
             st.cfg.retention_ms,
         )?;
-        let outcome = store_datapoints(&st.store, parsed);
+        let outcome = store_datapoints(&st.store, parsed)?;
         drop(decoded);
         crate::memory::note_churn();
         Ok::<_, PayloadError>(outcome)
@@ -339,7 +339,7 @@ async fn remote_write(
                 .convert(&st.store, raw)
                 .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))
         })?;
-        let stored = conv.store(&st.store);
+        let stored = conv.store(&st.store, &[])?;
         crate::memory::note_churn();
         Ok::<_, ApiError>((stored, conv))
     })

@@ -126,7 +126,7 @@ struct EvalArgs {
 struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
-    /// grpc-max-message-bytes).
+    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -161,6 +161,19 @@ struct ServerArgs {
     /// RESOURCE_EXHAUSTED [default: 16777216].
     #[arg(long, env = "ARGUS_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     grpc_max_message_bytes: Option<usize>,
+    /// Keep everything in memory only: no write-ahead log, no snapshots; a restart loses
+    /// all data. By default data is kept in --data-dir.
+    #[arg(long, env = "ARGUS_EPHEMERAL")]
+    ephemeral: bool,
+    /// When the write-ahead log is forced to disk: "always" (before every acknowledgement)
+    /// or an interval; power loss may lose up to one interval of acknowledged data, a
+    /// crash of the process nothing [default: 1s].
+    #[arg(long, env = "ARGUS_WAL_FSYNC", value_name = "always|DURATION")]
+    wal_fsync: Option<String>,
+    /// How often the store is snapshotted, and the log behind the snapshot removed
+    /// [default: 15m].
+    #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
+    snapshot_interval: Option<String>,
 }
 
 impl ServerArgs {
@@ -180,6 +193,9 @@ impl ServerArgs {
             graph_max_lines: self.graph_max_lines,
             graph_max_datapoints: self.graph_max_datapoints,
             grpc_max_message_bytes: self.grpc_max_message_bytes,
+            ephemeral: self.ephemeral.then_some(true),
+            wal_fsync: self.wal_fsync,
+            snapshot_interval: self.snapshot_interval,
         };
         flags.over(file).resolve()
     }

@@ -50,6 +50,45 @@ impl ServerMetrics {
             "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter"
         );
         let _ = writeln!(out, "argus_samples_stored_total {}", store.samples_stored());
+        if let Some(w) = store.wal_stats() {
+            for (name, help, kind, value) in [
+                (
+                    "argus_wal_segment",
+                    "Number of the write-ahead log segment being written.",
+                    "gauge",
+                    w.segment,
+                ),
+                (
+                    "argus_wal_bytes_written_total",
+                    "Bytes appended to the write-ahead log since start.",
+                    "counter",
+                    w.bytes_written,
+                ),
+                (
+                    "argus_wal_writes_total",
+                    "Writes to the write-ahead log since start.",
+                    "counter",
+                    w.records_written,
+                ),
+                (
+                    "argus_wal_write_errors_total",
+                    "Writes to the write-ahead log that failed (disk full, I/O errors); each refused its batch with a retryable error.",
+                    "counter",
+                    w.write_errors,
+                ),
+                (
+                    "argus_wal_syncs_total",
+                    "Times the write-ahead log was forced to disk.",
+                    "counter",
+                    w.syncs,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP argus_samples_rejected_total Datapoints refused, by reason.\n# TYPE argus_samples_rejected_total counter"

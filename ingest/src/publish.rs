@@ -33,6 +33,9 @@ pub enum PayloadError {
     Json(String),
     #[error("empty payload")]
     Empty,
+    /// The store cannot make the write durable now (disk full, I/O error): retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Returns the request body, gunzipped when `content_encoding` says gzip, never holding more
@@ -331,7 +334,7 @@ pub fn parse_payload(
 pub fn store_datapoints(
     store: &Store,
     parsed: Vec<Result<Datapoint, Rejection>>,
-) -> PublishOutcome {
+) -> Result<PublishOutcome, PayloadError> {
     let mut outcome = PublishOutcome::default();
     let mut samples = Vec::with_capacity(parsed.len());
     let mut sample_tags: Vec<Arc<TagMap>> = Vec::with_capacity(parsed.len());
@@ -357,7 +360,9 @@ pub fn store_datapoints(
             }
         }
     }
-    let result = store.append_batch(&samples);
+    let result = store
+        .try_append_batch(&samples, &[])
+        .map_err(|e| PayloadError::Unavailable(e.to_string()))?;
     outcome.stored = result.stored;
     for (i, err) in result.rejected {
         outcome.rejected.push(Rejection::new(
@@ -365,7 +370,7 @@ pub fn store_datapoints(
             format!("{err} (tags={})", render_tags(&sample_tags[i])),
         ));
     }
-    outcome
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use argus_tsdb::{Store, StoreConfig};
+use argus_tsdb::{Durability, Recovery, Store, StoreConfig, WalSync, system_clock};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, WalFsync};
+use crate::grpc::AgentRegistry;
 use crate::http::{AppState, router};
 
 /// How often finished heads are sealed and expired data dropped.
@@ -17,9 +18,91 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 /// any (see `memory.rs`).
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
+/// A state over an in-memory store (tests and throwaway use).
 pub fn new_state(cfg: ServerConfig) -> AppState {
     let store = Store::new(StoreConfig::new(cfg.step_ms, cfg.retention_ms));
-    AppState::new(cfg, Arc::new(store))
+    AppState::new(cfg, Arc::new(store), AgentRegistry::default())
+}
+
+/// The server's state: in memory with `--ephemeral`, else recovered from `--data-dir`
+/// (newest whole snapshot, then the write-ahead log), with what recovery found.
+pub fn open_state(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
+    if cfg.ephemeral {
+        return Ok((new_state(cfg), None));
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let agents = AgentRegistry::default();
+    let durability = Durability {
+        sync: match cfg.wal_fsync {
+            WalFsync::Always => WalSync::EveryWrite,
+            WalFsync::Every(_) => WalSync::Periodic,
+        },
+        ..Durability::new(&cfg.data_dir)
+    };
+    let (store, recovery) = Store::open(
+        StoreConfig::new(cfg.step_ms, cfg.retention_ms),
+        system_clock(),
+        durability,
+        &mut |origin| agents.restore_origin(origin),
+    )
+    .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    if let Some(extra) = &recovery.extra {
+        agents.restore_stored(extra);
+    }
+    Ok((AppState::new(cfg, Arc::new(store), agents), Some(recovery)))
+}
+
+/// Takes one snapshot: the log segment and the agents' stored batches are captured with no
+/// agent batch between claim and store, then the store is written out.
+pub fn snapshot(state: &AppState) -> anyhow::Result<argus_tsdb::SnapshotReport> {
+    let (start, extra) = {
+        let _gate = state.agents.snapshot_gate.write();
+        let start = state.store.begin_snapshot()?;
+        (start, state.agents.encode_stored())
+    };
+    Ok(state.store.write_snapshot(start, &extra)?)
+}
+
+/// Syncs the write-ahead log on its interval and snapshots the store on its own, logging
+/// failures (a full disk) without stopping: writes fail with a retryable error meanwhile,
+/// and both resume when the disk has room again.
+async fn durability_loop(state: AppState) {
+    let sync_every = match state.cfg.wal_fsync {
+        WalFsync::Every(ms) => Duration::from_millis(ms.max(1) as u64),
+        WalFsync::Always => Duration::from_secs(3600),
+    };
+    let snapshot_every = Duration::from_millis(state.cfg.snapshot_interval_ms.max(1) as u64);
+    let mut sync_tick = tokio::time::interval(sync_every);
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + snapshot_every, snapshot_every);
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = sync_tick.tick() => {
+                let store = state.store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_wal()).await {
+                    tracing::error!(error = %e, "write-ahead log sync failed");
+                }
+            }
+            _ = snapshot_tick.tick() => {
+                let st = state.clone();
+                match tokio::task::spawn_blocking(move || snapshot(&st)).await {
+                    Ok(Ok(r)) => tracing::info!(
+                        path = %r.path.display(),
+                        series = r.series,
+                        bytes = r.bytes,
+                        elapsed_ms = r.elapsed.as_millis() as u64,
+                        wal_segments_removed = r.wal_segments_removed,
+                        "snapshot written"
+                    ),
+                    Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "snapshot failed; the previous one and the log are intact"),
+                    Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+                }
+            }
+        }
+    }
 }
 
 /// Runs the server until `shutdown` completes. Prints the bound addresses on stdout as
@@ -29,31 +112,47 @@ pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+    let (state, recovery) = tokio::task::spawn_blocking(move || open_state(cfg))
         .await
-        .with_context(|| format!("binding the HTTP API to {}", cfg.http_addr))?;
+        .context("the recovery task failed")??;
+    match &recovery {
+        None => println!("argus: in memory only (--ephemeral): nothing is kept on disk"),
+        Some(r) => {
+            println!("argus: recovered {r}");
+            for line in r.snapshots_rejected.iter().chain(&r.damage) {
+                println!("argus: recovery: {line}");
+                tracing::warn!(what = %line, "damage found at recovery");
+            }
+        }
+    }
+    let (http_addr, grpc_addr) = (state.cfg.http_addr, state.cfg.grpc_addr);
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {http_addr}"))?;
     let addr = listener
         .local_addr()
         .context("reading the bound HTTP address")?;
-    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr)
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
         .await
-        .with_context(|| format!("binding the gRPC services to {}", cfg.grpc_addr))?;
+        .with_context(|| format!("binding the gRPC services to {grpc_addr}"))?;
     let grpc_addr = grpc_listener
         .local_addr()
         .context("reading the bound gRPC address")?;
-    let state = new_state(cfg);
     tracing::info!(
         step_ms = state.cfg.step_ms,
         retention_ms = state.cfg.retention_ms,
         data_dir = %state.cfg.data_dir.display(),
-        "store ready (in memory; the write-ahead log and snapshots are not written yet)"
+        durable = state.store.is_durable(),
+        "store ready"
     );
     println!("argus: HTTP API listening on http://{addr}");
     println!("argus: gRPC listening on {grpc_addr}");
 
     let live_ticker = tokio::spawn(state.events.live.clone().run_ticker());
+    let durability = state
+        .store
+        .is_durable()
+        .then(|| tokio::spawn(durability_loop(state.clone())));
     let store = state.store.clone();
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
@@ -110,6 +209,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut http_stop = stop_rx;
+    let final_state = state.clone();
     let app = router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -121,6 +221,17 @@ pub async fn run(
     maintenance.abort();
     reclaim.abort();
     live_ticker.abort();
+    if let Some(task) = durability {
+        task.abort();
+        // A clean stop leaves a snapshot, so the next start replays almost no log.
+        match tokio::task::spawn_blocking(move || snapshot(&final_state)).await {
+            Ok(Ok(r)) => tracing::info!(series = r.series, "final snapshot written"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "final snapshot failed; the log is kept")
+            }
+            Err(e) => tracing::error!(error = %e, "final snapshot task failed"),
+        }
+    }
     served?;
     grpc_served.context("serving gRPC")
 }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary, built next to the test executable (`target/<profile>/`).
@@ -33,16 +34,19 @@ pub struct Server {
     /// The gRPC address, `http://127.0.0.1:PORT`.
     pub grpc: String,
     pub data_dir: PathBuf,
+    /// Every line the server printed on stdout so far (recovery reports among them).
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `bin` with `args`, reads its stdout until every line prefix in `wanted` was seen,
-/// and returns the process with the text after each prefix (in `wanted`'s order).
+/// and returns the process with the text after each prefix (in `wanted`'s order) and every
+/// line it prints (kept up to date).
 fn spawn_reporting(
     bin: &str,
     args: &[&str],
     wanted: &[&str],
     env: &[(&str, &str)],
-) -> (Child, Vec<String>) {
+) -> (Child, Vec<String>, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(binary(bin));
     cmd.args(args)
         .stdout(Stdio::piped())
@@ -56,8 +60,11 @@ fn spawn_reporting(
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let prefixes: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+    let all_lines = Arc::new(Mutex::new(Vec::new()));
+    let lines = all_lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line.clone());
             for (i, p) in prefixes.iter().enumerate() {
                 if let Some(rest) = line.strip_prefix(p.as_str()) {
                     let _ = tx.send((i, rest.to_string()));
@@ -83,7 +90,7 @@ fn spawn_reporting(
             }
         }
     }
-    (child, found)
+    (child, found, all_lines)
 }
 
 /// A loopback port that is free now (for a server that must come back on the same port).
@@ -108,6 +115,12 @@ impl Server {
             std::process::id(),
             Instant::now().elapsed().as_nanos() ^ rand_seed()
         ));
+        Server::start_in(data_dir, http, grpc, extra)
+    }
+
+    /// Starts `argus server` on its data directory `data_dir` (a restart when it holds a
+    /// previous run's files); the directory is removed when the server is dropped.
+    pub fn start_in(data_dir: PathBuf, http: &str, grpc: &str, extra: &[&str]) -> Server {
         let dir = data_dir.to_string_lossy().to_string();
         let mut args = vec![
             "server",
@@ -119,7 +132,7 @@ impl Server {
             &dir,
         ];
         args.extend_from_slice(extra);
-        let (child, found) = spawn_reporting(
+        let (child, found, stdout) = spawn_reporting(
             "argus",
             &args,
             &["argus: HTTP API listening on ", "argus: gRPC listening on "],
@@ -130,6 +143,7 @@ impl Server {
             base: found[0].clone(),
             grpc: format!("http://{}", found[1]),
             data_dir,
+            stdout,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.get("/healthz").0 != 200 {
@@ -137,6 +151,17 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// What the server printed about recovery at start (`argus: recover…` lines).
+    pub fn recovery_report(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("argus: recover"))
+            .cloned()
+            .collect()
     }
 
     /// Kills the server as `kill -9` would (no shutdown), keeping its data directory.
@@ -259,7 +284,7 @@ impl Agent {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let (child, found) = spawn_reporting(
+        let (child, found, _) = spawn_reporting(
             "argus-agent",
             &args,
             &[

@@ -288,24 +288,16 @@ impl Store {
         if let Some(wal) = &self.wal {
             // Queued under the catalog lock, so that it precedes in the log every batch
             // that can name the new id.
-            wal.lock()
-                .push_pending(durable::KIND_SERIES, |out| {
-                    durable::encode_series(out, id, tags, dstype)
-                });
+            wal.lock().push_pending(durable::KIND_SERIES, |out| {
+                durable::encode_series(out, id, tags, dstype)
+            });
         }
         self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
         id
     }
 
     /// Puts a series with `tags` and `data` at `id` (a free slot).
-    fn install(
-        &self,
-        cat: &mut Catalog,
-        id: SeriesId,
-        hash: u64,
-        tags: &TagMap,
-        data: SeriesData,
-    ) {
+    fn install(&self, cat: &mut Catalog, id: SeriesId, hash: u64, tags: &TagMap, data: SeriesData) {
         let set: TagSet = tags
             .iter()
             .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
@@ -456,7 +448,12 @@ impl Store {
 
     /// Applies a batch with log sequence number `lsn` to the shards, skipping the shards
     /// whose entry in `skip_through` says they already hold it (replay after a snapshot).
-    fn apply(&self, samples: &[Sample], lsn: u64, skip_through: Option<&[u64; SHARDS]>) -> AppendOutcome {
+    fn apply(
+        &self,
+        samples: &[Sample],
+        lsn: u64,
+        skip_through: Option<&[u64; SHARDS]>,
+    ) -> AppendOutcome {
         let (min_ms, max_ms) = self.accept_window();
         let mut outcome = AppendOutcome::default();
         let step = self.cfg.step_ms;

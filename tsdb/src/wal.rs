@@ -162,7 +162,10 @@ pub(crate) fn segment_header(segment: u64) -> [u8; SEGMENT_HEADER_LEN] {
 /// Checks a segment's header; the reason when it is not one this version wrote.
 pub(crate) fn check_segment_header(buf: &[u8], segment: u64) -> std::result::Result<(), String> {
     let Some(h) = buf.get(..SEGMENT_HEADER_LEN) else {
-        return Err(format!("{} bytes, shorter than a segment header", buf.len()));
+        return Err(format!(
+            "{} bytes, shorter than a segment header",
+            buf.len()
+        ));
     };
     if &h[..8] != SEGMENT_MAGIC {
         return Err("not a write-ahead log segment (bad magic)".into());
@@ -170,7 +173,9 @@ pub(crate) fn check_segment_header(buf: &[u8], segment: u64) -> std::result::Res
     if h != segment_header(segment) {
         let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if version != FORMAT_VERSION {
-            return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
+            return Err(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            ));
         }
         return Err("header checksum or segment number does not match".into());
     }
@@ -339,7 +344,10 @@ impl WalWriter {
 fn new_segment(dir: &Path, segment: u64) -> Result<File> {
     let path = segment_path(dir, segment);
     let created = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         f.write_all(&segment_header(segment))?;
         f.sync_data()?;
         sync_dir(dir)?;

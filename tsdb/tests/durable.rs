@@ -105,7 +105,9 @@ fn dump(store: &Store, now_ms: i64) -> Vec<(TagMap, Vec<u64>)> {
 /// Compares two dumps, naming the first difference (the whole dumps are too long to read).
 fn assert_same(got: &[(TagMap, Vec<u64>)], want: &[(TagMap, Vec<u64>)], ctx: &str) {
     let show = |d: &[(TagMap, Vec<u64>)]| -> Vec<String> {
-        d.iter().map(|(t, _)| format!("{}", t.get("node").unwrap_or("?"))).collect()
+        d.iter()
+            .map(|(t, _)| format!("{}", t.get("node").unwrap_or("?")))
+            .collect()
     };
     assert_eq!(show(got), show(want), "series differ; {ctx}");
     for ((tags, a), (_, b)) in got.iter().zip(want) {
@@ -116,7 +118,10 @@ fn assert_same(got: &[(TagMap, Vec<u64>)], want: &[(TagMap, Vec<u64>)], ctx: &st
             .filter(|(_, (x, y))| x != y)
             .map(|(i, (x, y))| (i, f64::from_bits(*x), f64::from_bits(*y)))
             .collect();
-        assert!(diff.is_empty(), "{tags:?}: (step, got, want) {diff:?}; {ctx}");
+        assert!(
+            diff.is_empty(),
+            "{tags:?}: (step, got, want) {diff:?}; {ctx}"
+        );
     }
 }
 
@@ -182,7 +187,11 @@ fn check_against_twin(ops: &[Op], segment_bytes: u64) {
                 assert!(rec.is_clean(), "{rec}");
                 assert_eq!(rec.extra.is_some(), snapshots > 0);
                 let t = now.load(Ordering::Relaxed);
-                assert_same(&dump(&reopened, t), &dump(&twin, t), &format!("after {rec}"));
+                assert_same(
+                    &dump(&reopened, t),
+                    &dump(&twin, t),
+                    &format!("after {rec}"),
+                );
                 store = reopened;
             }
         }
@@ -190,7 +199,11 @@ fn check_against_twin(ops: &[Op], segment_bytes: u64) {
     drop(store);
     let (reopened, rec, _) = open(&dir.0, &now, segment_bytes);
     let t = now.load(Ordering::Relaxed);
-    assert_same(&dump(&reopened, t), &dump(&twin, t), &format!("at the end, after {rec}"));
+    assert_same(
+        &dump(&reopened, t),
+        &dump(&twin, t),
+        &format!("at the end, after {rec}"),
+    );
 }
 
 proptest! {
@@ -323,7 +336,14 @@ fn a_torn_log_tail_is_cut_and_everything_before_it_kept() {
     let id = store.resolve(&series_tags(1));
     let before_last = dump(&store, t);
     store
-        .try_append_batch(&[Sample { id, ts_ms: t, value: 1e9 }], b"")
+        .try_append_batch(
+            &[Sample {
+                id,
+                ts_ms: t,
+                value: 1e9,
+            }],
+            b"",
+        )
         .unwrap();
     drop(store);
     let segments = files(&dir.0, "wal", ".wal");

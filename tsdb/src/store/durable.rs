@@ -294,8 +294,8 @@ impl Store {
                 }
             }
         }
-        let (mut store, from_segment, skip_through, max_lsn) = loaded
-            .unwrap_or_else(|| (Store::with_clock(cfg, clock), 0, [0; SHARDS], 0));
+        let (mut store, from_segment, skip_through, max_lsn) =
+            loaded.unwrap_or_else(|| (Store::with_clock(cfg, clock), 0, [0; SHARDS], 0));
 
         let mut replay = Replay {
             skip_through,
@@ -304,7 +304,8 @@ impl Store {
             recovery: &mut recovery,
             on_origin,
         };
-        let segments = wal::list_segments(&wal_dir).map_err(|e| io_error("listing", &wal_dir, e))?;
+        let segments =
+            wal::list_segments(&wal_dir).map_err(|e| io_error("listing", &wal_dir, e))?;
         let mut expected = from_segment;
         let mut next_segment = from_segment;
         for (number, path) in segments {
@@ -586,10 +587,7 @@ impl Store {
     }
 
     /// Loads a snapshot into this (empty) store: (lsn per shard, largest lsn, series, extra).
-    fn load_snapshot(
-        &self,
-        path: &Path,
-    ) -> Result<([u64; SHARDS], u64, usize, Option<Vec<u8>>)> {
+    fn load_snapshot(&self, path: &Path) -> Result<([u64; SHARDS], u64, usize, Option<Vec<u8>>)> {
         let map = map_file(path).map_err(|e| Error::Corrupt(format!("cannot be read: {e}")))?;
         let buf: &[u8] = &map;
         let mut pos = 0;
@@ -605,7 +603,9 @@ impl Store {
         };
         let (kind, header) = section(&mut pos)?;
         if kind != SECTION_HEADER {
-            return Err(Error::Corrupt("does not start with a snapshot header".into()));
+            return Err(Error::Corrupt(
+                "does not start with a snapshot header".into(),
+            ));
         }
         let mut r = Reader::new(header, "snapshot header");
         if r.take(8, "magic")? != SNAPSHOT_MAGIC {
@@ -632,7 +632,9 @@ impl Store {
         let _created_ms = r.i64("creation time")?;
         let shards = r.u32("shard count")?;
         if shards as usize != SHARDS {
-            return Err(Error::Corrupt(format!("{shards} shards, this build has {SHARDS}")));
+            return Err(Error::Corrupt(format!(
+                "{shards} shards, this build has {SHARDS}"
+            )));
         }
         let mut skip = [0u64; SHARDS];
         let mut seen_shard = [false; SHARDS];
@@ -717,7 +719,9 @@ impl Store {
             self.install_set(&mut cat, id, hash, set, data);
         }
         if !r.is_empty() {
-            return Err(Error::Corrupt("bytes after the last series of a section".into()));
+            return Err(Error::Corrupt(
+                "bytes after the last series of a section".into(),
+            ));
         }
         self.shards[shard_no].write().applied_lsn = lsn;
         Ok((shard_no, lsn, n))
@@ -747,7 +751,11 @@ fn encode_section(
     };
     for &id in ids {
         put_varint(&mut body, u64::from(id));
-        let set = cat.tags.get(id as usize).and_then(|t| t.as_deref()).unwrap_or(&[]);
+        let set = cat
+            .tags
+            .get(id as usize)
+            .and_then(|t| t.as_deref())
+            .unwrap_or(&[]);
         put_varint(&mut body, set.len() as u64);
         for &(k, v) in set {
             put_varint(&mut body, u64::from(index(k, &mut strings)));
