@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release -p argus-ingest --bin argus --example grpc_load
 //! target/release/examples/grpc_load --server-bin target/release/argus \
-//!     [--series 100000] [--steps 120] [--streams 2] [--group 5000] [--gzip]
+//!     [--series 100000] [--steps 120] [--streams 2] [--group 5000] [--gzip] [--ephemeral]
 //! ```
 //!
 //! Each stream sends its share of the series the way an agent does: definitions once, then
@@ -30,6 +30,8 @@ struct Options {
     group: u32,
     window: usize,
     gzip: bool,
+    /// Run the server with `--ephemeral` (no write-ahead log), to measure what the log costs.
+    ephemeral: bool,
 }
 
 fn options() -> Options {
@@ -41,6 +43,7 @@ fn options() -> Options {
         group: 5_000,
         window: 8,
         gzip: false,
+        ephemeral: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -56,6 +59,7 @@ fn options() -> Options {
             "--group" => o.group = num("--group").max(1),
             "--window" => o.window = num("--window").max(1) as usize,
             "--gzip" => o.gzip = true,
+            "--ephemeral" => o.ephemeral = true,
             "--server-bin" => o.server_bin = args.next().expect("--server-bin takes a path"),
             other => panic!("unknown option {other}"),
         }
@@ -145,16 +149,25 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-struct ServerProcess(Child);
+/// The server and its data directory, both gone on drop.
+struct ServerProcess(Child, std::path::PathBuf);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
-fn start_server(bin: &str) -> (ServerProcess, String) {
+fn start_server(bin: &str, ephemeral: bool) -> (ServerProcess, String) {
+    let data_dir = std::env::temp_dir().join(format!("argus-grpc-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mode = if ephemeral {
+        "--ephemeral"
+    } else {
+        "--wal-fsync=1s"
+    };
     let mut child = Command::new(bin)
         .args([
             "server",
@@ -166,6 +179,9 @@ fn start_server(bin: &str) -> (ServerProcess, String) {
             "60s",
             "--retention",
             "6h",
+            "--data-dir",
+            data_dir.to_str().expect("a UTF-8 temporary directory"),
+            mode,
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -182,7 +198,7 @@ fn start_server(bin: &str) -> (ServerProcess, String) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (ServerProcess(child), format!("http://{grpc}"))
+    (ServerProcess(child, data_dir), format!("http://{grpc}"))
 }
 
 async fn send_stream(
@@ -241,7 +257,7 @@ fn main() {
         .map(|s| build_batches(&o, s, start_ms, step_ms))
         .collect();
     let samples: u64 = built.iter().map(|b| b.1).sum();
-    let (server, endpoint) = start_server(&o.server_bin);
+    let (server, endpoint) = start_server(&o.server_bin, o.ephemeral);
     let pid = server.0.id();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_mib(pid);

@@ -119,13 +119,14 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_stores_nothing_twice(
             k
         })
     };
-    // The agent's counter: one datapoint per second-step, each value 1, posted in bursts
-    // (the agent acknowledges on intake and owns delivery from there).
-    let t0 = (now_ms() / 1000) * 1000 - 600_000;
+    // Through the agent: datapoints of value 1 on one step of a `sum` series, which adds
+    // them, so the stored value counts them (a duplicate shows as one too many). The agent
+    // acknowledges on intake and owns delivery from there.
+    let step = (now_ms() / 1000) * 1000 - 60_000;
     let mut posted = 0i64;
     let mut post_agent = |n: i64| {
-        let metrics: Vec<Value> = (posted..posted + n)
-            .map(|i| json!({"timestamp": t0 + i * 1000, "value": 1.0}))
+        let metrics: Vec<Value> = (0..n)
+            .map(|_| json!({"timestamp": step, "value": 1.0}))
             .collect();
         let payload = json!({
             "tags": {"name": "crash.agent", "atlas.dstype": "sum"},
