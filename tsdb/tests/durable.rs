@@ -106,7 +106,7 @@ fn dump(store: &Store, now_ms: i64) -> Vec<(TagMap, Vec<u64>)> {
 fn assert_same(got: &[(TagMap, Vec<u64>)], want: &[(TagMap, Vec<u64>)], ctx: &str) {
     let show = |d: &[(TagMap, Vec<u64>)]| -> Vec<String> {
         d.iter()
-            .map(|(t, _)| format!("{}", t.get("node").unwrap_or("?")))
+            .map(|(t, _)| t.get("node").unwrap_or("?").to_string())
             .collect()
     };
     assert_eq!(show(got), show(want), "series differ; {ctx}");

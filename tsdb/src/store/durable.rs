@@ -235,6 +235,15 @@ fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }
 }
 
+/// What loading a snapshot gives recovery: the lsn each shard holds, the largest, the series
+/// count and the owner's extra bytes.
+struct Loaded {
+    skip: [u64; SHARDS],
+    max_lsn: u64,
+    series: usize,
+    extra: Option<Vec<u8>>,
+}
+
 /// The state recovery carries from the snapshot into the log replay.
 struct Replay<'a> {
     skip_through: [u64; SHARDS],
@@ -280,7 +289,12 @@ impl Store {
         for (segment, path) in snapshots {
             let store = Store::with_clock(cfg, clock.clone());
             match store.load_snapshot(&path) {
-                Ok((skip, max_lsn, series, extra)) => {
+                Ok(Loaded {
+                    skip,
+                    max_lsn,
+                    series,
+                    extra,
+                }) => {
                     recovery.snapshot = Some((path, series));
                     recovery.extra = extra;
                     loaded = Some((store, segment, skip, max_lsn));
@@ -586,8 +600,8 @@ impl Store {
         Ok((series, bytes))
     }
 
-    /// Loads a snapshot into this (empty) store: (lsn per shard, largest lsn, series, extra).
-    fn load_snapshot(&self, path: &Path) -> Result<([u64; SHARDS], u64, usize, Option<Vec<u8>>)> {
+    /// Loads a snapshot into this (empty) store.
+    fn load_snapshot(&self, path: &Path) -> Result<Loaded> {
         let map = map_file(path).map_err(|e| Error::Corrupt(format!("cannot be read: {e}")))?;
         let buf: &[u8] = &map;
         let mut pos = 0;
@@ -673,7 +687,12 @@ impl Store {
             return Err(Error::Corrupt(format!("shard {missing} has no section")));
         }
         let max_lsn = skip.iter().copied().max().unwrap_or(0);
-        Ok((skip, max_lsn, series, extra))
+        Ok(Loaded {
+            skip,
+            max_lsn,
+            series,
+            extra,
+        })
     }
 
     /// Installs one series section: (shard, its lsn, series in it).
