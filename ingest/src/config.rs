@@ -83,6 +83,15 @@ pub struct ServerConfig {
     pub wal_fsync: WalFsync,
     /// How often the store is snapshotted (and the log behind it removed).
     pub snapshot_interval_ms: i64,
+    /// Most series in the store; new series over it are refused.
+    pub max_series: u64,
+    /// Most series sharing one `name`; new series over it are refused.
+    pub max_series_per_metric: u64,
+    /// A request's headers must arrive within this (also how long an idle kept-alive
+    /// connection stays open).
+    pub http_header_timeout_ms: i64,
+    /// A request's body must arrive within this.
+    pub http_body_timeout_ms: i64,
 }
 
 /// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
@@ -122,6 +131,10 @@ impl Default for ServerConfig {
             ephemeral: false,
             wal_fsync: WalFsync::Every(1_000),
             snapshot_interval_ms: 15 * 60_000,
+            max_series: 5_000_000,
+            max_series_per_metric: 1_000_000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 60_000,
         }
     }
 }
@@ -143,6 +156,10 @@ pub struct ConfigLayer {
     pub ephemeral: Option<bool>,
     pub wal_fsync: Option<String>,
     pub snapshot_interval: Option<String>,
+    pub max_series: Option<u64>,
+    pub max_series_per_metric: Option<u64>,
+    pub http_header_timeout: Option<String>,
+    pub http_body_timeout: Option<String>,
 }
 
 impl ConfigLayer {
@@ -168,6 +185,10 @@ impl ConfigLayer {
             ephemeral: self.ephemeral.or(lower.ephemeral),
             wal_fsync: self.wal_fsync.or(lower.wal_fsync),
             snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
+            max_series: self.max_series.or(lower.max_series),
+            max_series_per_metric: self.max_series_per_metric.or(lower.max_series_per_metric),
+            http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
+            http_body_timeout: self.http_body_timeout.or(lower.http_body_timeout),
         }
     }
 
@@ -215,6 +236,20 @@ impl ConfigLayer {
                 self.snapshot_interval,
                 d.snapshot_interval_ms,
                 "snapshot-interval",
+            )?,
+            max_series: self.max_series.unwrap_or(d.max_series),
+            max_series_per_metric: self
+                .max_series_per_metric
+                .unwrap_or(d.max_series_per_metric),
+            http_header_timeout_ms: dur(
+                self.http_header_timeout,
+                d.http_header_timeout_ms,
+                "http-header-timeout",
+            )?,
+            http_body_timeout_ms: dur(
+                self.http_body_timeout,
+                d.http_body_timeout_ms,
+                "http-body-timeout",
             )?,
         };
         if 86_400_000 % cfg.step_ms != 0 {

@@ -129,7 +129,11 @@ impl StreamSeries {
                 .iter()
                 .map(|t| (t.key.clone(), t.value.clone()))
                 .collect();
-            let resolved = validate_tags(&tags).map(|()| store.resolve(&tags));
+            let resolved = validate_tags(&tags).and_then(|()| {
+                store
+                    .try_resolve(&tags, None)
+                    .map_err(|e| Rejection::from_store(e, &tags))
+            });
             let i = def.id as usize;
             if self.ids.len() <= i {
                 self.ids.resize(i + 1, None);
@@ -561,8 +565,11 @@ impl RemoteWriteState {
                 for part in parts {
                     labels.push(parse_label(part)?);
                 }
-                let resolved = prometheus_series(&labels, &types)
-                    .map(|(tags, dstype)| store.resolve_as(&tags, dstype));
+                let resolved = prometheus_series(&labels, &types).and_then(|(tags, dstype)| {
+                    store
+                        .try_resolve(&tags, Some(dstype))
+                        .map_err(|e| Rejection::from_store(e, &tags))
+                });
                 *id = match &resolved {
                     Ok(sid) => u64::from(*sid),
                     Err(r) => {
@@ -570,7 +577,10 @@ impl RemoteWriteState {
                         REFUSED_BASE + scratch.refusals.len() as u64 - 1
                     }
                 };
-                fresh.push((p.hash, resolved));
+                // A series refused by a cap may be taken once the cap allows: not cached.
+                if !matches!(&resolved, Err(r) if r.reason == RejectReason::SeriesLimit) {
+                    fresh.push((p.hash, resolved));
+                }
             }
             drop(types);
             self.cache.write().ids.extend(fresh);
@@ -801,7 +811,11 @@ pub fn otlp_metrics(
         let id = match &last {
             Some((tags, id)) if *tags == p.tags => id.clone(),
             _ => {
-                let id = validate_tags(&p.tags).map(|()| store.resolve_as(&p.tags, p.dstype));
+                let id = validate_tags(&p.tags).and_then(|()| {
+                    store
+                        .try_resolve(&p.tags, Some(p.dstype))
+                        .map_err(|e| Rejection::from_store(e, &p.tags))
+                });
                 last = Some((p.tags, id.clone()));
                 id
             }

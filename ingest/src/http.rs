@@ -44,6 +44,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(cfg: ServerConfig, store: Arc<Store>, agents: AgentRegistry) -> Self {
+        store.set_limits(argus_tsdb::SeriesLimits {
+            max_series: cfg.max_series,
+            max_series_per_name: cfg.max_series_per_metric,
+        });
         AppState {
             events: Arc::new(EventHub::new(
                 store.clone(),
@@ -60,7 +64,8 @@ impl AppState {
 }
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 16] = [
+const ROUTES: [&str; 17] = [
+    "/api/v1/cardinality",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
     "/api/v1/stream",
@@ -99,9 +104,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/expr", get(expr_debug))
         .route("/api/v1/expr/debug", get(expr_debug))
         .route("/api/v1/debug/storage", get(debug_storage))
+        .route("/api/v1/cardinality", get(cardinality))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::http_serve::guard_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -568,6 +578,41 @@ async fn expr_debug(
         })
         .collect();
     Ok(axum::Json(body).into_response())
+}
+
+/// Where the series are, for an operator finding what exploded: the `top` (default 10, at
+/// most 1,000) metric names and tag keys by series count, the caps, and how many new series
+/// the caps refused.
+async fn cardinality(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let top = match params.iter().find(|(k, _)| k == "top") {
+        Some((_, v)) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("invalid top {v:?}: expected 1 to 1000"))
+            })?,
+        None => 10,
+    };
+    let store = state.store.clone();
+    let c = tokio::task::spawn_blocking(move || store.cardinality(top))
+        .await
+        .map_err(|e| ApiError::internal(format!("cardinality task failed: {e}")))?;
+    Ok(axum::Json(json!({
+        "series": c.series,
+        "limits": {
+            "maxSeries": state.cfg.max_series,
+            "maxSeriesPerMetric": state.cfg.max_series_per_metric,
+        },
+        "refusedNewSeries": state.metrics.rejected(crate::validation::RejectReason::SeriesLimit),
+        "names": c.names.iter().map(|(n, k)| json!({"name": n, "series": k})).collect::<Vec<_>>(),
+        "keys": c.keys.iter().map(|(key, n, v)| json!({"key": key, "series": n, "values": v})).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }
 
 /// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod http;
+pub mod http_serve;
 pub mod live;
 pub mod live_client;
 pub mod live_http;

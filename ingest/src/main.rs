@@ -126,7 +126,8 @@ struct EvalArgs {
 struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
-    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval).
+    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval, max-series,
+    /// max-series-per-metric, http-header-timeout, http-body-timeout).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -174,6 +175,21 @@ struct ServerArgs {
     /// [default: 15m].
     #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     snapshot_interval: Option<String>,
+    /// Most series in the store: over it, new series are refused (existing ones keep
+    /// ingesting), counted as series_limit [default: 5000000].
+    #[arg(long, env = "ARGUS_MAX_SERIES", value_name = "N")]
+    max_series: Option<u64>,
+    /// Most series sharing one name tag: over it, that metric's new series are refused
+    /// [default: 1000000].
+    #[arg(long, env = "ARGUS_MAX_SERIES_PER_METRIC", value_name = "N")]
+    max_series_per_metric: Option<u64>,
+    /// A request's headers must arrive within this; also how long an idle kept-alive
+    /// connection stays open [default: 10s].
+    #[arg(long, env = "ARGUS_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    http_header_timeout: Option<String>,
+    /// A request's body must arrive within this, else 408 [default: 60s].
+    #[arg(long, env = "ARGUS_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
+    http_body_timeout: Option<String>,
 }
 
 impl ServerArgs {
@@ -196,6 +212,10 @@ impl ServerArgs {
             ephemeral: self.ephemeral.then_some(true),
             wal_fsync: self.wal_fsync,
             snapshot_interval: self.snapshot_interval,
+            max_series: self.max_series,
+            max_series_per_metric: self.max_series_per_metric,
+            http_header_timeout: self.http_header_timeout,
+            http_body_timeout: self.http_body_timeout,
         };
         flags.over(file).resolve()
     }

@@ -345,11 +345,16 @@ pub fn store_datapoints(
             Ok(dp) => {
                 let id = match &last {
                     Some((t, id)) if Arc::ptr_eq(t, &dp.tags) || **t == *dp.tags => *id,
-                    _ => {
-                        let id = store.resolve(&dp.tags);
-                        last = Some((dp.tags.clone(), id));
-                        id
-                    }
+                    _ => match store.try_resolve(&dp.tags, None) {
+                        Ok(id) => {
+                            last = Some((dp.tags.clone(), id));
+                            id
+                        }
+                        Err(e) => {
+                            outcome.rejected.push(Rejection::from_store(e, &dp.tags));
+                            continue;
+                        }
+                    },
                 };
                 samples.push(Sample {
                     id,

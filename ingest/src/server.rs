@@ -208,13 +208,10 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut http_stop = stop_rx;
     let final_state = state.clone();
+    let header_timeout = Duration::from_millis(state.cfg.http_header_timeout_ms.max(1) as u64);
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        })
+    let served = crate::http_serve::serve(listener, app, header_timeout, stop_rx)
         .await
         .context("serving the HTTP API");
     let grpc_served = grpc.await.context("the gRPC task failed")?;

@@ -20,10 +20,12 @@ pub enum RejectReason {
     InvalidTagValue,
     InvalidValue,
     MissingTimestamp,
+    /// A new series over `--max-series` or `--max-series-per-metric`.
+    SeriesLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::DataTooOld,
         RejectReason::DataFromFuture,
         RejectReason::OutOfRetention,
@@ -38,6 +40,7 @@ impl RejectReason {
         RejectReason::InvalidTagValue,
         RejectReason::InvalidValue,
         RejectReason::MissingTimestamp,
+        RejectReason::SeriesLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +59,7 @@ impl RejectReason {
             RejectReason::InvalidTagValue => "invalid_tag_value",
             RejectReason::InvalidValue => "invalid_value",
             RejectReason::MissingTimestamp => "missing_timestamp",
+            RejectReason::SeriesLimit => "series_limit",
         }
     }
 }
@@ -73,6 +77,20 @@ impl Rejection {
             reason,
             message: message.into(),
         }
+    }
+
+    /// A new series the store refused (over a series cap), naming the series.
+    pub fn from_store(e: argus_tsdb::Error, tags: &argus_tsdb::TagMap) -> Self {
+        let reason = match e {
+            argus_tsdb::Error::SeriesLimit { .. } => RejectReason::SeriesLimit,
+            _ => RejectReason::InvalidTagValue,
+        };
+        let rendered: Vec<String> = tags
+            .iter()
+            .take(8)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        Rejection::new(reason, format!("{e} (tags={{{}}})", rendered.join(", ")))
     }
 }
 

@@ -31,6 +31,17 @@ pub enum Error {
     /// A read asked for an empty or reversed time range.
     #[error("invalid time range: start {start_ms} must not be after end {end_ms}")]
     InvalidRange { start_ms: i64, end_ms: i64 },
+    /// A new series would go over a configured cap; existing series keep ingesting.
+    #[error(
+        "series limit reached: {count} {what}, the limit is {limit} ({setting}); new series are \
+         refused, existing ones keep ingesting"
+    )]
+    SeriesLimit {
+        what: String,
+        count: u64,
+        limit: u64,
+        setting: &'static str,
+    },
     /// The store could not make a write durable (a full disk, an I/O error); nothing of the
     /// write was applied, and the same write may succeed later.
     #[error("storage unavailable, retry later: {0}")]

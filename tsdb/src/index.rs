@@ -165,7 +165,18 @@ impl TagIndex {
             .collect()
     }
 
-    /// Series counts per value of `key` (all values), for cardinality reports.
+    /// Series with `key` = `value`.
+    pub(crate) fn count(&self, key: &str, value: &str, interner: &Interner) -> u64 {
+        self.key(key, interner)
+            .and_then(|k| k.values.get(value))
+            .map_or(0, |p| p.len())
+    }
+
+    /// Distinct values of the key `sym`.
+    pub(crate) fn distinct_values(&self, sym: Sym) -> usize {
+        self.keys.get(&sym).map_or(0, |k| k.values.len())
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut n = self.all.serialized_size();
         for k in self.keys.values() {

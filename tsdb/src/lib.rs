@@ -20,8 +20,9 @@ pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
 pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
 pub use store::{
-    AppendOutcome, Clock, Durability, MaintenanceReport, MemoryStats, Recovery, Sample,
-    SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig, system_clock,
+    AppendOutcome, Cardinality, Clock, Durability, MaintenanceReport, MemoryStats, Recovery,
+    Sample, SeriesLimits, SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig,
+    system_clock,
 };
 pub use tags::{Interner, Sym, TagMap, Tags};
 pub use wal::{WalStats, WalSync};

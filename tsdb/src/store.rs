@@ -15,7 +15,7 @@ use crate::normalize::{DsType, Merge, step_index_of};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
 use crate::series::{Layout, SeriesData};
 use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
-use crate::wal::WalWriter;
+use crate::wal::{Prepared, WalWriter};
 
 mod durable;
 pub use durable::{Durability, Recovery, SnapshotReport, SnapshotStart};
@@ -102,6 +102,34 @@ pub struct AppendOutcome {
     pub stored: usize,
     /// (index in the batch, reason)
     pub rejected: Vec<(usize, Error)>,
+}
+
+/// Caps on series creation: past one, a new series is refused ([`Error::SeriesLimit`])
+/// while existing series keep ingesting. `u64::MAX` is no cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesLimits {
+    pub max_series: u64,
+    /// Series sharing one `name` tag value.
+    pub max_series_per_name: u64,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        SeriesLimits {
+            max_series: u64::MAX,
+            max_series_per_name: u64::MAX,
+        }
+    }
+}
+
+/// Where the series are: the operator's view when cardinality explodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cardinality {
+    pub series: u64,
+    /// `name` values with the most series: (value, series).
+    pub names: Vec<(String, u64)>,
+    /// Tag keys on the most series: (key, series, distinct values).
+    pub keys: Vec<(String, u64, usize)>,
 }
 
 /// Memory held by the store, by part (heap estimates from capacities).
@@ -219,6 +247,7 @@ pub struct Store {
     /// batches in log order. Lock order: catalog, then log, then shard.
     wal: Option<Mutex<WalWriter>>,
     durability: Option<Durability>,
+    limits: RwLock<SeriesLimits>,
 }
 
 impl Store {
@@ -238,6 +267,7 @@ impl Store {
             series_dropped: AtomicU64::new(0),
             wal: None,
             durability: None,
+            limits: RwLock::new(SeriesLimits::default()),
         }
     }
 
@@ -271,15 +301,62 @@ impl Store {
     }
 
     /// Like [`Store::resolve`], with the dstype of a new series given rather than read from
-    /// its tags (values loaded as they are, whatever the tags say).
+    /// its tags (values loaded as they are, whatever the tags say). Ignores the series
+    /// limits: for the server's own series.
     pub fn resolve_as(&self, tags: &TagMap, dstype: DsType) -> SeriesId {
+        self.resolve_limited(tags, dstype, false)
+            .unwrap_or_else(|_| unreachable!("unlimited resolution cannot fail"))
+    }
+
+    /// Sets the caps on series creation (see [`SeriesLimits`]).
+    pub fn set_limits(&self, limits: SeriesLimits) {
+        *self.limits.write() = limits;
+    }
+
+    /// The id of the series with exactly these tags, created if new and within the
+    /// [`SeriesLimits`]; the dstype of a new series is read from its tags, as
+    /// [`Store::resolve`] does, unless given.
+    pub fn try_resolve(&self, tags: &TagMap, dstype: Option<DsType>) -> Result<SeriesId> {
+        let dstype = dstype.unwrap_or_else(|| {
+            tags.get(DsType::TAG)
+                .and_then(DsType::parse)
+                .unwrap_or(DsType::Rate)
+        });
+        self.resolve_limited(tags, dstype, true)
+    }
+
+    fn resolve_limited(&self, tags: &TagMap, dstype: DsType, limited: bool) -> Result<SeriesId> {
         let hash = hash_tags(tags.iter());
         if let Some(id) = self.catalog.read().find(hash, tags) {
-            return id;
+            return Ok(id);
         }
         let mut cat = self.catalog.write();
         if let Some(id) = cat.find(hash, tags) {
-            return id;
+            return Ok(id);
+        }
+        if limited {
+            let limits = *self.limits.read();
+            let count = cat.index.len();
+            if count >= limits.max_series {
+                return Err(Error::SeriesLimit {
+                    what: "series in total".into(),
+                    count,
+                    limit: limits.max_series,
+                    setting: "--max-series",
+                });
+            }
+            if limits.max_series_per_name != u64::MAX {
+                let name = tags.get("name").unwrap_or("");
+                let count = cat.index.count("name", name, &cat.interner);
+                if count >= limits.max_series_per_name {
+                    return Err(Error::SeriesLimit {
+                        what: format!("series named {name:?}"),
+                        count,
+                        limit: limits.max_series_per_name,
+                        setting: "--max-series-per-metric",
+                    });
+                }
+            }
         }
         let id = match cat.free.pop() {
             Some(id) => id,
@@ -293,7 +370,42 @@ impl Store {
             });
         }
         self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
-        id
+        Ok(id)
+    }
+
+    /// The `top` names and tag keys with the most series.
+    pub fn cardinality(&self, top: usize) -> Cardinality {
+        let cat = self.catalog.read();
+        let mut names: Vec<(String, u64)> = cat
+            .index
+            .values_within("name", &cat.interner, None)
+            .into_iter()
+            .map(|(v, n)| (v.to_string(), n))
+            .collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        names.truncate(top);
+        let mut keys: Vec<(String, u64, usize)> = cat
+            .index
+            .keys_within(None)
+            .map(|(k, n)| {
+                (
+                    cat.interner.resolve(k).to_string(),
+                    n,
+                    cat.index.distinct_values(k),
+                )
+            })
+            .collect();
+        keys.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then(b.2.cmp(&a.2))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        keys.truncate(top);
+        Cardinality {
+            series: cat.index.len(),
+            names,
+            keys,
+        }
     }
 
     /// Puts a series with `tags` and `data` at `id` (a free slot).
@@ -437,88 +549,132 @@ impl Store {
         let Some(wal) = &self.wal else {
             return Ok(self.apply(samples, 0, None));
         };
-        let mut log = wal.lock();
-        let lsn = log.peek_lsn();
-        log.write(durable::KIND_SAMPLES, |out| {
-            durable::encode_samples(out, lsn, origin, samples)
-        })?;
-        log.take_lsn();
-        Ok(self.apply(samples, lsn, None))
+        // Everything that grows with the batch happens outside the log's lock: encoding the
+        // record (and most of its CRC) and sorting the batch by shard.
+        let mut record = Prepared::new(
+            RECORD_BUF.with(|b| b.take()),
+            durable::KIND_SAMPLES,
+            |out| durable::encode_samples(out, origin, samples),
+        );
+        let plan = Plan::new(samples);
+        let window = self.accept_window();
+        let pass = self.maintenance_pass.load(Ordering::Relaxed);
+        let mut guards = Vec::with_capacity(SHARDS);
+        let lsn;
+        {
+            let mut log = wal.lock();
+            lsn = log.peek_lsn();
+            let written = log.write_prepared(&mut record, lsn);
+            RECORD_BUF.with(|b| b.replace(record.buf));
+            written?;
+            log.take_lsn();
+            // The shards this batch touches are taken before the log is let go, so a later
+            // batch reaches each shard after this one (log order per shard); it then
+            // follows this one shard by shard instead of waiting for all of it.
+            for shard_no in 0..SHARDS {
+                if !plan.mine(shard_no).is_empty() {
+                    guards.push((shard_no, self.shards[shard_no].write()));
+                }
+            }
+        }
+        let mut outcome = AppendOutcome::default();
+        for (shard_no, mut shard) in guards {
+            self.apply_shard(
+                &mut shard,
+                plan.mine(shard_no),
+                samples,
+                lsn,
+                window,
+                pass,
+                &mut outcome,
+            );
+        }
+        Ok(self.finish(outcome))
     }
 
-    /// Applies a batch with log sequence number `lsn` to the shards, skipping the shards
-    /// whose entry in `skip_through` says they already hold it (replay after a snapshot).
+    /// Applies a batch with log sequence number `lsn` to the shards, one at a time, skipping
+    /// those whose entry in `skip_through` says they already hold it (replay after a
+    /// snapshot).
     fn apply(
         &self,
         samples: &[Sample],
         lsn: u64,
         skip_through: Option<&[u64; SHARDS]>,
     ) -> AppendOutcome {
-        let (min_ms, max_ms) = self.accept_window();
-        let mut outcome = AppendOutcome::default();
-        let step = self.cfg.step_ms;
-        let layout = self.cfg.layout();
-        // One pass sorts the batch by shard (stable, so each series keeps its order).
-        let mut starts = [0u32; SHARDS + 1];
-        for s in samples {
-            starts[(s.id as usize & (SHARDS - 1)) + 1] += 1;
-        }
-        for i in 0..SHARDS {
-            starts[i + 1] += starts[i];
-        }
+        let plan = Plan::new(samples);
+        let window = self.accept_window();
         let pass = self.maintenance_pass.load(Ordering::Relaxed);
-        let mut next = starts;
-        let mut order = vec![0u32; samples.len()];
-        for (i, s) in samples.iter().enumerate() {
-            let shard = s.id as usize & (SHARDS - 1);
-            order[next[shard] as usize] = i as u32;
-            next[shard] += 1;
-        }
+        let mut outcome = AppendOutcome::default();
         for (shard_no, lock) in self.shards.iter().enumerate() {
-            let mine = &order[starts[shard_no] as usize..starts[shard_no + 1] as usize];
-            if mine.is_empty() {
+            let mine = plan.mine(shard_no);
+            if mine.is_empty() || skip_through.is_some_and(|s| s[shard_no] >= lsn) {
                 continue;
             }
-            if skip_through.is_some_and(|s| s[shard_no] >= lsn) {
-                continue;
-            }
-            let mut shard = lock.write();
-            shard.applied_lsn = shard.applied_lsn.max(lsn);
-            for (k, &i) in mine.iter().enumerate() {
-                // A few samples ahead, so the fetch lands by the time the write needs it.
-                if let Some(&ahead) = mine.get(k + PREFETCH_AHEAD)
-                    && let Some(data) = shard.get(samples[ahead as usize].id)
-                {
-                    data.prefetch_head();
-                }
-                let i = i as usize;
-                let s = &samples[i];
-                if s.ts_ms < min_ms || s.ts_ms > max_ms {
-                    outcome.rejected.push((
-                        i,
-                        Error::OutOfRetention {
-                            ts_ms: s.ts_ms,
-                            min_ms,
-                            max_ms,
-                        },
-                    ));
-                    continue;
-                }
-                let Some(data) = shard.get_mut(s.id) else {
-                    outcome
-                        .rejected
-                        .push((i, Error::UnknownSeries { id: s.id }));
-                    continue;
-                };
-                data.written_in_pass = pass;
-                write_sample(data, s.ts_ms, s.value, step, layout);
-                outcome.stored += 1;
-            }
+            self.apply_shard(
+                &mut lock.write(),
+                mine,
+                samples,
+                lsn,
+                window,
+                pass,
+                &mut outcome,
+            );
         }
+        self.finish(outcome)
+    }
+
+    fn finish(&self, mut outcome: AppendOutcome) -> AppendOutcome {
         outcome.rejected.sort_by_key(|r| r.0);
         self.samples_stored
             .fetch_add(outcome.stored as u64, Ordering::Relaxed);
         outcome
+    }
+
+    /// Writes the samples `mine` (indexes into `samples`, all of this shard) in order.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_shard(
+        &self,
+        shard: &mut Shard,
+        mine: &[u32],
+        samples: &[Sample],
+        lsn: u64,
+        (min_ms, max_ms): (i64, i64),
+        pass: u32,
+        outcome: &mut AppendOutcome,
+    ) {
+        let step = self.cfg.step_ms;
+        let layout = self.cfg.layout();
+        shard.applied_lsn = shard.applied_lsn.max(lsn);
+        for (k, &i) in mine.iter().enumerate() {
+            // A few samples ahead, so the fetch lands by the time the write needs it.
+            if let Some(&ahead) = mine.get(k + PREFETCH_AHEAD)
+                && let Some(data) = shard.get(samples[ahead as usize].id)
+            {
+                data.prefetch_head();
+            }
+            let i = i as usize;
+            let s = &samples[i];
+            if s.ts_ms < min_ms || s.ts_ms > max_ms {
+                outcome.rejected.push((
+                    i,
+                    Error::OutOfRetention {
+                        ts_ms: s.ts_ms,
+                        min_ms,
+                        max_ms,
+                    },
+                ));
+                continue;
+            }
+            let Some(data) = shard.get_mut(s.id) else {
+                outcome
+                    .rejected
+                    .push((i, Error::UnknownSeries { id: s.id }));
+                continue;
+            };
+            data.written_in_pass = pass;
+            write_sample(data, s.ts_ms, s.value, step, layout);
+            outcome.stored += 1;
+        }
     }
 
     /// Seals heads whose block ended a while ago and drops data older than the retention
@@ -702,6 +858,42 @@ impl Store {
             });
         }
         Ok(raw)
+    }
+}
+
+thread_local! {
+    /// The buffer a thread encodes its log records in, kept between batches.
+    static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A batch sorted by shard in one counting pass (stable, so each series keeps its order).
+struct Plan {
+    starts: [u32; SHARDS + 1],
+    order: Vec<u32>,
+}
+
+impl Plan {
+    fn new(samples: &[Sample]) -> Plan {
+        let mut starts = [0u32; SHARDS + 1];
+        for s in samples {
+            starts[(s.id as usize & (SHARDS - 1)) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            starts[i + 1] += starts[i];
+        }
+        let mut next = starts;
+        let mut order = vec![0u32; samples.len()];
+        for (i, s) in samples.iter().enumerate() {
+            let shard = s.id as usize & (SHARDS - 1);
+            order[next[shard] as usize] = i as u32;
+            next[shard] += 1;
+        }
+        Plan { starts, order }
+    }
+
+    /// The batch indexes of shard `shard_no`'s samples, in batch order.
+    fn mine(&self, shard_no: usize) -> &[u32] {
+        &self.order[self.starts[shard_no] as usize..self.starts[shard_no + 1] as usize]
     }
 }
 

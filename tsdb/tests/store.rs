@@ -340,3 +340,37 @@ fn maintenance_leaves_heads_being_filled_and_seals_idle_ones() {
     );
     assert_eq!(got[0].1, vec![1.0, 2.0]);
 }
+
+#[test]
+fn series_caps_refuse_only_new_series_and_cardinality_names_the_biggest() {
+    let now = Arc::new(AtomicI64::new(T0));
+    let store = store_at(now);
+    store.set_limits(argus_tsdb::SeriesLimits {
+        max_series: 5,
+        max_series_per_name: 3,
+    });
+    let series = |name: &str, i: usize| tags(&[("name", name), ("user", &i.to_string())]);
+    for i in 0..3 {
+        store.try_resolve(&series("hot", i), None).unwrap();
+    }
+    let err = store.try_resolve(&series("hot", 3), None).unwrap_err();
+    assert!(err.to_string().contains("--max-series-per-metric"), "{err}");
+    // Existing series resolve (and ingest) as before.
+    let id = store.try_resolve(&series("hot", 0), None).unwrap();
+    store.append(id, T0, 1.0).unwrap();
+    store.try_resolve(&series("cold", 0), None).unwrap();
+    store.try_resolve(&series("cold", 1), None).unwrap();
+    let err = store.try_resolve(&series("other", 0), None).unwrap_err();
+    assert!(err.to_string().contains("--max-series)"), "{err}");
+    assert_eq!(store.series_count(), 5);
+
+    let c = store.cardinality(2);
+    assert_eq!(c.series, 5);
+    assert_eq!(
+        c.names,
+        vec![("hot".to_string(), 3), ("cold".to_string(), 2)]
+    );
+    // Equal series counts: the key with more distinct values (the likelier culprit) first.
+    assert_eq!(c.keys[0], ("user".to_string(), 5, 3));
+    assert_eq!(c.keys[1], ("name".to_string(), 5, 2));
+}

@@ -150,9 +150,9 @@ pub(super) fn encode_series(out: &mut Vec<u8>, id: SeriesId, tags: &TagMap, dsty
     }
 }
 
-pub(super) fn encode_samples(out: &mut Vec<u8>, lsn: u64, origin: &[u8], samples: &[Sample]) {
+/// A batch record's payload after its lsn (which [`crate::wal::Prepared`] stamps).
+pub(super) fn encode_samples(out: &mut Vec<u8>, origin: &[u8], samples: &[Sample]) {
     out.reserve(samples.len() * 12 + origin.len() + 24);
-    out.extend_from_slice(&lsn.to_le_bytes());
     put_bytes(out, origin);
     put_varint(out, samples.len() as u64);
     let mut prev_ts = 0i64;

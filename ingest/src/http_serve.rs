@@ -1,0 +1,140 @@
+//! The HTTP listener: hyper's connection loop with the timeouts `axum::serve` does not set,
+//! so slow or half-open clients cannot hold the server. Headers (of the first request and
+//! of every later one on a kept-alive connection) must arrive within the header timeout,
+//! which also closes idle connections; request bodies are read under their own timeout by
+//! [`guard_body`].
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+
+/// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (for
+/// at most five seconds).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors or the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    // A timed-out or reset connection is the client's business.
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    Ok(())
+}
+
+/// Refuses a declared body over `--max-body-bytes` before reading any of it, and reads
+/// every other body whole within `--http-body-timeout` (408 otherwise), so a client that
+/// trickles a body holds no handler and no thread. Methods without a body, and upgrades,
+/// pass untouched.
+pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.cfg.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        let mut response = ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "request body of {len} bytes is over the limit of {limit} bytes \
+                 (--max-body-bytes); refused before reading it"
+            ),
+        }
+        .into_response();
+        // The unread body is not drained: the connection closes.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let timeout = Duration::from_millis(state.cfg.http_body_timeout_ms.max(1) as u64);
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} ms (--http-body-timeout)",
+                timeout.as_millis()
+            ),
+        }
+        .into_response(),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!(
+                        "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+                    ),
+                }
+                .into_response()
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}")).into_response()
+            }
+        }
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! End-to-end protection against a cardinality explosion: a client creating a million
+//! distinct series is capped, the server's memory stays bounded, other metrics keep
+//! ingesting, and `/api/v1/cardinality` names the culprit.
+
+use argus_tests::{Server, now_ms};
+use serde_json::{Value, json};
+
+/// The server's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Publishes one datapoint for each of `users` (a `user_id` series each) of metric `name`.
+fn publish_users(server: &Server, name: &str, users: std::ops::Range<u64>) -> (u16, String) {
+    let ts = now_ms() - 1_000;
+    let metrics: Vec<Value> = users
+        .map(|u| json!({"tags": {"user_id": u.to_string()}, "timestamp": ts, "value": 1.0}))
+        .collect();
+    let payload = json!({"tags": {"name": name, "atlas.dstype": "gauge"}, "metrics": metrics});
+    server.post("/api/v1/publish", payload.to_string().as_bytes(), None)
+}
+
+fn steady_ok(server: &Server) {
+    let (status, body) = publish_users(server, "steady", 0..10);
+    assert_eq!(status, 200, "the steady metric must keep ingesting: {body}");
+}
+
+#[test]
+fn a_million_new_series_are_capped_and_the_culprit_named() {
+    let per_metric = 50_000u64;
+    let total = 80_000u64;
+    let server = Server::start(&[
+        "--ephemeral",
+        "--max-series-per-metric",
+        &per_metric.to_string(),
+        "--max-series",
+        &total.to_string(),
+    ]);
+    steady_ok(&server);
+    let batch = 25_000u64;
+    let mut rss_at_cap = 0;
+    let mut refused = String::new();
+    for start in (0..1_000_000u64).step_by(batch as usize) {
+        let (status, body) = publish_users(&server, "explode", start..start + batch);
+        if start < per_metric {
+            assert_eq!(status, 200, "under the cap: {body}");
+        } else {
+            assert_eq!(
+                status, 400,
+                "every new series over the cap is refused: {body}"
+            );
+            refused = body;
+        }
+        if start + batch == per_metric * 2 {
+            rss_at_cap = rss_kib(server.pid());
+        }
+        if start % 200_000 == 0 {
+            steady_ok(&server);
+        }
+    }
+    assert!(
+        refused.contains("series limit reached") && refused.contains("--max-series-per-metric"),
+        "{refused}"
+    );
+    // Memory stays bounded: 900,000 refused series cost (next to) nothing.
+    let rss_end = rss_kib(server.pid());
+    assert!(
+        rss_end < rss_at_cap + 32 * 1024,
+        "RSS grew from {rss_at_cap} KiB at the cap to {rss_end} KiB"
+    );
+    eprintln!(
+        "cardinality: 1,000,000 new series offered, RSS {rss_at_cap} KiB at the cap, \
+         {rss_end} KiB after the rest were refused"
+    );
+    // The total cap, for a second exploding metric.
+    let (status, body) = publish_users(&server, "explode.other", 0..40_000);
+    assert_eq!(status, 202, "part over the total cap: {body}");
+    assert!(body.contains("--max-series)"), "{body}");
+    steady_ok(&server);
+
+    let c = server.get_json("/api/v1/cardinality?top=3");
+    assert_eq!(c["series"], total, "{c}");
+    assert_eq!(
+        c["names"][0],
+        json!({"name": "explode", "series": per_metric}),
+        "{c}"
+    );
+    let user_id = c["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "user_id")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(user_id["values"], per_metric, "{c}");
+    let refused = c["refusedNewSeries"].as_u64().unwrap();
+    assert_eq!(
+        refused,
+        1_000_000 - per_metric + 40_000 - (total - per_metric - 10),
+        "{c}"
+    );
+    let metrics = server.get("/metrics").1;
+    assert!(
+        metrics.contains(&format!(
+            "argus_samples_rejected_total{{reason=\"series_limit\"}} {refused}"
+        )),
+        "{metrics}"
+    );
+    let (status, body) = server.get("/api/v1/cardinality?top=0");
+    assert_eq!(status, 400, "{body}");
+}
