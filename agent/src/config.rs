@@ -27,11 +27,22 @@ pub struct TailFile {
     pub stream: String,
 }
 
+/// A secret: shown as `[redacted]` by `Debug`, so a logged config does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// The file layer: every key optional.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub server: Option<String>,
+    pub token: Option<String>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
     pub step: Option<String>,
@@ -62,6 +73,8 @@ impl FileConfig {
 pub struct AgentConfig {
     /// gRPC address of the server, `http://host:port`.
     pub server: String,
+    /// Bearer token for the server, if it asks for one.
+    pub token: Option<Secret>,
     pub http_addr: SocketAddr,
     pub statsd_addr: SocketAddr,
     pub step: Duration,
@@ -124,6 +137,7 @@ pub fn hostname(proc_root: &Path) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub server: Option<String>,
+    pub token: Option<String>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
     pub step: Option<String>,
@@ -223,6 +237,7 @@ impl Overrides {
         }
         Ok(AgentConfig {
             server,
+            token: self.token.or(file.token).map(Secret),
             http_addr: addr(
                 self.http_addr.or(file.http_addr),
                 "127.0.0.1:7102",

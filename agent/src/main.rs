@@ -46,6 +46,15 @@ struct Cli {
     /// gRPC address of the Argus server [default: http://127.0.0.1:4317].
     #[arg(long, env = "ARGUS_AGENT_SERVER", value_name = "URL")]
     server: Option<String>,
+    /// Bearer token sent to the server (a `write` token when the server has --auth-file).
+    /// Prefer the environment or the config file to keep it out of process listings.
+    #[arg(
+        long,
+        env = "ARGUS_AGENT_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// HTTP intake for the service: POST /api/v1/publish (Atlas payloads), POST
     /// /v1/events/{stream} (NDJSON events), GET /v1/health [default: 127.0.0.1:7102].
     #[arg(long, env = "ARGUS_AGENT_HTTP_ADDR", value_name = "HOST:PORT")]
@@ -104,6 +113,7 @@ impl Cli {
         };
         Overrides {
             server: self.server,
+            token: self.token,
             http_addr: self.http_addr,
             statsd_addr: self.statsd_addr,
             step: self.step,
@@ -246,6 +256,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let sender = sender::Sender {
         server: cfg.server.clone(),
+        token: cfg.token.clone(),
         agent_id: format!("{node}/{:016x}", sender::random_u64()),
         node,
         streams,

@@ -32,6 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Sender {
     pub server: String,
+    pub token: Option<crate::config::Secret>,
     pub agent_id: String,
     pub node: String,
     pub streams: Vec<String>,
@@ -162,6 +163,11 @@ impl Sender {
         let mut req = tonic::Request::new(message);
         if let Ok(v) = self.agent_id.parse() {
             req.metadata_mut().insert(argus_proto::AGENT_ID_HEADER, v);
+        }
+        if let Some(token) = &self.token
+            && let Ok(v) = format!("Bearer {}", token.0).parse()
+        {
+            req.metadata_mut().insert("authorization", v);
         }
         req
     }

@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub http_header_timeout_ms: i64,
     /// A request's body must arrive within this.
     pub http_body_timeout_ms: i64,
+    /// Bearer tokens with roles (TOML); `None` leaves the API open.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
@@ -135,6 +137,7 @@ impl Default for ServerConfig {
             max_series_per_metric: 1_000_000,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 60_000,
+            auth_file: None,
         }
     }
 }
@@ -160,6 +163,7 @@ pub struct ConfigLayer {
     pub max_series_per_metric: Option<u64>,
     pub http_header_timeout: Option<String>,
     pub http_body_timeout: Option<String>,
+    pub auth_file: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -189,6 +193,7 @@ impl ConfigLayer {
             max_series_per_metric: self.max_series_per_metric.or(lower.max_series_per_metric),
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
             http_body_timeout: self.http_body_timeout.or(lower.http_body_timeout),
+            auth_file: self.auth_file.or(lower.auth_file),
         }
     }
 
@@ -251,6 +256,7 @@ impl ConfigLayer {
                 d.http_body_timeout_ms,
                 "http-body-timeout",
             )?,
+            auth_file: self.auth_file,
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

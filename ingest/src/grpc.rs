@@ -29,6 +29,7 @@ use prost::encoding::{decode_varint, encode_varint};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::Stream;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{self, StreamSeries};
@@ -636,17 +637,27 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max = state.cfg.grpc_max_message_bytes;
-    let ingest = IngestServer::new(IngestService::new(state.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
+    let auth = crate::auth::grpc_interceptor(state.tokens.clone());
+    let ingest = InterceptedService::new(
+        IngestServer::new(IngestService::new(state.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max),
+        auth.clone(),
+    );
     let otlp = OtlpService { state };
-    let metrics = MetricsServiceServer::new(otlp.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
-    let logs = LogsServiceServer::new(otlp)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
+    let metrics = InterceptedService::new(
+        MetricsServiceServer::new(otlp.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max),
+        auth.clone(),
+    );
+    let logs = InterceptedService::new(
+        LogsServiceServer::new(otlp)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max),
+        auth,
+    );
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(inbound_error_response))
         // Bounds per connection: a client cannot open streams without limit.

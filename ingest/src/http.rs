@@ -40,6 +40,8 @@ pub struct AppState {
     /// Agents with an open control stream, by id.
     pub connected: Arc<Mutex<HashMap<String, Hello>>>,
     pub remote_write: Arc<RemoteWriteState>,
+    /// Bearer tokens, when `--auth-file` is set (see `auth.rs`).
+    pub tokens: Option<Arc<crate::auth::Tokens>>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             agents: Arc::new(agents),
             connected: Arc::new(Mutex::new(HashMap::new())),
             remote_write: Arc::new(RemoteWriteState::default()),
+            tokens: None,
         }
     }
 }
@@ -111,6 +114,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::http_serve::guard_body,
+        ))
+        // Before the body is read: an unauthenticated client costs no body.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -1,6 +1,7 @@
 //! The Argus server: configuration, the HTTP API, Atlas publish decoding and tag rules, and
 //! the server's own metrics. Wire formats are converted to store types here and nowhere else.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod error;

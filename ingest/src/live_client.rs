@@ -22,6 +22,8 @@ pub struct LiveArgs {
     pub duration: Option<Duration>,
     /// Print the running counts (to standard error).
     pub progress: bool,
+    /// Bearer token (a `read` token when the server has `--auth-file`).
+    pub token: Option<String>,
 }
 
 /// Percent-encodes a query-string value.
@@ -76,9 +78,13 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         .await
         .context("HTTP handshake")?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(&path)
+    let mut req = hyper::Request::get(&path)
         .header(hyper::header::HOST, &authority)
-        .header(hyper::header::ACCEPT, "text/event-stream")
+        .header(hyper::header::ACCEPT, "text/event-stream");
+    if let Some(token) = &args.token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
     let resp = sender

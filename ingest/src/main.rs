@@ -53,6 +53,14 @@ struct LiveCliArgs {
     /// The server's HTTP API.
     #[arg(long, env = "ARGUS_SERVER", default_value = "http://127.0.0.1:7101")]
     server: String,
+    /// Bearer token for a server with --auth-file (a read token).
+    #[arg(
+        long,
+        env = "ARGUS_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// Windows follow this event field (epoch ms) instead of arrival time.
     #[arg(long, value_name = "FIELD")]
     time_field: Option<String>,
@@ -127,7 +135,7 @@ struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
     /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval, max-series,
-    /// max-series-per-metric, http-header-timeout, http-body-timeout).
+    /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -190,6 +198,10 @@ struct ServerArgs {
     /// A request's body must arrive within this, else 408 [default: 60s].
     #[arg(long, env = "ARGUS_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
     http_body_timeout: Option<String>,
+    /// TOML file of bearer tokens with roles (read, write, admin) for the HTTP API and gRPC;
+    /// without it the server is open. See the README.
+    #[arg(long, env = "ARGUS_AUTH_FILE", value_name = "FILE")]
+    auth_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -216,6 +228,7 @@ impl ServerArgs {
             max_series_per_metric: self.max_series_per_metric,
             http_header_timeout: self.http_header_timeout,
             http_body_timeout: self.http_body_timeout,
+            auth_file: self.auth_file,
         };
         flags.over(file).resolve()
     }
@@ -306,6 +319,7 @@ fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
             time_field: args.time_field,
             duration,
             progress: !args.quiet,
+            token: args.token,
         },
     ))
 }

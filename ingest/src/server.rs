@@ -27,6 +27,16 @@ pub fn new_state(cfg: ServerConfig) -> AppState {
 /// The server's state: in memory with `--ephemeral`, else recovered from `--data-dir`
 /// (newest whole snapshot, then the write-ahead log), with what recovery found.
 pub fn open_state(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
+    let tokens = match &cfg.auth_file {
+        Some(path) => Some(Arc::new(crate::auth::Tokens::from_file(path)?)),
+        None => None,
+    };
+    let (mut state, recovery) = open_store(cfg)?;
+    state.tokens = tokens;
+    Ok((state, recovery))
+}
+
+fn open_store(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
     if cfg.ephemeral {
         return Ok((new_state(cfg), None));
     }

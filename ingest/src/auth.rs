@@ -1,0 +1,313 @@
+//! Bearer tokens with roles, for the HTTP API and the gRPC services. Off unless
+//! `--auth-file` names a TOML file of tokens:
+//!
+//! ```toml
+//! [[token]]
+//! name = "dashboards"        # shown in logs and errors instead of the secret
+//! role = "read"              # read | write | admin
+//! secret = "at least 16 characters"
+//! ```
+//!
+//! `read` may query (graph, tags, live queries, streams, /metrics); `write` may send data
+//! (publish, remote write, events, the agent protocol, OTLP); `admin` may do both and see
+//! operator views (cardinality, storage). `/healthz` stays open. A missing or unknown token
+//! gets 401 (`UNAUTHENTICATED`), a known one without the role 403 (`PERMISSION_DENIED`).
+//! Secrets are compared in constant time and never logged.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+
+/// Shortest secret accepted: a token is only as good as its entropy.
+const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Role {
+    /// Whether a token with this role may do what needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || self == needed
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    role: Role,
+    secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    token: Vec<TokenEntry>,
+}
+
+/// The configured tokens.
+pub struct Tokens {
+    entries: Vec<TokenEntry>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and roles only: secrets never reach a log.
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| (&e.name, e.role.name())))
+            .finish()
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No token, or one that matches no entry.
+    Unauthenticated(&'static str),
+    /// A known token without the role the request needs.
+    Forbidden {
+        name: String,
+        has: Role,
+        needs: Role,
+    },
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::Unauthenticated(why) => write!(f, "unauthenticated: {why}"),
+            Denied::Forbidden { name, has, needs } => write!(
+                f,
+                "forbidden: token {name:?} has role {}, this needs {}",
+                has.name(),
+                needs.name()
+            ),
+        }
+    }
+}
+
+/// Equal in constant time for equal lengths (the length of a secret is not the secret).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Tokens {
+    pub fn from_file(path: &Path) -> anyhow::Result<Tokens> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the auth file {}", path.display()))?;
+        Tokens::parse(&text).with_context(|| format!("in the auth file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Tokens> {
+        let file: TokenFile =
+            toml::from_str(text).context("expected [[token]] tables with name, role and secret")?;
+        if file.token.is_empty() {
+            bail!("no [[token]] entries");
+        }
+        for (i, t) in file.token.iter().enumerate() {
+            if t.secret.len() < MIN_SECRET_LEN {
+                bail!(
+                    "token {} ({:?}): the secret is shorter than {MIN_SECRET_LEN} characters",
+                    i + 1,
+                    t.name
+                );
+            }
+        }
+        Ok(Tokens {
+            entries: file.token,
+        })
+    }
+
+    /// Checks an `Authorization` header value against what `needed` requires.
+    pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<(), Denied> {
+        let presented = authorization.ok_or(Denied::Unauthenticated(
+            "no bearer token (Authorization: Bearer …)",
+        ))?;
+        let secret = presented
+            .strip_prefix("Bearer ")
+            .or_else(|| presented.strip_prefix("bearer "))
+            .ok_or(Denied::Unauthenticated(
+                "the Authorization header is not a bearer token",
+            ))?
+            .trim();
+        // Every entry is compared, so the time taken does not say which one matched.
+        let mut found = None;
+        for e in &self.entries {
+            if same_secret(e.secret.as_bytes(), secret.as_bytes()) {
+                found = Some(e);
+            }
+        }
+        let entry = found.ok_or(Denied::Unauthenticated("unknown token"))?;
+        if entry.role.allows(needed) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden {
+                name: entry.name.clone(),
+                has: entry.role,
+                needs: needed,
+            })
+        }
+    }
+}
+
+/// The role an HTTP route needs; `None` for open routes.
+pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
+    match route {
+        "/healthz" => None,
+        "/api/v1/cardinality" | "/api/v1/debug/storage" => Some(Role::Admin),
+        "/api/v1/publish"
+        | "/api/v1/publish-fast"
+        | "/api/v1/backfill"
+        | "/api/v1/write"
+        | "/api/v1/events/{stream}" => Some(Role::Write),
+        _ if method == Method::POST => Some(Role::Write),
+        _ => Some(Role::Read),
+    }
+}
+
+/// HTTP middleware: lets a request through only with a token that has its route's role.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(tokens) = state.tokens.as_deref() else {
+        return next.run(req).await;
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", |p| p.as_str());
+    let Some(needed) = role_for_route(req.method(), route) else {
+        return next.run(req).await;
+    };
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match tokens.check(authorization, needed) {
+        Ok(()) => next.run(req).await,
+        Err(denied) => {
+            let status = match denied {
+                Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
+            };
+            let mut response = ApiError {
+                status,
+                message: denied.to_string(),
+            }
+            .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"argus\""),
+                );
+            }
+            response
+        }
+    }
+}
+
+/// The gRPC interceptor: every service on the gRPC port takes data, so it needs `write`.
+pub fn grpc_interceptor(
+    tokens: Option<std::sync::Arc<Tokens>>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
+        let Some(tokens) = tokens.as_deref() else {
+            return Ok(req);
+        };
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match tokens.check(authorization, Role::Write) {
+            Ok(()) => Ok(req),
+            Err(d @ Denied::Unauthenticated(_)) => {
+                Err(tonic::Status::unauthenticated(d.to_string()))
+            }
+            Err(d) => Err(tonic::Status::permission_denied(d.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[token]]
+name = "dash"
+role = "read"
+secret = "read-secret-0123456789"
+
+[[token]]
+name = "agents"
+role = "write"
+secret = "write-secret-0123456789"
+
+[[token]]
+name = "ops"
+role = "admin"
+secret = "admin-secret-0123456789"
+"#;
+
+    #[test]
+    fn roles_and_refusals() {
+        let t = Tokens::parse(FILE).unwrap();
+        let bearer = |s: &str| format!("Bearer {s}");
+        assert_eq!(
+            t.check(Some(&bearer("read-secret-0123456789")), Role::Read),
+            Ok(())
+        );
+        assert!(matches!(
+            t.check(Some(&bearer("read-secret-0123456789")), Role::Write),
+            Err(Denied::Forbidden { .. })
+        ));
+        assert_eq!(
+            t.check(Some(&bearer("admin-secret-0123456789")), Role::Write),
+            Ok(())
+        );
+        assert!(matches!(
+            t.check(Some(&bearer("read-secret-012345678")), Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            t.check(None, Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            t.check(Some("Basic eDp5"), Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret-"), "{shown}");
+    }
+
+    #[test]
+    fn weak_or_malformed_files_are_refused_with_reasons() {
+        let err = Tokens::parse("[[token]]\nname = \"x\"\nrole = \"read\"\nsecret = \"short\"")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("shorter than 16"), "{err:#}");
+        let err =
+            Tokens::parse("[[token]]\nname = \"x\"\nrole = \"god\"\nsecret = \"0123456789abcdef\"")
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("god"), "{err:#}");
+    }
+}
