@@ -27,6 +27,13 @@ pub struct TailFile {
     pub stream: String,
 }
 
+/// PEM files of the agent's TLS client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// A secret: shown as `[redacted]` by `Debug`, so a logged config does not leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -43,6 +50,9 @@ impl std::fmt::Debug for Secret {
 pub struct FileConfig {
     pub server: Option<String>,
     pub token: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
     pub step: Option<String>,
@@ -75,6 +85,9 @@ pub struct AgentConfig {
     pub server: String,
     /// Bearer token for the server, if it asks for one.
     pub token: Option<Secret>,
+    /// TLS to an `https://` server: the CA to trust, and a client certificate and key for
+    /// mutual TLS.
+    pub tls: Option<ClientTls>,
     pub http_addr: SocketAddr,
     pub statsd_addr: SocketAddr,
     pub step: Duration,
@@ -138,6 +151,9 @@ pub fn hostname(proc_root: &Path) -> String {
 pub struct Overrides {
     pub server: Option<String>,
     pub token: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
     pub step: Option<String>,
@@ -162,6 +178,24 @@ impl Overrides {
             .unwrap_or_else(|| "http://127.0.0.1:4317".to_string());
         if !(server.starts_with("http://") || server.starts_with("https://")) {
             bail!("invalid --server {server:?}: expected http://HOST:PORT");
+        }
+        let tls = match (
+            self.tls_ca.or(file.tls_ca),
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (None, None, None) => None,
+            (Some(ca), None, None) => Some(ClientTls { ca, identity: None }),
+            (Some(ca), Some(cert), Some(key)) => Some(ClientTls {
+                ca,
+                identity: Some((cert, key)),
+            }),
+            _ => {
+                bail!("TLS needs --tls-ca, and --tls-cert with --tls-key for a client certificate")
+            }
+        };
+        if server.starts_with("https://") != tls.is_some() {
+            bail!("an https:// --server needs --tls-ca (and --tls-ca needs an https:// server)");
         }
         let addr = |v: Option<String>, default: &str, what: &str| -> anyhow::Result<SocketAddr> {
             let s = v.unwrap_or_else(|| default.to_string());
@@ -238,6 +272,7 @@ impl Overrides {
         Ok(AgentConfig {
             server,
             token: self.token.or(file.token).map(Secret),
+            tls,
             http_addr: addr(
                 self.http_addr.or(file.http_addr),
                 "127.0.0.1:7102",

@@ -55,6 +55,15 @@ struct Cli {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// PEM CA to trust for an https:// --server.
+    #[arg(long, env = "ARGUS_AGENT_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (mutual TLS).
+    #[arg(long, env = "ARGUS_AGENT_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARGUS_AGENT_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// HTTP intake for the service: POST /api/v1/publish (Atlas payloads), POST
     /// /v1/events/{stream} (NDJSON events), GET /v1/health [default: 127.0.0.1:7102].
     #[arg(long, env = "ARGUS_AGENT_HTTP_ADDR", value_name = "HOST:PORT")]
@@ -114,6 +123,9 @@ impl Cli {
         Overrides {
             server: self.server,
             token: self.token,
+            tls_ca: self.tls_ca,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             http_addr: self.http_addr,
             statsd_addr: self.statsd_addr,
             step: self.step,
@@ -257,6 +269,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let sender = sender::Sender {
         server: cfg.server.clone(),
         token: cfg.token.clone(),
+        tls: cfg.tls.clone(),
         agent_id: format!("{node}/{:016x}", sender::random_u64()),
         node,
         streams,

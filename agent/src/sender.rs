@@ -33,6 +33,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Sender {
     pub server: String,
     pub token: Option<crate::config::Secret>,
+    pub tls: Option<crate::config::ClientTls>,
     pub agent_id: String,
     pub node: String,
     pub streams: Vec<String>,
@@ -148,8 +149,23 @@ impl Sender {
     }
 
     async fn connect(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(self.server.clone())
-            .context("invalid server address")?
+        let mut endpoint =
+            Endpoint::from_shared(self.server.clone()).context("invalid server address")?;
+        if let Some(tls) = &self.tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let mut config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(tonic::transport::Identity::from_pem(
+                    read(cert)?,
+                    read(key)?,
+                ));
+            }
+            endpoint = endpoint.tls_config(config).context("configuring TLS")?;
+        }
+        endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

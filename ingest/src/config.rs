@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub http_body_timeout_ms: i64,
     /// Bearer tokens with roles (TOML); `None` leaves the API open.
     pub auth_file: Option<PathBuf>,
+    /// TLS on both listeners, when set.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 60_000,
             auth_file: None,
+            tls: None,
         }
     }
 }
@@ -164,6 +167,9 @@ pub struct ConfigLayer {
     pub http_header_timeout: Option<String>,
     pub http_body_timeout: Option<String>,
     pub auth_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -194,6 +200,9 @@ impl ConfigLayer {
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
             http_body_timeout: self.http_body_timeout.or(lower.http_body_timeout),
             auth_file: self.auth_file.or(lower.auth_file),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
         }
     }
 
@@ -257,6 +266,17 @@ impl ConfigLayer {
                 "http-body-timeout",
             )?,
             auth_file: self.auth_file,
+            tls: match (self.tls_cert, self.tls_key, self.tls_client_ca) {
+                (None, None, None) => None,
+                (Some(cert), Some(key), client_ca) => Some(crate::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => {
+                    bail!("TLS needs both tls-cert and tls-key (and tls-client-ca only with them)")
+                }
+            },
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

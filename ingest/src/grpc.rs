@@ -635,8 +635,14 @@ pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let max = state.cfg.grpc_max_message_bytes;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &state.cfg.tls {
+        builder = builder
+            .tls_config(files.grpc_config()?)
+            .map_err(|e| anyhow::anyhow!("configuring gRPC TLS: {e}"))?;
+    }
     let auth = crate::auth::grpc_interceptor(state.tokens.clone());
     let ingest = InterceptedService::new(
         IngestServer::new(IngestService::new(state.clone()))
@@ -658,7 +664,7 @@ pub async fn serve(
             .max_decoding_message_size(max),
         auth,
     );
-    tonic::transport::Server::builder()
+    builder
         .layer(tower::util::MapResponseLayer::new(inbound_error_response))
         // Bounds per connection: a client cannot open streams without limit.
         .max_concurrent_streams(Some(64))
@@ -673,6 +679,7 @@ pub async fn serve(
             shutdown,
         )
         .await
+        .map_err(|e| anyhow::anyhow!("serving gRPC: {e}"))
 }
 
 #[cfg(test)]

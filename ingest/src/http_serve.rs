@@ -21,12 +21,13 @@ use tokio::net::TcpListener;
 use crate::error::ApiError;
 use crate::http::AppState;
 
-/// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (for
-/// at most five seconds).
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
+/// lets open requests finish (for at most five seconds).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -40,6 +41,9 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
+    // TLS handshakes run in their own tasks and hand finished streams back here, so one
+    // slow handshake holds up no one.
+    let (handshaken, mut handshakes) = tokio::sync::mpsc::channel(64);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -53,15 +57,25 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    // A timed-out or reset connection is the client's business.
-                    let _ = conn.await;
-                });
+                match tls.clone() {
+                    None => serve_connection(&builder, &graceful, TokioIo::new(stream), app.clone()),
+                    Some(acceptor) => {
+                        let handshaken = handshaken.clone();
+                        tokio::spawn(async move {
+                            // The handshake is held to the header timeout too.
+                            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let _ = handshaken.send(tls).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+            Some(tls) = handshakes.recv() => {
+                serve_connection(&builder, &graceful, TokioIo::new(tls), app.clone());
             }
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -72,6 +86,25 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
     }
     Ok(())
+}
+
+fn serve_connection<I>(
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    io: TokioIo<I>,
+    app: Router,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        // A timed-out or reset connection is the client's business.
+        let _ = conn.await;
+    });
 }
 
 /// Refuses a declared body over `--max-body-bytes` before reading any of it, and reads

@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod offline;
 pub mod publish;
 pub mod server;
+pub mod tls;
 pub mod validation;

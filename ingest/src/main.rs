@@ -19,12 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: the HTTP API (publish, tags, graph) over an in-memory store.
+    /// Run the server: the HTTP API (publish, tags, graph, live queries) and gRPC ingest
+    /// over an in-memory store kept durable in --data-dir.
     ///
     /// Every option can also come from a TOML file (--config, keys spelled as the long
     /// options, e.g. `step = "10s"`) or an ARGUS_* environment variable. Flags win over the
     /// environment, which wins over the file.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Evaluate a Stack Language expression over series in a file, with no server, and print
     /// what the graph API would return for the same data.
     ///
@@ -135,7 +136,8 @@ struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
     /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval, max-series,
-    /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file).
+    /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
+    /// tls-key, tls-client-ca).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -202,6 +204,15 @@ struct ServerArgs {
     /// without it the server is open. See the README.
     #[arg(long, env = "ARGUS_AUTH_FILE", value_name = "FILE")]
     auth_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with --tls-key).
+    #[arg(long, env = "ARGUS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARGUS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA: gRPC clients (agents) must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "ARGUS_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -229,6 +240,9 @@ impl ServerArgs {
             http_header_timeout: self.http_header_timeout,
             http_body_timeout: self.http_body_timeout,
             auth_file: self.auth_file,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
         };
         flags.over(file).resolve()
     }
@@ -246,7 +260,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(*args),
         Command::Eval(args) => run_eval(args),
         Command::Live(args) => run_live(args),
         Command::Mql(args) => run_mql(args),

@@ -155,7 +155,12 @@ pub async fn run(
         durable = state.store.is_durable(),
         "store ready"
     );
-    println!("argus: HTTP API listening on http://{addr}");
+    let scheme = if state.cfg.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("argus: HTTP API listening on {scheme}://{addr}");
     println!("argus: gRPC listening on {grpc_addr}");
 
     let live_ticker = tokio::spawn(state.events.live.clone().run_ticker());
@@ -220,8 +225,12 @@ pub async fn run(
     });
     let final_state = state.clone();
     let header_timeout = Duration::from_millis(state.cfg.http_header_timeout_ms.max(1) as u64);
+    let tls = match &state.cfg.tls {
+        Some(files) => Some(files.http_acceptor()?),
+        None => None,
+    };
     let app = router(state);
-    let served = crate::http_serve::serve(listener, app, header_timeout, stop_rx)
+    let served = crate::http_serve::serve(listener, app, header_timeout, tls, stop_rx)
         .await
         .context("serving the HTTP API");
     let grpc_served = grpc.await.context("the gRPC task failed")?;

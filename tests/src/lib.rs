@@ -146,7 +146,8 @@ impl Server {
             stdout,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while server.get("/healthz").0 != 200 {
+        // Over TLS the test checks health itself (this client trusts no private CA).
+        while server.base.starts_with("http://") && server.get("/healthz").0 != 200 {
             assert!(Instant::now() < deadline, "argus never became healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
