@@ -96,6 +96,14 @@ pub struct ServerConfig {
     pub auth_file: Option<PathBuf>,
     /// TLS on both listeners, when set.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// A graph query stops after this long.
+    pub query_timeout_ms: i64,
+    /// Most series one graph query may read.
+    pub query_max_series: u64,
+    /// Graph queries running at once; more wait (up to their time limit) for a slot.
+    pub max_concurrent_queries: usize,
+    /// Live queries one client address may run at once.
+    pub live_max_per_client: usize,
 }
 
 /// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
@@ -141,6 +149,10 @@ impl Default for ServerConfig {
             http_body_timeout_ms: 60_000,
             auth_file: None,
             tls: None,
+            query_timeout_ms: 30_000,
+            query_max_series: 1_000_000,
+            max_concurrent_queries: 16,
+            live_max_per_client: 16,
         }
     }
 }
@@ -170,6 +182,10 @@ pub struct ConfigLayer {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub query_timeout: Option<String>,
+    pub query_max_series: Option<u64>,
+    pub max_concurrent_queries: Option<usize>,
+    pub live_max_per_client: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -203,6 +219,10 @@ impl ConfigLayer {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            query_timeout: self.query_timeout.or(lower.query_timeout),
+            query_max_series: self.query_max_series.or(lower.query_max_series),
+            max_concurrent_queries: self.max_concurrent_queries.or(lower.max_concurrent_queries),
+            live_max_per_client: self.live_max_per_client.or(lower.live_max_per_client),
         }
     }
 
@@ -277,6 +297,12 @@ impl ConfigLayer {
                     bail!("TLS needs both tls-cert and tls-key (and tls-client-ca only with them)")
                 }
             },
+            query_timeout_ms: dur(self.query_timeout, d.query_timeout_ms, "query-timeout")?,
+            query_max_series: self.query_max_series.unwrap_or(d.query_max_series),
+            max_concurrent_queries: self
+                .max_concurrent_queries
+                .unwrap_or(d.max_concurrent_queries),
+            live_max_per_client: self.live_max_per_client.unwrap_or(d.live_max_per_client),
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

@@ -62,7 +62,14 @@ impl From<PayloadError> for ApiError {
 impl From<argus_query::Error> for ApiError {
     fn from(e: argus_query::Error) -> Self {
         match e {
-            // The store failing a read is the server's fault; everything else is the query's.
+            // A query over a limit is the query's business; stopped at its deadline, a
+            // retry may do; any other failure of the store is the server's.
+            argus_query::Error::Store(argus_tsdb::Error::TooLarge { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
+            argus_query::Error::Store(argus_tsdb::Error::Stopped(_)) => {
+                ApiError::unavailable(e.to_string())
+            }
             argus_query::Error::Store(_) => ApiError::internal(e.to_string()),
             _ => ApiError::bad_request(e.to_string()),
         }

@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use argus_proto::v1::Hello;
 use parking_lot::Mutex;
 
 use argus_query::graph::{GraphRequest, Limits, evaluate_with_limits};
+
+use crate::query_guard::{Cancel, Guarded};
 use argus_tsdb::{Matcher, Store};
 use axum::Router;
 use axum::body::Bytes;
@@ -42,10 +45,15 @@ pub struct AppState {
     pub remote_write: Arc<RemoteWriteState>,
     /// Bearer tokens, when `--auth-file` is set (see `auth.rs`).
     pub tokens: Option<Arc<crate::auth::Tokens>>,
+    /// Graph queries running at once (`--max-concurrent-queries`).
+    pub query_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(cfg: ServerConfig, store: Arc<Store>, agents: AgentRegistry) -> Self {
+        let query_permits = Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_concurrent_queries.max(1),
+        ));
         store.set_limits(argus_tsdb::SeriesLimits {
             max_series: cfg.max_series,
             max_series_per_name: cfg.max_series_per_metric,
@@ -53,7 +61,9 @@ impl AppState {
         AppState {
             events: Arc::new(EventHub::new(
                 store.clone(),
-                Arc::new(crate::live::LiveHub::default()),
+                Arc::new(crate::live::LiveHub::with_max_per_client(
+                    cfg.live_max_per_client,
+                )),
             )),
             store,
             cfg: Arc::new(cfg),
@@ -62,6 +72,7 @@ impl AppState {
             connected: Arc::new(Mutex::new(HashMap::new())),
             remote_write: Arc::new(RemoteWriteState::default()),
             tokens: None,
+            query_permits,
         }
     }
 }
@@ -532,9 +543,28 @@ async fn graph(
         max_datapoints: state.cfg.graph_max_datapoints,
         ..Limits::default()
     };
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    // A query waits for a slot at most its own time limit.
+    let _permit = tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "{} queries are running (--max-concurrent-queries) and none finished within \
+                 {} ms; retry later",
+                state.cfg.max_concurrent_queries,
+                timeout.as_millis()
+            ))
+        })?;
+    let cancel = Cancel::default();
+    // Dropped with this request: when the client goes away, the query stops.
+    let _stop_when_dropped = cancel.on_drop();
     let outcome = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
-        let result = evaluate_with_limits(&req, &*store, &limits)?;
+        let guarded = Guarded::new(&store, timeout, max_series, cancel);
+        let result = evaluate_with_limits(&req, &guarded, &limits)?;
         Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
     })
     .await

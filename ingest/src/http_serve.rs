@@ -47,8 +47,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors or the like: wait instead of spinning.
                         tracing::warn!(error = %e, "accepting an HTTP connection failed");
@@ -58,14 +58,14 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 match tls.clone() {
-                    None => serve_connection(&builder, &graceful, TokioIo::new(stream), app.clone()),
+                    None => serve_connection(&builder, &graceful, TokioIo::new(stream), app.clone(), peer),
                     Some(acceptor) => {
                         let handshaken = handshaken.clone();
                         tokio::spawn(async move {
                             // The handshake is held to the header timeout too.
                             match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
-                                    let _ = handshaken.send(tls).await;
+                                    let _ = handshaken.send((tls, peer)).await;
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -74,8 +74,8 @@ pub async fn serve(
                     }
                 }
             }
-            Some(tls) = handshakes.recv() => {
-                serve_connection(&builder, &graceful, TokioIo::new(tls), app.clone());
+            Some((tls, peer)) = handshakes.recv() => {
+                serve_connection(&builder, &graceful, TokioIo::new(tls), app.clone(), peer);
             }
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -93,9 +93,19 @@ fn serve_connection<I>(
     graceful: &GracefulShutdown,
     io: TokioIo<I>,
     app: Router,
+    peer: std::net::SocketAddr,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Handlers learn the client's address as axum's `ConnectInfo`.
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    );
     let service = TowerToHyperService::new(app);
     let conn = builder
         .serve_connection_with_upgrades(io, service)

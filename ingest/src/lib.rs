@@ -6,6 +6,8 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod http_serve;
@@ -16,6 +18,7 @@ pub mod memory;
 pub mod metrics;
 pub mod offline;
 pub mod publish;
+pub mod query_guard;
 pub mod server;
 pub mod tls;
 pub mod validation;

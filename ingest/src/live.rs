@@ -48,6 +48,11 @@ pub enum SubscribeError {
     TimeField { field: String, reason: String },
     #[error("too many live subscriptions: {MAX_SUBSCRIPTIONS} are running")]
     TooMany,
+    #[error("too many live subscriptions from {peer}: {limit} are running (--live-max-per-client)")]
+    TooManyForClient {
+        peer: std::net::IpAddr,
+        limit: usize,
+    },
 }
 
 /// One live query.
@@ -56,6 +61,8 @@ pub struct Subscription {
     pub query: Query,
     /// Who asked (the client's user agent or `client` parameter), for the listing.
     pub client: String,
+    /// The client's address, which the per-client limit counts by.
+    pub peer: Option<std::net::IpAddr>,
     pub started_ms: i64,
     /// Windows follow this event field (ms) instead of the arrival time.
     pub time_field: Option<Path>,
@@ -180,15 +187,28 @@ impl Subscription {
 /// events never waits on a subscribe or a cancel.
 pub struct LiveHub {
     subs: RwLock<Arc<BTreeMap<u64, Arc<Subscription>>>>,
+    /// Subscriptions one client address may hold at once.
+    max_per_client: usize,
     next_id: AtomicU64,
     /// Bumped on every change; agents' control streams watch it.
     version: watch::Sender<u64>,
+}
+
+impl LiveHub {
+    /// A hub that lets one client address hold at most `n` subscriptions.
+    pub fn with_max_per_client(n: usize) -> Self {
+        LiveHub {
+            max_per_client: n.max(1),
+            ..LiveHub::default()
+        }
+    }
 }
 
 impl Default for LiveHub {
     fn default() -> Self {
         LiveHub {
             subs: RwLock::new(Arc::new(BTreeMap::new())),
+            max_per_client: usize::MAX,
             next_id: AtomicU64::new(1),
             version: watch::channel(0).0,
         }
@@ -226,6 +246,7 @@ impl LiveHub {
         text: &str,
         time_field: Option<&str>,
         client: &str,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<LiveHandle, SubscribeError> {
         let query = mql::parse(text)?;
         let time_field = match time_field.filter(|f| !f.is_empty()) {
@@ -255,6 +276,7 @@ impl LiveHub {
             )),
             query,
             client: client.chars().take(200).collect(),
+            peer,
             started_ms: now,
             time_field,
             fields,
@@ -270,6 +292,14 @@ impl LiveHub {
             let mut subs = self.subs.write();
             if subs.len() >= MAX_SUBSCRIPTIONS {
                 return Err(SubscribeError::TooMany);
+            }
+            if let Some(peer) = peer
+                && subs.values().filter(|s| s.peer == Some(peer)).count() >= self.max_per_client
+            {
+                return Err(SubscribeError::TooManyForClient {
+                    peer,
+                    limit: self.max_per_client,
+                });
             }
             let mut next = (**subs).clone();
             next.insert(id, sub.clone());

@@ -172,6 +172,7 @@ fn subscribe(
     state: &AppState,
     params: &[(String, String)],
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<LiveHandle, ApiError> {
     let q = param(params, "q").ok_or_else(|| {
         ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500)")
@@ -188,9 +189,9 @@ fn subscribe(
     state
         .events
         .live
-        .subscribe(q, param(params, "time-field"), &client)
+        .subscribe(q, param(params, "time-field"), &client, peer)
         .map_err(|e| match e {
-            SubscribeError::TooMany => ApiError {
+            SubscribeError::TooMany | SubscribeError::TooManyForClient { .. } => ApiError {
                 status: axum::http::StatusCode::TOO_MANY_REQUESTS,
                 message: e.to_string(),
             },
@@ -210,7 +211,11 @@ pub async fn live(State(state): State<AppState>, req: Request) -> Result<Respons
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let handle = subscribe(&state, &params, &parts.headers)?;
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let handle = subscribe(&state, &params, &parts.headers, peer)?;
     let (tx, rx) = mpsc::channel(OUTPUT_BUFFER);
     if upgrade {
         let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)

@@ -137,7 +137,8 @@ struct ServerArgs {
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
     /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval, max-series,
     /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
-    /// tls-key, tls-client-ca).
+    /// tls-key, tls-client-ca, query-timeout, query-max-series, max-concurrent-queries,
+    /// live-max-per-client).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address of the HTTP API [default: 127.0.0.1:7101].
@@ -213,6 +214,19 @@ struct ServerArgs {
     /// PEM CA: gRPC clients (agents) must present a certificate it signed (mutual TLS).
     #[arg(long, env = "ARGUS_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// A graph query stops after this long (503) [default: 30s].
+    #[arg(long, env = "ARGUS_QUERY_TIMEOUT", value_name = "DURATION")]
+    query_timeout: Option<String>,
+    /// Most series one graph query may read (400 past it) [default: 1000000].
+    #[arg(long, env = "ARGUS_QUERY_MAX_SERIES", value_name = "N")]
+    query_max_series: Option<u64>,
+    /// Graph queries running at once; more wait for a slot, up to their time limit
+    /// [default: 16].
+    #[arg(long, env = "ARGUS_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    max_concurrent_queries: Option<usize>,
+    /// Live queries one client address may run at once [default: 16].
+    #[arg(long, env = "ARGUS_LIVE_MAX_PER_CLIENT", value_name = "N")]
+    live_max_per_client: Option<usize>,
 }
 
 impl ServerArgs {
@@ -243,6 +257,10 @@ impl ServerArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_client_ca: self.tls_client_ca,
+            query_timeout: self.query_timeout,
+            query_max_series: self.query_max_series,
+            max_concurrent_queries: self.max_concurrent_queries,
+            live_max_per_client: self.live_max_per_client,
         };
         flags.over(file).resolve()
     }

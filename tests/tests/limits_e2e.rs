@@ -114,3 +114,59 @@ fn a_million_new_series_are_capped_and_the_culprit_named() {
     let (status, body) = server.get("/api/v1/cardinality?top=0");
     assert_eq!(status, 400, "{body}");
 }
+
+fn graph_status(server: &Server, q: &str) -> (u16, String) {
+    server.get(&format!(
+        "/api/v1/graph?q={}&s=e-10m&format=json",
+        argus_tests::enc(q)
+    ))
+}
+
+#[test]
+fn a_query_over_its_series_or_time_limit_is_stopped_with_the_limit_named() {
+    let server = Server::start(&["--ephemeral", "--query-max-series", "1000"]);
+    publish_users(&server, "wide", 0..5_000);
+    let (status, body) = graph_status(&server, "name,wide,:eq,:sum");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--query-max-series"), "{body}");
+    let (status, body) = graph_status(&server, "name,wide,:eq,user_id,12,:re,:and,:sum");
+    assert_eq!(status, 200, "a narrower query runs: {body}");
+
+    let server = Server::start(&["--ephemeral", "--query-timeout", "1ms"]);
+    publish_users(&server, "wide", 0..5_000);
+    let (status, body) = graph_status(&server, "name,wide,:eq,:sum");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("--query-timeout"), "{body}");
+}
+
+#[test]
+fn live_queries_per_client_are_capped() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--ephemeral", "--live-max-per-client", "2"]);
+    let target = server.base.trim_start_matches("http://").to_string();
+    let open = || {
+        let mut s = std::net::TcpStream::connect(&target).unwrap();
+        s.write_all(
+            b"GET /api/v1/live?q=select%20*%20from%20requests HTTP/1.1\r\nHost: argus\r\n\r\n",
+        )
+        .unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut head = vec![0u8; 512];
+        let n = s.read(&mut head).unwrap();
+        (s, String::from_utf8_lossy(&head[..n]).to_string())
+    };
+    let (_a, first) = open();
+    let (_b, second) = open();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    let (_c, third) = open();
+    assert!(third.starts_with("HTTP/1.1 429"), "{third}");
+    assert!(third.contains("--live-max-per-client"), "{third}");
+    // Closing one frees its place.
+    drop(_a);
+    argus_tests::eventually(10, "a freed place", || {
+        let (s, resp) = open();
+        resp.starts_with("HTTP/1.1 200").then_some(s)
+    });
+}

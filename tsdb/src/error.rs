@@ -42,6 +42,9 @@ pub enum Error {
         limit: u64,
         setting: &'static str,
     },
+    /// A read stopped before its end: its deadline passed or its client went away.
+    #[error("query stopped: {0}")]
+    Stopped(String),
     /// The store could not make a write durable (a full disk, an I/O error); nothing of the
     /// write was applied, and the same write may succeed later.
     #[error("storage unavailable, retry later: {0}")]

@@ -19,6 +19,9 @@ pub use index::Postings;
 pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
 pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
+/// Fuzz entries for the store's file readers (not an API).
+#[doc(hidden)]
+pub use store::fuzzing;
 pub use store::{
     AppendOutcome, Cardinality, Clock, Durability, MaintenanceReport, MemoryStats, Recovery,
     Sample, SeriesLimits, SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig,

@@ -160,7 +160,7 @@ impl SeriesData {
             head.push(r.f64("head value")?);
         }
         let sealed = r.bytes("sealed units")?.to_vec();
-        Ok(SeriesData {
+        let data = SeriesData {
             dstype,
             written_in_pass: 0,
             norm: NormState::from_words(words),
@@ -168,7 +168,41 @@ impl SeriesData {
             head_block: head_code.wrapping_sub(1),
             head,
             sealed,
-        })
+        };
+        data.check_units(layout)?;
+        Ok(data)
+    }
+
+    /// Checks that the sealed units frame the buffer exactly, each within the unit size and
+    /// ending before the head: reads size their buffers from these headers.
+    fn check_units(&self, layout: Layout) -> Result<()> {
+        let corrupt = |what: String| Error::Corrupt(format!("sealed units: {what}"));
+        let mut end = 0usize;
+        let mut last_block = None;
+        for u in self.units() {
+            if u.n_blocks == 0 || u.n_blocks > layout.unit_blocks {
+                return Err(corrupt(format!("a unit of {} blocks", u.n_blocks)));
+            }
+            if u.start > u.end || u.header < end {
+                return Err(corrupt("overlapping units".into()));
+            }
+            let unit_end = u.first_block.checked_add(u.n_blocks);
+            if unit_end.is_none() || last_block.is_some_and(|b| u.first_block < b) {
+                return Err(corrupt("units out of order".into()));
+            }
+            last_block = unit_end;
+            end = u.end;
+        }
+        if end != self.sealed.len() {
+            return Err(corrupt(format!(
+                "{} bytes after the last unit",
+                self.sealed.len() - end
+            )));
+        }
+        if self.head_block != NO_BLOCK && last_block.is_some_and(|b| self.head_block < b) {
+            return Err(corrupt("the head lies before sealed data".into()));
+        }
+        Ok(())
     }
 
     fn units(&self) -> impl Iterator<Item = Unit> + '_ {

@@ -235,6 +235,16 @@ fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }
 }
 
+/// Ids a damaged log may skip past the ids in use (see [`Store::reconcile_series`]).
+const MAX_ID_SKIP: usize = 1 << 16;
+
+/// The largest series id a snapshot of `len` bytes can plausibly hold: ids are reused, so a
+/// store's ids stay near its series count, and every series costs a snapshot at least a few
+/// bytes. A larger id is damage, and taking it would allocate for every id below it.
+fn max_id(len: usize) -> u64 {
+    4 * len as u64 + 1024
+}
+
 /// What loading a snapshot gives recovery: the lsn each shard holds, the largest, the series
 /// count and the owner's extra bytes.
 struct Loaded {
@@ -406,7 +416,7 @@ impl Store {
         match kind {
             KIND_SERIES => {
                 let (id, dstype, tags) = decode_series(payload)?;
-                self.reconcile_series(id, &tags, dstype);
+                self.reconcile_series(id, &tags, dstype)?;
                 replay.recovery.series_defined += 1;
             }
             KIND_SAMPLES => {
@@ -434,11 +444,20 @@ impl Store {
     /// Makes series `id` the one with `tags`, as the log says it was created: a series the
     /// snapshot holds under another id, or another series at this id, was dropped before
     /// the crash (its id reused), so it goes.
-    fn reconcile_series(&self, id: SeriesId, tags: &TagMap, dstype: DsType) {
+    fn reconcile_series(&self, id: SeriesId, tags: &TagMap, dstype: DsType) -> Result<()> {
         let hash = hash_tags(tags.iter());
         let mut cat = self.catalog.write();
+        // Ids are handed out in order (or reused), so a logged id is at most the ids in use
+        // plus what lost records could have skipped; a larger one is damage, and taking it
+        // would allocate for every id below it.
+        if id as usize > cat.tags.len() + MAX_ID_SKIP {
+            return Err(Error::Corrupt(format!(
+                "series record for id {id}, far beyond the {} ids in use",
+                cat.tags.len()
+            )));
+        }
         match cat.find(hash, tags) {
-            Some(existing) if existing == id => return,
+            Some(existing) if existing == id => return Ok(()),
             Some(existing) => {
                 self.remove(&mut cat, existing, i64::MAX);
             }
@@ -448,6 +467,7 @@ impl Store {
             self.remove(&mut cat, id, i64::MAX);
         }
         self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
+        Ok(())
     }
 
     fn rebuild_free_list(&self) {
@@ -603,7 +623,11 @@ impl Store {
     /// Loads a snapshot into this (empty) store.
     fn load_snapshot(&self, path: &Path) -> Result<Loaded> {
         let map = map_file(path).map_err(|e| Error::Corrupt(format!("cannot be read: {e}")))?;
-        let buf: &[u8] = &map;
+        self.load_snapshot_bytes(&map)
+    }
+
+    /// Loads a snapshot's bytes into this (empty) store.
+    fn load_snapshot_bytes(&self, buf: &[u8]) -> Result<Loaded> {
         let mut pos = 0;
         let section = |pos: &mut usize| -> Result<(u8, &[u8])> {
             let (kind, payload, end) = record_at(buf, *pos).ok_or_else(|| {
@@ -660,7 +684,7 @@ impl Store {
             sections += 1;
             match kind {
                 SECTION_SERIES => {
-                    let (shard_no, lsn, n) = self.load_section(payload)?;
+                    let (shard_no, lsn, n) = self.load_section(payload, max_id(buf.len()))?;
                     skip[shard_no] = lsn;
                     seen_shard[shard_no] = true;
                     series += n;
@@ -696,7 +720,7 @@ impl Store {
     }
 
     /// Installs one series section: (shard, its lsn, series in it).
-    fn load_section(&self, payload: &[u8]) -> Result<(usize, u64, usize)> {
+    fn load_section(&self, payload: &[u8], max_id: u64) -> Result<(usize, u64, usize)> {
         let mut r = Reader::new(payload, "snapshot series section");
         let shard_no = r.u32("shard")? as usize;
         if shard_no >= SHARDS {
@@ -720,6 +744,11 @@ impl Store {
                 .map_err(|_| Error::Corrupt("series id over 32 bits".into()))?;
             if id as usize % SHARDS != shard_no {
                 return Err(Error::Corrupt(format!("series {id} in shard {shard_no}")));
+            }
+            if u64::from(id) > max_id {
+                return Err(Error::Corrupt(format!(
+                    "series id {id} is implausibly large for the file's size"
+                )));
             }
             if cat.tags.get(id as usize).is_some_and(Option::is_some) {
                 return Err(Error::Corrupt(format!("series {id} appears twice")));
@@ -815,4 +844,115 @@ fn prune(durability: &Durability) -> (usize, usize) {
         }
     }
     removed
+}
+
+/// Entries for the fuzz targets and their corpus replay (`tsdb/fuzz`, `tests/fuzz_corpus.rs`):
+/// the store's own file readers, which a damaged disk can fill with anything. Each reads
+/// `data` into a fresh store and then reads every value back; nothing may panic, and
+/// allocations stay proportional to `data`.
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn store() -> Store {
+        // A fixed clock: what is kept must not depend on when the input runs.
+        Store::with_clock(
+            StoreConfig::new(60_000, 6 * 3_600_000),
+            Arc::new(|| 1_700_000_000_000),
+        )
+    }
+
+    fn read_everything(store: &Store) {
+        use crate::read::{Consolidation, ReadRequest, SeriesSource};
+        let ids = store.select(&crate::Matcher::True);
+        let req = ReadRequest {
+            start_ms: 1_700_000_000_000 / 60_000 * 60_000 - 7 * 3_600_000,
+            end_ms: 1_700_000_000_000 / 60_000 * 60_000 + 3_600_000,
+            step_ms: 60_000,
+            cf: Consolidation::Avg,
+        };
+        let _ = store.visit_values(&ids, &req, &mut |_, _| {});
+        store.visit_tags(&ids, &mut |_, _| {});
+        store.maintain();
+    }
+
+    /// Frames `data` read as `[kind u8][len u16 LE][payload]…` into records with valid
+    /// checksums, so that the fuzzer reaches the decoders behind the CRC (random bytes
+    /// almost never carry a valid one).
+    pub fn reframe(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let mut pos = 0;
+        while pos + 3 <= data.len() {
+            let kind = data[pos];
+            let len = usize::from(u16::from_le_bytes([data[pos + 1], data[pos + 2]]));
+            let end = (pos + 3 + len).min(data.len());
+            wal::frame(&mut out, kind, |p| p.extend_from_slice(&data[pos + 3..end]));
+            pos = end;
+        }
+        out
+    }
+
+    /// The inverse of [`reframe`], for making seeds from real files: each record as
+    /// `[kind][len u16][payload]` (records longer than `u16::MAX` are left out).
+    pub fn unframe(file: &[u8], from: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut pos = from;
+        while let Some((kind, payload, end)) = record_at(file, pos) {
+            if let Ok(len) = u16::try_from(payload.len()) {
+                out.push(kind);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(payload);
+            }
+            pos = end;
+        }
+        out
+    }
+
+    /// A write-ahead log segment (header optional), then the same bytes reframed.
+    pub fn wal_segment(data: &[u8]) {
+        wal_bytes(data);
+        let mut segment = wal::segment_header(0).to_vec();
+        segment.extend_from_slice(&reframe(data));
+        wal_bytes(&segment);
+    }
+
+    fn wal_bytes(data: &[u8]) {
+        let store = store();
+        let mut recovery = Recovery::default();
+        let mut origins = 0usize;
+        let mut on_origin = |_: &[u8]| origins += 1;
+        let mut replay = Replay {
+            skip_through: [0; SHARDS],
+            max_lsn: 0,
+            samples: Vec::new(),
+            recovery: &mut recovery,
+            on_origin: &mut on_origin,
+        };
+        let from = if data.starts_with(wal::SEGMENT_MAGIC) {
+            SEGMENT_HEADER_LEN
+        } else {
+            0
+        };
+        let _ = wal::check_segment_header(data, 0);
+        wal::scan_records(data, from.min(data.len()), &mut |kind, payload| {
+            store.replay_record(kind, payload, &mut replay)
+        });
+        store.rebuild_free_list();
+        read_everything(&store);
+    }
+
+    /// A snapshot file, then the same bytes reframed.
+    pub fn snapshot(data: &[u8]) {
+        snapshot_bytes(data);
+        snapshot_bytes(&reframe(data));
+    }
+
+    fn snapshot_bytes(data: &[u8]) {
+        let store = store();
+        if store.load_snapshot_bytes(data).is_ok() {
+            store.rebuild_free_list();
+            read_everything(&store);
+        }
+    }
 }
