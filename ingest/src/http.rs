@@ -561,10 +561,23 @@ async fn graph(
     let cancel = Cancel::default();
     // Dropped with this request: when the client goes away, the query stops.
     let _stop_when_dropped = cancel.on_drop();
+    let metrics = state.metrics.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
-        let guarded = Guarded::new(&store, timeout, max_series, cancel);
-        let result = evaluate_with_limits(&req, &guarded, &limits)?;
+        let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
+        let result = evaluate_with_limits(&req, &guarded, &limits);
+        if let Err(argus_query::Error::Store(e)) = &result {
+            let reason = match e {
+                argus_tsdb::Error::TooLarge { .. } => Some(0),
+                argus_tsdb::Error::Stopped(_) if cancel.is_set() => Some(2),
+                argus_tsdb::Error::Stopped(_) => Some(1),
+                _ => None,
+            };
+            if let Some(i) = reason {
+                metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let result = result?;
         Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
     })
     .await

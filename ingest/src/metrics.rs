@@ -13,7 +13,12 @@ use crate::validation::RejectReason;
 pub struct ServerMetrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Queries stopped by a limit, by which: series, time, client gone.
+    pub queries_stopped: [AtomicU64; 3],
 }
+
+/// The reasons of `argus_queries_stopped_total`, in `ServerMetrics::queries_stopped` order.
+pub const QUERY_STOP_REASONS: [&str; 3] = ["max_series", "timeout", "client_gone"];
 
 impl ServerMetrics {
     pub fn reject(&self, reason: RejectReason, n: u64) {
@@ -50,6 +55,17 @@ impl ServerMetrics {
             "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter"
         );
         let _ = writeln!(out, "argus_samples_stored_total {}", store.samples_stored());
+        let _ = writeln!(
+            out,
+            "# HELP argus_queries_stopped_total Graph queries stopped by a limit, by reason.\n# TYPE argus_queries_stopped_total counter"
+        );
+        for (reason, n) in QUERY_STOP_REASONS.iter().zip(&self.queries_stopped) {
+            let _ = writeln!(
+                out,
+                "argus_queries_stopped_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         if let Some(w) = store.wal_stats() {
             for (name, help, kind, value) in [
                 (

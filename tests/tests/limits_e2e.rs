@@ -170,3 +170,39 @@ fn live_queries_per_client_are_capped() {
         resp.starts_with("HTTP/1.1 200").then_some(s)
     });
 }
+
+/// A query's value in `argus_queries_stopped_total{reason}`.
+fn stopped(server: &Server, reason: &str) -> u64 {
+    let metrics = server.get("/metrics").1;
+    let prefix = format!("argus_queries_stopped_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn a_query_stops_when_its_client_goes_away() {
+    use std::io::Write;
+    let server = Server::start(&["--ephemeral"]);
+    for start in (0..100_000u64).step_by(25_000) {
+        publish_users(&server, "heavy", start..start + 25_000);
+    }
+    assert_eq!(stopped(&server, "client_gone"), 0);
+    // The whole query (eight passes over 100,000 series) takes far longer than the client
+    // waits.
+    let q = argus_tests::enc(&vec!["name,heavy,:eq,:sum"; 8].join(","));
+    let target = server.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&target).unwrap();
+    write!(
+        s,
+        "GET /api/v1/graph?q={q}&s=e-6h&format=json HTTP/1.1\r\nHost: argus\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(s);
+    argus_tests::eventually(30, "the query stopped for its vanished client", || {
+        (stopped(&server, "client_gone") == 1).then_some(())
+    });
+}
