@@ -192,7 +192,7 @@ fn a_query_stops_when_its_client_goes_away() {
     assert_eq!(stopped(&server, "client_gone"), 0);
     // The whole query (eight passes over 100,000 series) takes far longer than the client
     // waits.
-    let q = argus_tests::enc(&vec!["name,heavy,:eq,:sum"; 8].join(","));
+    let q = argus_tests::enc(&["name,heavy,:eq,:sum"; 8].join(","));
     let target = server.base.trim_start_matches("http://").to_string();
     let mut s = std::net::TcpStream::connect(&target).unwrap();
     write!(
