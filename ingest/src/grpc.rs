@@ -637,6 +637,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let max = state.cfg.grpc_max_message_bytes;
+    let first_bytes_within = Duration::from_millis(state.cfg.http_header_timeout_ms.max(1) as u64);
     let mut builder = tonic::transport::Server::builder();
     if let Some(files) = &state.cfg.tls {
         builder = builder
@@ -675,7 +676,7 @@ pub async fn serve(
         .add_service(metrics)
         .add_service(logs)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            crate::grpc_io::incoming(listener, first_bytes_within),
             shutdown,
         )
         .await

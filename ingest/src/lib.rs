@@ -9,6 +9,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
+pub mod grpc_io;
 pub mod http;
 pub mod http_serve;
 pub mod live;

@@ -206,3 +206,45 @@ fn a_query_stops_when_its_client_goes_away() {
         (stopped(&server, "client_gone") == 1).then_some(())
     });
 }
+
+#[test]
+fn queries_beyond_the_concurrency_limit_wait_then_are_refused() {
+    let server = Server::start(&[
+        "--ephemeral",
+        "--max-concurrent-queries",
+        "1",
+        "--query-timeout",
+        "300ms",
+    ]);
+    for start in (0..100_000u64).step_by(25_000) {
+        publish_users(&server, "busy", start..start + 25_000);
+    }
+    // Six heavy queries at once: one runs, the others wait for its slot at most 300 ms each,
+    // so the later ones cannot get it in time.
+    let q = argus_tests::enc(&["name,busy,:eq,:sum"; 8].join(","));
+    let base = server.base.clone();
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let url = format!("{base}/api/v1/graph?q={q}&s=e-6h&format=json");
+                scope.spawn(move || {
+                    let mut resp = Server::agent().get(&url).call().unwrap();
+                    let status = resp.status().as_u16();
+                    let retry = resp.headers().contains_key("retry-after");
+                    let body = resp.body_mut().read_to_string().unwrap_or_default();
+                    (status, format!("{body} retry-after={retry}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<&(u16, String)> = answers
+        .iter()
+        .filter(|(_, b)| b.contains("--max-concurrent-queries"))
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    for (status, body) in refused {
+        assert_eq!(*status, 503, "{body}");
+        assert!(body.ends_with("retry-after=true"), "{body}");
+    }
+}

@@ -23,17 +23,22 @@ fn addr(server: &Server) -> String {
     server.base.trim_start_matches("http://").to_string()
 }
 
-/// Whether the server has closed `s` (EOF or reset), without blocking long.
+/// Whether the server has closed `s` (EOF or reset), without blocking long. What it sent
+/// first (an HTTP/2 server's settings) is read past.
 fn closed(s: &mut TcpStream) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(1)));
     let mut buf = [0u8; 512];
-    match s.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
     }
 }
 
@@ -159,4 +164,50 @@ fn a_100_mib_body_is_refused_without_being_read() {
         "resident memory went from {before} KiB to {after} KiB for a refused 100 MiB body"
     );
     assert_eq!(server.get("/healthz").0, 200);
+}
+
+#[test]
+fn silent_and_trickling_grpc_connections_are_closed_and_agents_still_deliver() {
+    let server = Server::start(&["--ephemeral", "--step", "1s", "--http-header-timeout", "2s"]);
+    let target = server.grpc.trim_start_matches("http://").to_string();
+    let mut silent: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&target).unwrap())
+        .collect();
+    let mut trickling: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&target).unwrap())
+        .collect();
+    let agent = argus_tests::Agent::start(&server.grpc, &["--step", "1s", "--no-host-metrics"]);
+    let payload = json!({"tags": {"name": "grpc.slow", "atlas.dstype": "gauge"},
+        "metrics": [{"timestamp": now_ms() - 2000, "value": 3.0}]});
+    let (status, body) = agent.post("/api/v1/publish", payload.to_string().as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        for s in trickling.iter_mut() {
+            // The HTTP/2 preface, one byte at a time.
+            let _ = s.write_all(b"P");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let open = silent
+        .iter_mut()
+        .chain(trickling.iter_mut())
+        .map(closed)
+        .filter(|c| !c)
+        .count();
+    assert_eq!(
+        open, 0,
+        "gRPC connections without a preface in time must be closed"
+    );
+    let q = argus_tests::enc("name,grpc.slow,:eq,:max");
+    argus_tests::eventually(
+        20,
+        "the agent's datapoint beside 600 slow connections",
+        || {
+            let v = server.get_json(&format!(
+                "/api/v1/graph?q={q}&s=e-2m&step=1s&format=stats.json"
+            ));
+            (v["stats"][0]["max"].as_f64() == Some(3.0)).then_some(())
+        },
+    );
 }
