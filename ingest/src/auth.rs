@@ -186,9 +186,47 @@ pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
     }
 }
 
+/// The tokens in force: loaded from `--auth-file` at start, and again on `SIGHUP`, so
+/// tokens rotate without a restart. A file that does not load keeps the tokens before it.
+#[derive(Debug, Default)]
+pub struct TokenStore {
+    path: Option<std::path::PathBuf>,
+    current: parking_lot::RwLock<Option<std::sync::Arc<Tokens>>>,
+}
+
+impl TokenStore {
+    /// Loads `path` (`None`: no authentication).
+    pub fn open(path: Option<&Path>) -> anyhow::Result<TokenStore> {
+        let current = match path {
+            Some(p) => Some(std::sync::Arc::new(Tokens::from_file(p)?)),
+            None => None,
+        };
+        Ok(TokenStore {
+            path: path.map(Path::to_path_buf),
+            current: parking_lot::RwLock::new(current),
+        })
+    }
+
+    pub fn get(&self) -> Option<std::sync::Arc<Tokens>> {
+        self.current.read().clone()
+    }
+
+    /// Reads the file again; the number of tokens now in force. Without `--auth-file`
+    /// there is nothing to reload.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let Some(path) = &self.path else {
+            bail!("no --auth-file to reload");
+        };
+        let tokens = Tokens::from_file(path)?;
+        let n = tokens.entries.len();
+        *self.current.write() = Some(std::sync::Arc::new(tokens));
+        Ok(n)
+    }
+}
+
 /// HTTP middleware: lets a request through only with a token that has its route's role.
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(tokens) = state.tokens.as_deref() else {
+    let Some(tokens) = state.tokens.get() else {
         return next.run(req).await;
     };
     let route = req
@@ -227,10 +265,10 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
 
 /// The gRPC interceptor: every service on the gRPC port takes data, so it needs `write`.
 pub fn grpc_interceptor(
-    tokens: Option<std::sync::Arc<Tokens>>,
+    tokens: std::sync::Arc<TokenStore>,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |req: tonic::Request<()>| {
-        let Some(tokens) = tokens.as_deref() else {
+        let Some(tokens) = tokens.get() else {
             return Ok(req);
         };
         let authorization = req

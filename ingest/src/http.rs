@@ -44,7 +44,7 @@ pub struct AppState {
     pub connected: Arc<Mutex<HashMap<String, Hello>>>,
     pub remote_write: Arc<RemoteWriteState>,
     /// Bearer tokens, when `--auth-file` is set (see `auth.rs`).
-    pub tokens: Option<Arc<crate::auth::Tokens>>,
+    pub tokens: Arc<crate::auth::TokenStore>,
     /// Graph queries running at once (`--max-concurrent-queries`).
     pub query_permits: Arc<tokio::sync::Semaphore>,
 }
@@ -71,7 +71,7 @@ impl AppState {
             agents: Arc::new(agents),
             connected: Arc::new(Mutex::new(HashMap::new())),
             remote_write: Arc::new(RemoteWriteState::default()),
-            tokens: None,
+            tokens: Arc::new(crate::auth::TokenStore::default()),
             query_permits,
         }
     }

@@ -27,10 +27,7 @@ pub fn new_state(cfg: ServerConfig) -> AppState {
 /// The server's state: in memory with `--ephemeral`, else recovered from `--data-dir`
 /// (newest whole snapshot, then the write-ahead log), with what recovery found.
 pub fn open_state(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
-    let tokens = match &cfg.auth_file {
-        Some(path) => Some(Arc::new(crate::auth::Tokens::from_file(path)?)),
-        None => None,
-    };
+    let tokens = Arc::new(crate::auth::TokenStore::open(cfg.auth_file.as_deref())?);
     let (mut state, recovery) = open_store(cfg)?;
     state.tokens = tokens;
     Ok((state, recovery))
@@ -164,6 +161,7 @@ pub async fn run(
     println!("argus: gRPC listening on {grpc_addr}");
 
     let live_ticker = tokio::spawn(state.events.live.clone().run_ticker());
+    let reload_tokens = tokio::spawn(reload_tokens_on_hangup(state.tokens.clone()));
     let durability = state
         .store
         .is_durable()
@@ -237,6 +235,7 @@ pub async fn run(
     maintenance.abort();
     reclaim.abort();
     live_ticker.abort();
+    reload_tokens.abort();
     if let Some(task) = durability {
         task.abort();
         // A clean stop leaves a snapshot, so the next start replays almost no log.
@@ -250,6 +249,30 @@ pub async fn run(
     }
     served?;
     grpc_served.context("serving gRPC")
+}
+
+/// Reloads `--auth-file` on every SIGHUP (token rotation without a restart). A file that
+/// does not load is reported, and the tokens before it stay in force.
+async fn reload_tokens_on_hangup(tokens: Arc<crate::auth::TokenStore>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tokens.reload() {
+                Ok(n) => tracing::info!(tokens = n, "auth file reloaded"),
+                Err(e) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "auth file not reloaded; the tokens before it stay in force"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -253,3 +253,37 @@ fn every_grpc_service_needs_a_write_token_and_an_agent_with_one_delivers() {
     assert!(health["reconnects"].as_u64().unwrap_or(0) >= 1, "{health}");
     assert!(health["buffer.bytes"].as_u64().unwrap_or(0) > 0, "{health}");
 }
+
+#[test]
+fn tokens_rotate_on_sighup_without_a_restart() {
+    let (server, dir) = auth_server(&[]);
+    let file = dir.join("tokens.toml");
+    assert_eq!(call(&server, "GET", "/api/v1/tags", b"", Some(READ)).0, 200);
+    const ROTATED: &str = "rotated-read-token-0123456789";
+    std::fs::write(
+        &file,
+        format!("[[token]]\nname = \"dashboards\"\nrole = \"read\"\nsecret = \"{ROTATED}\"\n"),
+    )
+    .unwrap();
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hangup();
+    eventually(10, "the rotated token in force", || {
+        (call(&server, "GET", "/api/v1/tags", b"", Some(ROTATED)).0 == 200).then_some(())
+    });
+    assert_eq!(call(&server, "GET", "/api/v1/tags", b"", Some(READ)).0, 401);
+    // A file that does not load leaves the tokens in force (and the server running).
+    std::fs::write(&file, "[[token]\nbroken").unwrap();
+    hangup();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        call(&server, "GET", "/api/v1/tags", b"", Some(ROTATED)).0,
+        200
+    );
+    assert_eq!(call(&server, "GET", "/healthz", b"", None).0, 200);
+}
