@@ -165,38 +165,23 @@ fn tls_and_mutual_tls_between_a_real_agent_and_the_server() {
     assert_ne!(curl(&plain, None).0, 200, "plain HTTP on the TLS port");
 
     let grpc = server.grpc.replacen("http://", "https://", 1);
-    let with_cert = Agent::start(
-        &grpc,
-        &[
-            "--step",
-            "1s",
-            "--no-host-metrics",
-            "--tls-ca",
-            &ca,
-            "--tls-cert",
-            &path(&dir, "agent.pem"),
-            "--tls-key",
-            &path(&dir, "agent.key"),
-        ],
-    );
-    let without_cert = Agent::start(
-        &grpc,
-        &["--step", "1s", "--no-host-metrics", "--tls-ca", &ca],
-    );
-    let rogue = Agent::start(
-        &grpc,
-        &[
-            "--step",
-            "1s",
-            "--no-host-metrics",
-            "--tls-ca",
-            &ca,
-            "--tls-cert",
-            &path(&dir, "rogue.pem"),
-            "--tls-key",
-            &path(&dir, "rogue.key"),
-        ],
-    );
+    // An agent trusting the server's CA, with the client certificate `name` if any.
+    let agent = |name: Option<&str>| {
+        let mut args = vec!["--step", "1s", "--no-host-metrics", "--tls-ca", &ca];
+        let files = name.map(|n| {
+            (
+                path(&dir, &format!("{n}.pem")),
+                path(&dir, &format!("{n}.key")),
+            )
+        });
+        if let Some((cert, key)) = &files {
+            args.extend(["--tls-cert", cert.as_str(), "--tls-key", key.as_str()]);
+        }
+        Agent::start(&grpc, &args)
+    };
+    let with_cert = agent(Some("agent"));
+    let without_cert = agent(None);
+    let rogue = agent(Some("rogue"));
     publish(&with_cert, "tls.trusted");
     publish(&without_cert, "tls.nocert");
     publish(&rogue, "tls.rogue");

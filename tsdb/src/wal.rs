@@ -169,15 +169,15 @@ pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
 }
 
-/// The segments in `dir`, by number.
-pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// Files in `dir` named `<number><suffix>` (segments, snapshots), by number, ascending.
+pub(crate) fn numbered_files(dir: &Path, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let number = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.strip_suffix(suffix))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(n) = number {
             out.push((n, path));
@@ -185,6 +185,11 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The segments in `dir`, by number.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    numbered_files(dir, ".wal")
 }
 
 pub(crate) fn segment_header(segment: u64) -> [u8; SEGMENT_HEADER_LEN] {

@@ -208,19 +208,8 @@ fn snapshot_path(dir: &Path, wal_segment: u64) -> PathBuf {
 
 /// Snapshots in `dir`, newest first, with the log segment each replays from.
 fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let number = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".snap"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(n) = number {
-            out.push((n, path));
-        }
-    }
-    out.sort_by(|a, b| b.cmp(a));
+    let mut out = wal::numbered_files(dir, ".snap")?;
+    out.reverse();
     Ok(out)
 }
 
