@@ -31,11 +31,11 @@ fn advance(store: &Store, clock: &AtomicI64, step: i64) -> i64 {
 }
 
 /// A store whose clock follows the benchmark's timestamps, so every step is accepted.
-fn store(clock: Arc<AtomicI64>) -> Store {
-    Store::with_clock(
+fn store(clock: Arc<AtomicI64>) -> Arc<Store> {
+    Arc::new(Store::with_clock(
         StoreConfig::new(STEP_MS, 6 * 3_600_000),
         Arc::new(move || clock.load(Ordering::Relaxed)),
-    )
+    ))
 }
 
 fn tags(i: u32) -> Vec<(String, String)> {
@@ -53,7 +53,7 @@ fn value(i: u32, step: i64) -> f64 {
 fn argus_v1(c: &mut Criterion) {
     let clock = Arc::new(AtomicI64::new(START_MS));
     let store = store(clock.clone());
-    let mut series = StreamSeries::default();
+    let mut series = StreamSeries::new(store.clone());
     let definitions = (0..SERIES)
         .map(|i| SeriesDef {
             id: i,
@@ -69,7 +69,7 @@ fn argus_v1(c: &mut Criterion) {
         definitions,
         groups: vec![],
     };
-    series.convert(&store, &first);
+    series.convert(&store.writer(), &first);
     let mut step = 0i64;
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(u64::from(SERIES)));
@@ -91,8 +91,10 @@ fn argus_v1(c: &mut Criterion) {
             },
             |bytes| {
                 let decoded = MetricBatch::decode(bytes.as_slice()).expect("decodes");
-                let mut conv = series.convert(&store, &decoded);
-                black_box(conv.store(&store, &[]).unwrap());
+                let writer = store.writer();
+                let mut conv = series.convert(&writer, &decoded);
+                black_box(conv.store(&writer, &[]).unwrap());
+                drop(writer);
                 series.recycle(std::mem::take(&mut conv.samples));
             },
             criterion::BatchSize::LargeInput,
@@ -151,8 +153,9 @@ fn remote_write(c: &mut Criterion) {
                 let raw = snap::raw::Decoder::new()
                     .decompress_vec(&body)
                     .expect("decompresses");
-                let mut conv = state.convert(&store, &raw).expect("parses");
-                black_box(conv.store(&store, &[]).unwrap());
+                let writer = store.writer();
+                let mut conv = state.convert(&writer, &raw).expect("parses");
+                black_box(conv.store(&writer, &[]).unwrap());
             },
             criterion::BatchSize::LargeInput,
         )
@@ -190,7 +193,7 @@ fn publish(c: &mut Criterion) {
             |(body, now)| {
                 let parsed = parse_payload(&body, Mode::Publish, now, 60_000, 6 * 3_600_000)
                     .expect("parses");
-                black_box(store_datapoints(&store, parsed).unwrap())
+                black_box(store_datapoints(&store.writer(), parsed).unwrap())
             },
             criterion::BatchSize::LargeInput,
         )

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub wal_fsync: WalFsync,
     /// How often the store is snapshotted (and the log behind it removed).
     pub snapshot_interval_ms: i64,
+    /// How often maintenance seals old heads, drops expired data and removes empty series.
+    pub maintenance_interval_ms: i64,
     /// Most series in the store; new series over it are refused.
     pub max_series: u64,
     /// Most series sharing one `name`; new series over it are refused.
@@ -143,6 +145,7 @@ impl Default for ServerConfig {
             ephemeral: false,
             wal_fsync: WalFsync::Every(1_000),
             snapshot_interval_ms: 15 * 60_000,
+            maintenance_interval_ms: 10_000,
             max_series: 5_000_000,
             max_series_per_metric: 1_000_000,
             http_header_timeout_ms: 10_000,
@@ -174,6 +177,7 @@ pub struct ConfigLayer {
     pub ephemeral: Option<bool>,
     pub wal_fsync: Option<String>,
     pub snapshot_interval: Option<String>,
+    pub maintenance_interval: Option<String>,
     pub max_series: Option<u64>,
     pub max_series_per_metric: Option<u64>,
     pub http_header_timeout: Option<String>,
@@ -211,6 +215,7 @@ impl ConfigLayer {
             ephemeral: self.ephemeral.or(lower.ephemeral),
             wal_fsync: self.wal_fsync.or(lower.wal_fsync),
             snapshot_interval: self.snapshot_interval.or(lower.snapshot_interval),
+            maintenance_interval: self.maintenance_interval.or(lower.maintenance_interval),
             max_series: self.max_series.or(lower.max_series),
             max_series_per_metric: self.max_series_per_metric.or(lower.max_series_per_metric),
             http_header_timeout: self.http_header_timeout.or(lower.http_header_timeout),
@@ -270,6 +275,11 @@ impl ConfigLayer {
                 self.snapshot_interval,
                 d.snapshot_interval_ms,
                 "snapshot-interval",
+            )?,
+            maintenance_interval_ms: dur(
+                self.maintenance_interval,
+                d.maintenance_interval_ms,
+                "maintenance-interval",
             )?,
             max_series: self.max_series.unwrap_or(d.max_series),
             max_series_per_metric: self

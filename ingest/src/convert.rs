@@ -10,7 +10,9 @@ use argus_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use argus_proto::otlp::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use argus_proto::remote_write::{MetricType, STALE_NAN_BITS};
 use argus_proto::v1;
-use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap};
+use std::sync::Arc;
+
+use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap, Writer};
 use parking_lot::RwLock;
 
 use crate::events::Event;
@@ -45,8 +47,9 @@ impl Converted {
     /// window) to the refusals. Returns the number stored, or the store's retryable error
     /// (nothing stored) when it cannot make the batch durable; `origin` goes into the log
     /// with the batch (see `Store::try_append_batch`).
-    pub fn store(&mut self, store: &Store, origin: &[u8]) -> Result<usize, argus_tsdb::Error> {
-        let outcome = store.try_append_batch(&self.samples, origin)?;
+    /// The writer must be the one the samples' series were resolved under.
+    pub fn store(&mut self, w: &Writer<'_>, origin: &[u8]) -> Result<usize, argus_tsdb::Error> {
+        let outcome = w.try_append_batch(&self.samples, origin)?;
         for (_, err) in outcome.rejected {
             self.reject(Rejection::new(
                 RejectReason::OutOfRetention,
@@ -99,23 +102,41 @@ fn sanitize_key(k: &str) -> String {
 // The agent protocol.
 
 /// One stream's series table: the agent's local ids to store ids (or why a series was
-/// refused).
-#[derive(Default)]
+/// refused). The table outlives any one [`Writer`], so every id in it is pinned: the store
+/// keeps those series, however long they stay empty, until the stream ends.
 pub struct StreamSeries {
+    store: Arc<Store>,
     ids: Vec<Option<Result<SeriesId, Rejection>>>,
     /// The last batch's sample buffer, reused: batches are large and alike.
     spare: Vec<Sample>,
+}
+
+impl Drop for StreamSeries {
+    fn drop(&mut self) {
+        let pinned: Vec<SeriesId> = self.ids.iter().flatten().flatten().copied().collect();
+        self.store.unpin(&pinned);
+    }
 }
 
 /// Local series ids above this are refused: they index a table per stream.
 pub const MAX_LOCAL_ID: u32 = 10_000_000;
 
 impl StreamSeries {
+    pub fn new(store: Arc<Store>) -> Self {
+        StreamSeries {
+            store,
+            ids: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
     /// Converts a metric batch: new definitions are resolved (tags checked with Atlas's
-    /// rules; `atlas.dstype` picks the normalization, rate by default), then every sample
-    /// is mapped to its series.
-    pub fn convert(&mut self, store: &Store, batch: &v1::MetricBatch) -> Converted {
+    /// rules; `atlas.dstype` picks the normalization, rate by default) and pinned, then
+    /// every sample is mapped to its series. `w` is a writer of this stream's store.
+    pub fn convert(&mut self, w: &Writer<'_>, batch: &v1::MetricBatch) -> Converted {
+        debug_assert!(std::ptr::eq(w.store(), &*self.store));
         let mut out = Converted::default();
+        let mut unpin = Vec::new();
         for def in &batch.definitions {
             if def.id > MAX_LOCAL_ID {
                 out.reject(Rejection::new(
@@ -130,16 +151,23 @@ impl StreamSeries {
                 .map(|t| (t.key.clone(), t.value.clone()))
                 .collect();
             let resolved = validate_tags(&tags).and_then(|()| {
-                store
-                    .try_resolve(&tags, None)
+                w.try_resolve(&tags, None)
                     .map_err(|e| Rejection::from_store(e, &tags))
             });
+            if let Ok(id) = resolved {
+                w.pin(&[id]);
+            }
             let i = def.id as usize;
             if self.ids.len() <= i {
                 self.ids.resize(i + 1, None);
             }
-            self.ids[i] = Some(resolved);
+            // A local id defined again (the agent's series table was reset) lets go of
+            // the series it named.
+            if let Some(Ok(old)) = self.ids[i].replace(resolved) {
+                unpin.push(old);
+            }
         }
+        self.store.unpin(&unpin);
         let n: usize = batch.groups.iter().map(|g| g.series.len()).sum();
         out.samples = std::mem::take(&mut self.spare);
         out.samples.clear();
@@ -453,7 +481,7 @@ impl RemoteWriteState {
     /// Converts a decompressed `WriteRequest`. Metadata updates the metric types first.
     /// Malformed protobuf fails the whole request (nothing is stored); a series that breaks
     /// Atlas's tag rules is refused with its reason and the rest is stored.
-    pub fn convert(&self, store: &Store, body: &[u8]) -> Result<Converted, WireError> {
+    pub fn convert(&self, writer: &Writer<'_>, body: &[u8]) -> Result<Converted, WireError> {
         let mut out = Converted::default();
         let mut series: Vec<std::ops::Range<usize>> = Vec::new();
         let mut w = Wire::new(body);
@@ -467,7 +495,9 @@ impl RemoteWriteState {
                 (_, t) => w.skip(t)?,
             }
         }
-        let dropped = store.series_dropped();
+        // Cached ids are good while no series has been removed since they were cached;
+        // none can be while `w` is held.
+        let dropped = writer.removals();
         {
             let cache = self.cache.read();
             if cache.epoch != dropped || cache.ids.len() > MAX_CACHED_SERIES {
@@ -479,7 +509,7 @@ impl RemoteWriteState {
         }
         SCRATCH.with(|cell| {
             let mut scratch = cell.take();
-            let result = self.convert_series(store, body, &series, &mut scratch, &mut out);
+            let result = self.convert_series(writer, body, &series, &mut scratch, &mut out);
             scratch.series.clear();
             scratch.samples.clear();
             scratch.ids.clear();
@@ -494,7 +524,7 @@ impl RemoteWriteState {
     /// then resolves the ones it does not know and emits the samples.
     fn convert_series(
         &self,
-        store: &Store,
+        w: &Writer<'_>,
         body: &[u8],
         series: &[std::ops::Range<usize>],
         scratch: &mut Scratch,
@@ -566,8 +596,7 @@ impl RemoteWriteState {
                     labels.push(parse_label(part)?);
                 }
                 let resolved = prometheus_series(&labels, &types).and_then(|(tags, dstype)| {
-                    store
-                        .try_resolve(&tags, Some(dstype))
+                    w.try_resolve(&tags, Some(dstype))
                         .map_err(|e| Rejection::from_store(e, &tags))
                 });
                 *id = match &resolved {
@@ -787,10 +816,10 @@ fn delta_per_step(value: f64, step_ms: i64) -> (DsType, f64) {
 /// - Tags: the point's attributes, plus `nf.app` from `service.name` and `nf.node` from
 ///   `host.name`; the name is the metric's. Characters Atlas does not allow become `_`.
 pub fn otlp_metrics(
-    store: &Store,
+    w: &Writer<'_>,
     req: &argus_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest,
 ) -> Converted {
-    let step_ms = store.config().step_ms;
+    let step_ms = w.store().config().step_ms;
     let mut points: Vec<Point> = Vec::new();
     let mut out = Converted::default();
     for rm in &req.resource_metrics {
@@ -812,8 +841,7 @@ pub fn otlp_metrics(
             Some((tags, id)) if *tags == p.tags => id.clone(),
             _ => {
                 let id = validate_tags(&p.tags).and_then(|()| {
-                    store
-                        .try_resolve(&p.tags, Some(p.dstype))
+                    w.try_resolve(&p.tags, Some(p.dstype))
                         .map_err(|e| Rejection::from_store(e, &p.tags))
                 });
                 last = Some((p.tags, id.clone()));
@@ -1192,10 +1220,13 @@ mod tests {
             &[0x0b][..],
             &[0xff; 11][..],
         ] {
-            let err = state.convert(&store, bad).unwrap_err();
+            let err = state.convert(&store.writer(), bad).unwrap_err();
             assert!(err.0.contains("byte"), "{}", err.0);
         }
-        assert_eq!(state.convert(&store, &[]).unwrap().samples.len(), 0);
+        assert_eq!(
+            state.convert(&store.writer(), &[]).unwrap().samples.len(),
+            0
+        );
     }
 
     #[test]

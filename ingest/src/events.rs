@@ -99,8 +99,9 @@ impl EventHub {
         }
         if !events.is_empty() {
             let tags = TagMap::from_pairs([("name", "argus.events.received"), ("stream", stream)]);
-            let id = self.store.resolve_as(&tags, DsType::Sum);
-            let _ = self.store.append_batch(&[Sample {
+            let writer = self.store.writer();
+            let id = writer.resolve_as(&tags, DsType::Sum);
+            let _ = writer.append_batch(&[Sample {
                 id,
                 ts_ms: self.store.now_ms(),
                 value: events.len() as f64,

@@ -25,13 +25,13 @@ pub fn publish_json(data: &[u8]) {
     let store = store();
     for mode in [Mode::Publish, Mode::Backfill] {
         if let Ok(parsed) = parse_payload(data, mode, NOW, 60_000, RETENTION) {
-            let _ = store_datapoints(&store, parsed);
+            let _ = store_datapoints(&store.writer(), parsed);
         }
     }
     if let Ok(body) = decode_body(data, Some("gzip"), LIMIT)
         && let Ok(parsed) = parse_payload(&body, Mode::Publish, NOW, 60_000, RETENTION)
     {
-        let _ = store_datapoints(&store, parsed);
+        let _ = store_datapoints(&store.writer(), parsed);
     }
 }
 
@@ -41,18 +41,20 @@ pub fn remote_write(data: &[u8]) {
     let store = store();
     let state = RemoteWriteState::default();
     for _ in 0..2 {
-        if let Ok(mut conv) = state.convert(&store, data) {
-            let _ = conv.store(&store, &[]);
+        let writer = store.writer();
+        if let Ok(mut conv) = state.convert(&writer, data) {
+            let _ = conv.store(&writer, &[]);
         }
     }
     if let Ok(len) = snap::raw::decompress_len(data)
         && len <= LIMIT
     {
         let mut raw = vec![0u8; len];
+        let writer = store.writer();
         if snap::raw::Decoder::new().decompress(data, &mut raw).is_ok()
-            && let Ok(mut conv) = state.convert(&store, &raw)
+            && let Ok(mut conv) = state.convert(&writer, &raw)
         {
-            let _ = conv.store(&store, &[]);
+            let _ = conv.store(&writer, &[]);
         }
     }
 }

@@ -312,7 +312,7 @@ impl Ingest for IngestService {
         let (tx, rx) = mpsc::channel(4);
         let svc = self.clone();
         tokio::spawn(async move {
-            let series = Arc::new(Mutex::new(StreamSeries::default()));
+            let series = Arc::new(Mutex::new(StreamSeries::new(svc.state.store.clone())));
             loop {
                 let batch = match inbound.message().await {
                     Ok(Some(b)) => b,
@@ -337,7 +337,8 @@ impl Ingest for IngestService {
                     let _permit = permit;
                     // Definitions are applied even for a resend: later batches of this
                     // stream may use them.
-                    let mut conv = series.lock().convert(&st.store, &batch);
+                    let writer = st.store.writer();
+                    let mut conv = series.lock().convert(&writer, &batch);
                     let _gate = st.agents.snapshot_gate.read();
                     let Some(mut claim) = Claim::take(&st.agents.metrics, &agent_key, seq) else {
                         return Ok((0, conv, true));
@@ -345,7 +346,8 @@ impl Ingest for IngestService {
                     let origin = AgentRegistry::origin(&agent_key, seq);
                     // On an error the claim is released: the agent keeps the batch and
                     // resends it once the store can take it again.
-                    let n = conv.store(&st.store, &origin)?;
+                    let n = conv.store(&writer, &origin)?;
+                    drop(writer);
                     claim.stored = true;
                     drop(claim);
                     series.lock().recycle(std::mem::take(&mut conv.samples));
@@ -536,8 +538,9 @@ impl MetricsService for OtlpService {
         let req = request.into_inner();
         let st = self.state.clone();
         let conv = tokio::task::spawn_blocking(move || {
-            let mut conv = convert::otlp_metrics(&st.store, &req);
-            conv.store(&st.store, &[]).map(|_| conv)
+            let writer = st.store.writer();
+            let mut conv = convert::otlp_metrics(&writer, &req);
+            conv.store(&writer, &[]).map(|_| conv)
         })
         .await
         .map_err(|e| Status::internal(format!("storing the export failed: {e}")))?

@@ -215,7 +215,7 @@ async fn ingest(
             st.cfg.publish_max_age_ms,
             st.cfg.retention_ms,
         )?;
-        let outcome = store_datapoints(&st.store, parsed)?;
+        let outcome = store_datapoints(&st.store.writer(), parsed)?;
         drop(decoded);
         crate::memory::note_churn();
         Ok::<_, PayloadError>(outcome)
@@ -360,15 +360,17 @@ async fn remote_write(
                 ),
             });
         }
+        let writer = st.store.writer();
         let mut conv = with_scratch(len, |raw| {
             snap::raw::Decoder::new()
                 .decompress(&body, raw)
                 .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
             st.remote_write
-                .convert(&st.store, raw)
+                .convert(&writer, raw)
                 .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))
         })?;
-        let stored = conv.store(&st.store, &[])?;
+        let stored = conv.store(&writer, &[])?;
+        drop(writer);
         crate::memory::note_churn();
         Ok::<_, ApiError>((stored, conv))
     })

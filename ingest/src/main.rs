@@ -135,7 +135,8 @@ struct EvalArgs {
 struct ServerArgs {
     /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
     /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
-    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval, max-series,
+    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval,
+    /// maintenance-interval, max-series,
     /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
     /// tls-key, tls-client-ca, query-timeout, query-max-series, max-concurrent-queries,
     /// live-max-per-client).
@@ -186,6 +187,10 @@ struct ServerArgs {
     /// [default: 15m].
     #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     snapshot_interval: Option<String>,
+    /// How often maintenance seals finished blocks, drops data past the retention and
+    /// removes series left empty [default: 10s].
+    #[arg(long, env = "ARGUS_MAINTENANCE_INTERVAL", value_name = "DURATION")]
+    maintenance_interval: Option<String>,
     /// Most series in the store: over it, new series are refused (existing ones keep
     /// ingesting), counted as series_limit [default: 5000000].
     #[arg(long, env = "ARGUS_MAX_SERIES", value_name = "N")]
@@ -249,6 +254,7 @@ impl ServerArgs {
             ephemeral: self.ephemeral.then_some(true),
             wal_fsync: self.wal_fsync,
             snapshot_interval: self.snapshot_interval,
+            maintenance_interval: self.maintenance_interval,
             max_series: self.max_series,
             max_series_per_metric: self.max_series_per_metric,
             http_header_timeout: self.http_header_timeout,

@@ -52,6 +52,11 @@ impl ServerMetrics {
         let _ = writeln!(out, "argus_series {}", store.series_count());
         let _ = writeln!(
             out,
+            "# HELP argus_series_removed_total Series removed by maintenance, left with nothing inside the retention.\n# TYPE argus_series_removed_total counter"
+        );
+        let _ = writeln!(out, "argus_series_removed_total {}", store.series_dropped());
+        let _ = writeln!(
+            out,
             "# HELP argus_samples_stored_total Samples accepted into the store.\n# TYPE argus_samples_stored_total counter"
         );
         let _ = writeln!(out, "argus_samples_stored_total {}", store.samples_stored());

@@ -101,7 +101,7 @@ pub fn load(path: &Path) -> anyhow::Result<(Store, i64)> {
             bail!("{}: series {n} has no tags", path.display());
         }
         let tags: TagMap = s.tags.iter().collect();
-        let id = store.resolve_as(&tags, DsType::Gauge);
+        let id = store.writer().resolve_as(&tags, DsType::Gauge);
         for (i, v) in s.values.iter().enumerate() {
             let Some(value) = v.value() else {
                 bail!("{}: series {n}, value {i}: not a number", path.display());
@@ -110,6 +110,7 @@ pub fn load(path: &Path) -> anyhow::Result<(Store, i64)> {
                 continue;
             }
             store
+                .writer()
                 .append(id, s.start + i as i64 * step, value)
                 .with_context(|| format!("{}: series {n}, value {i}", path.display()))?;
         }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 
-use argus_tsdb::{Sample, SeriesId, Store, TagMap};
+use argus_tsdb::{Sample, SeriesId, TagMap, Writer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -332,7 +332,7 @@ pub fn parse_payload(
 /// Stores the valid datapoints of a parsed payload. Series are resolved first and the samples
 /// go to the store as one batch, so no datapoint is ever half written.
 pub fn store_datapoints(
-    store: &Store,
+    w: &Writer<'_>,
     parsed: Vec<Result<Datapoint, Rejection>>,
 ) -> Result<PublishOutcome, PayloadError> {
     let mut outcome = PublishOutcome::default();
@@ -345,7 +345,7 @@ pub fn store_datapoints(
             Ok(dp) => {
                 let id = match &last {
                     Some((t, id)) if Arc::ptr_eq(t, &dp.tags) || **t == *dp.tags => *id,
-                    _ => match store.try_resolve(&dp.tags, None) {
+                    _ => match w.try_resolve(&dp.tags, None) {
                         Ok(id) => {
                             last = Some((dp.tags.clone(), id));
                             id
@@ -365,7 +365,7 @@ pub fn store_datapoints(
             }
         }
     }
-    let result = store
+    let result = w
         .try_append_batch(&samples, &[])
         .map_err(|e| PayloadError::Unavailable(e.to_string()))?;
     outcome.stored = result.stored;

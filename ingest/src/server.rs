@@ -12,8 +12,6 @@ use crate::config::{ServerConfig, WalFsync};
 use crate::grpc::AgentRegistry;
 use crate::http::{AppState, router};
 
-/// How often finished heads are sealed and expired data dropped.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 /// How often freed heap pages are handed back to the OS, if requests or maintenance freed
 /// any (see `memory.rs`).
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -167,8 +165,9 @@ pub async fn run(
         .is_durable()
         .then(|| tokio::spawn(durability_loop(state.clone())));
     let store = state.store.clone();
+    let every = Duration::from_millis(state.cfg.maintenance_interval_ms as u64);
     let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -110,7 +110,7 @@ fn build_store() -> Store {
             for (k, v) in extra {
                 tags.insert(k.to_string(), v.to_string());
             }
-            ids.push(store.resolve(&tags));
+            ids.push(store.writer().resolve(&tags));
             kinds.push(kind);
         }
     }
@@ -141,7 +141,7 @@ fn build_store() -> Store {
                 value: *v,
             });
         }
-        let out = store.append_batch(&batch);
+        let out = store.writer().append_batch(&batch);
         assert!(
             out.rejected.is_empty(),
             "rejected samples: {:?}",

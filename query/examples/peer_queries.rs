@@ -60,7 +60,7 @@ fn main() {
             "gauge"
         };
         tags.insert("atlas.dstype".into(), dstype.into());
-        let id = store.resolve(&tags);
+        let id = store.writer().resolve(&tags);
         batch.clear();
         for p in 0..points as usize {
             batch.push(Sample {
@@ -69,7 +69,7 @@ fn main() {
                 value: values[i * points as usize + p],
             });
         }
-        store.append_batch(&batch);
+        store.writer().append_batch(&batch);
     }
     store.maintain();
     let limits = Limits {

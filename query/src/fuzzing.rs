@@ -24,14 +24,14 @@ fn store() -> &'static Store {
                     ("statistic", stat),
                     ("percentile", &format!("T00{:02X}", 40 + i)),
                 ]);
-                let id = store.resolve_as(&tags, DsType::Gauge);
+                let id = store.writer().resolve_as(&tags, DsType::Gauge);
                 for t in 0..30 {
                     let v = if t % 7 == 3 {
                         f64::NAN
                     } else {
                         (t * (i + 1)) as f64
                     };
-                    let _ = store.append(id, T0 + t as i64 * STEP, v);
+                    let _ = store.writer().append(id, T0 + t as i64 * STEP, v);
                 }
             }
         }

@@ -23,14 +23,14 @@ fn store() -> &'static Store {
                 ("status", format!("{}", 200 + 100 * (i % 4))),
                 ("atlas.dstype", "gauge".to_string()),
             ]);
-            let id = store.resolve(&tags);
+            let id = store.writer().resolve(&tags);
             for p in 0..30 {
                 let v = if (i + p) % 7 == 0 {
                     f64::NAN
                 } else {
                     (i * p) as f64
                 };
-                let _ = store.append(id, T0 + p as i64 * STEP, v);
+                let _ = store.writer().append(id, T0 + p as i64 * STEP, v);
             }
         }
         store

@@ -129,10 +129,11 @@ fn load(lines: &[String]) -> Result<Loaded, String> {
         tags.insert("atlas.dstype".into(), "gauge".into());
         let values = parse_load_values(rest)?;
         points = points.max(values.len() as i64);
-        let id = store.resolve(&tags);
+        let id = store.writer().resolve(&tags);
         for (i, v) in values.iter().enumerate() {
             if let Some(v) = v {
                 store
+                    .writer()
                     .append(id, T0 + i as i64 * STEP, *v)
                     .map_err(|e| e.to_string())?;
             }

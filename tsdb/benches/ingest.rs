@@ -39,7 +39,7 @@ fn setup(dstype: &str, durable: bool) -> (Store, Arc<AtomicI64>, Vec<SeriesId>, 
     };
     let ids = (0..N_SERIES)
         .map(|i| {
-            store.resolve(&TagMap::from_pairs([
+            store.writer().resolve(&TagMap::from_pairs([
                 ("name", "bench.metric".to_string()),
                 ("nf.node", format!("i-{:05}", i / 10)),
                 ("series", format!("{}", i % 10)),
@@ -83,7 +83,7 @@ fn bench_append(c: &mut Criterion) {
                             value: value(kind, i, step),
                         }));
                         let start = Instant::now();
-                        let out = store.append_batch(&batch);
+                        let out = store.writer().append_batch(&batch);
                         total += start.elapsed();
                         assert_eq!(out.stored, N_SERIES);
                         if step % 60 == 0 {

@@ -85,7 +85,7 @@ fn main() {
             }
             .into(),
         );
-        let id = store.resolve(&map);
+        let id = store.writer().resolve(&map);
         let batch: Vec<Sample> = (0..points)
             .map(|j| Sample {
                 id,
@@ -93,7 +93,7 @@ fn main() {
                 value: values[i * points + j],
             })
             .collect();
-        store.append_batch(&batch);
+        store.writer().append_batch(&batch);
     }
     let after = rss();
     let n = series.len();

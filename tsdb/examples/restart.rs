@@ -44,7 +44,7 @@ fn main() {
     let started = Instant::now();
     let ids: Vec<u32> = (0..series)
         .map(|i| {
-            store.resolve(&TagMap::from_pairs([
+            store.writer().resolve(&TagMap::from_pairs([
                 ("name", format!("restart.metric{}", i % 50)),
                 ("nf.app", format!("app{}", i % 100)),
                 ("nf.node", format!("i-{:07}", i / 20)),
@@ -70,7 +70,10 @@ fn main() {
                 (step * (i as i64 % 97 + 1)) as f64
             },
         }));
-        store.try_append_batch(&batch, b"").expect("appending");
+        store
+            .writer()
+            .try_append_batch(&batch, b"")
+            .expect("appending");
         if step % 15 == 0 {
             store.maintain();
         }

@@ -24,7 +24,7 @@ pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
 pub use store::fuzzing;
 pub use store::{
     AppendOutcome, Cardinality, Clock, Durability, MaintenanceReport, MemoryStats, Recovery,
-    Sample, SeriesLimits, SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig,
+    Sample, SeriesLimits, SnapshotReport, SnapshotStart, StorageStats, Store, StoreConfig, Writer,
     system_clock,
 };
 pub use tags::{Interner, Sym, TagMap, Tags};

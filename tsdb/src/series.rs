@@ -36,8 +36,12 @@ impl Layout {
 /// so a series costs one allocation for all its history and skipping a unit is cheap.
 pub(crate) struct SeriesData {
     pub(crate) dstype: DsType,
-    /// The store's maintenance pass during which the series was last written (fits in
-    /// what was padding).
+    /// Holders that keep the series' id for longer than one write (an agent stream that
+    /// defined it): maintenance never removes a pinned series, so the id cannot come to
+    /// mean another series under them. Saturates, and a saturated count never drops.
+    pub(crate) pins: u16,
+    /// The store's maintenance pass during which the series was last written (this and
+    /// `pins` fit in what was padding).
     pub(crate) written_in_pass: u32,
     pub(crate) norm: NormState,
     /// First block of the first sealed unit (meaningless while `sealed` is empty).
@@ -109,6 +113,7 @@ impl SeriesData {
     pub(crate) fn new(dstype: DsType) -> Self {
         SeriesData {
             dstype,
+            pins: 0,
             written_in_pass: 0,
             norm: NormState::default(),
             first_block: 0,
@@ -162,6 +167,7 @@ impl SeriesData {
         let sealed = r.bytes("sealed units")?.to_vec();
         let data = SeriesData {
             dstype,
+            pins: 0,
             written_in_pass: 0,
             norm: NormState::from_words(words),
             first_block,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ahash::AHashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
 use crate::index::{Postings, TagIndex};
@@ -174,6 +174,10 @@ struct Catalog {
     collisions: AHashMap<u64, Vec<SeriesId>>,
     tags: Vec<Option<TagSet>>,
     free: Vec<SeriesId>,
+    /// Ids removed by the latest maintenance pass, free from the next one: a query that
+    /// selected a removed series before its id was reused would read the new series'
+    /// values under the old tags.
+    released: Vec<SeriesId>,
     index: TagIndex,
 }
 
@@ -230,10 +234,15 @@ impl Shard {
     }
 }
 
-/// The in-memory dimensional time-series store.
+/// The in-memory dimensional time-series store. Queries read it directly; writes go through
+/// a [`Writer`].
 pub struct Store {
     cfg: StoreConfig,
     clock: Clock,
+    /// Held shared by every [`Writer`] and exclusively by maintenance while it removes
+    /// series, so no series is removed, and no id reused, between a writer resolving an id
+    /// and writing to it. Lock order: writers, catalog, log, shard.
+    writers: RwLock<()>,
     catalog: RwLock<Catalog>,
     shards: Box<[RwLock<Shard>]>,
     samples_stored: AtomicU64,
@@ -259,6 +268,7 @@ impl Store {
         Store {
             cfg,
             clock,
+            writers: RwLock::new(()),
             catalog: RwLock::new(Catalog::default()),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             samples_stored: AtomicU64::new(0),
@@ -289,23 +299,14 @@ impl Store {
         self.catalog.read().find(hash, tags)
     }
 
-    /// The id of the series with exactly these tags, created if new. A new series is in the
-    /// index, and so visible to queries, before this returns. Its `atlas.dstype` tag (rate
-    /// when absent) says how samples land on steps.
-    pub fn resolve(&self, tags: &TagMap) -> SeriesId {
-        let dstype = tags
-            .get(DsType::TAG)
-            .and_then(DsType::parse)
-            .unwrap_or(DsType::Rate);
-        self.resolve_as(tags, dstype)
-    }
-
-    /// Like [`Store::resolve`], with the dstype of a new series given rather than read from
-    /// its tags (values loaded as they are, whatever the tags say). Ignores the series
-    /// limits: for the server's own series.
-    pub fn resolve_as(&self, tags: &TagMap, dstype: DsType) -> SeriesId {
-        self.resolve_limited(tags, dstype, false)
-            .unwrap_or_else(|_| unreachable!("unlimited resolution cannot fail"))
+    /// A hold for writing: ids it resolves keep naming their series until it is dropped
+    /// (see [`Writer`]). Take one per request or batch, not per sample, and never two on one
+    /// thread: a second waits behind maintenance, which waits for the first.
+    pub fn writer(&self) -> Writer<'_> {
+        Writer {
+            store: self,
+            _hold: self.writers.read(),
+        }
     }
 
     /// Sets the caps on series creation (see [`SeriesLimits`]).
@@ -313,16 +314,16 @@ impl Store {
         *self.limits.write() = limits;
     }
 
-    /// The id of the series with exactly these tags, created if new and within the
-    /// [`SeriesLimits`]; the dstype of a new series is read from its tags, as
-    /// [`Store::resolve`] does, unless given.
-    pub fn try_resolve(&self, tags: &TagMap, dstype: Option<DsType>) -> Result<SeriesId> {
-        let dstype = dstype.unwrap_or_else(|| {
-            tags.get(DsType::TAG)
-                .and_then(DsType::parse)
-                .unwrap_or(DsType::Rate)
-        });
-        self.resolve_limited(tags, dstype, true)
+    /// Lets go of pins taken with [`Writer::pin`]; each id must have been pinned (and so
+    /// still names the series it was pinned as).
+    pub fn unpin(&self, ids: &[SeriesId]) {
+        for &id in ids {
+            if let Some(data) = self.shard(id).write().get_mut(id)
+                && data.pins != u16::MAX
+            {
+                data.pins = data.pins.saturating_sub(1);
+            }
+        }
     }
 
     fn resolve_limited(&self, tags: &TagMap, dstype: DsType, limited: bool) -> Result<SeriesId> {
@@ -451,14 +452,15 @@ impl Store {
         self.series_created.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes series `id` from the catalog and its shard, unless it holds data or had a
-    /// sample at or after `unless_sampled_since` (`i64::MAX` removes it whatever it holds);
-    /// its id goes to the free list. False when nothing was removed.
+    /// Removes series `id` from the catalog and its shard, unless it holds data, had a
+    /// sample at or after `unless_sampled_since` or is pinned (`i64::MAX` removes it
+    /// whatever it holds); its id is released, free from the next maintenance pass. False
+    /// when nothing was removed.
     fn remove(&self, cat: &mut Catalog, id: SeriesId, unless_sampled_since: i64) -> bool {
         let mut shard = self.shard(id).write();
         if shard.get(id).is_some_and(|d| {
             unless_sampled_since != i64::MAX
-                && (!d.is_empty() || d.norm.last_sample_ms() >= unless_sampled_since)
+                && (!d.is_empty() || d.norm.last_sample_ms() >= unless_sampled_since || d.pins > 0)
         }) {
             return false;
         }
@@ -478,7 +480,7 @@ impl Store {
             index,
             by_hash,
             collisions,
-            free,
+            released,
             ..
         } = &mut *cat;
         index.remove(id, &set, interner);
@@ -499,7 +501,7 @@ impl Store {
                 collisions.remove(&hash);
             }
         }
-        free.push(id);
+        released.push(id);
         self.series_dropped.fetch_add(1, Ordering::Release);
         true
     }
@@ -510,42 +512,8 @@ impl Store {
         (now - self.cfg.retention_ms, now + self.cfg.retention_ms)
     }
 
-    /// Appends one sample.
-    pub fn append(&self, id: SeriesId, ts_ms: i64, value: f64) -> Result<()> {
-        let mut out = self.append_batch(&[Sample { id, ts_ms, value }]);
-        match out.rejected.pop() {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Appends a batch, taking each shard's lock once. Samples of one series are applied in
-    /// batch order (which matters for rates and counters). When the store is durable and
-    /// the log cannot be written, every sample is rejected with [`Error::Unavailable`].
-    pub fn append_batch(&self, samples: &[Sample]) -> AppendOutcome {
-        match self.try_append_batch(samples, &[]) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                let message = match e {
-                    Error::Unavailable(m) => m,
-                    other => other.to_string(),
-                };
-                AppendOutcome {
-                    stored: 0,
-                    rejected: (0..samples.len())
-                        .map(|i| (i, Error::Unavailable(message.clone())))
-                        .collect(),
-                }
-            }
-        }
-    }
-
-    /// Appends a batch, first to the write-ahead log when the store is durable: when this
-    /// returns `Ok`, the batch survives a crash of the process. `origin` is kept with the
-    /// batch in the log and handed back by recovery (a sender's batch id, so resends after
-    /// a restart are still recognised). `Err` ([`Error::Unavailable`]) means nothing was
-    /// applied and the same call may succeed later.
-    pub fn try_append_batch(&self, samples: &[Sample], origin: &[u8]) -> Result<AppendOutcome> {
+    /// See [`Writer::try_append_batch`]; the caller holds a [`Writer`].
+    fn try_append_batch(&self, samples: &[Sample], origin: &[u8]) -> Result<AppendOutcome> {
         let Some(wal) = &self.wal else {
             return Ok(self.apply(samples, 0, None));
         };
@@ -714,7 +682,16 @@ impl Store {
                 }
             }
         }
+        // Ids released by the previous pass may be reused from now on.
+        if !self.catalog.read().released.is_empty() {
+            let mut cat = self.catalog.write();
+            let Catalog { free, released, .. } = &mut *cat;
+            free.append(released);
+        }
         if !empty.is_empty() {
+            // No writer may hold an id of a series removed here: wait for the writers
+            // (ingest queues behind this for as long as the longest write in flight).
+            let _no_writers = self.writers.write();
             let mut cat = self.catalog.write();
             for id in empty {
                 // A sample may have arrived since the scan; only drop what is still empty.
@@ -858,6 +835,109 @@ impl Store {
             });
         }
         Ok(raw)
+    }
+}
+
+/// A writer's hold on the store. While one lives, maintenance removes no series, so every
+/// id the writer resolves names the same series until it is dropped: hold one across
+/// resolving series and appending their samples. An id kept past the hold (a stream's table
+/// of series) must be pinned ([`Writer::pin`]), or checked again under the next hold: it is
+/// still good when [`Writer::removals`] has not changed.
+pub struct Writer<'a> {
+    store: &'a Store,
+    _hold: RwLockReadGuard<'a, ()>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
+    /// How many series maintenance has removed since the store started; it cannot change
+    /// while this hold lives. Ids cached under an earlier hold are good if it is the same.
+    pub fn removals(&self) -> u64 {
+        self.store.series_dropped()
+    }
+
+    /// The id of the series with exactly these tags, created if new. A new series is in the
+    /// index, and so visible to queries, before this returns. Its `atlas.dstype` tag (rate
+    /// when absent) says how samples land on steps. Ignores the series limits.
+    pub fn resolve(&self, tags: &TagMap) -> SeriesId {
+        let dstype = tags
+            .get(DsType::TAG)
+            .and_then(DsType::parse)
+            .unwrap_or(DsType::Rate);
+        self.resolve_as(tags, dstype)
+    }
+
+    /// Like [`Writer::resolve`], with the dstype of a new series given rather than read from
+    /// its tags (values loaded as they are, whatever the tags say). Ignores the series
+    /// limits: for the server's own series.
+    pub fn resolve_as(&self, tags: &TagMap, dstype: DsType) -> SeriesId {
+        self.store
+            .resolve_limited(tags, dstype, false)
+            .unwrap_or_else(|_| unreachable!("unlimited resolution cannot fail"))
+    }
+
+    /// The id of the series with exactly these tags, created if new and within the
+    /// [`SeriesLimits`]; the dstype of a new series is read from its tags, as
+    /// [`Writer::resolve`] does, unless given.
+    pub fn try_resolve(&self, tags: &TagMap, dstype: Option<DsType>) -> Result<SeriesId> {
+        let dstype = dstype.unwrap_or_else(|| {
+            tags.get(DsType::TAG)
+                .and_then(DsType::parse)
+                .unwrap_or(DsType::Rate)
+        });
+        self.store.resolve_limited(tags, dstype, true)
+    }
+
+    /// Keeps these series (ids resolved under this hold) from being removed until
+    /// [`Store::unpin`], however long they stay empty: for ids kept past the hold.
+    pub fn pin(&self, ids: &[SeriesId]) {
+        for &id in ids {
+            if let Some(data) = self.store.shard(id).write().get_mut(id) {
+                data.pins = data.pins.saturating_add(1);
+            }
+        }
+    }
+
+    /// Appends one sample.
+    pub fn append(&self, id: SeriesId, ts_ms: i64, value: f64) -> Result<()> {
+        let mut out = self.append_batch(&[Sample { id, ts_ms, value }]);
+        match out.rejected.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a batch, taking each shard's lock once. Samples of one series are applied in
+    /// batch order (which matters for rates and counters). When the store is durable and
+    /// the log cannot be written, every sample is rejected with [`Error::Unavailable`].
+    pub fn append_batch(&self, samples: &[Sample]) -> AppendOutcome {
+        match self.try_append_batch(samples, &[]) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let message = match e {
+                    Error::Unavailable(m) => m,
+                    other => other.to_string(),
+                };
+                AppendOutcome {
+                    stored: 0,
+                    rejected: (0..samples.len())
+                        .map(|i| (i, Error::Unavailable(message.clone())))
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// Appends a batch, first to the write-ahead log when the store is durable: when this
+    /// returns `Ok`, the batch survives a crash of the process. `origin` is kept with the
+    /// batch in the log and handed back by recovery (a sender's batch id, so resends after
+    /// a restart are still recognised). `Err` ([`Error::Unavailable`]) means nothing was
+    /// applied and the same call may succeed later.
+    pub fn try_append_batch(&self, samples: &[Sample], origin: &[u8]) -> Result<AppendOutcome> {
+        self.store.try_append_batch(samples, origin)
     }
 }
 

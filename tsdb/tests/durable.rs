@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use argus_tsdb::{
     Consolidation, Durability, Matcher, ReadRequest, Recovery, Sample, SeriesSource, Store,
-    StoreConfig, TagMap, WalSync,
+    StoreConfig, TagMap, WalSync, Writer,
 };
 use proptest::prelude::*;
 
@@ -157,18 +157,22 @@ fn check_against_twin(ops: &[Op], segment_bytes: u64) {
         match op {
             Op::Write(samples) => {
                 let t = now.load(Ordering::Relaxed);
-                let mk = |s: &Store| -> Vec<Sample> {
+                let mk = |w: &Writer<'_>| -> Vec<Sample> {
                     samples
                         .iter()
                         .map(|&(i, dt, value)| Sample {
-                            id: s.resolve(&series_tags(i)),
+                            id: w.resolve(&series_tags(i)),
                             ts_ms: t + dt * MIN,
                             value,
                         })
                         .collect()
                 };
-                let a = store.try_append_batch(&mk(&store), b"").unwrap();
-                let b = twin.append_batch(&mk(&twin));
+                let w = store.writer();
+                let a = w.try_append_batch(&mk(&w), b"").unwrap();
+                drop(w);
+                let w = twin.writer();
+                let b = w.append_batch(&mk(&w));
+                drop(w);
                 assert_eq!(a.stored, b.stored);
             }
             Op::Snapshot => {
@@ -225,16 +229,18 @@ fn an_id_reused_after_a_drop_is_recovered_as_the_new_series() {
     let (store, _, _) = open(&dir.0, &now, 64 << 20);
     let a = TagMap::from_pairs([("name", "a"), ("atlas.dstype", "gauge")]);
     let b = TagMap::from_pairs([("name", "b"), ("atlas.dstype", "gauge")]);
-    let id_a = store.resolve(&a);
-    store.append(id_a, T0, 1.0).unwrap();
+    let id_a = store.writer().resolve(&a);
+    store.writer().append(id_a, T0, 1.0).unwrap();
     let start = store.begin_snapshot().unwrap();
     store.write_snapshot(start, b"").unwrap();
     now.fetch_add(RETENTION + 60 * MIN, Ordering::Relaxed);
     assert_eq!(store.maintain().series_dropped, 1);
-    let id_b = store.resolve(&b);
+    // A removed series' id is free from the next pass on.
+    store.maintain();
+    let id_b = store.writer().resolve(&b);
     assert_eq!(id_a, id_b, "the freed id is reused");
     let t = now.load(Ordering::Relaxed);
-    store.append(id_b, t, 2.0).unwrap();
+    store.writer().append(id_b, t, 2.0).unwrap();
     drop(store);
 
     let (store, rec, _) = open(&dir.0, &now, 64 << 20);
@@ -251,16 +257,16 @@ fn origins_come_back_from_the_log_and_extra_from_the_snapshot() {
     let dir = TempDir::new();
     let now = Arc::new(AtomicI64::new(T0));
     let (store, _, _) = open(&dir.0, &now, 64 << 20);
-    let id = store.resolve(&series_tags(0));
+    let id = store.writer().resolve(&series_tags(0));
     let one = [Sample {
         id,
         ts_ms: T0,
         value: 1.0,
     }];
-    store.try_append_batch(&one, b"agent-1:7").unwrap();
+    store.writer().try_append_batch(&one, b"agent-1:7").unwrap();
     let start = store.begin_snapshot().unwrap();
     store.write_snapshot(start, b"seen: agent-1:7").unwrap();
-    store.try_append_batch(&one, b"agent-1:8").unwrap();
+    store.writer().try_append_batch(&one, b"agent-1:8").unwrap();
     drop(store);
     let (_, rec, origins) = open(&dir.0, &now, 64 << 20);
     assert_eq!(rec.extra.as_deref(), Some(&b"seen: agent-1:7"[..]));
@@ -273,12 +279,12 @@ fn busy_store(dir: &Path, now: &Arc<AtomicI64>) -> Store {
         let t = now.load(Ordering::Relaxed);
         let batch: Vec<Sample> = (0..12)
             .map(|i| Sample {
-                id: store.resolve(&series_tags(i)),
+                id: store.writer().resolve(&series_tags(i)),
                 ts_ms: t - round % 5 * MIN,
                 value: (round * 100 + i as i64) as f64,
             })
             .collect();
-        store.try_append_batch(&batch, b"").unwrap();
+        store.writer().try_append_batch(&batch, b"").unwrap();
     };
     let (store, _, _) = open(dir, now, 4096);
     for round in 0..60 {
@@ -333,9 +339,10 @@ fn a_torn_log_tail_is_cut_and_everything_before_it_kept() {
     let now = Arc::new(AtomicI64::new(T0));
     let store = busy_store(&dir.0, &now);
     let t = now.load(Ordering::Relaxed);
-    let id = store.resolve(&series_tags(1));
+    let id = store.writer().resolve(&series_tags(1));
     let before_last = dump(&store, t);
     store
+        .writer()
         .try_append_batch(
             &[Sample {
                 id,
@@ -371,7 +378,9 @@ fn a_damaged_record_in_the_middle_costs_only_that_record() {
     let dir = TempDir::new();
     let now = Arc::new(AtomicI64::new(T0));
     let (store, _, _) = open(&dir.0, &now, 64 << 20);
-    let ids: Vec<u32> = (0..3).map(|i| store.resolve(&series_tags(4 * i))).collect();
+    let ids: Vec<u32> = (0..3)
+        .map(|i| store.writer().resolve(&series_tags(4 * i)))
+        .collect();
     for (k, &id) in ids.iter().enumerate() {
         let batch: Vec<Sample> = (0..50)
             .map(|j| Sample {
@@ -380,7 +389,7 @@ fn a_damaged_record_in_the_middle_costs_only_that_record() {
                 value: (k * 1000 + j as usize) as f64,
             })
             .collect();
-        store.try_append_batch(&batch, b"").unwrap();
+        store.writer().try_append_batch(&batch, b"").unwrap();
     }
     drop(store);
     let seg = files(&dir.0, "wal", ".wal")[0].clone();
@@ -413,8 +422,8 @@ fn the_periodic_sync_and_every_write_sync_both_keep_data() {
             &mut |_| {},
         )
         .unwrap();
-        let id = store.resolve(&series_tags(0));
-        store.append(id, T0, 5.0).unwrap();
+        let id = store.writer().resolve(&series_tags(0));
+        store.writer().append(id, T0, 5.0).unwrap();
         store.sync_wal().unwrap();
         let stats = store.wal_stats().unwrap();
         assert_eq!(stats.records_written, 1);

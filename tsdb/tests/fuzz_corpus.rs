@@ -74,7 +74,7 @@ fn make_seeds() {
                     ("atlas.dstype".to_string(), dstype.to_string()),
                 ]);
                 Sample {
-                    id: store.resolve(&tags),
+                    id: store.writer().resolve(&tags),
                     ts_ms: now.load(Ordering::Relaxed),
                     value: if i == 7 {
                         f64::NAN
@@ -85,6 +85,7 @@ fn make_seeds() {
             })
             .collect();
         store
+            .writer()
             .try_append_batch(&batch, format!("agent:{step}").as_bytes())
             .unwrap();
         if step % 15 == 0 {

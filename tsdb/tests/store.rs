@@ -57,22 +57,28 @@ fn bits_eq(a: &[f64], b: &[f64]) -> bool {
 fn dstypes_normalize_like_atlas() {
     let now = Arc::new(AtomicI64::new(T0 + 10 * MIN));
     let store = store_at(now);
-    let g = store.resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
-    let s = store.resolve(&tags(&[("name", "s"), ("atlas.dstype", "sum")]));
-    let c = store.resolve(&tags(&[("name", "c"), ("atlas.dstype", "counter")]));
-    let r = store.resolve(&tags(&[("name", "r")]));
+    let g = store
+        .writer()
+        .resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
+    let s = store
+        .writer()
+        .resolve(&tags(&[("name", "s"), ("atlas.dstype", "sum")]));
+    let c = store
+        .writer()
+        .resolve(&tags(&[("name", "c"), ("atlas.dstype", "counter")]));
+    let r = store.writer().resolve(&tags(&[("name", "r")]));
     // gauge: rounds up, max within a step
-    store.append(g, T0 + MIN + 1, 5.0).unwrap();
-    store.append(g, T0 + MIN + 30_000, 7.0).unwrap();
-    store.append(g, T0 + 2 * MIN, 3.0).unwrap();
+    store.writer().append(g, T0 + MIN + 1, 5.0).unwrap();
+    store.writer().append(g, T0 + MIN + 30_000, 7.0).unwrap();
+    store.writer().append(g, T0 + 2 * MIN, 3.0).unwrap();
     // sum: rounds up, adds
-    store.append(s, T0 + MIN + 1, 5.0).unwrap();
-    store.append(s, T0 + 2 * MIN, 7.0).unwrap();
+    store.writer().append(s, T0 + MIN + 1, 5.0).unwrap();
+    store.writer().append(s, T0 + 2 * MIN, 7.0).unwrap();
     // counter: per-second rate, first sample gives nothing
-    store.append(c, T0 + MIN, 100.0).unwrap();
-    store.append(c, T0 + 2 * MIN, 160.0).unwrap();
+    store.writer().append(c, T0 + MIN, 100.0).unwrap();
+    store.writer().append(c, T0 + 2 * MIN, 160.0).unwrap();
     // rate on the boundary: as is
-    store.append(r, T0 + 2 * MIN, 4.5).unwrap();
+    store.writer().append(r, T0 + 2 * MIN, 4.5).unwrap();
     let n = f64::NAN;
     let got = read(
         &store,
@@ -99,9 +105,11 @@ fn dstypes_normalize_like_atlas() {
 fn consolidation_groups_stored_steps_from_the_bucket_start() {
     let now = Arc::new(AtomicI64::new(T0 + 3 * 3_600_000));
     let store = store_at(now);
-    let id = store.resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
+    let id = store
+        .writer()
+        .resolve(&tags(&[("name", "g"), ("atlas.dstype", "gauge")]));
     for i in 0..130 {
-        store.append(id, T0 + i * MIN, i as f64).unwrap();
+        store.writer().append(id, T0 + i * MIN, i as f64).unwrap();
     }
     let five = 5 * MIN;
     let got = read(
@@ -138,12 +146,19 @@ fn consolidation_groups_stored_steps_from_the_bucket_start() {
 fn retention_rejects_old_samples_and_drops_expired_series() {
     let now = Arc::new(AtomicI64::new(T0));
     let store = store_at(now.clone());
-    let old = store.resolve(&tags(&[("name", "old"), ("atlas.dstype", "gauge")]));
-    let live = store.resolve(&tags(&[("name", "live"), ("atlas.dstype", "gauge")]));
-    assert!(store.append(old, T0 - 7 * 3_600_000, 1.0).is_err());
-    store.append(old, T0 - MIN, 1.0).unwrap();
+    let old = store
+        .writer()
+        .resolve(&tags(&[("name", "old"), ("atlas.dstype", "gauge")]));
+    let live = store
+        .writer()
+        .resolve(&tags(&[("name", "live"), ("atlas.dstype", "gauge")]));
+    assert!(store.writer().append(old, T0 - 7 * 3_600_000, 1.0).is_err());
+    store.writer().append(old, T0 - MIN, 1.0).unwrap();
     now.store(T0 + 3 * 3_600_000, Ordering::Relaxed);
-    store.append(live, T0 + 3 * 3_600_000, 2.0).unwrap();
+    store
+        .writer()
+        .append(live, T0 + 3 * 3_600_000, 2.0)
+        .unwrap();
     store.maintain();
     assert_eq!(store.series_count(), 2);
     now.store(T0 + 8 * 3_600_000, Ordering::Relaxed);
@@ -160,10 +175,22 @@ fn retention_rejects_old_samples_and_drops_expired_series() {
             .iter()
             .all(|(v, _)| v != "old")
     );
-    // the freed id is reused by the next new series, with fresh data
-    let again = store.resolve(&tags(&[("name", "new"), ("atlas.dstype", "gauge")]));
+    // the freed id is not reused before the next pass (a query that selected the old
+    // series would read the new one's values under the old tags)...
+    let early = store
+        .writer()
+        .resolve(&tags(&[("name", "early"), ("atlas.dstype", "gauge")]));
+    assert_ne!(early, old);
+    // ...and then by the next new series, with fresh data
+    store.maintain();
+    let again = store
+        .writer()
+        .resolve(&tags(&[("name", "new"), ("atlas.dstype", "gauge")]));
     assert_eq!(again, old);
-    store.append(again, T0 + 8 * 3_600_000, 3.0).unwrap();
+    store
+        .writer()
+        .append(again, T0 + 8 * 3_600_000, 3.0)
+        .unwrap();
     let got = read(
         &store,
         &Matcher::eq("name", "new"),
@@ -179,13 +206,13 @@ fn retention_rejects_old_samples_and_drops_expired_series() {
 fn tag_listing_is_sorted_and_filtered() {
     let store = store_at(Arc::new(AtomicI64::new(T0)));
     for (app, node) in [("b", "n1"), ("a", "n2"), ("a", "n3")] {
-        store.resolve(&tags(&[
+        store.writer().resolve(&tags(&[
             ("name", "cpu"),
             ("nf.app", app),
             ("nf.node", node),
         ]));
     }
-    store.resolve(&tags(&[("name", "mem")]));
+    store.writer().resolve(&tags(&[("name", "mem")]));
     assert_eq!(
         store
             .tag_keys(None)
@@ -259,7 +286,7 @@ proptest! {
         let mut model: Vec<(u32, TagMap)> = Vec::new();
         for t in &series {
             let map = TagMap::from_pairs(t.iter().cloned());
-            let id = store.resolve(&map);
+            let id = store.writer().resolve(&map);
             if !model.iter().any(|(i, _)| *i == id) {
                 model.push((id, map));
             }
@@ -284,11 +311,11 @@ proptest! {
         let now = Arc::new(AtomicI64::new(T0 + 600 * MIN));
         let clock_now = now.clone();
         let store = Store::with_clock(StoreConfig::new(MIN, 24 * 3_600_000), Arc::new(move || clock_now.load(Ordering::Relaxed)));
-        let id = store.resolve(&tags(&[("name", "p"), ("atlas.dstype", "gauge")]));
+        let id = store.writer().resolve(&tags(&[("name", "p"), ("atlas.dstype", "gauge")]));
         let mut model = vec![f64::NAN; 600];
         for (i, (step, v)) in writes.iter().enumerate() {
             let v = *v as f64 / 4.0;
-            store.append(id, T0 + step * MIN, v).unwrap();
+            store.writer().append(id, T0 + step * MIN, v).unwrap();
             let m = &mut model[*step as usize];
             *m = if m.is_nan() { v } else { m.max(v) };
             if i % 50 == 49 {
@@ -315,17 +342,19 @@ proptest! {
 fn maintenance_leaves_heads_being_filled_and_seals_idle_ones() {
     let now = Arc::new(AtomicI64::new(T0 + 3 * 3_600_000));
     let store = store_at(now.clone());
-    let id = store.resolve(&tags(&[("name", "replayed"), ("atlas.dstype", "gauge")]));
+    let id = store
+        .writer()
+        .resolve(&tags(&[("name", "replayed"), ("atlas.dstype", "gauge")]));
     let heads = |store: &Store| store.storage_stats(None).head_slots;
     // A backlog from two hours ago is being replayed: its block ended long ago.
     let old = T0 + 3_600_000;
-    store.append(id, old, 1.0).unwrap();
+    store.writer().append(id, old, 1.0).unwrap();
     store.maintain();
     assert!(
         heads(&store) > 0,
         "a head written since the last pass is kept"
     );
-    store.append(id, old + MIN, 2.0).unwrap();
+    store.writer().append(id, old + MIN, 2.0).unwrap();
     store.maintain();
     assert!(heads(&store) > 0, "still being filled");
     store.maintain();
@@ -351,16 +380,28 @@ fn series_caps_refuse_only_new_series_and_cardinality_names_the_biggest() {
     });
     let series = |name: &str, i: usize| tags(&[("name", name), ("user", &i.to_string())]);
     for i in 0..3 {
-        store.try_resolve(&series("hot", i), None).unwrap();
+        store.writer().try_resolve(&series("hot", i), None).unwrap();
     }
-    let err = store.try_resolve(&series("hot", 3), None).unwrap_err();
+    let err = store
+        .writer()
+        .try_resolve(&series("hot", 3), None)
+        .unwrap_err();
     assert!(err.to_string().contains("--max-series-per-metric"), "{err}");
     // Existing series resolve (and ingest) as before.
-    let id = store.try_resolve(&series("hot", 0), None).unwrap();
-    store.append(id, T0, 1.0).unwrap();
-    store.try_resolve(&series("cold", 0), None).unwrap();
-    store.try_resolve(&series("cold", 1), None).unwrap();
-    let err = store.try_resolve(&series("other", 0), None).unwrap_err();
+    let id = store.writer().try_resolve(&series("hot", 0), None).unwrap();
+    store.writer().append(id, T0, 1.0).unwrap();
+    store
+        .writer()
+        .try_resolve(&series("cold", 0), None)
+        .unwrap();
+    store
+        .writer()
+        .try_resolve(&series("cold", 1), None)
+        .unwrap();
+    let err = store
+        .writer()
+        .try_resolve(&series("other", 0), None)
+        .unwrap_err();
     assert!(err.to_string().contains("--max-series)"), "{err}");
     assert_eq!(store.series_count(), 5);
 

@@ -467,6 +467,7 @@ impl Store {
             .map(|i| i as SeriesId)
             .collect();
         cat.free = free;
+        cat.released.clear();
     }
 
     /// Forces the log to disk if anything was written since the last sync (the periodic
