@@ -102,10 +102,24 @@ pub struct ServerConfig {
     pub query_timeout_ms: i64,
     /// Most series one graph query may read.
     pub query_max_series: u64,
+    /// Most memory one query may hold at once (its lines, read buffers, accumulators).
+    pub query_max_memory: usize,
     /// Graph queries running at once; more wait (up to their time limit) for a slot.
     pub max_concurrent_queries: usize,
     /// Live queries one client address may run at once.
     pub live_max_per_client: usize,
+}
+
+impl ServerConfig {
+    /// What one graph or stream query may produce and hold.
+    pub fn query_limits(&self) -> argus_query::graph::Limits {
+        argus_query::graph::Limits {
+            max_lines: self.graph_max_lines,
+            max_datapoints: self.graph_max_datapoints,
+            max_memory_bytes: self.query_max_memory,
+            ..argus_query::graph::Limits::default()
+        }
+    }
 }
 
 /// When the write-ahead log is forced to disk: the recovery-point promise on power loss.
@@ -154,6 +168,7 @@ impl Default for ServerConfig {
             tls: None,
             query_timeout_ms: 30_000,
             query_max_series: 1_000_000,
+            query_max_memory: argus_query::graph::DEFAULT_MAX_MEMORY_BYTES,
             max_concurrent_queries: 16,
             live_max_per_client: 16,
         }
@@ -188,6 +203,7 @@ pub struct ConfigLayer {
     pub tls_client_ca: Option<PathBuf>,
     pub query_timeout: Option<String>,
     pub query_max_series: Option<u64>,
+    pub query_max_memory: Option<usize>,
     pub max_concurrent_queries: Option<usize>,
     pub live_max_per_client: Option<usize>,
 }
@@ -226,6 +242,7 @@ impl ConfigLayer {
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
             query_timeout: self.query_timeout.or(lower.query_timeout),
             query_max_series: self.query_max_series.or(lower.query_max_series),
+            query_max_memory: self.query_max_memory.or(lower.query_max_memory),
             max_concurrent_queries: self.max_concurrent_queries.or(lower.max_concurrent_queries),
             live_max_per_client: self.live_max_per_client.or(lower.live_max_per_client),
         }
@@ -309,6 +326,7 @@ impl ConfigLayer {
             },
             query_timeout_ms: dur(self.query_timeout, d.query_timeout_ms, "query-timeout")?,
             query_max_series: self.query_max_series.unwrap_or(d.query_max_series),
+            query_max_memory: self.query_max_memory.unwrap_or(d.query_max_memory),
             max_concurrent_queries: self
                 .max_concurrent_queries
                 .unwrap_or(d.max_concurrent_queries),

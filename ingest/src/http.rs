@@ -9,7 +9,7 @@ use std::time::Duration;
 use argus_proto::v1::Hello;
 use parking_lot::Mutex;
 
-use argus_query::graph::{GraphRequest, Limits, evaluate_with_limits};
+use argus_query::graph::{GraphRequest, evaluate_with_limits};
 
 use crate::query_guard::{Cancel, Guarded};
 use argus_tsdb::{Matcher, Store};
@@ -540,11 +540,7 @@ async fn graph(
     };
     let (width, height) = (size("w", 700), size("h", 300));
     let store = state.store.clone();
-    let limits = Limits {
-        max_lines: state.cfg.graph_max_lines,
-        max_datapoints: state.cfg.graph_max_datapoints,
-        ..Limits::default()
-    };
+    let limits = state.cfg.query_limits();
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
     let max_series = state.cfg.query_max_series;
     // A query waits for a slot at most its own time limit.
@@ -568,16 +564,10 @@ async fn graph(
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
         let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
         let result = evaluate_with_limits(&req, &guarded, &limits);
-        if let Err(argus_query::Error::Store(e)) = &result {
-            let reason = match e {
-                argus_tsdb::Error::TooLarge { .. } => Some(0),
-                argus_tsdb::Error::Stopped(_) if cancel.is_set() => Some(2),
-                argus_tsdb::Error::Stopped(_) => Some(1),
-                _ => None,
-            };
-            if let Some(i) = reason {
-                metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        if let Err(e) = &result
+            && let Some(i) = crate::query_guard::stop_reason(e, &cancel)
+        {
+            metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let result = result?;
         Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))

@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::live::{LiveHandle, SubscribeError};
+use crate::query_guard::{Cancel, Guarded};
 
 /// Longest wait after a step's end before `/api/v1/stream` reads it.
 const MAX_LAG_MS: u64 = 3_600_000;
@@ -307,7 +308,13 @@ pub async fn stream(
     argus_query::normalize(&req.expr)?;
     let (tx, rx) = mpsc::channel::<SseEvent>(OUTPUT_BUFFER);
     let store = state.store.clone();
-    let max_lines = state.cfg.graph_max_lines;
+    // Every step's evaluation is a graph query: the same limits, a slot among the graph
+    // queries, and at most a step (or the query timeout) of time.
+    let limits = state.cfg.query_limits();
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.min(step_ms).max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    let permits = state.query_permits.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
         loop {
             let now = crate::live::wall_clock_ms();
@@ -319,13 +326,32 @@ pub async fn stream(
             }
             let params = window(next_end);
             let store = store.clone();
+            let Ok(Ok(permit)) =
+                tokio::time::timeout(timeout, permits.clone().acquire_owned()).await
+            else {
+                let busy = SseEvent::default().event("diagnostic").data(
+                    json!({"message": "every query slot is busy (--max-concurrent-queries): this step is skipped"})
+                        .to_string(),
+                );
+                if tx.send(busy).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let cancel = Cancel::default();
+            let _stop_when_dropped = cancel.on_drop();
+            let metrics = metrics.clone();
             let outcome = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let req = argus_query::GraphRequest::from_params(&params, store.now_ms(), step_ms)?;
-                let limits = argus_query::Limits {
-                    max_lines,
-                    ..argus_query::Limits::default()
-                };
-                argus_query::evaluate_with_limits(&req, &*store, &limits)
+                let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
+                let result = argus_query::evaluate_with_limits(&req, &guarded, &limits);
+                if let Err(e) = &result
+                    && let Some(i) = crate::query_guard::stop_reason(e, &cancel)
+                {
+                    metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                result
             })
             .await;
             let event = match outcome {

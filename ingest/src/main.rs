@@ -138,7 +138,8 @@ struct ServerArgs {
     /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval,
     /// maintenance-interval, max-series,
     /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
-    /// tls-key, tls-client-ca, query-timeout, query-max-series, max-concurrent-queries,
+    /// tls-key, tls-client-ca, query-timeout, query-max-series, query-max-memory,
+    /// max-concurrent-queries,
     /// live-max-per-client).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -225,6 +226,10 @@ struct ServerArgs {
     /// Most series one graph query may read (400 past it) [default: 1000000].
     #[arg(long, env = "ARGUS_QUERY_MAX_SERIES", value_name = "N")]
     query_max_series: Option<u64>,
+    /// Most memory one query may hold at once: its lines, read buffers and accumulators
+    /// (400 past it) [default: 268435456].
+    #[arg(long, env = "ARGUS_QUERY_MAX_MEMORY", value_name = "BYTES")]
+    query_max_memory: Option<usize>,
     /// Graph queries running at once; more wait for a slot, up to their time limit
     /// [default: 16].
     #[arg(long, env = "ARGUS_MAX_CONCURRENT_QUERIES", value_name = "N")]
@@ -265,6 +270,7 @@ impl ServerArgs {
             tls_client_ca: self.tls_client_ca,
             query_timeout: self.query_timeout,
             query_max_series: self.query_max_series,
+            query_max_memory: self.query_max_memory,
             max_concurrent_queries: self.max_concurrent_queries,
             live_max_per_client: self.live_max_per_client,
         };

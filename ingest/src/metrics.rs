@@ -14,11 +14,11 @@ pub struct ServerMetrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Queries stopped by a limit, by which: series, time, client gone.
-    pub queries_stopped: [AtomicU64; 3],
+    pub queries_stopped: [AtomicU64; 4],
 }
 
 /// The reasons of `argus_queries_stopped_total`, in `ServerMetrics::queries_stopped` order.
-pub const QUERY_STOP_REASONS: [&str; 3] = ["max_series", "timeout", "client_gone"];
+pub const QUERY_STOP_REASONS: [&str; 4] = ["max_series", "timeout", "client_gone", "max_memory"];
 
 impl ServerMetrics {
     pub fn reject(&self, reason: RejectReason, n: u64) {

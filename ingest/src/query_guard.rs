@@ -37,6 +37,18 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Which of `argus_queries_stopped_total`'s reasons (`metrics::QUERY_STOP_REASONS`) ended
+/// a query, if one of the limits did.
+pub fn stop_reason(e: &argus_query::Error, cancel: &Cancel) -> Option<usize> {
+    match e {
+        argus_query::Error::Store(Error::TooLarge { .. }) => Some(0),
+        argus_query::Error::Store(Error::Stopped(_)) if cancel.is_set() => Some(2),
+        argus_query::Error::Store(Error::Stopped(_)) => Some(1),
+        argus_query::Error::MemoryLimit { .. } => Some(3),
+        _ => None,
+    }
+}
+
 /// The store as one query sees it: every read counted and checked.
 pub struct Guarded<'a> {
     store: &'a Store,
@@ -125,5 +137,9 @@ impl SeriesSource for Guarded<'_> {
 
     fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {
         self.store.partition(ids, n)
+    }
+
+    fn keep_going(&self) -> Result<()> {
+        self.check()
     }
 }

@@ -76,6 +76,12 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The evaluation would hold more memory than the request's limit.
+    #[error(
+        "the query needs more than its limit of {limit} bytes of memory (at least {requested})"
+    )]
+    MemoryLimit { requested: usize, limit: usize },
+
     /// An expression that parsed but cannot be evaluated on the data it met (e.g. a binary
     /// operation that matches several lines to one).
     #[error("{0}")]

@@ -93,6 +93,16 @@ fn spawn_reporting(
     (child, found, all_lines)
 }
 
+/// Resident memory of process `pid` in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A loopback port that is free now (for a server that must come back on the same port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,18 +2,8 @@
 //! distinct series is capped, the server's memory stays bounded, other metrics keep
 //! ingesting, and `/api/v1/cardinality` names the culprit.
 
-use argus_tests::{Server, now_ms};
+use argus_tests::{Server, now_ms, rss_kib};
 use serde_json::{Value, json};
-
-/// The server's resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Publishes one datapoint for each of `users` (a `user_id` series each) of metric `name`.
 fn publish_users(server: &Server, name: &str, users: std::ops::Range<u64>) -> (u16, String) {

@@ -105,6 +105,13 @@ pub trait SeriesSource: Send + Sync {
         f: &mut dyn FnMut(SeriesId, &[f64]),
     ) -> Result<()>;
 
+    /// Whether the reader should go on. A source with limits (a deadline, a client that may
+    /// leave) answers `Err` once one is reached, so that long work between reads stops
+    /// too; the store itself never stops a reader.
+    fn keep_going(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Splits `ids` into at most `n` sets that separate threads can read at once without
     /// contending on the store's locks. By default, contiguous ranges.
     fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {

@@ -17,15 +17,23 @@ pub(crate) fn eval_data(
     src: &dyn SeriesSource,
 ) -> Result<Vec<Line>> {
     let shift = expr.offset_ms.div_euclid(ctx.step_ms) * ctx.step_ms;
+    let shifted = |t: i64| {
+        t.checked_sub(shift)
+            .ok_or_else(|| crate::error::Error::InvalidParam {
+                name: "q",
+                value: format!("{}ms,:offset", expr.offset_ms),
+                reason: "the offset moves the window out of the representable time range".into(),
+            })
+    };
     let req = ReadRequest {
-        start_ms: ctx.start_ms - shift,
-        end_ms: ctx.end_ms - shift,
+        start_ms: shifted(ctx.start_ms)?,
+        end_ms: shifted(ctx.end_ms)?,
         step_ms: ctx.step_ms,
         cf: expr.consolidation(),
     };
     let ids = src.select(&expr.query().to_matcher());
     match &expr.kind {
-        DataKind::Aggregate(af) => aggregate(af, &ids, &req, src),
+        DataKind::Aggregate(af) => aggregate(af, &ids, ctx, &req, src),
         DataKind::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src),
         DataKind::All(_) => all(&ids, ctx, &req, src),
     }
@@ -40,15 +48,21 @@ const MAX_SCAN_THREADS: usize = 4;
 /// Streams the values of `ids` into accumulators, on several threads when there are many
 /// series: each thread takes a part of the ids that the store says can be read without
 /// contention (whole shards), with its own accumulator, and the accumulators are merged.
+/// Each thread's read buffers and accumulator (`acc_bytes`) are charged to the budget first.
 fn scan_parallel(
     ids: &Postings,
+    ctx: &EvalContext,
     src: &dyn SeriesSource,
     req: &ReadRequest,
+    acc_bytes: usize,
     make: impl Fn() -> Accumulator + Sync,
     add: impl Fn(&mut Accumulator, SeriesId, &[f64]) + Sync,
 ) -> Result<Accumulator> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (ids.len() / PARALLEL_MIN_SERIES).clamp(1, cores.min(MAX_SCAN_THREADS) as u64);
+    ctx.memory.charge(
+        (threads as usize).saturating_mul(read_bytes(req, src).saturating_add(acc_bytes)),
+    )?;
     if threads <= 1 {
         let mut acc = make();
         if !ids.is_empty() {
@@ -91,6 +105,14 @@ fn scan_parallel(
     Ok(merged.unwrap_or_else(make))
 }
 
+/// What one read of `req` allocates in the store: the stored steps and the output.
+fn read_bytes(req: &ReadRequest, src: &dyn SeriesSource) -> usize {
+    let multiple = (req.step_ms / src.step_ms().max(1)).max(1) as usize;
+    req.len()
+        .saturating_mul(multiple.saturating_add(1))
+        .saturating_mul(8)
+}
+
 /// Tags of an aggregate line: the query's exact tags, `{name: unknown}` if there are none.
 fn aggregate_tags(query: &Query) -> TagMap {
     let tags = query.exact_tags();
@@ -116,14 +138,17 @@ pub(crate) fn no_data(query: Option<&Query>, len: usize) -> Line {
 fn aggregate(
     af: &AggregateFunction,
     ids: &Postings,
+    ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
 ) -> Result<Vec<Line>> {
     let len = req.len();
     let acc = scan_parallel(
         ids,
+        ctx,
         src,
         req,
+        Accumulator::bytes(1, len),
         || Accumulator::new(af.op, 1, len),
         |acc, _, values| acc.add(0, values),
     )?;
@@ -150,10 +175,15 @@ fn group_by(
     }
     // Pass 1, tags: the group of each series, as (id, group) in ascending id order. The key
     // string `k=v k2=v2 ` is built in one reused buffer; only a new group allocates.
+    ctx.memory
+        .charge((ids.len() as usize).saturating_mul(size_of::<(SeriesId, u32)>()))?;
     let mut index: AHashMap<String, u32> = AHashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut members: Vec<(SeriesId, u32)> = Vec::with_capacity(ids.len() as usize);
     let mut buf = String::new();
+    // Groups past the line limit are counted, not built: the request fails on them anyway.
+    let room = ctx.lines_left();
+    let mut over = false;
     src.visit_tags(ids, &mut |id, tags| {
         buf.clear();
         for k in keys {
@@ -165,6 +195,10 @@ fn group_by(
         }
         let g = match index.get(buf.as_str()) {
             Some(&g) => g,
+            None if groups.len() >= room => {
+                over = true;
+                return;
+            }
             None => {
                 let g = groups.len() as u32;
                 index.insert(buf.clone(), g);
@@ -174,7 +208,8 @@ fn group_by(
         };
         members.push((id, g));
     });
-    ctx.check_lines(groups.len(), req.len())?;
+    // At least one group over the room: enough for the error to name the limit.
+    ctx.check_lines(groups.len() + usize::from(over), req.len())?;
     if groups.is_empty() {
         return Ok(Vec::new());
     }
@@ -187,8 +222,10 @@ fn group_by(
     let n_groups = groups.len();
     let acc = scan_parallel(
         &kept,
+        ctx,
         src,
         req,
+        Accumulator::bytes(n_groups, len),
         || Accumulator::new(af.op, n_groups, len),
         |acc, id, values| {
             // Members are sorted by id, as are the ids each worker visits.
@@ -251,15 +288,20 @@ fn all(
         return Ok(Vec::new());
     }
     // Values first, keeping only series with data in the window, so the tags of series
-    // that would be dropped are never copied. Past the line limit only the count goes on.
+    // that would be dropped are never copied. Past the line or datapoint limit only the
+    // count goes on.
+    ctx.memory.charge(read_bytes(req, src))?;
     let mut kept: Vec<(SeriesId, Vec<f64>)> = Vec::new();
     let mut n_with_data = 0usize;
+    let room = ctx
+        .lines_left()
+        .min(ctx.limits.max_datapoints / req.len().max(1));
     src.visit_values(ids, req, &mut |id, values| {
         if values.iter().all(|v| v.is_nan()) {
             return;
         }
         n_with_data += 1;
-        if n_with_data <= ctx.lines_left() {
+        if n_with_data <= room {
             kept.push((id, values.to_vec()));
         }
     })?;
@@ -298,6 +340,13 @@ struct Accumulator {
 }
 
 impl Accumulator {
+    /// What [`Accumulator::new`] allocates at most.
+    fn bytes(groups: usize, len: usize) -> usize {
+        groups
+            .saturating_mul(len)
+            .saturating_mul(size_of::<f64>() + size_of::<u32>())
+    }
+
     fn new(op: AggrOp, groups: usize, len: usize) -> Self {
         let n = groups * len;
         let (values, counts) = match op {

@@ -7,6 +7,9 @@ mod data;
 mod online;
 mod percentiles;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ahash::AHashMap;
 use argus_tsdb::{SeriesSource, TagMap};
 
@@ -31,8 +34,70 @@ pub(crate) struct EvalContext {
     pub lines_used: usize,
     pub limits: Limits,
     pub tz: jiff::tz::TimeZone,
-    /// Data lines read by this request so far (all expressions): bounded by the limits too.
     pub now_ms: i64,
+    /// Memory the request holds now, against `limits.max_memory_bytes`.
+    pub memory: Arc<Budget>,
+}
+
+/// Memory one request holds, kept as evaluation goes: what a node needs while it works is
+/// charged before it is allocated, and once the node is done its charges (and those of the
+/// nodes below it, whose lines it consumed) are replaced by the size of its own lines.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+/// What one line costs besides its values: tags, label and the line itself.
+const LINE_OVERHEAD_BYTES: usize = 256;
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// What is held now: hand it to [`Budget::settle`] when the work started now is done.
+    pub(crate) fn mark(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` about to be allocated, refusing past the limit.
+    pub(crate) fn charge(&self, bytes: usize) -> Result<()> {
+        let used = self
+            .used
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
+        self.check(used)
+    }
+
+    /// The work started at `mark` is done and holds `lines`: everything charged since is
+    /// let go, and the lines are held.
+    pub(crate) fn settle(&self, mark: usize, lines: &[Line]) -> Result<()> {
+        let used = mark.saturating_add(lines_bytes(lines));
+        self.used.store(used, Ordering::Relaxed);
+        self.check(used)
+    }
+
+    fn check(&self, used: usize) -> Result<()> {
+        if used > self.limit {
+            return Err(Error::MemoryLimit {
+                requested: used,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes `lines` hold, as the budget counts them.
+pub(crate) fn lines_bytes(lines: &[Line]) -> usize {
+    lines
+        .iter()
+        .map(|l| l.values.len() * 8 + LINE_OVERHEAD_BYTES)
+        .sum()
 }
 
 impl EvalContext {
@@ -45,6 +110,7 @@ impl EvalContext {
             limits,
             tz: jiff::tz::TimeZone::UTC,
             now_ms: end_ms,
+            memory: Arc::new(Budget::new(limits.max_memory_bytes)),
         }
     }
 
@@ -178,7 +244,17 @@ struct Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
+    /// Evaluates one node: the source may stop the work (a deadline, a client gone) between
+    /// any two nodes, and the node's memory is settled when it is done.
     fn eval(&self, expr: &TimeSeriesExpr) -> Result<Vec<Line>> {
+        self.src.keep_going()?;
+        let mark = self.ctx.memory.mark();
+        let lines = self.eval_node(expr)?;
+        self.ctx.memory.settle(mark, &lines)?;
+        Ok(lines)
+    }
+
+    fn eval_node(&self, expr: &TimeSeriesExpr) -> Result<Vec<Line>> {
         use TimeSeriesExpr as E;
         let ctx = self.ctx;
         let len = ctx.len();
@@ -279,6 +355,17 @@ impl Evaluator<'_> {
             E::Rewrite(nr) => self.eval(&nr.expand())?,
             E::Percentiles(p) => percentiles::eval(p, ctx, self.src)?,
             E::Stateful(op, inner) => {
+                if let crate::model::StatefulOp::Trend(window_ms) = op {
+                    let steps = window_ms / ctx.step_ms.max(1);
+                    if steps > crate::model::MAX_WINDOW as i64 {
+                        return Err(Error::Evaluation(format!(
+                            "invalid parameters for word ':trend': its window of {window_ms} ms \
+                             is {steps} steps of {} ms, over the limit of {} steps",
+                            ctx.step_ms,
+                            crate::model::MAX_WINDOW
+                        )));
+                    }
+                }
                 let start_ms = ctx.start_ms;
                 self.eval(inner)?
                     .into_iter()

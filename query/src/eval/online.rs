@@ -9,7 +9,7 @@ pub(crate) fn apply(op: &StatefulOp, values: &[f64], start_ms: i64, step_ms: i64
     match *op {
         StatefulOp::Delay(n) => delay(values, n),
         StatefulOp::RollingCount(n) => {
-            let mut buf = Rolling::new(n);
+            let mut buf = Rolling::new(n, values.len());
             let mut count = 0.0;
             values
                 .iter()
@@ -95,9 +95,11 @@ struct Rolling {
 }
 
 impl Rolling {
-    fn new(n: usize) -> Self {
+    /// A ring for a window of `n` over a line of `len` values: at most `len` long, since
+    /// a longer one would only ever give back its initial NaNs, as this one does.
+    fn new(n: usize, len: usize) -> Self {
         Rolling {
-            values: vec![f64::NAN; n.max(1)],
+            values: vec![f64::NAN; n.min(len).max(1)],
             pos: 0,
         }
     }
@@ -114,26 +116,38 @@ fn delay(values: &[f64], n: usize) -> Vec<f64> {
     if n == 0 {
         return values.to_vec();
     }
-    let mut buf = Rolling::new(n);
+    let mut buf = Rolling::new(n, values.len());
     values.iter().map(|&v| buf.add(v)).collect()
 }
 
+/// The rolling min or max (`pick`) over the last `n` values, NaN ignored (an all-NaN
+/// window gives NaN). A monotonic queue of candidates makes it one pass whatever `n` is.
 fn rolling_extreme(values: &[f64], n: usize, pick: fn(f64, f64) -> f64) -> Vec<f64> {
-    let mut buf = Rolling::new(n);
+    let n = n.max(1);
+    // Indexes of values that may still be the extreme of a later window, their values in
+    // `pick` order from the front (a value that a newer, better one beats never is).
+    let mut candidates: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     values
         .iter()
-        .map(|&v| {
-            buf.add(v);
-            // f64::min/max ignore NaN, so an all-NaN window stays NaN. Windows are small
-            // (at most a day of steps), so a rescan per step is simple and fast enough.
-            buf.values.iter().fold(f64::NAN, |a, &x| pick(a, x))
+        .enumerate()
+        .map(|(i, &v)| {
+            if !v.is_nan() {
+                while candidates.back().is_some_and(|&j| pick(values[j], v) == v) {
+                    candidates.pop_back();
+                }
+                candidates.push_back(i);
+            }
+            while candidates.front().is_some_and(|&j| j + n <= i) {
+                candidates.pop_front();
+            }
+            candidates.front().map_or(f64::NAN, |&j| values[j])
         })
         .collect()
 }
 
 /// Rolling NaN-ignoring sums (NaN where the window holds fewer than `min` values).
 fn rolling_sum(values: &[f64], n: usize, min: usize) -> Vec<f64> {
-    let mut buf = Rolling::new(n);
+    let mut buf = Rolling::new(n, values.len());
     let mut sum = 0.0;
     let mut count = 0usize;
     values
@@ -167,7 +181,7 @@ fn rolling_sum(values: &[f64], n: usize, min: usize) -> Vec<f64> {
 
 /// Non-NaN values in each rolling window.
 fn rolling_counts(values: &[f64], n: usize) -> Vec<usize> {
-    let mut buf = Rolling::new(n);
+    let mut buf = Rolling::new(n, values.len());
     let mut count = 0usize;
     values
         .iter()
@@ -193,7 +207,11 @@ fn trend(values: &[f64], n: usize) -> Vec<f64> {
     if n <= 1 {
         return values.to_vec();
     }
-    let mut buf = Rolling::new(n);
+    if n > values.len() {
+        // The window is never full.
+        return vec![f64::NAN; values.len()];
+    }
+    let mut buf = Rolling::new(n, values.len());
     let (mut sum, mut nan_count, mut seen) = (0.0, n, 0usize);
     values
         .iter()
@@ -273,13 +291,13 @@ fn sliding_des(
     start_ms: i64,
     step_ms: i64,
 ) -> Vec<f64> {
-    let training_ms = step_ms.saturating_mul(training.max(1) as i64);
+    let training_ms = step_ms.max(1).saturating_mul(training.max(1) as i64);
     let aligned = if start_ms.rem_euclid(training_ms) == 0 {
         start_ms
     } else {
-        (start_ms.div_euclid(training_ms) + 1) * training_ms
+        (start_ms.div_euclid(training_ms) + 1).saturating_mul(training_ms)
     };
-    let skip = ((aligned - start_ms) / step_ms.max(1)) as usize;
+    let skip = (aligned.saturating_sub(start_ms) / step_ms.max(1)) as usize;
     let (mut one, mut two) = (
         Des::new(training, alpha, beta),
         Des::new(training, alpha, beta),
@@ -380,6 +398,59 @@ mod tests {
             &x,
             &[1.0, 2.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 8.0, 8.0],
         );
+    }
+
+    /// The rolling extremes as defined: a rescan of the last `n` values at every step.
+    fn rolling_extreme_by_rescan(values: &[f64], n: usize, pick: fn(f64, f64) -> f64) -> Vec<f64> {
+        (0..values.len())
+            .map(|i| {
+                values[(i + 1).saturating_sub(n.max(1))..=i]
+                    .iter()
+                    .fold(f64::NAN, |a, &x| pick(a, x))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rolling_extremes_match_a_rescan_of_each_window() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        for _ in 0..500 {
+            let len = next() % 40;
+            let values: Vec<f64> = (0..len)
+                .map(|_| match next() % 5 {
+                    0 => f64::NAN,
+                    k => (k * (next() % 7)) as f64 - 10.0,
+                })
+                .collect();
+            let n = next() % 50;
+            for pick in [f64::min, f64::max] {
+                let got = rolling_extreme(&values, n, pick);
+                let want = rolling_extreme_by_rescan(&values, n, pick);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                assert!(same, "n={n} values={values:?}: {got:?} != {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_longer_than_the_line_allocate_only_the_line() {
+        let values = [1.0, f64::NAN, 3.0];
+        let huge = crate::model::MAX_WINDOW;
+        let got = apply(&StatefulOp::RollingMax(huge), &values, 0, 60_000);
+        assert_eq!(got, [1.0, 1.0, 3.0]);
+        let got = apply(&StatefulOp::Delay(huge), &values, 0, 60_000);
+        assert!(got.iter().all(|v| v.is_nan()));
+        let got = apply(&StatefulOp::Trend(i64::MAX), &values, 0, 60_000);
+        assert!(got.iter().all(|v| v.is_nan()));
+        let got = apply(&StatefulOp::RollingSum(huge), &values, 0, 60_000);
+        assert_eq!(got, [1.0, 1.0, 4.0]);
     }
 
     #[test]

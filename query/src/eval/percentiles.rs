@@ -122,6 +122,12 @@ pub(crate) fn eval(
     }
     groups.sort_by(|a, b| a.0.cmp(&b.0));
     let len = ctx.len();
+    // Every group gives a line per percentile; one group's counts are held at a time.
+    ctx.check_lines(groups.len().saturating_mul(p.pcts.len()), len)?;
+    ctx.memory.charge(
+        len.saturating_mul(bucket_bounds().len() + p.pcts.len())
+            .saturating_mul(8),
+    )?;
     let mut out = Vec::new();
     for (key, lines) in groups {
         let base = key.unwrap_or_else(|| p.query.label_string());

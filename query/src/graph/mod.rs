@@ -26,6 +26,9 @@ use colors::{Palette, resolve_color, with_alpha};
 
 /// Atlas's limit on points per line; also what the automatic step aims for.
 const MAX_POINTS_PER_LINE: usize = 1440;
+/// Memory one query may hold by default: ten times the largest result the default line and
+/// datapoint limits allow, with room for read buffers.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 256 << 20;
 
 /// How much one graph request may produce (Atlas's defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,9 @@ pub struct Limits {
     pub max_datapoints: usize,
     /// Points per line (`atlas.webapi.graph.max-datapoints`).
     pub max_points_per_line: usize,
+    /// Bytes the evaluation may hold at once: the lines of every expression it is working
+    /// on, read buffers and accumulators (`usize::MAX` for none).
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
             max_lines: 1024,
             max_datapoints: 500_000,
             max_points_per_line: MAX_POINTS_PER_LINE,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
         }
     }
 }

@@ -195,6 +195,11 @@ impl StatKind {
     }
 }
 
+/// Atlas's bound on the steps a stateful window spans (a day of 1 s steps): rolling
+/// windows, delays, training periods and `:trend` (whose window is a duration, checked in
+/// steps once the step is known).
+pub(crate) const MAX_WINDOW: usize = 86_400;
+
 /// Stateful operations, evaluated over the window from its first step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum StatefulOp {

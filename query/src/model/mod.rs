@@ -10,9 +10,9 @@ use std::fmt;
 
 pub(crate) use data::{AggrOp, AggregateFunction, DataExpr, DataKind, write_list};
 pub(crate) use expr::{
-    BinaryOp, Display as RewriteDisplay, MathAggr, NamedRewrite, OthersAggr, Percentiles,
-    RewriteName, StatKind, StatefulOp, TimeMode, TimeSeriesExpr, TimeSpan, TopK, UnaryOp, add_nan,
-    binary, math_aggregate, truthy,
+    BinaryOp, Display as RewriteDisplay, MAX_WINDOW, MathAggr, NamedRewrite, OthersAggr,
+    Percentiles, RewriteName, StatKind, StatefulOp, TimeMode, TimeSeriesExpr, TimeSpan, TopK,
+    UnaryOp, add_nan, binary, math_aggregate, truthy,
 };
 pub(crate) use query::{Query, RegexQuery};
 pub(crate) use style::StyleExpr;

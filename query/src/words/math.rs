@@ -821,6 +821,9 @@ fn percentile_source(item: Item) -> Result<(crate::model::Query, Vec<String>, i6
     }
 }
 
+/// Percentiles one `:percentiles` list may ask for: each is a line per group.
+const MAX_PERCENTILES: usize = 100;
+
 fn percentiles(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     let [d, pcts] = args(a)?;
     let (query, keys, offset_ms) = percentile_source(d)?;
@@ -832,6 +835,12 @@ fn percentiles(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     }
     pcts.sort_by(f64::total_cmp);
     pcts.dedup();
+    if pcts.len() > MAX_PERCENTILES {
+        return Err(Failure::Invalid(format!(
+            "{} percentiles in one list, over the limit of {MAX_PERCENTILES}",
+            pcts.len()
+        )));
+    }
     push(
         ctx,
         TimeSeriesExpr::Percentiles(Box::new(Percentiles {

@@ -5,7 +5,7 @@
 
 use super::{Failure, Param, Word, args, take_double, take_duration, take_int, take_ts};
 use crate::interpreter::Context;
-use crate::model::{BinaryOp, Item, StatefulOp, TimeSeriesExpr, binary};
+use crate::model::{BinaryOp, Item, MAX_WINDOW, StatefulOp, TimeSeriesExpr, binary};
 
 type R = Result<(), Failure>;
 
@@ -304,9 +304,6 @@ fn push(ctx: &mut Context<'_>, op: StatefulOp, e: TimeSeriesExpr) -> R {
     Ok(())
 }
 
-/// Atlas's bound on rolling windows (a day of 1 s steps).
-const MAX_WINDOW: usize = 86_400;
-
 fn window(ctx: &mut Context<'_>, a: Vec<Item>, make: fn(usize) -> StatefulOp) -> R {
     let [e, n] = args(a)?;
     let n = take_int(n)?;
@@ -322,7 +319,12 @@ fn window(ctx: &mut Context<'_>, a: Vec<Item>, make: fn(usize) -> StatefulOp) ->
 fn rolling_mean(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     let [e, n, min] = args(a)?;
     let (n, min) = (take_int(n)?, take_int(min)?);
-    if min < 1 || min > n || n > MAX_WINDOW {
+    if !(1..=MAX_WINDOW).contains(&n) {
+        return Err(Failure::Invalid(format!(
+            "window size must be between 1 and {MAX_WINDOW}: {n}"
+        )));
+    }
+    if min < 1 || min > n {
         return Err(Failure::Invalid(format!(
             "minNumValues must be between 1 and n ({min} not in 1..={n})"
         )));
@@ -347,9 +349,9 @@ fn des_op(
     preset: Option<&'static str>,
 ) -> Result<StatefulOp, Failure> {
     if training > MAX_WINDOW || !alpha.is_finite() || !beta.is_finite() {
-        return Err(Failure::Invalid(
-            "training must be at most 86400 and alpha, beta finite".into(),
-        ));
+        return Err(Failure::Invalid(format!(
+            "training must be at most {MAX_WINDOW} steps ({training}) and alpha, beta finite"
+        )));
     }
     Ok(if sliding {
         StatefulOp::SlidingDes {

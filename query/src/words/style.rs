@@ -531,10 +531,20 @@ fn limit(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     push(ctx, s)
 }
 
+/// Offsets one legacy `(,…,),:offset` list may give: each is a copy of the expression.
+const MAX_OFFSETS: usize = 32;
+
 fn legacy_offset(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     let [e, list] = args(a)?;
+    let list = take_list(list)?;
+    if list.len() > MAX_OFFSETS {
+        return Err(Failure::Invalid(format!(
+            "{} offsets in one list, over the limit of {MAX_OFFSETS}",
+            list.len()
+        )));
+    }
     let mut offsets = Vec::new();
-    for item in take_list(list)? {
+    for item in list {
         let d = take_str(item)?;
         if crate::time::parse_duration(&d).is_none() {
             return Err(Failure::Invalid(format!(
