@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub max_concurrent_queries: usize,
     /// Live queries one client address may run at once.
     pub live_max_per_client: usize,
+    /// Connections each listener (HTTP, gRPC) holds at once; more are refused.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -171,6 +173,7 @@ impl Default for ServerConfig {
             query_max_memory: argus_query::graph::DEFAULT_MAX_MEMORY_BYTES,
             max_concurrent_queries: 16,
             live_max_per_client: 16,
+            max_connections: 8_192,
         }
     }
 }
@@ -206,6 +209,7 @@ pub struct ConfigLayer {
     pub query_max_memory: Option<usize>,
     pub max_concurrent_queries: Option<usize>,
     pub live_max_per_client: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 impl ConfigLayer {
@@ -245,6 +249,7 @@ impl ConfigLayer {
             query_max_memory: self.query_max_memory.or(lower.query_max_memory),
             max_concurrent_queries: self.max_concurrent_queries.or(lower.max_concurrent_queries),
             live_max_per_client: self.live_max_per_client.or(lower.live_max_per_client),
+            max_connections: self.max_connections.or(lower.max_connections),
         }
     }
 
@@ -331,6 +336,7 @@ impl ConfigLayer {
                 .max_concurrent_queries
                 .unwrap_or(d.max_concurrent_queries),
             live_max_per_client: self.live_max_per_client.unwrap_or(d.live_max_per_client),
+            max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

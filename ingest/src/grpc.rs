@@ -655,6 +655,7 @@ pub async fn serve(
             .max_decoding_message_size(max),
         auth.clone(),
     );
+    let connections = state.connections.clone();
     let otlp = OtlpService { state };
     let metrics = InterceptedService::new(
         MetricsServiceServer::new(otlp.clone())
@@ -679,7 +680,7 @@ pub async fn serve(
         .add_service(metrics)
         .add_service(logs)
         .serve_with_incoming_shutdown(
-            crate::grpc_io::incoming(listener, first_bytes_within),
+            crate::grpc_io::incoming(listener, first_bytes_within, connections),
             shutdown,
         )
         .await

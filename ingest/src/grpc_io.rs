@@ -1,18 +1,23 @@
 //! The gRPC port's connections, held to a deadline for their first bytes: a client must
 //! send the HTTP/2 preface (or a TLS client hello) within the header timeout, so that sockets
 //! opened and left silent, or trickled a byte at a time, cannot pile up. Established
-//! connections are kept honest by HTTP/2 pings (see `grpc::serve`).
+//! connections are kept honest by HTTP/2 pings (see `grpc::serve`). Connections past the
+//! listener's cap (`--max-connections`) are closed at once and counted.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::connections::Connections;
 
 /// Bytes that must arrive before the deadline: the HTTP/2 client preface is 24 bytes, and a
 /// TLS client hello is longer.
@@ -22,14 +27,17 @@ pub struct DeadlineStream {
     inner: TcpStream,
     deadline: Option<Pin<Box<Sleep>>>,
     received: usize,
+    /// The connection's place under the listener's cap, given back when it closes.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl DeadlineStream {
-    fn new(inner: TcpStream, timeout: Duration) -> Self {
+    fn new(inner: TcpStream, timeout: Duration, permit: OwnedSemaphorePermit) -> Self {
         DeadlineStream {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             received: 0,
+            _permit: permit,
         }
     }
 }
@@ -108,14 +116,16 @@ impl Connected for DeadlineStream {
 }
 
 /// The listener's connections, each with its deadline. Failed accepts (a full file table)
-/// are skipped, as tonic's own listener does.
+/// are skipped, as tonic's own listener does; connections past the cap are closed.
 pub fn incoming(
     listener: TcpListener,
     timeout: Duration,
+    connections: Arc<Connections>,
 ) -> impl Stream<Item = io::Result<DeadlineStream>> {
     tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |accepted| {
         let stream = accepted.ok()?;
+        let permit = connections.grpc.admit()?;
         let _ = stream.set_nodelay(true);
-        Some(Ok(DeadlineStream::new(stream, timeout)))
+        Some(Ok(DeadlineStream::new(stream, timeout, permit)))
     })
 }

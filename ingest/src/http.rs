@@ -47,6 +47,8 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::TokenStore>,
     /// Graph queries running at once (`--max-concurrent-queries`).
     pub query_permits: Arc<tokio::sync::Semaphore>,
+    /// Open connections per listener (`--max-connections`).
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
         let query_permits = Arc::new(tokio::sync::Semaphore::new(
             cfg.max_concurrent_queries.max(1),
         ));
+        let cfg_max_connections = cfg.max_connections;
         store.set_limits(argus_tsdb::SeriesLimits {
             max_series: cfg.max_series,
             max_series_per_name: cfg.max_series_per_metric,
@@ -73,6 +76,7 @@ impl AppState {
             remote_write: Arc::new(RemoteWriteState::default()),
             tokens: Arc::new(crate::auth::TokenStore::default()),
             query_permits,
+            connections: Arc::new(crate::connections::Connections::new(cfg_max_connections)),
         }
     }
 }
@@ -162,7 +166,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state.store);
+    let text = state.metrics.render(&state.store, &state.connections);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -1,9 +1,11 @@
 //! The HTTP listener: hyper's connection loop with the timeouts `axum::serve` does not set,
-//! so slow or half-open clients cannot hold the server. Headers (of the first request and
-//! of every later one on a kept-alive connection) must arrive within the header timeout,
-//! which also closes idle connections; request bodies are read under their own timeout by
-//! [`guard_body`].
+//! so slow, silent or half-open clients cannot hold the server. A new connection must send
+//! its first byte within the header timeout (hyper's own header timeout starts only at the
+//! first byte), headers of every request must arrive within it, which also closes idle
+//! kept-alive connections, and request bodies are read under their own timeout by
+//! [`guard_body`]. Connections past the listener's cap are refused at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,8 +20,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::http::AppState;
+
+/// What a connection over the cap gets before it is closed: a careless client learns why.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 92\r\n\r\n\
+{\"type\":\"error\",\"message\":\"the server holds its maximum of connections (--max-connections)\"}";
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
 /// lets open requests finish (for at most five seconds).
@@ -28,6 +36,7 @@ pub async fn serve(
     app: Router,
     header_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    connections: Arc<Connections>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -56,16 +65,37 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Some(permit) = connections.http.admit() else {
+                    // Best effort, never waiting: the socket's buffer takes this at once.
+                    let _ = stream.try_write(FULL);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 match tls.clone() {
-                    None => serve_connection(&builder, &graceful, TokioIo::new(stream), app.clone(), peer),
+                    None => {
+                        let (builder, app) = (builder.clone(), app.clone());
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            // Silent connections close at the header timeout (hyper's own
+                            // starts at the first byte).
+                            let mut first = [0u8; 1];
+                            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                                Ok(Ok(0)) => {}
+                                Ok(Ok(_)) => {
+                                    serve_connection(builder, watcher, TokioIo::new(stream), app, peer, permit).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "connection failed before a request"),
+                                Err(_) => tracing::debug!("connection sent nothing within the header timeout"),
+                            }
+                        });
+                    }
                     Some(acceptor) => {
                         let handshaken = handshaken.clone();
                         tokio::spawn(async move {
                             // The handshake is held to the header timeout too.
                             match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
-                                    let _ = handshaken.send((tls, peer)).await;
+                                    let _ = handshaken.send((tls, peer, permit)).await;
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -74,8 +104,10 @@ pub async fn serve(
                     }
                 }
             }
-            Some((tls, peer)) = handshakes.recv() => {
-                serve_connection(&builder, &graceful, TokioIo::new(tls), app.clone(), peer);
+            Some((tls, peer, permit)) = handshakes.recv() => {
+                let (builder, app) = (builder.clone(), app.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(serve_connection(builder, watcher, TokioIo::new(tls), app, peer, permit));
             }
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -88,12 +120,14 @@ pub async fn serve(
     Ok(())
 }
 
-fn serve_connection<I>(
-    builder: &Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+/// Serves one connection to its end; `permit` holds its place under the cap until then.
+async fn serve_connection<I>(
+    builder: Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
     io: TokioIo<I>,
     app: Router,
     peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -110,11 +144,9 @@ fn serve_connection<I>(
     let conn = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        // A timed-out or reset connection is the client's business.
-        let _ = conn.await;
-    });
+    // A timed-out or reset connection is the client's business.
+    let _ = watcher.watch(conn).await;
+    drop(permit);
 }
 
 /// Refuses a declared body over `--max-body-bytes` before reading any of it, and reads
@@ -179,5 +211,22 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_refusal_over_the_cap_is_a_whole_response() {
+        let text = std::str::from_utf8(super::FULL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("--max-connections")
+        );
     }
 }

@@ -139,7 +139,7 @@ struct ServerArgs {
     /// maintenance-interval, max-series,
     /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
     /// tls-key, tls-client-ca, query-timeout, query-max-series, query-max-memory,
-    /// max-concurrent-queries,
+    /// max-concurrent-queries, max-connections,
     /// live-max-per-client).
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -237,6 +237,10 @@ struct ServerArgs {
     /// Live queries one client address may run at once [default: 16].
     #[arg(long, env = "ARGUS_LIVE_MAX_PER_CLIENT", value_name = "N")]
     live_max_per_client: Option<usize>,
+    /// Connections each listener (HTTP, gRPC) holds at once; more are refused at once and
+    /// counted. Lowered to what the open-file limit allows [default: 8192].
+    #[arg(long, env = "ARGUS_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 impl ServerArgs {
@@ -273,6 +277,7 @@ impl ServerArgs {
             query_max_memory: self.query_max_memory,
             max_concurrent_queries: self.max_concurrent_queries,
             live_max_per_client: self.live_max_per_client,
+            max_connections: self.max_connections,
         };
         flags.over(file).resolve()
     }

@@ -42,7 +42,7 @@ impl ServerMetrics {
         *self.http.lock().entry((route, status)).or_default() += 1;
     }
 
-    pub fn render(&self, store: &Store) -> String {
+    pub fn render(&self, store: &Store, connections: &crate::connections::Connections) -> String {
         let mut out = String::with_capacity(4096);
         let mem = store.memory();
         let _ = writeln!(
@@ -69,6 +69,30 @@ impl ServerMetrics {
                 out,
                 "argus_queries_stopped_total{{reason=\"{reason}\"}} {}",
                 n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP argus_connections_open Connections open, by listener.\n# TYPE argus_connections_open gauge"
+        );
+        for cap in [&connections.http, &connections.grpc] {
+            let _ = writeln!(
+                out,
+                "argus_connections_open{{listener=\"{}\"}} {}",
+                cap.listener,
+                cap.open()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP argus_connections_refused_total Connections refused because the listener held --max-connections, by listener.\n# TYPE argus_connections_refused_total counter"
+        );
+        for cap in [&connections.http, &connections.grpc] {
+            let _ = writeln!(
+                out,
+                "argus_connections_refused_total{{listener=\"{}\"}} {}",
+                cap.listener,
+                cap.refused()
             );
         }
         if let Some(w) = store.wal_stats() {

@@ -111,6 +111,23 @@ async fn durability_loop(state: AppState) {
 }
 
 /// Runs the server until `shutdown` completes. Prints the bound addresses on stdout as
+/// Connections the kernel queues for a listener before the server accepts them. The usual
+/// 128 (mio's) is a burst of new agents or clients: past it the kernel drops their SYNs and
+/// each waits a second to try again (seen: 5,000 connections took 22 s to open).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (the kernel caps it at `somaxconn`).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// `argus: HTTP API listening on http://ADDR` and `argus: gRPC listening on ADDR` (tests that
 /// bind port 0 read them from there).
 pub async fn run(
@@ -131,15 +148,13 @@ pub async fn run(
         }
     }
     let (http_addr, grpc_addr) = (state.cfg.http_addr, state.cfg.grpc_addr);
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {http_addr}"))?;
+    let listener =
+        listen(http_addr).with_context(|| format!("binding the HTTP API to {http_addr}"))?;
     let addr = listener
         .local_addr()
         .context("reading the bound HTTP address")?;
-    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("binding the gRPC services to {grpc_addr}"))?;
+    let grpc_listener =
+        listen(grpc_addr).with_context(|| format!("binding the gRPC services to {grpc_addr}"))?;
     let grpc_addr = grpc_listener
         .local_addr()
         .context("reading the bound gRPC address")?;
@@ -226,8 +241,9 @@ pub async fn run(
         Some(files) => Some(files.http_acceptor()?),
         None => None,
     };
+    let connections = state.connections.clone();
     let app = router(state);
-    let served = crate::http_serve::serve(listener, app, header_timeout, tls, stop_rx)
+    let served = crate::http_serve::serve(listener, app, header_timeout, tls, connections, stop_rx)
         .await
         .context("serving the HTTP API");
     let grpc_served = grpc.await.context("the gRPC task failed")?;
