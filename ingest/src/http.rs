@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::config::ServerConfig;
 use crate::convert::RemoteWriteState;
 use crate::error::ApiError;
-use crate::events::{EventHub, parse_ndjson};
+use crate::events::{EventHub, IntakeError, IntakeOutcome, NdjsonIntake};
 use crate::grpc::AgentRegistry;
 use crate::metrics::ServerMetrics;
 use crate::publish::{Mode, PayloadError, decode_body, parse_payload, store_datapoints};
@@ -416,36 +416,94 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
 }
 
 /// Raw events as NDJSON, one JSON object per line, into an event stream. 200 when every line
-/// was taken, 202 with the reasons when some were refused, 400 when none was.
+/// was taken, 202 with the reasons when some were refused, 400 when none was. The body is
+/// taken as it arrives (see [`NdjsonIntake`]), under `--http-body-timeout` and
+/// `--max-body-bytes` (after gzip decoding); events taken before a body fails stay taken,
+/// and the error says how many.
 async fn events(
     State(state): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| ApiError {
-        status: e.status(),
-        message: format!("reading request body: {}", e.body_text()),
-    })?;
-    let encoding = headers
+    use http_body_util::BodyExt;
+    let gzip = match headers
         .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("invalid").to_string());
-    let st = state.clone();
-    let (accepted, refused) = tokio::task::spawn_blocking(move || {
-        let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
-        let parsed = parse_ndjson(&decoded, st.store.now_ms());
-        let (events, refused): (Vec<_>, Vec<_>) = parsed.into_iter().partition(Result::is_ok);
-        let events: Vec<_> = events.into_iter().filter_map(Result::ok).collect();
-        let refused: Vec<String> = refused.into_iter().filter_map(Result::err).collect();
-        let n = st
-            .events
-            .publish(&stream, &events)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok::<_, ApiError>((n, refused))
+        .map(|v| v.to_str().unwrap_or("invalid").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => return Err(PayloadError::Encoding(e).into()),
+    };
+    let limit = state.cfg.max_body_bytes;
+    let mut intake = NdjsonIntake::new(
+        state.events.clone(),
+        &stream,
+        state.store.now_ms(),
+        gzip,
+        limit,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let timeout = Duration::from_millis(state.cfg.http_body_timeout_ms.max(1) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut piece: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: format!(
+                        "the request body did not arrive within {} ms (--http-body-timeout); \
+                         {} events before it were taken",
+                        timeout.as_millis(),
+                        intake.accepted()
+                    ),
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!(
+                    "reading the request body: {e}; {} events before it were taken",
+                    intake.accepted()
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        piece.extend_from_slice(&data);
+        if piece.len() >= EVENT_PIECE_BYTES {
+            let taken = std::mem::take(&mut piece);
+            intake = tokio::task::spawn_blocking(move || {
+                let r = intake.push(&taken);
+                (intake, r)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("events task failed: {e}")))
+            .and_then(|(intake, r)| match r {
+                Ok(()) => Ok(intake),
+                Err(e) => Err(intake_error(e, intake.accepted())),
+            })?;
+        }
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        let accepted_before = intake.accepted();
+        intake
+            .push(&piece)
+            .and_then(|()| intake.finish())
+            .map_err(|e| intake_error(e, accepted_before))
     })
     .await
     .map_err(|e| ApiError::internal(format!("events task failed: {e}")))??;
-    if refused.is_empty() {
+    let IntakeOutcome {
+        accepted,
+        refused,
+        reasons,
+    } = outcome;
+    if refused == 0 {
         return Ok(axum::Json(json!({"accepted": accepted})).into_response());
     }
     let status = if accepted == 0 {
@@ -456,10 +514,24 @@ async fn events(
     let body = json!({
         "type": if accepted == 0 { "error" } else { "partial" },
         "accepted": accepted,
-        "errorCount": refused.len(),
-        "message": refused.iter().take(5).collect::<Vec<_>>(),
+        "errorCount": refused,
+        "message": reasons,
     });
     Ok((status, axum::Json(body)).into_response())
+}
+
+/// Body bytes gathered before they are handed to the intake on a blocking thread.
+const EVENT_PIECE_BYTES: usize = 1 << 20;
+
+fn intake_error(e: IntakeError, accepted: usize) -> ApiError {
+    let status = match e {
+        IntakeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        IntakeError::Gzip(_) | IntakeError::Stream(_) => StatusCode::BAD_REQUEST,
+    };
+    ApiError {
+        status,
+        message: format!("{e}; {accepted} events before it were taken"),
+    }
 }
 
 async fn tag_keys(

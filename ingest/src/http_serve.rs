@@ -149,6 +149,10 @@ async fn serve_connection<I>(
     drop(permit);
 }
 
+/// Routes whose handlers read the body as it arrives, applying the body timeout and size
+/// limit themselves: NDJSON events, which can be large and are useful line by line.
+const STREAMED_BODIES: &str = "/api/v1/events/";
+
 /// Refuses a declared body over `--max-body-bytes` before reading any of it, and reads
 /// every other body whole within `--http-body-timeout` (408 otherwise), so a client that
 /// trickles a body holds no handler and no thread. Methods without a body, and upgrades,
@@ -178,7 +182,10 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
         );
         return response;
     }
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    // Without a body, or taken as it arrives by its handler (under the same limits).
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path().starts_with(STREAMED_BODIES)
+    {
         return next.run(req).await;
     }
     let timeout = Duration::from_millis(state.cfg.http_body_timeout_ms.max(1) as u64);

@@ -238,3 +238,82 @@ fn queries_beyond_the_concurrency_limit_wait_then_are_refused() {
         assert!(body.ends_with("retry-after=true"), "{body}");
     }
 }
+
+/// Peak resident memory of `pid` since the last [`reset_peak`], in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts measuring `pid`'s peak resident memory afresh (Linux's `clear_refs` 5).
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS");
+}
+
+/// About 60 MB of NDJSON request events, one in a hundred a server error.
+fn sixty_mb_of_events() -> (Vec<u8>, usize) {
+    let mut body = Vec::with_capacity(61 << 20);
+    let mut n = 0;
+    while body.len() < 60_000_000 {
+        let status = if n % 100 == 0 { 503 } else { 200 };
+        body.extend_from_slice(
+            format!(
+                "{{\"path\":\"/api/items/{n}\",\"status\":{status},\"latency_ms\":{}.5,\"user\":\"u{}\",\"region\":\"us-east-1\",\"tags\":[\"a\",\"b\"]}}\n",
+                n % 997,
+                n % 10_007
+            )
+            .as_bytes(),
+        );
+        n += 1;
+    }
+    (body, n)
+}
+
+#[test]
+fn a_60_mb_event_body_costs_at_most_64_mb_with_and_without_a_subscriber() {
+    let server = Server::start(&["--ephemeral"]);
+    let pid = server.pid();
+    let (body, events) = sixty_mb_of_events();
+    let post = || {
+        let (status, text) = server.post("/api/v1/events/requests", &body, None);
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["accepted"].as_u64(), Some(events as u64));
+    };
+    // Idle, after one small request has warmed the server up.
+    let (status, _) = server.post("/api/v1/events/requests", b"{\"a\":1}\n", None);
+    assert_eq!(status, 200);
+    let idle = rss_kib(pid);
+
+    reset_peak(pid);
+    post();
+    let unwanted = peak_rss_kib(pid).saturating_sub(idle);
+
+    let live = argus_tests::LiveClient::start(
+        &server,
+        &[],
+        "select path, status from requests where status >= 500",
+    );
+    live.wait_subscribed();
+    let idle = rss_kib(pid);
+    reset_peak(pid);
+    post();
+    let wanted = peak_rss_kib(pid).saturating_sub(idle);
+    let matched = argus_tests::eventually(30, "the matching events as rows", || {
+        let rows = live.rows().len();
+        (rows >= events / 100 * 9 / 10).then_some(rows)
+    });
+    eprintln!(
+        "{} MB of {events} events: peak RSS +{} MiB with no subscriber, +{} MiB with one \
+         ({matched} rows)",
+        body.len() / 1_000_000,
+        unwanted / 1024,
+        wanted / 1024
+    );
+    assert!(unwanted <= 64 * 1024, "+{unwanted} KiB with no subscriber");
+    assert!(wanted <= 64 * 1024, "+{wanted} KiB with a subscriber");
+}
