@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub step: Option<String>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
     pub buffer_bytes: Option<usize>,
+    pub memory_limit: Option<usize>,
+    pub max_series_per_step: Option<usize>,
     pub node: Option<String>,
     pub app: Option<String>,
     pub cluster: Option<String>,
@@ -95,12 +97,31 @@ pub struct AgentConfig {
     pub tags: Vec<(String, String)>,
     /// Memory for batches not yet acknowledged; past it the oldest are dropped.
     pub buffer_bytes: usize,
+    /// Memory the agent may use as a whole: the buffer, its series (past their share new
+    /// series are dropped) and [`RESERVED_BYTES`] for everything else.
+    pub memory_limit: usize,
+    /// Series one step may hold; updates of further ones are dropped and counted.
+    pub max_series_per_step: usize,
     pub host_metrics: bool,
     /// Where /proc and /sys are (tests point this at fixtures).
     pub proc_root: PathBuf,
     pub scrape: Vec<ScrapeTarget>,
     pub scrape_interval: Duration,
     pub tail: Vec<TailFile>,
+}
+
+/// Memory the agent keeps for itself within `--memory-limit`: the runtime, batches being
+/// encoded and sent, request bodies at the intake.
+pub const RESERVED_BYTES: usize = 48 << 20;
+/// The least memory `--memory-limit` must leave for series.
+const MIN_SERIES_BYTES: usize = 16 << 20;
+
+impl AgentConfig {
+    /// Memory the series catalog may hold.
+    pub fn series_bytes(&self) -> usize {
+        self.memory_limit
+            .saturating_sub(self.buffer_bytes + RESERVED_BYTES)
+    }
 }
 
 /// Parses `10s`, `1m`, `500ms`, `2h`.
@@ -159,6 +180,8 @@ pub struct Overrides {
     pub step: Option<String>,
     pub tags: Vec<String>,
     pub buffer_bytes: Option<usize>,
+    pub memory_limit: Option<usize>,
+    pub max_series_per_step: Option<usize>,
     pub node: Option<String>,
     pub app: Option<String>,
     pub cluster: Option<String>,
@@ -269,6 +292,22 @@ impl Overrides {
         if buffer_bytes < 4096 {
             bail!("invalid --buffer-bytes {buffer_bytes}: at least 4096");
         }
+        let memory_limit = self.memory_limit.or(file.memory_limit).unwrap_or(256 << 20);
+        let least = buffer_bytes + RESERVED_BYTES + MIN_SERIES_BYTES;
+        if memory_limit < least {
+            bail!(
+                "invalid --memory-limit {memory_limit}: at least {least} (the buffer of \
+                 {buffer_bytes}, {RESERVED_BYTES} for the agent itself, {MIN_SERIES_BYTES} \
+                 for series)"
+            );
+        }
+        let max_series_per_step = self
+            .max_series_per_step
+            .or(file.max_series_per_step)
+            .unwrap_or(100_000);
+        if max_series_per_step == 0 {
+            bail!("invalid --max-series-per-step 0: at least 1");
+        }
         Ok(AgentConfig {
             server,
             token: self.token.or(file.token).map(Secret),
@@ -286,6 +325,8 @@ impl Overrides {
             step,
             tags,
             buffer_bytes,
+            memory_limit,
+            max_series_per_step,
             host_metrics: !self.no_host_metrics && file.host_metrics.unwrap_or(true),
             proc_root,
             scrape,

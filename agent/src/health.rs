@@ -15,11 +15,24 @@ pub struct Health {
     pub rejected_by_server: AtomicU64,
     /// Input the agent could not read (a bad StatsD line, a non-JSON event, ...).
     pub invalid_input: AtomicU64,
-    /// New series refused because the catalog is full.
+    /// New series refused because the catalog is full (by count or by its memory budget).
     pub dropped_too_many_series: AtomicU64,
+    /// Updates of new series refused because the step already had `--max-series-per-step`
+    /// series.
+    pub dropped_series_per_step: AtomicU64,
+    /// Dropped because one batch would have been over the server's message limit.
+    pub dropped_samples_too_large: AtomicU64,
+    pub dropped_events_too_large: AtomicU64,
+    /// The largest message sent to the server, in bytes (before compression).
+    pub batch_bytes_max: AtomicU64,
+    /// Memory the series catalog holds, as it counts it.
+    pub series_bytes: AtomicU64,
     pub reconnects: AtomicU64,
     pub buffer_bytes: AtomicU64,
     pub statsd_packets: AtomicU64,
+    /// StatsD packets the kernel dropped because the receive buffer was full (its count,
+    /// read every step).
+    pub statsd_kernel_drops: AtomicU64,
     pub scrapes_failed: AtomicU64,
     /// Raw events taken in (HTTP intake, tailed files).
     pub events_received: AtomicU64,
@@ -78,8 +91,28 @@ impl Health {
             ),
             c(
                 "argus.agent.dropped",
+                &[("id", "statsd_packets"), ("reason", "receive_buffer_full")],
+                &self.statsd_kernel_drops,
+            ),
+            c(
+                "argus.agent.dropped",
                 &[("id", "series"), ("reason", "too_many_series")],
                 &self.dropped_too_many_series,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "samples"), ("reason", "series_per_step")],
+                &self.dropped_series_per_step,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "samples"), ("reason", "too_large")],
+                &self.dropped_samples_too_large,
+            ),
+            c(
+                "argus.agent.dropped",
+                &[("id", "events"), ("reason", "too_large")],
+                &self.dropped_events_too_large,
             ),
             c(
                 "argus.agent.events",
@@ -120,6 +153,18 @@ impl Health {
                 tags: &[],
                 gauge: true,
                 value: self.buffer_bytes.load(Ordering::Relaxed),
+            },
+            HealthSeries {
+                name: "argus.agent.series.bytes",
+                tags: &[],
+                gauge: true,
+                value: self.series_bytes.load(Ordering::Relaxed),
+            },
+            HealthSeries {
+                name: "argus.agent.batch.bytes.max",
+                tags: &[],
+                gauge: true,
+                value: self.batch_bytes_max.load(Ordering::Relaxed),
             },
         ]
     }

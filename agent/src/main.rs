@@ -19,6 +19,7 @@ mod tail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,6 +88,15 @@ struct Cli {
     /// dropped and counted [default: 8388608].
     #[arg(long, env = "ARGUS_AGENT_BUFFER_BYTES", value_name = "BYTES")]
     buffer_bytes: Option<usize>,
+    /// Memory the agent may use as a whole: the buffer, 48 MiB for itself, and the rest for
+    /// the series it knows (past it new series are dropped and counted) [default: 268435456].
+    #[arg(long, env = "ARGUS_AGENT_MEMORY_LIMIT", value_name = "BYTES")]
+    memory_limit: Option<usize>,
+    /// Series one step may hold (StatsD names, host metrics, ...); updates of further series
+    /// are dropped and counted as argus.agent.dropped{reason=series_per_step}
+    /// [default: 100000].
+    #[arg(long, env = "ARGUS_AGENT_MAX_SERIES_PER_STEP", value_name = "N")]
+    max_series_per_step: Option<usize>,
     /// This host's name, the `nf.node` tag [default: the kernel's host name].
     #[arg(long, env = "ARGUS_AGENT_NODE", value_name = "NAME")]
     node: Option<String>,
@@ -131,6 +141,8 @@ impl Cli {
             step: self.step,
             tags: self.tags,
             buffer_bytes: self.buffer_bytes,
+            memory_limit: self.memory_limit,
+            max_series_per_step: self.max_series_per_step,
             node: self.node,
             app: self.app,
             cluster: self.cluster,
@@ -184,9 +196,16 @@ fn until_next_step(step_ms: i64) -> (i64, Duration) {
 
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
-    let catalog = Arc::new(Catalog::default());
-    let outbox = Arc::new(Outbox::new(cfg.buffer_bytes, health.clone()));
-    let registry = Arc::new(Registry::new(catalog.clone(), cfg.tags.clone()));
+    let catalog = Arc::new(Catalog::with_budget(cfg.series_bytes()));
+    let outbox = Arc::new(Outbox::new(
+        cfg.buffer_bytes,
+        health.clone(),
+        catalog.clone(),
+    ));
+    let registry = Arc::new(
+        Registry::new(catalog.clone(), cfg.tags.clone())
+            .limited(cfg.max_series_per_step, health.clone()),
+    );
     let pushdown = Arc::new(pushdown::Pushdown::default());
     let events = Arc::new(EventBatcher::new(
         outbox.clone(),
@@ -201,9 +220,10 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
 
-    let statsd_socket = tokio::net::UdpSocket::bind(cfg.statsd_addr)
+    let statsd_socket = statsd::bind(cfg.statsd_addr)
         .await
         .with_context(|| format!("binding the StatsD listener to {}", cfg.statsd_addr))?;
+    let statsd_drops = statsd::KernelDrops::of(&statsd_socket);
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .with_context(|| format!("binding the HTTP intake to {}", cfg.http_addr))?;
@@ -305,6 +325,9 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             h.collect(&registry);
         }
         sets.flush_into(&registry);
+        if let Some(drops) = statsd_drops.read() {
+            health.statsd_kernel_drops.store(drops, Ordering::Relaxed);
+        }
         for s in health.series() {
             if s.gauge {
                 registry.set(s.name, s.tags, s.value as f64);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use parking_lot::Mutex;
 
+use crate::health::Health;
 use crate::outbox::{Catalog, Sample};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +50,10 @@ pub struct Registry {
     meters: Mutex<AHashMap<u32, Meter>>,
     /// Series ids by (name, tags) as given, so updates do not rebuild tag lists.
     ids: Mutex<AHashMap<MeterKey, Option<u32>>>,
+    /// Meters one step may hold: updates of further series are dropped and counted, so a
+    /// flood of distinct names costs neither memory nor batches beyond it.
+    max_meters: usize,
+    health: Arc<Health>,
 }
 
 impl Registry {
@@ -59,10 +64,19 @@ impl Registry {
             common,
             meters: Mutex::new(AHashMap::new()),
             ids: Mutex::new(AHashMap::new()),
+            max_meters: usize::MAX,
+            health: Arc::new(Health::default()),
         }
     }
 
-    /// The catalog id of a meter's series; `None` when the catalog is full.
+    /// At most `max_meters` series per step; drops counted in `health`.
+    pub fn limited(mut self, max_meters: usize, health: Arc<Health>) -> Self {
+        self.max_meters = max_meters;
+        self.health = health;
+        self
+    }
+
+    /// The catalog id of a meter's series; `None` when the catalog is full (counted).
     fn id(&self, name: &str, tags: &[(&str, &str)], kind: MeterKind) -> Option<u32> {
         let key = (
             name.to_string(),
@@ -74,11 +88,27 @@ impl Registry {
         if let Some(id) = self.ids.lock().get(&key) {
             return *id;
         }
+        // A series the step has no room for is not even catalogued.
+        if self.meters.lock().len() >= self.max_meters {
+            self.health
+                .dropped_series_per_step
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
         let mut all = self.common.clone();
         all.extend(key.1.iter().cloned());
         all.push(("name".into(), name.to_string()));
         all.push(("atlas.dstype".into(), kind.dstype().to_string()));
         let id = self.catalog.intern(all);
+        if id.is_none() {
+            self.health
+                .dropped_too_many_series
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.health.series_bytes.store(
+            self.catalog.bytes() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut ids = self.ids.lock();
         if ids.len() < crate::outbox::MAX_SERIES {
             ids.insert(key, id);
@@ -97,6 +127,12 @@ impl Registry {
             return false;
         };
         let mut meters = self.meters.lock();
+        if meters.len() >= self.max_meters && !meters.contains_key(&id) {
+            self.health
+                .dropped_series_per_step
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
         let m = meters.entry(id).or_insert(Meter {
             kind,
             value: match kind {
@@ -193,5 +229,23 @@ mod tests {
         got.sort_by_key(|s| s.series);
         let values: Vec<f64> = got.iter().map(|s| s.value).collect();
         assert_eq!(values, [0.0, 21.0]);
+    }
+
+    #[test]
+    fn a_step_holds_at_most_its_series_and_counts_the_rest() {
+        let catalog = Arc::new(Catalog::default());
+        let health = Arc::new(Health::default());
+        let r = Registry::new(catalog.clone(), Vec::new()).limited(3, health.clone());
+        for i in 0..10 {
+            r.add(&format!("flood.{i}"), &[], 1.0);
+        }
+        // known series keep updating
+        assert!(r.add("flood.0", &[], 1.0));
+        let got = r.flush(60_000, 60.0);
+        assert_eq!(got.len(), 3);
+        use std::sync::atomic::Ordering;
+        assert_eq!(health.dropped_series_per_step.load(Ordering::Relaxed), 7);
+        // the refused names were never catalogued
+        assert_eq!(catalog.intern(vec![("name".into(), "x".into())]), Some(3));
     }
 }

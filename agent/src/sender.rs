@@ -15,6 +15,7 @@ use argus_proto::v1::{
     AgentMessage, EventBatch, Hello, MetricBatch, SampleGroup, SeriesDef, Tag, agent_message,
     server_message,
 };
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -188,6 +189,35 @@ impl Sender {
         req
     }
 
+    /// Whether a message of `bytes` fits the server's `limit`; records the largest sent.
+    fn fits(&self, bytes: usize, limit: usize) -> bool {
+        if bytes > limit {
+            tracing::warn!(
+                bytes,
+                limit,
+                "a batch over the server's message limit is dropped"
+            );
+            return false;
+        }
+        self.health
+            .batch_bytes_max
+            .fetch_max(bytes as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// A stream failed with `status`. A message the server found too large is never
+    /// resent: the oldest batch in flight (the one it refused) is dropped and counted, so
+    /// the agent does not send it again forever.
+    fn stream_failed(&self, kind: Kind, status: tonic::Status) -> tonic::Status {
+        if status.code() == tonic::Code::ResourceExhausted
+            && let Some(seq) = self.outbox.oldest_in_flight(kind)
+        {
+            tracing::warn!(seq, message = %status.message(), "the server refused a batch as too large; it is dropped");
+            self.outbox.drop_too_large(kind, seq);
+        }
+        status
+    }
+
     /// One connection's life: returns when a stream ends or fails.
     async fn session(&self) -> anyhow::Result<()> {
         let channel = self.connect().await?;
@@ -238,8 +268,17 @@ impl Sender {
             // Send what fits in the windows, unless the server asked for a pause.
             if pause_until.is_none_or(|t| tokio::time::Instant::now() >= t) {
                 let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Metrics));
+                let limit = self.outbox.max_message_bytes();
                 let batches = self.outbox.take_unsent(Kind::Metrics, room, |e| {
-                    encode_metrics(e, &mut defined, &self.catalog)
+                    let batch = encode_metrics(e, &mut defined, &self.catalog);
+                    let fits = self.fits(batch.encoded_len(), limit);
+                    if !fits {
+                        // Its definitions were not sent after all.
+                        for d in &batch.definitions {
+                            defined.0.remove(&d.id);
+                        }
+                    }
+                    fits.then_some(batch)
                 });
                 for b in batches {
                     metrics_tx
@@ -248,9 +287,10 @@ impl Sender {
                         .map_err(|_| anyhow!("metric stream closed"))?;
                 }
                 let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Events));
-                let batches = self
-                    .outbox
-                    .take_unsent(Kind::Events, room, |e| encode_events(e, &self.health));
+                let batches = self.outbox.take_unsent(Kind::Events, room, |e| {
+                    let batch = encode_events(e, &self.health);
+                    self.fits(batch.encoded_len(), limit).then_some(batch)
+                });
                 for b in batches {
                     events_tx
                         .send(b)
@@ -263,6 +303,7 @@ impl Sender {
                 _ = tick.tick() => {}
                 ack = metric_acks.next() => {
                     let ack = ack.ok_or_else(|| anyhow!("metric stream ended"))?
+                        .map_err(|status| self.stream_failed(Kind::Metrics, status))
                         .context("metric stream failed")?;
                     let items = self.outbox.ack(Kind::Metrics, ack.seq);
                     if !ack.duplicate {
@@ -284,6 +325,7 @@ impl Sender {
                 }
                 ack = event_acks.next() => {
                     let ack = ack.ok_or_else(|| anyhow!("event stream ended"))?
+                        .map_err(|status| self.stream_failed(Kind::Events, status))
                         .context("event stream failed")?;
                     self.outbox.ack(Kind::Events, ack.seq);
                     if !ack.duplicate {
@@ -299,6 +341,7 @@ impl Sender {
                     match msg {
                         Some(Ok(m)) => match m.kind {
                             Some(server_message::Kind::Welcome(w)) => {
+                                self.outbox.set_max_message_bytes(w.max_message_bytes as usize);
                                 if w.step_ms != self.step_ms {
                                     tracing::warn!(agent_step_ms = self.step_ms, server_step_ms = w.step_ms,
                                         "the server's step differs from the agent's; set --step to match");
@@ -336,7 +379,8 @@ mod tests {
         let a = catalog.intern(vec![("name".into(), "a".into())]).unwrap();
         let b = catalog.intern(vec![("name".into(), "b".into())]).unwrap();
         let health = Arc::new(Health::default());
-        let outbox = Outbox::new(1 << 20, health);
+        let catalog = Arc::new(catalog);
+        let outbox = Outbox::new(1 << 20, health, catalog.clone());
         let s = |series, ts_ms, value| Sample {
             series,
             ts_ms,
@@ -350,7 +394,7 @@ mod tests {
         outbox.push(Payload::Metrics(vec![s(b, 180, 4.0)]));
         let mut defined = Defined::default();
         let batches = outbox.take_unsent(Kind::Metrics, 10, |e| {
-            encode_metrics(e, &mut defined, &catalog)
+            Some(encode_metrics(e, &mut defined, &catalog))
         });
         assert_eq!(batches[0].definitions.len(), 2);
         assert_eq!(batches[0].groups.len(), 2);
@@ -364,9 +408,42 @@ mod tests {
         outbox.connection_lost();
         let mut fresh = Defined::default();
         let again = outbox.take_unsent(Kind::Metrics, 10, |e| {
-            encode_metrics(e, &mut fresh, &catalog)
+            Some(encode_metrics(e, &mut fresh, &catalog))
         });
         assert_eq!(again[0].seq, 1);
         assert_eq!(again[0].definitions.len(), 2);
+    }
+
+    #[test]
+    fn every_batch_fits_the_servers_limit_with_every_definition() {
+        let catalog = Arc::new(Catalog::default());
+        let health = Arc::new(Health::default());
+        let outbox = Outbox::new(256 << 20, health, catalog.clone());
+        let limit = 64 * 1024;
+        outbox.set_max_message_bytes(limit);
+        let samples: Vec<Sample> = (0..20_000)
+            .map(|i| Sample {
+                series: catalog
+                    .intern(vec![
+                        ("name".into(), format!("flood.{i}")),
+                        ("nf.node".into(), "i-0abc".into()),
+                        ("statistic".into(), "count".into()),
+                        ("atlas.dstype".into(), "rate".into()),
+                    ])
+                    .unwrap(),
+                ts_ms: 60_000,
+                value: f64::from(i),
+            })
+            .collect();
+        outbox.push(Payload::Metrics(samples));
+        let mut defined = Defined::default();
+        let batches = outbox.take_unsent(Kind::Metrics, usize::MAX, |e| {
+            Some(encode_metrics(e, &mut defined, &catalog))
+        });
+        let sizes: Vec<usize> = batches.iter().map(|b| b.encoded_len()).collect();
+        assert!(sizes.len() > 20, "{}", sizes.len());
+        assert!(sizes.iter().all(|&b| b <= limit), "{sizes:?}");
+        let samples: usize = batches.iter().map(|b| b.groups[0].values.len()).sum();
+        assert_eq!(samples, 20_000);
     }
 }

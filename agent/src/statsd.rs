@@ -19,6 +19,59 @@ use crate::registry::Registry;
 /// Distinct members kept per set and step; more are not counted.
 const MAX_SET_MEMBERS: usize = 100_000;
 
+/// The receive buffer asked of the kernel: bursts of packets wait here while the agent
+/// catches up (the kernel's default, 208 KiB, holds 90 full-size StatsD packets; the
+/// kernel caps the request at `net.core.rmem_max`).
+const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
+
+/// Binds the StatsD socket with a large receive buffer.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr).await?;
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "could not enlarge the StatsD receive buffer");
+    }
+    Ok(socket)
+}
+
+/// Packets the kernel dropped for `socket` because its receive buffer was full: the `drops`
+/// column of `/proc/net/udp` (or `udp6`) for the socket's inode. `None` when it cannot be
+/// read (not Linux, no /proc).
+pub struct KernelDrops {
+    inode: Option<u64>,
+}
+
+impl KernelDrops {
+    pub fn of(socket: &UdpSocket) -> KernelDrops {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok();
+        let inode = link.and_then(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        });
+        KernelDrops { inode }
+    }
+
+    /// The kernel's count of packets dropped on this socket so far.
+    pub fn read(&self) -> Option<u64> {
+        let inode = self.inode?;
+        ["/proc/self/net/udp", "/proc/self/net/udp6"]
+            .iter()
+            .find_map(|path| drops_for_inode(&std::fs::read_to_string(path).ok()?, inode))
+    }
+}
+
+/// The `drops` of the socket with `inode` in a `/proc/net/udp` table.
+fn drops_for_inode(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        (fields.get(9)?.parse::<u64>().ok()? == inode).then(|| fields.get(12)?.parse().ok())?
+    })
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Line<'a> {
     Counter {
@@ -99,33 +152,34 @@ impl Sets {
     }
 }
 
-/// Applies one line to the meters; false when the line is malformed.
+/// Applies one line to the meters; false when the line is malformed. A series the registry
+/// has no room for is its drop to count, not a bad line.
 pub fn apply(line: &str, registry: &Registry, sets: &Sets) -> bool {
     let Some(parsed) = parse_line(line) else {
         return false;
     };
     match parsed {
         Line::Counter { name, value, rate } => {
-            registry.add(&sanitize(name), &[("statistic", "count")], value / rate)
+            registry.add(&sanitize(name), &[("statistic", "count")], value / rate);
         }
         Line::Timer { name, ms, rate } => {
             let name = sanitize(name);
             let secs = ms / 1000.0;
-            registry.add(&name, &[("statistic", "count")], 1.0 / rate)
+            let _ = registry.add(&name, &[("statistic", "count")], 1.0 / rate)
                 && registry.add(&name, &[("statistic", "totalTime")], secs / rate)
                 && registry.add(
                     &name,
                     &[("statistic", "totalOfSquares")],
                     secs * secs / rate,
                 )
-                && registry.max(&name, &[("statistic", "max")], secs)
+                && registry.max(&name, &[("statistic", "max")], secs);
         }
         Line::Gauge { name, value, delta } => {
             let name = sanitize(name);
             if delta {
-                registry.adjust(&name, &[("statistic", "gauge")], value)
+                registry.adjust(&name, &[("statistic", "gauge")], value);
             } else {
-                registry.set(&name, &[("statistic", "gauge")], value)
+                registry.set(&name, &[("statistic", "gauge")], value);
             }
         }
         Line::Set { name, member } => {
@@ -134,9 +188,9 @@ pub fn apply(line: &str, registry: &Registry, sets: &Sets) -> bool {
             if set.len() < MAX_SET_MEMBERS {
                 set.insert(member.to_string());
             }
-            true
         }
     }
+    true
 }
 
 /// Receives packets until the socket fails.
@@ -214,6 +268,24 @@ mod tests {
         ] {
             assert_eq!(parse_line(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn kernel_drops_are_read_for_this_sockets_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+ 1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 111 2 0000000000000000 5\n\
+ 2: 0100007F:1F91 00000000:0000 07 00000000:00001200 00:00000000 00000000     0        0 222 2 0000000000000000 1683\n";
+        assert_eq!(drops_for_inode(table, 222), Some(1683));
+        assert_eq!(drops_for_inode(table, 111), Some(5));
+        assert_eq!(drops_for_inode(table, 333), None);
+    }
+
+    #[tokio::test]
+    async fn a_bound_socket_has_its_drops_read_and_a_large_buffer() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        assert_eq!(KernelDrops::of(&socket).read(), Some(0));
+        let size = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert!(size > 212_992, "{size}");
     }
 
     /// The worked example of the protocol notes, over a 10 s step.

@@ -460,6 +460,7 @@ impl Ingest for IngestService {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let step_ms = self.state.cfg.step_ms;
+        let max_message_bytes = self.state.cfg.grpc_max_message_bytes;
         let agents = self.state.connected.clone();
         let live = self.state.events.live.clone();
         tokio::spawn(async move {
@@ -482,6 +483,7 @@ impl Ingest for IngestService {
                                 kind: Some(server_message::Kind::Welcome(Welcome {
                                     server_version: env!("CARGO_PKG_VERSION").to_string(),
                                     step_ms,
+                                    max_message_bytes: max_message_bytes as u64,
                                 })),
                             };
                             if tx.send(Ok(welcome)).await.is_err() {

@@ -238,3 +238,154 @@ fn a_full_buffer_drops_the_oldest_and_counts_them() {
         .filter(|t| *t > 0.0)
     });
 }
+
+/// Peak resident memory of `pid` in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// 200,000 distinct StatsD names in a step, against a server that takes messages of at most
+/// 600 kB: the agent learns the limit and cuts its batches under it, keeps 100,000 series a
+/// step and counts the rest, stays within its memory limit, and its other metrics keep
+/// arriving. It used to build one batch over the server's limit and resend it forever.
+#[test]
+fn a_flood_of_statsd_names_is_cut_to_the_servers_limit_and_counted() {
+    const LIMIT: u64 = 600_000;
+    const MEMORY_LIMIT: u64 = 160 << 20;
+    let server = Server::start(&[
+        "--ephemeral",
+        "--step",
+        "2s",
+        "--grpc-max-message-bytes",
+        &LIMIT.to_string(),
+    ]);
+    let agent = Agent::start(
+        &server.grpc,
+        &[
+            "--step",
+            "2s",
+            "--no-host-metrics",
+            "--memory-limit",
+            &MEMORY_LIMIT.to_string(),
+        ],
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u64;
+    let mut send = |lines: &[String]| {
+        socket
+            .send_to(lines.join("\n").as_bytes(), &agent.statsd)
+            .unwrap();
+        sent += 1;
+        // Keep ahead of the agent by at most a thousand packets, as a fleet of services
+        // would over a minute: the kernel's buffer is not what is tested here.
+        if sent.is_multiple_of(200) {
+            eventually(30, "the agent reading its StatsD packets", || {
+                let read = agent.health()["statsd.packets"].as_u64().unwrap_or(0);
+                (read + 1_000 >= sent).then_some(())
+            });
+        }
+    };
+    let flood_started = std::time::Instant::now();
+    // Three rounds of the 200,000 names, the canary among them.
+    for round in 0..3 {
+        for chunk in (0..200_000).collect::<Vec<u32>>().chunks(40) {
+            let lines: Vec<String> = chunk
+                .iter()
+                .map(|i| format!("flood.name.{i:06}:1|c"))
+                .collect();
+            send(&lines);
+            if chunk[0] % 4_000 == 0 {
+                send(&["canary:1|c".to_string()]);
+            }
+        }
+        eprintln!(
+            "flood round {round} sent after {:?}",
+            flood_started.elapsed()
+        );
+    }
+    // The canary arrived, every one, beside the flood.
+    let canary = eventually(60, "the canary beside the flood", || {
+        total(&server, "name,canary,:eq,:sum,:per-step", 120).filter(|t| *t >= 150.0)
+    });
+    let flood_series = eventually(60, "the flood's series at the server", || {
+        let v = server.get_json(&format!(
+            "/api/v1/graph?q={}&s=e-2m&step=2s&format=stats.json&tz=UTC",
+            enc("name,flood\\.name\\.,:re,:count")
+        ));
+        v["stats"][0]["max"].as_f64().filter(|n| *n >= 90_000.0)
+    });
+    let health = agent.health();
+    let get = |k: &str| {
+        health[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {health}"))
+    };
+    let per_step = get("dropped.id=samples.reason=series_per_step");
+    let too_large = get("dropped.id=samples.reason=too_large");
+    let biggest = get("batch.bytes.max");
+    let reconnects = get("reconnects");
+    let peak = peak_rss_kib(agent.pid()) * 1024;
+    eprintln!(
+        "flood: {flood_series} series a step at the server, {per_step} updates dropped for \
+         the per-step cap, {too_large} samples too large, largest batch {biggest} B (limit \
+         {LIMIT}), {reconnects} reconnects, canary {canary}, agent peak RSS {} MiB (limit {} \
+         MiB)",
+        peak >> 20,
+        MEMORY_LIMIT >> 20
+    );
+    assert!(per_step > 0, "the per-step cap dropped nothing");
+    assert_eq!(too_large, 0, "a batch was over the server's limit");
+    assert!(biggest > 0 && biggest <= LIMIT, "largest batch {biggest} B");
+    assert_eq!(reconnects, 0, "the connection broke under the flood");
+    assert!(flood_series <= 100_000.0, "{flood_series}");
+    assert_eq!(canary, 150.0);
+    assert!(peak <= MEMORY_LIMIT, "agent peak RSS {peak} B");
+}
+
+/// StatsD packets sent faster than the agent reads them: the kernel drops some, and the
+/// agent counts every one it dropped (it used to lose them without trace), so what was sent
+/// is exactly what the agent read plus what the kernel dropped.
+#[test]
+fn statsd_packets_the_kernel_drops_are_counted() {
+    let server = Server::start(&["--ephemeral", "--step", "1s"]);
+    let agent = Agent::start(&server.grpc, &["--step", "1s", "--no-host-metrics"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // 64 KB packets, as many lines each as fit, and then a burst of small ones.
+    let mut big = String::new();
+    while big.len() < 65_000 {
+        big.push_str("big.packet:1|c\n");
+    }
+    let mut sent = 0u64;
+    for _ in 0..1_000 {
+        socket.send_to(big.as_bytes(), &agent.statsd).unwrap();
+        sent += 1;
+    }
+    for _ in 0..50_000 {
+        socket.send_to(b"small.packet:1|c", &agent.statsd).unwrap();
+        sent += 1;
+    }
+    let (read, dropped) = eventually(30, "every packet read or counted as dropped", || {
+        let h = agent.health();
+        let read = h["statsd.packets"].as_u64().unwrap_or(0);
+        let dropped = h["dropped.id=statsd_packets.reason=receive_buffer_full"]
+            .as_u64()
+            .unwrap_or(0);
+        (read + dropped == sent).then_some((read, dropped))
+    });
+    eprintln!("{sent} packets sent: {read} read, {dropped} dropped by the kernel and counted");
+    // The drops reach the server too, as the agent's own series.
+    eventually(30, "the drop count at the server", || {
+        let t = total(
+            &server,
+            "name,argus.agent.dropped,:eq,reason,receive_buffer_full,:eq,:and,:sum,:per-step",
+            60,
+        )
+        .unwrap_or(0.0);
+        (t == dropped as f64).then_some(())
+    });
+}
