@@ -186,12 +186,13 @@ impl Intake {
                 reasons.push(format!("metric {i}: missing key 'name'"));
                 continue;
             }
-            let Some(series) = self.catalog.intern(tags) else {
-                self.health
-                    .dropped_too_many_series
-                    .fetch_add(1, Ordering::Relaxed);
-                reasons.push(format!("metric {i}: too many series"));
-                continue;
+            let series = match self.catalog.intern(tags) {
+                Ok(series) => series,
+                Err(refusal) => {
+                    refusal.count(&self.health);
+                    reasons.push(format!("metric {i}: {refusal}"));
+                    continue;
+                }
             };
             samples.push(Sample {
                 series,
@@ -211,6 +212,12 @@ impl Intake {
         for (i, line) in body.split(|&b| b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // The server's limit: a longer event would be refused there, after the trip.
+            if let Err(e) = argus_proto::rules::check_event_size(line.len()) {
+                self.health.invalid_input.fetch_add(1, Ordering::Relaxed);
+                reasons.push(format!("line {}: {e}", i + 1));
                 continue;
             }
             match self.events.offer(stream, line, now_ms) {

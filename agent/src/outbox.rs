@@ -29,6 +29,35 @@ pub struct Catalog {
     budget: usize,
 }
 
+/// Why a series was not catalogued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its tags break the rules (the server would refuse it): counted as invalid input.
+    Invalid(argus_proto::rules::TagError),
+    /// The catalog holds all the series it may: counted as too many series.
+    Full,
+}
+
+impl Refusal {
+    /// Counts the refusal in `health` by its reason.
+    pub fn count(&self, health: &Health) {
+        let counter = match self {
+            Refusal::Invalid(_) => &health.invalid_input,
+            Refusal::Full => &health.dropped_too_many_series,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Invalid(e) => write!(f, "{e}"),
+            Refusal::Full => f.write_str("too many series (--memory-limit)"),
+        }
+    }
+}
+
 /// A catalogued series: its tags and the bytes its definition takes on the wire.
 struct CatalogEntry {
     tags: Tags,
@@ -74,20 +103,23 @@ impl Catalog {
         }
     }
 
-    /// The index of a series, added if new; `None` when the catalog is full (by count or by
-    /// its memory budget).
-    pub fn intern(&self, mut tags: Vec<(String, String)>) -> Option<u32> {
+    /// The index of a series, added if new. Refused when its tags break the rules the
+    /// server applies (it would refuse the series), or when the catalog is full (by count
+    /// or by its memory budget).
+    pub fn intern(&self, mut tags: Vec<(String, String)>) -> Result<u32, Refusal> {
         tags.sort();
         tags.dedup_by(|a, b| a.0 == b.0);
         let tags: Tags = tags.into();
         let mut map = self.by_tags.lock();
         if let Some(&i) = map.get(&tags) {
-            return Some(i);
+            return Ok(i);
         }
+        let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        argus_proto::rules::check_tags(&pairs).map_err(Refusal::Invalid)?;
         let cost = series_cost(&tags);
         let mut list = self.list.write();
         if list.len() >= MAX_SERIES || self.bytes.load(Ordering::Relaxed) + cost > self.budget {
-            return None;
+            return Err(Refusal::Full);
         }
         let i = list.len() as u32;
         list.push(CatalogEntry {
@@ -96,7 +128,7 @@ impl Catalog {
         });
         map.insert(tags, i);
         self.bytes.fetch_add(cost, Ordering::Relaxed);
-        Some(i)
+        Ok(i)
     }
 
     pub fn tags(&self, i: u32) -> Option<Tags> {
@@ -567,14 +599,14 @@ mod tests {
         let one = series_cost(&[("name".into(), "m.000".into())]);
         let c = Catalog::with_budget(3 * one);
         for i in 0..3 {
-            assert!(
-                c.intern(vec![("name".into(), format!("m.{i:03}"))])
-                    .is_some()
-            );
+            assert!(c.intern(vec![("name".into(), format!("m.{i:03}"))]).is_ok());
         }
-        assert!(c.intern(vec![("name".into(), "m.999".into())]).is_none());
+        assert_eq!(
+            c.intern(vec![("name".into(), "m.999".into())]),
+            Err(Refusal::Full)
+        );
         // a known series is still found
-        assert_eq!(c.intern(vec![("name".into(), "m.001".into())]), Some(1));
+        assert_eq!(c.intern(vec![("name".into(), "m.001".into())]), Ok(1));
         assert_eq!(c.bytes(), 3 * one);
     }
 
@@ -589,9 +621,21 @@ mod tests {
     #[test]
     fn catalog_interns_sorted_tags() {
         let c = Catalog::default();
-        let a = c.intern(vec![("b".into(), "1".into()), ("a".into(), "2".into())]);
-        let b = c.intern(vec![("a".into(), "2".into()), ("b".into(), "1".into())]);
+        let a = c.intern(vec![
+            ("name".into(), "m1".into()),
+            ("bb".into(), "1".into()),
+        ]);
+        let b = c.intern(vec![
+            ("bb".into(), "1".into()),
+            ("name".into(), "m1".into()),
+        ]);
         assert_eq!(a, b);
-        assert_eq!(c.tags(0).unwrap()[0].0, "a");
+        assert_eq!(c.tags(0).unwrap()[0].0, "bb");
+        // What the server would refuse is refused here.
+        let one_char_key = c.intern(vec![("name".into(), "m1".into()), ("k".into(), "v".into())]);
+        assert!(
+            matches!(&one_char_key, Err(Refusal::Invalid(e)) if e.message.contains("key 'k'")),
+            "{one_char_key:?}"
+        );
     }
 }

@@ -99,12 +99,11 @@ impl Registry {
         all.extend(key.1.iter().cloned());
         all.push(("name".into(), name.to_string()));
         all.push(("atlas.dstype".into(), kind.dstype().to_string()));
-        let id = self.catalog.intern(all);
-        if id.is_none() {
-            self.health
-                .dropped_too_many_series
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let id = self
+            .catalog
+            .intern(all)
+            .inspect_err(|refusal| refusal.count(&self.health))
+            .ok();
         self.health.series_bytes.store(
             self.catalog.bytes() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -246,6 +245,6 @@ mod tests {
         use std::sync::atomic::Ordering;
         assert_eq!(health.dropped_series_per_step.load(Ordering::Relaxed), 7);
         // the refused names were never catalogued
-        assert_eq!(catalog.intern(vec![("name".into(), "x".into())]), Some(3));
+        assert_eq!(catalog.intern(vec![("name".into(), "xx".into())]), Ok(3));
     }
 }

@@ -205,16 +205,12 @@ pub async fn run(
             };
             tags.push(("atlas.dstype".to_string(), dstype.to_string()));
             match catalog.intern(tags) {
-                Some(series) => samples.push(Sample {
+                Ok(series) => samples.push(Sample {
                     series,
                     ts_ms: now,
                     value: s.value,
                 }),
-                None => {
-                    health
-                        .dropped_too_many_series
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+                Err(refusal) => refusal.count(&health),
             }
         }
         outbox.push(Payload::Metrics(samples));

@@ -376,8 +376,8 @@ mod tests {
     #[test]
     fn definitions_once_per_stream_and_groups_by_time() {
         let catalog = Catalog::default();
-        let a = catalog.intern(vec![("name".into(), "a".into())]).unwrap();
-        let b = catalog.intern(vec![("name".into(), "b".into())]).unwrap();
+        let a = catalog.intern(vec![("name".into(), "aa".into())]).unwrap();
+        let b = catalog.intern(vec![("name".into(), "bb".into())]).unwrap();
         let health = Arc::new(Health::default());
         let catalog = Arc::new(catalog);
         let outbox = Outbox::new(1 << 20, health, catalog.clone());

@@ -295,15 +295,15 @@ mod tests {
         let r = Registry::new(catalog.clone(), Vec::new());
         let sets = Sets::default();
         for l in [
-            "x:1|c|@0.1",
-            "t:100|ms",
-            "t:300|ms",
-            "g:5|g",
-            "g:+2|g",
-            "g:-10|g",
-            "s:a|s",
-            "s:b|s",
-            "s:a|s",
+            "xx:1|c|@0.1",
+            "tt:100|ms",
+            "tt:300|ms",
+            "gg:5|g",
+            "gg:+2|g",
+            "gg:-10|g",
+            "ss:a|s",
+            "ss:b|s",
+            "ss:a|s",
         ] {
             assert!(apply(l, &r, &sets), "{l}");
         }
@@ -322,12 +322,12 @@ mod tests {
                 (format!("{}/{}", get("name"), get("statistic")), s.value)
             })
             .collect();
-        assert_eq!(got["x/count"], 1.0);
-        assert_eq!(got["t/count"], 0.2);
-        assert!((got["t/totalTime"] - 0.04).abs() < 1e-12);
-        assert!((got["t/totalOfSquares"] - 0.01).abs() < 1e-12);
-        assert_eq!(got["t/max"], 0.3);
-        assert_eq!(got["g/gauge"], -3.0);
-        assert_eq!(got["s/gauge"], 2.0);
+        assert_eq!(got["xx/count"], 1.0);
+        assert_eq!(got["tt/count"], 0.2);
+        assert!((got["tt/totalTime"] - 0.04).abs() < 1e-12);
+        assert!((got["tt/totalOfSquares"] - 0.01).abs() < 1e-12);
+        assert_eq!(got["tt/max"], 0.3);
+        assert_eq!(got["gg/gauge"], -3.0);
+        assert_eq!(got["ss/gauge"], 2.0);
     }
 }

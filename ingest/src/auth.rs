@@ -144,9 +144,11 @@ impl Tokens {
         let presented = authorization.ok_or(Denied::Unauthenticated(
             "no bearer token (Authorization: Bearer …)",
         ))?;
+        // The scheme is case-insensitive (RFC 9110 section 11.1): `Bearer`, `bearer`, `BEARER`.
         let secret = presented
-            .strip_prefix("Bearer ")
-            .or_else(|| presented.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret)
             .ok_or(Denied::Unauthenticated(
                 "the Authorization header is not a bearer token",
             ))?
@@ -310,6 +312,24 @@ secret = "admin-secret-0123456789"
     fn roles_and_refusals() {
         let t = Tokens::parse(FILE).unwrap();
         let bearer = |s: &str| format!("Bearer {s}");
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            assert_eq!(
+                t.check(
+                    Some(&format!("{scheme} read-secret-0123456789")),
+                    Role::Read
+                ),
+                Ok(()),
+                "{scheme}"
+            );
+        }
+        assert!(
+            t.check(Some("Basic read-secret-0123456789"), Role::Read)
+                .is_err()
+        );
+        assert!(
+            t.check(Some("Bearerread-secret-0123456789"), Role::Read)
+                .is_err()
+        );
         assert_eq!(
             t.check(Some(&bearer("read-secret-0123456789")), Role::Read),
             Ok(())

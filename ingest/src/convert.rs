@@ -299,10 +299,31 @@ impl<'a> Wire<'a> {
         Err(WireError(format!("varint too long at byte {}", self.pos)))
     }
 
-    /// The next field's number and wire type.
-    fn key(&mut self) -> Result<(u64, u8), WireError> {
+    /// The next field's number and wire type, checked against the fields `message` has
+    /// (number, wire type, name): bytes that are not this message (a field numbered 0, a
+    /// known field of another wire type) fail here rather than being skipped as unknown.
+    fn key_in(
+        &mut self,
+        message: &str,
+        fields: &[(u64, u8, &str)],
+    ) -> Result<(u64, u8), WireError> {
+        let at = self.pos;
         let k = self.varint()?;
-        Ok((k >> 3, (k & 7) as u8))
+        let (number, wire_type) = (k >> 3, (k & 7) as u8);
+        if number == 0 {
+            return Err(WireError(format!(
+                "field number 0 at byte {at}: not a {message}"
+            )));
+        }
+        if let Some((_, want, name)) = fields.iter().find(|f| f.0 == number)
+            && *want != wire_type
+        {
+            return Err(WireError(format!(
+                "{message}.{name} (field {number}) at byte {at} has wire type {wire_type}, \
+                 expected {want}: not a {message}"
+            )));
+        }
+        Ok((number, wire_type))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
@@ -464,12 +485,19 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// The fields of the remote-write messages: (number, wire type, name).
+const WRITE_REQUEST: &[(u64, u8, &str)] = &[(1, 2, "timeseries"), (3, 2, "metadata")];
+const TIME_SERIES: &[(u64, u8, &str)] = &[(1, 2, "labels"), (2, 2, "samples")];
+const LABEL: &[(u64, u8, &str)] = &[(1, 2, "name"), (2, 2, "value")];
+const SAMPLE: &[(u64, u8, &str)] = &[(1, 1, "value"), (2, 0, "timestamp")];
+const METADATA: &[(u64, u8, &str)] = &[(1, 0, "type"), (2, 2, "metric_family_name")];
+
 /// The label fields of one TimeSeries message.
 fn label_parts(ts: &[u8]) -> Result<Vec<&[u8]>, WireError> {
     let mut parts = Vec::with_capacity(16);
     let mut w = Wire::new(ts);
     while !w.done() {
-        match w.key()? {
+        match w.key_in("TimeSeries", TIME_SERIES)? {
             (1, 2) => parts.push(w.bytes()?),
             (_, t) => w.skip(t)?,
         }
@@ -486,7 +514,7 @@ impl RemoteWriteState {
         let mut series: Vec<std::ops::Range<usize>> = Vec::new();
         let mut w = Wire::new(body);
         while !w.done() {
-            match w.key()? {
+            match w.key_in("WriteRequest", WRITE_REQUEST)? {
                 (1, 2) => {
                     let len = w.bytes()?.len();
                     series.push(w.pos - len..w.pos);
@@ -539,7 +567,7 @@ impl RemoteWriteState {
             let mut w = Wire::new(ts);
             while !w.done() {
                 let field_start = w.pos;
-                match w.key()? {
+                match w.key_in("TimeSeries", TIME_SERIES)? {
                     (1, 2) => {
                         w.bytes()?;
                         region = match region {
@@ -638,7 +666,7 @@ impl RemoteWriteState {
         let mut w = Wire::new(bytes);
         let (mut kind, mut family) = (0u64, "");
         while !w.done() {
-            match w.key()? {
+            match w.key_in("MetricMetadata", METADATA)? {
                 (1, 0) => kind = w.varint()?,
                 (2, 2) => family = utf8(w.bytes()?, "metric family name")?,
                 (_, t) => w.skip(t)?,
@@ -662,7 +690,7 @@ fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
     let mut w = Wire::new(bytes);
     let (mut name, mut value) = ("", "");
     while !w.done() {
-        match w.key()? {
+        match w.key_in("Label", LABEL)? {
             (1, 2) => name = utf8(w.bytes()?, "label name")?,
             (2, 2) => value = utf8(w.bytes()?, "label value")?,
             (_, t) => w.skip(t)?,
@@ -675,7 +703,7 @@ fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
     let mut w = Wire::new(bytes);
     let (mut ts, mut value) = (0i64, 0.0f64);
     while !w.done() {
-        match w.key()? {
+        match w.key_in("Sample", SAMPLE)? {
             (1, 1) => value = f64::from_bits(w.fixed64()?),
             (2, 0) => ts = w.varint()? as i64,
             (_, t) => w.skip(t)?,

@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 /// Distinct streams the server keeps counts for; events of further streams are refused, so
 /// a client cannot grow the server's state without bound.
 pub const MAX_STREAMS: usize = 1024;
-/// Largest event the server accepts (bytes of JSON).
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Largest event the server accepts (bytes of JSON): the contract's, which agents apply too.
+pub use argus_proto::rules::MAX_EVENT_BYTES;
 
 /// One event: when it happened, the JSON object itself (parsed once, where it was checked),
 /// and the live subscriptions an agent found it matches.

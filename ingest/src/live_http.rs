@@ -178,15 +178,20 @@ fn subscribe(
     let q = param(params, "q").ok_or_else(|| {
         ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500)")
     })?;
+    // Who asked, for the listing: as the client names itself, else its user agent, else its
+    // address.
     let client = param(params, "client")
+        .filter(|c| !c.trim().is_empty())
         .map(str::to_string)
         .or_else(|| {
             headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
+                .filter(|ua| !ua.trim().is_empty())
                 .map(str::to_string)
         })
-        .unwrap_or_default();
+        .or_else(|| peer.map(|p| p.to_string()))
+        .unwrap_or_else(|| "unknown".to_string());
     state
         .events
         .live

@@ -192,9 +192,11 @@ fn json_value(raw: &RawValue) -> Option<f64> {
             other => other.parse().ok(),
         };
     }
-    // A JSON number's text is valid input to Rust's float parser; anything else is not.
+    // A JSON number's text is valid input to Rust's float parser; anything else is not. A
+    // number too large for a double (`1e400`) is refused, not stored as infinity: only the
+    // explicit "Infinity" strings above mean that.
     if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        text.parse().ok()
+        text.parse::<f64>().ok().filter(|v| v.is_finite())
     } else {
         None
     }
@@ -397,6 +399,19 @@ mod tests {
         assert_eq!(dp.tags.get("name"), Some("cpu"));
         assert_eq!(dp.tags.get("nf.app"), Some("www"));
         assert_eq!(dp.value, 1.5);
+    }
+
+    #[test]
+    fn numbers_out_of_a_doubles_range_are_refused() {
+        let got = parse(&format!(
+            r#"{{"metrics":[{{"tags":{{"name":"big"}},"timestamp":{NOW},"value":1e400}},{{"tags":{{"name":"small"}},"timestamp":{NOW},"value":-1e400}},{{"tags":{{"name":"ok"}},"timestamp":{NOW},"value":1e300}}]}}"#
+        ));
+        for r in &got[..2] {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.reason, RejectReason::InvalidValue);
+            assert!(e.message.contains("e400"), "{}", e.message);
+        }
+        assert_eq!(got[2].as_ref().unwrap().value, 1e300);
     }
 
     #[test]

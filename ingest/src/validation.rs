@@ -1,7 +1,7 @@
 //! Atlas's publish-side tag rules, applied to every datapoint before anything is stored.
 //! Each rejection has a typed reason (a metric label) and a message that says what and where.
 
-use argus_tsdb::{DsType, TagMap};
+use argus_tsdb::TagMap;
 
 /// Why a datapoint was refused. The label is used in `argus_samples_rejected_total{reason}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,155 +94,30 @@ impl Rejection {
     }
 }
 
-/// Limits of the tag rules (Atlas's defaults).
-pub const MAX_USER_TAGS: usize = 20;
-pub const MAX_TAGS: usize = 30;
-const KEY_LEN: (usize, usize) = (2, 60);
-const NAME_LEN: (usize, usize) = (2, 255);
-const VALUE_LEN: (usize, usize) = (1, 120);
-const ATLAS_KEYS: [&str; 4] = ["atlas.aggr", "atlas.dstype", "atlas.offset", "atlas.legacy"];
-const NF_KEYS: [&str; 20] = [
-    "nf.account",
-    "nf.ami",
-    "nf.app",
-    "nf.asg",
-    "nf.cluster",
-    "nf.container",
-    "nf.country",
-    "nf.country.rollup",
-    "nf.job",
-    "nf.node",
-    "nf.process",
-    "nf.region",
-    "nf.shard1",
-    "nf.shard2",
-    "nf.stack",
-    "nf.subnet",
-    "nf.task",
-    "nf.vmtype",
-    "nf.vpc",
-    "nf.zone",
-];
+pub use argus_proto::rules::{MAX_TAGS, MAX_USER_TAGS, clip};
+use argus_proto::rules::{TagError, TagRule, check_tags};
 
-fn valid_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
-}
-
-/// Keeps long user input short inside error messages.
-pub fn clip(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}...")
+impl From<TagError> for Rejection {
+    fn from(e: TagError) -> Self {
+        let reason = match e.rule {
+            TagRule::MissingName => RejectReason::MissingName,
+            TagRule::TooManyTags => RejectReason::TooManyTags,
+            TagRule::KeyLength => RejectReason::KeyLength,
+            TagRule::ValueLength => RejectReason::ValueLength,
+            TagRule::InvalidCharacters => RejectReason::InvalidCharacters,
+            TagRule::ReservedKey => RejectReason::ReservedKey,
+            TagRule::TooManyUserTags => RejectReason::TooManyUserTags,
+            TagRule::InvalidDsType => RejectReason::InvalidDsType,
+        };
+        Rejection::new(reason, e.message)
     }
 }
 
-/// Checks a datapoint's full tag map against Atlas's rules, in Atlas's order.
+/// Checks a datapoint's full tag map against Atlas's rules (the contract's, which agents
+/// apply too), in Atlas's order.
 pub fn validate_tags(tags: &TagMap) -> Result<(), Rejection> {
-    let Some(name) = tags.get("name") else {
-        return Err(Rejection::new(
-            RejectReason::MissingName,
-            "missing key 'name'",
-        ));
-    };
-    let _ = name;
-    if tags.len() > MAX_TAGS {
-        return Err(Rejection::new(
-            RejectReason::TooManyTags,
-            format!("too many tags: {} > {MAX_TAGS}", tags.len()),
-        ));
-    }
-    let mut user_tags = 0;
-    for (k, v) in tags.iter() {
-        let klen = k.chars().count();
-        if klen < KEY_LEN.0 || klen > KEY_LEN.1 {
-            return Err(Rejection::new(
-                RejectReason::KeyLength,
-                format!(
-                    "key length {klen} out of range [{}, {}]: key '{}'",
-                    KEY_LEN.0,
-                    KEY_LEN.1,
-                    clip(k)
-                ),
-            ));
-        }
-        let (lo, hi) = if k == "name" { NAME_LEN } else { VALUE_LEN };
-        let vlen = v.chars().count();
-        if vlen < lo || vlen > hi {
-            return Err(Rejection::new(
-                RejectReason::ValueLength,
-                format!(
-                    "value length {vlen} out of range [{lo}, {hi}] for key '{}'",
-                    clip(k)
-                ),
-            ));
-        }
-        if let Some(c) = k.chars().find(|&c| !valid_char(c)) {
-            return Err(Rejection::new(
-                RejectReason::InvalidCharacters,
-                format!(
-                    "invalid character {c:?} in key '{}' (allowed: -._A-Za-z0-9^~)",
-                    clip(k)
-                ),
-            ));
-        }
-        if let Some(c) = v.chars().find(|&c| !valid_char(c)) {
-            return Err(Rejection::new(
-                RejectReason::InvalidCharacters,
-                format!(
-                    "invalid character {c:?} in value of key '{}': '{}' (allowed: -._A-Za-z0-9^~)",
-                    clip(k),
-                    clip(v)
-                ),
-            ));
-        }
-        if k.starts_with("atlas.") {
-            if !ATLAS_KEYS.contains(&k) {
-                return Err(Rejection::new(
-                    RejectReason::ReservedKey,
-                    format!(
-                        "reserved key '{}': only {} may start with 'atlas.'",
-                        clip(k),
-                        ATLAS_KEYS.join(", ")
-                    ),
-                ));
-            }
-        } else if k.starts_with("nf.") {
-            if !NF_KEYS.contains(&k) {
-                return Err(Rejection::new(
-                    RejectReason::ReservedKey,
-                    format!(
-                        "reserved key '{}': not one of the known 'nf.' keys",
-                        clip(k)
-                    ),
-                ));
-            }
-        } else {
-            user_tags += 1;
-        }
-    }
-    if user_tags > MAX_USER_TAGS {
-        return Err(Rejection::new(
-            RejectReason::TooManyUserTags,
-            format!(
-                "too many user tags: {user_tags} > {MAX_USER_TAGS} (keys starting with nf. or atlas. do not count)"
-            ),
-        ));
-    }
-    if let Some(ds) = tags.get(DsType::TAG)
-        && DsType::parse(ds).is_none()
-    {
-        return Err(Rejection::new(
-            RejectReason::InvalidDsType,
-            format!(
-                "invalid atlas.dstype '{}': expected rate, counter, gauge or sum",
-                clip(ds)
-            ),
-        ));
-    }
-    Ok(())
+    let pairs: Vec<(&str, &str)> = tags.iter().collect();
+    check_tags(&pairs).map_err(Rejection::from)
 }
 
 #[cfg(test)]
@@ -305,5 +180,28 @@ mod tests {
         pairs.pop();
         pairs.push(("name", "cpu"));
         check(&pairs, None);
+    }
+
+    #[test]
+    fn the_dstypes_the_rules_allow_are_the_stores() {
+        for name in argus_proto::rules::DSTYPES {
+            assert!(argus_tsdb::DsType::parse(name).is_some(), "{name}");
+        }
+        for bad in ["Rate", "gauges", ""] {
+            assert!(argus_tsdb::DsType::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn too_many_tags_names_both_limits() {
+        let many: Vec<(String, String)> = (0..45)
+            .map(|i| (format!("k{i:02}"), "v".to_string()))
+            .collect();
+        let mut pairs: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        pairs.push(("name", "cpu"));
+        let e = validate_tags(&TagMap::from_pairs(pairs.iter().copied())).unwrap_err();
+        assert_eq!(e.reason, RejectReason::TooManyTags);
+        assert!(e.message.contains("at most 20 user tags"), "{}", e.message);
     }
 }

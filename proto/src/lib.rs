@@ -3,6 +3,9 @@
 //! `protoc`, and the Prometheus remote-write 1.0 messages. The OTLP services come from the
 //! `opentelemetry-proto` crate, re-exported as [`otlp`].
 //!
+//! With them, the rules the contract puts on what it carries ([`rules`]: Atlas's tag rules,
+//! the size of an event), so that agents refuse at their intake what the server would.
+//!
 //! This crate knows nothing of the store or of any other Argus crate: conversion between
 //! these types and the store's lives in the server (`ingest/src/convert.rs`).
 
@@ -13,6 +16,7 @@ pub mod v1 {
 }
 
 pub mod remote_write;
+pub mod rules;
 
 /// OTLP metrics and logs (messages and gRPC services).
 pub use opentelemetry_proto::tonic as otlp;

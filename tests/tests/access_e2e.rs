@@ -287,3 +287,27 @@ fn tokens_rotate_on_sighup_without_a_restart() {
     );
     assert_eq!(call(&server, "GET", "/healthz", b"", None).0, 200);
 }
+
+/// The bearer scheme is case-insensitive, as HTTP's schemes are: `BEARER` used to get a 401
+/// while `bearer` worked.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let (server, _dir) = auth_server(&[]);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let mut resp = Server::agent()
+            .get(&format!("{}/api/v1/tags", server.base))
+            .header("authorization", &format!("{scheme} {READ}"))
+            .call()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    let mut resp = Server::agent()
+        .get(&format!("{}/api/v1/tags", server.base))
+        .header("authorization", &format!("Basic {READ}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let _ = resp.body_mut().read_to_string();
+}

@@ -389,3 +389,41 @@ fn statsd_packets_the_kernel_drops_are_counted() {
         (t == dropped as f64).then_some(())
     });
 }
+
+/// The agent's intake refuses what the server would, with the server's reasons: it used to
+/// answer 200 and let the server drop the data out of the service's sight.
+#[test]
+fn the_intake_refuses_what_the_server_would() {
+    let server = Server::start(&["--ephemeral"]);
+    let agent = Agent::start(&server.grpc, &["--no-host-metrics"]);
+    let now = now_ms();
+    let payload = json!({
+        "tags": {"name": "intake.checked"},
+        "metrics": [
+            {"tags": {"k": "v"}, "timestamp": now, "value": 1.0},
+            {"tags": {"kind": "ok"}, "timestamp": now, "value": 2.0},
+        ]
+    });
+    let (status, body) = agent.post("/api/v1/publish", payload.to_string().as_bytes());
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body.contains("key length 1 out of range [2, 60]: key 'k'"),
+        "{body}"
+    );
+
+    let mut big = b"{\"blob\":\"".to_vec();
+    big.resize(10_000_000, b'x');
+    big.extend_from_slice(b"\"}\n{\"small\":1}\n");
+    let (status, body) = agent.post("/v1/events/requests", &big);
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body.contains("line 1: event of 10000002 bytes is over the 262144-byte limit"),
+        "{body}"
+    );
+    let health = agent.health();
+    assert_eq!(
+        health["dropped.id=input.reason=invalid"].as_u64(),
+        Some(2),
+        "{health}"
+    );
+}

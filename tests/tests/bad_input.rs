@@ -77,6 +77,19 @@ fn remote_write_refuses_bad_bodies_and_keeps_the_good_series() {
         "{body}"
     );
 
+    // Bytes that parse as protobuf but are no WriteRequest: a known field of the wrong
+    // wire type (field 1 as a varint), and 60 MB of zero bytes (field number 0). Both
+    // used to be answered 204, as if an empty request.
+    let (status, body) = post(&snappy(&[0x08, 0x01]));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("WriteRequest.timeseries (field 1)") && body.contains("wire type 0"),
+        "{body}"
+    );
+    let (status, body) = post(&snappy(&vec![0u8; 60_000_000]));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("field number 0 at byte 0"), "{body}");
+
     // Invalid series are refused with reasons (400: retrying would not help); the valid
     // one in the same request is stored.
     let long = "v".repeat(5_000);
@@ -184,6 +197,34 @@ result["after"] = acks([pb.MetricBatch(seq=3, definitions=[
     groups=[pb.SampleGroup(timestamp_ms=now, series=[1], values=[9.0])])])
 print(json.dumps(result))
 "#;
+
+/// A number too large for a double is refused by publish and backfill alike; it used to be
+/// stored as infinity.
+#[test]
+fn publish_and_backfill_refuse_numbers_out_of_range() {
+    let server = Server::start(&["--ephemeral"]);
+    let now = now_ms() / 60_000 * 60_000;
+    for (route, ts) in [
+        ("/api/v1/publish", now),
+        ("/api/v1/backfill", now - 3_600_000),
+    ] {
+        let payload = format!(
+            r#"{{"tags":{{"name":"huge","atlas.dstype":"gauge"}},"metrics":[{{"timestamp":{ts},"value":1e400}},{{"tags":{{"name":"fine"}},"timestamp":{ts},"value":2.5}}]}}"#
+        );
+        let (status, body) = server.post(route, payload.as_bytes(), None);
+        assert_eq!(status, 202, "{route}: {body}");
+        assert!(
+            body.contains("invalid or missing value 1e400"),
+            "{route}: {body}"
+        );
+    }
+    let q = "/api/v1/graph?q=name,huge,:eq,:max&s=e-2h&format=stats.json";
+    let stats = server.get_json(q);
+    assert!(
+        stats["stats"][0]["max"].as_f64().is_none_or(f64::is_nan),
+        "huge was stored: {stats}"
+    );
+}
 
 #[test]
 fn grpc_refuses_bad_messages_and_keeps_what_it_accepted() {

@@ -464,3 +464,36 @@ fn stack_language_values_stream_each_step() {
     assert!(seen.windows(2).all(|w| w[1] == w[0] + 1000), "{seen:?}");
     publisher.join().expect("publisher");
 }
+
+/// A live query from a client that names itself nowhere (no `client` parameter, no
+/// User-Agent) is listed with its address; it used to be listed as `"client":""`.
+#[test]
+fn a_live_query_is_listed_with_who_asked() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--ephemeral"]);
+    let mut stream =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/live?q={} HTTP/1.1\r\nHost: argus\r\nAccept: text/event-stream\r\n\r\n",
+        argus_tests::enc("select * from requests")
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let listed = server.get_json("/api/v1/live/subscriptions");
+    assert_eq!(listed[0]["client"], "127.0.0.1", "{listed}");
+    // `argus live`, beside it, is listed too, never as nobody.
+    let live = LiveClient::start(&server, &[], "select * from other");
+    live.wait_subscribed();
+    let listed = server.get_json("/api/v1/live/subscriptions");
+    let clients: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["client"].as_str().unwrap_or(""))
+        .collect();
+    assert!(clients.iter().all(|c| !c.is_empty()), "{listed}");
+    assert_eq!(clients.len(), 2, "{listed}");
+}
