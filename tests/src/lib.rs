@@ -93,14 +93,80 @@ fn spawn_reporting(
     (child, found, all_lines)
 }
 
-/// Resident memory of process `pid` in KiB (0 when it cannot be read).
-pub fn rss_kib(pid: u32) -> u64 {
+/// A `kB` field of `/proc/<pid>/status` (0 when it cannot be read).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident memory of process `pid` in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Peak resident memory of process `pid` since it started or since [`reset_peak_rss`],
+/// in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM")
+}
+
+/// Starts measuring `pid`'s peak resident memory afresh (Linux's `clear_refs` 5).
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS");
+}
+
+/// Whether the other end has closed `s` (EOF or reset), waiting at most `wait`. What it
+/// sent first (an HTTP/2 server's settings, a refusal) is read past.
+pub fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    let _ = s.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+/// How many of `conns` the other end has not closed by `deadline`.
+pub fn still_open<'a>(
+    conns: impl IntoIterator<Item = &'a mut std::net::TcpStream>,
+    deadline: Instant,
+) -> usize {
+    conns
+        .into_iter()
+        .map(|s| closed_within(s, deadline.saturating_duration_since(Instant::now())))
+        .filter(|closed| !closed)
+        .count()
+}
+
+/// Raises this process's open-file limit to its hard limit (tests that hold thousands of
+/// sockets); returns the limit now.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
 }
 
 /// A loopback port that is free now (for a server that must come back on the same port).

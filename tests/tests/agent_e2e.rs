@@ -3,7 +3,7 @@
 //! restarted while the agent buffers loses nothing the agent held, stored exactly once; a
 //! full buffer drops the oldest batches and counts them.
 
-use argus_tests::{Agent, Server, enc, eventually, free_port, now_ms, python_with};
+use argus_tests::{Agent, Server, enc, eventually, free_port, now_ms, peak_rss_kib, python_with};
 use serde_json::{Value, json};
 
 /// Window statistics of one expression over the last `secs` seconds (tz UTC, 1 s step).
@@ -237,16 +237,6 @@ fn a_full_buffer_drops_the_oldest_and_counts_them() {
         )
         .filter(|t| *t > 0.0)
     });
-}
-
-/// Peak resident memory of `pid` in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// 200,000 distinct StatsD names in a step, against a server that takes messages of at most

@@ -7,50 +7,13 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use argus_tests::{Server, now_ms};
+use argus_tests::{Server, closed_within, now_ms, raise_fd_limit, still_open};
 use serde_json::json;
 
 const HEADER_TIMEOUT_S: u64 = 3;
 
 fn host_port(url: &str) -> String {
     url.trim_start_matches("http://").to_string()
-}
-
-/// Raises this process's open-file limit to its hard limit (the test holds thousands of
-/// sockets).
-#[allow(unsafe_code)]
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-    }
-    limit.rlim_cur
-}
-
-/// Whether the server has closed `s` (EOF or reset), waiting at most `wait`.
-fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
-    let _ = s.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            // What a server sends first (an HTTP/2 server's settings, a refusal) is read past.
-            Ok(_) => continue,
-            Err(e) => {
-                return !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-            }
-        }
-    }
 }
 
 fn metric(server: &Server, line_prefix: &str) -> f64 {
@@ -143,13 +106,9 @@ fn five_thousand_idle_connections_are_closed_at_the_header_timeout_and_slow_no_o
 
     // By the header timeout (and a little), the server has closed every one.
     let deadline = opened + Duration::from_secs(HEADER_TIMEOUT_S + 3);
-    let still_open = idle
-        .iter_mut()
-        .map(|s| closed_within(s, deadline.saturating_duration_since(Instant::now())))
-        .filter(|closed| !closed)
-        .count();
     assert_eq!(
-        still_open, 0,
+        still_open(&mut idle, deadline),
+        0,
         "idle connections left open past the header timeout"
     );
     assert_eq!(

@@ -2,7 +2,7 @@
 //! distinct series is capped, the server's memory stays bounded, other metrics keep
 //! ingesting, and `/api/v1/cardinality` names the culprit.
 
-use argus_tests::{Server, now_ms, rss_kib};
+use argus_tests::{Server, now_ms, peak_rss_kib, reset_peak_rss, rss_kib};
 use serde_json::{Value, json};
 
 /// Publishes one datapoint for each of `users` (a `user_id` series each) of metric `name`.
@@ -239,21 +239,6 @@ fn queries_beyond_the_concurrency_limit_wait_then_are_refused() {
     }
 }
 
-/// Peak resident memory of `pid` since the last [`reset_peak`], in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Starts measuring `pid`'s peak resident memory afresh (Linux's `clear_refs` 5).
-fn reset_peak(pid: u32) {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS");
-}
-
 /// About 60 MB of NDJSON request events, one in a hundred a server error.
 fn sixty_mb_of_events() -> (Vec<u8>, usize) {
     let mut body = Vec::with_capacity(61 << 20);
@@ -289,7 +274,7 @@ fn a_60_mb_event_body_costs_at_most_64_mb_with_and_without_a_subscriber() {
     assert_eq!(status, 200);
     let idle = rss_kib(pid);
 
-    reset_peak(pid);
+    reset_peak_rss(pid);
     post();
     let unwanted = peak_rss_kib(pid).saturating_sub(idle);
 
@@ -300,7 +285,7 @@ fn a_60_mb_event_body_costs_at_most_64_mb_with_and_without_a_subscriber() {
     );
     live.wait_subscribed();
     let idle = rss_kib(pid);
-    reset_peak(pid);
+    reset_peak_rss(pid);
     post();
     let wanted = peak_rss_kib(pid).saturating_sub(idle);
     let matched = argus_tests::eventually(30, "the matching events as rows", || {

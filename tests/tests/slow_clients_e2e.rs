@@ -7,30 +7,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use argus_tests::{Server, now_ms, rss_kib};
+use argus_tests::{Server, now_ms, rss_kib, still_open};
 use serde_json::json;
 
 fn addr(server: &Server) -> String {
     server.base.trim_start_matches("http://").to_string()
-}
-
-/// Whether the server has closed `s` (EOF or reset), without blocking long. What it sent
-/// first (an HTTP/2 server's settings) is read past.
-fn closed(s: &mut TcpStream) -> bool {
-    let _ = s.set_read_timeout(Some(Duration::from_millis(1)));
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) => {
-                return !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-            }
-        }
-    }
 }
 
 #[test]
@@ -78,20 +59,9 @@ fn a_thousand_trickling_connections_do_not_stop_normal_requests() {
     );
     // By the header timeout (and a little), the server has closed every one of them.
     let deadline = started + Duration::from_secs(5);
-    let still_open = slow
-        .iter_mut()
-        .filter_map(|s| {
-            while !closed(s) {
-                if Instant::now() > deadline {
-                    return Some(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
-        })
-        .count();
     assert_eq!(
-        still_open, 0,
+        still_open(&mut slow, deadline),
+        0,
         "connections the header timeout should have closed"
     );
     eprintln!(
@@ -191,12 +161,10 @@ fn silent_and_trickling_grpc_connections_are_closed_and_agents_still_deliver() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let open = silent
-        .iter_mut()
-        .chain(trickling.iter_mut())
-        .map(closed)
-        .filter(|c| !c)
-        .count();
+    let open = still_open(
+        silent.iter_mut().chain(trickling.iter_mut()),
+        Instant::now(),
+    );
     assert_eq!(
         open, 0,
         "gRPC connections without a preface in time must be closed"
