@@ -299,31 +299,39 @@ impl<'a> Wire<'a> {
         Err(WireError(format!("varint too long at byte {}", self.pos)))
     }
 
-    /// The next field's number and wire type, checked against the fields `message` has
-    /// (number, wire type, name): bytes that are not this message (a field numbered 0, a
-    /// known field of another wire type) fail here rather than being skipped as unknown.
-    fn key_in(
+    /// The next field's number and wire type.
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let k = self.varint()?;
+        Ok((k >> 3, (k & 7) as u8))
+    }
+
+    /// Skips a field the reader does not use, after checking that it can belong to
+    /// `message`, whose fields are `fields` (number, wire type, name): bytes that are not
+    /// this message (a field numbered 0, a known field of another wire type) fail here
+    /// rather than being skipped as unknown. Called only for what the known arms did not
+    /// take, so the common path pays nothing.
+    fn skip_other(
         &mut self,
+        (number, wire_type): (u64, u8),
         message: &str,
         fields: &[(u64, u8, &str)],
-    ) -> Result<(u64, u8), WireError> {
-        let at = self.pos;
-        let k = self.varint()?;
-        let (number, wire_type) = (k >> 3, (k & 7) as u8);
+    ) -> Result<(), WireError> {
         if number == 0 {
             return Err(WireError(format!(
-                "field number 0 at byte {at}: not a {message}"
+                "field number 0 before byte {}: not a {message}",
+                self.pos
             )));
         }
         if let Some((_, want, name)) = fields.iter().find(|f| f.0 == number)
             && *want != wire_type
         {
             return Err(WireError(format!(
-                "{message}.{name} (field {number}) at byte {at} has wire type {wire_type}, \
-                 expected {want}: not a {message}"
+                "{message}.{name} (field {number}) before byte {} has wire type {wire_type}, \
+                 expected {want}: not a {message}",
+                self.pos
             )));
         }
-        Ok((number, wire_type))
+        self.skip(wire_type)
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
@@ -497,9 +505,9 @@ fn label_parts(ts: &[u8]) -> Result<Vec<&[u8]>, WireError> {
     let mut parts = Vec::with_capacity(16);
     let mut w = Wire::new(ts);
     while !w.done() {
-        match w.key_in("TimeSeries", TIME_SERIES)? {
+        match w.key()? {
             (1, 2) => parts.push(w.bytes()?),
-            (_, t) => w.skip(t)?,
+            other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
         }
     }
     Ok(parts)
@@ -514,13 +522,13 @@ impl RemoteWriteState {
         let mut series: Vec<std::ops::Range<usize>> = Vec::new();
         let mut w = Wire::new(body);
         while !w.done() {
-            match w.key_in("WriteRequest", WRITE_REQUEST)? {
+            match w.key()? {
                 (1, 2) => {
                     let len = w.bytes()?.len();
                     series.push(w.pos - len..w.pos);
                 }
                 (3, 2) => self.metadata(w.bytes()?)?,
-                (_, t) => w.skip(t)?,
+                other => w.skip_other(other, "WriteRequest", WRITE_REQUEST)?,
             }
         }
         // Cached ids are good while no series has been removed since they were cached;
@@ -567,7 +575,7 @@ impl RemoteWriteState {
             let mut w = Wire::new(ts);
             while !w.done() {
                 let field_start = w.pos;
-                match w.key_in("TimeSeries", TIME_SERIES)? {
+                match w.key()? {
                     (1, 2) => {
                         w.bytes()?;
                         region = match region {
@@ -580,7 +588,7 @@ impl RemoteWriteState {
                         };
                     }
                     (2, 2) => scratch.samples.push(parse_sample(w.bytes()?)?),
-                    (_, t) => w.skip(t)?,
+                    other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
                 }
             }
             let hash = match region {
@@ -666,10 +674,10 @@ impl RemoteWriteState {
         let mut w = Wire::new(bytes);
         let (mut kind, mut family) = (0u64, "");
         while !w.done() {
-            match w.key_in("MetricMetadata", METADATA)? {
+            match w.key()? {
                 (1, 0) => kind = w.varint()?,
                 (2, 2) => family = utf8(w.bytes()?, "metric family name")?,
-                (_, t) => w.skip(t)?,
+                other => w.skip_other(other, "MetricMetadata", METADATA)?,
             }
         }
         let Ok(kind) = MetricType::try_from(kind as i32) else {
@@ -690,10 +698,10 @@ fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
     let mut w = Wire::new(bytes);
     let (mut name, mut value) = ("", "");
     while !w.done() {
-        match w.key_in("Label", LABEL)? {
+        match w.key()? {
             (1, 2) => name = utf8(w.bytes()?, "label name")?,
             (2, 2) => value = utf8(w.bytes()?, "label value")?,
-            (_, t) => w.skip(t)?,
+            other => w.skip_other(other, "Label", LABEL)?,
         }
     }
     Ok((name, value))
@@ -703,10 +711,10 @@ fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
     let mut w = Wire::new(bytes);
     let (mut ts, mut value) = (0i64, 0.0f64);
     while !w.done() {
-        match w.key_in("Sample", SAMPLE)? {
+        match w.key()? {
             (1, 1) => value = f64::from_bits(w.fixed64()?),
             (2, 0) => ts = w.varint()? as i64,
-            (_, t) => w.skip(t)?,
+            other => w.skip_other(other, "Sample", SAMPLE)?,
         }
     }
     Ok((ts, value))
