@@ -16,31 +16,22 @@ use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap, Writer};
 use parking_lot::RwLock;
 
 use crate::events::Event;
-use crate::validation::{RejectReason, Rejection, clip, validate_tags};
+use crate::validation::{Refusals, RejectReason, Rejection, clip, validate_tags};
 
-/// How many refusals a response or acknowledgement lists in full.
-pub const MAX_REASONS: usize = 5;
-
-/// What a conversion produced: samples for the store and the refusals.
+/// What a conversion produced: samples for the store and every refusal.
 #[derive(Debug, Default)]
 pub struct Converted {
     pub samples: Vec<Sample>,
-    pub rejected: Vec<Rejection>,
-    /// Refusals beyond those kept in `rejected` (only counted).
-    pub rejected_more: usize,
+    pub refusals: Refusals,
 }
 
 impl Converted {
     pub fn reject(&mut self, r: Rejection) {
-        if self.rejected.len() < 1000 {
-            self.rejected.push(r);
-        } else {
-            self.rejected_more += 1;
-        }
+        self.refusals.add(r);
     }
 
     pub fn rejected_count(&self) -> usize {
-        self.rejected.len() + self.rejected_more
+        self.refusals.total() as usize
     }
 
     /// Appends the samples to the store, adding what it refuses (outside the retention
@@ -61,11 +52,7 @@ impl Converted {
 
     /// The first refusals, for a response.
     pub fn reasons(&self) -> Vec<String> {
-        self.rejected
-            .iter()
-            .take(MAX_REASONS)
-            .map(|r| r.message.clone())
-            .collect()
+        self.refusals.reasons()
     }
 }
 
@@ -215,12 +202,12 @@ impl StreamSeries {
 }
 
 /// Events of an agent's event batch.
-pub fn agent_events(batch: &v1::EventBatch) -> (Vec<Event>, Vec<Rejection>) {
+pub fn agent_events(batch: &v1::EventBatch) -> (Vec<Event>, Refusals) {
     let mut events = Vec::with_capacity(batch.events.len());
-    let mut rejected = Vec::new();
+    let mut rejected = Refusals::default();
     for (i, e) in batch.events.iter().enumerate() {
         if e.json.len() > crate::events::MAX_EVENT_BYTES {
-            rejected.push(Rejection::new(
+            rejected.add(Rejection::new(
                 RejectReason::InvalidValue,
                 format!("event {i}: {} bytes is over the limit", e.json.len()),
             ));
@@ -232,7 +219,7 @@ pub fn agent_events(batch: &v1::EventBatch) -> (Vec<Event>, Vec<Rejection>) {
                     bytes: e.json.len(),
                     subscriptions: e.subscriptions.clone(),
                 }),
-                _ => rejected.push(Rejection::new(
+                _ => rejected.add(Rejection::new(
                     RejectReason::InvalidValue,
                     format!("event {i}: not a JSON object"),
                 )),
@@ -654,9 +641,7 @@ impl RemoteWriteState {
         for (p, &id) in scratch.series.iter().zip(&scratch.ids) {
             if id >= REFUSED_BASE {
                 let r = &scratch.refusals[(id - REFUSED_BASE) as usize];
-                for _ in p.samples.clone() {
-                    out.reject(r.clone());
-                }
+                out.refusals.add_n(r.clone(), p.samples.len() as u64);
                 continue;
             }
             let id = id as SeriesId;

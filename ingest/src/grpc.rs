@@ -243,10 +243,20 @@ fn store_permits() -> usize {
 /// A batch that waited this long for a permit gets a backpressure notice in its ack.
 const BUSY_AFTER: Duration = Duration::from_millis(200);
 
+/// Event batches parsed and delivered at once: all cores but one, so that a flood of
+/// events always leaves a core to the reactor (health checks, queries, acks).
+fn event_permits() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
 #[derive(Clone)]
 pub struct IngestService {
     state: AppState,
     permits: Arc<Semaphore>,
+    event_permits: Arc<Semaphore>,
 }
 
 impl IngestService {
@@ -254,6 +264,7 @@ impl IngestService {
         IngestService {
             state,
             permits: Arc::new(Semaphore::new(store_permits())),
+            event_permits: Arc::new(Semaphore::new(event_permits())),
         }
     }
 
@@ -369,9 +380,7 @@ impl Ingest for IngestService {
                         break;
                     }
                 };
-                for r in &conv.rejected {
-                    svc.state.metrics.reject(r.reason, 1);
-                }
+                svc.state.metrics.count(&conv.refusals);
                 let mut ack = Ack {
                     seq,
                     stored: stored as u32,
@@ -422,26 +431,42 @@ impl Ingest for IngestService {
                     seq,
                     ..Ack::default()
                 };
-                if let Some(mut claim) = Claim::take(&svc.state.agents.events, &agent, seq) {
-                    let (events, rejected) = convert::agent_events(&batch);
-                    match svc.state.events.publish(&batch.stream, &events) {
+                // Parsing the events and running the live engines is CPU work: on a
+                // blocking thread, never on the reactor, and not on every core at once.
+                let Ok(permit) = svc.event_permits.clone().acquire_owned().await else {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the server is shutting down")))
+                        .await;
+                    break;
+                };
+                let st = svc.state.clone();
+                let agent_key = agent.clone();
+                let taken = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let mut claim = Claim::take(&st.agents.events, &agent_key, seq)?;
+                    let (events, refusals) = convert::agent_events(&batch);
+                    Some(match st.events.publish(&batch.stream, &events) {
                         Ok(n) => {
                             claim.stored = true;
-                            ack.stored = n as u32;
-                            ack.rejected = rejected.len() as u32;
-                            ack.reasons = rejected
-                                .iter()
-                                .take(convert::MAX_REASONS)
-                                .map(|r| r.message.clone())
-                                .collect();
+                            (n, refusals.total(), refusals.reasons())
                         }
-                        Err(e) => {
-                            ack.rejected = batch.events.len() as u32;
-                            ack.reasons = vec![e.to_string()];
-                        }
+                        Err(e) => (0, batch.events.len() as u64, vec![e.to_string()]),
+                    })
+                })
+                .await;
+                match taken {
+                    Ok(Some((stored, rejected, reasons))) => {
+                        ack.stored = stored as u32;
+                        ack.rejected = rejected as u32;
+                        ack.reasons = reasons;
                     }
-                } else {
-                    ack.duplicate = true;
+                    Ok(None) => ack.duplicate = true,
+                    Err(_) => {
+                        let _ = tx
+                            .send(Err(Status::internal("taking the events failed")))
+                            .await;
+                        break;
+                    }
                 }
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
@@ -548,9 +573,7 @@ impl MetricsService for OtlpService {
         .map_err(|e| Status::internal(format!("storing the export failed: {e}")))?
         // UNAVAILABLE is what OTLP exporters retry.
         .map_err(|e| Status::unavailable(e.to_string()))?;
-        for r in &conv.rejected {
-            self.state.metrics.reject(r.reason, 1);
-        }
+        self.state.metrics.count(&conv.refusals);
         let n = conv.rejected_count();
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (n > 0).then(|| ExportMetricsPartialSuccess {
@@ -568,18 +591,25 @@ impl LogsService for OtlpService {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let req = request.into_inner();
-        let now = self.state.store.now_ms();
-        let mut rejected = 0i64;
-        let mut reasons = Vec::new();
-        for (stream, events) in convert::otlp_logs(&req, now) {
-            if let Err(e) = self.state.events.publish(&stream, &events) {
-                rejected += events.len() as i64;
-                self.state
-                    .metrics
-                    .reject(RejectReason::InvalidTagValue, events.len() as u64);
-                reasons.push(e.to_string());
+        let st = self.state.clone();
+        // Turning records into events and running the live engines: a blocking thread's
+        // work, not the reactor's.
+        let (rejected, reasons) = tokio::task::spawn_blocking(move || {
+            let now = st.store.now_ms();
+            let mut rejected = 0i64;
+            let mut reasons = Vec::new();
+            for (stream, events) in convert::otlp_logs(&req, now) {
+                if let Err(e) = st.events.publish(&stream, &events) {
+                    rejected += events.len() as i64;
+                    st.metrics
+                        .reject(RejectReason::InvalidTagValue, events.len() as u64);
+                    reasons.push(e.to_string());
+                }
             }
-        }
+            (rejected, reasons)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("taking the export failed: {e}")))?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
                 rejected_log_records: rejected,

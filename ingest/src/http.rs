@@ -226,19 +226,12 @@ async fn ingest(
     })
     .await
     .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))??;
-    for r in &outcome.rejected {
-        state.metrics.reject(r.reason, 1);
-    }
-    let errors = outcome.rejected.len();
+    state.metrics.count(&outcome.rejected);
+    let errors = outcome.rejected.total();
     if errors == 0 {
         return Ok(StatusCode::OK.into_response());
     }
-    let messages: Vec<&str> = outcome
-        .rejected
-        .iter()
-        .take(5)
-        .map(|r| r.message.as_str())
-        .collect();
+    let messages = outcome.rejected.reasons();
     let (status, kind) = if outcome.stored == 0 {
         (StatusCode::BAD_REQUEST, "error")
     } else {
@@ -381,9 +374,7 @@ async fn remote_write(
     .await
     .map_err(|e| ApiError::internal(format!("remote write task failed: {e}")))??;
     let (stored, conv) = outcome;
-    for r in &conv.rejected {
-        state.metrics.reject(r.reason, 1);
-    }
+    state.metrics.count(&conv.refusals);
     if conv.rejected_count() == 0 {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

@@ -22,19 +22,18 @@ pub const QUERY_STOP_REASONS: [&str; 4] = ["max_series", "timeout", "client_gone
 
 impl ServerMetrics {
     pub fn reject(&self, reason: RejectReason, n: u64) {
-        let i = RejectReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .expect("every reason is listed in RejectReason::ALL");
-        self.rejected[i].fetch_add(n, Ordering::Relaxed);
+        self.rejected[reason.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts every refusal of a request, by reason.
+    pub fn count(&self, refusals: &crate::validation::Refusals) {
+        for (reason, n) in refusals.by_reason() {
+            self.reject(reason, n);
+        }
     }
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {
-        let i = RejectReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.rejected[i].load(Ordering::Relaxed)
+        self.rejected[reason.index()].load(Ordering::Relaxed)
     }
 
     /// Counts one HTTP request by route template (never the raw path, which is unbounded).

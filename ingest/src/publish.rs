@@ -167,7 +167,7 @@ pub struct Datapoint {
 #[derive(Debug, Default)]
 pub struct PublishOutcome {
     pub stored: usize,
-    pub rejected: Vec<Rejection>,
+    pub rejected: crate::validation::Refusals,
 }
 
 fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
@@ -343,7 +343,7 @@ pub fn store_datapoints(
     let mut last: Option<(Arc<TagMap>, SeriesId)> = None;
     for item in parsed {
         match item {
-            Err(r) => outcome.rejected.push(r),
+            Err(r) => outcome.rejected.add(r),
             Ok(dp) => {
                 let id = match &last {
                     Some((t, id)) if Arc::ptr_eq(t, &dp.tags) || **t == *dp.tags => *id,
@@ -353,7 +353,7 @@ pub fn store_datapoints(
                             id
                         }
                         Err(e) => {
-                            outcome.rejected.push(Rejection::from_store(e, &dp.tags));
+                            outcome.rejected.add(Rejection::from_store(e, &dp.tags));
                             continue;
                         }
                     },
@@ -372,7 +372,7 @@ pub fn store_datapoints(
         .map_err(|e| PayloadError::Unavailable(e.to_string()))?;
     outcome.stored = result.stored;
     for (i, err) in result.rejected {
-        outcome.rejected.push(Rejection::new(
+        outcome.rejected.add(Rejection::new(
             RejectReason::OutOfRetention,
             format!("{err} (tags={})", render_tags(&sample_tags[i])),
         ));

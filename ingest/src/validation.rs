@@ -43,6 +43,11 @@ impl RejectReason {
         RejectReason::SeriesLimit,
     ];
 
+    /// The reason's place in [`RejectReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             RejectReason::DataTooOld => "data_too_old",
@@ -91,6 +96,61 @@ impl Rejection {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         Rejection::new(reason, format!("{e} (tags={{{}}})", rendered.join(", ")))
+    }
+}
+
+/// Every refusal of one request: each counted by its reason, the first few kept whole for
+/// the answer. A request refusing millions of samples holds a handful of messages, and the
+/// counters see every one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    counts: [u64; RejectReason::ALL.len()],
+    first: Vec<Rejection>,
+}
+
+impl Refusals {
+    /// Refusals an answer lists in full.
+    pub const LISTED: usize = 5;
+
+    pub fn add(&mut self, r: Rejection) {
+        self.add_n(r, 1);
+    }
+
+    /// `n` refusals for the same reason (the samples of one refused series).
+    pub fn add_n(&mut self, r: Rejection, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.counts[r.reason.index()] += n;
+        if self.first.len() < Self::LISTED {
+            self.first.push(r);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// The first refusals' messages.
+    pub fn reasons(&self) -> Vec<String> {
+        self.first.iter().map(|r| r.message.clone()).collect()
+    }
+
+    pub fn first(&self) -> &[Rejection] {
+        &self.first
+    }
+
+    /// Refusals by reason, those with any.
+    pub fn by_reason(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (*r, n))
     }
 }
 
@@ -180,6 +240,32 @@ mod tests {
         pairs.pop();
         pairs.push(("name", "cpu"));
         check(&pairs, None);
+    }
+
+    #[test]
+    fn reasons_are_indexed_in_declaration_order() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_count_every_one_and_keep_the_first() {
+        let mut r = Refusals::default();
+        for i in 0..1_000 {
+            r.add(Rejection::new(RejectReason::KeyLength, format!("bad {i}")));
+        }
+        r.add_n(Rejection::new(RejectReason::SeriesLimit, "cap"), 5_000);
+        assert_eq!(r.total(), 6_000);
+        assert_eq!(r.reasons(), ["bad 0", "bad 1", "bad 2", "bad 3", "bad 4"]);
+        let by: Vec<_> = r.by_reason().collect();
+        assert_eq!(
+            by,
+            [
+                (RejectReason::KeyLength, 1_000),
+                (RejectReason::SeriesLimit, 5_000)
+            ]
+        );
     }
 
     #[test]
