@@ -124,27 +124,12 @@ impl AgentConfig {
     }
 }
 
-/// Parses `10s`, `1m`, `500ms`, `2h`.
+/// Parses a positive duration in Argus's one grammar (`argus_query::duration`, the same as
+/// the server's settings): `500ms`, `10s`, `1m`, `2h`, `1d`, `PT1M`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .with_context(|| format!("invalid duration {s:?}: no unit (e.g. 10s, 1m)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}: expected a number then a unit"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" | "min" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => bail!("invalid duration {s:?}: units are ms, s, m, h"),
-    };
-    if ms == 0 {
-        bail!("invalid duration {s:?}: must be positive");
-    }
-    Ok(Duration::from_millis(ms))
+    argus_query::duration::parse_positive_ms(s)
+        .map(|ms| Duration::from_millis(ms as u64))
+        .map_err(anyhow::Error::msg)
 }
 
 fn valid_tag_char(c: char) -> bool {

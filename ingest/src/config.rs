@@ -7,56 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-/// Parses a duration such as `60s`, `1m`, `6h`, `500ms`, `2d`, `1w`, or ISO 8601 `PT1M`.
+/// Parses a positive duration such as `60s`, `1m`, `6h`, `500ms`, `2d`, `1w`, or ISO 8601
+/// `PT1M`: Argus's one duration grammar (`argus_query::duration`), which the agent and the
+/// command line read too.
 pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
-    let t = s.trim();
-    if let Some(iso) = t.strip_prefix("PT").or_else(|| t.strip_prefix("pt")) {
-        let mut total = 0i64;
-        let mut num = String::new();
-        for c in iso.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-                continue;
-            }
-            let n: i64 = num
-                .parse()
-                .with_context(|| format!("invalid duration {s:?}"))?;
-            num.clear();
-            total += n * match c.to_ascii_uppercase() {
-                'H' => 3_600_000,
-                'M' => 60_000,
-                'S' => 1_000,
-                _ => bail!("invalid duration {s:?}: unknown unit {c:?}"),
-            };
-        }
-        if !num.is_empty() || total <= 0 {
-            bail!("invalid duration {s:?}");
-        }
-        return Ok(total);
-    }
-    let split = t.find(|c: char| !c.is_ascii_digit()).with_context(|| {
-        format!("invalid duration {s:?}: a unit is required (ms, s, m, h, d, w)")
-    })?;
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}: expected a number before the unit"))?;
-    let factor = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => bail!("invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h, d, w)"),
-    };
-    let ms = n
-        .checked_mul(factor)
-        .with_context(|| format!("invalid duration {s:?}: too large"))?;
-    if ms <= 0 {
-        bail!("invalid duration {s:?}: must be positive");
-    }
-    Ok(ms)
+    argus_query::duration::parse_positive_ms(s).map_err(anyhow::Error::msg)
 }
 
 /// The server's settings, after merging every source.

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "store")]
 pub mod chart;
+pub mod duration;
 #[cfg(feature = "store")]
 mod error;
 #[cfg(feature = "store")]

@@ -1,116 +1,14 @@
 //! Atlas's time and duration syntax for graph parameters (`s`, `e`, `step`) and the choice
 //! of output step. All arithmetic is checked: any input gives a value or an error.
 
-const SECOND: i64 = 1_000;
-const MINUTE: i64 = 60 * SECOND;
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
-const WEEK: i64 = 7 * DAY;
-/// Atlas's fixed-length month and year.
-const MONTH: i64 = 30 * DAY;
-const YEAR: i64 = 365 * DAY;
+pub(crate) use crate::duration::{DAY, HOUR, MINUTE, SECOND, WEEK, fractional_seconds};
 
 /// Epoch numbers up to this are seconds, larger ones milliseconds (Atlas's rule).
 const MAX_EPOCH_SECONDS: i64 = 1 << 31;
 
-/// A duration: `<n><unit>` (units ms, s, m/min, h, d, w, month, y and their long forms) or
-/// an ISO-8601 duration up to days (`PT1H`, `P2DT6H5M`, `PT0.5S`, `P1W`).
+/// A duration in Argus's one grammar (see [`crate::duration`]), in milliseconds.
 pub(crate) fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Some(iso) = s.strip_prefix(['P', 'p']) {
-        return parse_iso_duration(iso);
-    }
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = s.split_at(split);
-    let n: i64 = digits.parse().ok()?;
-    let unit_ms = match unit.trim() {
-        "ms" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => SECOND,
-        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
-        "h" | "hr" | "hrs" | "hour" | "hours" => HOUR,
-        "d" | "day" | "days" => DAY,
-        "w" | "wk" | "wks" | "week" | "weeks" => WEEK,
-        "month" | "months" => MONTH,
-        "y" | "year" | "years" => YEAR,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms)
-}
-
-/// The part of an ISO duration after `P`: `[nW][nD][T[nH][nM][n[.f]S]]`.
-fn parse_iso_duration(s: &str) -> Option<i64> {
-    let (date, time) = match s.find(['T', 't']) {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    };
-    let mut total: i64 = 0;
-    let mut any = false;
-    let mut add = |n: i64| -> Option<()> {
-        total = total.checked_add(n)?;
-        any = true;
-        Some(())
-    };
-    for (n, unit) in iso_parts(date)? {
-        let ms = match unit {
-            'W' => WEEK,
-            'D' => DAY,
-            _ => return None,
-        };
-        add(whole(n)?.checked_mul(ms)?)?;
-    }
-    if let Some(time) = time {
-        let parts = iso_parts(time)?;
-        if parts.is_empty() {
-            return None;
-        }
-        for (n, unit) in parts {
-            let ms = match unit {
-                'H' => whole(n)?.checked_mul(HOUR)?,
-                'M' => whole(n)?.checked_mul(MINUTE)?,
-                'S' => fractional_seconds(n)?,
-                _ => return None,
-            };
-            add(ms)?;
-        }
-    }
-    any.then_some(total)
-}
-
-/// Splits `12H30M` into `[("12", 'H'), ("30", 'M')]`; units uppercased.
-fn iso_parts(s: &str) -> Option<Vec<(&str, char)>> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c.is_ascii_alphabetic() {
-            let n = &s[start..i];
-            if n.is_empty() {
-                return None;
-            }
-            parts.push((n, c.to_ascii_uppercase()));
-            start = i + 1;
-        } else if !(c.is_ascii_digit() || c == '.') {
-            return None;
-        }
-    }
-    (start == s.len()).then_some(parts)
-}
-
-fn whole(n: &str) -> Option<i64> {
-    n.parse().ok()
-}
-
-/// `12.345` seconds in milliseconds (finer digits are dropped).
-fn fractional_seconds(n: &str) -> Option<i64> {
-    let (int, frac) = n.split_once('.').unwrap_or((n, ""));
-    let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    if !frac.bytes().all(|b| b.is_ascii_digit()) || (int.is_empty() && frac.is_empty()) {
-        return None;
-    }
-    let mut ms = 0i64;
-    for (i, b) in frac.bytes().take(3).enumerate() {
-        ms += i64::from(b - b'0') * [100, 10, 1][i];
-    }
-    secs.checked_mul(SECOND)?.checked_add(ms)
+    crate::duration::parse_ms(s)
 }
 
 /// Atlas's short duration form (`Strings.toString(Duration)`): the largest of w, d, h, m, s
@@ -436,6 +334,7 @@ pub(crate) fn graph_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::duration::{MONTH, YEAR};
 
     fn check_duration(s: &str, expected: Option<i64>) {
         assert_eq!(parse_duration(s), expected, "{s}");
