@@ -47,6 +47,8 @@ pub struct Health {
     pub event_bytes_sent: AtomicU64,
     /// Live subscriptions running here now.
     pub live_subscriptions: AtomicU64,
+    /// The step the agent aggregates over, in ms (the server's once connected).
+    pub step_ms: AtomicU64,
 }
 
 /// One counter of the health, as a series: name, tags, and whether it is a gauge.
@@ -144,6 +146,12 @@ impl Health {
                 tags: &[],
                 gauge: true,
                 value: self.live_subscriptions.load(Ordering::Relaxed),
+            },
+            HealthSeries {
+                name: "argus.agent.step.ms",
+                tags: &[],
+                gauge: true,
+                value: self.step_ms.load(Ordering::Relaxed),
             },
             c("argus.agent.reconnects", &[], &self.reconnects),
             c("argus.agent.statsd.packets", &[], &self.statsd_packets),

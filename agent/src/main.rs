@@ -286,6 +286,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         });
     }
+    let (step_tx, mut step_rx) = tokio::sync::watch::channel(cfg.step.as_millis() as i64);
     let sender = sender::Sender {
         server: cfg.server.clone(),
         token: cfg.token.clone(),
@@ -293,7 +294,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         agent_id: format!("{node}/{:016x}", sender::random_u64()),
         node,
         streams,
-        step_ms: cfg.step.as_millis() as i64,
+        step_ms: step_tx,
         catalog: catalog.clone(),
         outbox: outbox.clone(),
         health: health.clone(),
@@ -302,8 +303,10 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tokio::spawn(sender.run());
 
     // The step loop: at each wall-clock step boundary, collect the host, report the agent's
-    // own health, and send the step's meters as one batch.
-    let step_ms = cfg.step.as_millis() as i64;
+    // own health, and send the step's meters as one batch. The step is the server's once it
+    // has said it (the meters of the step in progress then end at the new step's boundary).
+    let mut step_ms = *step_rx.borrow();
+    let mut step_can_change = true;
     let mut host = cfg
         .host_metrics
         .then(|| host::HostCollector::new(cfg.proc_root.clone()));
@@ -316,9 +319,17 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        health.step_ms.store(step_ms as u64, Ordering::Relaxed);
         let (boundary, wait) = until_next_step(step_ms);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            changed = step_rx.changed(), if step_can_change => {
+                match changed {
+                    Ok(()) => step_ms = *step_rx.borrow_and_update(),
+                    Err(_) => step_can_change = false,
+                }
+                continue;
+            }
             _ = &mut shutdown => break,
         }
         if let Some(h) = host.as_mut() {

@@ -38,7 +38,8 @@ pub struct Sender {
     pub agent_id: String,
     pub node: String,
     pub streams: Vec<String>,
-    pub step_ms: i64,
+    /// The step the agent aggregates over: the server's, once it has said (its Welcome).
+    pub step_ms: tokio::sync::watch::Sender<i64>,
     pub catalog: Arc<Catalog>,
     pub outbox: Arc<Outbox>,
     pub health: Arc<Health>,
@@ -232,7 +233,7 @@ impl Sender {
                 node: self.node.clone(),
                 streams: self.streams.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
-                step_ms: self.step_ms,
+                step_ms: *self.step_ms.borrow(),
             })),
         };
         // The control stream stays open: the agent's half by keeping the sender alive.
@@ -342,9 +343,13 @@ impl Sender {
                         Some(Ok(m)) => match m.kind {
                             Some(server_message::Kind::Welcome(w)) => {
                                 self.outbox.set_max_message_bytes(w.max_message_bytes as usize);
-                                if w.step_ms != self.step_ms {
-                                    tracing::warn!(agent_step_ms = self.step_ms, server_step_ms = w.step_ms,
-                                        "the server's step differs from the agent's; set --step to match");
+                                let ours = *self.step_ms.borrow();
+                                if w.step_ms > 0 && w.step_ms != ours {
+                                    // The server stores on its step: aggregating on another
+                                    // would make rates and gauges land between its steps.
+                                    tracing::info!(agent_step_ms = ours, server_step_ms = w.step_ms,
+                                        "taking the server's step");
+                                    self.step_ms.send_replace(w.step_ms);
                                 }
                                 tracing::info!(server_version = %w.server_version, "welcomed by the server");
                             }

@@ -417,3 +417,23 @@ fn the_intake_refuses_what_the_server_would() {
         "{health}"
     );
 }
+
+/// An agent started with another step takes the server's when it connects (it used to only
+/// warn): its meters land on the server's steps, and data arrives a step after it is sent.
+#[test]
+fn the_agent_takes_the_servers_step() {
+    let server = Server::start(&["--ephemeral", "--step", "2s"]);
+    // The agent's own step would be a minute.
+    let agent = Agent::start(&server.grpc, &["--step", "60s", "--no-host-metrics"]);
+    eventually(10, "the agent on the server's step", || {
+        (agent.health()["step.ms"].as_u64() == Some(2_000)).then_some(())
+    });
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.send_to(b"stepped.hits:10|c", &agent.statsd).unwrap();
+    // Ten hits over a 2 s step: a rate of 5 per second, well before a minute passes.
+    let rate = eventually(20, "the counter at the server's step", || {
+        let v = stats(&server, "name,stepped.hits,:eq,:sum", 60);
+        v["stats"][0]["max"].as_f64().filter(|m| !m.is_nan())
+    });
+    assert_eq!(rate, 5.0);
+}
