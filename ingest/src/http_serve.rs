@@ -29,6 +29,11 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 retry-after: 1\r\nconnection: close\r\ncontent-length: 92\r\n\r\n\
 {\"type\":\"error\",\"message\":\"the server holds its maximum of connections (--max-connections)\"}";
 
+/// What a plain-HTTP request on the TLS port gets before it is closed.
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 76\r\n\r\n\
+{\"type\":\"error\",\"message\":\"this port speaks HTTPS: use an https:// address\"}";
+
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
 /// lets open requests finish (for at most five seconds).
 pub async fn serve(
@@ -92,6 +97,15 @@ pub async fn serve(
                     Some(acceptor) => {
                         let handshaken = handshaken.clone();
                         tokio::spawn(async move {
+                            // Plain HTTP on the TLS port (a TLS client hello starts with
+                            // 0x16): said plainly, rather than a failed handshake.
+                            let mut first = [0u8; 1];
+                            if let Ok(Ok(1)) = tokio::time::timeout(header_timeout, stream.peek(&mut first)).await
+                                && first[0].is_ascii_uppercase()
+                            {
+                                refuse_plain_http(stream, header_timeout).await;
+                                return;
+                            }
                             // The handshake is held to the header timeout too.
                             match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
@@ -118,6 +132,21 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => {}
     }
     Ok(())
+}
+
+/// Answers a plain-HTTP request on the TLS port with [`PLAIN_ON_TLS`], then reads what the
+/// client sent until it closes (a close with unread bytes would reset the connection and
+/// lose the answer).
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream, within: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(within, async {
+        stream.write_all(PLAIN_ON_TLS).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Serves one connection to its end; `permit` holds its place under the cap until then.
@@ -224,16 +253,19 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_refusal_over_the_cap_is_a_whole_response() {
-        let text = std::str::from_utf8(super::FULL).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert!(
-            json["message"]
-                .as_str()
-                .unwrap()
-                .contains("--max-connections")
-        );
+    fn the_canned_refusals_are_whole_responses() {
+        for (canned, says) in [
+            (super::FULL, "--max-connections"),
+            (super::PLAIN_ON_TLS, "https://"),
+        ] {
+            let text = std::str::from_utf8(canned).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert!(json["message"].as_str().unwrap().contains(says));
+        }
     }
 }

@@ -54,6 +54,10 @@ struct LiveCliArgs {
     /// The server's HTTP API.
     #[arg(long, env = "ARGUS_SERVER", default_value = "http://127.0.0.1:7101")]
     server: String,
+    /// PEM file of the CA that signed an https:// server's certificate [default: the
+    /// system's, from SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, env = "ARGUS_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Bearer token for a server with --auth-file (a read token).
     #[arg(
         long,
@@ -364,6 +368,7 @@ fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
     runtime.block_on(argus_ingest::live_client::run(
         argus_ingest::live_client::LiveArgs {
             server: args.server,
+            ca: args.ca,
             query: args.query,
             time_field: args.time_field,
             duration,
