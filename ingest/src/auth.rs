@@ -194,6 +194,8 @@ pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
 pub struct TokenStore {
     path: Option<std::path::PathBuf>,
     current: parking_lot::RwLock<Option<std::sync::Arc<Tokens>>>,
+    /// Reloads that took the file, and that failed (the tokens before them stayed).
+    reloads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl TokenStore {
@@ -206,6 +208,7 @@ impl TokenStore {
         Ok(TokenStore {
             path: path.map(Path::to_path_buf),
             current: parking_lot::RwLock::new(current),
+            reloads: Default::default(),
         })
     }
 
@@ -219,10 +222,26 @@ impl TokenStore {
         let Some(path) = &self.path else {
             bail!("no --auth-file to reload");
         };
-        let tokens = Tokens::from_file(path)?;
+        let loaded = Tokens::from_file(path);
+        let outcome = usize::from(loaded.is_err());
+        self.reloads[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tokens = loaded?;
         let n = tokens.entries.len();
         *self.current.write() = Some(std::sync::Arc::new(tokens));
         Ok(n)
+    }
+
+    /// `argus_auth_reloads_total{outcome}` in Prometheus's text format.
+    pub fn render_metrics(&self) -> String {
+        let [loaded, failed] = &self.reloads;
+        format!(
+            "# HELP argus_auth_reloads_total Reloads of --auth-file on SIGHUP, by outcome (a failed one keeps the tokens before it).\n\
+             # TYPE argus_auth_reloads_total counter\n\
+             argus_auth_reloads_total{{outcome=\"loaded\"}} {}\n\
+             argus_auth_reloads_total{{outcome=\"failed\"}} {}\n",
+            loaded.load(std::sync::atomic::Ordering::Relaxed),
+            failed.load(std::sync::atomic::Ordering::Relaxed)
+        )
     }
 }
 

@@ -166,7 +166,8 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state.store, &state.connections);
+    let mut text = state.metrics.render(&state.store, &state.connections);
+    text.push_str(&state.tokens.render_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

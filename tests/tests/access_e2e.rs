@@ -277,10 +277,25 @@ fn tokens_rotate_on_sighup_without_a_restart() {
         (call(&server, "GET", "/api/v1/tags", b"", Some(ROTATED)).0 == 200).then_some(())
     });
     assert_eq!(call(&server, "GET", "/api/v1/tags", b"", Some(READ)).0, 401);
-    // A file that does not load leaves the tokens in force (and the server running).
+    // A file that does not load leaves the tokens in force (and the server running): once
+    // the server says it tried (and failed), the rotated token still works.
+    let failed_reloads = || -> u64 {
+        let (_, text, _) = call(&server, "GET", "/metrics", b"", Some(ROTATED));
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("argus_auth_reloads_total{outcome=\"failed\"}")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(u64::MAX)
+    };
+    assert_eq!(failed_reloads(), 0);
     std::fs::write(&file, "[[token]\nbroken").unwrap();
     hangup();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    eventually(10, "the failed reload", || {
+        (failed_reloads() == 1).then_some(())
+    });
     assert_eq!(
         call(&server, "GET", "/api/v1/tags", b"", Some(ROTATED)).0,
         200
