@@ -132,15 +132,10 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         .map_err(anyhow::Error::msg)
 }
 
-fn valid_tag_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
-}
-
-/// Makes a value fit Atlas's tag rules: other characters become `_`.
+/// Makes a value fit Atlas's tag rules (the contract's, `argus_proto::rules`): other
+/// characters become `_`.
 pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if valid_tag_char(c) { c } else { '_' })
-        .collect()
+    argus_proto::rules::sanitize(s).into_owned()
 }
 
 /// The host's name, as the kernel knows it.
@@ -249,7 +244,9 @@ impl Overrides {
         }
         tags.sort();
         for (k, v) in &tags {
-            if !k.chars().all(valid_tag_char) || !v.chars().all(valid_tag_char) {
+            if !k.chars().all(argus_proto::rules::valid_char)
+                || !v.chars().all(argus_proto::rules::valid_char)
+            {
                 bail!("invalid tag {k}={v}: Atlas allows only -._A-Za-z0-9^~ in keys and values");
             }
         }

@@ -109,7 +109,7 @@ impl std::fmt::Display for Denied {
 
 /// Equal in constant time for equal lengths (the length of a secret is not the secret).
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 impl Tokens {

@@ -3,8 +3,6 @@
 //! how samples land on steps) and samples, or into events, with a reason for everything it
 //! refuses. Nothing here knows HTTP or gRPC transport.
 
-use std::borrow::Cow;
-
 use ahash::AHashMap;
 use argus_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use argus_proto::otlp::metrics::v1::{AggregationTemporality, metric, number_data_point};
@@ -56,23 +54,7 @@ impl Converted {
     }
 }
 
-fn atlas_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
-}
-
-/// A tag key or value from another system with every character Atlas does not allow
-/// replaced by `_` (Prometheus label values and OTLP attributes may hold anything).
-pub fn sanitize(s: &str) -> Cow<'_, str> {
-    if s.chars().all(atlas_char) {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if atlas_char(c) { c } else { '_' })
-                .collect(),
-        )
-    }
-}
+pub use argus_proto::rules::sanitize;
 
 /// A key made acceptable to Atlas's rules where it can be without losing meaning: bad
 /// characters become `_` and a one-character key gets a `_` appended (Atlas keys have at

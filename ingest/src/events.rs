@@ -76,10 +76,7 @@ fn check_stream(name: &str) -> Result<(), EventError> {
 /// Checks a stream name: it is a tag value of the count series.
 pub fn valid_stream(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=120).contains(&n)
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~'))
+    (1..=120).contains(&n) && name.chars().all(argus_proto::rules::valid_char)
 }
 
 impl EventHub {

@@ -76,6 +76,20 @@ pub fn valid_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '^' | '~')
 }
 
+/// A tag key or value with every character Atlas does not allow replaced by `_` (what
+/// other systems' names and labels become: Prometheus, OTLP, StatsD, scrape targets).
+pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(valid_char) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(
+            s.chars()
+                .map(|c| if valid_char(c) { c } else { '_' })
+                .collect(),
+        )
+    }
+}
+
 /// Keeps long user input short inside error messages.
 pub fn clip(s: &str) -> String {
     const MAX: usize = 64;
