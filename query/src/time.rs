@@ -139,10 +139,7 @@ fn parse_iso_datetime(s: &str, tz: &jiff::tz::TimeZone) -> Option<i64> {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut ms = days_from_civil(year, month, day) * DAY;
+    let mut ms = days_from_civil(year, month, day)? * DAY;
     let mut rest = &s[10..];
     if let Some(t) = rest.strip_prefix(['T', 't', ' ']) {
         let tb = t.as_bytes();
@@ -188,18 +185,34 @@ fn local_to_utc(wall_ms: i64, tz: &jiff::tz::TimeZone) -> Option<i64> {
     Some(zoned.timestamp().as_millisecond())
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Days since 1970-01-01 to (year, month, day), by jiff's proleptic Gregorian calendar;
+/// days outside its years (±9999) are clamped to them.
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let date = date_of_day(days);
+    (
+        i64::from(date.year()),
+        i64::from(date.month()),
+        i64::from(date.day()),
+    )
+}
+
+/// The date `days` after 1970-01-01, clamped to jiff's range.
+pub(crate) fn date_of_day(days: i64) -> jiff::civil::Date {
+    let epoch = jiff::civil::date(1970, 1, 1);
+    let first = epoch
+        .until(jiff::civil::Date::MIN)
+        .map_or(0, |s| i64::from(s.get_days()));
+    let last = epoch
+        .until(jiff::civil::Date::MAX)
+        .map_or(0, |s| i64::from(s.get_days()));
+    jiff::Span::new()
+        .try_days(days.clamp(first, last))
+        .and_then(|span| epoch.checked_add(span))
+        .unwrap_or(if days < 0 {
+            jiff::civil::Date::MIN
+        } else {
+            jiff::civil::Date::MAX
+        })
 }
 
 /// `+HH:MM`, `-HHMM`, `+HH` to an offset in ms.
@@ -225,28 +238,22 @@ fn parse_zone(z: &str) -> Option<i64> {
     Some(sign * (h * HOUR + m * MINUTE))
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+/// The date (year, month 1-12, day), if it is one jiff knows (years ±9999).
+fn civil_date(y: i64, m: i64, d: i64) -> Option<jiff::civil::Date> {
+    jiff::civil::Date::new(
+        i16::try_from(y).ok()?,
+        i8::try_from(m).ok()?,
+        i8::try_from(d).ok()?,
+    )
+    .ok()
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Days since 1970-01-01 of a date that [`civil_date`] knows.
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    let span = jiff::civil::date(1970, 1, 1)
+        .until(civil_date(y, m, d)?)
+        .ok()?;
+    Some(i64::from(span.get_days()))
 }
 
 /// Steps Atlas allows, below a day (Step.scala); from a day up, any number of days.

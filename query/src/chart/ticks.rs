@@ -454,28 +454,20 @@ pub(super) fn offset_ms(tz: &jiff::tz::TimeZone, ms: i64) -> i64 {
         .unwrap_or(0)
 }
 
-/// Civil date `(year, month 1-12, day)` of a day count since 1970-01-01 (Hinnant's algorithm).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// The civil date of a day count since 1970-01-01 (jiff's calendar), at the ends of jiff's
+/// years (±9999) for days beyond them.
+fn day_to_date(days: i64) -> jiff::civil::Date {
+    use jiff::civil::Date;
+    jiff::Timestamp::from_second(days.saturating_mul(DAY_MS / 1000))
+        .map(|t| jiff::tz::TimeZone::UTC.to_datetime(t).date())
+        .unwrap_or(if days < 0 { Date::MIN } else { Date::MAX })
 }
 
-/// Inverse of [`civil`].
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Days since 1970-01-01 of a civil date.
+fn date_to_day(date: jiff::civil::Date) -> i64 {
+    jiff::civil::date(1970, 1, 1)
+        .until(date)
+        .map_or(0, |span| i64::from(span.get_days()))
 }
 
 /// The default label: `:ss` off the minute, `HH:mm` off midnight, else `MMMdd`.
@@ -491,8 +483,8 @@ fn time_label(local_ms: i64) -> String {
     } else if h != 0 || m != 0 {
         format!("{h:02}:{m:02}")
     } else {
-        let (_, mo, d) = civil(local_ms.div_euclid(DAY_MS));
-        format!("{}{d:02}", MONTHS[(mo - 1) as usize])
+        let date = day_to_date(local_ms.div_euclid(DAY_MS));
+        format!("{}{:02}", MONTHS[(date.month() - 1) as usize], date.day())
     }
 }
 
@@ -528,33 +520,36 @@ pub(super) fn time_ticks(s: i64, e: i64, tz: &jiff::tz::TimeZone, n: i64) -> Vec
         d if d / 365 <= n => (12, 2),
         d => (12 * (d / (n * 365)).max(1), 2),
     };
-    let (mut y, mut m, mut d) = civil(s.saturating_add(shift).div_euclid(DAY_MS));
+    let mut date = day_to_date(s.saturating_add(shift).div_euclid(DAY_MS));
     let end_day = e.saturating_add(shift).div_euclid(DAY_MS);
     let mut ticks = Vec::new();
     loop {
-        let day = days_from_civil(y, m, d);
+        let day = date_to_day(date);
         if day > end_day || ticks.len() >= MAX_TICKS as usize {
             return ticks;
         }
+        let month = MONTHS[(date.month() - 1) as usize];
         let label = match fmt {
-            0 => format!("{}{d:02}", MONTHS[(m - 1) as usize]),
-            1 => MONTHS[(m - 1) as usize].to_string(),
-            _ => format!("{y:04}"),
+            0 => format!("{month}{:02}", date.day()),
+            1 => month.to_string(),
+            _ => format!("{:04}", date.year()),
         };
         ticks.push(TimeTick {
             t: day.saturating_mul(DAY_MS).saturating_sub(shift),
             major: true,
             label,
         });
-        if months == 0 {
-            (y, m, d) = civil(day + 1);
+        // Adding months clamps the day to the target month, as `LocalDate.plusMonths` does.
+        let next = if months == 0 {
+            date.tomorrow()
         } else {
-            // Like `LocalDate.plusMonths`: clamp the day to the length of the target month.
-            let total = y * 12 + (m - 1) + months;
-            (y, m) = (total.div_euclid(12), total.rem_euclid(12) + 1);
-            let len =
-                days_from_civil(y + i64::from(m == 12), m % 12 + 1, 1) - days_from_civil(y, m, 1);
-            d = d.min(len);
+            jiff::Span::new()
+                .try_months(months)
+                .and_then(|span| date.checked_add(span))
+        };
+        match next {
+            Ok(next) => date = next,
+            Err(_) => return ticks,
         }
     }
 }
@@ -608,6 +603,9 @@ mod tests {
         );
         let long = time_ticks(s, s + 400 * DAY_MS, &jiff::tz::TimeZone::UTC, 10);
         assert_eq!(long[0].label, "Jan");
-        assert_eq!(civil(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        let leap = jiff::civil::date(2024, 2, 29);
+        assert_eq!(day_to_date(date_to_day(leap)), leap);
+        assert_eq!(date_to_day(jiff::civil::date(1970, 1, 2)), 1);
+        assert_eq!(day_to_date(i64::MAX), jiff::civil::Date::MAX);
     }
 }

@@ -808,7 +808,7 @@ fn time_value(mode: TimeMode, t: i64) -> f64 {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = time::civil_from_days(days);
-    let day_of_year = days - time::days_from_civil(y, 1, 1) + 1;
+    let day_of_year = days - time::days_from_civil(y, 1, 1).unwrap_or(days) + 1;
     match mode {
         TimeMode::SecondOfMinute => (sod % 60) as f64,
         TimeMode::SecondOfDay => sod as f64,
