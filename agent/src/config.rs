@@ -124,10 +124,10 @@ impl AgentConfig {
     }
 }
 
-/// Parses a positive duration in Argus's one grammar (`argus_query::duration`, the same as
+/// Parses a positive duration in Argus's one grammar (`argus_mql::duration`, the same as
 /// the server's settings): `500ms`, `10s`, `1m`, `2h`, `1d`, `PT1M`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    argus_query::duration::parse_positive_ms(s)
+    argus_mql::duration::parse_positive_ms(s)
         .map(|ms| Duration::from_millis(ms as u64))
         .map_err(anyhow::Error::msg)
 }

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use argus_mql::ast::{Sample, Strategy};
+use argus_mql::partial::Fields;
+use argus_mql::predicate::{Path, Predicate, Segment};
+use argus_mql::{Sampler, parse_condition};
 use argus_proto::v1;
-use argus_query::mql::ast::{Sample, Strategy};
-use argus_query::mql::partial::Fields;
-use argus_query::mql::{Sampler, parse_condition};
-use argus_query::predicate::{Path, Predicate, Segment};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 

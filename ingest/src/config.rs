@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Parses a positive duration such as `60s`, `1m`, `6h`, `500ms`, `2d`, `1w`, or ISO 8601
-/// `PT1M`: Argus's one duration grammar (`argus_query::duration`), which the agent and the
+/// `PT1M`: Argus's one duration grammar (`argus_mql::duration`), which the agent and the
 /// command line read too.
 pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
-    argus_query::duration::parse_positive_ms(s).map_err(anyhow::Error::msg)
+    argus_mql::duration::parse_positive_ms(s).map_err(anyhow::Error::msg)
 }
 
 /// The server's settings, after merging every source.

@@ -1120,10 +1120,10 @@ pub fn agent_subscriptions(
             whole_event: s.fields.is_none(),
             sampling: s.query.sample.as_ref().map(|sample| v1::Sampling {
                 strategy: match sample.strategy {
-                    argus_query::mql::ast::Strategy::Random => v1::sampling::Strategy::Random,
-                    argus_query::mql::ast::Strategy::Sticky => v1::sampling::Strategy::Sticky,
-                    argus_query::mql::ast::Strategy::Rps => v1::sampling::Strategy::Rps,
-                    argus_query::mql::ast::Strategy::All => v1::sampling::Strategy::Unspecified,
+                    argus_mql::ast::Strategy::Random => v1::sampling::Strategy::Random,
+                    argus_mql::ast::Strategy::Sticky => v1::sampling::Strategy::Sticky,
+                    argus_mql::ast::Strategy::Rps => v1::sampling::Strategy::Rps,
+                    argus_mql::ast::Strategy::All => v1::sampling::Strategy::Unspecified,
                 } as i32,
                 threshold: sample.threshold,
                 factor: sample.factor,
@@ -1135,8 +1135,8 @@ pub fn agent_subscriptions(
     v1::Subscriptions { subscriptions }
 }
 
-fn field_path(path: &argus_query::predicate::Path) -> v1::FieldPath {
-    use argus_query::predicate::Segment;
+fn field_path(path: &argus_mql::predicate::Path) -> v1::FieldPath {
+    use argus_mql::predicate::Segment;
     v1::FieldPath {
         segments: path
             .0

@@ -665,6 +665,94 @@ fn inbound_error_response(
     resp
 }
 
+/// The gRPC services by name: requests go to the service their path names. (Tonic's own
+/// router would do this through axum, and cargo would then build tonic with axum for the
+/// agent too, in the workspace build.)
+#[derive(Clone)]
+struct Services<I, M, L> {
+    ingest: I,
+    metrics: M,
+    logs: L,
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+type GrpcFuture = Pin<
+    Box<dyn std::future::Future<Output = Result<GrpcResponse, std::convert::Infallible>> + Send>,
+>;
+
+/// Calls a clone of `svc` (each is ready whenever asked) and boxes its response body.
+fn route<S, B>(svc: &S, req: GrpcRequest) -> GrpcFuture
+where
+    S: tower::Service<GrpcRequest, Response = http::Response<B>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    let mut svc = svc.clone();
+    Box::pin(async move {
+        let response = svc.call(req).await?;
+        Ok(response.map(tonic::body::Body::new))
+    })
+}
+
+impl<I, M, L, IB, MB, LB> tower::Service<GrpcRequest> for Services<I, M, L>
+where
+    I: tower::Service<GrpcRequest, Response = http::Response<IB>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    I::Future: Send,
+    IB: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    IB::Error: Into<tonic::codegen::StdError>,
+    M: tower::Service<GrpcRequest, Response = http::Response<MB>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    M::Future: Send,
+    MB: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    MB::Error: Into<tonic::codegen::StdError>,
+    L: tower::Service<GrpcRequest, Response = http::Response<LB>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    L::Future: Send,
+    LB: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    LB::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = GrpcFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Each service is cloned for its call, and is ready whenever asked.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        use tonic::server::NamedService;
+        let path = req.uri().path().trim_start_matches('/');
+        let service = path.split_once('/').map_or(path, |(s, _)| s).to_string();
+        if service == <IngestServer<IngestService> as NamedService>::NAME {
+            route(&self.ingest, req)
+        } else if service == <MetricsServiceServer<OtlpService> as NamedService>::NAME {
+            route(&self.metrics, req)
+        } else if service == <LogsServiceServer<OtlpService> as NamedService>::NAME {
+            route(&self.logs, req)
+        } else {
+            let status = Status::unimplemented(format!("no gRPC service {service:?} here"));
+            Box::pin(async move { Ok(status.into_http()) })
+        }
+    }
+}
+
 /// Serves the gRPC services on `listener` until `shutdown` completes.
 pub async fn serve(
     state: AppState,
@@ -708,10 +796,12 @@ pub async fn serve(
         .concurrency_limit_per_connection(64)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(ingest)
-        .add_service(metrics)
-        .add_service(logs)
         .serve_with_incoming_shutdown(
+            Services {
+                ingest,
+                metrics,
+                logs,
+            },
             crate::grpc_io::incoming(listener, first_bytes_within, connections),
             shutdown,
         )

@@ -648,7 +648,7 @@ async fn graph(
         }
         Err(e) if png && browser => {
             let user_error = e.status.is_client_error();
-            let image = argus_query::chart::render_error_png(&e.message, width, height, user_error);
+            let image = argus_chart::render_error_png(&e.message, width, height, user_error);
             Ok(([(header::CONTENT_TYPE, "image/png")], image).into_response())
         }
         Err(e) => Err(e),

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use argus_query::mql::{self, Engine, ParseError, Query, Sampler};
-use argus_query::predicate::Path;
+use argus_mql::predicate::Path;
+use argus_mql::{self as mql, Engine, ParseError, Query, Sampler};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};

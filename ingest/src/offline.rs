@@ -145,9 +145,8 @@ pub fn run_mql(
     clock: MqlClock,
     seed: u64,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use argus_query::mql::cases::{Clock, run_offline};
-    let q =
-        argus_query::mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
+    use argus_mql::cases::{Clock, run_offline};
+    let q = argus_mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
     let mut events = Vec::new();
     for (i, line) in input.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -15,13 +15,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use argus_query::mql::ast::Window;
-use argus_query::mql::cases::{Case, Clock, Expect, Offline, load_dir, values_match};
+use argus_mql::ast::Window;
+use argus_mql::cases::{Case, Clock, Expect, Offline, load_dir, values_match};
 use argus_tests::{Agent, LiveClient, Server, binary, scratch_dir};
 use serde_json::Value;
 
 fn cases() -> Vec<Case> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../query/tests/mql");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../query/mql/tests/mql");
     let cases = load_dir(&dir).unwrap_or_else(|e| panic!("loading the MQL cases: {e}"));
     assert!(cases.len() >= 40, "only {} cases", cases.len());
     cases
@@ -73,7 +73,7 @@ struct LivePlan {
 }
 
 fn plan(case: &Case) -> Option<LivePlan> {
-    let query = argus_query::mql::parse(&case.query).ok()?;
+    let query = argus_mql::parse(&case.query).ok()?;
     let time_window = matches!(
         query.window,
         Some(Window::Tumbling { .. } | Window::Sliding { .. })
@@ -93,7 +93,7 @@ fn plan(case: &Case) -> Option<LivePlan> {
                     e
                 })
                 .collect();
-            let field = argus_query::mql::parse_path("__t").ok()?;
+            let field = argus_mql::parse_path("__t").ok()?;
             (events, Clock::EventTime { field }, Some("__t".to_string()))
         }
         Clock::Interval { .. } => (case.events.clone(), case.clock.clone(), None),
@@ -117,8 +117,7 @@ fn plan(case: &Case) -> Option<LivePlan> {
         live_rows.extend(run.flush());
     }
     let converted = matches!(case.clock, Clock::Interval { .. }) && time_field.is_some();
-    let full =
-        argus_query::mql::cases::run_offline(&query, &case.events, case.clock.clone(), case.seed);
+    let full = argus_mql::cases::run_offline(&query, &case.events, case.clock.clone(), case.seed);
     let same_as_file = !converted
         && full.len() == live_rows.len()
         && full.iter().zip(&live_rows).all(|(a, b)| values_match(a, b));
@@ -134,8 +133,8 @@ fn plan(case: &Case) -> Option<LivePlan> {
 
 /// `tick()` or sampling by rate: the rows depend on the clock itself.
 fn reads_the_clock(case: &Case) -> bool {
-    use argus_query::mql::ast::{Select, SelectExpr, Strategy};
-    let Ok(q) = argus_query::mql::parse(&case.query) else {
+    use argus_mql::ast::{Select, SelectExpr, Strategy};
+    let Ok(q) = argus_mql::parse(&case.query) else {
         return false;
     };
     let tick = matches!(&q.select, Select::Items(items) if items.iter().any(|i| i.expr == SelectExpr::Tick));
@@ -197,7 +196,7 @@ fn every_case_through_the_live_path() {
             failures.push(format!("{}: the query does not parse", case.location()));
             continue;
         };
-        let query = argus_query::mql::parse(&case.query).expect("parsed above");
+        let query = argus_mql::parse(&case.query).expect("parsed above");
         let stream = query.from[0].clone();
         let mut flags = Vec::new();
         if let Some(f) = &plan.time_field {

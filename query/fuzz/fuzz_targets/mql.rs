@@ -1,8 +1,8 @@
 //! Fuzz target for MQL: parsing (queries, conditions, fields), the printed conditions'
 //! round trip, and running what parses over a few events every way the engine is driven
-//! (see `argus_query::mql::fuzzing`).
+//! (see `argus_mql::fuzzing`).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    argus_query::mql::fuzzing::check_query(data);
+    argus_mql::fuzzing::check_query(data);
 });

@@ -5,7 +5,7 @@
 use argus_tsdb::TagMap;
 
 use super::{GraphRequest, GraphResult, ResultSeries, legend};
-use crate::chart::{self, Chart, Color, LegendMode, Line, Plot};
+use argus_chart::{self as chart, Chart, Color, LegendMode, Line, Plot};
 
 /// Tags every line has with the same value (Atlas substitutes titles from these).
 fn common_tags<'a>(lines: impl Iterator<Item = &'a ResultSeries>) -> TagMap {

@@ -16,120 +16,121 @@ use argus_tsdb::{CmpOp as IndexOp, Matcher, ValuePredicate};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::Value;
 
-use super::{CmpOp, Operand, Path, Pattern, Predicate, Segment};
+use argus_mql::predicate::{CmpOp, Operand, Path, Pattern, Predicate, Segment};
 
-impl Predicate {
+/// A predicate's store-side form (the predicate core lives in `argus-mql`, which knows
+/// nothing of the store).
+pub(crate) trait ToMatcher {
     /// The store-side form of the predicate; an error names the first test the index cannot
     /// answer. `:re`-style regexes keep their literal prefix, so the index scans only the
     /// slice of values that can match.
-    pub fn to_matcher(&self) -> Result<Matcher, String> {
+    fn to_matcher(&self) -> Result<Matcher, String>;
+}
+
+impl ToMatcher for Predicate {
+    fn to_matcher(&self) -> Result<Matcher, String> {
         Ok(match self {
             Predicate::True => Matcher::True,
             Predicate::False => Matcher::False,
             Predicate::And(ps) => fold(ps, Matcher::True, Matcher::and)?,
             Predicate::Or(ps) => fold(ps, Matcher::False, Matcher::or)?,
             Predicate::Not(p) => p.to_matcher()?.not(),
-            leaf => leaf
-                .leaf_matcher()
+            leaf => leaf_matcher(leaf)
                 .map_err(|reason| format!("cannot select series by `{leaf}`: {reason}"))?,
-        })
-    }
-
-    /// A test (anything but `and`, `or`, `not` and the constants).
-    fn leaf_matcher(&self) -> Result<Matcher, String> {
-        let mut paths = Vec::new();
-        self.paths(&mut paths);
-        if paths.is_empty() {
-            // Literals only: the same answer for every series.
-            return Ok(constant(self.matches(&Value::Null)));
-        }
-        Ok(match self {
-            Predicate::Compare { left, op, right } => match (left, right) {
-                (Operand::Path(p), Operand::Literal(v)) => compare(tag_key(p)?, *op, v)?,
-                (Operand::Literal(v), Operand::Path(p)) => compare(tag_key(p)?, op.flip(), v)?,
-                _ => {
-                    return Err(
-                        "the index compares a tag with a literal, not with another tag".into(),
-                    );
-                }
-            },
-            Predicate::Regex {
-                operand: Operand::Path(p),
-                pattern,
-            } => {
-                let re = pattern.clone();
-                Matcher::Values {
-                    key: tag_key(p)?,
-                    pred: ValuePredicate {
-                        prefix: pattern.index_prefix().to_string(),
-                        test: Arc::new(move |v: &str| re.is_match(v)),
-                        description: self.to_string(),
-                    },
-                }
-            }
-            Predicate::Contains {
-                operand: Operand::Path(p),
-                needle,
-            } => {
-                let needle = needle.clone();
-                Matcher::Values {
-                    key: tag_key(p)?,
-                    pred: ValuePredicate {
-                        prefix: String::new(),
-                        test: Arc::new(move |v: &str| v.contains(needle.as_str())),
-                        description: self.to_string(),
-                    },
-                }
-            }
-            Predicate::In {
-                operand: Operand::Path(p),
-                values,
-            } => {
-                let key = tag_key(p)?;
-                let mut strings = Vec::with_capacity(values.len());
-                let mut absent = false;
-                for v in values {
-                    match v {
-                        Value::String(s) => strings.push(s.clone()),
-                        Value::Null => absent = true,
-                        other => return Err(not_a_string(other)),
-                    }
-                }
-                let has_not = || Matcher::Has { key: key.clone() }.not();
-                match (strings.is_empty(), absent) {
-                    (true, true) => has_not(),
-                    (false, true) => Matcher::In {
-                        key: key.clone(),
-                        values: strings,
-                    }
-                    .or(has_not()),
-                    _ => Matcher::In {
-                        key: key.clone(),
-                        values: strings,
-                    },
-                }
-            }
-            Predicate::Present(p) => Matcher::Has { key: tag_key(p)? },
-            // A literal operand with a path elsewhere cannot happen; and the rest are not
-            // tests.
-            _ => return Err("not a test on a tag".into()),
         })
     }
 }
 
-impl Pattern {
-    /// The longest literal prefix every match has (empty if none, and always empty for a
-    /// case-insensitive pattern, which the case-sensitive index cannot narrow). Worked out
-    /// once per compiled pattern.
-    pub fn index_prefix(&self) -> &str {
-        self.index_prefix.get_or_init(|| {
-            if self.ignore_case {
-                String::new()
-            } else {
-                literal_prefix(self.anchored())
-            }
-        })
+/// A test (anything but `and`, `or`, `not` and the constants).
+fn leaf_matcher(leaf: &Predicate) -> Result<Matcher, String> {
+    let mut paths = Vec::new();
+    leaf.paths(&mut paths);
+    if paths.is_empty() {
+        // Literals only: the same answer for every series.
+        return Ok(constant(leaf.matches(&Value::Null)));
     }
+    Ok(match leaf {
+        Predicate::Compare { left, op, right } => match (left, right) {
+            (Operand::Path(p), Operand::Literal(v)) => compare(tag_key(p)?, *op, v)?,
+            (Operand::Literal(v), Operand::Path(p)) => compare(tag_key(p)?, op.flip(), v)?,
+            _ => {
+                return Err("the index compares a tag with a literal, not with another tag".into());
+            }
+        },
+        Predicate::Regex {
+            operand: Operand::Path(p),
+            pattern,
+        } => {
+            let re = pattern.clone();
+            Matcher::Values {
+                key: tag_key(p)?,
+                pred: ValuePredicate {
+                    prefix: index_prefix(pattern).to_string(),
+                    test: Arc::new(move |v: &str| re.is_match(v)),
+                    description: leaf.to_string(),
+                },
+            }
+        }
+        Predicate::Contains {
+            operand: Operand::Path(p),
+            needle,
+        } => {
+            let needle = needle.clone();
+            Matcher::Values {
+                key: tag_key(p)?,
+                pred: ValuePredicate {
+                    prefix: String::new(),
+                    test: Arc::new(move |v: &str| v.contains(needle.as_str())),
+                    description: leaf.to_string(),
+                },
+            }
+        }
+        Predicate::In {
+            operand: Operand::Path(p),
+            values,
+        } => {
+            let key = tag_key(p)?;
+            let mut strings = Vec::with_capacity(values.len());
+            let mut absent = false;
+            for v in values {
+                match v {
+                    Value::String(s) => strings.push(s.clone()),
+                    Value::Null => absent = true,
+                    other => return Err(not_a_string(other)),
+                }
+            }
+            let has_not = || Matcher::Has { key: key.clone() }.not();
+            match (strings.is_empty(), absent) {
+                (true, true) => has_not(),
+                (false, true) => Matcher::In {
+                    key: key.clone(),
+                    values: strings,
+                }
+                .or(has_not()),
+                _ => Matcher::In {
+                    key: key.clone(),
+                    values: strings,
+                },
+            }
+        }
+        Predicate::Present(p) => Matcher::Has { key: tag_key(p)? },
+        // A literal operand with a path elsewhere cannot happen; and the rest are not
+        // tests.
+        _ => return Err("not a test on a tag".into()),
+    })
+}
+
+/// The longest literal prefix every match of `pattern` has (empty if none, and always empty
+/// for a case-insensitive pattern, which the case-sensitive index cannot narrow). Worked out
+/// once per compiled pattern.
+pub(crate) fn index_prefix(pattern: &Pattern) -> &str {
+    pattern.index_prefix(|p| {
+        if p.ignore_case {
+            String::new()
+        } else {
+            literal_prefix(p.anchored())
+        }
+    })
 }
 
 fn fold(
@@ -137,7 +138,7 @@ fn fold(
     empty: Matcher,
     join: fn(Matcher, Matcher) -> Matcher,
 ) -> Result<Matcher, String> {
-    let mut parts = ps.iter().map(Predicate::to_matcher);
+    let mut parts = ps.iter().map(ToMatcher::to_matcher);
     let Some(first) = parts.next() else {
         return Ok(empty);
     };
@@ -211,8 +212,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mql::parse_condition;
-    use crate::predicate::RegexMode;
+    use argus_mql::parse_condition;
+    use argus_mql::predicate::RegexMode;
 
     fn lower(condition: &str) -> Result<Matcher, String> {
         parse_condition(condition)
@@ -221,10 +222,7 @@ mod tests {
     }
 
     fn prefix(pattern: &str, mode: RegexMode) -> String {
-        Pattern::new(pattern, mode, false)
-            .unwrap()
-            .index_prefix()
-            .to_string()
+        index_prefix(&Pattern::new(pattern, mode, false).unwrap()).to_string()
     }
 
     #[test]
@@ -241,7 +239,7 @@ mod tests {
             assert_eq!(prefix("foo\\.bar.*", mode), "foo.bar");
         }
         let ic = Pattern::new("abc", RegexMode::Start, true).unwrap();
-        assert_eq!(ic.index_prefix(), "");
+        assert_eq!(index_prefix(&ic), "");
     }
 
     #[test]

@@ -10,62 +10,45 @@
 //! expressions against a [`argus_tsdb::SeriesSource`]) → `graph` (windows, limits, JSON).
 //! This crate knows nothing of HTTP or of how the store keeps its data.
 //!
-//! Without the default `store` feature the crate is [`predicate`] and [`mql`] alone: the
-//! part the agent evaluates, with no store and no chart stack.
+//! The predicate core and MQL are `argus-mql` (the part the agent links); PNG drawing is
+//! `argus-chart`.
 
-#[cfg(feature = "store")]
-pub mod chart;
-pub mod duration;
-#[cfg(feature = "store")]
 mod error;
-#[cfg(feature = "store")]
 mod eval;
-#[cfg(feature = "store")]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(feature = "store")]
 pub mod graph;
-#[cfg(feature = "store")]
 mod interpreter;
-#[cfg(feature = "store")]
+mod lowering;
 mod model;
-pub mod mql;
-#[cfg(feature = "store")]
 mod numfmt;
-#[cfg(feature = "store")]
 mod parser;
-pub mod predicate;
-#[cfg(feature = "store")]
 mod time;
-#[cfg(feature = "store")]
 mod words;
 
-#[cfg(feature = "store")]
+// The predicate core and the shared vocabulary live in `argus-mql` (what the agent links);
+// the Stack Language compiles to them.
+pub(crate) use argus_mql::{duration, predicate};
+
 pub use error::{Error, Result};
-#[cfg(feature = "store")]
 pub use eval::Stats;
-#[cfg(feature = "store")]
 pub use interpreter::DebugStep;
 
 /// Runs an expression step by step, as Atlas's `/api/v1/expr` shows it: the initial state,
 /// then the state after each token. An invalid expression is the same error the graph API
 /// gives.
-#[cfg(feature = "store")]
 pub fn debug(expr: &str) -> Result<Vec<DebugStep>> {
     let steps = interpreter::debug(expr)?;
     graph::presentations(interpreter::execute(expr)?)?;
     Ok(steps)
 }
-#[cfg(feature = "store")]
 pub use graph::{
     Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits,
 };
-#[cfg(feature = "store")]
 pub use words::WordDoc;
 
 /// Runs an expression and prints the resulting stack back as canonical Stack Language (what
 /// Atlas's `/api/v1/expr/normalize` does); an error if the expression does not run.
-#[cfg(feature = "store")]
 pub fn normalize(expr: &str) -> Result<String> {
     interpreter::execute(expr).map(|stack| model::print_stack(&stack))
 }
@@ -73,19 +56,16 @@ pub fn normalize(expr: &str) -> Result<String> {
 /// Compiles a query expression (such as `name,cpu,:eq,nf.app,www,:eq,:and`) to the store's
 /// tag predicate, as the tags API's `q` parameter needs. Anything but exactly one query on
 /// the resulting stack is an error. The matcher is the lowering of [`tag_predicate`]'s.
-#[cfg(feature = "store")]
 pub fn tag_query(expr: &str) -> Result<argus_tsdb::Matcher> {
     single_query(expr).map(|q| q.to_matcher())
 }
 
 /// Compiles a query expression to the predicate core: the representation MQL's `where`
 /// compiles to, that agents evaluate on events (its Display is the MQL condition they parse).
-#[cfg(feature = "store")]
 pub fn tag_predicate(expr: &str) -> Result<predicate::Predicate> {
     single_query(expr).map(|q| q.to_predicate())
 }
 
-#[cfg(feature = "store")]
 fn single_query(expr: &str) -> Result<model::Query> {
     let stack = interpreter::execute(expr)?;
     match stack.as_slice() {
@@ -108,15 +88,14 @@ fn single_query(expr: &str) -> Result<model::Query> {
 /// Every word of the language with its documentation, vocabulary by vocabulary in
 /// dependency order (std, query, data, math, stateful, filter, style): for docs, completion
 /// and the expr API.
-#[cfg(feature = "store")]
 pub fn words() -> Vec<WordDoc> {
     words::docs()
 }
 
-#[cfg(all(test, feature = "store"))]
+#[cfg(test)]
 mod round_trip;
 
-#[cfg(all(test, feature = "store"))]
+#[cfg(test)]
 mod tests {
     use argus_tsdb::{TagMap, Tags};
 
@@ -141,7 +120,7 @@ mod tests {
             p.to_string(),
             "((e['name'] == 'cpu' and e['nf.app'] ==~ /(?-s:w).*/) and not (e['status'] != null))"
         );
-        let back = crate::mql::parse_condition(&p.to_string()).unwrap();
+        let back = argus_mql::parse_condition(&p.to_string()).unwrap();
         let event = serde_json::json!({"name": "cpu", "nf.app": "www"});
         assert!(p.matches(&event) && back.matches(&event));
     }

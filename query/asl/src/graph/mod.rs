@@ -10,7 +10,7 @@ mod png;
 
 use argus_tsdb::{SeriesSource, TagMap};
 
-pub use crate::chart::LineStyle;
+pub use argus_chart::LineStyle;
 pub use params::{
     AxisParams, Bound, Format, GraphRequest, ImageParams, Layout, MAX_AXES, Scale, Theme,
     TickLabels,

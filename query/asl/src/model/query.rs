@@ -6,6 +6,7 @@ use std::fmt;
 
 use argus_tsdb::{CmpOp, Matcher, TagMap};
 
+use crate::lowering::ToMatcher;
 use crate::parser::write_escaped;
 use crate::predicate::{self, Operand, Path, Pattern, Predicate, RegexMode};
 
@@ -82,7 +83,7 @@ impl RegexQuery {
 
     #[cfg(test)]
     pub(crate) fn prefix(&self) -> &str {
-        self.compiled.index_prefix()
+        crate::lowering::index_prefix(&self.compiled)
     }
 }
 

@@ -12,9 +12,9 @@
 
 use std::hint::black_box;
 
-use argus_query::mql::parse;
-use argus_query::mql::partial::Fields;
-use argus_query::predicate::Predicate;
+use argus_mql::parse;
+use argus_mql::partial::Fields;
+use argus_mql::predicate::Predicate;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[test]
 fn asl_corpus_replays() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/asl");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/asl");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("the corpus directory exists") {
         let path = entry.expect("a readable directory entry").path();

@@ -1,11 +1,11 @@
 //! MQL semantics as data: runs every case of `tests/mql/*.test` through the engine exactly
-//! as `argus mql` does (`argus_query::mql::cases::run_offline`). The file format is
+//! as `argus mql` does (`argus_mql::cases::run_offline`). The file format is
 //! described in `query/src/mql/cases.rs`; the end-to-end tests run the same files through
 //! the command and through live subscriptions.
 
 use std::path::Path;
 
-use argus_query::mql::cases::{Case, load_dir};
+use argus_mql::cases::{Case, load_dir};
 
 fn cases() -> Vec<Case> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mql");

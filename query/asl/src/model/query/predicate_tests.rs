@@ -13,7 +13,8 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use serde_json::Value;
 
 use super::{Query, RegexQuery};
-use crate::mql::parse_condition;
+use crate::lowering::ToMatcher;
+use argus_mql::parse_condition;
 
 /// A series' tags as the event the predicate core evaluates: a flat object of strings.
 fn event(tags: &TagMap) -> Value {

@@ -717,7 +717,7 @@ fn number(x: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mql::parse;
+    use crate::parse;
     use serde_json::json;
 
     fn engine(q: &str) -> Engine {

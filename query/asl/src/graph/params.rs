@@ -4,9 +4,9 @@
 
 use jiff::tz::TimeZone;
 
-pub use crate::chart::{Bound, Layout, Scale, Theme, TickLabels};
 use crate::error::{Error, Result};
 use crate::time::{self, Anchor, TimeRef};
+pub use argus_chart::{Bound, Layout, Scale, Theme, TickLabels};
 
 /// Output formats of the graph API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use argus_query::mql::fuzzing::check_query;
+use argus_mql::fuzzing::check_query;
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/mql")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mql")
 }
 
 fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
@@ -362,7 +362,7 @@ fn mql_random_inputs() {
             panic!("input {i} panicked: {:?}", String::from_utf8_lossy(&input));
         }
         slowest = slowest.max(one.elapsed());
-        if std::str::from_utf8(&input).is_ok_and(|t| argus_query::mql::parse(t).is_ok()) {
+        if std::str::from_utf8(&input).is_ok_and(|t| argus_mql::parse(t).is_ok()) {
             parsed += 1;
         }
     }

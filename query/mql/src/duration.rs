@@ -99,7 +99,7 @@ fn whole(n: &str) -> Option<i64> {
 }
 
 /// `12.345` seconds in milliseconds (finer digits are dropped).
-pub(crate) fn fractional_seconds(n: &str) -> Option<i64> {
+pub fn fractional_seconds(n: &str) -> Option<i64> {
     let (int, frac) = n.split_once('.').unwrap_or((n, ""));
     let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
     if !frac.bytes().all(|b| b.is_ascii_digit()) || (int.is_empty() && frac.is_empty()) {

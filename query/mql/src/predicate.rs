@@ -15,15 +15,11 @@
 //!   never matches): MQL's `==~` must match all of it, the Stack Language's `:re` from its
 //!   start.
 //!
-//! This module knows nothing of the store, so the agent can use it alone; with the `store`
-//! feature, [`Predicate::to_matcher`] lowers a predicate to the store's index matcher.
-
-#[cfg(feature = "store")]
-mod index;
+//! This module knows nothing of the store, so the agent can use it alone; `argus-query`
+//! lowers a predicate to the store's index matcher.
 
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "store")]
 use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder};
@@ -230,8 +226,8 @@ pub struct Pattern {
     pub mode: RegexMode,
     pub ignore_case: bool,
     compiled: Arc<Regex>,
-    /// The literal prefix every match has, worked out the first time the index needs it.
-    #[cfg(feature = "store")]
+    /// The literal prefix every match has, worked out the first time the index needs it
+    /// (see [`Pattern::index_prefix`]).
     index_prefix: Arc<OnceLock<String>>,
 }
 
@@ -260,13 +256,18 @@ impl Pattern {
             mode,
             ignore_case,
             compiled: Arc::new(compiled),
-            #[cfg(feature = "store")]
             index_prefix: Arc::default(),
         })
     }
 
     pub fn is_match(&self, s: &str) -> bool {
         self.compiled.is_match(s)
+    }
+
+    /// The literal prefix every match has, as `compute` works it out (the store's index
+    /// narrows its scan by it): computed the first time, then kept with the pattern.
+    pub fn index_prefix(&self, compute: impl FnOnce(&Pattern) -> String) -> &str {
+        self.index_prefix.get_or_init(|| compute(self))
     }
 
     /// The regex as compiled (anchors included), for index prefix extraction.
@@ -711,7 +712,7 @@ mod tests {
                         pattern: Pattern::new(source, mode, ic).unwrap(),
                     };
                     let text = p.to_string();
-                    let back = crate::mql::parse_condition(&text)
+                    let back = crate::parse_condition(&text)
                         .unwrap_or_else(|e| panic!("{source:?} printed as {text}: {e}"));
                     for v in values {
                         let e = serde_json::json!({ "k": v });

@@ -423,7 +423,7 @@ impl Scan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mql::parse_condition;
+    use crate::parse_condition;
     use serde_json::json;
 
     #[test]
