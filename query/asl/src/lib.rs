@@ -13,6 +13,8 @@
 //! The predicate core and MQL are `argus-mql` (the part the agent links); PNG drawing is
 //! `argus-chart`.
 
+#[doc(hidden)]
+pub mod cases;
 mod error;
 mod eval;
 #[doc(hidden)]

@@ -17,7 +17,8 @@
 //! `limit` apply inside each window; with a window alone they apply to the whole output
 //! (so an `order by` waits for the end of the stream, and a `limit` ends the query);
 //! without a window, aggregates and `order by` answer at the end. Windows without events
-//! give no rows. In MQL's full mode `as` renames aggregates only.
+//! give no rows. `as` names any output column: an aggregate, a field (written flat under
+//! its new name rather than at its nested position), a literal or `tick()`.
 
 use std::collections::VecDeque;
 
@@ -467,16 +468,18 @@ impl Engine {
 /// The select items a plain selection writes: a path under another selected path is
 /// covered by it (MQL drops such paths, so `e['a'], e['a'][0]` writes `a` whole).
 fn uncovered(items: &[SelectItem]) -> Vec<SelectItem> {
+    // A renamed path is written under its own name: it neither covers nor is covered.
     let paths: Vec<&Path> = items
         .iter()
         .filter_map(|i| match &i.expr {
-            SelectExpr::Path(p) => Some(p),
+            SelectExpr::Path(p) if i.alias.is_none() => Some(p),
             _ => None,
         })
         .collect();
     items
         .iter()
         .filter(|i| match &i.expr {
+            SelectExpr::Path(p) if i.alias.is_some() => true,
             SelectExpr::Path(p) => !paths
                 .iter()
                 .any(|q| q.0.len() < p.0.len() && p.0.starts_with(&q.0)),
@@ -564,22 +567,32 @@ fn project(select: &Select, columns: &[SelectItem], event: &Value, now_ms: i64) 
         match &item.expr {
             SelectExpr::Path(p) => {
                 if let Some(v) = p.get(event) {
-                    put(&mut row, p, v.clone());
+                    match &item.alias {
+                        Some(name) => {
+                            row.insert(name.clone(), v.clone());
+                        }
+                        None => put(&mut row, p, v.clone()),
+                    }
                 }
             }
             SelectExpr::Prefix(prefix) => write_prefix(&mut row, prefix, event),
             SelectExpr::Literal(v) => {
-                if let Some(name) = literal_name(v) {
+                if let Some(name) = item.alias.clone().or_else(|| literal_name(v)) {
                     row.insert(name, v.clone());
                 }
             }
             SelectExpr::Tick => {
-                row.insert("tick".into(), Value::from(now_ms));
+                row.insert(tick_name(item), Value::from(now_ms));
             }
             SelectExpr::Aggregate { .. } => {}
         }
     }
     Value::Object(row)
+}
+
+/// The column `tick()` writes: its `as`, else `tick`.
+fn tick_name(item: &SelectItem) -> String {
+    item.alias.clone().unwrap_or_else(|| "tick".into())
 }
 
 /// `e[^'prefix']`: every top-level key that starts with the prefix (nil values left out).
@@ -628,15 +641,16 @@ fn aggregate_row(q: &Query, members: &[&Value], now_ms: i64) -> Row {
             }
             SelectExpr::Path(p) => {
                 let v = members.iter().find_map(|e| p.get(e)).cloned();
-                row.insert(p.dotted(), v.unwrap_or(Value::Null));
+                let name = item.alias.clone().unwrap_or_else(|| p.dotted());
+                row.insert(name, v.unwrap_or(Value::Null));
             }
             SelectExpr::Literal(v) => {
-                if let Some(name) = literal_name(v) {
+                if let Some(name) = item.alias.clone().or_else(|| literal_name(v)) {
                     row.insert(name, v.clone());
                 }
             }
             SelectExpr::Tick => {
-                row.insert("tick".into(), Value::from(now_ms));
+                row.insert(tick_name(item), Value::from(now_ms));
             }
             SelectExpr::Prefix(prefix) => {
                 if let Some(first) = members.first() {

@@ -363,7 +363,17 @@ impl<'a> Cursor<'a> {
             self.pos = start;
             self.select_operand()?
         };
+        self.ws();
+        let at = self.pos;
         let alias = if self.kw("as") {
+            if matches!(expr, SelectExpr::Prefix(_)) {
+                return self.fatal(
+                    at,
+                    "a prefix selection (e[^'…']) names many columns and cannot be renamed \
+                     with 'as'"
+                        .into(),
+                );
+            }
             Some(self.name("a column name")?)
         } else {
             None

@@ -1,6 +1,6 @@
 //! MQL semantics as data: runs every case of `tests/mql/*.test` through the engine exactly
 //! as `argus mql` does (`argus_mql::cases::run_offline`). The file format is
-//! described in `query/src/mql/cases.rs`; the end-to-end tests run the same files through
+//! described in `query/mql/src/cases.rs`; the end-to-end tests run the same files through
 //! the command and through live subscriptions.
 
 use std::path::Path;

@@ -835,7 +835,10 @@ fn time_value(mode: TimeMode, t: i64) -> f64 {
 enum SpanRef {
     GraphStart,
     GraphEnd,
-    Other,
+    /// `s`: the span's start.
+    SpanStart,
+    /// `e`: the span's end.
+    SpanEnd,
     Time(time::TimeRef),
 }
 
@@ -850,7 +853,8 @@ fn span_ref(text: &str, tz: &jiff::tz::TimeZone) -> Option<(SpanRef, i64)> {
     match base {
         "gs" => Some((SpanRef::GraphStart, offset)),
         "ge" => Some((SpanRef::GraphEnd, offset)),
-        "s" | "e" => Some((SpanRef::Other, offset)),
+        "s" => Some((SpanRef::SpanStart, offset)),
+        "e" => Some((SpanRef::SpanEnd, offset)),
         _ => time::parse_time(text, tz).map(|r| (SpanRef::Time(r), 0)),
     }
 }
@@ -859,6 +863,14 @@ fn span_ref(text: &str, tz: &jiff::tz::TimeZone) -> Option<(SpanRef, i64)> {
 /// terms of each other.
 pub(crate) fn check_time_span(span: &TimeSpan) -> std::result::Result<(), String> {
     resolve_span_refs(span, 0, 0, 0, &jiff::tz::TimeZone::UTC).map(|_| ())
+}
+
+/// The zone a span's dates without a zone are in: the one it captured, else the graph's.
+fn span_zone(span: &TimeSpan, graph: &jiff::tz::TimeZone) -> jiff::tz::TimeZone {
+    span.zone
+        .as_deref()
+        .and_then(|z| jiff::tz::TimeZone::get(z).ok())
+        .unwrap_or_else(|| graph.clone())
 }
 
 fn resolve_time_span(
@@ -870,7 +882,7 @@ fn resolve_time_span(
         ctx.start_ms,
         ctx.end_ms + ctx.step_ms,
         ctx.now_ms,
-        &ctx.tz,
+        &span_zone(span, &ctx.tz),
     )
 }
 
@@ -884,11 +896,20 @@ fn resolve_span_refs(
     let parse = |text: &str| span_ref(text, tz).ok_or_else(|| format!("invalid date {text}"));
     let (s, s_off) = parse(&span.start)?;
     let (e, e_off) = parse(&span.end)?;
+    // Atlas's checks, in its order.
+    match (&s, &e) {
+        (SpanRef::SpanEnd, SpanRef::SpanStart) => {
+            return Err("start and end time are relative to each other".into());
+        }
+        (SpanRef::SpanStart, _) => return Err("start time is relative to itself".into()),
+        (_, SpanRef::SpanEnd) => return Err("end time is relative to itself".into()),
+        _ => {}
+    }
     let fixed = |r: &SpanRef| -> Option<i64> {
         match r {
             SpanRef::GraphStart => Some(graph_start),
             SpanRef::GraphEnd => Some(graph_end),
-            SpanRef::Other => None,
+            SpanRef::SpanStart | SpanRef::SpanEnd => None,
             SpanRef::Time(t) => match t.anchor {
                 Anchor::Now => Some(now_ms + t.offset_ms),
                 Anchor::Absolute(ms) => Some(ms + t.offset_ms),

@@ -450,6 +450,9 @@ pub(crate) struct Percentiles {
 pub(crate) struct TimeSpan {
     pub start: String,
     pub end: String,
+    /// The `tz` variable when the span was written (`tz,US/Eastern,:set`), as Atlas
+    /// captures it; else the graph's time zone.
+    pub zone: Option<String>,
 }
 
 /// An expression that evaluates to a set of lines.
@@ -980,6 +983,11 @@ impl fmt::Display for TimeSeriesExpr {
             E::SeededRandom(seed) => write!(f, "{seed},:srandom"),
             E::Time(mode) => write!(f, "{},:time", mode.name()),
             E::TimeSpan(ts) => {
+                if let Some(zone) = &ts.zone {
+                    f.write_str("tz,")?;
+                    write_escaped(f, zone)?;
+                    f.write_str(",:set,")?;
+                }
                 write_escaped(f, &ts.start)?;
                 f.write_str(",")?;
                 write_escaped(f, &ts.end)?;

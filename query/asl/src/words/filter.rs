@@ -35,6 +35,36 @@ macro_rules! placeholder {
     };
 }
 
+/// Atlas's legacy `:stat-*-mf` words: `min,:stat` and the like, written as one word.
+macro_rules! legacy_stat {
+    ($name:literal, $stat:literal, $kind:expr) => {
+        Word {
+            name: $name,
+            params: &[Param::TimeSeries],
+            signature: "TimeSeriesExpr -- TimeSeriesExpr",
+            summary: concat!(
+                "Legacy form of `",
+                $stat,
+                ",:stat`: the line's window ",
+                $stat,
+                " as a constant line."
+            ),
+            examples: &[(
+                "name,sps,:eq,:sum",
+                Some(concat!("name,sps,:eq,:sum,", $stat, ",:stat")),
+            )],
+            exec: |ctx, a| {
+                let [e] = args(a)?;
+                ctx.stack.push(Item::Expr(TimeSeriesExpr::Stat {
+                    stat: $kind,
+                    expr: Box::new(take_ts(e)?),
+                }));
+                Ok(())
+            },
+        }
+    };
+}
+
 macro_rules! topk_word {
     ($name:literal, $bottom:expr, $others:expr, $summary:literal, $example:expr) => {
         Word {
@@ -71,6 +101,9 @@ pub(crate) static WORDS: &[Word] = &[
     placeholder!("stat-last", StatKind::Last),
     placeholder!("stat-count", StatKind::Count),
     placeholder!("stat-total", StatKind::Total),
+    legacy_stat!("stat-min-mf", "min", StatKind::Min),
+    legacy_stat!("stat-max-mf", "max", StatKind::Max),
+    legacy_stat!("stat-avg-mf", "avg", StatKind::Avg),
     Word {
         name: "filter",
         params: &[Param::TimeSeries, Param::TimeSeries],

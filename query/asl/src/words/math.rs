@@ -158,7 +158,9 @@ pub(crate) static WORDS: &[Word] = &[
         signature: "s:String e:String -- TimeSeriesExpr",
         summary: "A line that is 1 between two times (both included) and 0 elsewhere. Times \
                   take the graph syntax; `gs`/`ge` are the graph's start and end, `s`/`e` the \
-                  other end of the span.",
+                  other end of the span (the start may be relative to the end or the other \
+                  way round, never to itself). Dates without a zone are in the `tz` variable's \
+                  zone when one is set (`tz,UTC,:set`), else the graph's.",
         examples: &[
             ("e-30m,ge", Some("e-30m,ge,:time-span")),
             (
@@ -689,9 +691,20 @@ fn time(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
 
 fn time_span(ctx: &mut Context<'_>, a: Vec<Item>) -> R {
     let [s, e] = args(a)?;
+    // The zone in force is the `tz` variable's, when one was set, checked now as Atlas does.
+    let zone = match ctx.vars.get("tz") {
+        Some(Item::Str(zone)) => {
+            if jiff::tz::TimeZone::get(zone).is_err() {
+                return Err(Failure::Invalid(format!("Unknown time-zone ID: {zone}")));
+            }
+            Some(zone.clone())
+        }
+        _ => None,
+    };
     let span = TimeSpan {
         start: take_str(s)?,
         end: take_str(e)?,
+        zone,
     };
     crate::eval::check_time_span(&span).map_err(Failure::Invalid)?;
     push(ctx, TimeSeriesExpr::TimeSpan(Box::new(span)))
