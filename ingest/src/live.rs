@@ -85,7 +85,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn reads(&self, stream: &str) -> bool {
-        self.query.from.iter().any(|s| s == stream)
+        self.query.reads(stream)
     }
 
     /// Events dropped inside the engine: windows or group tables at their caps, or arriving
@@ -105,10 +105,28 @@ impl Subscription {
         }
     }
 
-    /// An event for this subscription; `evaluated` when an agent already sampled and
-    /// filtered it.
-    fn offer(&self, event: &Value, evaluated: bool, now_ms: i64) {
+    /// An event of `stream` for this subscription; `evaluated` when an agent already
+    /// sampled and filtered it. A query that joins streams samples and filters here, after
+    /// the join (agents send such a query every event of its streams).
+    fn offer(&self, stream: &str, event: &Value, evaluated: bool, now_ms: i64) {
         if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.query.filters_at_source() {
+            self.last_event_ms.store(now_ms, Ordering::Relaxed);
+            let t = self.event_time(event, now_ms);
+            let rows = {
+                let mut engine = self.engine.lock();
+                let before = engine.passed;
+                let rows = engine.push_from(stream, event, t);
+                self.matched
+                    .fetch_add(engine.passed - before, Ordering::Relaxed);
+                if engine.done() {
+                    self.ended.store(true, Ordering::Relaxed);
+                }
+                rows
+            };
+            self.emit(rows);
             return;
         }
         let passes = evaluated
@@ -170,7 +188,7 @@ impl Subscription {
         json!({
             "id": self.id,
             "query": self.query.text,
-            "streams": self.query.from,
+            "streams": self.query.streams(),
             "client": self.client,
             "started": self.started_ms,
             "matched": self.matched.load(Ordering::Relaxed),
@@ -342,12 +360,12 @@ impl LiveHub {
         for event in events {
             if event.subscriptions.is_empty() {
                 for sub in subs.values().filter(|s| s.reads(stream)) {
-                    sub.offer(&event.value, false, now_ms);
+                    sub.offer(stream, &event.value, false, now_ms);
                 }
             } else {
                 for id in &event.subscriptions {
                     if let Some(sub) = subs.get(id).filter(|s| s.reads(stream)) {
-                        sub.offer(&event.value, true, now_ms);
+                        sub.offer(stream, &event.value, true, now_ms);
                     }
                 }
             }

@@ -96,6 +96,10 @@ struct MqlArgs {
     /// Take each event's time (epoch ms) from this field instead of the virtual clock.
     #[arg(long, value_name = "FIELD")]
     time_field: Option<String>,
+    /// Name each event's stream by this top-level field (a string, removed from the event),
+    /// for queries that join streams; events without it are of the query's first stream.
+    #[arg(long, value_name = "FIELD")]
+    stream_field: Option<String>,
     /// Seed for random sampling, so that a run can be repeated.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -391,7 +395,13 @@ fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
     } else {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
     };
-    let rows = argus_ingest::offline::run_mql(&args.query, &input, clock, args.seed)?;
+    let rows = argus_ingest::offline::run_mql(
+        &args.query,
+        &input,
+        clock,
+        args.stream_field.as_deref(),
+        args.seed,
+    )?;
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for row in rows {

@@ -137,15 +137,17 @@ pub enum MqlClock {
 }
 
 /// `argus mql`: runs a query over NDJSON events as a finite stream; the result rows, in
-/// order. A line that is not a JSON object, or a query that does not parse, is an error
+/// order. With `stream_field`, that top-level string field (removed) names each event's
+/// stream. A line that is not a JSON object, or a query that does not parse, is an error
 /// that names where.
 pub fn run_mql(
     query: &str,
     input: &[u8],
     clock: MqlClock,
+    stream_field: Option<&str>,
     seed: u64,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use argus_mql::cases::{Clock, run_offline};
+    use argus_mql::cases::{Clock, Input, run_offline};
     let q = argus_mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
     let mut events = Vec::new();
     for (i, line) in input.split(|&b| b == b'\n').enumerate() {
@@ -154,7 +156,20 @@ pub fn run_mql(
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(v @ serde_json::Value::Object(_)) => events.push(v),
+            Ok(serde_json::Value::Object(mut event)) => {
+                let stream = match stream_field.and_then(|f| event.remove(f)) {
+                    None => None,
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    Some(other) => bail!(
+                        "input line {}: the stream field must be a string, got {other}",
+                        i + 1
+                    ),
+                };
+                events.push(Input {
+                    stream,
+                    event: serde_json::Value::Object(event),
+                });
+            }
             Ok(_) => bail!("input line {}: expected a JSON object", i + 1),
             Err(e) => bail!("input line {}: invalid JSON: {e}", i + 1),
         }

@@ -14,6 +14,9 @@ pub struct Query {
     pub select: Select,
     /// Stream names; [`DEFAULT_STREAM`] when the query has no `from`.
     pub from: Vec<String>,
+    /// `join <streams> N seconds on <key>`, in order: each enriches the events that came
+    /// through the ones before.
+    pub joins: Vec<Join>,
     pub window: Option<Window>,
     /// `where`; `Predicate::True` when absent.
     pub filter: Predicate,
@@ -24,7 +27,48 @@ pub struct Query {
     pub sample: Option<Sample>,
 }
 
+/// `join b 10 seconds on e['node']`: an inner join of the events so far (the primary side)
+/// with the events of `streams` (the joining side) that carry the same key within the
+/// window. Each primary event comes out at most once, merged with the first joining event of
+/// its key whose time is within `within_ms` of its own, before or after; its own fields win.
+/// An event whose key is missing or null joins nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Join {
+    pub streams: Vec<String>,
+    pub within_ms: i64,
+    pub key: Path,
+}
+
 impl Query {
+    /// Every stream the query reads: `from`, then the joined streams, each once.
+    pub fn streams(&self) -> Vec<String> {
+        let mut out = self.from.clone();
+        for j in &self.joins {
+            for s in &j.streams {
+                if !out.contains(s) {
+                    out.push(s.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the query reads `stream`.
+    pub fn reads(&self, stream: &str) -> bool {
+        self.from.iter().any(|s| s == stream)
+            || self
+                .joins
+                .iter()
+                .any(|j| j.streams.iter().any(|s| s == stream))
+    }
+
+    /// Whether `where` and sampling can run where the events are (at an agent, on each
+    /// stream alone). Not with a join: they read the joined event, which exists only once
+    /// both sides have met on the server.
+    pub fn filters_at_source(&self) -> bool {
+        self.joins.is_empty()
+    }
+
     /// Whether the select list aggregates (then results come per window, or at the end).
     pub fn is_aggregate(&self) -> bool {
         match &self.select {
@@ -36,7 +80,8 @@ impl Query {
     }
 
     /// Every path an event must carry for the rest of the query to run on the server:
-    /// the union of what select, where, group by, order by and sampling read; `None` when
+    /// the union of what select, where, group by, order by, sampling and join keys read
+    /// (from every stream, joined ones too); `None` when
     /// the whole event is needed (`select *`, a prefix selection).
     pub fn needed_paths(&self) -> Option<Vec<Path>> {
         let mut out = Vec::new();
@@ -68,6 +113,7 @@ impl Query {
         if let Some(s) = &self.sample {
             out.extend(s.keys.iter().cloned());
         }
+        out.extend(self.joins.iter().map(|j| j.key.clone()));
         // A `[*]` path needs the whole list it fans out over.
         for p in &mut out {
             if let Some(i) =

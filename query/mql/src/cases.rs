@@ -21,7 +21,8 @@
 //! seed <N>               optional: the seed of random sampling; default 1
 //! unordered              optional: the expected rows may come in any order
 //! in                     the events, one JSON object per indented line below; absent: no
-//!                        events
+//!                        events. `@<stream> ` before a line says its stream (for `join`);
+//!                        without it an event is of the query's first stream
 //! out                    the expected rows, one JSON value per indented line below; with
 //!                        no line below: no rows at all
 //! rows <min>..<max>      instead of `out`: how many rows (inclusive; `rows N` is exactly
@@ -114,8 +115,26 @@ pub struct Case {
     pub query: String,
     pub clock: Clock,
     pub seed: u64,
-    pub events: Vec<Value>,
+    pub events: Vec<Input>,
     pub expect: Expect,
+}
+
+/// An input event and the stream it arrives on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    /// `None`: the query's first stream.
+    pub stream: Option<String>,
+    pub event: Value,
+}
+
+impl Input {
+    /// An event of the query's first stream.
+    pub fn primary(event: Value) -> Input {
+        Input {
+            stream: None,
+            event,
+        }
+    }
 }
 
 impl Case {
@@ -130,8 +149,8 @@ impl Case {
         Ok(run_offline(&q, &self.events, self.clock.clone(), self.seed))
     }
 
-    /// Whether the expectation depends on the offline run's virtual clock: time windows or
-    /// `tick()` on the interval clock, or RPS sampling. Such a case cannot be replayed on a
+    /// Whether the expectation depends on the offline run's virtual clock: time windows,
+    /// joins or `tick()` on the interval clock, or RPS sampling. Such a case cannot be replayed on a
     /// wall clock (a live subscription) and expect the same rows; every other case can
     /// (event-time cases included). A case whose query does not parse needs no clock.
     pub fn needs_virtual_clock(&self) -> bool {
@@ -140,10 +159,11 @@ impl Case {
             return false;
         };
         let interval = matches!(self.clock, Clock::Interval { .. });
+        // A join's window is time too.
         let time_window = matches!(
             q.window,
             Some(Window::Tumbling { .. } | Window::Sliding { .. })
-        );
+        ) || !q.joins.is_empty();
         let tick = match &q.select {
             Select::Star => false,
             Select::Items(items) => items.iter().any(|i| i.expr == SelectExpr::Tick),
@@ -290,11 +310,23 @@ impl Offline {
         }
     }
 
-    /// One event: the clock moves, windows that ended close, then the event goes in.
+    /// One event of the query's first stream: the clock moves, windows that ended close,
+    /// then the event goes in.
     pub fn push(&mut self, event: &Value) -> Vec<Row> {
         let t = self.time_of(event);
         let mut out = self.engine.tick(t);
         out.extend(self.engine.push(event, t));
+        out
+    }
+
+    /// One event of `stream` (`None`: the query's first), as [`Offline::push`].
+    pub fn push_from(&mut self, stream: Option<&str>, event: &Value) -> Vec<Row> {
+        let Some(stream) = stream else {
+            return self.push(event);
+        };
+        let t = self.time_of(event);
+        let mut out = self.engine.tick(t);
+        out.extend(self.engine.push_from(stream, event, t));
         out
     }
 
@@ -323,14 +355,14 @@ impl Offline {
 
 /// Runs `query` over `events` offline (see the module's documentation): the rows, in the
 /// order they come out.
-pub fn run_offline(query: &Query, events: &[Value], clock: Clock, seed: u64) -> Vec<Row> {
+pub fn run_offline(query: &Query, events: &[Input], clock: Clock, seed: u64) -> Vec<Row> {
     let mut run = Offline::new(query.clone(), clock, seed);
     let mut rows = Vec::new();
     for e in events {
         if run.done() {
             break;
         }
-        rows.extend(run.push(e));
+        rows.extend(run.push_from(e.stream.as_deref(), &e.event));
     }
     rows.extend(run.finish());
     rows
@@ -416,7 +448,33 @@ pub fn parse_cases(file: &str, text: &str) -> Result<Vec<Case>, String> {
                     d.case.query.push('\n');
                     d.case.query.push_str(trimmed);
                 }
-                Block::In => d.case.events.extend(data_lines(trimmed).map_err(err)?),
+                Block::In => {
+                    // `@stream {...}`: an event of that stream.
+                    let (stream, data) = match trimmed.strip_prefix('@') {
+                        Some(rest) => match rest.split_once(char::is_whitespace) {
+                            Some((name, data)) if !name.is_empty() && !name.contains('{') => {
+                                (Some(name.to_string()), data.trim())
+                            }
+                            _ => {
+                                return Err(err(format!(
+                                    "after '@', a stream name and an event: {trimmed:?}"
+                                )));
+                            }
+                        },
+                        None => (None, trimmed),
+                    };
+                    d.case
+                        .events
+                        .extend(
+                            data_lines(data)
+                                .map_err(err)?
+                                .into_iter()
+                                .map(|event| Input {
+                                    stream: stream.clone(),
+                                    event,
+                                }),
+                        );
+                }
                 Block::Out => match &mut d.case.expect {
                     Expect::Rows { rows, .. } => rows.extend(data_lines(trimmed).map_err(err)?),
                     _ => return Err(err("rows under an expectation that is not out".into())),
@@ -599,6 +657,7 @@ unordered
 in
   {"a": 1}
   repeat 3 {"a": $i, "g": "g$i%2", "h": $i/2}
+  @other {"b": 1}
 out
   {"a": 1}
 
@@ -617,8 +676,10 @@ error expected
         assert_eq!((c.name.as_str(), c.line, c.seed), ("one", 3, 7));
         assert_eq!(c.query, "select a\nfrom s");
         assert_eq!(c.clock, Clock::Interval { ms: 100 });
-        assert_eq!(c.events.len(), 4);
-        assert_eq!(c.events[3], json!({"a": 2, "g": "g0", "h": 1}));
+        assert_eq!(c.events.len(), 5);
+        assert_eq!(c.events[4].stream.as_deref(), Some("other"));
+        assert_eq!(c.events[3].event, json!({"a": 2, "g": "g0", "h": 1}));
+        assert_eq!(c.events[3].stream, None);
         assert_eq!(
             c.expect,
             Expect::Rows {
@@ -643,6 +704,10 @@ error expected
             ("case a\nquery select a", "no expectation"),
             ("case a\nquery select a\nout\nrows 1", "second expectation"),
             ("case a\nquery select a\nin\n  {nope}", "bad JSON"),
+            (
+                "case a\nquery select a\nin\n  @{\"a\": 1}",
+                "a stream name and an event",
+            ),
             ("case a\nquery select a\nbogus", "unknown directive"),
             ("case a\nquery select a\ntime-field e[", "bad field"),
         ] {
@@ -662,10 +727,10 @@ error expected
     #[test]
     fn the_interval_clock_starts_after_zero_and_event_time_reads_the_field() {
         let q = parse("select tick() from s").unwrap();
-        let events = [json!({}), json!({})];
+        let events = [json!({}), json!({})].map(Input::primary);
         let rows = run_offline(&q, &events, Clock::default(), 1);
         assert_eq!(rows, [json!({"tick": 10}), json!({"tick": 20})]);
-        let events = [json!({"t": 500}), json!({}), json!({"t": 400})];
+        let events = [json!({"t": 500}), json!({}), json!({"t": 400})].map(Input::primary);
         let field = parse_path("t").unwrap();
         let rows = run_offline(&q, &events, Clock::EventTime { field }, 1);
         assert_eq!(

@@ -1,11 +1,13 @@
-//! Running an MQL query over a stream of events, in MQL's order: sample → where → window →
-//! group → select/aggregate → having → order → limit.
+//! Running an MQL query over a stream of events, in MQL's order: join → sample → where →
+//! window → group → select/aggregate → having → order → limit.
 //!
 //! The engine is driven by its caller's clock: `push` an event at a time, `tick` when time
 //! passes without events (windows close), `finish` when the stream ends. The same engine
 //! serves `argus mql` (a virtual clock over a file) and live subscriptions (the wall clock),
 //! so both produce the same rows. On the live path the agents have already sampled and
-//! filtered; the server feeds their events to [`Engine::push_matched`].
+//! filtered; the server feeds their events to [`Engine::push_matched`]. A query with a
+//! `join` reads several streams ([`Engine::push_from`]) and samples and filters here, after
+//! the join.
 //!
 //! Time is the caller's: arrival time, or each event's own time (event-time mode), in
 //! which events may come out of order: time windows keep their events ordered, and an
@@ -26,6 +28,7 @@ use ahash::AHashMap;
 use serde_json::{Map, Number, Value};
 
 use super::ast::*;
+use crate::join::Joins;
 use crate::predicate::{Path, Segment};
 
 /// One output row: a JSON object.
@@ -123,6 +126,8 @@ pub fn sticky_hash(keys: &[Path], salt: u64, event: &Value) -> Option<u64> {
 pub struct Engine {
     q: Query,
     sampler: Sampler,
+    /// The query's joins, which events of every stream go through first.
+    joins: Option<Joins>,
     /// What a plain selection writes: the select list without the paths that a shorter
     /// selected path already covers (MQL drops them).
     columns: Vec<SelectItem>,
@@ -147,6 +152,9 @@ pub struct Engine {
     /// Events that arrived for a time window already closed (event-time mode, out of order
     /// by more than the window): dropped.
     pub late: u64,
+    /// Events (joined events, with a join) that passed sampling and `where` here, in
+    /// [`Engine::push`] and [`Engine::push_from`].
+    pub passed: u64,
 }
 
 impl Engine {
@@ -158,6 +166,7 @@ impl Engine {
             Select::Items(items) => uncovered(items),
         };
         Engine {
+            joins: Joins::new(&q),
             q,
             sampler,
             columns,
@@ -169,6 +178,7 @@ impl Engine {
             finished: false,
             dropped: 0,
             late: 0,
+            passed: 0,
         }
     }
 
@@ -204,14 +214,51 @@ impl Engine {
 
     /// Events in open windows (or kept for the end of the stream), and rows held for it.
     pub fn pending(&self) -> usize {
-        self.buffer.len() + self.held.len()
+        self.buffer.len() + self.held.len() + self.joins.as_ref().map_or(0, Joins::pending)
     }
 
-    /// An event arrives at `now_ms`: sampling and `where` first.
+    /// An event of `stream` arrives at `now_ms`: through the joins (if any), then sampling
+    /// and `where`, as [`Engine::push`]. Without a join, events of streams other than
+    /// `from`'s are not the query's.
+    pub fn push_from(&mut self, stream: &str, event: &Value, now_ms: i64) -> Vec<Row> {
+        if self.joins.is_none() {
+            return if self.q.from.iter().any(|s| s == stream) {
+                self.push(event, now_ms)
+            } else {
+                self.tick(now_ms)
+            };
+        }
+        if self.done() {
+            return Vec::new();
+        }
+        let joined = match &mut self.joins {
+            Some(joins) => joins.push(stream, event, now_ms, &mut self.dropped),
+            None => Vec::new(),
+        };
+        let mut out = self.tick(now_ms);
+        for (t, event) in joined {
+            if self.done() {
+                break;
+            }
+            if self.sampler.pass(&event, t) && self.q.filter.matches(&event) {
+                self.passed += 1;
+                out.extend(self.push_matched(event, t));
+            }
+        }
+        out
+    }
+
+    /// An event of the query's first stream arrives at `now_ms`: sampling and `where`
+    /// first (after the joins, if any).
     pub fn push(&mut self, event: &Value, now_ms: i64) -> Vec<Row> {
+        if self.joins.is_some() {
+            let stream = self.q.from[0].clone();
+            return self.push_from(&stream, event, now_ms);
+        }
         if self.done() || !self.sampler.pass(event, now_ms) || !self.q.filter.matches(event) {
             return self.tick(now_ms);
         }
+        self.passed += 1;
         self.push_matched(event.clone(), now_ms)
     }
 
@@ -270,6 +317,9 @@ impl Engine {
 
     /// Time has reached `now_ms`: every time window that ended by then closes.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Row> {
+        if let Some(joins) = &mut self.joins {
+            joins.tick(now_ms);
+        }
         self.close_windows(now_ms, false)
     }
 

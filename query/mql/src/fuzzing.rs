@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-use super::cases::{Clock, run_offline};
+use super::cases::{Clock, Input, run_offline};
 use super::eval::Engine;
 use super::parser::{parse, parse_condition, parse_path};
 use super::partial::Fields;
@@ -101,6 +101,7 @@ pub fn check_query(input: &[u8]) {
     }
     let _ = q.needed_paths();
     let events = events();
+    let inputs: Vec<Input> = events.iter().cloned().map(Input::primary).collect();
     for (i, clock) in [
         Clock::Interval { ms: 10 },
         Clock::Interval { ms: 700 },
@@ -111,7 +112,7 @@ pub fn check_query(input: &[u8]) {
     .into_iter()
     .enumerate()
     {
-        let rows = run_offline(&q, events, clock, i as u64);
+        let rows = run_offline(&q, &inputs, clock, i as u64);
         for row in &rows {
             // Every row serializes (no NaN or infinity sneaks in).
             assert!(

@@ -10,6 +10,7 @@
 //!   line and the Stack Language read.
 //!
 //! - `parser`: text to [`Query`] (and conditions, fields alone), errors with positions;
+//! - `join`: `join` of streams within a window on a key, before the rest of the query;
 //! - `eval`: the [`Engine`] (windows, groups, aggregates, having, order, limit) and sampling;
 //! - `cases`: the semantics as data (`query/mql/tests/mql/*.test`) and the offline run that
 //!   `argus mql` and the case runners share;
@@ -22,6 +23,7 @@ pub mod duration;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod join;
 pub mod parser;
 pub mod partial;
 pub mod predicate;

@@ -280,6 +280,7 @@ impl<'a> Cursor<'a> {
             text: self.src.to_string(),
             select,
             from: Vec::new(),
+            joins: Vec::new(),
             window: None,
             filter: Predicate::True,
             group_by: Vec::new(),
@@ -308,7 +309,12 @@ impl<'a> Cursor<'a> {
                 return self.fatal(at, format!("'{clause}' appears twice"));
             }
             match clause {
-                "from" => q.from = self.streams()?,
+                "from" => {
+                    q.from = self.streams()?;
+                    while self.kw("join") {
+                        q.joins.push(self.join()?);
+                    }
+                }
                 "window" => q.window = Some(self.window()?),
                 "where" => q.filter = self.top_condition()?,
                 "group by" => q.group_by = self.paths()?,
@@ -320,10 +326,14 @@ impl<'a> Cursor<'a> {
         }
         // No `from`, and Mantis's legacy names `stream` and `observable` (any case), mean
         // the default stream.
-        for name in &mut q.from {
+        let legacy = |name: &mut String| {
             if name.eq_ignore_ascii_case("stream") || name.eq_ignore_ascii_case("observable") {
                 *name = DEFAULT_STREAM.to_string();
             }
+        };
+        q.from.iter_mut().for_each(legacy);
+        for j in &mut q.joins {
+            j.streams.iter_mut().for_each(legacy);
         }
         if q.from.is_empty() {
             q.from.push(DEFAULT_STREAM.to_string());
@@ -472,6 +482,25 @@ impl<'a> Cursor<'a> {
             out.push(self.name("a stream name")?);
         }
         Some(out)
+    }
+
+    /// After `join`: `<streams> N seconds on <key>` (Mantis's grammar; `second` also reads).
+    fn join(&mut self) -> Res<Join> {
+        let streams = self.streams()?;
+        let at = self.pos;
+        let within_ms = self.seconds()?;
+        if within_ms <= 0 {
+            return self.fatal(at, "a join window must be positive".into());
+        }
+        if !(self.kw("seconds") || self.kw("second")) || !self.kw("on") {
+            return None;
+        }
+        let key = self.path(false)?;
+        Some(Join {
+            streams,
+            within_ms,
+            key,
+        })
     }
 
     fn window(&mut self) -> Res<Window> {
