@@ -12,11 +12,15 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeTarget {
-    /// `http://host:port/path`.
+    /// `http[s]://host:port/path` (the path defaults to `/metrics`).
     pub url: String,
     /// Tags added to the target's series (e.g. `job`).
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// PEM file of the CA that signed an `https://` target's certificate [default: the
+    /// system's, from `SSL_CERT_FILE` or Debian's bundle].
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// A JSON-lines file the agent follows into an event stream.
@@ -255,11 +259,17 @@ impl Overrides {
             scrape.push(ScrapeTarget {
                 url,
                 tags: Vec::new(),
+                ca: None,
             });
         }
         for t in &scrape {
-            if !t.url.starts_with("http://") {
-                bail!("invalid scrape target {:?}: only http:// URLs", t.url);
+            let endpoint = argus_proto::http_client::Endpoint::parse(&t.url)
+                .with_context(|| format!("invalid scrape target {:?}", t.url))?;
+            if endpoint.tls {
+                argus_proto::http_client::tls_config(t.ca.as_deref())
+                    .with_context(|| format!("scrape target {:?}", t.url))?;
+            } else if t.ca.is_some() {
+                bail!("scrape target {:?}: a CA is for https:// targets", t.url);
             }
         }
         let mut tail = file.tail;

@@ -34,6 +34,12 @@ pub struct Health {
     /// read every step).
     pub statsd_kernel_drops: AtomicU64,
     pub scrapes_failed: AtomicU64,
+    /// Scrapes that returned a body, the connections they opened (fewer than scrapes: the
+    /// connection is kept alive), and the body bytes as they travelled (gzip) and decoded.
+    pub scrapes: AtomicU64,
+    pub scrape_connections: AtomicU64,
+    pub scrape_bytes_wire: AtomicU64,
+    pub scrape_bytes_decoded: AtomicU64,
     /// Raw events taken in (HTTP intake, tailed files).
     pub events_received: AtomicU64,
     /// Events that matched a live subscription and were queued for the server, and their
@@ -156,6 +162,22 @@ impl Health {
             c("argus.agent.reconnects", &[], &self.reconnects),
             c("argus.agent.statsd.packets", &[], &self.statsd_packets),
             c("argus.agent.scrape.failures", &[], &self.scrapes_failed),
+            c("argus.agent.scrape.count", &[], &self.scrapes),
+            c(
+                "argus.agent.scrape.connections",
+                &[],
+                &self.scrape_connections,
+            ),
+            c(
+                "argus.agent.scrape.bytes",
+                &[("id", "wire")],
+                &self.scrape_bytes_wire,
+            ),
+            c(
+                "argus.agent.scrape.bytes",
+                &[("id", "decoded")],
+                &self.scrape_bytes_decoded,
+            ),
             HealthSeries {
                 name: "argus.agent.buffer.bytes",
                 tags: &[],

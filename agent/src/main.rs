@@ -112,7 +112,8 @@ struct Cli {
     /// Where /proc is [default: /proc].
     #[arg(long, env = "ARGUS_AGENT_PROC_ROOT", value_name = "DIR")]
     proc_root: Option<PathBuf>,
-    /// A Prometheus endpoint to scrape, http://HOST:PORT/PATH (repeatable).
+    /// A Prometheus endpoint to scrape, http[s]://HOST:PORT/PATH (repeatable; the path
+    /// defaults to /metrics; a CA for https:// goes in the config file's [[scrape]] ca).
     #[arg(long = "scrape", value_name = "URL")]
     scrape: Vec<String>,
     /// How often scrape targets are read [default: 10s].

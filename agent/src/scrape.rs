@@ -1,5 +1,7 @@
-//! Scraping Prometheus endpoints of local services: a plain HTTP/1.0 GET every interval,
-//! the text exposition format parsed, each sample queued with the scrape's timestamp.
+//! Scraping Prometheus endpoints of local services: an HTTP/1.1 GET every interval on a
+//! connection kept alive between scrapes (TLS for `https://` targets, gzip accepted, the
+//! whole scrape bounded by a timeout), the text exposition format parsed, each sample queued
+//! with the scrape's timestamp.
 //! Counters (by `# TYPE`, or else by the `_total`, `_count`, `_sum`, `_bucket` names) go
 //! as `atlas.dstype=counter` so the server stores their per-second rate; the rest as
 //! gauges. `__name__` is `name`; characters Atlas does not allow become `_`.
@@ -10,7 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use argus_proto::http_client::{self, Endpoint};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 
 use crate::config::{ScrapeTarget, sanitize};
 use crate::health::Health;
@@ -118,38 +123,93 @@ fn is_counter(name: &str, types: &HashMap<String, String>) -> bool {
     false
 }
 
-/// `GET url` over plain HTTP/1.0; the body when the status is 200.
-async fn fetch(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// targets")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/metrics"),
-    };
-    let mut conn = tokio::net::TcpStream::connect(host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
-    conn.write_all(
-        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nUser-Agent: argus-agent\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut buf = Vec::new();
-    (&mut conn)
-        .take(MAX_RESPONSE as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_RESPONSE {
-        bail!("response over {MAX_RESPONSE} bytes");
+/// Longest a scrape may take (connecting included), as Prometheus's default; a shorter
+/// interval bounds it instead.
+const MAX_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One target's client: where it is, its TLS settings, and the connection kept between
+/// scrapes.
+struct Client {
+    endpoint: Endpoint,
+    path: String,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    conn: Option<SendRequest<Empty<Bytes>>>,
+    timeout_header: String,
+}
+
+impl Client {
+    fn new(target: &ScrapeTarget, timeout: Duration) -> anyhow::Result<Client> {
+        let endpoint = Endpoint::parse(&target.url)?;
+        let tls = match endpoint.tls {
+            true => Some(http_client::tls_config(target.ca.as_deref())?),
+            false => None,
+        };
+        let path = match endpoint.path.as_str() {
+            "" => "/metrics".to_string(),
+            p => p.to_string(),
+        };
+        Ok(Client {
+            endpoint,
+            path,
+            tls,
+            conn: None,
+            timeout_header: format!("{}", timeout.as_secs_f64()),
+        })
     }
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let status = head.split_ascii_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("status {status}");
+
+    /// `GET` the target: the body when the status is 200. A connection that failed is
+    /// dropped, so the next scrape opens a new one.
+    async fn fetch(&mut self, health: &Health) -> anyhow::Result<Vec<u8>> {
+        let result = self.try_fetch(health).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
-    Ok(body.to_string())
+
+    async fn try_fetch(&mut self, health: &Health) -> anyhow::Result<Vec<u8>> {
+        let reusable = match &mut self.conn {
+            Some(conn) => conn.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            self.conn = Some(http_client::connect(&self.endpoint, self.tls.as_ref()).await?);
+            health.scrape_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        let req = http_client::get(
+            &self.endpoint,
+            &self.path,
+            &[
+                (
+                    hyper::header::ACCEPT,
+                    "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+                ),
+                (hyper::header::ACCEPT_ENCODING, "gzip"),
+                (hyper::header::USER_AGENT, "argus-agent"),
+                (
+                    hyper::header::HeaderName::from_static("x-prometheus-scrape-timeout-seconds"),
+                    &self.timeout_header,
+                ),
+            ],
+        )?;
+        let conn = self.conn.as_mut().context("no connection")?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .context("sending the request")?;
+        let status = resp.status();
+        if status != hyper::StatusCode::OK {
+            bail!("status {status}");
+        }
+        let (body, wire) = http_client::read_body(resp, MAX_RESPONSE).await?;
+        health
+            .scrape_bytes_wire
+            .fetch_add(wire as u64, Ordering::Relaxed);
+        health
+            .scrape_bytes_decoded
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        Ok(body)
+    }
 }
 
 /// Scrapes `target` every `interval` until the task is dropped.
@@ -161,20 +221,34 @@ pub async fn run(
     outbox: Arc<Outbox>,
     health: Arc<Health>,
 ) {
+    let timeout = interval.min(MAX_SCRAPE_TIMEOUT);
+    let mut client = match Client::new(&target, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            // Checked with the settings; reached only if the CA file changed since.
+            tracing::error!(target = %target.url, error = %format!("{e:#}"), "cannot scrape");
+            return;
+        }
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let body = match tokio::time::timeout(interval, fetch(&target.url)).await {
-            Ok(Ok(b)) => b,
+        let body = match tokio::time::timeout(timeout, client.fetch(&health)).await {
+            Ok(Ok(b)) => {
+                health.scrapes.fetch_add(1, Ordering::Relaxed);
+                String::from_utf8_lossy(&b).into_owned()
+            }
             Ok(Err(e)) => {
                 health.scrapes_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target = %target.url, error = %e, "scrape failed");
+                tracing::warn!(target = %target.url, error = %format!("{e:#}"), "scrape failed");
                 continue;
             }
             Err(_) => {
+                // The request may still be in flight on this connection: start afresh.
+                client.conn = None;
                 health.scrapes_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target = %target.url, "scrape timed out");
+                tracing::warn!(target = %target.url, ?timeout, "scrape timed out");
                 continue;
             }
         };

@@ -7,9 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use argus_proto::http_client::{self, Endpoint};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 /// What `argus live` needs.
@@ -41,129 +40,28 @@ pub fn encode_component(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
-/// Where the server is: `http[s]://host[:port][/prefix]`.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    tls: bool,
-    /// `host:port`.
-    authority: String,
-    /// The host alone (the name its certificate must carry).
-    host: String,
-    prefix: String,
-}
-
-fn split_server(server: &str) -> anyhow::Result<Target> {
-    let (tls, rest) = if let Some(rest) = server.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = server.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        bail!("--server {server:?}: expected http://HOST:PORT or https://HOST:PORT");
-    };
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        bail!("--server {server:?}: no host");
-    }
-    let (host, authority) = match authority.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => (host, authority.to_string()),
-        _ => (
-            authority,
-            format!("{authority}:{}", if tls { 443 } else { 80 }),
-        ),
-    };
-    Ok(Target {
-        tls,
-        authority,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        prefix: prefix.to_string(),
-    })
-}
-
-/// What the HTTP client reads and writes: a TCP connection, or TLS over one.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// Certificates to trust: `ca`, else the system's bundle.
-fn trust(ca: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::rustls::RootCertStore> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let path = match ca {
-        Some(p) => p.to_path_buf(),
-        None => std::env::var_os("SSL_CERT_FILE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into()),
-    };
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&path)
-        .with_context(|| format!("reading CA certificates from {}", path.display()))?;
-    for cert in certs {
-        let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("a CA certificate in {}", path.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("no CA certificate in {}", path.display());
-    }
-    Ok(roots)
-}
-
-/// Connects to the server, over TLS for `https://`.
-async fn connect(target: &Target, ca: Option<&std::path::Path>) -> anyhow::Result<Box<dyn Io>> {
-    let stream = tokio::net::TcpStream::connect(&target.authority)
-        .await
-        .with_context(|| format!("connecting to {}", target.authority))?;
-    stream.set_nodelay(true).ok();
-    if !target.tls {
-        return Ok(Box::new(stream));
-    }
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(trust(ca)?)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
-        .with_context(|| format!("{:?} is not a host name or address", target.host))?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, stream)
-        .await
-        .with_context(|| format!("TLS with {}", target.authority))?;
-    Ok(Box::new(tls))
-}
-
 /// Runs the query until it ends, Ctrl-C, or `duration`.
 pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
-    let target = split_server(&args.server)?;
+    let target = Endpoint::parse(&args.server).context("--server")?;
+    let prefix = target.path.trim_end_matches('/');
     let mut path = format!(
-        "{}/api/v1/live?q={}&client=argus-live",
-        target.prefix,
+        "{prefix}/api/v1/live?q={}&client=argus-live",
         encode_component(&args.query)
     );
     if let Some(f) = &args.time_field {
         path.push_str(&format!("&time-field={}", encode_component(f)));
     }
-    let io = connect(&target, args.ca.as_deref()).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::get(&path)
-        .header(hyper::header::HOST, &target.authority)
-        .header(hyper::header::ACCEPT, "text/event-stream");
-    if let Some(token) = &args.token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    let tls = match target.tls {
+        true => Some(http_client::tls_config(args.ca.as_deref())?),
+        false => None,
+    };
+    let mut sender = http_client::connect(&target, tls.as_ref()).await?;
+    let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
+    let mut headers = vec![(hyper::header::ACCEPT, "text/event-stream")];
+    if let Some(b) = &bearer {
+        headers.push((hyper::header::AUTHORIZATION, b.as_str()));
     }
-    let req = req
-        .body(Empty::<Bytes>::new())
-        .context("building the request")?;
+    let req = http_client::get(&target, &path, &headers)?;
     let resp = sender.send_request(req).await.with_context(|| {
         if target.tls {
             "sending the query".to_string()
@@ -359,27 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn servers_and_components() {
-        assert_eq!(
-            split_server("http://127.0.0.1:7101/").unwrap(),
-            Target {
-                tls: false,
-                authority: "127.0.0.1:7101".into(),
-                host: "127.0.0.1".into(),
-                prefix: String::new()
-            }
-        );
-        assert_eq!(
-            split_server("https://argus.example/api").unwrap(),
-            Target {
-                tls: true,
-                authority: "argus.example:443".into(),
-                host: "argus.example".into(),
-                prefix: "/api".into()
-            }
-        );
-        assert!(split_server("ftp://x").is_err());
-        assert!(split_server("https://").is_err());
+    fn components() {
         assert_eq!(encode_component("a b&c='x'"), "a%20b%26c%3D%27x%27");
     }
 }

@@ -6,6 +6,9 @@
 //! With them, the rules the contract puts on what it carries ([`rules`]: Atlas's tag rules,
 //! the size of an event), so that agents refuse at their intake what the server would.
 //!
+//! And the client side of the wire that the server's command line and the agent share
+//! ([`http_client`]: HTTP/1.1 over TCP or TLS, keep-alive, gzip bodies).
+//!
 //! This crate knows nothing of the store or of any other Argus crate: conversion between
 //! these types and the store's lives in the server (`ingest/src/convert.rs`).
 
@@ -15,6 +18,7 @@ pub mod v1 {
     tonic::include_proto!("argus.v1");
 }
 
+pub mod http_client;
 pub mod remote_write;
 pub mod rules;
 

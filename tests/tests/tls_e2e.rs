@@ -6,95 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use argus_tests::{Agent, Server, enc, eventually, now_ms, scratch_dir};
+use argus_tests::{Agent, Server, enc, eventually, issue_certificate, now_ms, scratch_dir};
 use serde_json::{Value, json};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl (Debian's openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`{name}-ca.pem`), and a certificate and key signed by it (`{name}.pem`,
-/// `{name}.key`) for 127.0.0.1.
-fn issue(dir: &Path, ca: &str, name: &str) {
-    if !dir.join(format!("{ca}-ca.pem")).exists() {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}-ca.key"),
-                "-out",
-                &format!("{ca}-ca.pem"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca} test CA"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}-ca.pem"),
-            "-CAkey",
-            &format!("{ca}-ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
-}
 
 fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_string_lossy().into_owned()
@@ -134,9 +47,9 @@ fn publish(agent: &Agent, name: &str) {
 #[test]
 fn tls_and_mutual_tls_between_a_real_agent_and_the_server() {
     let dir: PathBuf = scratch_dir("tls");
-    issue(&dir, "argus", "server");
-    issue(&dir, "agents", "agent");
-    issue(&dir, "rogue", "rogue");
+    issue_certificate(&dir, "argus", "server");
+    issue_certificate(&dir, "agents", "agent");
+    issue_certificate(&dir, "rogue", "rogue");
     let server = Server::start(&[
         "--ephemeral",
         "--step",
@@ -213,7 +126,7 @@ fn tls_and_mutual_tls_between_a_real_agent_and_the_server() {
 #[test]
 fn argus_live_over_https_with_a_token() {
     let dir: PathBuf = scratch_dir("tls-live");
-    issue(&dir, "argus", "server");
+    issue_certificate(&dir, "argus", "server");
     const READ: &str = "live-read-token-0123456789";
     const WRITE: &str = "live-write-token-0123456789";
     let tokens = dir.join("tokens.toml");
