@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use argus_proto::remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
 use prost::Message;
@@ -16,21 +15,7 @@ fn corpus_dir(name: &str) -> PathBuf {
 }
 
 fn replay(name: &str, entry: fn(&[u8]), at_least: usize) {
-    let mut n = 0;
-    for file in std::fs::read_dir(corpus_dir(name)).expect("the corpus directory exists") {
-        let path = file.expect("a readable directory entry").path();
-        let data = std::fs::read(&path).expect("a readable corpus file");
-        let started = Instant::now();
-        entry(&data);
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} took {:?}",
-            path.display(),
-            started.elapsed()
-        );
-        n += 1;
-    }
-    assert!(n >= at_least, "only {n} inputs in the {name} corpus");
+    argus_tests::replay_corpus(&corpus_dir(name), entry, at_least);
 }
 
 #[test]

@@ -784,3 +784,41 @@ pub fn issue_certificate(dir: &Path, ca: &str, name: &str) {
         ],
     );
 }
+
+/// Every file of a fuzz corpus directory, in name order, with its bytes.
+pub fn corpus(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading the corpus {}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.expect("a readable directory entry").path();
+            let data =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            (path, data)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Replays a fuzz corpus as an ordinary test: every input through `entry` (which must not
+/// panic), each within 10 s, and at least `at_least` inputs (so an emptied or moved corpus
+/// fails rather than passing vacuously).
+pub fn replay_corpus(dir: &Path, entry: impl Fn(&[u8]), at_least: usize) {
+    let inputs = corpus(dir);
+    for (path, data) in &inputs {
+        let started = Instant::now();
+        entry(data);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} took {:?}",
+            path.display(),
+            started.elapsed()
+        );
+    }
+    assert!(
+        inputs.len() >= at_least,
+        "only {} inputs in {}",
+        inputs.len(),
+        dir.display()
+    );
+}

@@ -12,19 +12,6 @@ use std::time::{Duration, Instant};
 use argus_tests::{Agent, Server, enc, eventually, free_port, now_ms, scratch_dir};
 use serde_json::{Value, json};
 
-/// A small deterministic generator for kill timings (the seed is printed on failure).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
 /// Publishes one datapoint (dstype sum, value 1) of its own series `req=<k>`; true when the
 /// server acknowledged it (200).
 fn publish_one(agent: &ureq::Agent, base: &str, name: &str, k: u64) -> bool {
@@ -76,7 +63,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_stores_nothing_twice(
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| now_ms() as u64);
     eprintln!("crash test: {rounds} rounds, ARGUS_CRASH_SEED={seed}");
-    let mut rng = Lcg(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let http = format!("127.0.0.1:{}", free_port());
     let grpc = format!("127.0.0.1:{}", free_port());
     // Every acknowledged request is its own series, and the check reads them all.
@@ -138,14 +125,14 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_stores_nothing_twice(
     };
 
     for round in 0..rounds {
-        let deadline = Instant::now() + Duration::from_millis(300 + rng.next(1500));
+        let deadline = Instant::now() + Duration::from_millis(300 + rng.u64(..1500));
         while Instant::now() < deadline {
             post_agent(5);
-            std::thread::sleep(Duration::from_millis(50 + rng.next(100)));
+            std::thread::sleep(Duration::from_millis(50 + rng.u64(..100)));
         }
         let dir = server.kill();
         post_agent(5);
-        std::thread::sleep(Duration::from_millis(rng.next(500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(..500)));
         server = Server::start_in(dir, &http, &grpc, &flags);
         let report = server.recovery_report();
         assert!(

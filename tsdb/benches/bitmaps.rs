@@ -5,7 +5,7 @@
 //!
 //! Run with `cargo bench -p argus-tsdb --features compare-croaring --bench bitmaps`.
 //!
-//! Synthetic index (deterministic, seeded splitmix64; no `rand`):
+//! Synthetic index (deterministic, seeded with fastrand):
 //! * 100,000 series with dense ids `0..100_000`, laid out node-major: node `n` owns ids
 //!   `n*10 .. n*10+10` (a node's series are created together, as at ingest);
 //! * `nf.node`: 10,000 values, exactly 10 series each;
@@ -40,31 +40,6 @@ const MEDIUM_APP_SERIES: u32 = 2_000;
 /// Number of `nf.node` values in the `:in` / regex style OR.
 const OR_NODES: usize = 50;
 
-/// splitmix64: tiny, fast, good enough for synthetic data.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; bias is irrelevant here).
-    fn below(&mut self, n: u32) -> u32 {
-        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i as u32 + 1) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Indices (into the postings vector) of everything the benchmarks query.
 struct Queries {
     /// `name=X` (~10k ids).
@@ -96,7 +71,7 @@ struct Dataset {
 
 impl Dataset {
     fn generate() -> Self {
-        let mut rng = SplitMix64(SEED);
+        let mut rng = fastrand::Rng::with_seed(SEED);
 
         // Zipf(s = 1) number of nodes per app; remainder goes to the largest apps.
         let harmonic: f64 = (1..=N_APPS).map(|r| 1.0 / f64::from(r)).sum();
@@ -157,8 +132,8 @@ impl Dataset {
                     key_base + 2,
                     key_base + 3,
                 ]);
-                if rng.below(100) < 60 {
-                    let status = match rng.below(10) {
+                if rng.u32(..100) < 60 {
+                    let status = match rng.u32(..10) {
                         0..=6 => 0,
                         7..=8 => 1,
                         _ => 2,
@@ -176,7 +151,7 @@ impl Dataset {
         let app_y_nodes: Vec<u32> = (0..N_NODES)
             .filter(|&n| node_app[n as usize] == app_y)
             .collect();
-        let node_z = app_y_nodes[rng.below(app_y_nodes.len() as u32) as usize];
+        let node_z = app_y_nodes[rng.usize(..app_y_nodes.len())];
         let mut all_nodes: Vec<u32> = (0..N_NODES).collect();
         rng.shuffle(&mut all_nodes);
         let mut or_nodes = all_nodes[..OR_NODES].to_vec();

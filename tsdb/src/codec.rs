@@ -1323,24 +1323,10 @@ mod tests {
         bytes as f64 / values.len() as f64
     }
 
-    /// xorshift64*: deterministic test data without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            (0..12).map(|_| self.unit()).sum::<f64>() - 6.0
-        }
+    /// Approximately standard normal (Irwin-Hall with 12 terms) from the seeded test
+    /// generator.
+    fn normal(r: &mut fastrand::Rng) -> f64 {
+        (0..12).map(|_| r.f64()).sum::<f64>() - 6.0
     }
 
     #[test]
@@ -1366,12 +1352,12 @@ mod tests {
 
     #[test]
     fn counters_as_rates() {
-        let mut r = Rng(7);
+        let mut r = fastrand::Rng::with_seed(7);
         let mut values = Vec::new();
         for s in 0..50 {
-            let lambda = (r.normal() * 1.5 + 4.0).exp().min(20_000.0);
+            let lambda = (normal(&mut r) * 1.5 + 4.0).exp().min(20_000.0);
             for i in 0..180 {
-                let k = (lambda + lambda.sqrt() * r.normal()).round().max(0.0);
+                let k = (lambda + lambda.sqrt() * normal(&mut r)).round().max(0.0);
                 let step = if s % 5 == 0 { 10.0 } else { 60.0 };
                 values.push(if i == 0 { f64::NAN } else { k / step });
             }
@@ -1382,12 +1368,12 @@ mod tests {
 
     #[test]
     fn integer_gauges() {
-        let mut r = Rng(11);
+        let mut r = fastrand::Rng::with_seed(11);
         let mut values = Vec::new();
         for _ in 0..50 {
             let mut x = 150.0;
             for _ in 0..180 {
-                x += (r.next() % 11) as f64 - 5.0;
+                x += (r.u64(..) % 11) as f64 - 5.0;
                 values.push(x);
             }
         }
@@ -1397,12 +1383,12 @@ mod tests {
 
     #[test]
     fn gauges_rounded_to_hundredths() {
-        let mut r = Rng(13);
+        let mut r = fastrand::Rng::with_seed(13);
         let mut values = Vec::new();
         for _ in 0..50 {
             let mut x = 37.42;
             for _ in 0..180 {
-                x = (x + 1.5 * r.normal()).clamp(0.0, 100.0);
+                x = (x + 1.5 * normal(&mut r)).clamp(0.0, 100.0);
                 values.push((x * 100.0).round() / 100.0);
             }
         }
@@ -1412,12 +1398,12 @@ mod tests {
 
     #[test]
     fn full_precision_noise() {
-        let mut r = Rng(17);
+        let mut r = fastrand::Rng::with_seed(17);
         let mut values = Vec::new();
         for _ in 0..50 {
-            let mut x = (3.0 + 0.8 * r.normal()).exp();
+            let mut x = (3.0 + 0.8 * normal(&mut r)).exp();
             for _ in 0..180 {
-                x *= (0.05 * r.normal()).exp();
+                x *= (0.05 * normal(&mut r)).exp();
                 values.push(x);
             }
         }
@@ -1449,9 +1435,9 @@ mod tests {
 
     #[test]
     fn spikes_become_exceptions() {
-        let mut r = Rng(21);
+        let mut r = fastrand::Rng::with_seed(21);
         let rates: Vec<f64> = (0..60)
-            .map(|_| (150 + r.next() % 20) as f64 / 60.0)
+            .map(|_| (150 + r.u64(..) % 20) as f64 / 60.0)
             .collect();
         let plain = check(&rates);
         let mut reset = rates.clone();
@@ -1461,7 +1447,7 @@ mod tests {
         let mut x = 40.0;
         let noise: Vec<f64> = (0..60)
             .map(|_| {
-                x *= (0.05 * r.normal()).exp();
+                x *= (0.05 * normal(&mut r)).exp();
                 x
             })
             .collect();
@@ -1514,40 +1500,40 @@ mod tests {
         let noise: Vec<f64> = (0..60).map(|i| ((i * 37) % 11) as f64).collect();
         assert_eq!(mode_of(&noise), MODE_FOR);
         // Long runs of repeats among full-precision values suit the XOR stream.
-        let mut r = Rng(3);
+        let mut r = fastrand::Rng::with_seed(3);
         let steps: Vec<f64> = (0..60)
-            .map(|i| f64::from_bits(r.next() >> 2 | (i / 20) as u64))
+            .map(|i| f64::from_bits(r.u64(..) >> 2 | (i / 20) as u64))
             .collect();
         let held: Vec<f64> = (0..60).map(|i| steps[i / 20 * 20]).collect();
         assert_eq!(mode_of(&held), MODE_XOR);
         check(&held);
-        let random: Vec<f64> = (0..200).map(|_| f64::from_bits(r.next())).collect();
+        let random: Vec<f64> = (0..200).map(|_| f64::from_bits(r.u64(..))).collect();
         assert_eq!(mode_of(&random), MODE_RAW);
         assert_eq!(check(&random), 200 * 8 + 1);
     }
 
     #[test]
     fn longest_block() {
-        let mut r = Rng(5);
+        let mut r = fastrand::Rng::with_seed(5);
         let values: Vec<f64> = (0..65535)
-            .map(|_| (r.next() % 1000) as f64 / 100.0)
+            .map(|_| (r.u64(..) % 1000) as f64 / 100.0)
             .collect();
         check(&values);
-        let bits: Vec<f64> = (0..65535).map(|_| f64::from_bits(r.next())).collect();
+        let bits: Vec<f64> = (0..65535).map(|_| f64::from_bits(r.u64(..))).collect();
         check(&bits);
     }
 
     #[test]
     fn truncation_is_an_error() {
-        let mut r = Rng(9);
+        let mut r = fastrand::Rng::with_seed(9);
         let blocks: Vec<Vec<f64>> = vec![
             (0..60).map(|i| i as f64 / 60.0).collect(),
-            (0..60).map(|_| (r.next() % 100) as f64 * 0.01).collect(),
-            (0..60).map(|_| 1.0 + r.unit()).collect(),
+            (0..60).map(|_| (r.u64(..) % 100) as f64 * 0.01).collect(),
+            (0..60).map(|_| 1.0 + r.f64()).collect(),
             (0..60)
                 .map(|i| if i % 3 == 0 { f64::NAN } else { -0.0 })
                 .collect(),
-            vec![1.0, 1.0, 1.0, 2.5, 2.5, 2.5, r.unit(), 7.0],
+            vec![1.0, 1.0, 1.0, 2.5, 2.5, 2.5, r.f64(), 7.0],
         ];
         for values in blocks {
             let mut buf = Vec::new();

@@ -39,23 +39,6 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// SplitMix64: a small seeded generator, so the dataset is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// One series per node: its name, extra tags, and the kind of values (0 request rate,
 /// 1 latency, 2 cpu percent, 3 thread count).
 type Template = (&'static str, Vec<(&'static str, &'static str)>, u8);
@@ -78,7 +61,8 @@ fn templates() -> Vec<Template> {
 fn build_store() -> Store {
     let now = T0 + POINTS * STEP;
     let store = Store::with_clock(StoreConfig::new(STEP, 6 * 3_600_000), Arc::new(move || now));
-    let mut rng = Rng(20151);
+    // Seeded: the dataset is the same on every run.
+    let mut rng = fastrand::Rng::with_seed(20151);
     let weights: Vec<f64> = (1..=APPS).map(|i| 1.0 / (i as f64).powf(0.9)).collect();
     let total: f64 = weights.iter().sum();
     let regions = ["us-east-1", "us-west-2", "eu-west-1"];
@@ -86,7 +70,7 @@ fn build_store() -> Store {
     let mut ids = Vec::new();
     let mut kinds = Vec::new();
     for node in 0..NODES {
-        let mut pick = rng.unit() * total;
+        let mut pick = rng.f64() * total;
         let mut a = 0;
         while a + 1 < APPS && pick >= weights[a] {
             pick -= weights[a];
@@ -96,7 +80,7 @@ fn build_store() -> Store {
         let cluster = format!("{app}-{}", stacks[(node * 7 + a) % (1 + a % 3)]);
         let region = regions[(a + node) % 3];
         let zone = format!("{region}{}", ["a", "b", "c"][(node / 3) % 3]);
-        let inst = format!("i-{:012x}", rng.next() >> 16);
+        let inst = format!("i-{:012x}", rng.u64(..) >> 16);
         for (name, extra, kind) in templates() {
             let mut tags = TagMap::from_pairs([
                 ("name", name.to_string()),
@@ -117,17 +101,17 @@ fn build_store() -> Store {
     let mut level: Vec<f64> = kinds
         .iter()
         .map(|k| match k {
-            0 => rng.unit() * 50.0,
-            1 => 5.0 + rng.unit() * 100.0,
-            2 => 5.0 + rng.unit() * 55.0,
-            _ => (50.0 + rng.unit() * 350.0).floor(),
+            0 => rng.f64() * 50.0,
+            1 => 5.0 + rng.f64() * 100.0,
+            2 => 5.0 + rng.f64() * 55.0,
+            _ => (50.0 + rng.f64() * 350.0).floor(),
         })
         .collect();
     let mut batch = Vec::with_capacity(ids.len());
     for p in 0..POINTS {
         batch.clear();
         for (i, &id) in ids.iter().enumerate() {
-            let step = rng.unit() - 0.5;
+            let step = rng.f64() - 0.5;
             let v = &mut level[i];
             *v = match kinds[i] {
                 0 => (*v + step * 2.0).max(0.0),

@@ -21,53 +21,42 @@ use serde_json::{Value, json};
 const EVENTS: usize = 10_000;
 const WHERE: &str = "status >= 500 and region == 'us-east-1' and path ==~ /\\/api\\/.*/";
 
-/// xorshift64*: the same events every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
+fn pick<'a>(rng: &mut fastrand::Rng, xs: &[&'a str]) -> &'a str {
+    xs[rng.usize(..xs.len())]
 }
 
 /// Request events: 4% are 5xx, half in us-east-1, two thirds on /api/: about 1.3% match.
 fn events() -> Vec<Value> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded: the same events every run.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     (0..EVENTS)
         .map(|i| {
-            let status = match rng.next() % 100 {
-                0..=3 => [500, 502, 503, 504][(rng.next() % 4) as usize],
+            let status = match rng.u64(..) % 100 {
+                0..=3 => [500, 502, 503, 504][(rng.u64(..) % 4) as usize],
                 4..=9 => 404,
                 10..=14 => 301,
                 _ => 200,
             };
-            let path = match rng.next() % 3 {
-                0 => format!("/static/app.{}.js", rng.next() % 100),
+            let path = match rng.u64(..) % 3 {
+                0 => format!("/static/app.{}.js", rng.u64(..) % 100),
                 _ => format!(
                     "/api/v{}/{}/{}",
-                    1 + rng.next() % 2,
-                    rng.pick(&["users", "orders", "titles", "search"]),
-                    rng.next() % 100_000
+                    1 + rng.u64(..) % 2,
+                    pick(&mut rng, &["users", "orders", "titles", "search"]),
+                    rng.u64(..) % 100_000
                 ),
             };
             json!({
                 "ts": 1_767_225_600_000_i64 + i as i64 * 7,
                 "status": status,
-                "region": rng.pick(&["us-east-1", "us-west-2"]),
+                "region": pick(&mut rng, &["us-east-1", "us-west-2"]),
                 "path": path,
-                "method": rng.pick(&["GET", "GET", "GET", "POST", "PUT"]),
-                "latency_ms": (rng.next() % 250_000) as f64 / 1000.0,
-                "bytes": rng.next() % 100_000,
-                "host": format!("i-{:012x}", rng.next() % (1 << 48)),
-                "app": rng.pick(&["www", "api", "edge", "playback"]),
-                "user_agent": rng.pick(&[
+                "method": pick(&mut rng, &["GET", "GET", "GET", "POST", "PUT"]),
+                "latency_ms": (rng.u64(..) % 250_000) as f64 / 1000.0,
+                "bytes": rng.u64(..) % 100_000,
+                "host": format!("i-{:012x}", rng.u64(..) % (1 << 48)),
+                "app": pick(&mut rng, &["www", "api", "edge", "playback"]),
+                "user_agent": pick(&mut rng, &[
                     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
                     "okhttp/4.12.0",
                     "curl/8.5.0",

@@ -12,47 +12,9 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mql")
 }
 
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(corpus_dir()).expect("the corpus directory exists") {
-        let path = entry.expect("a readable directory entry").path();
-        let data = std::fs::read(&path).expect("a readable corpus file");
-        out.push((path, data));
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn mql_corpus_replays() {
-    let corpus = corpus();
-    for (path, data) in &corpus {
-        let started = Instant::now();
-        check_query(data);
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} took {:?}",
-            path.display(),
-            started.elapsed()
-        );
-    }
-    assert!(corpus.len() >= 1000, "only {} corpus inputs", corpus.len());
-}
-
-/// xorshift64*: deterministic, seeded from the environment when asked.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    argus_tests::replay_corpus(&corpus_dir(), check_query, 1000);
 }
 
 const TOKENS: &[&str] = &[
@@ -141,8 +103,8 @@ const TOKENS: &[&str] = &[
     "é",
 ];
 
-fn pick<'a>(rng: &mut Rng, xs: &[&'a str]) -> &'a str {
-    xs[rng.below(xs.len())]
+fn pick<'a>(rng: &mut fastrand::Rng, xs: &[&'a str]) -> &'a str {
+    xs[rng.usize(..xs.len())]
 }
 
 const FIELDS: &[&str] = &[
@@ -164,15 +126,15 @@ const LITERALS: &[&str] = &[
     "1", "2.5", "-1", "'x'", "\"y\"", "true", "false", "null", "500", "'1'",
 ];
 
-fn condition(rng: &mut Rng, depth: usize) -> String {
-    match if depth > 2 { 0 } else { rng.below(5) } {
+fn condition(rng: &mut fastrand::Rng, depth: usize) -> String {
+    match if depth > 2 { 0 } else { rng.usize(..5) } {
         0 | 1 => {
-            let left = if rng.below(5) == 0 {
+            let left = if rng.usize(..5) == 0 {
                 pick(rng, ANY_FIELDS)
             } else {
                 pick(rng, FIELDS)
             };
-            match rng.below(4) {
+            match rng.usize(..4) {
                 0 => format!(
                     "{left} ==~ /{}/",
                     pick(rng, &["x.*", "5\\d\\d", "(?i)X|y", ".*", "\\/api\\/.*"])
@@ -180,7 +142,7 @@ fn condition(rng: &mut Rng, depth: usize) -> String {
                 1 => format!("{left} ==+ 'x'"),
                 _ => {
                     let op = pick(rng, &["==", "=", "!=", "<>", "<", "<=", ">", ">="]);
-                    let right = if rng.below(4) == 0 {
+                    let right = if rng.usize(..4) == 0 {
                         pick(rng, FIELDS)
                     } else {
                         pick(rng, LITERALS)
@@ -204,30 +166,30 @@ fn condition(rng: &mut Rng, depth: usize) -> String {
 }
 
 /// A query that mostly parses: every clause, in random combinations.
-fn generated(rng: &mut Rng) -> Vec<u8> {
-    let aggregate = rng.below(2) == 0;
+fn generated(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let aggregate = rng.usize(..2) == 0;
     let mut items = Vec::new();
-    for _ in 0..1 + rng.below(3) {
+    for _ in 0..1 + rng.usize(..3) {
         let field = pick(rng, FIELDS);
-        items.push(if aggregate && rng.below(3) > 0 {
+        items.push(if aggregate && rng.usize(..3) > 0 {
             let f = pick(
                 rng,
                 &[
                     "count", "sum", "min", "max", "average", "list", "p50", "p99", "p995", "COUNT",
                 ],
             );
-            let arg = match rng.below(4) {
+            let arg = match rng.usize(..4) {
                 0 => "*".to_string(),
                 1 => format!("distinct {field}"),
                 _ => field.to_string(),
             };
-            let alias = if rng.below(4) == 0 { " as 'x'" } else { "" };
+            let alias = if rng.usize(..4) == 0 { " as 'x'" } else { "" };
             format!("{f}({arg}){alias}")
         } else {
             pick(rng, &[field, field, "'lit'", "2", "tick()", "e[^'a']"]).to_string()
         });
     }
-    let select = if !aggregate && rng.below(6) == 0 {
+    let select = if !aggregate && rng.usize(..6) == 0 {
         "*".to_string()
     } else {
         items.join(", ")
@@ -236,7 +198,7 @@ fn generated(rng: &mut Rng) -> Vec<u8> {
         "select {select} from {}",
         pick(rng, &["s", "stream", "s, t"])
     );
-    if rng.below(2) == 0 {
+    if rng.usize(..2) == 0 {
         q += pick(
             rng,
             &[
@@ -249,29 +211,29 @@ fn generated(rng: &mut Rng) -> Vec<u8> {
             ],
         );
     }
-    if rng.below(3) > 0 {
+    if rng.usize(..3) > 0 {
         q += &format!(" where {}", condition(rng, 0));
     }
-    if aggregate && rng.below(2) == 0 {
+    if aggregate && rng.usize(..2) == 0 {
         q += &format!(
             " group by {}",
             pick(rng, &["b", "a, b", "e['nested']['x']", "missing"])
         );
     }
-    if aggregate && rng.below(4) == 0 {
+    if aggregate && rng.usize(..4) == 0 {
         q += &format!(" having {}", condition(rng, 1));
     }
-    if rng.below(3) == 0 {
+    if rng.usize(..3) == 0 {
         q += &format!(
             " order by {}{}",
             pick(rng, FIELDS),
             pick(rng, &["", " desc", " asc"])
         );
     }
-    if rng.below(3) == 0 {
-        q += &format!(" limit {}", rng.below(4));
+    if rng.usize(..3) == 0 {
+        q += &format!(" limit {}", rng.usize(..4));
     }
-    if rng.below(4) == 0 {
+    if rng.usize(..4) == 0 {
         q += pick(
             rng,
             &[
@@ -284,33 +246,33 @@ fn generated(rng: &mut Rng) -> Vec<u8> {
     q.into_bytes()
 }
 
-fn mutate(rng: &mut Rng, input: &[u8], corpus: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
+fn mutate(rng: &mut fastrand::Rng, input: &[u8], corpus: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
     let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(6) {
+    for _ in 0..1 + rng.usize(..4) {
+        let at = rng.usize(..out.len() + 1);
+        match rng.usize(..6) {
             0 if !out.is_empty() => {
-                let end = (at + 1 + rng.below(8)).min(out.len());
+                let end = (at + 1 + rng.usize(..8)).min(out.len());
                 out.drain(at.min(end)..end);
             }
             1 => {
-                let t = TOKENS[rng.below(TOKENS.len())].as_bytes();
+                let t = TOKENS[rng.usize(..TOKENS.len())].as_bytes();
                 out.splice(at..at, t.iter().copied());
             }
-            2 if at < out.len() => out[at] = rng.next() as u8,
-            3 if at < out.len() => out[at] ^= 1 << rng.below(8),
+            2 if at < out.len() => out[at] = rng.u8(..),
+            3 if at < out.len() => out[at] ^= 1 << rng.usize(..8),
             4 => {
                 // Splice in a piece of another input.
-                let other = &corpus[rng.below(corpus.len())].1;
+                let other = &corpus[rng.usize(..corpus.len())].1;
                 if !other.is_empty() {
-                    let from = rng.below(other.len());
-                    let to = (from + 1 + rng.below(40)).min(other.len());
+                    let from = rng.usize(..other.len());
+                    let to = (from + 1 + rng.usize(..40)).min(other.len());
                     out.splice(at..at, other[from..to].iter().copied());
                 }
             }
             _ => {
-                let n = rng.below(6);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let n = rng.usize(..6);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
                 out.splice(at..at, bytes);
             }
         }
@@ -334,8 +296,8 @@ fn mql_random_inputs() {
     };
     let runs = env("MQL_FUZZ_RUNS", 100_000);
     let seed = env("MQL_FUZZ_SEED", 0x5eed);
-    let corpus = corpus();
-    let mut rng = Rng(seed | 1);
+    let corpus = argus_tests::corpus(&corpus_dir());
+    let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();
     let (mut parsed, mut slowest) = (0u64, Duration::ZERO);
     for i in 0..runs {
@@ -345,14 +307,17 @@ fn mql_random_inputs() {
                 let base = generated(&mut rng);
                 mutate(&mut rng, &base, &corpus)
             }
-            0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            0 => (0..rng.usize(..64)).map(|_| rng.u8(..)).collect(),
             1 => b"select "
                 .iter()
                 .copied()
-                .chain((0..1 + rng.below(24)).flat_map(|_| TOKENS[rng.below(TOKENS.len())].bytes()))
+                .chain(
+                    (0..1 + rng.usize(..24))
+                        .flat_map(|_| TOKENS[rng.usize(..TOKENS.len())].bytes()),
+                )
                 .collect(),
             _ => {
-                let base = corpus[rng.below(corpus.len())].1.clone();
+                let base = corpus[rng.usize(..corpus.len())].1.clone();
                 mutate(&mut rng, &base, &corpus)
             }
         };

@@ -413,11 +413,8 @@ mod tests {
 
     #[test]
     fn rolling_extremes_match_a_rescan_of_each_window() {
-        let mut seed = 7u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            (seed >> 33) as usize
-        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut next = move || rng.usize(..);
         for _ in 0..500 {
             let len = next() % 40;
             let values: Vec<f64> = (0..len)
