@@ -90,13 +90,15 @@ impl EventHub {
 
     /// Takes a batch of events of one stream. Returns how many were accepted.
     pub fn publish(&self, stream: &str, events: &[Event]) -> Result<usize, EventError> {
-        self.count(
+        // One reading of the one clock: the count sample and the live delivery agree.
+        let now = self.store.now_ms();
+        self.count_at(
             stream,
             events.len(),
             events.iter().map(|e| e.bytes as u64).sum(),
+            now,
         )?;
-        self.live
-            .deliver(stream, events, crate::live::wall_clock_ms());
+        self.live.deliver(stream, events, now);
         Ok(events.len())
     }
 
@@ -109,6 +111,16 @@ impl EventHub {
     /// Counts `events` events of `bytes` bytes of `stream`, in the stream's stats and its
     /// count series.
     pub fn count(&self, stream: &str, events: usize, bytes: u64) -> Result<(), EventError> {
+        self.count_at(stream, events, bytes, self.store.now_ms())
+    }
+
+    fn count_at(
+        &self,
+        stream: &str,
+        events: usize,
+        bytes: u64,
+        now_ms: i64,
+    ) -> Result<(), EventError> {
         check_stream(stream)?;
         {
             let mut streams = self.streams.lock();
@@ -125,7 +137,7 @@ impl EventHub {
             let id = writer.resolve_as(&tags, DsType::Sum);
             let _ = writer.append_batch(&[Sample {
                 id,
-                ts_ms: self.store.now_ms(),
+                ts_ms: now_ms,
                 value: events as f64,
             }]);
         }
@@ -456,6 +468,36 @@ mod tests {
             hub.publish("a b", &[ev]),
             Err(EventError::InvalidStream(_))
         ));
+    }
+
+    #[test]
+    fn counts_and_live_delivery_read_the_stores_clock() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let t0 = 1_000_000_020_000;
+        let now = Arc::new(AtomicI64::new(t0));
+        let clock_now = now.clone();
+        let store = Arc::new(Store::with_clock(
+            argus_tsdb::StoreConfig::default(),
+            Arc::new(move || clock_now.load(Ordering::Relaxed)),
+        ));
+        let live = Arc::new(LiveHub::new(store.clock(), 10));
+        let hub = EventHub::new(store.clone(), live.clone());
+        let mut sub = live
+            .subscribe("select count(*) from s window 1", None, "t", None)
+            .unwrap();
+        assert_eq!(sub.sub.started_ms, t0);
+        now.store(t0 + 100, Ordering::Relaxed);
+        let ev = Event::new(0, serde_json::json!({"a": 1}), 8);
+        assert_eq!(hub.publish("s", &[ev]), Ok(1));
+        // The window [t0, t0 + 1 s) is still open on the store's clock (the wall clock is
+        // years later and would have closed it).
+        assert!(sub.rows.try_recv().is_err());
+        now.store(t0 + 1_000, Ordering::Relaxed);
+        live.tick(live.now_ms());
+        assert_eq!(sub.rows.try_recv().unwrap()["COUNT(*)"], 1);
+        // The count sample was stored: its time is the store's clock (a wall-clock time,
+        // years ahead of it, would be refused as too far in the future).
+        assert_eq!(store.samples_stored(), 1);
     }
 
     fn hub() -> Arc<EventHub> {

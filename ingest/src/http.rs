@@ -64,7 +64,8 @@ impl AppState {
         AppState {
             events: Arc::new(EventHub::new(
                 store.clone(),
-                Arc::new(crate::live::LiveHub::with_max_per_client(
+                Arc::new(crate::live::LiveHub::new(
+                    store.clock(),
                     cfg.live_max_per_client,
                 )),
             )),

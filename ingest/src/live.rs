@@ -34,12 +34,6 @@ pub const IDLE_FLUSH_MS: i64 = 1000;
 /// How often time windows are closed on the wall clock.
 pub const TICK_MS: u64 = 100;
 
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error("invalid MQL query: {0}")]
@@ -210,15 +204,24 @@ pub struct LiveHub {
     next_id: AtomicU64,
     /// Bumped on every change; agents' control streams watch it.
     version: watch::Sender<u64>,
+    /// The server's one clock (the store's): subscriptions start, windows close and events
+    /// arrive on it.
+    clock: argus_tsdb::Clock,
 }
 
 impl LiveHub {
-    /// A hub that lets one client address hold at most `n` subscriptions.
-    pub fn with_max_per_client(n: usize) -> Self {
+    /// A hub on `clock` that lets one client address hold at most `max_per_client`
+    /// subscriptions.
+    pub fn new(clock: argus_tsdb::Clock, max_per_client: usize) -> Self {
         LiveHub {
-            max_per_client: n.max(1),
+            max_per_client: max_per_client.max(1),
+            clock,
             ..LiveHub::default()
         }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
     }
 }
 
@@ -229,6 +232,7 @@ impl Default for LiveHub {
             max_per_client: usize::MAX,
             next_id: AtomicU64::new(1),
             version: watch::channel(0).0,
+            clock: argus_tsdb::system_clock(),
         }
     }
 }
@@ -280,7 +284,7 @@ impl LiveHub {
             paths
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let now = wall_clock_ms();
+        let now = self.now_ms();
         let mut engine = Engine::new(query.clone(), id ^ now as u64);
         if time_field.is_none() {
             engine.start_at(now);
@@ -387,7 +391,7 @@ impl LiveHub {
             every.tick().await;
             let hub = self.clone();
             // Window closes can aggregate many events: off the async threads.
-            let _ = tokio::task::spawn_blocking(move || hub.tick(wall_clock_ms())).await;
+            let _ = tokio::task::spawn_blocking(move || hub.tick(hub.now_ms())).await;
         }
     }
 

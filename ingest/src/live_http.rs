@@ -322,7 +322,7 @@ pub async fn stream(
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         loop {
-            let now = crate::live::wall_clock_ms();
+            let now = store.now_ms();
             let next_end = now - now.rem_euclid(step_ms) + step_ms;
             let wake = (next_end - now) as u64 + lag_ms;
             tokio::select! {

@@ -289,6 +289,12 @@ impl Store {
         (self.clock)()
     }
 
+    /// The clock the store reads: what every other part of a server that times things
+    /// (event counts, live subscriptions) reads too, so one clock rules them all.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
     fn shard(&self, id: SeriesId) -> &RwLock<Shard> {
         &self.shards[id as usize & (SHARDS - 1)]
     }
