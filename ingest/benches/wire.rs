@@ -7,8 +7,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use argus_ingest::convert::publish::{Mode, parse_payload, store_datapoints};
 use argus_ingest::convert::{RemoteWriteState, StreamSeries};
-use argus_ingest::publish::{Mode, parse_payload, store_datapoints};
+use argus_ingest::metrics::ServerMetrics;
 use argus_proto::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use argus_proto::v1::{MetricBatch, SampleGroup, SeriesDef, Tag};
 use argus_tsdb::{Store, StoreConfig};
@@ -54,6 +55,7 @@ fn argus_v1(c: &mut Criterion) {
     let clock = Arc::new(AtomicI64::new(START_MS));
     let store = store(clock.clone());
     let mut series = StreamSeries::new(store.clone());
+    let metrics = ServerMetrics::default();
     let definitions = (0..SERIES)
         .map(|i| SeriesDef {
             id: i,
@@ -93,7 +95,7 @@ fn argus_v1(c: &mut Criterion) {
                 let decoded = MetricBatch::decode(bytes.as_slice()).expect("decodes");
                 let writer = store.writer();
                 let mut conv = series.convert(&writer, &decoded);
-                black_box(conv.store(&writer, &[]).unwrap());
+                black_box(conv.store(&writer, &[], &metrics).stored());
                 drop(writer);
                 series.recycle(std::mem::take(&mut conv.samples));
             },
@@ -107,6 +109,7 @@ fn remote_write(c: &mut Criterion) {
     let clock = Arc::new(AtomicI64::new(START_MS));
     let store = store(clock.clone());
     let state = RemoteWriteState::default();
+    let metrics = ServerMetrics::default();
     let request = |step: i64| {
         let ts = START_MS + step * STEP_MS;
         WriteRequest {
@@ -155,7 +158,7 @@ fn remote_write(c: &mut Criterion) {
                     .expect("decompresses");
                 let writer = store.writer();
                 let mut conv = state.convert(&writer, &raw).expect("parses");
-                black_box(conv.store(&writer, &[]).unwrap());
+                black_box(conv.store(&writer, &[], &metrics).stored());
             },
             criterion::BatchSize::LargeInput,
         )
@@ -180,6 +183,7 @@ fn publish(c: &mut Criterion) {
             .collect();
         serde_json::to_vec(&serde_json::json!({ "metrics": metrics })).expect("serializes")
     };
+    let metrics = ServerMetrics::default();
     let mut step = 0i64;
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(u64::from(SERIES)));
@@ -193,7 +197,7 @@ fn publish(c: &mut Criterion) {
             |(body, now)| {
                 let parsed = parse_payload(&body, Mode::Publish, now, 60_000, 6 * 3_600_000)
                     .expect("parses");
-                black_box(store_datapoints(&store.writer(), parsed).unwrap())
+                black_box(store_datapoints(&store.writer(), parsed, &metrics).stored())
             },
             criterion::BatchSize::LargeInput,
         )

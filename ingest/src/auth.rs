@@ -17,14 +17,8 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use serde::Deserialize;
-
-use crate::error::ApiError;
-use crate::http::AppState;
 
 /// Shortest secret accepted: a token is only as good as its entropy.
 const MIN_SECRET_LEN: usize = 16;
@@ -242,67 +236,6 @@ impl TokenStore {
             loaded.load(std::sync::atomic::Ordering::Relaxed),
             failed.load(std::sync::atomic::Ordering::Relaxed)
         )
-    }
-}
-
-/// HTTP middleware: lets a request through only with a token that has its route's role.
-pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(tokens) = state.tokens.get() else {
-        return next.run(req).await;
-    };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("other", |p| p.as_str());
-    let Some(needed) = role_for_route(req.method(), route) else {
-        return next.run(req).await;
-    };
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match tokens.check(authorization, needed) {
-        Ok(()) => next.run(req).await,
-        Err(denied) => {
-            let status = match denied {
-                Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-                Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
-            };
-            let mut response = ApiError {
-                status,
-                message: denied.to_string(),
-            }
-            .into_response();
-            if status == StatusCode::UNAUTHORIZED {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"argus\""),
-                );
-            }
-            response
-        }
-    }
-}
-
-/// The gRPC interceptor: every service on the gRPC port takes data, so it needs `write`.
-pub fn grpc_interceptor(
-    tokens: std::sync::Arc<TokenStore>,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |req: tonic::Request<()>| {
-        let Some(tokens) = tokens.get() else {
-            return Ok(req);
-        };
-        let authorization = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match tokens.check(authorization, Role::Write) {
-            Ok(()) => Ok(req),
-            Err(d @ Denied::Unauthenticated(_)) => {
-                Err(tonic::Status::unauthenticated(d.to_string()))
-            }
-            Err(d) => Err(tonic::Status::permission_denied(d.to_string())),
-        }
     }
 }
 

@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use argus_tsdb::{DsType, Sample, Store, TagMap};
 
+pub use crate::event::Event;
 use crate::live::LiveHub;
+use crate::metrics::ServerMetrics;
+use crate::outcome::{Kind, Outcome};
+use crate::validation::{Refusals, RejectReason, Rejection};
 use parking_lot::Mutex;
 
 /// Distinct streams the server keeps counts for; events of further streams are refused, so
@@ -18,30 +22,6 @@ use parking_lot::Mutex;
 pub const MAX_STREAMS: usize = 1024;
 /// Largest event the server accepts (bytes of JSON): the contract's, which agents apply too.
 pub use argus_proto::rules::MAX_EVENT_BYTES;
-
-/// One event: when it happened, the JSON object itself (parsed once, where it was checked),
-/// and the live subscriptions an agent found it matches.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub ts_ms: i64,
-    pub value: serde_json::Value,
-    /// Size of the JSON text it came as.
-    pub bytes: usize,
-    /// Subscriptions the agent evaluated and found matching; empty when not evaluated.
-    pub subscriptions: Vec<u64>,
-}
-
-impl Event {
-    /// An event not evaluated by an agent.
-    pub fn new(ts_ms: i64, value: serde_json::Value, bytes: usize) -> Event {
-        Event {
-            ts_ms,
-            value,
-            bytes,
-            subscriptions: Vec::new(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
@@ -226,16 +206,19 @@ pub fn parse_ndjson(body: &[u8], now_ms: i64) -> Vec<Result<Event, String>> {
         .collect()
 }
 
-/// Events of one request taken, and refused with the first few reasons.
+/// Events of one request taken, and every refusal with the first few reasons.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct IntakeOutcome {
     pub accepted: usize,
-    pub refused: usize,
-    pub reasons: Vec<String>,
+    pub refusals: Refusals,
 }
 
-/// How many refusals an outcome lists in full.
-const INTAKE_REASONS: usize = 5;
+impl IntakeOutcome {
+    /// The request's outcome, its refusals counted in `metrics`.
+    pub fn into_outcome(self, metrics: &ServerMetrics) -> Outcome {
+        Outcome::taken(Kind::Events, self.accepted, self.refusals, metrics)
+    }
+}
 /// Text parsed into events before they are handed on: what one request holds built at once.
 const BATCH_BYTES: usize = 256 * 1024;
 
@@ -425,10 +408,9 @@ impl NdjsonIntake {
     }
 
     fn refuse(&mut self, reason: String) {
-        self.outcome.refused += 1;
-        if self.outcome.reasons.len() < INTAKE_REASONS {
-            self.outcome.reasons.push(reason);
-        }
+        self.outcome
+            .refusals
+            .add(Rejection::new(RejectReason::InvalidValue, reason));
     }
 }
 
@@ -513,12 +495,9 @@ mod tests {
         for r in parse_ndjson(body, 0) {
             match r {
                 Ok(_) => want.accepted += 1,
-                Err(reason) => {
-                    want.refused += 1;
-                    if want.reasons.len() < INTAKE_REASONS {
-                        want.reasons.push(reason);
-                    }
-                }
+                Err(reason) => want
+                    .refusals
+                    .add(Rejection::new(RejectReason::InvalidValue, reason)),
             }
         }
         want
@@ -545,7 +524,7 @@ mod tests {
     #[test]
     fn a_body_taken_in_any_pieces_is_taken_as_a_whole_one() {
         let want = whole(BODY);
-        assert_eq!((want.accepted, want.refused), (4, 4));
+        assert_eq!((want.accepted, want.refusals.total()), (4, 4));
         for wanted in [false, true] {
             let hub = hub();
             let _live = wanted.then(|| {
@@ -598,11 +577,11 @@ mod tests {
         }
         intake.push(b"\"}\n{\"after\":1}\n").unwrap();
         let got = intake.finish().unwrap();
-        assert_eq!((got.accepted, got.refused), (2, 1));
+        assert_eq!((got.accepted, got.refusals.total()), (2, 1));
         assert!(
-            got.reasons[0].starts_with("line 2: event of more than"),
+            got.refusals.reasons()[0].starts_with("line 2: event of more than"),
             "{:?}",
-            got.reasons
+            got.refusals.reasons()
         );
         assert_eq!(hub.stats()[0].1.events, 2);
     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use argus_tsdb::{Store, StoreConfig};
 
 use crate::convert::RemoteWriteState;
-use crate::publish::{Mode, decode_body, parse_payload, store_datapoints};
+use crate::convert::publish::{Mode, decode_body, parse_payload, store_datapoints};
+use crate::metrics::ServerMetrics;
 
 const NOW: i64 = 1_700_000_000_000;
 const RETENTION: i64 = 6 * 3_600_000;
@@ -25,13 +26,13 @@ pub fn publish_json(data: &[u8]) {
     let store = store();
     for mode in [Mode::Publish, Mode::Backfill] {
         if let Ok(parsed) = parse_payload(data, mode, NOW, 60_000, RETENTION) {
-            let _ = store_datapoints(&store.writer(), parsed);
+            let _ = store_datapoints(&store.writer(), parsed, &ServerMetrics::default());
         }
     }
     if let Ok(body) = decode_body(data, Some("gzip"), LIMIT)
         && let Ok(parsed) = parse_payload(&body, Mode::Publish, NOW, 60_000, RETENTION)
     {
-        let _ = store_datapoints(&store.writer(), parsed);
+        let _ = store_datapoints(&store.writer(), parsed, &ServerMetrics::default());
     }
 }
 
@@ -43,7 +44,7 @@ pub fn remote_write(data: &[u8]) {
     for _ in 0..2 {
         let writer = store.writer();
         if let Ok(mut conv) = state.convert(&writer, data) {
-            let _ = conv.store(&writer, &[]);
+            let _ = conv.store(&writer, &[], &ServerMetrics::default());
         }
     }
     if let Ok(len) = snap::raw::decompress_len(data)
@@ -54,7 +55,7 @@ pub fn remote_write(data: &[u8]) {
         if snap::raw::Decoder::new().decompress(data, &mut raw).is_ok()
             && let Ok(mut conv) = state.convert(&writer, &raw)
         {
-            let _ = conv.store(&writer, &[]);
+            let _ = conv.store(&writer, &[], &ServerMetrics::default());
         }
     }
 }

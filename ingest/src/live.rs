@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::events::Event;
+use crate::event::Event;
 
 /// Rows a subscription's queue holds for its consumer before rows are dropped.
 pub const QUEUE_ROWS: usize = 1024;

@@ -12,6 +12,8 @@ use crate::validation::RejectReason;
 #[derive(Default)]
 pub struct ServerMetrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// Raw events refused (not JSON objects, too large, bad stream names).
+    events_rejected: AtomicU64,
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Queries stopped by a limit, by which: series, time, client gone.
     pub queries_stopped: [AtomicU64; 4],
@@ -25,11 +27,21 @@ impl ServerMetrics {
         self.rejected[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts every refusal of a request, by reason.
-    pub fn count(&self, refusals: &crate::validation::Refusals) {
+    /// Counts every refused sample of a request, by reason.
+    /// (Ingest paths count through `Outcome::taken`.)
+    pub fn count_samples(&self, refusals: &crate::validation::Refusals) {
         for (reason, n) in refusals.by_reason() {
             self.reject(reason, n);
         }
+    }
+
+    /// Counts refused raw events.
+    pub fn count_events(&self, n: u64) {
+        self.events_rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn events_rejected(&self) -> u64 {
+        self.events_rejected.load(Ordering::Relaxed)
     }
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {
@@ -133,6 +145,11 @@ impl ServerMetrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP argus_events_rejected_total Raw events refused (not JSON objects, too large, bad stream names).\n# TYPE argus_events_rejected_total counter\nargus_events_rejected_total {}",
+            self.events_rejected()
+        );
         let _ = writeln!(
             out,
             "# HELP argus_samples_rejected_total Datapoints refused, by reason.\n# TYPE argus_samples_rejected_total counter"

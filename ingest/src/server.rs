@@ -9,8 +9,9 @@ use anyhow::Context;
 use argus_tsdb::{Durability, Recovery, Store, StoreConfig, WalSync, system_clock};
 
 use crate::config::{ServerConfig, WalFsync};
-use crate::grpc::AgentRegistry;
-use crate::http::{AppState, router};
+use crate::http::router;
+use crate::resend::AgentRegistry;
+use crate::state::AppState;
 
 /// How often freed heap pages are handed back to the OS, if requests or maintenance freed
 /// any (see `memory.rs`).
@@ -243,9 +244,10 @@ pub async fn run(
     };
     let connections = state.connections.clone();
     let app = router(state);
-    let served = crate::http_serve::serve(listener, app, header_timeout, tls, connections, stop_rx)
-        .await
-        .context("serving the HTTP API");
+    let served =
+        crate::http::serve::serve(listener, app, header_timeout, tls, connections, stop_rx)
+            .await
+            .context("serving the HTTP API");
     let grpc_served = grpc.await.context("the gRPC task failed")?;
     maintenance.abort();
     reclaim.abort();

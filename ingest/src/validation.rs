@@ -154,7 +154,18 @@ impl Refusals {
     }
 }
 
-pub use argus_proto::rules::{MAX_TAGS, MAX_USER_TAGS, clip};
+pub use argus_proto::rules::{MAX_TAGS, MAX_USER_TAGS, clip, sanitize};
+
+/// A key made acceptable to Atlas's rules where it can be without losing meaning: bad
+/// characters become `_` and a one-character key gets a `_` appended (Atlas keys have at
+/// least two characters).
+pub fn sanitize_key(k: &str) -> String {
+    let mut key = sanitize(k).into_owned();
+    if key.chars().count() == 1 {
+        key.push('_');
+    }
+    key
+}
 use argus_proto::rules::{TagError, TagRule, check_tags};
 
 impl From<TagError> for Rejection {

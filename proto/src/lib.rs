@@ -10,7 +10,7 @@
 //! ([`http_client`]: HTTP/1.1 over TCP or TLS, keep-alive, gzip bodies).
 //!
 //! This crate knows nothing of the store or of any other Argus crate: conversion between
-//! these types and the store's lives in the server (`ingest/src/convert.rs`).
+//! these types and the store's lives in the server (`ingest/src/convert/`).
 
 pub mod v1 {
     //! The agent protocol, package `argus.v1`.

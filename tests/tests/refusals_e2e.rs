@@ -182,3 +182,41 @@ fn five_thousand_invalid_series_are_five_thousand_counted_refusals_on_every_path
     );
     assert_eq!(value_length_refusals(&server) - before, INVALID as u64);
 }
+
+fn events_refused(server: &Server) -> u64 {
+    let (_, text) = server.get("/metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("argus_events_rejected_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("argus_events_rejected_total is exported")
+}
+
+/// Raw events are counted apart from samples: 5,000 lines that are not JSON objects in one
+/// request raise `argus_events_rejected_total` by exactly 5,000, and no sample counter.
+#[test]
+fn five_thousand_invalid_events_are_five_thousand_counted_refusals() {
+    let server = Server::start(&["--ephemeral"]);
+    let (events_before, samples_before) = (events_refused(&server), value_length_refusals(&server));
+    let mut body = String::new();
+    for i in 0..INVALID {
+        body.push_str(&format!("[{i}]\n"));
+    }
+    body.push_str("{\"ok\":true}\n");
+    let (status, text) = server.post("/api/v1/events/refusals", body.as_bytes(), None);
+    assert_eq!(status, 202, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("a JSON answer");
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["errorCount"], INVALID);
+    assert!(
+        answer["message"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("line 1")),
+        "{answer}"
+    );
+    assert_eq!(events_refused(&server) - events_before, INVALID as u64);
+    assert_eq!(value_length_refusals(&server), samples_before);
+}

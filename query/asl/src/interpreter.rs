@@ -4,9 +4,8 @@
 use ahash::AHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::{Item, StyleExpr};
+use crate::model::{DataExpr, DataKind, Item, StyleExpr, TimeSeriesExpr};
 use crate::parser::{self, Token};
-use crate::words::{Failure, Param, Registry, Word, registry};
 
 /// Total weight (nodes) that copying words may add in one program. Copies are the only way
 /// a program grows faster than its text, and `:dup,:and` repeated doubles each time.
@@ -17,6 +16,196 @@ const MAX_CALL_DEPTH: usize = 10;
 pub(crate) const MAX_QUERY_DEPTH: usize = 256;
 /// How many item types a "no matches" error lists.
 const SUMMARY_ITEMS: usize = 10;
+
+/// Why a word refused to run, before the interpreter adds the word's name and position.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Invalid(String),
+    BadRegex {
+        pattern: String,
+        reason: String,
+    },
+    TooComplex(String),
+    /// An error from a nested program run by the word (`:call`, `:each`, ...).
+    Nested(Box<crate::error::Error>),
+}
+
+pub(crate) type Exec = fn(&mut Context<'_>, Vec<Item>) -> std::result::Result<(), Failure>;
+
+/// A type a word accepts at one position on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Param {
+    Any,
+    Str,
+    /// A string holding a non-negative integer, or an integral constant.
+    Int,
+    List,
+    /// A list whose items are all strings.
+    StrList,
+    /// A list of numbers.
+    DoubleList,
+    Query,
+    /// A query (summed) or `:sum`, `:count`, `:min`, `:max`, `:avg` of a query.
+    AggrFn,
+    /// A data expression other than `:all`: a query (summed), an aggregate or a group by.
+    DataExpr,
+    /// Anything that evaluates to lines: a query (summed), an expression, a number (a
+    /// constant). A styled expression is accepted too: the word applies to the expression
+    /// and the style is kept (Atlas's style passthrough).
+    TimeSeries,
+    /// A number, or a constant expression.
+    Double,
+    /// A duration such as `5m`, `1h` or `PT1H`.
+    Duration,
+    /// What style words take: a styled expression or anything `TimeSeries` accepts.
+    Presentation,
+}
+
+impl Param {
+    pub(crate) fn accepts(self, item: &Item) -> bool {
+        match self {
+            Param::Any => true,
+            Param::Str => matches!(item, Item::Str(_)),
+            Param::Int => int_of(item).is_some(),
+            Param::List => matches!(item, Item::List(_)),
+            Param::StrList => {
+                matches!(item, Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(_))))
+            }
+            Param::DoubleList => matches!(
+                item,
+                Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(s) if parse_number(s).is_some()))
+            ),
+            Param::Query => matches!(item, Item::Query(_)),
+            Param::AggrFn => matches!(
+                item,
+                Item::Query(_)
+                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
+                        kind: DataKind::Aggregate(_),
+                        ..
+                    }))
+            ),
+            Param::DataExpr => matches!(
+                item,
+                Item::Query(_)
+                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
+                        kind: DataKind::Aggregate(_) | DataKind::GroupBy { .. },
+                        ..
+                    }))
+            ),
+            Param::TimeSeries => match item {
+                Item::Query(_) | Item::Expr(_) | Item::Style(_) => true,
+                Item::Str(s) => parse_number(s).is_some(),
+                _ => false,
+            },
+            Param::Double => double_of(item).is_some(),
+            Param::Duration => {
+                matches!(item, Item::Str(s) if crate::time::parse_duration(s).is_some())
+            }
+            Param::Presentation => Param::TimeSeries.accepts(item),
+        }
+    }
+}
+
+/// Parses a number as Java's `Double.parseDouble` would for Stack Language input: decimal
+/// and scientific notation, `NaN`, `Infinity`, `-Infinity`. Not `inf` or `nan`.
+pub(crate) fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t {
+        "NaN" => return Some(f64::NAN),
+        "Infinity" | "+Infinity" => return Some(f64::INFINITY),
+        "-Infinity" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    let body = t.strip_suffix(['d', 'D', 'f', 'F']).unwrap_or(t);
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    body.parse::<f64>().ok()
+}
+
+pub(crate) fn double_of(item: &Item) -> Option<f64> {
+    match item {
+        Item::Str(s) => parse_number(s),
+        Item::Expr(TimeSeriesExpr::Constant(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+pub(crate) fn int_of(item: &Item) -> Option<usize> {
+    match item {
+        Item::Str(s) => s.trim().parse::<usize>().ok(),
+        Item::Expr(TimeSeriesExpr::Constant(v)) if v.fract() == 0.0 && *v >= 0.0 && *v < 1e15 => {
+            Some(*v as usize)
+        }
+        _ => None,
+    }
+}
+
+/// One runnable example: the stack before the word (as a program) and the stack after it
+/// (printed), or `None` when the word must refuse that stack.
+pub(crate) type Example = (&'static str, Option<&'static str>);
+
+/// A stack operator.
+pub(crate) struct Word {
+    pub name: &'static str,
+    /// Types taken from the top of the stack, bottom first; the word gets them popped, in
+    /// that order. Words that read deeper (`:list`, `:pick`) use the context's stack.
+    pub params: &'static [Param],
+    /// Inputs and outputs, Forth style: `k:String v:String -- Query`.
+    pub signature: &'static str,
+    pub summary: &'static str,
+    pub examples: &'static [Example],
+    pub exec: Exec,
+}
+
+impl Word {
+    pub(crate) fn matches(&self, stack: &[Item]) -> bool {
+        let n = self.params.len();
+        n <= stack.len()
+            && self
+                .params
+                .iter()
+                .zip(&stack[stack.len() - n..])
+                .all(|(p, item)| p.accepts(item))
+    }
+}
+
+/// A named group of words.
+pub(crate) struct Vocabulary {
+    pub name: &'static str,
+    pub words: &'static [Word],
+}
+
+/// Every vocabulary, in dependency order (std, query, data, math, stateful, filter, style).
+/// For a name, overloads are tried in that order.
+pub(crate) struct Registry {
+    pub vocabularies: Vec<Vocabulary>,
+    by_name: AHashMap<&'static str, Vec<&'static Word>>,
+}
+
+impl Registry {
+    pub(crate) fn new(vocabularies: Vec<Vocabulary>) -> Self {
+        let mut by_name: AHashMap<&'static str, Vec<&'static Word>> = AHashMap::new();
+        for v in &vocabularies {
+            for w in v.words {
+                by_name.entry(w.name).or_default().push(w);
+            }
+        }
+        Registry {
+            vocabularies,
+            by_name,
+        }
+    }
+
+    /// Overloads of `name`, in priority order.
+    pub(crate) fn lookup(&self, name: &str) -> Option<&[&'static Word]> {
+        self.by_name.get(name).map(Vec::as_slice)
+    }
+}
 
 /// The state of one program run.
 pub(crate) struct Context<'r> {
@@ -169,10 +358,11 @@ fn list_item(tokens: Vec<Token>) -> Item {
     )
 }
 
-/// Runs a program and returns the final stack, bottom first (frozen items first).
-pub(crate) fn execute(program: &str) -> Result<Vec<Item>> {
+/// Runs a program with the words of `registry` and returns the final stack, bottom first
+/// (frozen items first). (`crate::run` runs one with every word of the language.)
+pub(crate) fn execute(registry: &Registry, program: &str) -> Result<Vec<Item>> {
     let tokens = parser::parse(program)?;
-    let mut ctx = Context::new(registry());
+    let mut ctx = Context::new(registry);
     for token in tokens {
         match token {
             Token::Str { value, .. } => ctx.stack.push(Item::Str(value)),
@@ -207,10 +397,10 @@ fn token_text(token: &Token) -> String {
 
 /// Runs a program token by token and records the state before the first token and after
 /// each one (a list is one token). Fails as [`execute`] does.
-pub(crate) fn debug(program: &str) -> Result<Vec<DebugStep>> {
+pub(crate) fn debug(registry: &Registry, program: &str) -> Result<Vec<DebugStep>> {
     let tokens = parser::parse(program)?;
     let texts: Vec<String> = tokens.iter().map(token_text).collect();
-    let mut ctx = Context::new(registry());
+    let mut ctx = Context::new(registry);
     let snapshot = |ctx: &Context<'_>, done: usize| {
         let mut stack: Vec<String> = ctx
             .frozen
@@ -253,7 +443,11 @@ mod tests {
 
     #[test]
     fn debug_steps() {
-        let steps = debug("name,sps,:eq,(,a,),:drop,k,:swap,:set").unwrap();
+        let steps = debug(
+            crate::words::registry(),
+            "name,sps,:eq,(,a,),:drop,k,:swap,:set",
+        )
+        .unwrap();
         let remaining: Vec<usize> = steps.iter().map(|s| s.program.len()).collect();
         assert_eq!(remaining, [8, 7, 6, 5, 4, 3, 2, 1, 0]);
         assert_eq!(steps[0].program[3], "(,a,)");
@@ -265,11 +459,11 @@ mod tests {
             steps[8].variables,
             [("k".to_string(), "name,sps,:eq".to_string())]
         );
-        assert!(debug("a,:nope").is_err());
+        assert!(debug(crate::words::registry(), "a,:nope").is_err());
     }
 
     fn check(program: &str, expected: &str) {
-        let got = match execute(program) {
+        let got = match crate::run(program) {
             Ok(stack) => print_stack(&stack),
             Err(e) => format!("error: {e}"),
         };
@@ -315,18 +509,18 @@ mod tests {
     #[test]
     fn copies_are_bounded() {
         let doubling = format!("a,b,:eq{}", ",:dup,:or".repeat(40));
-        let err = execute(&doubling).unwrap_err();
+        let err = crate::run(&doubling).unwrap_err();
         assert!(matches!(err, Error::TooComplex { .. }), "{err}");
         let lists = format!("a{}", ",:dup,:list".repeat(40));
-        assert!(execute(&lists).is_err());
+        assert!(crate::run(&lists).is_err());
     }
 
     #[test]
     fn query_depth_is_bounded() {
         let deep = format!("a,b,:eq{}", ",:not".repeat(300));
-        assert!(matches!(execute(&deep), Err(Error::TooComplex { .. })));
+        assert!(matches!(crate::run(&deep), Err(Error::TooComplex { .. })));
         let chain = format!("a,b,:eq{}", ",c,d,:eq,:and".repeat(100));
-        assert!(execute(&chain).is_ok());
+        assert!(crate::run(&chain).is_ok());
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub use interpreter::DebugStep;
 /// then the state after each token. An invalid expression is the same error the graph API
 /// gives.
 pub fn debug(expr: &str) -> Result<Vec<DebugStep>> {
-    let steps = interpreter::debug(expr)?;
-    graph::presentations(interpreter::execute(expr)?)?;
+    let steps = interpreter::debug(words::registry(), expr)?;
+    graph::presentations(run(expr)?)?;
     Ok(steps)
 }
 pub use graph::{
@@ -49,10 +49,15 @@ pub use graph::{
 };
 pub use words::WordDoc;
 
+/// Runs a program with every word of the language: the final stack, bottom first.
+pub(crate) fn run(program: &str) -> Result<Vec<model::Item>> {
+    interpreter::execute(words::registry(), program)
+}
+
 /// Runs an expression and prints the resulting stack back as canonical Stack Language (what
 /// Atlas's `/api/v1/expr/normalize` does); an error if the expression does not run.
 pub fn normalize(expr: &str) -> Result<String> {
-    interpreter::execute(expr).map(|stack| model::print_stack(&stack))
+    run(expr).map(|stack| model::print_stack(&stack))
 }
 
 /// Compiles a query expression (such as `name,cpu,:eq,nf.app,www,:eq,:and`) to the store's
@@ -69,7 +74,7 @@ pub fn tag_predicate(expr: &str) -> Result<predicate::Predicate> {
 }
 
 fn single_query(expr: &str) -> Result<model::Query> {
-    let stack = interpreter::execute(expr)?;
+    let stack = run(expr)?;
     match stack.as_slice() {
         [model::Item::Query(q)] => Ok(q.clone()),
         _ => Err(Error::InvalidParam {

@@ -4,11 +4,11 @@
 use argus_tsdb::CmpOp;
 use proptest::prelude::*;
 
-use crate::interpreter::execute;
 use crate::model::{
     AggrOp, AggregateFunction, DataExpr, DataKind, Item, Query, RegexQuery, TimeSeriesExpr,
     print_stack,
 };
+use crate::run as execute;
 
 fn check(program: &str, canonical: &str) {
     let stack = execute(program).unwrap_or_else(|e| panic!("{program}: {e}"));

@@ -461,8 +461,7 @@ mod tests {
     use argus_tsdb::{Matcher, SeriesSource};
 
     use super::*;
-    use crate::graph::Limits;
-    use crate::interpreter;
+    use crate::eval::Limits;
     use crate::model::{Item, TimeSeriesExpr};
 
     /// A store in a vector: what the trait asks for and nothing more. Values are at the
@@ -529,7 +528,7 @@ mod tests {
     /// Evaluates the one expression `program` leaves and renders each line as
     /// `label {k=v,...} v1 v2 v3`, lines joined by `; `.
     fn check(program: &str, expected: &str) {
-        let got = match interpreter::execute(program).as_deref() {
+        let got = match crate::run(program).as_deref() {
             Ok([Item::Expr(TimeSeriesExpr::Data(expr))]) => {
                 let ctx = EvalContext::new(
                     0,
@@ -664,7 +663,7 @@ mod tests {
             ("min", "name,big,:eq,:min,(,g,),:by"),
             ("avg", "name,big,:eq,:avg,(,g,),:by"),
         ] {
-            let stack = interpreter::execute(expr).unwrap();
+            let stack = crate::run(expr).unwrap();
             let [Item::Expr(TimeSeriesExpr::Data(d))] = stack.as_slice() else {
                 panic!("{expr}");
             };

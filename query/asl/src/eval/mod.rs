@@ -14,12 +14,42 @@ use ahash::AHashMap;
 use argus_tsdb::{SeriesSource, TagMap};
 
 use crate::error::{Error, Result};
-use crate::graph::Limits;
 use crate::model::{
     MathAggr, OthersAggr, Query, StatKind, TimeMode, TimeSeriesExpr, TimeSpan, TopK, add_nan,
     truthy,
 };
 use crate::time::{self, Anchor};
+
+/// Atlas's limit on points per line; also what the automatic step aims for.
+pub(crate) const MAX_POINTS_PER_LINE: usize = 1440;
+/// Memory one query may hold by default: ten times the largest result the default line and
+/// datapoint limits allow, with room for read buffers.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 256 << 20;
+
+/// How much one graph request may produce (Atlas's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Lines over all expressions of a request (`atlas.core.db.max-lines`).
+    pub max_lines: usize,
+    /// Lines times points per line (`atlas.core.db.max-datapoints`).
+    pub max_datapoints: usize,
+    /// Points per line (`atlas.webapi.graph.max-datapoints`).
+    pub max_points_per_line: usize,
+    /// Bytes the evaluation may hold at once: the lines of every expression it is working
+    /// on, read buffers and accumulators (`usize::MAX` for none).
+    pub max_memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_lines: 1024,
+            max_datapoints: 500_000,
+            max_points_per_line: MAX_POINTS_PER_LINE,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+        }
+    }
+}
 
 pub(crate) use data::no_data;
 

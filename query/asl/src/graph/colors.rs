@@ -1,8 +1,8 @@
 //! Line colors as Atlas picks them: palettes (named, `hash:` by legend, or a list), named
 //! colors per theme, alpha.
 
-use super::params::Theme;
 use crate::words::style::parse_hex_color;
+use argus_chart::Theme;
 
 const ARMYTAGE: &[u32] = &[
     0x0075DC, 0x993F00, 0x9DCC00, 0x4C005C, 0x00998F, 0xFFA405, 0x5EF1F2, 0xF0A3FF, 0x94FFB5,

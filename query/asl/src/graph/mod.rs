@@ -18,42 +18,12 @@ pub use params::{
 
 use crate::error::{Error, Result};
 use crate::eval::{self, EvalContext, Stats, stats};
-use crate::interpreter;
 use crate::model::{Item, StyleExpr, TimeSeriesExpr};
 use crate::numfmt::prefixed;
 use crate::time::{format_duration, parse_duration};
 use colors::{Palette, resolve_color, with_alpha};
 
-/// Atlas's limit on points per line; also what the automatic step aims for.
-const MAX_POINTS_PER_LINE: usize = 1440;
-/// Memory one query may hold by default: ten times the largest result the default line and
-/// datapoint limits allow, with room for read buffers.
-pub const DEFAULT_MAX_MEMORY_BYTES: usize = 256 << 20;
-
-/// How much one graph request may produce (Atlas's defaults).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Lines over all expressions of a request (`atlas.core.db.max-lines`).
-    pub max_lines: usize,
-    /// Lines times points per line (`atlas.core.db.max-datapoints`).
-    pub max_datapoints: usize,
-    /// Points per line (`atlas.webapi.graph.max-datapoints`).
-    pub max_points_per_line: usize,
-    /// Bytes the evaluation may hold at once: the lines of every expression it is working
-    /// on, read buffers and accumulators (`usize::MAX` for none).
-    pub max_memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_lines: 1024,
-            max_datapoints: 500_000,
-            max_points_per_line: MAX_POINTS_PER_LINE,
-            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
-        }
-    }
-}
+pub use crate::eval::{DEFAULT_MAX_MEMORY_BYTES, Limits};
 
 fn parse_line_style(s: &str) -> Option<LineStyle> {
     Some(match s.to_ascii_lowercase().as_str() {
@@ -186,7 +156,7 @@ pub fn evaluate_with_limits(
             limit: limits.max_points_per_line * 64,
         });
     }
-    let exprs = presentations(interpreter::execute(&req.expr)?)?;
+    let exprs = presentations(crate::run(&req.expr)?)?;
     let theme = req.image.theme;
     let mut ctx = EvalContext::new(req.start_ms, req.end_ms, step_ms, *limits);
     ctx.tz = req

@@ -13,200 +13,10 @@ pub(crate) mod style;
 
 use std::sync::OnceLock;
 
-use ahash::AHashMap;
-
-use crate::interpreter::Context;
-use crate::model::{AggrOp, DataExpr, DataKind, Item, StyleExpr, TimeSeriesExpr};
-
-/// Why a word refused to run, before the interpreter adds the word's name and position.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Invalid(String),
-    BadRegex {
-        pattern: String,
-        reason: String,
-    },
-    TooComplex(String),
-    /// An error from a nested program run by the word (`:call`, `:each`, ...).
-    Nested(Box<crate::error::Error>),
-}
-
-pub(crate) type Exec = fn(&mut Context<'_>, Vec<Item>) -> Result<(), Failure>;
-
-/// A type a word accepts at one position on the stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Param {
-    Any,
-    Str,
-    /// A string holding a non-negative integer, or an integral constant.
-    Int,
-    List,
-    /// A list whose items are all strings.
-    StrList,
-    /// A list of numbers.
-    DoubleList,
-    Query,
-    /// A query (summed) or `:sum`, `:count`, `:min`, `:max`, `:avg` of a query.
-    AggrFn,
-    /// A data expression other than `:all`: a query (summed), an aggregate or a group by.
-    DataExpr,
-    /// Anything that evaluates to lines: a query (summed), an expression, a number (a
-    /// constant). A styled expression is accepted too: the word applies to the expression
-    /// and the style is kept (Atlas's style passthrough).
-    TimeSeries,
-    /// A number, or a constant expression.
-    Double,
-    /// A duration such as `5m`, `1h` or `PT1H`.
-    Duration,
-    /// What style words take: a styled expression or anything `TimeSeries` accepts.
-    Presentation,
-}
-
-impl Param {
-    pub(crate) fn accepts(self, item: &Item) -> bool {
-        match self {
-            Param::Any => true,
-            Param::Str => matches!(item, Item::Str(_)),
-            Param::Int => int_of(item).is_some(),
-            Param::List => matches!(item, Item::List(_)),
-            Param::StrList => {
-                matches!(item, Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(_))))
-            }
-            Param::DoubleList => matches!(
-                item,
-                Item::List(xs) if xs.iter().all(|x| matches!(x, Item::Str(s) if parse_number(s).is_some()))
-            ),
-            Param::Query => matches!(item, Item::Query(_)),
-            Param::AggrFn => matches!(
-                item,
-                Item::Query(_)
-                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
-                        kind: DataKind::Aggregate(_),
-                        ..
-                    }))
-            ),
-            Param::DataExpr => matches!(
-                item,
-                Item::Query(_)
-                    | Item::Expr(TimeSeriesExpr::Data(DataExpr {
-                        kind: DataKind::Aggregate(_) | DataKind::GroupBy { .. },
-                        ..
-                    }))
-            ),
-            Param::TimeSeries => match item {
-                Item::Query(_) | Item::Expr(_) | Item::Style(_) => true,
-                Item::Str(s) => parse_number(s).is_some(),
-                _ => false,
-            },
-            Param::Double => double_of(item).is_some(),
-            Param::Duration => {
-                matches!(item, Item::Str(s) if crate::time::parse_duration(s).is_some())
-            }
-            Param::Presentation => Param::TimeSeries.accepts(item),
-        }
-    }
-}
-
-/// Parses a number as Java's `Double.parseDouble` would for Stack Language input: decimal
-/// and scientific notation, `NaN`, `Infinity`, `-Infinity`. Not `inf` or `nan`.
-pub(crate) fn parse_number(s: &str) -> Option<f64> {
-    let t = s.trim();
-    match t {
-        "NaN" => return Some(f64::NAN),
-        "Infinity" | "+Infinity" => return Some(f64::INFINITY),
-        "-Infinity" => return Some(f64::NEG_INFINITY),
-        _ => {}
-    }
-    let body = t.strip_suffix(['d', 'D', 'f', 'F']).unwrap_or(t);
-    if body.is_empty()
-        || !body
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
-        return None;
-    }
-    body.parse::<f64>().ok()
-}
-
-fn double_of(item: &Item) -> Option<f64> {
-    match item {
-        Item::Str(s) => parse_number(s),
-        Item::Expr(TimeSeriesExpr::Constant(v)) => Some(*v),
-        _ => None,
-    }
-}
-
-fn int_of(item: &Item) -> Option<usize> {
-    match item {
-        Item::Str(s) => s.trim().parse::<usize>().ok(),
-        Item::Expr(TimeSeriesExpr::Constant(v)) if v.fract() == 0.0 && *v >= 0.0 && *v < 1e15 => {
-            Some(*v as usize)
-        }
-        _ => None,
-    }
-}
-
-/// One runnable example: the stack before the word (as a program) and the stack after it
-/// (printed), or `None` when the word must refuse that stack.
-pub(crate) type Example = (&'static str, Option<&'static str>);
-
-/// A stack operator.
-pub(crate) struct Word {
-    pub name: &'static str,
-    /// Types taken from the top of the stack, bottom first; the word gets them popped, in
-    /// that order. Words that read deeper (`:list`, `:pick`) use the context's stack.
-    pub params: &'static [Param],
-    /// Inputs and outputs, Forth style: `k:String v:String -- Query`.
-    pub signature: &'static str,
-    pub summary: &'static str,
-    pub examples: &'static [Example],
-    pub exec: Exec,
-}
-
-impl Word {
-    pub(crate) fn matches(&self, stack: &[Item]) -> bool {
-        let n = self.params.len();
-        n <= stack.len()
-            && self
-                .params
-                .iter()
-                .zip(&stack[stack.len() - n..])
-                .all(|(p, item)| p.accepts(item))
-    }
-}
-
-/// A named group of words.
-pub(crate) struct Vocabulary {
-    pub name: &'static str,
-    pub words: &'static [Word],
-}
-
-/// Every vocabulary, in dependency order (std, query, data, math, stateful, filter, style).
-/// For a name, overloads are tried in that order.
-pub(crate) struct Registry {
-    pub vocabularies: Vec<Vocabulary>,
-    by_name: AHashMap<&'static str, Vec<&'static Word>>,
-}
-
-impl Registry {
-    fn new(vocabularies: Vec<Vocabulary>) -> Self {
-        let mut by_name: AHashMap<&'static str, Vec<&'static Word>> = AHashMap::new();
-        for v in &vocabularies {
-            for w in v.words {
-                by_name.entry(w.name).or_default().push(w);
-            }
-        }
-        Registry {
-            vocabularies,
-            by_name,
-        }
-    }
-
-    /// Overloads of `name`, in priority order.
-    pub(crate) fn lookup(&self, name: &str) -> Option<&[&'static Word]> {
-        self.by_name.get(name).map(Vec::as_slice)
-    }
-}
+pub(crate) use crate::interpreter::{
+    Failure, Param, Registry, Vocabulary, Word, double_of, int_of, parse_number,
+};
+use crate::model::{AggrOp, DataExpr, Item, StyleExpr, TimeSeriesExpr};
 
 /// Documentation of one word, as the crate exposes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,7 +177,6 @@ pub(crate) fn args<const N: usize>(items: Vec<Item>) -> Result<[Item; N], Failur
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interpreter;
     use crate::model::print_stack;
 
     /// Every example of every word, run as `<input>,:<word>`.
@@ -386,7 +195,7 @@ mod tests {
                     } else {
                         format!("{input},:{}", w.name)
                     };
-                    let got = interpreter::execute(&program).map(|s| print_stack(&s));
+                    let got = crate::run(&program).map(|s| print_stack(&s));
                     let ok = match (want, &got) {
                         (Some(w), Ok(g)) => w == g,
                         (None, Err(_)) => true,
@@ -409,7 +218,7 @@ mod tests {
             for w in v.words {
                 for (_, want) in w.examples {
                     let Some(want) = want else { continue };
-                    let stack = interpreter::execute(want).unwrap();
+                    let stack = crate::run(want).unwrap();
                     assert_eq!(&print_stack(&stack), want, "in examples of :{}", w.name);
                 }
             }

@@ -163,7 +163,7 @@ fn lowering_through_the_core_keeps_the_matchers() {
         ("k,abc,:starts", r#"Values("k", prefix "abc")"#),
         (":true", "True"),
     ] {
-        let stack = crate::interpreter::execute(program).unwrap();
+        let stack = crate::run(program).unwrap();
         let [crate::model::Item::Query(q)] = stack.as_slice() else {
             panic!("{program}: {stack:?}");
         };

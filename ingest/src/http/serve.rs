@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,19 +20,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use super::response::{ApiError, CONNECTIONS_FULL, PLAIN_HTTP_ON_TLS};
 use crate::connections::Connections;
-use crate::error::ApiError;
-use crate::http::AppState;
-
-/// What a connection over the cap gets before it is closed: a careless client learns why.
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-retry-after: 1\r\nconnection: close\r\ncontent-length: 92\r\n\r\n\
-{\"type\":\"error\",\"message\":\"the server holds its maximum of connections (--max-connections)\"}";
-
-/// What a plain-HTTP request on the TLS port gets before it is closed.
-const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
-connection: close\r\ncontent-length: 76\r\n\r\n\
-{\"type\":\"error\",\"message\":\"this port speaks HTTPS: use an https:// address\"}";
+use crate::state::AppState;
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` turns true, then
 /// lets open requests finish (for at most five seconds).
@@ -72,7 +62,7 @@ pub async fn serve(
                 };
                 let Some(permit) = connections.http.admit() else {
                     // Best effort, never waiting: the socket's buffer takes this at once.
-                    let _ = stream.try_write(FULL);
+                    let _ = stream.try_write(CONNECTIONS_FULL);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -134,13 +124,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a plain-HTTP request on the TLS port with [`PLAIN_ON_TLS`], then reads what the
+/// Answers a plain-HTTP request on the TLS port with [`PLAIN_HTTP_ON_TLS`], then reads what the
 /// client sent until it closes (a close with unread bytes would reset the connection and
 /// lose the answer).
 async fn refuse_plain_http(mut stream: tokio::net::TcpStream, within: Duration) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(within, async {
-        stream.write_all(PLAIN_ON_TLS).await?;
+        stream.write_all(PLAIN_HTTP_ON_TLS).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
@@ -196,13 +186,10 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
     if let Some(len) = declared
         && len > limit as u64
     {
-        let mut response = ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!(
-                "request body of {len} bytes is over the limit of {limit} bytes \
-                 (--max-body-bytes); refused before reading it"
-            ),
-        }
+        let mut response = ApiError::too_large(format!(
+            "request body of {len} bytes is over the limit of {limit} bytes \
+             (--max-body-bytes); refused before reading it"
+        ))
         .into_response();
         // The unread body is not drained: the connection closes.
         response.headers_mut().insert(
@@ -220,24 +207,18 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
     let timeout = Duration::from_millis(state.cfg.http_body_timeout_ms.max(1) as u64);
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => ApiError {
-            status: StatusCode::REQUEST_TIMEOUT,
-            message: format!(
-                "the request body did not arrive within {} ms (--http-body-timeout)",
-                timeout.as_millis()
-            ),
-        }
+        Err(_) => ApiError::body_timeout(format!(
+            "the request body did not arrive within {} ms (--http-body-timeout)",
+            timeout.as_millis()
+        ))
         .into_response(),
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
-                ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    message: format!(
-                        "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
-                    ),
-                }
+                ApiError::too_large(format!(
+                    "request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+                ))
                 .into_response()
             } else {
                 ApiError::bad_request(format!("reading the request body: {e}")).into_response()
@@ -246,26 +227,6 @@ pub async fn guard_body(State(state): State<AppState>, req: Request, next: Next)
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_canned_refusals_are_whole_responses() {
-        for (canned, says) in [
-            (super::FULL, "--max-connections"),
-            (super::PLAIN_ON_TLS, "https://"),
-        ] {
-            let text = std::str::from_utf8(canned).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(
-                head.contains(&format!("content-length: {}", body.len())),
-                "{head}"
-            );
-            let json: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert!(json["message"].as_str().unwrap().contains(says));
         }
     }
 }

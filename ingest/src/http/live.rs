@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::error::ApiError;
-use crate::http::AppState;
-use crate::live::{LiveHandle, SubscribeError};
+use super::response::ApiError;
+use crate::live::LiveHandle;
 use crate::query_guard::{Cancel, Guarded};
+use crate::state::AppState;
 
 /// Longest wait after a step's end before `/api/v1/stream` reads it.
 const MAX_LAG_MS: u64 = 3_600_000;
@@ -192,17 +192,10 @@ fn subscribe(
         })
         .or_else(|| peer.map(|p| p.to_string()))
         .unwrap_or_else(|| "unknown".to_string());
-    state
+    Ok(state
         .events
         .live
-        .subscribe(q, param(params, "time-field"), &client, peer)
-        .map_err(|e| match e {
-            SubscribeError::TooMany | SubscribeError::TooManyForClient { .. } => ApiError {
-                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
-                message: e.to_string(),
-            },
-            other => ApiError::bad_request(other.to_string()),
-        })
+        .subscribe(q, param(params, "time-field"), &client, peer)?)
 }
 
 /// `GET /api/v1/live?q=MQL[&time-field=F]`: results as they happen, over SSE or (when the

@@ -9,7 +9,9 @@ use argus_tsdb::{Sample, SeriesId, TagMap, Writer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::validation::{RejectReason, Rejection, clip, validate_tags};
+use crate::metrics::ServerMetrics;
+use crate::outcome::{Kind, Outcome};
+use crate::validation::{Refusals, RejectReason, Rejection, clip, validate_tags};
 
 /// Which accept window applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,9 +35,6 @@ pub enum PayloadError {
     Json(String),
     #[error("empty payload")]
     Empty,
-    /// The store cannot make the write durable now (disk full, I/O error): retry later.
-    #[error("{0}")]
-    Unavailable(String),
 }
 
 /// Returns the request body, gunzipped when `content_encoding` says gzip, never holding more
@@ -161,13 +160,6 @@ pub struct Datapoint {
     pub tags: Arc<TagMap>,
     pub ts_ms: i64,
     pub value: f64,
-}
-
-/// The result of a publish: how many datapoints were stored and why the others were not.
-#[derive(Debug, Default)]
-pub struct PublishOutcome {
-    pub stored: usize,
-    pub rejected: crate::validation::Refusals,
 }
 
 fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
@@ -332,18 +324,20 @@ pub fn parse_payload(
 }
 
 /// Stores the valid datapoints of a parsed payload. Series are resolved first and the samples
-/// go to the store as one batch, so no datapoint is ever half written.
+/// go to the store as one batch, so no datapoint is ever half written. Every refusal is
+/// counted in `metrics`.
 pub fn store_datapoints(
     w: &Writer<'_>,
     parsed: Vec<Result<Datapoint, Rejection>>,
-) -> Result<PublishOutcome, PayloadError> {
-    let mut outcome = PublishOutcome::default();
+    metrics: &ServerMetrics,
+) -> Outcome {
+    let mut refused = Refusals::default();
     let mut samples = Vec::with_capacity(parsed.len());
     let mut sample_tags: Vec<Arc<TagMap>> = Vec::with_capacity(parsed.len());
     let mut last: Option<(Arc<TagMap>, SeriesId)> = None;
     for item in parsed {
         match item {
-            Err(r) => outcome.rejected.add(r),
+            Err(r) => refused.add(r),
             Ok(dp) => {
                 let id = match &last {
                     Some((t, id)) if Arc::ptr_eq(t, &dp.tags) || **t == *dp.tags => *id,
@@ -353,7 +347,7 @@ pub fn store_datapoints(
                             id
                         }
                         Err(e) => {
-                            outcome.rejected.add(Rejection::from_store(e, &dp.tags));
+                            refused.add(Rejection::from_store(e, &dp.tags));
                             continue;
                         }
                     },
@@ -367,17 +361,17 @@ pub fn store_datapoints(
             }
         }
     }
-    let result = w
-        .try_append_batch(&samples, &[])
-        .map_err(|e| PayloadError::Unavailable(e.to_string()))?;
-    outcome.stored = result.stored;
+    let result = match w.try_append_batch(&samples, &[]) {
+        Ok(r) => r,
+        Err(e) => return Outcome::retry_later(e),
+    };
     for (i, err) in result.rejected {
-        outcome.rejected.add(Rejection::new(
+        refused.add(Rejection::new(
             RejectReason::OutOfRetention,
             format!("{err} (tags={})", render_tags(&sample_tags[i])),
         ));
     }
-    Ok(outcome)
+    Outcome::taken(Kind::Samples, result.stored, refused, metrics)
 }
 
 #[cfg(test)]

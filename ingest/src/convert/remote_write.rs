@@ -1,0 +1,566 @@
+//! Prometheus remote write 1.0: a `WriteRequest` read straight from its protobuf bytes
+//! (nothing allocated for a series the cache knows), labels to Atlas tags, metric types from
+//! metadata.
+
+use ahash::AHashMap;
+use argus_proto::remote_write::{MetricType, STALE_NAN_BITS};
+use argus_tsdb::{DsType, Sample, SeriesId, TagMap, Writer};
+use parking_lot::RwLock;
+
+use super::converted::Converted;
+use crate::validation::{RejectReason, Rejection, clip, sanitize, sanitize_key, validate_tags};
+
+/// What the server remembers between remote-write requests: metric types from metadata,
+/// and the store id of every label set seen, so that a known series costs a hash and a
+/// lookup instead of building and checking its tags again.
+#[derive(Default)]
+pub struct RemoteWriteState {
+    types: RwLock<AHashMap<String, MetricType>>,
+    cache: RwLock<SeriesCache>,
+}
+
+#[derive(Default)]
+struct SeriesCache {
+    /// The store's `series_dropped` count when the cache was filled; ids are reused after a
+    /// drop, so a change clears the cache.
+    epoch: u64,
+    ids: AHashMap<u128, Result<SeriesId, Rejection>>,
+}
+
+/// Entries the series cache holds at most before it is cleared and refilled.
+const MAX_CACHED_SERIES: usize = 4_000_000;
+
+/// Reads protobuf wire format without allocating: just what a `WriteRequest` needs.
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+#[derive(Debug)]
+pub struct WireError(pub String);
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Wire { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| WireError(format!("truncated varint at byte {}", self.pos)))?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(WireError(format!("varint too long at byte {}", self.pos)))
+    }
+
+    /// The next field's number and wire type.
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let k = self.varint()?;
+        Ok((k >> 3, (k & 7) as u8))
+    }
+
+    /// Skips a field the reader does not use, after checking that it can belong to
+    /// `message`, whose fields are `fields` (number, wire type, name): bytes that are not
+    /// this message (a field numbered 0, a known field of another wire type) fail here
+    /// rather than being skipped as unknown. Called only for what the known arms did not
+    /// take, so the common path pays nothing.
+    fn skip_other(
+        &mut self,
+        (number, wire_type): (u64, u8),
+        message: &str,
+        fields: &[(u64, u8, &str)],
+    ) -> Result<(), WireError> {
+        if number == 0 {
+            return Err(WireError(format!(
+                "field number 0 before byte {}: not a {message}",
+                self.pos
+            )));
+        }
+        if let Some((_, want, name)) = fields.iter().find(|f| f.0 == number)
+            && *want != wire_type
+        {
+            return Err(WireError(format!(
+                "{message}.{name} (field {number}) before byte {} has wire type {wire_type}, \
+                 expected {want}: not a {message}",
+                self.pos
+            )));
+        }
+        self.skip(wire_type)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.varint()? as usize;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                WireError(format!(
+                    "length {len} at byte {} runs past the end ({} bytes)",
+                    self.pos,
+                    self.buf.len()
+                ))
+            })?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn fixed64(&mut self) -> Result<u64, WireError> {
+        let b = self
+            .buf
+            .get(self.pos..self.pos + 8)
+            .ok_or_else(|| WireError(format!("truncated fixed64 at byte {}", self.pos)))?;
+        self.pos += 8;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Ok(u64::from_le_bytes(w))
+    }
+
+    fn skip(&mut self, wire_type: u8) -> Result<(), WireError> {
+        match wire_type {
+            0 => self.varint().map(|_| ()),
+            1 => self.fixed64().map(|_| ()),
+            2 => self.bytes().map(|_| ()),
+            5 => {
+                if self.pos + 4 > self.buf.len() {
+                    return Err(WireError(format!("truncated fixed32 at byte {}", self.pos)));
+                }
+                self.pos += 4;
+                Ok(())
+            }
+            t => Err(WireError(format!(
+                "unsupported wire type {t} at byte {}",
+                self.pos
+            ))),
+        }
+    }
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|e| WireError(format!("{what} is not UTF-8: {e}")))
+}
+
+/// The series a Prometheus label set becomes: `__name__` is `name`, empty labels are absent,
+/// characters Atlas does not allow become `_`, and the dstype follows the metric type
+/// (counters, from metadata or else from the `_total`, `_count`, `_sum`, `_bucket` naming
+/// convention, become per-second rates; everything else is a gauge).
+pub fn prometheus_series(
+    labels: &[(&str, &str)],
+    types: &AHashMap<String, MetricType>,
+) -> Result<(TagMap, DsType), Rejection> {
+    let mut tags = TagMap::new();
+    let mut name = None;
+    for &(k, v) in labels {
+        if v.is_empty() {
+            continue;
+        }
+        if k == "__name__" {
+            name = Some(v);
+            tags.insert("name".to_string(), sanitize(v).into_owned());
+        } else {
+            tags.insert(sanitize_key(k), sanitize(v).into_owned());
+        }
+    }
+    let Some(name) = name else {
+        return Err(Rejection::new(
+            RejectReason::MissingName,
+            format!(
+                "series without __name__: {{{}}}",
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", clip(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    validate_tags(&tags)?;
+    let family_type = |family: &str| types.get(family).copied();
+    let counter = match family_type(name) {
+        Some(MetricType::Counter) => true,
+        Some(_) => false,
+        None => {
+            let suffixed = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s));
+            match suffixed.and_then(family_type) {
+                Some(MetricType::Histogram | MetricType::Summary | MetricType::Gaugehistogram) => {
+                    true
+                }
+                Some(_) => false,
+                None => name.ends_with("_total") || suffixed.is_some(),
+            }
+        }
+    };
+    Ok((
+        tags,
+        if counter {
+            DsType::Counter
+        } else {
+            DsType::Gauge
+        },
+    ))
+}
+
+/// 128 bits of hash (XXH3) of a series' raw label fields, hashed where they lie when they
+/// are contiguous (as Prometheus writes them), part by part otherwise. Two encodings of one
+/// label set may hash apart; both then resolve to the same series by their tags.
+fn label_hash(ts: &[u8], region: Option<(usize, usize)>, parts: &[&[u8]]) -> u128 {
+    match region {
+        Some((lo, hi)) => xxhash_rust::xxh3::xxh3_128(&ts[lo..hi]),
+        None => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for p in parts {
+                h.update(&(p.len() as u32).to_le_bytes());
+                h.update(p);
+            }
+            h.digest128()
+        }
+    }
+}
+
+/// One series of a request, parsed but not yet resolved: where its bytes lie in the
+/// request, the hash of its labels, and its samples in [`Scratch::samples`].
+struct RawSeries {
+    hash: u128,
+    bytes: std::ops::Range<usize>,
+    samples: std::ops::Range<usize>,
+}
+
+/// Per-thread buffers for remote-write requests, reused: a request of 2,000 series would
+/// otherwise allocate (and, past glibc's mmap threshold, map and fault in) several hundred
+/// kilobytes of short-lived tables every time.
+#[derive(Default)]
+struct Scratch {
+    series: Vec<RawSeries>,
+    samples: Vec<(i64, f64)>,
+    /// Per series: its store id, or `MISS`, or `REFUSED_BASE + i` for `refusals[i]`.
+    ids: Vec<u64>,
+    refusals: Vec<Rejection>,
+}
+
+const MISS: u64 = u64::MAX;
+const REFUSED_BASE: u64 = 1 << 40;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The fields of the remote-write messages: (number, wire type, name).
+const WRITE_REQUEST: &[(u64, u8, &str)] = &[(1, 2, "timeseries"), (3, 2, "metadata")];
+const TIME_SERIES: &[(u64, u8, &str)] = &[(1, 2, "labels"), (2, 2, "samples")];
+const LABEL: &[(u64, u8, &str)] = &[(1, 2, "name"), (2, 2, "value")];
+const SAMPLE: &[(u64, u8, &str)] = &[(1, 1, "value"), (2, 0, "timestamp")];
+const METADATA: &[(u64, u8, &str)] = &[(1, 0, "type"), (2, 2, "metric_family_name")];
+
+/// The label fields of one TimeSeries message.
+fn label_parts(ts: &[u8]) -> Result<Vec<&[u8]>, WireError> {
+    let mut parts = Vec::with_capacity(16);
+    let mut w = Wire::new(ts);
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => parts.push(w.bytes()?),
+            other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
+        }
+    }
+    Ok(parts)
+}
+
+impl RemoteWriteState {
+    /// Converts a decompressed `WriteRequest`. Metadata updates the metric types first.
+    /// Malformed protobuf fails the whole request (nothing is stored); a series that breaks
+    /// Atlas's tag rules is refused with its reason and the rest is stored.
+    pub fn convert(&self, writer: &Writer<'_>, body: &[u8]) -> Result<Converted, WireError> {
+        let mut out = Converted::default();
+        let mut series: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut w = Wire::new(body);
+        while !w.done() {
+            match w.key()? {
+                (1, 2) => {
+                    let len = w.bytes()?.len();
+                    series.push(w.pos - len..w.pos);
+                }
+                (3, 2) => self.metadata(w.bytes()?)?,
+                other => w.skip_other(other, "WriteRequest", WRITE_REQUEST)?,
+            }
+        }
+        // Cached ids are good while no series has been removed since they were cached;
+        // none can be while `w` is held.
+        let dropped = writer.removals();
+        {
+            let cache = self.cache.read();
+            if cache.epoch != dropped || cache.ids.len() > MAX_CACHED_SERIES {
+                drop(cache);
+                let mut cache = self.cache.write();
+                cache.ids.clear();
+                cache.epoch = dropped;
+            }
+        }
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            let result = self.convert_series(writer, body, &series, &mut scratch, &mut out);
+            scratch.series.clear();
+            scratch.samples.clear();
+            scratch.ids.clear();
+            scratch.refusals.clear();
+            cell.replace(scratch);
+            result
+        })?;
+        Ok(out)
+    }
+
+    /// Parses every series first, so that the cache is read under one lock per request,
+    /// then resolves the ones it does not know and emits the samples.
+    fn convert_series(
+        &self,
+        w: &Writer<'_>,
+        body: &[u8],
+        series: &[std::ops::Range<usize>],
+        scratch: &mut Scratch,
+        out: &mut Converted,
+    ) -> Result<(), WireError> {
+        for range in series {
+            let ts = &body[range.clone()];
+            let first_sample = scratch.samples.len();
+            // The byte range of the label fields, while nothing else comes between them.
+            let mut region: Option<(usize, usize)> = None;
+            let mut contiguous = true;
+            let mut w = Wire::new(ts);
+            while !w.done() {
+                let field_start = w.pos;
+                match w.key()? {
+                    (1, 2) => {
+                        w.bytes()?;
+                        region = match region {
+                            None => Some((field_start, w.pos)),
+                            Some((lo, hi)) if hi == field_start => Some((lo, w.pos)),
+                            Some(r) => {
+                                contiguous = false;
+                                Some(r)
+                            }
+                        };
+                    }
+                    (2, 2) => scratch.samples.push(parse_sample(w.bytes()?)?),
+                    other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
+                }
+            }
+            let hash = match region {
+                Some(r) if contiguous => label_hash(ts, Some(r), &[]),
+                _ => label_hash(ts, None, &label_parts(ts)?),
+            };
+            scratch.series.push(RawSeries {
+                hash,
+                bytes: range.clone(),
+                samples: first_sample..scratch.samples.len(),
+            });
+        }
+        let mut misses = false;
+        {
+            let cache = self.cache.read();
+            for p in &scratch.series {
+                let id = match cache.ids.get(&p.hash) {
+                    Some(Ok(id)) => u64::from(*id),
+                    Some(Err(r)) => {
+                        scratch.refusals.push(r.clone());
+                        REFUSED_BASE + scratch.refusals.len() as u64 - 1
+                    }
+                    None => {
+                        misses = true;
+                        MISS
+                    }
+                };
+                scratch.ids.push(id);
+            }
+        }
+        if misses {
+            let types = self.types.read();
+            let mut fresh = Vec::new();
+            for (p, id) in scratch.series.iter().zip(scratch.ids.iter_mut()) {
+                if *id != MISS {
+                    continue;
+                }
+                let parts = label_parts(&body[p.bytes.clone()])?;
+                let mut labels = Vec::with_capacity(parts.len());
+                for part in parts {
+                    labels.push(parse_label(part)?);
+                }
+                let resolved = prometheus_series(&labels, &types).and_then(|(tags, dstype)| {
+                    w.try_resolve(&tags, Some(dstype))
+                        .map_err(|e| Rejection::from_store(e, &tags))
+                });
+                *id = match &resolved {
+                    Ok(sid) => u64::from(*sid),
+                    Err(r) => {
+                        scratch.refusals.push(r.clone());
+                        REFUSED_BASE + scratch.refusals.len() as u64 - 1
+                    }
+                };
+                // A series refused by a cap may be taken once the cap allows: not cached.
+                if !matches!(&resolved, Err(r) if r.reason == RejectReason::SeriesLimit) {
+                    fresh.push((p.hash, resolved));
+                }
+            }
+            drop(types);
+            self.cache.write().ids.extend(fresh);
+        }
+        out.samples.reserve(scratch.samples.len());
+        for (p, &id) in scratch.series.iter().zip(&scratch.ids) {
+            if id >= REFUSED_BASE {
+                let r = &scratch.refusals[(id - REFUSED_BASE) as usize];
+                out.refusals.add_n(r.clone(), p.samples.len() as u64);
+                continue;
+            }
+            let id = id as SeriesId;
+            for &(ts_ms, value) in &scratch.samples[p.samples.clone()] {
+                if value.to_bits() == STALE_NAN_BITS {
+                    continue; // the series ended; nothing to store
+                }
+                out.samples.push(Sample { id, ts_ms, value });
+            }
+        }
+        Ok(())
+    }
+
+    fn metadata(&self, bytes: &[u8]) -> Result<(), WireError> {
+        let mut w = Wire::new(bytes);
+        let (mut kind, mut family) = (0u64, "");
+        while !w.done() {
+            match w.key()? {
+                (1, 0) => kind = w.varint()?,
+                (2, 2) => family = utf8(w.bytes()?, "metric family name")?,
+                other => w.skip_other(other, "MetricMetadata", METADATA)?,
+            }
+        }
+        let Ok(kind) = MetricType::try_from(kind as i32) else {
+            return Ok(());
+        };
+        if family.is_empty() {
+            return Ok(());
+        }
+        let mut types = self.types.write();
+        if types.len() < 100_000 || types.contains_key(family) {
+            types.insert(family.to_string(), kind);
+        }
+        Ok(())
+    }
+}
+
+fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
+    let mut w = Wire::new(bytes);
+    let (mut name, mut value) = ("", "");
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => name = utf8(w.bytes()?, "label name")?,
+            (2, 2) => value = utf8(w.bytes()?, "label value")?,
+            other => w.skip_other(other, "Label", LABEL)?,
+        }
+    }
+    Ok((name, value))
+}
+
+fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
+    let mut w = Wire::new(bytes);
+    let (mut ts, mut value) = (0i64, 0.0f64);
+    while !w.done() {
+        match w.key()? {
+            (1, 1) => value = f64::from_bits(w.fixed64()?),
+            (2, 0) => ts = w.varint()? as i64,
+            other => w.skip_other(other, "Sample", SAMPLE)?,
+        }
+    }
+    Ok((ts, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argus_tsdb::Store;
+
+    fn types(pairs: &[(&str, MetricType)]) -> AHashMap<String, MetricType> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn prometheus_labels_become_atlas_tags() {
+        let (tags, ds) = prometheus_series(
+            &[
+                ("__name__", "node_cpu_seconds_total"),
+                ("cpu", "0"),
+                ("mode", "idle"),
+                ("empty", ""),
+                ("path", "/var/log"),
+                ("a", "x y"),
+            ],
+            &types(&[]),
+        )
+        .unwrap();
+        assert_eq!(ds, DsType::Counter);
+        let got: Vec<(&str, &str)> = tags.iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("a_", "x_y"),
+                ("cpu", "0"),
+                ("mode", "idle"),
+                ("name", "node_cpu_seconds_total"),
+                ("path", "_var_log"),
+            ]
+        );
+        let gauge = |name: &str, t: &[(&str, MetricType)]| {
+            prometheus_series(&[("__name__", name)], &types(t))
+                .unwrap()
+                .1
+        };
+        assert_eq!(gauge("node_load1", &[]), DsType::Gauge);
+        assert_eq!(gauge("x_bucket", &[]), DsType::Counter);
+        assert_eq!(
+            gauge("requests", &[("requests", MetricType::Counter)]),
+            DsType::Counter
+        );
+        assert_eq!(
+            gauge("odd_total", &[("odd_total", MetricType::Gauge)]),
+            DsType::Gauge
+        );
+        assert_eq!(
+            gauge("rpc_count", &[("rpc", MetricType::Summary)]),
+            DsType::Counter
+        );
+        assert_eq!(gauge("rpc", &[("rpc", MetricType::Summary)]), DsType::Gauge);
+        let missing = prometheus_series(&[("job", "x")], &types(&[])).unwrap_err();
+        assert_eq!(missing.reason, RejectReason::MissingName);
+        let long = "v".repeat(200);
+        let too_long = prometheus_series(&[("__name__", "x"), ("k", &long)], &types(&[]));
+        assert_eq!(too_long.unwrap_err().reason, RejectReason::ValueLength);
+    }
+
+    #[test]
+    fn wire_errors_name_the_place() {
+        let state = RemoteWriteState::default();
+        let store = Store::new(argus_tsdb::StoreConfig::default());
+        for bad in [
+            &[0x0a, 0x10, 0x01][..],
+            &[0x0a][..],
+            &[0x0b][..],
+            &[0xff; 11][..],
+        ] {
+            let err = state.convert(&store.writer(), bad).unwrap_err();
+            assert!(err.0.contains("byte"), "{}", err.0);
+        }
+        assert_eq!(
+            state.convert(&store.writer(), &[]).unwrap().samples.len(),
+            0
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP API (axum), a thin shell over the server: the routes (`ingest.rs`: publish,
+//! backfill, remote write, events; `query.rs`: graph, tags, expr, operator views;
+//! `live.rs`: live queries and per-step streams), the middleware (`auth.rs`, and the body
+//! guard with the listener loop in `serve.rs`), and the one place errors and outcomes
+//! become responses (`response.rs`). Handlers decode the request, do CPU-bound work on a
+//! blocking thread, and hand what came of it to `response.rs`.
+
+mod auth;
+mod ingest;
+mod live;
+mod query;
+pub mod response;
+pub mod serve;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::state::AppState;
+use response::ApiError;
+
+/// Every route template, as counted in `argus_http_requests_total{route}`.
+const ROUTES: [&str; 17] = [
+    "/api/v1/cardinality",
+    "/api/v1/live",
+    "/api/v1/live/subscriptions",
+    "/api/v1/stream",
+    "/api/v1/publish",
+    "/api/v1/write",
+    "/api/v1/events/{stream}",
+    "/api/v1/publish-fast",
+    "/api/v1/backfill",
+    "/api/v1/tags",
+    "/api/v1/tags/{key}",
+    "/api/v1/graph",
+    "/api/v1/expr",
+    "/api/v1/expr/debug",
+    "/api/v1/debug/storage",
+    "/healthz",
+    "/metrics",
+];
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/api/v1/publish", post(ingest::publish))
+        .route("/api/v1/publish-fast", post(ingest::publish))
+        .route("/api/v1/backfill", post(ingest::backfill))
+        .route("/api/v1/write", post(ingest::remote_write))
+        .route("/api/v1/events/{stream}", post(ingest::events))
+        .route("/api/v1/live", get(live::live))
+        .route("/api/v1/live/subscriptions", get(live::subscriptions))
+        .route("/api/v1/stream", get(live::stream))
+        .route("/api/v1/tags", get(query::tag_keys))
+        .route("/api/v1/tags/{key}", get(query::tag_values))
+        .route("/api/v1/graph", get(query::graph))
+        .route("/api/v1/expr", get(query::expr_debug))
+        .route("/api/v1/expr/debug", get(query::expr_debug))
+        .route("/api/v1/debug/storage", get(query::debug_storage))
+        .route("/api/v1/cardinality", get(query::cardinality))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            serve::guard_body,
+        ))
+        // Before the body is read: an unauthenticated client costs no body.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Route templates are a fixed set (metric labels must be bounded); anything else,
+    // including unmatched paths, is counted as "other".
+    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
+    let route = ROUTES
+        .iter()
+        .copied()
+        .find(|r| Some(*r) == matched)
+        .unwrap_or("other");
+    let resp = next.run(req).await;
+    state.metrics.http_request(route, resp.status().as_u16());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see the README for the API")
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render(&state.store, &state.connections);
+    text.push_str(&state.tokens.render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}

@@ -1,0 +1,336 @@
+//! The routes that read: the graph API, tags, the expression debugger, and the operator
+//! views (cardinality, storage). Queries run on blocking threads, each under its limits
+//! and a slot among the concurrent queries.
+
+use std::time::Duration;
+
+use argus_query::graph::{GraphRequest, evaluate_with_limits};
+use argus_tsdb::Matcher;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::response::ApiError;
+use crate::query_guard::{Cancel, Guarded};
+use crate::state::AppState;
+
+/// Parameters shared by the two tags routes.
+struct TagsParams {
+    q: Option<Matcher>,
+    limit: usize,
+    offset: Option<String>,
+    verbose: bool,
+    txt: bool,
+}
+
+const MAX_TAGS_LIMIT: usize = 1000;
+
+fn tags_params(params: &[(String, String)]) -> Result<TagsParams, ApiError> {
+    let mut out = TagsParams {
+        q: None,
+        limit: MAX_TAGS_LIMIT,
+        offset: None,
+        verbose: false,
+        txt: false,
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "q" if !v.trim().is_empty() => out.q = Some(argus_query::tag_query(v)?),
+            "q" => {}
+            "limit" => {
+                let n: i64 = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid limit {v:?}: expected an integer"))
+                })?;
+                if n <= 0 {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid limit {n}: must be greater than 0"
+                    )));
+                }
+                out.limit = (n as usize).min(MAX_TAGS_LIMIT);
+            }
+            "offset" => out.offset = Some(v.clone()),
+            "verbose" => out.verbose = matches!(v.as_str(), "1" | "true"),
+            "format" => match v.as_str() {
+                "json" => out.txt = false,
+                "txt" => out.txt = true,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid format {other:?}: expected json or txt"
+                    )));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn query_params(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+/// Pages a sorted list: items after `offset`, at most `limit`; the next offset goes in Atlas's
+/// `x-nflx-atlas-next-offset` header when the page is full.
+fn page<T>(items: Vec<(String, T)>, p: &TagsParams) -> (Vec<(String, T)>, Option<String>) {
+    let start = match &p.offset {
+        Some(off) => items.partition_point(|(k, _)| k.as_str() <= off.as_str()),
+        None => 0,
+    };
+    let page: Vec<(String, T)> = items.into_iter().skip(start).take(p.limit).collect();
+    let next = (page.len() == p.limit)
+        .then(|| page.last().map(|l| l.0.clone()))
+        .flatten();
+    (page, next)
+}
+
+fn tags_response(body: Response, next: Option<String>) -> Response {
+    let mut resp = body;
+    if let Some(n) = next
+        && let Ok(v) = HeaderValue::from_str(&n)
+    {
+        resp.headers_mut().insert("x-nflx-atlas-next-offset", v);
+    }
+    resp
+}
+
+pub async fn tag_keys(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = tags_params(&query_params(q)?)?;
+    if p.verbose {
+        // Every key=value pair with its series count, keyed "key=value" for paging.
+        let mut pairs: Vec<(String, (String, String, u64))> = Vec::new();
+        for (key, _) in state.store.tag_keys(p.q.as_ref()) {
+            for (value, count) in state.store.tag_values(&key, p.q.as_ref()) {
+                pairs.push((format!("{key}={value}"), (key.clone(), value, count)));
+            }
+        }
+        let (page, next) = page(pairs, &p);
+        let out: Vec<_> = page
+            .into_iter()
+            .map(|(_, (k, v, n))| json!({"key": k, "value": v, "count": n}))
+            .collect();
+        return Ok(tags_response(axum::Json(out).into_response(), next));
+    }
+    let (page, next) = page(state.store.tag_keys(p.q.as_ref()), &p);
+    Ok(tags_response(
+        list_body(page.into_iter().map(|(k, _)| k).collect(), p.txt),
+        next,
+    ))
+}
+
+pub async fn tag_values(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = tags_params(&query_params(q)?)?;
+    let (page, next) = page(state.store.tag_values(&key, p.q.as_ref()), &p);
+    if p.verbose {
+        let out: Vec<_> = page
+            .into_iter()
+            .map(|(v, n)| json!({"key": key, "value": v, "count": n}))
+            .collect();
+        return Ok(tags_response(axum::Json(out).into_response(), next));
+    }
+    Ok(tags_response(
+        list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt),
+        next,
+    ))
+}
+
+fn list_body(items: Vec<String>, txt: bool) -> Response {
+    if txt {
+        let mut s = items.join("\n");
+        s.push('\n');
+        ([(header::CONTENT_TYPE, "text/plain")], s).into_response()
+    } else {
+        axum::Json(items).into_response()
+    }
+}
+
+pub async fn graph(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    // Atlas answers a browser asking for a PNG with an image of the error, so that a broken
+    // dashboard panel says what is wrong where the graph would be.
+    let png = params
+        .iter()
+        .find(|(k, _)| k == "format")
+        .is_none_or(|(_, v)| v == "png");
+    let browser = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_browser);
+    let size = |name: &str, default: u32| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .unwrap_or(default)
+    };
+    let (width, height) = (size("w", 700), size("h", 300));
+    let store = state.store.clone();
+    let limits = state.cfg.query_limits();
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    // A query waits for a slot at most its own time limit.
+    let _permit = tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "{} queries are running (--max-concurrent-queries) and none finished within \
+                 {} ms; retry later",
+                state.cfg.max_concurrent_queries,
+                timeout.as_millis()
+            ))
+        })?;
+    let cancel = Cancel::default();
+    // Dropped with this request: when the client goes away, the query stops.
+    let _stop_when_dropped = cancel.on_drop();
+    let metrics = state.metrics.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
+        let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
+        let result = evaluate_with_limits(&req, &guarded, &limits);
+        if let Err(e) = &result
+            && let Some(i) = crate::query_guard::stop_reason(e, &cancel)
+        {
+            metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let result = result?;
+        Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the graph task", e))?;
+    match outcome {
+        Ok((content_type, body)) => {
+            Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+        }
+        Err(e) if png && browser => {
+            let user_error = e.status.is_client_error();
+            let image = argus_chart::render_error_png(&e.message, width, height, user_error);
+            Ok(([(header::CONTENT_TYPE, "image/png")], image).into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Atlas's test for a browser's user agent.
+fn is_browser(agent: &str) -> bool {
+    let agent = agent.to_ascii_lowercase();
+    ["mozilla", "msie", "gecko", "chrome", "opera", "webkit"]
+        .iter()
+        .any(|b| agent.contains(b))
+}
+
+/// `GET /api/v1/expr?q=…`: the stack after each step of the expression, as Atlas's expr
+/// debug API; an invalid expression gets the graph API's error.
+pub async fn expr_debug(
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let expr = params
+        .iter()
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| ApiError::bad_request("missing required parameter 'q'"))?;
+    let steps = tokio::task::spawn_blocking(move || argus_query::debug(&expr))
+        .await
+        .map_err(|e| ApiError::task_failed("the expr task", e))??;
+    let body: Vec<serde_json::Value> = steps
+        .into_iter()
+        .map(|s| {
+            let vars: serde_json::Map<String, serde_json::Value> = s
+                .variables
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            json!({"program": s.program, "context": {"stack": s.stack, "variables": vars}})
+        })
+        .collect();
+    Ok(axum::Json(body).into_response())
+}
+
+/// Where the series are, for an operator finding what exploded: the `top` (default 10, at
+/// most 1,000) metric names and tag keys by series count, the caps, and how many new series
+/// the caps refused.
+pub async fn cardinality(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let top = match params.iter().find(|(k, _)| k == "top") {
+        Some((_, v)) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("invalid top {v:?}: expected 1 to 1000"))
+            })?,
+        None => 10,
+    };
+    let store = state.store.clone();
+    let c = tokio::task::spawn_blocking(move || store.cardinality(top))
+        .await
+        .map_err(|e| ApiError::task_failed("the cardinality task", e))?;
+    Ok(axum::Json(json!({
+        "series": c.series,
+        "limits": {
+            "maxSeries": state.cfg.max_series,
+            "maxSeriesPerMetric": state.cfg.max_series_per_metric,
+        },
+        "refusedNewSeries": state.metrics.rejected(crate::validation::RejectReason::SeriesLimit),
+        "names": c.names.iter().map(|(n, k)| json!({"name": n, "series": k})).collect::<Vec<_>>(),
+        "keys": c.keys.iter().map(|(key, n, v)| json!({"key": key, "series": n, "values": v})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes
+/// per value, for operators and for the memory benchmark.
+pub async fn debug_storage(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let matcher = match params.iter().find(|(k, _)| k == "q") {
+        Some((_, v)) if !v.trim().is_empty() => Some(argus_query::tag_query(v)?),
+        _ => None,
+    };
+    let store = state.store.clone();
+    let st = tokio::task::spawn_blocking(move || {
+        let ids = matcher
+            .as_ref()
+            .map(|m| argus_tsdb::SeriesSource::select(&*store, m));
+        store.storage_stats(ids.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the storage task", e))?;
+    let per_value = if st.sealed_values > 0 {
+        st.sealed_bytes as f64 / st.sealed_values as f64
+    } else {
+        0.0
+    };
+    Ok(axum::Json(json!({
+        "series": st.n_series,
+        "sealedBlocks": st.sealed_blocks,
+        "sealedBytes": st.sealed_bytes,
+        "sealedSlots": st.sealed_slots,
+        "sealedValues": st.sealed_values,
+        "sealedBytesPerValue": per_value,
+        "headSlots": st.head_slots,
+    }))
+    .into_response())
+}
