@@ -116,6 +116,37 @@ pub fn ack(seq: u64, outcome: Outcome, waited_ms: Option<u32>) -> Result<Ack, St
     Ok(ack)
 }
 
+/// Serves one batch stream: each batch, in order, gets the reply `take` makes of it (its
+/// ack, or the status that ends the stream); the stream ends at the first failure, or when
+/// either side goes. The next batch is read only once the last one is answered, so a slow
+/// store slows the agent through flow control.
+fn ack_stream<B, F, Fut>(mut inbound: Streaming<B>, mut take: F) -> Response<AckStream>
+where
+    B: Send + 'static,
+    F: FnMut(B) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Ack, Status>> + Send,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let batch = match inbound.message().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(status::inbound_error(e))).await;
+                    break;
+                }
+            };
+            let reply = take(batch).await;
+            let failed = reply.is_err();
+            if tx.send(reply).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type PushMetricsStream = AckStream;
@@ -127,31 +158,14 @@ impl Ingest for IngestService {
         request: Request<Streaming<MetricBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let agent = agent_id(&request)?;
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(4);
         let svc = self.clone();
-        tokio::spawn(async move {
-            let series = Arc::new(Mutex::new(StreamSeries::new(svc.state.store.clone())));
-            loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(status::inbound_error(e))).await;
-                        break;
-                    }
-                };
+        let series = Arc::new(Mutex::new(StreamSeries::new(svc.state.store.clone())));
+        Ok(ack_stream(request.into_inner(), move |batch| {
+            let (svc, series, agent) = (svc.clone(), series.clone(), agent.clone());
+            async move {
                 let seq = batch.seq;
-                let (permit, waited) = match svc.permit().await {
-                    Ok(p) => p,
-                    Err(s) => {
-                        let _ = tx.send(Err(s)).await;
-                        break;
-                    }
-                };
+                let (permit, waited) = svc.permit().await?;
                 let st = svc.state.clone();
-                let series = series.clone();
-                let agent_key = agent.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     // Definitions are applied even for a resend: later batches of this
@@ -159,10 +173,10 @@ impl Ingest for IngestService {
                     let writer = st.store.writer();
                     let mut conv = series.lock().convert(&writer, &batch);
                     let _gate = st.agents.snapshot_gate.read();
-                    let Some(mut claim) = st.agents.claim_metrics(&agent_key, seq) else {
+                    let Some(mut claim) = st.agents.claim_metrics(&agent, seq) else {
                         return Outcome::Duplicate;
                     };
-                    let origin = AgentRegistry::origin(&agent_key, seq);
+                    let origin = AgentRegistry::origin(&agent, seq);
                     // Retry later releases the claim: the agent keeps the batch and
                     // resends it once the store can take it again.
                     let outcome = conv.store(&writer, &origin, &st.metrics);
@@ -175,20 +189,11 @@ impl Ingest for IngestService {
                     crate::memory::note_churn();
                     outcome
                 })
-                .await;
-                let reply = match outcome {
-                    Ok(outcome) => ack(seq, outcome, waited),
-                    Err(_) => Err(status::task_failed("storing the batch")),
-                };
-                let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
-                    break;
-                }
+                .await
+                .map_err(|_| status::task_failed("storing the batch"))?;
+                ack(seq, outcome, waited)
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        }))
     }
 
     async fn push_events(
@@ -196,31 +201,23 @@ impl Ingest for IngestService {
         request: Request<Streaming<EventBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let agent = agent_id(&request)?;
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(4);
         let svc = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(status::inbound_error(e))).await;
-                        break;
-                    }
-                };
+        Ok(ack_stream(request.into_inner(), move |batch| {
+            let (svc, agent) = (svc.clone(), agent.clone());
+            async move {
                 let seq = batch.seq;
                 // Parsing the events and running the live engines is CPU work: on a
                 // blocking thread, never on the reactor, and not on every core at once.
-                let Ok(permit) = svc.event_permits.clone().acquire_owned().await else {
-                    let _ = tx.send(Err(status::shutting_down())).await;
-                    break;
-                };
+                let permit = svc
+                    .event_permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| status::shutting_down())?;
                 let st = svc.state.clone();
-                let agent_key = agent.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    let Some(mut claim) = st.agents.claim_events(&agent_key, seq) else {
+                    let Some(mut claim) = st.agents.claim_events(&agent, seq) else {
                         return Outcome::Duplicate;
                     };
                     let (events, mut refusals) = agent_events(&batch);
@@ -239,20 +236,11 @@ impl Ingest for IngestService {
                     };
                     Outcome::taken(Kind::Events, taken, refusals, &st.metrics)
                 })
-                .await;
-                let reply = match outcome {
-                    Ok(outcome) => ack(seq, outcome, None),
-                    Err(_) => Err(status::task_failed("taking the events")),
-                };
-                let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
-                    break;
-                }
+                .await
+                .map_err(|_| status::task_failed("taking the events"))?;
+                ack(seq, outcome, None)
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        }))
     }
 
     async fn control(

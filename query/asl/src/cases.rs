@@ -232,16 +232,7 @@ impl Case {
 
 /// Reads every `*.test` file of a directory, in name order: `(file name, groups)`.
 pub fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<Group>)>, String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("reading {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "test"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("no .test files in {}", dir.display()));
-    }
-    files
+    argus_mql::cases::test_files(dir)?
         .iter()
         .map(|path| {
             let name = path

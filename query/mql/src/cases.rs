@@ -368,16 +368,26 @@ pub fn run_offline(query: &Query, events: &[Input], clock: Clock, seed: u64) -> 
     rows
 }
 
-/// Reads every `*.test` file of a directory, in name order.
-pub fn load_dir(dir: &FsPath) -> Result<Vec<Case>, String> {
+/// The `*.test` files of a directory, in name order; none is an error (a moved or emptied
+/// directory must not pass as "every case ran"). The Stack Language's case files are
+/// listed the same way.
+pub fn test_files(dir: &FsPath) -> Result<Vec<std::path::PathBuf>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "test"))
         .collect();
     files.sort();
+    if files.is_empty() {
+        return Err(format!("no .test files in {}", dir.display()));
+    }
+    Ok(files)
+}
+
+/// Reads every `*.test` file of a directory, in name order.
+pub fn load_dir(dir: &FsPath) -> Result<Vec<Case>, String> {
     let mut out = Vec::new();
-    for f in files {
+    for f in test_files(dir)? {
         out.extend(load_file(&f)?);
     }
     Ok(out)
