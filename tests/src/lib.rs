@@ -561,6 +561,17 @@ impl Running {
         }
     }
 
+    /// Waits until the program accepts connections on `port` of 127.0.0.1, so that a client
+    /// started next does not race its start.
+    pub fn wait_listening(&mut self, port: u16, what: &str) {
+        eventually(30, &format!("{what} listening on port {port}"), || {
+            self.assert_running(what);
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+    }
+
     /// The program's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -711,28 +722,40 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` making a new P-256 key (`key`) and, with `extra`, a request or a
+/// self-signed certificate (`out`) for `subject`.
+fn openssl_new_key(dir: &Path, key: &str, out: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
 /// A CA (`{ca}-ca.pem`, made once per directory), and a certificate and key signed by it (`{name}.pem`,
 /// `{name}.key`) for 127.0.0.1.
 pub fn issue_certificate(dir: &Path, ca: &str, name: &str) {
     if !dir.join(format!("{ca}-ca.pem")).exists() {
-        openssl(
+        openssl_new_key(
             dir,
+            &format!("{ca}-ca.key"),
+            &format!("{ca}-ca.pem"),
+            &format!("/CN={ca} test CA"),
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}-ca.key"),
-                "-out",
-                &format!("{ca}-ca.pem"),
                 "-days",
                 "2",
-                "-subj",
-                &format!("/CN={ca} test CA"),
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
@@ -740,22 +763,12 @@ pub fn issue_certificate(dir: &Path, ca: &str, name: &str) {
             ],
         );
     }
-    openssl(
+    openssl_new_key(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
+        &format!("{name}.key"),
+        &format!("{name}.csr"),
+        &format!("/CN={name}"),
+        &[],
     );
     std::fs::write(
         dir.join(format!("{name}.ext")),

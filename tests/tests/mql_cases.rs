@@ -179,15 +179,24 @@ fn strip_clock(row: &Value) -> Value {
     }
 }
 
-#[test]
-fn every_case_through_the_live_path() {
+/// What one lane of the live replay saw.
+#[derive(Default)]
+struct LaneReport {
+    replayed: usize,
+    failures: Vec<String>,
+    offline_only: Vec<String>,
+}
+
+/// Replays cases one after the other through a server and an agent of their own. Most of a
+/// case's time is spent making sure no row too many arrives, so lanes run side by side.
+fn replay_live(cases: Vec<Case>) -> LaneReport {
     let server = Server::start(&["--step", "1s"]);
     let agent = Agent::start(&server.grpc, &["--step", "1s", "--no-host-metrics"]);
     wait_agent_subscriptions(&agent, 0);
     let mut failures = Vec::new();
     let mut replayed = 0;
     let mut offline_only = Vec::new();
-    for case in cases() {
+    for case in cases {
         if let Expect::Error(want) = &case.expect {
             // Refused at subscribe time, with the parser's message; never reaches an agent.
             let (status, body) =
@@ -273,6 +282,38 @@ fn every_case_through_the_live_path() {
         wait_agent_subscriptions(&agent, 0);
         replayed += 1;
     }
+    LaneReport {
+        replayed,
+        failures,
+        offline_only,
+    }
+}
+
+/// Lanes of the live replay: each a server, an agent and a client of its own.
+const LIVE_LANES: usize = 4;
+
+#[test]
+fn every_case_through_the_live_path() {
+    let mut lanes: Vec<Vec<Case>> = vec![Vec::new(); LIVE_LANES];
+    for (i, case) in cases().into_iter().enumerate() {
+        lanes[i % LIVE_LANES].push(case);
+    }
+    let reports: Vec<LaneReport> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lanes
+            .into_iter()
+            .map(|cases| scope.spawn(move || replay_live(cases)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a lane of the live replay panicked"))
+            .collect()
+    });
+    let replayed: usize = reports.iter().map(|r| r.replayed).sum();
+    let failures: Vec<String> = reports.iter().flat_map(|r| r.failures.clone()).collect();
+    let offline_only: Vec<String> = reports
+        .iter()
+        .flat_map(|r| r.offline_only.clone())
+        .collect();
     eprintln!(
         "{replayed} cases replayed live; through argus mql only: {}",
         offline_only.join(", ")

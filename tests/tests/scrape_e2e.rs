@@ -69,6 +69,9 @@ fn the_agent_scrapes_over_https_and_http_with_keep_alive_and_gzip() {
     let (tls_port, plain_port) = (free_port(), free_port());
     let mut tls_exporter = exporter(&dir, "tls", tls_port, 42, Some(&web_config));
     let mut plain_exporter = exporter(&dir, "plain", plain_port, 7, None);
+    // Every scrape must succeed, the first included.
+    tls_exporter.wait_listening(tls_port, "the TLS exporter");
+    plain_exporter.wait_listening(plain_port, "the plain exporter");
 
     let server = Server::start(&["--step", "1s"]);
     let config = dir.join("agent.toml");
