@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub live_max_per_client: usize,
     /// Connections each listener (HTTP, gRPC) holds at once; more are refused.
     pub max_connections: usize,
+    /// Cluster mode (`--cluster`); `None` is a single node.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl ServerConfig {
@@ -129,42 +131,163 @@ impl Default for ServerConfig {
             max_concurrent_queries: 16,
             live_max_per_client: 16,
             max_connections: 8_192,
+            cluster: None,
         }
     }
 }
 
-/// Settings as they appear in the TOML file or on the command line: all optional.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// Settings as they appear in the TOML file, the environment (`ARGUS_*`) or on the command
+/// line: all optional. Written once: clap reads the flags and variables from it, serde the
+/// file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigLayer {
+    /// Address of the HTTP API [default: 127.0.0.1:7101].
+    #[arg(long, env = "ARGUS_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<String>,
+    /// Address of the gRPC services: the agent protocol and OTLP [default: 127.0.0.1:4317].
+    #[arg(long, env = "ARGUS_GRPC_ADDR", value_name = "HOST:PORT")]
     pub grpc_addr: Option<String>,
+    /// Directory for the server's files (created if missing) [default: argus-data].
+    #[arg(long, env = "ARGUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Step of stored series; timestamps are normalized to step ends [default: 60s].
+    #[arg(long, env = "ARGUS_STEP", value_name = "DURATION")]
     pub step: Option<String>,
+    /// How long data is kept in memory [default: 6h].
+    #[arg(long, env = "ARGUS_RETENTION", value_name = "DURATION")]
     pub retention: Option<String>,
+    /// How far from now a published datapoint may be, either way (backfill accepts
+    /// anything inside the retention window) [default: 60s].
+    #[arg(long, env = "ARGUS_PUBLISH_MAX_AGE", value_name = "DURATION")]
     pub publish_max_age: Option<String>,
+    /// Largest request body accepted, after decompression [default: 67108864].
+    #[arg(long, env = "ARGUS_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Most lines one graph request may return [default: 1024, as Atlas].
+    #[arg(long, env = "ARGUS_GRAPH_MAX_LINES", value_name = "N")]
     pub graph_max_lines: Option<usize>,
+    /// Most datapoints one graph request may return over all lines [default: 500000].
+    #[arg(long, env = "ARGUS_GRAPH_MAX_DATAPOINTS", value_name = "N")]
     pub graph_max_datapoints: Option<usize>,
+    /// Largest gRPC message accepted, after decompression; larger ones are refused with
+    /// RESOURCE_EXHAUSTED [default: 16777216].
+    #[arg(long, env = "ARGUS_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     pub grpc_max_message_bytes: Option<usize>,
+    /// Keep everything in memory only: no write-ahead log, no snapshots; a restart loses
+    /// all data. By default data is kept in --data-dir.
+    #[arg(
+        long,
+        env = "ARGUS_EPHEMERAL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
     pub ephemeral: Option<bool>,
+    /// When the write-ahead log is forced to disk: "always" (before every acknowledgement)
+    /// or an interval; power loss may lose up to one interval of acknowledged data, a
+    /// crash of the process nothing [default: 1s].
+    #[arg(long, env = "ARGUS_WAL_FSYNC", value_name = "always|DURATION")]
     pub wal_fsync: Option<String>,
+    /// How often the store is snapshotted, and the log behind the snapshot removed
+    /// [default: 15m].
+    #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     pub snapshot_interval: Option<String>,
+    /// How often maintenance seals finished blocks, drops data past the retention and
+    /// removes series left empty [default: 10s].
+    #[arg(long, env = "ARGUS_MAINTENANCE_INTERVAL", value_name = "DURATION")]
     pub maintenance_interval: Option<String>,
+    /// Most series in the store: over it, new series are refused (existing ones keep
+    /// ingesting), counted as series_limit [default: 5000000].
+    #[arg(long, env = "ARGUS_MAX_SERIES", value_name = "N")]
     pub max_series: Option<u64>,
+    /// Most series sharing one name tag: over it, that metric's new series are refused
+    /// [default: 1000000].
+    #[arg(long, env = "ARGUS_MAX_SERIES_PER_METRIC", value_name = "N")]
     pub max_series_per_metric: Option<u64>,
+    /// A request's headers must arrive within this; also how long an idle kept-alive
+    /// connection stays open [default: 10s].
+    #[arg(long, env = "ARGUS_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
     pub http_header_timeout: Option<String>,
+    /// A request's body must arrive within this, else 408 [default: 60s].
+    #[arg(long, env = "ARGUS_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
     pub http_body_timeout: Option<String>,
+    /// TOML file of bearer tokens with roles (read, write, admin) for the HTTP API and gRPC;
+    /// without it the server is open. See the README.
+    #[arg(long, env = "ARGUS_AUTH_FILE", value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with --tls-key).
+    #[arg(long, env = "ARGUS_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARGUS_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA: gRPC clients (agents) must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "ARGUS_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// A graph query stops after this long (503) [default: 30s].
+    #[arg(long, env = "ARGUS_QUERY_TIMEOUT", value_name = "DURATION")]
     pub query_timeout: Option<String>,
+    /// Most series one graph query may read (400 past it) [default: 1000000].
+    #[arg(long, env = "ARGUS_QUERY_MAX_SERIES", value_name = "N")]
     pub query_max_series: Option<u64>,
+    /// Most memory one query may hold at once: its lines, read buffers and accumulators
+    /// (400 past it) [default: 268435456].
+    #[arg(long, env = "ARGUS_QUERY_MAX_MEMORY", value_name = "BYTES")]
     pub query_max_memory: Option<usize>,
+    /// Graph queries running at once; more wait for a slot, up to their time limit
+    /// [default: 16].
+    #[arg(long, env = "ARGUS_MAX_CONCURRENT_QUERIES", value_name = "N")]
     pub max_concurrent_queries: Option<usize>,
+    /// Live queries one client address may run at once [default: 16].
+    #[arg(long, env = "ARGUS_LIVE_MAX_PER_CLIENT", value_name = "N")]
     pub live_max_per_client: Option<usize>,
+    /// Connections each listener (HTTP, gRPC) holds at once; more are refused at once and
+    /// counted. Lowered to what the open-file limit allows [default: 8192].
+    #[arg(long, env = "ARGUS_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Join a cluster: the NATS servers it runs on, comma-separated
+    /// (nats://host:4222,nats://host:4223). Without it the server is a single node.
+    #[arg(long, env = "ARGUS_CLUSTER", value_name = "URL[,URL...]")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster: letters, digits, `-` and `_` [default: the host
+    /// name and the HTTP port].
+    #[arg(long, env = "ARGUS_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// What this node does in the cluster, comma-separated: gateway, store, query
+    /// [default: all three].
+    #[arg(long, env = "ARGUS_ROLES", value_name = "ROLES")]
+    pub roles: Option<String>,
+    /// Partitions of a new cluster; fixed once the cluster exists, and a node started with
+    /// another count refuses to start [default: 64].
+    #[arg(long, env = "ARGUS_PARTITIONS", value_name = "N")]
+    pub partitions: Option<u32>,
+    /// Store nodes that hold each partition [default: 2].
+    #[arg(long, env = "ARGUS_REPLICAS", value_name = "N")]
+    pub replicas: Option<u32>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "ARGUS_NATS_USER", value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password of --nats-user.
+    #[arg(
+        long,
+        env = "ARGUS_NATS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// NATS token (instead of a user and password).
+    #[arg(
+        long,
+        env = "ARGUS_NATS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+    /// PEM CA that signed the NATS servers' certificates: connect over TLS only.
+    #[arg(long, env = "ARGUS_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -205,6 +328,15 @@ impl ConfigLayer {
             max_concurrent_queries: self.max_concurrent_queries.or(lower.max_concurrent_queries),
             live_max_per_client: self.live_max_per_client.or(lower.live_max_per_client),
             max_connections: self.max_connections.or(lower.max_connections),
+            cluster: self.cluster.or(lower.cluster),
+            node_id: self.node_id.or(lower.node_id),
+            roles: self.roles.or(lower.roles),
+            partitions: self.partitions.or(lower.partitions),
+            replicas: self.replicas.or(lower.replicas),
+            nats_user: self.nats_user.or(lower.nats_user),
+            nats_password: self.nats_password.or(lower.nats_password),
+            nats_token: self.nats_token.or(lower.nats_token),
+            nats_ca: self.nats_ca.or(lower.nats_ca),
         }
     }
 
@@ -226,8 +358,20 @@ impl ConfigLayer {
                 None => Ok(default),
             }
         };
+        let http_addr = addr(self.http_addr, d.http_addr, "http-addr")?;
+        let cluster = crate::cluster::ClusterSettings::resolve(crate::cluster::ClusterLayer {
+            urls: self.cluster,
+            node_id: self.node_id,
+            roles: self.roles,
+            partitions: self.partitions,
+            replicas: self.replicas,
+            nats_user: self.nats_user,
+            nats_password: self.nats_password,
+            nats_token: self.nats_token,
+            nats_ca: self.nats_ca,
+        })?;
         let cfg = ServerConfig {
-            http_addr: addr(self.http_addr, d.http_addr, "http-addr")?,
+            http_addr,
             grpc_addr: addr(self.grpc_addr, d.grpc_addr, "grpc-addr")?,
             data_dir: self.data_dir.unwrap_or(d.data_dir),
             step_ms: dur(self.step, d.step_ms, "step")?,
@@ -292,6 +436,7 @@ impl ConfigLayer {
                 .unwrap_or(d.max_concurrent_queries),
             live_max_per_client: self.live_max_per_client.unwrap_or(d.live_max_per_client),
             max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+            cluster,
         };
         if 86_400_000 % cfg.step_ms != 0 {
             bail!(

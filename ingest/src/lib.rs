@@ -18,6 +18,7 @@
 //! import each other in a circle (a test checks it).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod convert;

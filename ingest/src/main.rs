@@ -141,114 +141,13 @@ struct EvalArgs {
 
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// TOML file with settings (keys: http-addr, grpc-addr, data-dir, step, retention,
-    /// publish-max-age, max-body-bytes, graph-max-lines, graph-max-datapoints,
-    /// grpc-max-message-bytes, ephemeral, wal-fsync, snapshot-interval,
-    /// maintenance-interval, max-series,
-    /// max-series-per-metric, http-header-timeout, http-body-timeout, auth-file, tls-cert,
-    /// tls-key, tls-client-ca, query-timeout, query-max-series, query-max-memory,
-    /// max-concurrent-queries, max-connections,
-    /// live-max-per-client).
+    /// TOML file with settings. Its keys are the flags' names without the leading `--`
+    /// (`http-addr = "0.0.0.0:7101"`, `step = "10s"`); flags and `ARGUS_*` variables win
+    /// over it.
     #[arg(long, env = "ARGUS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address of the HTTP API [default: 127.0.0.1:7101].
-    #[arg(long, env = "ARGUS_HTTP_ADDR", value_name = "HOST:PORT")]
-    http_addr: Option<String>,
-    /// Address of the gRPC services: the agent protocol and OTLP [default: 127.0.0.1:4317].
-    #[arg(long, env = "ARGUS_GRPC_ADDR", value_name = "HOST:PORT")]
-    grpc_addr: Option<String>,
-    /// Directory for the server's files (created if missing) [default: argus-data].
-    #[arg(long, env = "ARGUS_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Step of stored series; timestamps are normalized to step ends [default: 60s].
-    #[arg(long, env = "ARGUS_STEP", value_name = "DURATION")]
-    step: Option<String>,
-    /// How long data is kept in memory [default: 6h].
-    #[arg(long, env = "ARGUS_RETENTION", value_name = "DURATION")]
-    retention: Option<String>,
-    /// How far from now a published datapoint may be, either way (backfill accepts
-    /// anything inside the retention window) [default: 60s].
-    #[arg(long, env = "ARGUS_PUBLISH_MAX_AGE", value_name = "DURATION")]
-    publish_max_age: Option<String>,
-    /// Largest request body accepted, after decompression [default: 67108864].
-    #[arg(long, env = "ARGUS_MAX_BODY_BYTES", value_name = "BYTES")]
-    max_body_bytes: Option<usize>,
-    /// Most lines one graph request may return [default: 1024, as Atlas].
-    #[arg(long, env = "ARGUS_GRAPH_MAX_LINES", value_name = "N")]
-    graph_max_lines: Option<usize>,
-    /// Most datapoints one graph request may return over all lines [default: 500000].
-    #[arg(long, env = "ARGUS_GRAPH_MAX_DATAPOINTS", value_name = "N")]
-    graph_max_datapoints: Option<usize>,
-    /// Largest gRPC message accepted, after decompression; larger ones are refused with
-    /// RESOURCE_EXHAUSTED [default: 16777216].
-    #[arg(long, env = "ARGUS_GRPC_MAX_MESSAGE_BYTES", value_name = "BYTES")]
-    grpc_max_message_bytes: Option<usize>,
-    /// Keep everything in memory only: no write-ahead log, no snapshots; a restart loses
-    /// all data. By default data is kept in --data-dir.
-    #[arg(long, env = "ARGUS_EPHEMERAL")]
-    ephemeral: bool,
-    /// When the write-ahead log is forced to disk: "always" (before every acknowledgement)
-    /// or an interval; power loss may lose up to one interval of acknowledged data, a
-    /// crash of the process nothing [default: 1s].
-    #[arg(long, env = "ARGUS_WAL_FSYNC", value_name = "always|DURATION")]
-    wal_fsync: Option<String>,
-    /// How often the store is snapshotted, and the log behind the snapshot removed
-    /// [default: 15m].
-    #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
-    snapshot_interval: Option<String>,
-    /// How often maintenance seals finished blocks, drops data past the retention and
-    /// removes series left empty [default: 10s].
-    #[arg(long, env = "ARGUS_MAINTENANCE_INTERVAL", value_name = "DURATION")]
-    maintenance_interval: Option<String>,
-    /// Most series in the store: over it, new series are refused (existing ones keep
-    /// ingesting), counted as series_limit [default: 5000000].
-    #[arg(long, env = "ARGUS_MAX_SERIES", value_name = "N")]
-    max_series: Option<u64>,
-    /// Most series sharing one name tag: over it, that metric's new series are refused
-    /// [default: 1000000].
-    #[arg(long, env = "ARGUS_MAX_SERIES_PER_METRIC", value_name = "N")]
-    max_series_per_metric: Option<u64>,
-    /// A request's headers must arrive within this; also how long an idle kept-alive
-    /// connection stays open [default: 10s].
-    #[arg(long, env = "ARGUS_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
-    http_header_timeout: Option<String>,
-    /// A request's body must arrive within this, else 408 [default: 60s].
-    #[arg(long, env = "ARGUS_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
-    http_body_timeout: Option<String>,
-    /// TOML file of bearer tokens with roles (read, write, admin) for the HTTP API and gRPC;
-    /// without it the server is open. See the README.
-    #[arg(long, env = "ARGUS_AUTH_FILE", value_name = "FILE")]
-    auth_file: Option<PathBuf>,
-    /// PEM certificate chain: serve HTTP and gRPC over TLS (with --tls-key).
-    #[arg(long, env = "ARGUS_TLS_CERT", value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "ARGUS_TLS_KEY", value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// PEM CA: gRPC clients (agents) must present a certificate it signed (mutual TLS).
-    #[arg(long, env = "ARGUS_TLS_CLIENT_CA", value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
-    /// A graph query stops after this long (503) [default: 30s].
-    #[arg(long, env = "ARGUS_QUERY_TIMEOUT", value_name = "DURATION")]
-    query_timeout: Option<String>,
-    /// Most series one graph query may read (400 past it) [default: 1000000].
-    #[arg(long, env = "ARGUS_QUERY_MAX_SERIES", value_name = "N")]
-    query_max_series: Option<u64>,
-    /// Most memory one query may hold at once: its lines, read buffers and accumulators
-    /// (400 past it) [default: 268435456].
-    #[arg(long, env = "ARGUS_QUERY_MAX_MEMORY", value_name = "BYTES")]
-    query_max_memory: Option<usize>,
-    /// Graph queries running at once; more wait for a slot, up to their time limit
-    /// [default: 16].
-    #[arg(long, env = "ARGUS_MAX_CONCURRENT_QUERIES", value_name = "N")]
-    max_concurrent_queries: Option<usize>,
-    /// Live queries one client address may run at once [default: 16].
-    #[arg(long, env = "ARGUS_LIVE_MAX_PER_CLIENT", value_name = "N")]
-    live_max_per_client: Option<usize>,
-    /// Connections each listener (HTTP, gRPC) holds at once; more are refused at once and
-    /// counted. Lowered to what the open-file limit allows [default: 8192].
-    #[arg(long, env = "ARGUS_MAX_CONNECTIONS", value_name = "N")]
-    max_connections: Option<usize>,
+    #[command(flatten)]
+    settings: ConfigLayer,
 }
 
 impl ServerArgs {
@@ -257,37 +156,7 @@ impl ServerArgs {
             Some(path) => ConfigLayer::from_file(path)?,
             None => ConfigLayer::default(),
         };
-        let flags = ConfigLayer {
-            http_addr: self.http_addr,
-            grpc_addr: self.grpc_addr,
-            data_dir: self.data_dir,
-            step: self.step,
-            retention: self.retention,
-            publish_max_age: self.publish_max_age,
-            max_body_bytes: self.max_body_bytes,
-            graph_max_lines: self.graph_max_lines,
-            graph_max_datapoints: self.graph_max_datapoints,
-            grpc_max_message_bytes: self.grpc_max_message_bytes,
-            ephemeral: self.ephemeral.then_some(true),
-            wal_fsync: self.wal_fsync,
-            snapshot_interval: self.snapshot_interval,
-            maintenance_interval: self.maintenance_interval,
-            max_series: self.max_series,
-            max_series_per_metric: self.max_series_per_metric,
-            http_header_timeout: self.http_header_timeout,
-            http_body_timeout: self.http_body_timeout,
-            auth_file: self.auth_file,
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
-            tls_client_ca: self.tls_client_ca,
-            query_timeout: self.query_timeout,
-            query_max_series: self.query_max_series,
-            query_max_memory: self.query_max_memory,
-            max_concurrent_queries: self.max_concurrent_queries,
-            live_max_per_client: self.live_max_per_client,
-            max_connections: self.max_connections,
-        };
-        flags.over(file).resolve()
+        self.settings.over(file).resolve()
     }
 }
 

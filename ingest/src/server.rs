@@ -135,7 +135,7 @@ pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (state, recovery) = tokio::task::spawn_blocking(move || open_state(cfg))
+    let (mut state, recovery) = tokio::task::spawn_blocking(move || open_state(cfg))
         .await
         .context("the recovery task failed")??;
     match &recovery {
@@ -159,6 +159,16 @@ pub async fn run(
     let grpc_addr = grpc_listener
         .local_addr()
         .context("reading the bound gRPC address")?;
+    // A cluster that refuses this node (another partition count) stops it before it
+    // serves; an unreachable NATS does not: the node serves, not ready, and keeps trying.
+    if let Some(settings) = state.cfg.cluster.clone() {
+        let membership = crate::cluster::Membership::new(settings, addr, grpc_addr);
+        membership
+            .first_attempt()
+            .await
+            .context("joining the cluster")?;
+        state.cluster = Some(membership);
+    }
     tracing::info!(
         step_ms = state.cfg.step_ms,
         retention_ms = state.cfg.retention_ms,
@@ -232,8 +242,24 @@ pub async fn run(
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         },
     ));
+    // A cluster that refuses the node later (it was unreachable at start) stops it too.
+    let refused: Arc<parking_lot::Mutex<Option<anyhow::Error>>> = Arc::default();
+    let membership = state.cluster.clone().map(|m| tokio::spawn(m.run()));
+    let refused_by = refused.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        let refusal = async {
+            match membership {
+                Some(task) => task.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown => {}
+            Some(e) = refusal => {
+                tracing::error!(error = %format!("{e:#}"), "the cluster refused this node; stopping");
+                *refused_by.lock() = Some(e);
+            }
+        }
         let _ = stop_tx.send(true);
     });
     let final_state = state.clone();
@@ -263,6 +289,9 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "final snapshot task failed"),
         }
+    }
+    if let Some(e) = refused.lock().take() {
+        return Err(e.context("the cluster refused this node"));
     }
     served?;
     grpc_served.context("serving gRPC")

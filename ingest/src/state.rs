@@ -9,6 +9,7 @@ use argus_tsdb::Store;
 use parking_lot::Mutex;
 
 use crate::auth::TokenStore;
+use crate::cluster::Membership;
 use crate::config::ServerConfig;
 use crate::connections::Connections;
 use crate::convert::RemoteWriteState;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub query_permits: Arc<tokio::sync::Semaphore>,
     /// Open connections per listener (`--max-connections`).
     pub connections: Arc<Connections>,
+    /// This node's membership of its cluster; `None` on a single node.
+    pub cluster: Option<Arc<Membership>>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             tokens: Arc::new(TokenStore::default()),
             query_permits,
             connections: Arc::new(Connections::new(cfg_max_connections)),
+            cluster: None,
         }
     }
 }

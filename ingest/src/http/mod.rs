@@ -24,8 +24,9 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 17] = [
+const ROUTES: [&str; 18] = [
     "/api/v1/cardinality",
+    "/api/v1/cluster",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
     "/api/v1/stream",
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/expr/debug", get(query::expr_debug))
         .route("/api/v1/debug/storage", get(query::debug_storage))
         .route("/api/v1/cardinality", get(query::cardinality))
+        .route("/api/v1/cluster", get(cluster))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -100,12 +102,31 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see the README for the API")
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// `ok`, or 503 with the reason while a cluster node has not joined its cluster.
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.cluster.as_ref().map(|c| c.readiness()) {
+        Some(Err(reason)) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response(),
+        _ => axum::Json(json!({"status": "ok"})).into_response(),
+    }
+}
+
+/// This node's view of its cluster; a single node says so.
+async fn cluster(State(state): State<AppState>) -> axum::response::Response {
+    match &state.cluster {
+        Some(c) => axum::Json(c.describe().await).into_response(),
+        None => axum::Json(json!({"mode": "single node"})).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render(&state.store, &state.connections);
     text.push_str(&state.tokens.render_metrics());
+    if let Some(c) = &state.cluster {
+        text.push_str(&c.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -1,0 +1,721 @@
+//! Cluster mode, its first layer: a node joins a cluster that runs on NATS JetStream. It
+//! connects (retrying for as long as NATS is unreachable, and saying so on `/healthz`),
+//! checks what the cluster fixed at its creation (the partition count: a node started with
+//! another count stops with an error naming both), and keeps a record of itself, renewed
+//! every few seconds, in a key-value bucket whose entries expire: the cluster's membership
+//! (`GET /api/v1/cluster`).
+//!
+//! Writes, partition ownership and queries across nodes are the next layers (issue 13);
+//! until they land, a node's data stays its own, as a single node's. NATS gives the
+//! replication, leases and membership: Argus runs no consensus of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::{self, kv};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Partitions of a new cluster when `--partitions` is not given.
+pub const DEFAULT_PARTITIONS: u32 = 64;
+/// Store nodes per partition when `--replicas` is not given.
+pub const DEFAULT_REPLICAS: u32 = 2;
+/// Most partitions a cluster may have (each becomes a subject, a consumer and a snapshot).
+pub const MAX_PARTITIONS: u32 = 4096;
+/// The bucket of what is fixed when the cluster is created.
+const CLUSTER_BUCKET: &str = "argus_cluster";
+const CLUSTER_KEY: &str = "config";
+/// The bucket of live nodes: a record not renewed within `NODE_TTL` expires.
+const NODES_BUCKET: &str = "argus_nodes";
+const NODE_TTL: Duration = Duration::from_secs(15);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+/// How long one connection attempt may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pause between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The cluster settings as configured (flags, `ARGUS_*`, TOML), before they are checked.
+#[derive(Debug, Default)]
+pub struct ClusterLayer {
+    pub urls: Option<String>,
+    pub node_id: Option<String>,
+    pub roles: Option<String>,
+    pub partitions: Option<u32>,
+    pub replicas: Option<u32>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub nats_token: Option<String>,
+    pub nats_ca: Option<PathBuf>,
+}
+
+/// How a node joins its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The NATS servers, tried in turn.
+    pub urls: Vec<String>,
+    /// Empty until the HTTP port is bound, when not given.
+    pub node_id: String,
+    pub roles: Roles,
+    /// Partitions, if this node creates the cluster; checked against the cluster's otherwise.
+    pub partitions: u32,
+    pub replicas: u32,
+    pub auth: NatsAuth,
+    /// CA of the NATS servers' certificates: TLS is then required.
+    pub ca: Option<PathBuf>,
+}
+
+/// How a node proves itself to NATS.
+#[derive(Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// What a node does in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Takes writes from agents and clients.
+    pub gateway: bool,
+    /// Owns partitions.
+    pub store: bool,
+    /// Answers the HTTP query APIs and live queries.
+    pub query: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        gateway: true,
+        store: true,
+        query: true,
+    };
+
+    /// `gateway,store,query` or any non-empty subset.
+    pub fn parse(s: &str) -> anyhow::Result<Roles> {
+        let mut roles = Roles {
+            gateway: false,
+            store: false,
+            query: false,
+        };
+        for name in s.split(',').map(str::trim) {
+            match name {
+                "gateway" => roles.gateway = true,
+                "store" => roles.store = true,
+                "query" => roles.query = true,
+                other => {
+                    bail!("invalid roles {s:?}: {other:?} is not a role (gateway, store, query)")
+                }
+            }
+        }
+        Ok(roles)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.gateway, "gateway"),
+            (self.store, "store"),
+            (self.query, "query"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
+/// A node id is a key of the membership bucket: letters, digits, `-` and `_`.
+fn check_node_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        bail!(
+            "invalid node-id {id:?}: 1 to 64 letters, digits, '-' or '_' (it names the node \
+             in the cluster's membership)"
+        );
+    }
+    Ok(())
+}
+
+/// The host's name, for the default node id.
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(48)
+        .collect();
+    if name.is_empty() {
+        "argus".to_string()
+    } else {
+        name
+    }
+}
+
+impl ClusterSettings {
+    /// Checks the configured settings; `None` without `--cluster` (a single node), and an
+    /// error if a cluster-only setting is given without it.
+    pub fn resolve(layer: ClusterLayer) -> anyhow::Result<Option<Self>> {
+        let Some(urls) = layer.urls else {
+            let stray = [
+                ("node-id", layer.node_id.is_some()),
+                ("roles", layer.roles.is_some()),
+                ("partitions", layer.partitions.is_some()),
+                ("replicas", layer.replicas.is_some()),
+                ("nats-user", layer.nats_user.is_some()),
+                ("nats-password", layer.nats_password.is_some()),
+                ("nats-token", layer.nats_token.is_some()),
+                ("nats-ca", layer.nats_ca.is_some()),
+            ];
+            if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                bail!("{name} is a cluster setting: it needs cluster (--cluster nats://…)");
+            }
+            return Ok(None);
+        };
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        if urls.is_empty() {
+            bail!("invalid cluster \"\": expected NATS URLs such as nats://127.0.0.1:4222");
+        }
+        for url in &urls {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| {
+                    format!("invalid cluster URL {url:?}: expected nats://HOST:PORT")
+                })?;
+        }
+        // Without --node-id: the host name and the HTTP port, filled in once the port is
+        // bound (it may be 0 here).
+        let node_id = layer.node_id.unwrap_or_default();
+        if !node_id.is_empty() {
+            check_node_id(&node_id)?;
+        }
+        let roles = match layer.roles {
+            Some(s) => Roles::parse(&s)?,
+            None => Roles::ALL,
+        };
+        let partitions = layer.partitions.unwrap_or(DEFAULT_PARTITIONS);
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            bail!("invalid partitions {partitions}: from 1 to {MAX_PARTITIONS}");
+        }
+        let replicas = layer.replicas.unwrap_or(DEFAULT_REPLICAS);
+        if replicas == 0 {
+            bail!("invalid replicas 0: each partition needs at least one store node");
+        }
+        let auth = match (layer.nats_user, layer.nats_password, layer.nats_token) {
+            (None, None, None) => NatsAuth::None,
+            (Some(user), Some(password), None) => NatsAuth::UserPassword { user, password },
+            (None, None, Some(token)) => NatsAuth::Token(token),
+            (_, _, Some(_)) => bail!("nats-token and nats-user/nats-password exclude each other"),
+            _ => bail!("nats-user and nats-password go together"),
+        };
+        Ok(Some(ClusterSettings {
+            urls,
+            node_id,
+            roles,
+            partitions,
+            replicas,
+            auth,
+            ca: layer.nats_ca,
+        }))
+    }
+
+    fn connect_options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("argus {}", self.node_id))
+            .connection_timeout(CONNECT_TIMEOUT)
+            // A dead server or client is noticed in seconds, not NATS's default minutes.
+            .ping_interval(Duration::from_secs(5));
+        options = match &self.auth {
+            NatsAuth::None => options,
+            NatsAuth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::Token(token) => options.token(token.clone()),
+        };
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        options
+    }
+}
+
+/// What a cluster fixes when it is created.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClusterRecord {
+    partitions: u32,
+    created_by: String,
+    created_at_ms: i64,
+}
+
+/// A live node, as it describes itself in the membership bucket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NodeRecord {
+    id: String,
+    roles: Vec<String>,
+    http: String,
+    grpc: String,
+    started_at_ms: i64,
+    heartbeat_at_ms: i64,
+}
+
+/// Where the node stands with its cluster.
+#[derive(Clone, Debug)]
+enum Readiness {
+    Connecting { attempts: u64, last_error: String },
+    /// The bucket handle is large (1.5 kB); boxed, the state stays small.
+    Ready {
+        partitions: u32,
+        nodes: Box<kv::Store>,
+    },
+}
+
+/// Why joining did not work.
+enum JoinError {
+    /// NATS could not be reached or did not answer: try again.
+    Unreachable(String),
+    /// The cluster refuses this node as configured: retrying cannot help.
+    Refused(anyhow::Error),
+}
+
+/// This node's membership: created at start, shared with the HTTP routes.
+pub struct Membership {
+    settings: ClusterSettings,
+    http: String,
+    grpc: String,
+    started_at_ms: i64,
+    state: Mutex<Readiness>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("node_id", &self.settings.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Membership {
+    /// `http` and `grpc` are the bound addresses; the default node id takes the HTTP port.
+    pub fn new(mut settings: ClusterSettings, http: SocketAddr, grpc: SocketAddr) -> Arc<Self> {
+        if settings.node_id.is_empty() {
+            settings.node_id = format!("{}-{}", host_name(), http.port());
+        }
+        let (http, grpc) = (http.to_string(), grpc.to_string());
+        Arc::new(Membership {
+            settings,
+            http,
+            grpc,
+            started_at_ms: now_ms(),
+            state: Mutex::new(Readiness::Connecting {
+                attempts: 0,
+                last_error: "not tried yet".into(),
+            }),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// `Ok` when the node has joined; otherwise why not, for `/healthz`.
+    pub fn readiness(&self) -> Result<(), String> {
+        match &*self.state.lock() {
+            Readiness::Ready { .. } => Ok(()),
+            Readiness::Connecting {
+                attempts,
+                last_error,
+            } => Err(format!(
+                "not joined to the cluster at {}: {last_error} (attempt {attempts}, retrying)",
+                self.settings.urls.join(",")
+            )),
+        }
+    }
+
+    /// One attempt to join, before the node serves: a cluster that refuses this node stops
+    /// it here, before it listens; an unreachable NATS leaves it to `run`'s retries.
+    pub async fn first_attempt(&self) -> anyhow::Result<()> {
+        match self.join().await {
+            Ok(()) => Ok(()),
+            Err(JoinError::Refused(e)) => Err(e),
+            Err(JoinError::Unreachable(why)) => {
+                tracing::warn!(reason = %why, "NATS unreachable at start; retrying");
+                Ok(())
+            }
+        }
+    }
+
+    /// Joins (retrying while NATS is unreachable), then renews this node's record for as
+    /// long as the server runs. Returns only when the cluster refuses the node.
+    pub async fn run(self: Arc<Self>) -> anyhow::Error {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let nodes = match &*self.state.lock() {
+                Readiness::Ready { nodes, .. } => Some(nodes.clone()),
+                Readiness::Connecting { .. } => None,
+            };
+            let pause = match nodes {
+                None => match self.join().await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(250);
+                        HEARTBEAT_EVERY
+                    }
+                    Err(JoinError::Refused(e)) => return e,
+                    Err(JoinError::Unreachable(why)) => {
+                        tracing::warn!(reason = %why, "NATS unreachable; retrying");
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        backoff
+                    }
+                },
+                Some(nodes) => {
+                    // The client reconnects by itself; a failed renewal only says so.
+                    if let Err(e) = self.heartbeat(&nodes).await {
+                        tracing::warn!(error = %e, "cluster heartbeat failed");
+                    }
+                    HEARTBEAT_EVERY
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            id: self.settings.node_id.clone(),
+            roles: self
+                .settings
+                .roles
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            http: self.http.clone(),
+            grpc: self.grpc.clone(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_at_ms: now_ms(),
+        }
+    }
+
+    async fn heartbeat(&self, nodes: &kv::Store) -> anyhow::Result<()> {
+        let record = serde_json::to_vec(&self.record()).context("encoding the node record")?;
+        nodes
+            .put(&self.settings.node_id, record.into())
+            .await
+            .context("renewing this node's record")?;
+        Ok(())
+    }
+
+    /// Connects, checks the cluster's fixed settings (creating them if this node is the
+    /// first) and records this node.
+    async fn join(&self) -> Result<(), JoinError> {
+        let result = self.try_join().await;
+        let mut state = self.state.lock();
+        match &result {
+            Ok((partitions, nodes)) => {
+                *state = Readiness::Ready {
+                    partitions: *partitions,
+                    nodes: Box::new(nodes.clone()),
+                };
+            }
+            Err(JoinError::Unreachable(why)) => {
+                let attempts = match &*state {
+                    Readiness::Connecting { attempts, .. } => attempts + 1,
+                    Readiness::Ready { .. } => 1,
+                };
+                *state = Readiness::Connecting {
+                    attempts,
+                    last_error: why.clone(),
+                };
+            }
+            Err(JoinError::Refused(_)) => {}
+        }
+        result.map(|_| ())
+    }
+
+    async fn try_join(&self) -> Result<(u32, kv::Store), JoinError> {
+        let s = &self.settings;
+        let unreachable =
+            |what: &str, e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{what}: {e}"));
+        let client = s
+            .connect_options()
+            .connect(s.urls.as_slice())
+            .await
+            .map_err(|e| unreachable("connecting", &e))?;
+        // Buckets are replicated like the data: three copies when the NATS cluster has
+        // three servers or more.
+        let servers = client.server_info().connect_urls.len().max(s.urls.len());
+        let replicas = servers.clamp(1, 3);
+        let js = jetstream::new(client);
+        let cluster = bucket(&js, CLUSTER_BUCKET, replicas, None)
+            .await
+            .map_err(|e| unreachable("opening the cluster bucket", &e))?;
+        let partitions = self.agree_on_partitions(&cluster).await?;
+        let nodes = bucket(&js, NODES_BUCKET, replicas, Some(NODE_TTL))
+            .await
+            .map_err(|e| unreachable("opening the membership bucket", &e))?;
+        self.heartbeat(&nodes)
+            .await
+            .map_err(|e| unreachable("recording this node", &format!("{e:#}")))?;
+        tracing::info!(
+            node = %s.node_id,
+            partitions,
+            "joined the cluster"
+        );
+        Ok((partitions, nodes))
+    }
+
+    /// The first node fixes the partition count; every later one must have the same.
+    async fn agree_on_partitions(&self, cluster: &kv::Store) -> Result<u32, JoinError> {
+        let s = &self.settings;
+        let mine = ClusterRecord {
+            partitions: s.partitions,
+            created_by: s.node_id.clone(),
+            created_at_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&mine).expect("a plain struct encodes");
+        match cluster.create(CLUSTER_KEY, bytes.into()).await {
+            Ok(_) => {
+                tracing::info!(partitions = s.partitions, "created the cluster");
+                return Ok(s.partitions);
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(JoinError::Unreachable(format!(
+                    "recording the cluster's settings: {e}"
+                )));
+            }
+        }
+        let stored = cluster
+            .get(CLUSTER_KEY)
+            .await
+            .map_err(|e| JoinError::Unreachable(format!("reading the cluster's settings: {e}")))?
+            .ok_or_else(|| {
+                JoinError::Unreachable("the cluster's settings vanished while read".into())
+            })?;
+        let theirs: ClusterRecord = serde_json::from_slice(&stored).map_err(|e| {
+            JoinError::Refused(anyhow::anyhow!(
+                "the cluster's settings in NATS (bucket {CLUSTER_BUCKET}, key {CLUSTER_KEY}) \
+                 are not Argus's: {e}"
+            ))
+        })?;
+        if theirs.partitions != s.partitions {
+            return Err(JoinError::Refused(anyhow::anyhow!(
+                "this node is set to {} partitions (--partitions, default \
+                 {DEFAULT_PARTITIONS}), but the cluster at {} has {} partitions, fixed when {} \
+                 created it; start the node with --partitions {}",
+                s.partitions,
+                s.urls.join(","),
+                theirs.partitions,
+                theirs.created_by,
+                theirs.partitions
+            )));
+        }
+        Ok(theirs.partitions)
+    }
+
+    /// `GET /api/v1/cluster`: this node's view of the cluster.
+    pub async fn describe(&self) -> serde_json::Value {
+        let s = &self.settings;
+        let (ready, partitions, nodes) = match &*self.state.lock() {
+            Readiness::Ready { partitions, nodes } => {
+                (true, Some(*partitions), Some(nodes.clone()))
+            }
+            Readiness::Connecting { .. } => (false, None, None),
+        };
+        let mut members = Vec::new();
+        if let Some(nodes) = nodes {
+            members = live_nodes(&nodes).await;
+        }
+        let now = now_ms();
+        json!({
+            "mode": "cluster",
+            "node": s.node_id,
+            "roles": s.roles.names(),
+            "ready": ready,
+            "status": self.readiness().err(),
+            "nats": s.urls,
+            "partitions": partitions,
+            "replicas": s.replicas,
+            "nodes": members.iter().map(|n| json!({
+                "id": n.id,
+                "roles": n.roles,
+                "http": n.http,
+                "grpc": n.grpc,
+                "started_at_ms": n.started_at_ms,
+                "heartbeat_age_ms": now - n.heartbeat_at_ms,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `/metrics` lines: whether the node has joined, and the cluster's live nodes.
+    pub fn render_metrics(&self) -> String {
+        let (ready, attempts) = match &*self.state.lock() {
+            Readiness::Ready { .. } => (1, 0),
+            Readiness::Connecting { attempts, .. } => (0, *attempts),
+        };
+        format!(
+            "# HELP argus_cluster_ready Whether this node has joined its cluster (1) or is still \
+             connecting (0).\n# TYPE argus_cluster_ready gauge\nargus_cluster_ready{{node=\"{node}\"}} {ready}\n\
+             # HELP argus_cluster_join_attempts Failed attempts to join since the last success.\n\
+             # TYPE argus_cluster_join_attempts gauge\nargus_cluster_join_attempts{{node=\"{node}\"}} {attempts}\n",
+            node = self.settings.node_id
+        )
+    }
+}
+
+/// Opens a key-value bucket, creating it if missing.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    ttl: Option<Duration>,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: name.to_string(),
+            history: 1,
+            max_age: ttl.unwrap_or_default(),
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another node created it meanwhile.
+        Err(e) => js
+            .get_key_value(name)
+            .await
+            .with_context(|| format!("creating the bucket {name}: {e}")),
+    }
+}
+
+/// The nodes whose records have not expired, by id.
+async fn live_nodes(nodes: &kv::Store) -> Vec<NodeRecord> {
+    use tokio_stream::StreamExt;
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let Ok(mut keys) = nodes.keys().await else {
+        return out;
+    };
+    while let Some(Ok(key)) = keys.next().await {
+        if let Ok(Some(bytes)) = nodes.get(key).await
+            && let Ok(record) = serde_json::from_slice::<NodeRecord>(&bytes)
+        {
+            out.push(record);
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(urls: &str) -> ClusterLayer {
+        ClusterLayer {
+            urls: Some(urls.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn settings_default_and_check() {
+        let s = ClusterSettings::resolve(layer("nats://127.0.0.1:4222, nats://127.0.0.1:4223"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.urls.len(), 2);
+        assert_eq!(s.partitions, DEFAULT_PARTITIONS);
+        assert_eq!(s.replicas, DEFAULT_REPLICAS);
+        assert_eq!(s.roles, Roles::ALL);
+        let m = Membership::new(
+            s,
+            "127.0.0.1:7101".parse().unwrap(),
+            "127.0.0.1:4317".parse().unwrap(),
+        );
+        assert!(m.node_id().ends_with("-7101"), "{}", m.node_id());
+        assert!(
+            ClusterSettings::resolve(ClusterLayer::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_settings_say_what() {
+        let err = |l: ClusterLayer| format!("{:#}", ClusterSettings::resolve(l).unwrap_err());
+        let msg = err(ClusterLayer {
+            partitions: Some(8),
+            ..Default::default()
+        });
+        assert!(msg.contains("partitions is a cluster setting"), "{msg}");
+        let msg = err(ClusterLayer {
+            partitions: Some(0),
+            ..layer("nats://127.0.0.1:4222")
+        });
+        assert!(msg.contains("invalid partitions 0"), "{msg}");
+        let msg = err(ClusterLayer {
+            roles: Some("gateway,cache".into()),
+            ..layer("nats://127.0.0.1:4222")
+        });
+        assert!(msg.contains("\"cache\" is not a role"), "{msg}");
+        let msg = err(ClusterLayer {
+            node_id: Some("a.b".into()),
+            ..layer("nats://127.0.0.1:4222")
+        });
+        assert!(msg.contains("invalid node-id"), "{msg}");
+        let msg = err(ClusterLayer {
+            nats_user: Some("u".into()),
+            ..layer("nats://127.0.0.1:4222")
+        });
+        assert!(msg.contains("go together"), "{msg}");
+        let msg = err(layer(" , "));
+        assert!(msg.contains("invalid cluster"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let auth = NatsAuth::UserPassword {
+            user: "argus".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{auth:?}").contains("hunter2"));
+        assert!(!format!("{:?}", NatsAuth::Token("s3cret".into())).contains("s3cret"));
+    }
+}
