@@ -286,7 +286,10 @@ struct NodeRecord {
 /// Where the node stands with its cluster.
 #[derive(Clone, Debug)]
 enum Readiness {
-    Connecting { attempts: u64, last_error: String },
+    Connecting {
+        attempts: u64,
+        last_error: String,
+    },
     /// The bucket handle is large (1.5 kB); boxed, the state stays small.
     Ready {
         partitions: u32,

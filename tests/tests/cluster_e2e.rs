@@ -26,6 +26,13 @@ fn node_ids(view: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A cluster node on `url` (not waiting for it to join: see `wait_ready`).
+fn node(url: &str, id: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--ephemeral", "--cluster", url, "--node-id", id];
+    args.extend_from_slice(extra);
+    Server::start_listening(&args)
+}
+
 fn wait_ready(server: &Server, what: &str) {
     eventually(60, what, || (server.get("/healthz").0 == 200).then_some(()));
 }
@@ -34,7 +41,7 @@ fn wait_ready(server: &Server, what: &str) {
 fn a_node_started_before_nats_says_so_and_joins_when_nats_comes() {
     let (client, route) = (free_port(), free_port());
     let url = format!("nats://127.0.0.1:{client}");
-    let server = Server::start_listening(&["--ephemeral", "--cluster", &url, "--node-id", "early"]);
+    let server = node(&url, "early", &[]);
 
     // Not ready, saying why and where, and still answering.
     let reason = eventually(10, "a failed attempt reported", || {
@@ -72,15 +79,7 @@ fn a_node_started_before_nats_says_so_and_joins_when_nats_comes() {
 fn the_first_node_fixes_the_partition_count_and_another_count_is_refused() {
     let nats = Nats::start(3);
     let url = nats.url();
-    let first = Server::start_listening(&[
-        "--ephemeral",
-        "--cluster",
-        &url,
-        "--partitions",
-        "8",
-        "--node-id",
-        "first",
-    ]);
+    let first = node(&url, "first", &["--partitions", "8"]);
     wait_ready(&first, "the first node creating the cluster");
     assert_eq!(cluster_view(&first)["partitions"], 8);
 
@@ -131,17 +130,11 @@ fn the_first_node_fixes_the_partition_count_and_another_count_is_refused() {
     }
 
     // The same count joins, and each node sees both.
-    let second = Server::start_listening(&[
-        "--ephemeral",
-        "--cluster",
+    let second = node(
         &url,
-        "--partitions",
-        "8",
-        "--node-id",
         "second",
-        "--roles",
-        "store,query",
-    ]);
+        &["--partitions", "8", "--roles", "store,query"],
+    );
     wait_ready(&second, "the second node joining");
     for server in [&first, &second] {
         let view = eventually(20, "both nodes in the membership", || {
