@@ -875,6 +875,14 @@ pub struct Nats {
     pub dir: PathBuf,
 }
 
+impl Drop for Nats {
+    /// Stops every server, then removes their data.
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Nats {
     /// `n` servers (a JetStream cluster when `n > 1`), listening once this returns.
     pub fn start(n: usize) -> Nats {

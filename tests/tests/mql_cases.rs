@@ -1,7 +1,7 @@
-//! The MQL semantic cases (`query/tests/mql/*.test`), run through the real binaries: the
+//! The MQL semantic cases (`query/mql/tests/mql/*.test`), run through the real binaries: the
 //! `argus mql` command, and the live path (events posted to an agent's intake, the query
 //! pushed down to it, rows read by `argus live`). The query crate runs the same files
-//! through the engine (`query/tests/mql.rs`).
+//! through the engine (`query/mql/tests/mql.rs`).
 //!
 //! A live stream never ends, so where the offline run's last rows come from the end of its
 //! input (aggregates or order without a window, a partial count window), the live path must
