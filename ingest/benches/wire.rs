@@ -197,7 +197,7 @@ fn publish(c: &mut Criterion) {
             |(body, now)| {
                 let parsed = parse_payload(&body, Mode::Publish, now, 60_000, 6 * 3_600_000)
                     .expect("parses");
-                black_box(store_datapoints(&store.writer(), parsed, &metrics).stored())
+                black_box(store_datapoints(store.writer(), parsed, &metrics, None).stored())
             },
             criterion::BatchSize::LargeInput,
         )

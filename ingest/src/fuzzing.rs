@@ -26,13 +26,13 @@ pub fn publish_json(data: &[u8]) {
     let store = store();
     for mode in [Mode::Publish, Mode::Backfill] {
         if let Ok(parsed) = parse_payload(data, mode, NOW, 60_000, RETENTION) {
-            let _ = store_datapoints(&store.writer(), parsed, &ServerMetrics::default());
+            let _ = store_datapoints(store.writer(), parsed, &ServerMetrics::default(), None);
         }
     }
     if let Ok(body) = decode_body(data, Some("gzip"), LIMIT)
         && let Ok(parsed) = parse_payload(&body, Mode::Publish, NOW, 60_000, RETENTION)
     {
-        let _ = store_datapoints(&store.writer(), parsed, &ServerMetrics::default());
+        let _ = store_datapoints(store.writer(), parsed, &ServerMetrics::default(), None);
     }
 }
 

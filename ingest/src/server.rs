@@ -33,7 +33,9 @@ pub fn open_state(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recover
 }
 
 fn open_store(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
-    if cfg.ephemeral {
+    // In a cluster the partitions' streams are the log: a node's store lives in memory and
+    // a restarted node rebuilds it from the streams.
+    if cfg.ephemeral || cfg.cluster.is_some() {
         return Ok((new_state(cfg), None));
     }
     std::fs::create_dir_all(&cfg.data_dir)
@@ -162,7 +164,13 @@ pub async fn run(
     // A cluster that refuses this node (another partition count) stops it before it
     // serves; an unreachable NATS does not: the node serves, not ready, and keeps trying.
     if let Some(settings) = state.cfg.cluster.clone() {
-        let membership = crate::cluster::Membership::new(settings, addr, grpc_addr);
+        let membership = crate::cluster::Membership::new(
+            settings,
+            addr,
+            grpc_addr,
+            state.store.clone(),
+            Duration::from_millis(state.cfg.retention_ms.max(0) as u64),
+        );
         membership
             .first_attempt()
             .await

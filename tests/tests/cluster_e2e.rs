@@ -165,3 +165,182 @@ fn a_single_node_says_it_is_one() {
         "{stderr}"
     );
 }
+
+/// Series every ledger request writes, one value each.
+const LEDGER_SERIES: u64 = 40;
+
+/// What a writer had acknowledged: per series `k`, the sum of the values written to it.
+#[derive(Default)]
+struct Ledger {
+    requests: u64,
+    totals: std::collections::HashMap<String, f64>,
+}
+
+impl Ledger {
+    /// One publish request: every series gets the request's number (an integer, so sums are
+    /// exact). Returns the status and the response's `Retry-After`, and books the request
+    /// when it was acknowledged.
+    fn publish(&mut self, node: &Server) -> (u16, Option<String>) {
+        let n = self.requests + 1;
+        let metrics: Vec<Value> = (0..LEDGER_SERIES)
+            .map(|k| {
+                serde_json::json!({
+                    "tags": {"kk": k.to_string()},
+                    "timestamp": argus_tests::now_ms(),
+                    "value": n,
+                })
+            })
+            .collect();
+        let payload = serde_json::json!({
+            "tags": {"name": "cluster.ledger", "atlas.dstype": "sum"},
+            "metrics": metrics,
+        });
+        let mut response = Server::agent()
+            .post(&format!("{}/api/v1/publish", node.base))
+            .header("Content-Type", "application/json")
+            .send(payload.to_string().as_bytes())
+            .expect("POST /api/v1/publish");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        match status {
+            200 => {
+                self.requests = n;
+                for k in 0..LEDGER_SERIES {
+                    *self.totals.entry(k.to_string()).or_default() += n as f64;
+                }
+            }
+            503 => assert!(body.contains("JetStream"), "{body}"),
+            other => panic!("publish answered {other}: {body}"),
+        }
+        (status, retry_after)
+    }
+
+    fn publish_ok(&mut self, node: &Server, requests: u64) {
+        for _ in 0..requests {
+            let (status, _) = self.publish(node);
+            assert_eq!(status, 200);
+        }
+    }
+}
+
+/// Per series `k`, the sum of everything `node` holds of the ledger's metric.
+fn ledger_totals(node: &Server) -> std::collections::HashMap<String, f64> {
+    let q = "name,cluster.ledger,:eq,:sum,(,kk,),:by,:cf-sum";
+    let v = node.get_json(&format!(
+        "/api/v1/graph?q={}&s=e-20m&e=now%2B2m&step=1m&format=stats.json&tz=UTC",
+        argus_tests::enc(q)
+    ));
+    let (Some(metrics), Some(stats)) = (v["metrics"].as_array(), v["stats"].as_array()) else {
+        panic!("the ledger's graph: {v}");
+    };
+    metrics
+        .iter()
+        .zip(stats)
+        .filter_map(|(m, s)| {
+            let total = s["total"].as_f64().filter(|t| !t.is_nan())?;
+            Some((m["kk"].as_str()?.to_string(), total))
+        })
+        .collect()
+}
+
+/// Waits until `node` holds exactly what the ledger acknowledged; returns how long it took.
+fn wait_for_ledger(node: &Server, ledger: &Ledger, what: &str) -> Duration {
+    let started = Instant::now();
+    let mut last = Default::default();
+    let deadline = started + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        last = ledger_totals(node);
+        if last == ledger.totals {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what}: after 60 s the node holds {last:?}, the ledger says {:?}",
+        ledger.totals
+    );
+}
+
+#[test]
+fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
+    let mut nats = Nats::start(3);
+    let url = nats.url();
+    let flags = ["--partitions", "8"];
+    let gateway = node(&url, "gw", &flags);
+    let mut store = node(&url, "st", &flags);
+    wait_ready(&gateway, "the gateway joining");
+    wait_ready(&store, "the store node joining");
+
+    // Acknowledged writes reach both nodes, each sample once.
+    let mut ledger = Ledger::default();
+    ledger.publish_ok(&gateway, 50);
+    wait_for_ledger(&gateway, &ledger, "the gateway applying the log");
+    wait_for_ledger(&store, &ledger, "the other node applying the log");
+    let view = cluster_view(&store);
+    assert_eq!(view["log"]["caught_up"], true, "{view}");
+    assert_eq!(
+        view["log"]["streams"].as_array().unwrap().len(),
+        6,
+        "{view}"
+    );
+    let published: u64 = cluster_view(&gateway)["log"]["published_messages"]
+        .as_u64()
+        .unwrap();
+    assert!(published >= 50, "{published}");
+
+    // A store node killed with SIGKILL: writes go on; restarted, it replays the log and
+    // holds exactly the ledger again.
+    let _ = store.kill();
+    ledger.publish_ok(&gateway, 50);
+    let restarted = Instant::now();
+    store = node(&url, "st", &flags);
+    wait_ready(&store, "the store node rejoining");
+    let caught_up = wait_for_ledger(&store, &ledger, "the restarted node replaying");
+    eprintln!(
+        "restarted store node: ready and caught up {:?} after start ({:?} polling)",
+        restarted.elapsed(),
+        caught_up
+    );
+    let (_, metrics) = store.get("/metrics");
+    assert!(
+        metrics.contains("argus_cluster_applied_sequence{node=\"st\",stream=\"ARGUS_IN_0\"}"),
+        "{metrics}"
+    );
+
+    // NATS lost: a write is refused as retryable (503, Retry-After) and nothing of it is
+    // applied; queries answer from memory.
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    let started = Instant::now();
+    let (status, retry_after) = ledger.publish(&gateway);
+    assert_eq!(status, 503);
+    assert!(retry_after.is_some());
+    eprintln!(
+        "with NATS down, a write was refused after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ledger_totals(&gateway), ledger.totals);
+    assert_eq!(ledger_totals(&store), ledger.totals);
+
+    // NATS back: writes resume by themselves, and both nodes apply them.
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    let resumed = Instant::now();
+    eventually(60, "writes accepted again", || {
+        (ledger.publish(&gateway).0 == 200).then_some(())
+    });
+    eprintln!(
+        "writes resumed {:?} after NATS restarted",
+        resumed.elapsed()
+    );
+    ledger.publish_ok(&gateway, 10);
+    wait_for_ledger(&gateway, &ledger, "the gateway after NATS came back");
+    wait_for_ledger(&store, &ledger, "the store node after NATS came back");
+}

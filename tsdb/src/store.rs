@@ -738,6 +738,11 @@ impl Store {
         self.catalog.read().tags_ref(id).map(|t| t.to_map())
     }
 
+    /// How samples of series `id` land on steps, if the series exists.
+    pub fn dstype(&self, id: SeriesId) -> Option<DsType> {
+        self.shard(id).read().get(id).map(|data| data.dstype)
+    }
+
     /// Tag keys with the number of series having each, sorted by key, over the series
     /// matching `within` (all series if `None`).
     pub fn tag_keys(&self, within: Option<&Matcher>) -> Vec<(String, u64)> {

@@ -3,6 +3,8 @@
 
 use argus_tsdb::{Sample, Writer};
 
+use crate::cluster::Membership;
+use crate::cluster::log::split;
 use crate::metrics::ServerMetrics;
 use crate::outcome::{Kind, Outcome};
 use crate::validation::{Refusals, RejectReason, Rejection};
@@ -42,6 +44,61 @@ impl Converted {
         }
         let refusals = std::mem::take(&mut self.refusals);
         Outcome::taken(Kind::Samples, appended.stored, refusals, metrics)
+    }
+
+    /// Takes the samples the way this node takes writes: into the store on a single node
+    /// ([`Converted::store`]); in a cluster, into the partitions' log, taken once JetStream
+    /// has acknowledged every message. The series are named by their tags while `w` is
+    /// held, and the hold is let go before waiting for JetStream, so a stalled log never
+    /// holds up the store's maintenance. Call on a blocking thread of the runtime.
+    pub fn commit(
+        &mut self,
+        w: Writer<'_>,
+        origin: &[u8],
+        metrics: &ServerMetrics,
+        cluster: Option<&Membership>,
+    ) -> Outcome {
+        let Some(cluster) = cluster else {
+            return self.store(&w, origin, metrics);
+        };
+        let log = match cluster.log() {
+            Ok(log) => log,
+            Err(why) => return Outcome::retry_later(why),
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Outcome::retry_later("no runtime to publish to the cluster's log from");
+        };
+        // The store's own window check, made here: what it would refuse is never logged.
+        let (min_ms, max_ms) = w.store().accept_window();
+        let in_window = |s: &Sample| (min_ms..=max_ms).contains(&s.ts_ms);
+        let filtered: Vec<Sample>;
+        let samples = if self.samples.iter().all(in_window) {
+            &self.samples
+        } else {
+            for s in self.samples.iter().filter(|s| !in_window(s)) {
+                let err = argus_tsdb::Error::OutOfRetention {
+                    ts_ms: s.ts_ms,
+                    min_ms,
+                    max_ms,
+                };
+                self.refusals.add(Rejection::new(
+                    RejectReason::OutOfRetention,
+                    err.to_string(),
+                ));
+            }
+            filtered = self.samples.iter().copied().filter(in_window).collect();
+            &filtered
+        };
+        let messages = split(w.store(), samples, origin, log.partitions);
+        let taken = samples.len();
+        drop(w);
+        match runtime.block_on(log.publish(messages)) {
+            Ok(()) => {
+                let refusals = std::mem::take(&mut self.refusals);
+                Outcome::taken(Kind::Samples, taken, refusals, metrics)
+            }
+            Err(why) => Outcome::retry_later(why),
+        }
     }
 
     /// The first refusals, for a response.

@@ -9,6 +9,8 @@ use argus_tsdb::{Sample, SeriesId, TagMap, Writer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::Converted;
+use crate::cluster::Membership;
 use crate::metrics::ServerMetrics;
 use crate::outcome::{Kind, Outcome};
 use crate::validation::{Refusals, RejectReason, Rejection, clip, validate_tags};
@@ -324,12 +326,13 @@ pub fn parse_payload(
 }
 
 /// Stores the valid datapoints of a parsed payload. Series are resolved first and the samples
-/// go to the store as one batch, so no datapoint is ever half written. Every refusal is
-/// counted in `metrics`.
+/// go to the store as one batch (in a cluster, to the log: [`Converted::commit`]), so no
+/// datapoint is ever half written. Every refusal is counted in `metrics`.
 pub fn store_datapoints(
-    w: &Writer<'_>,
+    w: Writer<'_>,
     parsed: Vec<Result<Datapoint, Rejection>>,
     metrics: &ServerMetrics,
+    cluster: Option<&Membership>,
 ) -> Outcome {
     let mut refused = Refusals::default();
     let mut samples = Vec::with_capacity(parsed.len());
@@ -360,6 +363,13 @@ pub fn store_datapoints(
                 sample_tags.push(dp.tags);
             }
         }
+    }
+    if cluster.is_some() {
+        let mut conv = Converted {
+            samples,
+            refusals: refused,
+        };
+        return conv.commit(w, &[], metrics, cluster);
     }
     let result = match w.try_append_batch(&samples, &[]) {
         Ok(r) => r,

@@ -179,8 +179,7 @@ impl Ingest for IngestService {
                     let origin = AgentRegistry::origin(&agent, seq);
                     // Retry later releases the claim: the agent keeps the batch and
                     // resends it once the store can take it again.
-                    let outcome = conv.store(&writer, &origin, &st.metrics);
-                    drop(writer);
+                    let outcome = conv.commit(writer, &origin, &st.metrics, st.cluster.as_deref());
                     if matches!(outcome, Outcome::Taken { .. }) {
                         claim.stored();
                     }

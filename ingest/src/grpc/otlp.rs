@@ -50,7 +50,7 @@ impl MetricsService for OtlpService {
         let outcome = tokio::task::spawn_blocking(move || {
             let writer = st.store.writer();
             let mut conv = otlp_metrics(&writer, &req);
-            conv.store(&writer, &[], &st.metrics)
+            conv.commit(writer, &[], &st.metrics, st.cluster.as_deref())
         })
         .await
         .map_err(|_| status::task_failed("storing the export"))?;

@@ -61,7 +61,12 @@ async fn ingest(
             st.cfg.publish_max_age_ms,
             st.cfg.retention_ms,
         )?;
-        let outcome = store_datapoints(&st.store.writer(), parsed, &st.metrics);
+        let outcome = store_datapoints(
+            st.store.writer(),
+            parsed,
+            &st.metrics,
+            st.cluster.as_deref(),
+        );
         drop(decoded);
         crate::memory::note_churn();
         Ok::<_, PayloadError>(outcome)
@@ -108,8 +113,7 @@ pub async fn remote_write(
                 .convert(&writer, raw)
                 .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))
         })?;
-        let outcome = conv.store(&writer, &[], &st.metrics);
-        drop(writer);
+        let outcome = conv.commit(writer, &[], &st.metrics, st.cluster.as_deref());
         crate::memory::note_churn();
         Ok::<_, ApiError>(outcome)
     })

@@ -5,9 +5,14 @@
 //! every few seconds, in a key-value bucket whose entries expire: the cluster's membership
 //! (`GET /api/v1/cluster`).
 //!
-//! Writes, partition ownership and queries across nodes are the next layers (issue 13);
-//! until they land, a node's data stays its own, as a single node's. NATS gives the
-//! replication, leases and membership: Argus runs no consensus of its own.
+//! Once joined, writes end at JetStream (`log.rs`): a gateway publishes each batch to the
+//! partitions' replicated streams and acknowledges it when JetStream has, and every store
+//! node applies every stream into its in-memory store, so each is a full replica that a
+//! restart rebuilds from the log. Partition ownership (each partition on `--replicas`
+//! nodes), snapshots and queries merged across nodes are the next layers (issue 13). NATS
+//! gives the replication, leases and membership: Argus runs no consensus of its own.
+
+pub mod log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,10 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use argus_tsdb::Store;
 use async_nats::jetstream::{self, kv};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use self::log::PartitionLog;
 
 /// Partitions of a new cluster when `--partitions` is not given.
 pub const DEFAULT_PARTITIONS: u32 = 64;
@@ -294,6 +302,7 @@ enum Readiness {
     Ready {
         partitions: u32,
         nodes: Box<kv::Store>,
+        log: Arc<PartitionLog>,
     },
 }
 
@@ -312,6 +321,10 @@ pub struct Membership {
     grpc: String,
     started_at_ms: i64,
     state: Mutex<Readiness>,
+    /// The store a store node applies the log into; `None` on other nodes.
+    store: Option<Arc<Store>>,
+    /// How long the log keeps what it is given: the store's retention.
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Membership {
@@ -330,13 +343,19 @@ fn now_ms() -> i64 {
 
 impl Membership {
     /// `http` and `grpc` are the bound addresses; the default node id takes the HTTP port.
-    pub fn new(mut settings: ClusterSettings, http: SocketAddr, grpc: SocketAddr) -> Arc<Self> {
+    /// A store node applies the log into `store`, which keeps `retention`.
+    pub fn new(
+        mut settings: ClusterSettings,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        store: Arc<Store>,
+        retention: Duration,
+    ) -> Arc<Self> {
         if settings.node_id.is_empty() {
             settings.node_id = format!("{}-{}", host_name(), http.port());
         }
         let (http, grpc) = (http.to_string(), grpc.to_string());
         Arc::new(Membership {
-            settings,
             http,
             grpc,
             started_at_ms: now_ms(),
@@ -344,11 +363,25 @@ impl Membership {
                 attempts: 0,
                 last_error: "not tried yet".into(),
             }),
+            store: settings.roles.store.then_some(store),
+            retention,
+            settings,
         })
     }
 
     pub fn node_id(&self) -> &str {
         &self.settings.node_id
+    }
+
+    /// The log, once the node has joined; otherwise why a write cannot be taken now.
+    pub fn log(&self) -> Result<Arc<PartitionLog>, String> {
+        match &*self.state.lock() {
+            Readiness::Ready { log, .. } => Ok(log.clone()),
+            Readiness::Connecting { .. } => Err(self
+                .readiness()
+                .err()
+                .unwrap_or_else(|| "not joined to the cluster".into())),
+        }
     }
 
     /// `Ok` when the node has joined; otherwise why not, for `/healthz`.
@@ -444,10 +477,14 @@ impl Membership {
         let result = self.try_join().await;
         let mut state = self.state.lock();
         match &result {
-            Ok((partitions, nodes)) => {
+            Ok((partitions, nodes, log)) => {
+                if let Some(store) = &self.store {
+                    log.start_applying(store.clone());
+                }
                 *state = Readiness::Ready {
                     partitions: *partitions,
                     nodes: Box::new(nodes.clone()),
+                    log: log.clone(),
                 };
             }
             Err(JoinError::Unreachable(why)) => {
@@ -465,7 +502,7 @@ impl Membership {
         result.map(|_| ())
     }
 
-    async fn try_join(&self) -> Result<(u32, kv::Store), JoinError> {
+    async fn try_join(&self) -> Result<(u32, kv::Store, Arc<PartitionLog>), JoinError> {
         let s = &self.settings;
         let unreachable =
             |what: &str, e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{what}: {e}"));
@@ -478,7 +515,9 @@ impl Membership {
         // three servers or more.
         let servers = client.server_info().connect_urls.len().max(s.urls.len());
         let replicas = servers.clamp(1, 3);
-        let js = jetstream::new(client);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(log::ACK_TIMEOUT)
+            .build(client);
         let cluster = bucket(&js, CLUSTER_BUCKET, replicas, None)
             .await
             .map_err(|e| unreachable("opening the cluster bucket", &e))?;
@@ -486,6 +525,15 @@ impl Membership {
         let nodes = bucket(&js, NODES_BUCKET, replicas, Some(NODE_TTL))
             .await
             .map_err(|e| unreachable("opening the membership bucket", &e))?;
+        // The log keeps an hour past the retention, so a replaying node finds all it holds.
+        let log = PartitionLog::open(
+            js.clone(),
+            partitions,
+            replicas,
+            self.retention + Duration::from_secs(3600),
+        )
+        .await
+        .map_err(|e| unreachable("opening the partitions' streams", &format!("{e:#}")))?;
         self.heartbeat(&nodes)
             .await
             .map_err(|e| unreachable("recording this node", &format!("{e:#}")))?;
@@ -494,7 +542,7 @@ impl Membership {
             partitions,
             "joined the cluster"
         );
-        Ok((partitions, nodes))
+        Ok((partitions, nodes, Arc::new(log)))
     }
 
     /// The first node fixes the partition count; every later one must have the same.
@@ -549,11 +597,18 @@ impl Membership {
     /// `GET /api/v1/cluster`: this node's view of the cluster.
     pub async fn describe(&self) -> serde_json::Value {
         let s = &self.settings;
-        let (ready, partitions, nodes) = match &*self.state.lock() {
-            Readiness::Ready { partitions, nodes } => {
-                (true, Some(*partitions), Some(nodes.clone()))
-            }
-            Readiness::Connecting { .. } => (false, None, None),
+        let (ready, partitions, nodes, log) = match &*self.state.lock() {
+            Readiness::Ready {
+                partitions,
+                nodes,
+                log,
+            } => (
+                true,
+                Some(*partitions),
+                Some(nodes.clone()),
+                Some(log.clone()),
+            ),
+            Readiness::Connecting { .. } => (false, None, None, None),
         };
         let mut members = Vec::new();
         if let Some(nodes) = nodes {
@@ -577,22 +632,90 @@ impl Membership {
                 "started_at_ms": n.started_at_ms,
                 "heartbeat_age_ms": now - n.heartbeat_at_ms,
             })).collect::<Vec<_>>(),
+            "log": log.map(|log| log_json(&log, self.store.is_some())),
         })
     }
 
-    /// `/metrics` lines: whether the node has joined, and the cluster's live nodes.
+    /// `/metrics` lines: whether the node has joined, and where it stands in the log.
     pub fn render_metrics(&self) -> String {
-        let (ready, attempts) = match &*self.state.lock() {
-            Readiness::Ready { .. } => (1, 0),
-            Readiness::Connecting { attempts, .. } => (0, *attempts),
+        let (ready, attempts, log) = match &*self.state.lock() {
+            Readiness::Ready { log, .. } => (1, 0, Some(log.clone())),
+            Readiness::Connecting { attempts, .. } => (0, *attempts, None),
         };
-        format!(
+        let mut out = format!(
             "# HELP argus_cluster_ready Whether this node has joined its cluster (1) or is still \
              connecting (0).\n# TYPE argus_cluster_ready gauge\nargus_cluster_ready{{node=\"{node}\"}} {ready}\n\
              # HELP argus_cluster_join_attempts Failed attempts to join since the last success.\n\
              # TYPE argus_cluster_join_attempts gauge\nargus_cluster_join_attempts{{node=\"{node}\"}} {attempts}\n",
             node = self.settings.node_id
-        )
+        );
+        if let Some(log) = log {
+            log_metrics(&mut out, &self.settings.node_id, &log, self.store.is_some());
+        }
+        out
+    }
+}
+
+/// The log as `/api/v1/cluster` shows it: messages this node published and, on a store
+/// node, how far it has applied each stream.
+fn log_json(log: &PartitionLog, applies: bool) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "published_messages": log.published.load(Relaxed),
+        "duplicate_messages": log.duplicates.load(Relaxed),
+        "caught_up": applies.then(|| log.caught_up()),
+        "streams": log.streams.iter().enumerate().map(|(k, s)| json!({
+            "stream": log::stream_name(k as u32),
+            "applied_sequence": applies.then(|| s.applied.load(Relaxed)),
+            "pending": applies.then(|| s.pending.load(Relaxed)),
+            "caught_up": applies.then(|| s.caught_up.load(Relaxed)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn log_metrics(out: &mut String, node: &str, log: &PartitionLog, applies: bool) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = write!(
+        out,
+        "# HELP argus_cluster_published_messages_total Partition messages this node published          and JetStream acknowledged.
+# TYPE argus_cluster_published_messages_total counter
+         argus_cluster_published_messages_total{{node=\"{node}\"}} {}
+         # HELP argus_cluster_duplicate_messages_total Published messages JetStream already had          (resends).
+# TYPE argus_cluster_duplicate_messages_total counter
+         argus_cluster_duplicate_messages_total{{node=\"{node}\"}} {}
+",
+        log.published.load(Relaxed),
+        log.duplicates.load(Relaxed),
+    );
+    if !applies {
+        return;
+    }
+    out.push_str(
+        "# HELP argus_cluster_applied_sequence The last sequence of each stream this node          applied.
+# TYPE argus_cluster_applied_sequence gauge
+",
+    );
+    for (k, s) in log.streams.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "argus_cluster_applied_sequence{{node=\"{node}\",stream=\"{}\"}} {}",
+            log::stream_name(k as u32),
+            s.applied.load(Relaxed)
+        );
+    }
+    out.push_str(
+        "# HELP argus_cluster_pending_messages Messages of each stream not yet applied here.
+         # TYPE argus_cluster_pending_messages gauge
+",
+    );
+    for (k, s) in log.streams.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "argus_cluster_pending_messages{{node=\"{node}\",stream=\"{}\"}} {}",
+            log::stream_name(k as u32),
+            s.pending.load(Relaxed)
+        );
     }
 }
 
@@ -671,6 +794,8 @@ mod tests {
             s,
             "127.0.0.1:7101".parse().unwrap(),
             "127.0.0.1:4317".parse().unwrap(),
+            Arc::new(Store::new(argus_tsdb::StoreConfig::default())),
+            Duration::from_secs(3600),
         );
         assert!(m.node_id().ends_with("-7101"), "{}", m.node_id());
         assert!(

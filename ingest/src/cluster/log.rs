@@ -1,0 +1,627 @@
+//! The cluster's write path, from a gateway to the store nodes, through JetStream.
+//!
+//! A gateway splits each converted batch into self-contained messages, one per partition
+//! (a series' partition is a stable hash of its tags), each naming its series by their tags
+//! and dstype, so no reader depends on an earlier message. It publishes them to
+//! `argus.in.p.<P>`, subjects spread over several replicated streams so their Raft leaders
+//! land on different NATS servers, with a message id that makes a resend inside JetStream's
+//! duplicate window a no-op, and says the batch was taken only when JetStream acknowledged
+//! every message. Store nodes read the streams in order and apply each message once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap};
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use prost::Message as _;
+use tokio_stream::StreamExt;
+
+/// Subjects of the partitions: `argus.in.p.<P>`.
+pub const SUBJECT_PREFIX: &str = "argus.in.p.";
+/// Streams: `ARGUS_IN_<k>`, holding the partitions `P` with `P % streams == k`.
+const STREAM_PREFIX: &str = "ARGUS_IN_";
+/// Enough streams that leaders spread over a few NATS servers; each one costs a Raft group.
+const MAX_STREAMS: u32 = 6;
+/// A message is cut before it grows past this: NATS refuses payloads over 1 MiB.
+const MESSAGE_BUDGET: usize = 768 * 1024;
+/// How long a write keeps trying through a NATS election before it is refused as
+/// retryable. Elections measured here take 5 to 6 s.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long JetStream has to acknowledge one publish.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Resends inside this window are recognised by their message id.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The partition of a series: FNV-1a over its sorted tags, finished with a mixer so that
+/// nearby hashes spread over all partitions. Stable across nodes, builds and restarts.
+pub fn partition_of(tags: &TagMap, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator no tag can contain, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for (k, v) in tags.iter() {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    (mix(h) % u64::from(partitions.max(1))) as u32
+}
+
+/// The 64-bit finalizer of MurmurHash3.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// How many streams a cluster of `partitions` partitions has.
+pub fn stream_count(partitions: u32) -> u32 {
+    partitions.clamp(1, MAX_STREAMS)
+}
+
+pub fn stream_name(k: u32) -> String {
+    format!("{STREAM_PREFIX}{k}")
+}
+
+fn subject(partition: u32) -> String {
+    format!("{SUBJECT_PREFIX}{partition}")
+}
+
+/// One series as a message names it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LoggedSeries {
+    #[prost(string, repeated, tag = "1")]
+    keys: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    values: Vec<String>,
+    #[prost(string, tag = "3")]
+    dstype: String,
+}
+
+/// One message of a partition's stream: its series, then its samples in batch order.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LoggedBatch {
+    #[prost(message, repeated, tag = "1")]
+    series: Vec<LoggedSeries>,
+    /// Per sample: its series, as an index into `series`.
+    #[prost(uint32, repeated, tag = "2")]
+    series_index: Vec<u32>,
+    #[prost(sint64, repeated, tag = "3")]
+    ts_ms: Vec<i64>,
+    #[prost(double, repeated, tag = "4")]
+    values: Vec<f64>,
+}
+
+/// A message ready to publish.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub partition: u32,
+    /// JetStream's `Nats-Msg-Id`: the same for a resend of the same batch.
+    pub id: String,
+    pub payload: Bytes,
+}
+
+/// One partition's message being built.
+#[derive(Default)]
+struct Building {
+    batch: LoggedBatch,
+    index: HashMap<SeriesId, u32>,
+    bytes: usize,
+    chunk: u32,
+}
+
+/// Splits samples (their series resolved in `store`, whose writer hold the caller keeps)
+/// into messages per partition, in batch order within each partition. `origin` names the
+/// batch when its sender numbers them (an agent's id and sequence); otherwise a message is
+/// named by its content, so a client's retry of the same request is recognised too.
+pub fn split(store: &Store, samples: &[Sample], origin: &[u8], partitions: u32) -> Vec<Outgoing> {
+    let mut series: HashMap<SeriesId, (u32, Arc<LoggedSeries>)> = HashMap::new();
+    let mut building: HashMap<u32, Building> = HashMap::new();
+    let mut out = Vec::new();
+    for s in samples {
+        let (partition, logged) = match series.get(&s.id) {
+            Some(known) => known.clone(),
+            None => {
+                let Some(tags) = store.tags(s.id) else {
+                    continue;
+                };
+                let dstype = store.dstype(s.id).unwrap_or(DsType::Rate);
+                let (keys, values) = tags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .unzip();
+                let entry = (
+                    partition_of(&tags, partitions),
+                    Arc::new(LoggedSeries {
+                        keys,
+                        values,
+                        dstype: dstype.name().to_string(),
+                    }),
+                );
+                series.insert(s.id, entry.clone());
+                entry
+            }
+        };
+        let b = building.entry(partition).or_default();
+        let index = match b.index.get(&s.id) {
+            Some(&i) => i,
+            None => {
+                let i = b.batch.series.len() as u32;
+                b.bytes += logged.encoded_len() + 4;
+                b.batch.series.push((*logged).clone());
+                b.index.insert(s.id, i);
+                i
+            }
+        };
+        b.batch.series_index.push(index);
+        b.batch.ts_ms.push(s.ts_ms);
+        b.batch.values.push(s.value);
+        b.bytes += 24;
+        if b.bytes >= MESSAGE_BUDGET {
+            let chunk = b.chunk;
+            let full = std::mem::take(b);
+            b.chunk = chunk + 1;
+            out.push(finish(partition, chunk, full.batch, origin));
+        }
+    }
+    let mut rest: Vec<_> = building.into_iter().collect();
+    rest.sort_by_key(|(p, _)| *p);
+    for (partition, b) in rest {
+        if !b.batch.values.is_empty() {
+            out.push(finish(partition, b.chunk, b.batch, origin));
+        }
+    }
+    out
+}
+
+fn finish(partition: u32, chunk: u32, batch: LoggedBatch, origin: &[u8]) -> Outgoing {
+    let payload = Bytes::from(batch.encode_to_vec());
+    let id = if origin.is_empty() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in payload.iter() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("c{:016x}{:x}.{partition}.{chunk}", mix(h), payload.len())
+    } else {
+        let hex: String = origin.iter().map(|b| format!("{b:02x}")).collect();
+        format!("a{hex}.{partition}.{chunk}")
+    };
+    Outgoing {
+        partition,
+        id,
+        payload,
+    }
+}
+
+/// A message's series and samples, decoded and resolved in `store`.
+fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<()> {
+    let batch = LoggedBatch::decode(payload).context("decoding a partition message")?;
+    let n = batch.values.len();
+    anyhow::ensure!(
+        batch.series_index.len() == n && batch.ts_ms.len() == n,
+        "a partition message has {} series indexes and {} timestamps for {n} values",
+        batch.series_index.len(),
+        batch.ts_ms.len()
+    );
+    let writer = store.writer();
+    let mut ids = Vec::with_capacity(batch.series.len());
+    for s in &batch.series {
+        anyhow::ensure!(
+            s.keys.len() == s.values.len(),
+            "a series in a partition message has {} keys and {} values",
+            s.keys.len(),
+            s.values.len()
+        );
+        let tags = TagMap::from_pairs(s.keys.iter().cloned().zip(s.values.iter().cloned()));
+        let dstype = DsType::parse(&s.dstype).unwrap_or(DsType::Rate);
+        ids.push(writer.resolve_as(&tags, dstype));
+    }
+    samples.clear();
+    for i in 0..n {
+        let Some(&id) = ids.get(batch.series_index[i] as usize) else {
+            anyhow::bail!(
+                "a sample in a partition message names series {} of {}",
+                batch.series_index[i],
+                ids.len()
+            );
+        };
+        samples.push(Sample {
+            id,
+            ts_ms: batch.ts_ms[i],
+            value: batch.values[i],
+        });
+    }
+    let outcome = writer.append_batch(samples);
+    drop(writer);
+    if !outcome.rejected.is_empty() {
+        tracing::debug!(
+            rejected = outcome.rejected.len(),
+            "samples of a partition message fell outside the retention window"
+        );
+    }
+    Ok(())
+}
+
+/// The streams as this node sees them; shared with `/api/v1/cluster` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    /// The last stream sequence this node applied.
+    pub applied: AtomicU64,
+    /// Messages the stream held past `applied` when the last one was delivered.
+    pub pending: AtomicU64,
+    /// Whether this node has applied everything the stream held when it started reading.
+    pub caught_up: AtomicBool,
+}
+
+/// The partitioned log as a node uses it: publishing (a gateway) and applying (a store).
+pub struct PartitionLog {
+    js: jetstream::Context,
+    pub partitions: u32,
+    pub streams: Vec<Arc<StreamProgress>>,
+    /// Messages published and acknowledged, and those JetStream called duplicates.
+    pub published: AtomicU64,
+    pub duplicates: AtomicU64,
+    appliers_started: AtomicBool,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionLog {
+    /// Opens the streams, creating those missing: `replicas` copies each, kept for
+    /// `max_age` (the store's retention: a replaying node rebuilds all of it).
+    pub async fn open(
+        js: jetstream::Context,
+        partitions: u32,
+        replicas: usize,
+        max_age: Duration,
+    ) -> anyhow::Result<PartitionLog> {
+        let n = stream_count(partitions);
+        for k in 0..n {
+            let subjects = (0..partitions)
+                .filter(|p| p % n == k)
+                .map(subject)
+                .collect();
+            let config = stream::Config {
+                name: stream_name(k),
+                subjects,
+                num_replicas: replicas,
+                max_age,
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            };
+            js.get_or_create_stream(config)
+                .await
+                .with_context(|| format!("opening the stream {}", stream_name(k)))?;
+        }
+        Ok(PartitionLog {
+            js,
+            partitions,
+            streams: (0..n).map(|_| Arc::default()).collect(),
+            published: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            appliers_started: AtomicBool::new(false),
+        })
+    }
+
+    /// Publishes every message and waits until JetStream has acknowledged each, retrying
+    /// those that failed (same ids, so a message that did land is not stored twice) until
+    /// [`PUBLISH_DEADLINE`]. `Err` says why the write could not be taken; it may have been
+    /// partly logged, and the client's retry completes it exactly once.
+    pub async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), String> {
+        let deadline = Instant::now() + PUBLISH_DEADLINE;
+        let mut pending = messages;
+        let client = self.js.client();
+        loop {
+            // While NATS is unreachable the client would queue a publish and send it on
+            // reconnecting, after the write was refused: nothing is sent until it is back.
+            if client.connection_state() != async_nats::connection::State::Connected {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "the cluster's log (NATS JetStream) is unreachable: no NATS server \
+                         answered for {} s",
+                        PUBLISH_DEADLINE.as_secs()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let mut acks = Vec::with_capacity(pending.len());
+            for m in &pending {
+                let publish = jetstream::message::PublishMessage::build()
+                    .payload(m.payload.clone())
+                    .message_id(&m.id);
+                acks.push(self.js.send_publish(subject(m.partition), publish).await);
+            }
+            let mut failed = Vec::new();
+            let mut last_error = String::new();
+            for (m, ack) in pending.into_iter().zip(acks) {
+                let result = match ack {
+                    Ok(future) => future.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(ack) => {
+                        self.published.fetch_add(1, Ordering::Relaxed);
+                        if ack.duplicate {
+                            self.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        last_error = format!("partition {}: {e}", m.partition);
+                        failed.push(m);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the cluster's log (NATS JetStream) did not take {} of this write's \
+                     messages within {} s: {last_error}",
+                    failed.len(),
+                    PUBLISH_DEADLINE.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            pending = failed;
+        }
+    }
+
+    /// Starts applying every stream into `store` (once per process): each message once, in
+    /// stream order, from the first the stream holds.
+    pub fn start_applying(self: &Arc<Self>, store: Arc<Store>) {
+        if self.appliers_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for (k, progress) in self.streams.iter().enumerate() {
+            tokio::spawn(apply_stream(
+                self.js.clone(),
+                k as u32,
+                progress.clone(),
+                store.clone(),
+            ));
+        }
+    }
+
+    /// Whether every stream has been applied up to where it stood when this node started
+    /// reading it.
+    pub fn caught_up(&self) -> bool {
+        self.streams
+            .iter()
+            .all(|s| s.caught_up.load(Ordering::Acquire))
+    }
+}
+
+/// Applies one stream into the store for as long as the node runs, resuming after the last
+/// applied sequence whenever the consumer has to be made again (NATS restarted, the stream
+/// moved).
+async fn apply_stream(
+    js: jetstream::Context,
+    k: u32,
+    progress: Arc<StreamProgress>,
+    store: Arc<Store>,
+) {
+    let name = stream_name(k);
+    let mut scratch = Vec::new();
+    loop {
+        let result = async {
+            let stream = js
+                .get_stream(&name)
+                .await
+                .with_context(|| format!("opening the stream {name}"))?;
+            // Where the stream ends now: once applied that far, the node has caught up.
+            let last = stream
+                .get_info()
+                .await
+                .map(|i| i.state.last_sequence)
+                .unwrap_or(0);
+            let applied = progress.applied.load(Ordering::Acquire);
+            if applied >= last {
+                progress.caught_up.store(true, Ordering::Release);
+            }
+            let deliver_policy = if applied == 0 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: applied + 1,
+                }
+            };
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("reading the stream {name}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .with_context(|| format!("reading the stream {name}"))?;
+            while let Some(message) = messages.next().await {
+                let message = message.with_context(|| format!("reading the stream {name}"))?;
+                let (seq, pending) = match message.info() {
+                    Ok(info) => (info.stream_sequence, info.pending),
+                    Err(e) => anyhow::bail!("a message of {name} has no sequence: {e}"),
+                };
+                if seq <= progress.applied.load(Ordering::Acquire) {
+                    continue;
+                }
+                let payload = message.payload.clone();
+                let st = store.clone();
+                let mut buf = std::mem::take(&mut scratch);
+                let (buf, applied) = tokio::task::spawn_blocking(move || {
+                    let applied = decode_into(&st, &payload, &mut buf);
+                    (buf, applied)
+                })
+                .await
+                .context("applying a partition message")?;
+                scratch = buf;
+                if let Err(e) = applied {
+                    // A message no Argus wrote: skipped, never retried forever.
+                    tracing::error!(stream = %name, seq, error = %format!("{e:#}"), "skipping a message");
+                }
+                progress.applied.store(seq, Ordering::Release);
+                progress.pending.store(pending, Ordering::Release);
+                if seq >= last || pending == 0 {
+                    progress.caught_up.store(true, Ordering::Release);
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(stream = %name, error = %format!("{e:#}"), "applying the stream stopped; resuming");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argus_tsdb::StoreConfig;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let tags = TagMap::from_pairs([("name", "cpu"), ("node", "i-1")]);
+        assert_eq!(partition_of(&tags, 64), partition_of(&tags.clone(), 64));
+        let mut seen = vec![0u32; 64];
+        for i in 0..6_400 {
+            let tags =
+                TagMap::from_pairs([("name", "cpu".to_string()), ("node", format!("i-{i}"))]);
+            seen[partition_of(&tags, 64) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| (50..=150).contains(&n)), "{seen:?}");
+        // Tag boundaries count.
+        let a = TagMap::from_pairs([("name", "ab"), ("x", "c")]);
+        let b = TagMap::from_pairs([("name", "a"), ("x", "bc")]);
+        assert_ne!(
+            (0..8)
+                .map(|p| partition_of(&a, 1000 + p))
+                .collect::<Vec<_>>(),
+            (0..8)
+                .map(|p| partition_of(&b, 1000 + p))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn split_messages_rebuild_the_same_store_elsewhere() {
+        let now = 1_700_000_000_000;
+        let clock: argus_tsdb::Clock = Arc::new(move || now);
+        let cfg = StoreConfig::new(60_000, 6 * 3_600_000);
+        let gateway = Store::with_clock(cfg, clock.clone());
+        let w = gateway.writer();
+        let mut samples = Vec::new();
+        for i in 0..500 {
+            let tags = TagMap::from_pairs([
+                ("name", "requests".to_string()),
+                ("node", format!("i-{}", i % 50)),
+                ("atlas.dstype", "gauge".to_string()),
+            ]);
+            samples.push(Sample {
+                id: w.resolve(&tags),
+                ts_ms: now - 60_000 * (i / 50) as i64,
+                value: i as f64,
+            });
+        }
+        let messages = split(&gateway, &samples, b"agent-1/7", 8);
+        drop(w);
+        assert!(messages.len() <= 8 && messages.len() > 1);
+        let ids: std::collections::HashSet<_> = messages.iter().map(|m| &m.id).collect();
+        assert_eq!(ids.len(), messages.len(), "ids are unique per message");
+        // Every message is self-contained: applied in any order, the same series and sums.
+        let store = Store::with_clock(cfg, clock);
+        let mut scratch = Vec::new();
+        for m in messages.iter().rev() {
+            decode_into(&store, &m.payload, &mut scratch).unwrap();
+        }
+        assert_eq!(store.series_count(), 50);
+        assert_eq!(store.samples_stored(), 500);
+        for m in &messages {
+            let batch = LoggedBatch::decode(m.payload.as_ref()).unwrap();
+            for s in &batch.series {
+                let tags = TagMap::from_pairs(s.keys.iter().cloned().zip(s.values.iter().cloned()));
+                assert_eq!(partition_of(&tags, 8), m.partition);
+                assert_eq!(s.dstype, "gauge");
+            }
+        }
+        // The same batch splits the same way (a resend has the same ids); without an
+        // origin, ids come from the content.
+        let again = split(&gateway, &samples, b"agent-1/7", 8);
+        assert_eq!(
+            again.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            messages.iter().map(|m| &m.id).collect::<Vec<_>>()
+        );
+        let by_content = split(&gateway, &samples, b"", 8);
+        assert!(by_content[0].id.starts_with('c'));
+        assert_eq!(by_content[0].id, split(&gateway, &samples, b"", 8)[0].id);
+    }
+
+    #[test]
+    fn large_partitions_are_cut_under_the_nats_payload_limit() {
+        let store = Store::new(StoreConfig::default());
+        let w = store.writer();
+        let id = w.resolve(&TagMap::from_pairs([("name", "x")]));
+        let now = store.now_ms();
+        let samples: Vec<Sample> = (0..100_000)
+            .map(|i| Sample {
+                id,
+                ts_ms: now - i,
+                value: 1.0,
+            })
+            .collect();
+        let messages = split(&store, &samples, b"", 4);
+        assert!(messages.len() >= 2);
+        assert!(messages.iter().all(|m| m.payload.len() < 1 << 20));
+        let total: usize = messages
+            .iter()
+            .map(|m| {
+                LoggedBatch::decode(m.payload.as_ref())
+                    .unwrap()
+                    .values
+                    .len()
+            })
+            .sum();
+        assert_eq!(total, 100_000);
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let store = Store::new(StoreConfig::default());
+        let mut scratch = Vec::new();
+        let err = decode_into(&store, b"\xff\xff\xff", &mut scratch).unwrap_err();
+        assert!(format!("{err:#}").contains("partition message"), "{err:#}");
+        let bad = LoggedBatch {
+            series: vec![],
+            series_index: vec![3],
+            ts_ms: vec![1],
+            values: vec![1.0],
+        };
+        let err = decode_into(&store, &bad.encode_to_vec(), &mut scratch).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("names series 3 of 0"),
+            "{err:#}"
+        );
+    }
+}
