@@ -87,8 +87,9 @@ impl FileConfig {
 /// The settings the agent runs with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
-    /// gRPC address of the server, `http://host:port`.
-    pub server: String,
+    /// gRPC addresses of the servers, `http://host:port`, tried in turn: the nodes of a
+    /// cluster, or one server.
+    pub servers: Vec<String>,
     /// Bearer token for the server, if it asks for one.
     pub token: Option<Secret>,
     /// TLS to an `https://` server: the CA to trust, and a client certificate and key for
@@ -183,8 +184,24 @@ impl Overrides {
             .server
             .or(file.server)
             .unwrap_or_else(|| "http://127.0.0.1:4317".to_string());
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            bail!("invalid --server {server:?}: expected http://HOST:PORT");
+        let servers: Vec<String> = server
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if servers.is_empty() {
+            bail!("invalid --server {server:?}: expected http://HOST:PORT[,http://HOST:PORT…]");
+        }
+        for one in &servers {
+            if !(one.starts_with("http://") || one.starts_with("https://")) {
+                bail!("invalid --server {one:?}: expected http://HOST:PORT");
+            }
+        }
+        if servers
+            .iter()
+            .any(|s| s.starts_with("https://") != servers[0].starts_with("https://"))
+        {
+            bail!("invalid --server {server:?}: mixes http:// and https:// addresses");
         }
         let tls = match (
             self.tls_ca.or(file.tls_ca),
@@ -201,7 +218,7 @@ impl Overrides {
                 bail!("TLS needs --tls-ca, and --tls-cert with --tls-key for a client certificate")
             }
         };
-        if server.starts_with("https://") != tls.is_some() {
+        if servers[0].starts_with("https://") != tls.is_some() {
             bail!("an https:// --server needs --tls-ca (and --tls-ca needs an https:// server)");
         }
         let addr = |v: Option<String>, default: &str, what: &str| -> anyhow::Result<SocketAddr> {
@@ -301,7 +318,7 @@ impl Overrides {
             bail!("invalid --max-series-per-step 0: at least 1");
         }
         Ok(AgentConfig {
-            server,
+            servers,
             token: self.token.or(file.token).map(Secret),
             tls,
             http_addr: addr(
@@ -358,7 +375,7 @@ mod tests {
         }
         .resolve(file)
         .unwrap();
-        assert_eq!(cfg.server, "http://10.0.0.1:4317");
+        assert_eq!(cfg.servers, ["http://10.0.0.1:4317"]);
         assert_eq!(cfg.step, Duration::from_secs(10));
         assert_eq!(
             cfg.tags,
@@ -385,6 +402,14 @@ mod tests {
             },
             Overrides {
                 server: Some("127.0.0.1:4317".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                server: Some("http://a:4317,b:4317".into()),
+                ..Overrides::default()
+            },
+            Overrides {
+                server: Some(" , ".into()),
                 ..Overrides::default()
             },
         ] {

@@ -44,7 +44,8 @@ struct Cli {
     /// TOML file with settings.
     #[arg(long, env = "ARGUS_AGENT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// gRPC address of the Argus server [default: http://127.0.0.1:4317].
+    /// gRPC address of the Argus server [default: http://127.0.0.1:4317]; several,
+    /// comma-separated (a cluster's nodes), are tried in turn, moving on when one fails.
     #[arg(long, env = "ARGUS_AGENT_SERVER", value_name = "URL")]
     server: Option<String>,
     /// Bearer token sent to the server (a `write` token when the server has --auth-file).
@@ -289,7 +290,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let (step_tx, mut step_rx) = tokio::sync::watch::channel(cfg.step.as_millis() as i64);
     let sender = sender::Sender {
-        server: cfg.server.clone(),
+        servers: cfg.servers.clone(),
+        current: Default::default(),
         token: cfg.token.clone(),
         tls: cfg.tls.clone(),
         agent_id: format!("{node}/{:016x}", sender::random_u64()),

@@ -32,7 +32,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct Sender {
-    pub server: String,
+    /// The servers to stream to, in turn: after a failure the next one is tried.
+    pub servers: Vec<String>,
+    /// The index of the server in use.
+    pub current: std::sync::atomic::AtomicUsize,
     pub token: Option<crate::config::Secret>,
     pub tls: Option<crate::config::ClientTls>,
     pub agent_id: String,
@@ -130,6 +133,7 @@ impl Sender {
     /// Runs until the process ends: connect, stream, and after a failure, wait and again.
     pub async fn run(self) {
         let mut backoff = BACKOFF_MIN;
+        let mut failed_in_a_row = 0;
         loop {
             let started = Instant::now();
             match self.session().await {
@@ -142,7 +146,17 @@ impl Sender {
             self.health.reconnects.fetch_add(1, Ordering::Relaxed);
             if started.elapsed() > Duration::from_secs(30) {
                 backoff = BACKOFF_MIN;
+                failed_in_a_row = 0;
             }
+            // The next server at once, while some have not failed in this round (a
+            // cluster's other nodes take the resends); after a whole round, the backoff.
+            failed_in_a_row += 1;
+            let next = (self.current.load(Ordering::Relaxed) + 1) % self.servers.len();
+            self.current.store(next, Ordering::Relaxed);
+            if failed_in_a_row < self.servers.len() {
+                continue;
+            }
+            failed_in_a_row = 0;
             // Full jitter: a fleet of agents does not come back at the same instant.
             let wait = backoff.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0);
             tokio::time::sleep(wait).await;
@@ -150,9 +164,14 @@ impl Sender {
         }
     }
 
+    /// The server in use.
+    fn server(&self) -> &str {
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
     async fn connect(&self) -> anyhow::Result<Channel> {
         let mut endpoint =
-            Endpoint::from_shared(self.server.clone()).context("invalid server address")?;
+            Endpoint::from_shared(self.server().to_string()).context("invalid server address")?;
         if let Some(tls) = &self.tls {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).with_context(|| format!("reading {}", p.display()))
@@ -174,7 +193,7 @@ impl Sender {
             .keep_alive_timeout(Duration::from_secs(20))
             .connect()
             .await
-            .with_context(|| format!("connecting to {}", self.server))
+            .with_context(|| format!("connecting to {}", self.server()))
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -260,7 +279,7 @@ impl Sender {
             .await
             .context("opening the event stream")?
             .into_inner();
-        tracing::info!(server = %self.server, "connected");
+        tracing::info!(server = %self.server(), "connected");
 
         let mut defined = Defined::default();
         let mut pause_until: Option<tokio::time::Instant> = None;

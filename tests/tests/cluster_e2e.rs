@@ -344,3 +344,174 @@ fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
     wait_for_ledger(&gateway, &ledger, "the gateway after NATS came back");
     wait_for_ledger(&store, &ledger, "the store node after NATS came back");
 }
+
+/// Every value of the only line of `q` over the last ten minutes, at one-second steps.
+fn values_1s(node: &Server, q: &str) -> Vec<f64> {
+    let v = node.get_json(&format!(
+        "/api/v1/graph?q={}&s=e-10m&step=1s&format=json",
+        argus_tests::enc(q)
+    ));
+    v["values"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| r[0].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_agent_fails_over_to_another_gateway_and_nothing_counts_twice() {
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let flags = ["--partitions", "8", "--step", "1s"];
+    let first = node(&url, "gw1", &flags);
+    let second = node(&url, "gw2", &flags);
+    wait_ready(&first, "the first gateway joining");
+    wait_ready(&second, "the second gateway joining");
+    let agent = argus_tests::Agent::start(
+        &format!("{},{}", first.grpc, second.grpc),
+        &["--step", "1s", "--no-host-metrics"],
+    );
+
+    // One datapoint of 1 per second of the last five minutes, sent through the agent a
+    // few at a time; the gateway the agent streams to is killed in the middle.
+    const POINTS: i64 = 300;
+    let t0 = (argus_tests::now_ms() / 1000) * 1000 - POINTS * 1000;
+    let publish = |from: i64, to: i64| {
+        let metrics: Vec<Value> = (from..to)
+            .map(|i| serde_json::json!({"timestamp": t0 + i * 1000, "value": 1.0}))
+            .collect();
+        let payload = serde_json::json!({
+            "tags": {"name": "e2e.failover", "atlas.dstype": "sum"},
+            "metrics": metrics
+        });
+        let (status, body) = agent.post("/api/v1/publish", payload.to_string().as_bytes());
+        assert_eq!(status, 200, "{body}");
+    };
+    let q = "name,e2e.failover,:eq,:sum";
+    for i in (0..POINTS / 2).step_by(5) {
+        publish(i, i + 5);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eventually(30, "the first half through the first gateway", || {
+        (values_1s(&second, q).iter().filter(|v| **v == 1.0).count() >= 100).then_some(())
+    });
+    let _ = first.kill();
+    let killed = Instant::now();
+    for i in (POINTS / 2..POINTS).step_by(5) {
+        publish(i, i + 5);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = eventually(60, "every datapoint through the second gateway", || {
+        let v = values_1s(&second, q);
+        (v.iter().filter(|x| **x == 1.0).count() >= POINTS as usize).then_some(v)
+    });
+    eprintln!(
+        "all {POINTS} datapoints in {:?} after the first gateway was killed",
+        killed.elapsed()
+    );
+    // Exactly once: three hundred steps of 1, none doubled.
+    assert_eq!(
+        got.iter().filter(|x| **x == 1.0).count(),
+        POINTS as usize,
+        "{got:?}"
+    );
+    assert!(got.iter().all(|x| x.is_nan() || *x == 1.0), "{got:?}");
+    let health = agent.health();
+    assert!(health["reconnects"].as_u64().unwrap_or(0) >= 1, "{health}");
+    assert_eq!(health["dropped.id=samples.reason=buffer_full"], 0);
+    let view = cluster_view(&second);
+    eprintln!(
+        "resent messages JetStream recognised: {}",
+        view["log"]["duplicate_messages"]
+    );
+}
+
+/// Sends one metric batch as agent `agent_id` to `grpc` and returns its ack.
+async fn push_one(
+    grpc: &str,
+    agent_id: &str,
+    batch: argus_proto::v1::MetricBatch,
+) -> argus_proto::v1::Ack {
+    use argus_proto::v1::ingest_client::IngestClient;
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_string())
+        .expect("a gRPC address")
+        .connect()
+        .await
+        .expect("connecting to a gateway");
+    let mut client = IngestClient::new(channel);
+    let mut request = tonic::Request::new(tokio_stream::iter([batch]));
+    request.metadata_mut().insert(
+        argus_proto::AGENT_ID_HEADER,
+        agent_id.parse().expect("an ASCII agent id"),
+    );
+    let mut acks = client
+        .push_metrics(request)
+        .await
+        .expect("opening the metric stream")
+        .into_inner();
+    acks.message()
+        .await
+        .expect("an ack")
+        .expect("an ack before the stream ends")
+}
+
+#[test]
+fn a_batch_resent_through_another_gateway_is_recognised() {
+    use argus_proto::v1::{MetricBatch, SampleGroup, SeriesDef, Tag};
+    let nats = Nats::start(1);
+    let url = nats.url();
+    let flags = ["--partitions", "8", "--step", "1s"];
+    let first = node(&url, "gw1", &flags);
+    let second = node(&url, "gw2", &flags);
+    wait_ready(&first, "the first gateway joining");
+    wait_ready(&second, "the second gateway joining");
+    let ts = (argus_tests::now_ms() / 1000) * 1000 - 5_000;
+    let batch = MetricBatch {
+        seq: 1,
+        definitions: (0..20)
+            .map(|k| SeriesDef {
+                id: k,
+                tags: [
+                    ("name", "e2e.resent".to_string()),
+                    ("atlas.dstype", "sum".into()),
+                    ("kk", k.to_string()),
+                ]
+                .into_iter()
+                .map(|(key, value)| Tag {
+                    key: key.to_string(),
+                    value,
+                })
+                .collect(),
+            })
+            .collect(),
+        groups: vec![SampleGroup {
+            timestamp_ms: ts,
+            series: (0..20).collect(),
+            values: vec![1.0; 20],
+        }],
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    // The first gateway takes the batch; its ack is as if lost, and the agent resends the
+    // same batch to the second.
+    let ack = runtime.block_on(push_one(&first.grpc, "resender/1", batch.clone()));
+    assert_eq!((ack.stored, ack.duplicate), (20, false), "{ack:?}");
+    let ack = runtime.block_on(push_one(&second.grpc, "resender/1", batch));
+    assert!(ack.duplicate, "a resend through another gateway: {ack:?}");
+    let q = "name,e2e.resent,:eq,:sum";
+    for gateway in [&first, &second] {
+        let got = eventually(30, "the batch applied", || {
+            let v = values_1s(gateway, q);
+            v.iter().any(|x| !x.is_nan()).then_some(v)
+        });
+        let applied: Vec<f64> = got.into_iter().filter(|x| !x.is_nan()).collect();
+        assert_eq!(applied, [20.0], "once, on every node");
+    }
+    // Every message of the resend (one per partition the batch touched) was one JetStream
+    // already had.
+    let sent = cluster_view(&first)["log"]["published_messages"].clone();
+    assert!(sent.as_u64().unwrap() > 1, "{sent}");
+    assert_eq!(cluster_view(&second)["log"]["duplicate_messages"], sent);
+}

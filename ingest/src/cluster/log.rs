@@ -325,9 +325,12 @@ impl PartitionLog {
     /// Publishes every message and waits until JetStream has acknowledged each, retrying
     /// those that failed (same ids, so a message that did land is not stored twice) until
     /// [`PUBLISH_DEADLINE`]. `Err` says why the write could not be taken; it may have been
-    /// partly logged, and the client's retry completes it exactly once.
-    pub async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), String> {
+    /// partly logged, and the client's retry completes it exactly once. `Ok` says whether
+    /// JetStream already had every message (a resend of a batch it holds whole).
+    pub async fn publish(&self, messages: Vec<Outgoing>) -> Result<bool, String> {
         let deadline = Instant::now() + PUBLISH_DEADLINE;
+        let all = messages.len();
+        let mut duplicates = 0;
         let mut pending = messages;
         let client = self.js.client();
         loop {
@@ -362,6 +365,7 @@ impl PartitionLog {
                     Ok(ack) => {
                         self.published.fetch_add(1, Ordering::Relaxed);
                         if ack.duplicate {
+                            duplicates += 1;
                             self.duplicates.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -372,7 +376,7 @@ impl PartitionLog {
                 }
             }
             if failed.is_empty() {
-                return Ok(());
+                return Ok(all > 0 && duplicates == all);
             }
             if Instant::now() >= deadline {
                 return Err(format!(

@@ -93,7 +93,10 @@ impl Converted {
         let taken = samples.len();
         drop(w);
         match runtime.block_on(log.publish(messages)) {
-            Ok(()) => {
+            // An agent's resend of a batch the log holds whole (it went through another
+            // gateway, or this one before a restart).
+            Ok(true) if !origin.is_empty() => Outcome::Duplicate,
+            Ok(_) => {
                 let refusals = std::mem::take(&mut self.refusals);
                 Outcome::taken(Kind::Samples, taken, refusals, metrics)
             }
