@@ -164,13 +164,8 @@ pub async fn run(
     // A cluster that refuses this node (another partition count) stops it before it
     // serves; an unreachable NATS does not: the node serves, not ready, and keeps trying.
     if let Some(settings) = state.cfg.cluster.clone() {
-        let membership = crate::cluster::Membership::new(
-            settings,
-            addr,
-            grpc_addr,
-            state.store.clone(),
-            Duration::from_millis(state.cfg.retention_ms.max(0) as u64),
-        );
+        let membership =
+            crate::cluster::Membership::new(settings, addr, grpc_addr, state.store.clone());
         membership
             .first_attempt()
             .await

@@ -83,8 +83,30 @@ fn the_first_node_fixes_the_partition_count_and_another_count_is_refused() {
     wait_ready(&first, "the first node creating the cluster");
     assert_eq!(cluster_view(&first)["partitions"], 8);
 
-    // Another count: the node stops before it serves, naming both counts.
-    for (flags, count) in [(vec!["--partitions", "16"], "16"), (vec![], "64")] {
+    // Another count, step or retention: the node stops before it serves, naming both.
+    let count_refused = |count: &str| {
+        vec![
+            format!("this node is set to {count} partitions"),
+            "has 8 partitions, fixed when first created it".into(),
+            "start the node with --partitions 8".into(),
+        ]
+    };
+    for (flags, expected) in [
+        (vec!["--partitions", "16"], count_refused("16")),
+        (vec![], count_refused("64")),
+        (
+            vec!["--partitions", "8", "--step", "10s"],
+            vec![
+                "this node's step is 10s (--step)".into(),
+                "stores with a step of 1m, fixed when first created it".into(),
+                "start the node with --step 1m".into(),
+            ],
+        ),
+        (
+            vec!["--partitions", "8", "--retention", "2h"],
+            vec!["this node's retention is 2h (--retention)".into()],
+        ),
+    ] {
         let mut cmd = Command::new(binary("argus"));
         cmd.args([
             "server",
@@ -110,7 +132,7 @@ fn the_first_node_fixes_the_partition_count_and_another_count_is_refused() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("a node with {count} partitions kept running");
+                panic!("a node started with {flags:?} kept running");
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -118,12 +140,12 @@ fn the_first_node_fixes_the_partition_count_and_another_count_is_refused() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!status.success(), "{stderr}");
-        assert!(
-            stderr.contains(&format!("this node is set to {count} partitions"))
-                && stderr.contains("has 8 partitions, fixed when first created it")
-                && stderr.contains("start the node with --partitions 8"),
-            "{stderr}"
-        );
+        for text in expected {
+            assert!(
+                stderr.contains(&text),
+                "{flags:?}: {text:?} not in {stderr}"
+            );
+        }
         assert!(
             !stdout.contains("listening"),
             "a refused node must not serve: {stdout}"
@@ -345,11 +367,13 @@ fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
     wait_for_ledger(&store, &ledger, "the store node after NATS came back");
 }
 
-/// Every value of the only line of `q` over the last ten minutes, at one-second steps.
-fn values_1s(node: &Server, q: &str) -> Vec<f64> {
+/// Every value of the only line of `q` at one-second steps, from `from_ms` for `seconds`.
+fn values_1s(node: &Server, q: &str, from_ms: i64, seconds: i64) -> Vec<f64> {
     let v = node.get_json(&format!(
-        "/api/v1/graph?q={}&s=e-10m&step=1s&format=json",
-        argus_tests::enc(q)
+        "/api/v1/graph?q={}&s={}&e={}&step=1s&format=json",
+        argus_tests::enc(q),
+        from_ms - 1_000,
+        from_ms + seconds * 1_000
     ));
     v["values"]
         .as_array()
@@ -396,7 +420,12 @@ fn an_agent_fails_over_to_another_gateway_and_nothing_counts_twice() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eventually(30, "the first half through the first gateway", || {
-        (values_1s(&second, q).iter().filter(|v| **v == 1.0).count() >= 100).then_some(())
+        (values_1s(&second, q, t0, POINTS)
+            .iter()
+            .filter(|v| **v == 1.0)
+            .count()
+            >= 100)
+            .then_some(())
     });
     let _ = first.kill();
     let killed = Instant::now();
@@ -405,7 +434,7 @@ fn an_agent_fails_over_to_another_gateway_and_nothing_counts_twice() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let got = eventually(60, "every datapoint through the second gateway", || {
-        let v = values_1s(&second, q);
+        let v = values_1s(&second, q, t0, POINTS);
         (v.iter().filter(|x| **x == 1.0).count() >= POINTS as usize).then_some(v)
     });
     eprintln!(
@@ -503,7 +532,7 @@ fn a_batch_resent_through_another_gateway_is_recognised() {
     let q = "name,e2e.resent,:eq,:sum";
     for gateway in [&first, &second] {
         let got = eventually(30, "the batch applied", || {
-            let v = values_1s(gateway, q);
+            let v = values_1s(gateway, q, ts - 60_000, 120);
             v.iter().any(|x| !x.is_nan()).then_some(v)
         });
         let applied: Vec<f64> = got.into_iter().filter(|x| !x.is_nan()).collect();
@@ -514,4 +543,114 @@ fn a_batch_resent_through_another_gateway_is_recognised() {
     let sent = cluster_view(&first)["log"]["published_messages"].clone();
     assert!(sent.as_u64().unwrap() > 1, "{sent}");
     assert_eq!(cluster_view(&second)["log"]["duplicate_messages"], sent);
+}
+
+#[test]
+fn killing_the_nats_server_that_leads_a_stream_stalls_writes_briefly_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut nats = Nats::start(3);
+    let url = nats.url();
+    let flags = ["--partitions", "8", "--step", "1s"];
+    let gateway = node(&url, "gw", &flags);
+    let store = node(&url, "st", &flags);
+    wait_ready(&gateway, "the gateway joining");
+    wait_ready(&store, "the store node joining");
+    let agent = argus_tests::Agent::start(&gateway.grpc, &["--step", "1s", "--no-host-metrics"]);
+    let leader_of_first_stream = || {
+        cluster_view(&gateway)["log"]["streams"][0]["leader"]
+            .as_str()
+            .map(String::from)
+    };
+    let leader = eventually(20, "a leader for ARGUS_IN_0", leader_of_first_stream);
+    let leader_index: usize = leader
+        .trim_start_matches('n')
+        .parse()
+        .expect("NATS servers named n0, n1, n2");
+
+    let stop = AtomicBool::new(false);
+    let requests = AtomicU64::new(0);
+    const AGENT_POINTS: i64 = 600;
+    let t0 = (argus_tests::now_ms() / 1000) * 1000 - AGENT_POINTS * 1000;
+    let (ledger, worst, refused, agent_points) = std::thread::scope(|scope| {
+        // An HTTP writer, one request at a time, timing each.
+        let writer = scope.spawn(|| {
+            let mut ledger = Ledger::default();
+            let (mut worst, mut refused) = (Duration::ZERO, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if ledger.publish(&gateway).0 == 503 {
+                    refused += 1;
+                }
+                worst = worst.max(started.elapsed());
+                requests.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ledger, worst, refused)
+        });
+        // An agent fed through its intake: one datapoint of 1 per second of the last ten
+        // minutes, five at a time.
+        let feeder = scope.spawn(|| {
+            let mut sent = 0;
+            while sent < AGENT_POINTS && !stop.load(Ordering::Relaxed) {
+                let metrics: Vec<Value> = (sent..sent + 5)
+                    .map(|i| serde_json::json!({"timestamp": t0 + i * 1000, "value": 1.0}))
+                    .collect();
+                let payload = serde_json::json!({
+                    "tags": {"name": "e2e.election", "atlas.dstype": "sum"},
+                    "metrics": metrics
+                });
+                let (status, body) = agent.post("/api/v1/publish", payload.to_string().as_bytes());
+                assert_eq!(status, 200, "{body}");
+                sent += 5;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            sent
+        });
+        let before = eventually(20, "writes going", || {
+            let n = requests.load(Ordering::Relaxed);
+            (n >= 50).then_some(n)
+        });
+        nats.kill(leader_index);
+        let killed = Instant::now();
+        let new_leader = eventually(30, "another leader for ARGUS_IN_0", || {
+            leader_of_first_stream().filter(|l| *l != leader)
+        });
+        eprintln!(
+            "{new_leader} leads ARGUS_IN_0 {:?} after {leader} was killed",
+            killed.elapsed()
+        );
+        eventually(60, "writes going on after the election", || {
+            (requests.load(Ordering::Relaxed) >= before + 200).then_some(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let (ledger, worst, refused) = writer.join().expect("the writer");
+        (ledger, worst, refused, feeder.join().expect("the feeder"))
+    });
+    eprintln!(
+        "longest write {worst:?} over {} acknowledged requests; {refused} refused",
+        ledger.requests
+    );
+    assert_eq!(refused, 0, "no write refused during the election");
+    assert!(worst < Duration::from_secs(10), "write stall {worst:?}");
+    wait_for_ledger(&store, &ledger, "the store node after the election");
+    wait_for_ledger(&gateway, &ledger, "the gateway after the election");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let v = values_1s(&store, "name,e2e.election,:eq,:sum", t0, AGENT_POINTS);
+        if v.iter().filter(|x| **x == 1.0).count() >= agent_points as usize {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s, {} of the agent's {agent_points} datapoints: {v:?}; the agent says {}",
+            v.iter().filter(|x| **x == 1.0).count(),
+            agent.health()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        got.iter().filter(|x| **x == 1.0).count(),
+        agent_points as usize
+    );
+    assert!(got.iter().all(|x| x.is_nan() || *x == 1.0), "{got:?}");
 }

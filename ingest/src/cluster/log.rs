@@ -32,7 +32,7 @@ const MESSAGE_BUDGET: usize = 768 * 1024;
 /// retryable. Elections measured here take 5 to 6 s.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// How long JetStream has to acknowledge one publish.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resends inside this window are recognised by their message id.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -265,6 +265,15 @@ pub struct StreamProgress {
     pub caught_up: AtomicBool,
 }
 
+/// One stream as NATS describes it.
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    pub leader: Option<String>,
+    pub last_sequence: u64,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
 /// The partitioned log as a node uses it: publishing (a gateway) and applying (a store).
 pub struct PartitionLog {
     js: jetstream::Context,
@@ -405,6 +414,25 @@ impl PartitionLog {
                 store.clone(),
             ));
         }
+    }
+
+    /// What NATS says of each stream: its Raft leader (a NATS server's name), last
+    /// sequence, messages and bytes; `None` for a stream it could not describe now.
+    pub async fn describe_streams(&self) -> Vec<Option<StreamState>> {
+        let mut out = Vec::with_capacity(self.streams.len());
+        for k in 0..self.streams.len() as u32 {
+            let info = match self.js.get_stream(stream_name(k)).await {
+                Ok(stream) => Some(stream.cached_info().clone()),
+                Err(_) => None,
+            };
+            out.push(info.map(|i| StreamState {
+                leader: i.cluster.and_then(|c| c.leader),
+                last_sequence: i.state.last_sequence,
+                messages: i.state.messages,
+                bytes: i.state.bytes,
+            }));
+        }
+        out
     }
 
     /// Whether every stream has been applied up to where it stood when this node started

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use argus_tsdb::Store;
+use argus_tsdb::{Store, StoreConfig};
 use async_nats::jetstream::{self, kv};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -276,6 +276,12 @@ impl ClusterSettings {
 #[derive(Debug, Serialize, Deserialize)]
 struct ClusterRecord {
     partitions: u32,
+    /// The store's step and retention: every node applies the log alike. (0: a record
+    /// written before they were fixed, not checked.)
+    #[serde(default)]
+    step_ms: i64,
+    #[serde(default)]
+    retention_ms: i64,
     created_by: String,
     created_at_ms: i64,
 }
@@ -323,8 +329,8 @@ pub struct Membership {
     state: Mutex<Readiness>,
     /// The store a store node applies the log into; `None` on other nodes.
     store: Option<Arc<Store>>,
-    /// How long the log keeps what it is given: the store's retention.
-    retention: Duration,
+    /// The store's step and retention, which the cluster fixes at its creation.
+    store_config: StoreConfig,
 }
 
 impl std::fmt::Debug for Membership {
@@ -343,13 +349,13 @@ fn now_ms() -> i64 {
 
 impl Membership {
     /// `http` and `grpc` are the bound addresses; the default node id takes the HTTP port.
-    /// A store node applies the log into `store`, which keeps `retention`.
+    /// A store node applies the log into `store`; its step and retention must be the
+    /// cluster's.
     pub fn new(
         mut settings: ClusterSettings,
         http: SocketAddr,
         grpc: SocketAddr,
         store: Arc<Store>,
-        retention: Duration,
     ) -> Arc<Self> {
         if settings.node_id.is_empty() {
             settings.node_id = format!("{}-{}", host_name(), http.port());
@@ -363,8 +369,8 @@ impl Membership {
                 attempts: 0,
                 last_error: "not tried yet".into(),
             }),
+            store_config: store.config(),
             store: settings.roles.store.then_some(store),
-            retention,
             settings,
         })
     }
@@ -530,7 +536,8 @@ impl Membership {
             js.clone(),
             partitions,
             replicas,
-            self.retention + Duration::from_secs(3600),
+            Duration::from_millis(self.store_config.retention_ms.max(0) as u64)
+                + Duration::from_secs(3600),
         )
         .await
         .map_err(|e| unreachable("opening the partitions' streams", &format!("{e:#}")))?;
@@ -550,6 +557,8 @@ impl Membership {
         let s = &self.settings;
         let mine = ClusterRecord {
             partitions: s.partitions,
+            step_ms: self.store_config.step_ms,
+            retention_ms: self.store_config.retention_ms,
             created_by: s.node_id.clone(),
             created_at_ms: now_ms(),
         };
@@ -591,6 +600,28 @@ impl Membership {
                 theirs.partitions
             )));
         }
+        let fixed = [
+            ("step", "--step", self.store_config.step_ms, theirs.step_ms),
+            (
+                "retention",
+                "--retention",
+                self.store_config.retention_ms,
+                theirs.retention_ms,
+            ),
+        ];
+        for (what, flag, mine, cluster) in fixed {
+            if cluster != 0 && mine != cluster {
+                return Err(JoinError::Refused(anyhow::anyhow!(
+                    "this node's {what} is {} ({flag}), but the cluster at {} stores with a \
+                     {what} of {}, fixed when {} created it; start the node with {flag} {}",
+                    duration_text(mine),
+                    s.urls.join(","),
+                    duration_text(cluster),
+                    theirs.created_by,
+                    duration_text(cluster),
+                )));
+            }
+        }
         Ok(theirs.partitions)
     }
 
@@ -614,6 +645,10 @@ impl Membership {
         if let Some(nodes) = nodes {
             members = live_nodes(&nodes).await;
         }
+        let streams = match &log {
+            Some(log) => log.describe_streams().await,
+            None => Vec::new(),
+        };
         let now = now_ms();
         json!({
             "mode": "cluster",
@@ -632,7 +667,7 @@ impl Membership {
                 "started_at_ms": n.started_at_ms,
                 "heartbeat_age_ms": now - n.heartbeat_at_ms,
             })).collect::<Vec<_>>(),
-            "log": log.map(|log| log_json(&log, self.store.is_some())),
+            "log": log.map(|log| log_json(&log, &streams, self.store.is_some())),
         })
     }
 
@@ -657,19 +692,32 @@ impl Membership {
 }
 
 /// The log as `/api/v1/cluster` shows it: messages this node published and, on a store
-/// node, how far it has applied each stream.
-fn log_json(log: &PartitionLog, applies: bool) -> serde_json::Value {
+/// node, how far it has applied each stream; with what NATS says of each stream.
+fn log_json(
+    log: &PartitionLog,
+    states: &[Option<log::StreamState>],
+    applies: bool,
+) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     json!({
         "published_messages": log.published.load(Relaxed),
         "duplicate_messages": log.duplicates.load(Relaxed),
         "caught_up": applies.then(|| log.caught_up()),
-        "streams": log.streams.iter().enumerate().map(|(k, s)| json!({
-            "stream": log::stream_name(k as u32),
-            "applied_sequence": applies.then(|| s.applied.load(Relaxed)),
-            "pending": applies.then(|| s.pending.load(Relaxed)),
-            "caught_up": applies.then(|| s.caught_up.load(Relaxed)),
-        })).collect::<Vec<_>>(),
+        "streams": log.streams.iter().enumerate().map(|(k, s)| {
+            let state = states.get(k).cloned().flatten();
+            let applied = s.applied.load(Relaxed);
+            json!({
+                "stream": log::stream_name(k as u32),
+                "leader": state.as_ref().and_then(|t| t.leader.clone()),
+                "last_sequence": state.as_ref().map(|t| t.last_sequence),
+                "messages": state.as_ref().map(|t| t.messages),
+                "bytes": state.as_ref().map(|t| t.bytes),
+                "applied_sequence": applies.then_some(applied),
+                "lag": state.as_ref().filter(|_| applies)
+                    .map(|t| t.last_sequence.saturating_sub(applied)),
+                "caught_up": applies.then(|| s.caught_up.load(Relaxed)),
+            })
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -716,6 +764,17 @@ fn log_metrics(out: &mut String, node: &str, log: &PartitionLog, applies: bool) 
             log::stream_name(k as u32),
             s.pending.load(Relaxed)
         );
+    }
+}
+
+/// A duration as the flags take it: `1s`, `6h`, `90s`, `250ms`.
+fn duration_text(ms: i64) -> String {
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -794,8 +853,7 @@ mod tests {
             s,
             "127.0.0.1:7101".parse().unwrap(),
             "127.0.0.1:4317".parse().unwrap(),
-            Arc::new(Store::new(argus_tsdb::StoreConfig::default())),
-            Duration::from_secs(3600),
+            Arc::new(Store::new(StoreConfig::default())),
         );
         assert!(m.node_id().ends_with("-7101"), "{}", m.node_id());
         assert!(
