@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod cluster_client;
 pub mod config;
 pub mod connections;
 pub mod convert;

@@ -47,6 +47,37 @@ enum Command {
     /// event (the first event arrives at that time), or the event-time field given by
     /// --time-field. The stream ends after the last event, closing its window.
     Mql(MqlArgs),
+    /// Ask a cluster node about its cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The nodes with their roles and heartbeats, and the partitions' streams with their
+    /// NATS leader, last sequence and how far the node asked has applied them.
+    Status(ClusterStatusArgs),
+}
+
+#[derive(clap::Args)]
+struct ClusterStatusArgs {
+    /// A node's HTTP API.
+    #[arg(long, env = "ARGUS_SERVER", default_value = "http://127.0.0.1:7101")]
+    server: String,
+    /// PEM file of the CA that signed an https:// server's certificate.
+    #[arg(long, env = "ARGUS_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Bearer token for a server with --auth-file (a read token).
+    #[arg(
+        long,
+        env = "ARGUS_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print the node's JSON as it is.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -176,6 +207,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::Live(args) => run_live(args),
         Command::Mql(args) => run_mql(args),
+        Command::Cluster(ClusterCommand::Status(args)) => run_cluster_status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,6 +281,23 @@ fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
             token: args.token,
         },
     ))
+}
+
+fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let text = runtime.block_on(argus_ingest::cluster_client::status(
+        argus_ingest::cluster_client::StatusArgs {
+            server: args.server,
+            ca: args.ca,
+            token: args.token,
+            json: args.json,
+        },
+    ))?;
+    print!("{text}");
+    Ok(())
 }
 
 fn run_mql(args: MqlArgs) -> anyhow::Result<()> {

@@ -141,6 +141,9 @@ pub async fn run(
         .await
         .context("the recovery task failed")??;
     match &recovery {
+        None if state.cfg.cluster.is_some() => {
+            println!("argus: in memory, rebuilt from the cluster's streams (the log) at start")
+        }
         None => println!("argus: in memory only (--ephemeral): nothing is kept on disk"),
         Some(r) => {
             println!("argus: recovered {r}");

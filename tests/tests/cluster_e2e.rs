@@ -310,6 +310,22 @@ fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
         6,
         "{view}"
     );
+    // `argus cluster status` says the same for a terminal.
+    let out = Command::new(binary("argus"))
+        .args(["cluster", "status", "--server", &store.base])
+        .output()
+        .expect("running argus cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("node st at "), "{text}");
+    assert!(text.contains("joined, 8 partitions"), "{text}");
+    assert!(text.contains("  gw ") && text.contains("  st "), "{text}");
+    assert!(text.contains("ARGUS_IN_5"), "{text}");
+    assert!(text.contains("this node has caught up"), "{text}");
     let published: u64 = cluster_view(&gateway)["log"]["published_messages"]
         .as_u64()
         .unwrap();
@@ -653,4 +669,89 @@ fn killing_the_nats_server_that_leads_a_stream_stalls_writes_briefly_and_loses_n
         agent_points as usize
     );
     assert!(got.iter().all(|x| x.is_nan() || *x == 1.0), "{got:?}");
+}
+
+/// Runs `scripts/local-cluster` with `env`; its output, after asserting success.
+fn local_cluster(command: &str, env: &[(&str, String)]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
+    let out = Command::new(script)
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("running scripts/local-cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "local-cluster {command}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Stops the script's cluster however the test ends.
+struct LocalCluster(Vec<(&'static str, String)>);
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster"),
+        )
+        .arg("clean")
+        .envs(self.0.iter().map(|(k, v)| (*k, v.as_str())))
+        .output();
+    }
+}
+
+#[test]
+fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
+    let ports = |n: usize| {
+        (0..n)
+            .map(|_| free_port().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let http = ports(3);
+    let env = vec![
+        (
+            "ARGUS_CLUSTER_DIR",
+            argus_tests::scratch_dir("local-cluster")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ("ARGUS_BIN", binary("argus").to_string_lossy().into_owned()),
+        (
+            "NATS_SERVER",
+            argus_tests::nats_server_binary()
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ("NATS_PORTS", ports(3)),
+        ("ROUTE_PORTS", ports(3)),
+        ("HTTP_PORTS", http.clone()),
+        ("GRPC_PORTS", ports(3)),
+        ("ARGUS_FLAGS", "--partitions 4".into()),
+    ];
+    let cluster = LocalCluster(env.clone());
+    let started = local_cluster("start", &env);
+    assert!(started.contains("three Argus nodes ready"), "{started}");
+    assert!(
+        started.contains("argus-agent --server http://127.0.0.1:"),
+        "{started}"
+    );
+    let status = eventually(20, "three nodes in the status", || {
+        let status = local_cluster("status", &env);
+        status.contains("nodes (3)").then_some(status)
+    });
+    assert!(status.contains("joined, 4 partitions"), "{status}");
+    for node in ["node0", "node1", "node2"] {
+        assert!(status.contains(node), "{status}");
+    }
+    local_cluster("stop", &env);
+    for port in http.split(' ') {
+        assert!(
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+            "a node still listens on {port} after stop"
+        );
+    }
+    drop(cluster);
 }
