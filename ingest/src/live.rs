@@ -11,6 +11,11 @@
 //!
 //! A slow consumer never slows ingest: rows go into its queue with `try_send`; when the
 //! queue is full the row is dropped and counted, and the consumer is told how many.
+//!
+//! In a cluster, a subscription made on another node is held here as a forwarding copy
+//! (`cluster/live.rs`): agents on this node get it pushed down like any other, and what
+//! passes its predicate here is handed to its [`Forward`] for the node that runs its
+//! engine, instead of into an engine of its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +54,10 @@ pub enum SubscribeError {
     },
 }
 
+/// Where a forwarding copy sends each event that passed here: (stream, event, whether it
+/// was sampled and filtered already).
+pub type Forward = Box<dyn Fn(&str, &Value, bool) + Send + Sync>;
+
 /// One live query.
 pub struct Subscription {
     pub id: u64,
@@ -75,6 +84,9 @@ pub struct Subscription {
     last_event_ms: AtomicI64,
     /// Nothing more can come out (limit reached).
     pub ended: AtomicBool,
+    /// For a copy of another node's subscription: where its events go, and its origin
+    /// (`node/id`).
+    forward: Option<(Forward, String)>,
 }
 
 impl Subscription {
@@ -104,6 +116,18 @@ impl Subscription {
     /// the join (agents send such a query every event of its streams).
     fn offer(&self, stream: &str, event: &Value, evaluated: bool, now_ms: i64) {
         if self.ended.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some((forward, _)) = &self.forward {
+            // The origin runs the engine (and a join's predicate, after the join).
+            if !self.query.filters_at_source() {
+                forward(stream, event, false);
+            } else if evaluated
+                || (self.sampler.lock().pass(event, now_ms) && self.query.filter.matches(event))
+            {
+                self.matched.fetch_add(1, Ordering::Relaxed);
+                forward(stream, event, true);
+            }
             return;
         }
         if !self.query.filters_at_source() {
@@ -144,7 +168,7 @@ impl Subscription {
 
     /// Time passes: windows that ended close.
     fn tick(&self, now_ms: i64) {
-        if self.ended.load(Ordering::Relaxed) {
+        if self.ended.load(Ordering::Relaxed) || self.forward.is_some() {
             return;
         }
         let rows = {
@@ -191,7 +215,13 @@ impl Subscription {
             "droppedInWindows": window_dropped,
             "late": late,
             "ended": self.ended.load(Ordering::Relaxed),
+            "forwardedTo": self.forward.as_ref().map(|(_, origin)| origin),
         })
+    }
+
+    /// Whether this is a copy of another node's subscription.
+    pub fn is_forwarding(&self) -> bool {
+        self.forward.is_some()
     }
 }
 
@@ -270,6 +300,46 @@ impl LiveHub {
         client: &str,
         peer: Option<std::net::IpAddr>,
     ) -> Result<LiveHandle, SubscribeError> {
+        self.start(text, time_field, client, peer, None)
+    }
+
+    /// Holds a copy of subscription `origin` (`node/id`) of another node: pushed down to
+    /// this node's agents, what passes here going to `forward`.
+    pub fn subscribe_forwarding(
+        self: &Arc<Self>,
+        text: &str,
+        time_field: Option<&str>,
+        origin: String,
+        forward: Forward,
+    ) -> Result<LiveHandle, SubscribeError> {
+        let client = format!("cluster node {origin}");
+        self.start(text, time_field, &client, None, Some((forward, origin)))
+    }
+
+    /// Events forwarded by another node for subscription `id` of this one: each offered as
+    /// if it had arrived here.
+    pub fn offer_forwarded(&self, id: u64, stream: &str, events: &[Value], evaluated: bool) {
+        let subs = self.snapshot();
+        let Some(sub) = subs
+            .get(&id)
+            .filter(|s| s.reads(stream) && !s.is_forwarding())
+        else {
+            return;
+        };
+        let now = self.now_ms();
+        for event in events {
+            sub.offer(stream, event, evaluated, now);
+        }
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        text: &str,
+        time_field: Option<&str>,
+        client: &str,
+        peer: Option<std::net::IpAddr>,
+        forward: Option<(Forward, String)>,
+    ) -> Result<LiveHandle, SubscribeError> {
         let query = mql::parse(text)?;
         let time_field = match time_field.filter(|f| !f.is_empty()) {
             None => None,
@@ -309,6 +379,7 @@ impl LiveHub {
             dropped: AtomicU64::new(0),
             last_event_ms: AtomicI64::new(now),
             ended: AtomicBool::new(false),
+            forward,
         });
         {
             let mut subs = self.subs.write();

@@ -167,8 +167,13 @@ pub async fn run(
     // A cluster that refuses this node (another partition count) stops it before it
     // serves; an unreachable NATS does not: the node serves, not ready, and keeps trying.
     if let Some(settings) = state.cfg.cluster.clone() {
-        let membership =
-            crate::cluster::Membership::new(settings, addr, grpc_addr, state.store.clone());
+        let membership = crate::cluster::Membership::new(
+            settings,
+            addr,
+            grpc_addr,
+            state.store.clone(),
+            state.events.live.clone(),
+        );
         membership
             .first_attempt()
             .await

@@ -755,3 +755,135 @@ fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
     }
     drop(cluster);
 }
+
+fn health_counter(agent: &argus_tests::Agent, key: &str) -> u64 {
+    let h = agent.health();
+    h[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {key} in {h}"))
+}
+
+/// Waits until every agent reports `n` live subscriptions; returns how long that took.
+fn agents_see(agents: &[&argus_tests::Agent], n: u64, since: Instant) -> Duration {
+    eventually(15, &format!("agents seeing {n} live subscriptions"), || {
+        agents
+            .iter()
+            .all(|a| health_counter(a, "live.subscriptions") == n)
+            .then(|| since.elapsed())
+    })
+}
+
+/// `n` request events of agent `k`, from `seq` `first`; about one in 70 is a 503 in
+/// us-east-1.
+fn requests(k: u64, first: u64, n: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    for seq in first..first + n {
+        let status = if seq % 50 == 3 { 503 } else { 200 };
+        let event = serde_json::json!({
+            "seq": seq,
+            "agent": k,
+            "path": format!("/api/{}", seq % 7),
+            "status": status,
+            "region": if seq.is_multiple_of(3) { "us-east-1" } else { "eu-west-1" },
+            "headers": {"user-agent": "x".repeat(200)},
+        });
+        body.extend_from_slice(event.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    body
+}
+
+#[test]
+fn a_live_query_on_one_node_gets_the_matching_events_of_agents_on_the_others() {
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let flags = ["--partitions", "8", "--step", "1s"];
+    let a = node(&url, "a", &flags);
+    let b = node(&url, "b", &flags);
+    let c = node(&url, "c", &flags);
+    for n in [&a, &b, &c] {
+        wait_ready(n, "a node joining");
+    }
+    let agent_flags = ["--step", "1s", "--no-host-metrics"];
+    let agents = [
+        argus_tests::Agent::start(&b.grpc, &agent_flags),
+        argus_tests::Agent::start(&c.grpc, &agent_flags),
+    ];
+    let both: Vec<&argus_tests::Agent> = agents.iter().collect();
+    agents_see(&both, 0, Instant::now());
+
+    // Nobody asks anywhere: nothing leaves the agents.
+    for (k, agent) in agents.iter().enumerate() {
+        let (status, body) = agent.post("/v1/events/requests", &requests(k as u64, 0, 300));
+        assert_eq!(status, 200, "{body}");
+    }
+    for agent in &agents {
+        eventually(10, "the agent taking the events", || {
+            (health_counter(agent, "events.id=received") == 300).then_some(())
+        });
+        assert_eq!(health_counter(agent, "event.bytes.id=sent"), 0);
+    }
+
+    // A query on node a reaches the agents of b and c.
+    let live = argus_tests::LiveClient::start(
+        &a,
+        &[],
+        "select seq, agent, path from requests where status >= 500 and region == 'us-east-1'",
+    );
+    let confirmed = live.wait_subscribed();
+    let reach = agents_see(&both, 1, confirmed);
+    eprintln!("a query on node a reached the agents on b and c in {reach:?}");
+
+    let mut expected = Vec::new();
+    for (k, agent) in agents.iter().enumerate() {
+        let (status, body) = agent.post("/v1/events/requests", &requests(k as u64, 1000, 1000));
+        assert_eq!(status, 200, "{body}");
+        for seq in 1000..2000u64 {
+            if seq % 50 == 3 && seq.is_multiple_of(3) {
+                expected.push(
+                    serde_json::json!({"seq": seq, "agent": k, "path": format!("/api/{}", seq % 7)})
+                        .to_string(),
+                );
+            }
+        }
+    }
+    // A last matching event per agent: once both are in, everything before them is too
+    // (each agent's events travel in order, agent → node → NATS → a).
+    for (k, agent) in agents.iter().enumerate() {
+        let marker = serde_json::json!({"seq": 99_999, "agent": k, "path": "/marker",
+            "status": 599, "region": "us-east-1"});
+        let (status, body) = agent.post("/v1/events/requests", format!("{marker}\n").as_bytes());
+        assert_eq!(status, 200, "{body}");
+    }
+    let rows = eventually(20, "both markers", || {
+        let rows = live.rows();
+        (rows.iter().filter(|r| r["path"] == "/marker").count() == 2).then_some(rows)
+    });
+    expected.sort();
+    let mut got: Vec<String> = rows
+        .iter()
+        .filter(|r| r["path"] != "/marker")
+        .map(Value::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 2 * 7, "{got:?}");
+    assert_eq!(got, expected, "exactly the matching events, once each");
+    let view = cluster_view(&a);
+    assert_eq!(view["live"]["received_events"], 16, "{view}");
+
+    // The query ends: the agents stop sending.
+    live.interrupt();
+    agents_see(&both, 0, Instant::now());
+    let sent: Vec<u64> = agents
+        .iter()
+        .map(|a| health_counter(a, "event.bytes.id=sent"))
+        .collect();
+    for (k, agent) in agents.iter().enumerate() {
+        let (status, body) = agent.post("/v1/events/requests", &requests(k as u64, 5000, 300));
+        assert_eq!(status, 200, "{body}");
+        eventually(10, "the agent taking the events", || {
+            (health_counter(agent, "events.id=received") == 1601).then_some(())
+        });
+        assert_eq!(health_counter(agent, "event.bytes.id=sent"), sent[k]);
+    }
+}

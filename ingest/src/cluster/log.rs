@@ -331,6 +331,11 @@ impl PartitionLog {
         })
     }
 
+    /// The NATS connection the log publishes on.
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     /// Publishes every message and waits until JetStream has acknowledged each, retrying
     /// those that failed (same ids, so a message that did land is not stored twice) until
     /// [`PUBLISH_DEADLINE`]. `Err` says why the write could not be taken; it may have been

@@ -12,6 +12,7 @@
 //! nodes), snapshots and queries merged across nodes are the next layers (issue 13). NATS
 //! gives the replication, leases and membership: Argus runs no consensus of its own.
 
+pub mod live;
 pub mod log;
 
 use std::net::SocketAddr;
@@ -331,6 +332,10 @@ pub struct Membership {
     store: Option<Arc<Store>>,
     /// The store's step and retention, which the cluster fixes at its creation.
     store_config: StoreConfig,
+    /// Live queries, shared with the other nodes once joined.
+    live: Arc<crate::live::LiveHub>,
+    live_started: std::sync::atomic::AtomicBool,
+    pub live_stats: Arc<live::LiveBridgeStats>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -356,6 +361,7 @@ impl Membership {
         http: SocketAddr,
         grpc: SocketAddr,
         store: Arc<Store>,
+        live: Arc<crate::live::LiveHub>,
     ) -> Arc<Self> {
         if settings.node_id.is_empty() {
             settings.node_id = format!("{}-{}", host_name(), http.port());
@@ -370,6 +376,9 @@ impl Membership {
                 last_error: "not tried yet".into(),
             }),
             store_config: store.config(),
+            live,
+            live_started: Default::default(),
+            live_stats: Default::default(),
             store: settings.roles.store.then_some(store),
             settings,
         })
@@ -483,9 +492,21 @@ impl Membership {
         let result = self.try_join().await;
         let mut state = self.state.lock();
         match &result {
-            Ok((partitions, nodes, log)) => {
+            Ok((partitions, nodes, log, live_bucket)) => {
                 if let Some(store) = &self.store {
                     log.start_applying(store.clone());
+                }
+                if !self
+                    .live_started
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    tokio::spawn(live::start(
+                        self.settings.node_id.clone(),
+                        self.live.clone(),
+                        log.client(),
+                        live_bucket.clone(),
+                        self.live_stats.clone(),
+                    ));
                 }
                 *state = Readiness::Ready {
                     partitions: *partitions,
@@ -508,7 +529,7 @@ impl Membership {
         result.map(|_| ())
     }
 
-    async fn try_join(&self) -> Result<(u32, kv::Store, Arc<PartitionLog>), JoinError> {
+    async fn try_join(&self) -> Result<(u32, kv::Store, Arc<PartitionLog>, kv::Store), JoinError> {
         let s = &self.settings;
         let unreachable =
             |what: &str, e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{what}: {e}"));
@@ -541,6 +562,14 @@ impl Membership {
         )
         .await
         .map_err(|e| unreachable("opening the partitions' streams", &format!("{e:#}")))?;
+        let live_bucket = bucket(
+            &js,
+            live::LIVE_BUCKET,
+            replicas,
+            Some(live::ANNOUNCEMENT_TTL),
+        )
+        .await
+        .map_err(|e| unreachable("opening the live queries' bucket", &e))?;
         self.heartbeat(&nodes)
             .await
             .map_err(|e| unreachable("recording this node", &format!("{e:#}")))?;
@@ -549,7 +578,7 @@ impl Membership {
             partitions,
             "joined the cluster"
         );
-        Ok((partitions, nodes, Arc::new(log)))
+        Ok((partitions, nodes, Arc::new(log), live_bucket))
     }
 
     /// The first node fixes the partition count; every later one must have the same.
@@ -668,6 +697,11 @@ impl Membership {
                 "heartbeat_age_ms": now - n.heartbeat_at_ms,
             })).collect::<Vec<_>>(),
             "log": log.map(|log| log_json(&log, &streams, self.store.is_some())),
+            "live": {
+                "forwarded_events": self.live_stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+                "dropped_events": self.live_stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "received_events": self.live_stats.received.load(std::sync::atomic::Ordering::Relaxed),
+            },
         })
     }
 
@@ -686,6 +720,25 @@ impl Membership {
         );
         if let Some(log) = log {
             log_metrics(&mut out, &self.settings.node_id, &log, self.store.is_some());
+        }
+        let live = &self.live_stats;
+        out.push_str(
+            "# HELP argus_cluster_live_events_total Live-query events this node forwarded to \
+             other nodes' queries, dropped on the way (queue full), or received for its own.\n\
+             # TYPE argus_cluster_live_events_total counter\n",
+        );
+        for (what, n) in [
+            ("forwarded", &live.forwarded),
+            ("dropped", &live.dropped),
+            ("received", &live.received),
+        ] {
+            use std::fmt::Write;
+            let _ = writeln!(
+                out,
+                "argus_cluster_live_events_total{{node=\"{}\",outcome=\"{what}\"}} {}",
+                self.settings.node_id,
+                n.load(std::sync::atomic::Ordering::Relaxed)
+            );
         }
         out
     }
@@ -854,6 +907,7 @@ mod tests {
             "127.0.0.1:7101".parse().unwrap(),
             "127.0.0.1:4317".parse().unwrap(),
             Arc::new(Store::new(StoreConfig::default())),
+            Arc::new(crate::live::LiveHub::default()),
         );
         assert!(m.node_id().ends_with("-7101"), "{}", m.node_id());
         assert!(
