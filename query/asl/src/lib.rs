@@ -25,6 +25,7 @@ mod lowering;
 mod model;
 mod numfmt;
 mod parser;
+pub mod split;
 mod time;
 mod words;
 
@@ -45,7 +46,8 @@ pub fn debug(expr: &str) -> Result<Vec<DebugStep>> {
     Ok(steps)
 }
 pub use graph::{
-    Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_limits,
+    Format, GraphRequest, GraphResult, Limits, ResultSeries, evaluate, evaluate_with_fanout,
+    evaluate_with_limits,
 };
 pub use words::WordDoc;
 

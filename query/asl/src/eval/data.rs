@@ -10,12 +10,26 @@ use crate::error::Result;
 use crate::model::{AggrOp, AggregateFunction, DataExpr, DataKind, Query};
 
 /// Evaluates a data expression; with an offset, reads that much earlier and lays the values
-/// on the request's grid.
+/// on the request's grid. It is [`eval_partial`] over the whole source, finished by
+/// [`merge`]: the one path a cluster splits across nodes.
 pub(crate) fn eval_data(
     expr: &DataExpr,
     ctx: &EvalContext,
     src: &dyn SeriesSource,
 ) -> Result<Vec<Line>> {
+    if let Some(fanout) = &ctx.fanout {
+        // In a cluster the nodes holding the series evaluate their parts.
+        let parts = fanout
+            .partials(&expr.to_string(), ctx.start_ms, ctx.end_ms, ctx.step_ms)
+            .map_err(crate::error::Error::Evaluation)?;
+        return merge(expr, ctx, parts);
+    }
+    let part = eval_partial(expr, ctx, src)?;
+    merge(expr, ctx, vec![part])
+}
+
+/// The store read a data expression makes: the window, shifted by its offset.
+fn read_request(expr: &DataExpr, ctx: &EvalContext) -> Result<ReadRequest> {
     let shift = expr.offset_ms.div_euclid(ctx.step_ms) * ctx.step_ms;
     let shifted = |t: i64| {
         t.checked_sub(shift)
@@ -25,20 +39,221 @@ pub(crate) fn eval_data(
                 reason: "the offset moves the window out of the representable time range".into(),
             })
     };
-    let req = ReadRequest {
+    Ok(ReadRequest {
         start_ms: shifted(ctx.start_ms)?,
         end_ms: shifted(ctx.end_ms)?,
         step_ms: ctx.step_ms,
         cf: expr.consolidation(),
-    };
-    let ids = src.select(&expr.query().to_matcher());
-    match &expr.kind {
-        DataKind::Aggregate(af) => aggregate(af, &ids, ctx, &req, src),
-        DataKind::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src),
-        DataKind::All(_) => all(&ids, ctx, &req, src),
+    })
+}
+
+/// What one part of the series (one node's partitions, in a cluster) contributes to a data
+/// expression: Atlas's split. An aggregate is its accumulators per group (sums and counts,
+/// or running extremes), which add up in any order; `:all` is its lines. Parts of the same
+/// expression over the same window [`merge`] into its lines.
+pub struct Partial(PartialKind);
+
+enum PartialKind {
+    /// Per group, its `:by` key string (`k=v k2=v2 `, empty for a plain aggregate) and key
+    /// values; the accumulator holds the groups in that order.
+    Groups {
+        groups: Vec<(String, Vec<String>)>,
+        acc: Accumulator,
+    },
+    /// `:all`: every series with data in the window.
+    Lines(Vec<(TagMap, Vec<f64>)>),
+}
+
+/// A borrowed view of a [`Partial`], for its encoding.
+pub enum PartialParts<'a> {
+    Groups {
+        /// The aggregate: 0 sum, 1 count, 2 min, 3 max, 4 avg.
+        op: u8,
+        len: usize,
+        groups: &'a [(String, Vec<String>)],
+        values: &'a [f64],
+        counts: &'a [u32],
+    },
+    Lines(&'a [(TagMap, Vec<f64>)]),
+}
+
+const OPS: [AggrOp; 5] = [
+    AggrOp::Sum,
+    AggrOp::Count,
+    AggrOp::Min,
+    AggrOp::Max,
+    AggrOp::Avg,
+];
+
+impl Partial {
+    pub fn parts(&self) -> PartialParts<'_> {
+        match &self.0 {
+            PartialKind::Groups { groups, acc } => PartialParts::Groups {
+                op: OPS.iter().position(|&o| o == acc.op).unwrap_or(0) as u8,
+                len: acc.len,
+                groups,
+                values: &acc.values,
+                counts: &acc.counts,
+            },
+            PartialKind::Lines(lines) => PartialParts::Lines(lines),
+        }
+    }
+
+    /// Groups with their accumulators, checked: `values` and `counts` must be as long as
+    /// the aggregate keeps for that many groups.
+    pub fn from_groups(
+        op: u8,
+        len: usize,
+        groups: Vec<(String, Vec<String>)>,
+        values: Vec<f64>,
+        counts: Vec<u32>,
+    ) -> std::result::Result<Partial, String> {
+        let op = *OPS
+            .get(op as usize)
+            .ok_or_else(|| format!("unknown aggregate {op}"))?;
+        let mut acc = Accumulator::new(op, 0, len);
+        let cells = groups
+            .len()
+            .checked_mul(len)
+            .ok_or("too many groups and steps")?;
+        let (want_values, want_counts) = match op {
+            AggrOp::Sum | AggrOp::Avg => (cells, cells),
+            AggrOp::Count => (0, cells),
+            AggrOp::Min | AggrOp::Max => (cells, 0),
+        };
+        if values.len() != want_values || counts.len() != want_counts {
+            return Err(format!(
+                "{} groups of {len} steps of {} need {want_values} values and {want_counts} \
+                 counts, not {} and {}",
+                groups.len(),
+                op.word(),
+                values.len(),
+                counts.len()
+            ));
+        }
+        (acc.values, acc.counts) = (values, counts);
+        Ok(Partial(PartialKind::Groups { groups, acc }))
+    }
+
+    pub fn from_lines(lines: Vec<(TagMap, Vec<f64>)>) -> Partial {
+        Partial(PartialKind::Lines(lines))
     }
 }
 
+/// Evaluates a data expression over `src` up to the point where parts merge.
+pub(crate) fn eval_partial(
+    expr: &DataExpr,
+    ctx: &EvalContext,
+    src: &dyn SeriesSource,
+) -> Result<Partial> {
+    let req = read_request(expr, ctx)?;
+    let ids = src.select(&expr.query().to_matcher());
+    Ok(Partial(match &expr.kind {
+        DataKind::Aggregate(af) => PartialKind::Groups {
+            groups: vec![(String::new(), Vec::new())],
+            acc: aggregate(af, &ids, ctx, &req, src)?,
+        },
+        DataKind::GroupBy { af, keys } => group_by(af, keys, &ids, ctx, &req, src)?,
+        DataKind::All(_) => PartialKind::Lines(all(&ids, ctx, &req, src)?),
+    }))
+}
+
+/// The lines of a data expression from its parts (over the same window), as one evaluation
+/// over all their series would give them: counts, extremes and integer sums exactly; other
+/// sums added in another order.
+pub(crate) fn merge(expr: &DataExpr, ctx: &EvalContext, parts: Vec<Partial>) -> Result<Vec<Line>> {
+    let len = read_request(expr, ctx)?.len();
+    // Parts from elsewhere must be of this expression and window.
+    for part in &parts {
+        let fits = match (&part.0, &expr.kind) {
+            (PartialKind::Lines(lines), DataKind::All(_)) => {
+                lines.iter().all(|(_, v)| v.len() == len)
+            }
+            (
+                PartialKind::Groups { acc, .. },
+                DataKind::Aggregate(af) | DataKind::GroupBy { af, .. },
+            ) => acc.op == af.op && acc.len == len,
+            _ => false,
+        };
+        if !fits {
+            return Err(crate::error::Error::Evaluation(format!(
+                "a part of {expr} does not fit it (another aggregate or window)"
+            )));
+        }
+    }
+    let mut parts = parts.into_iter().map(|p| p.0);
+    match &expr.kind {
+        DataKind::All(_) => {
+            let mut lines = Vec::new();
+            for part in parts {
+                if let PartialKind::Lines(mut l) = part {
+                    lines.append(&mut l);
+                }
+            }
+            ctx.check_lines(lines.len(), len)?;
+            let mut out: Vec<Line> = lines
+                .into_iter()
+                .map(|(tags, values)| Line {
+                    tags,
+                    label: Label::FromTags,
+                    values,
+                })
+                .collect();
+            out.sort_by(|a, b| a.tags.cmp(&b.tags));
+            Ok(out)
+        }
+        DataKind::Aggregate(af) | DataKind::GroupBy { af, .. } => {
+            let (mut groups, mut acc) = (Vec::new(), Accumulator::new(af.op, 0, len));
+            let mut index: AHashMap<String, usize> = AHashMap::new();
+            for part in parts.by_ref() {
+                let PartialKind::Groups {
+                    groups: their_groups,
+                    acc: theirs,
+                } = part
+                else {
+                    continue;
+                };
+                if groups.is_empty() {
+                    // The first part is taken as it is: one node's answer costs no copy.
+                    index = their_groups
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (k.clone(), i))
+                        .collect();
+                    (groups, acc) = (their_groups, theirs);
+                    continue;
+                }
+                for (g, (key, values)) in their_groups.into_iter().enumerate() {
+                    let mine = match index.get(&key) {
+                        Some(&i) => i,
+                        None => {
+                            let i = groups.len();
+                            index.insert(key.clone(), i);
+                            groups.push((key, values));
+                            acc.push_group();
+                            i
+                        }
+                    };
+                    acc.merge_group(mine, &theirs, g);
+                }
+            }
+            if let DataKind::Aggregate(af) = &expr.kind {
+                return Ok(vec![
+                    match (!groups.is_empty()).then(|| acc.finish(0)).flatten() {
+                        Some(values) => Line {
+                            tags: aggregate_tags(&af.query),
+                            label: Label::FromTags,
+                            values,
+                        },
+                        None => no_data(Some(&af.query), len),
+                    },
+                ]);
+            }
+            ctx.check_lines(groups.len(), len)?;
+            finish_groups(af, expr.grouping(), &groups, &acc)
+        }
+    }
+}
 /// Series per worker below which a scan stays on the calling thread: spawning costs tens of
 /// microseconds, scanning a thousand series about a hundred.
 const PARALLEL_MIN_SERIES: u64 = 1_024;
@@ -141,9 +356,9 @@ fn aggregate(
     ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<Line>> {
+) -> Result<Accumulator> {
     let len = req.len();
-    let acc = scan_parallel(
+    scan_parallel(
         ids,
         ctx,
         src,
@@ -151,15 +366,7 @@ fn aggregate(
         Accumulator::bytes(1, len),
         || Accumulator::new(af.op, 1, len),
         |acc, _, values| acc.add(0, values),
-    )?;
-    Ok(vec![match acc.finish(0) {
-        Some(values) => Line {
-            tags: aggregate_tags(&af.query),
-            label: Label::FromTags,
-            values,
-        },
-        None => no_data(Some(&af.query), len),
-    }])
+    )
 }
 
 fn group_by(
@@ -169,9 +376,13 @@ fn group_by(
     ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<Line>> {
+) -> Result<PartialKind> {
+    let none = || PartialKind::Groups {
+        groups: Vec::new(),
+        acc: Accumulator::new(af.op, 0, req.len()),
+    };
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(none());
     }
     // Pass 1, tags: the group of each series, as (id, group) in ascending id order. The key
     // string `k=v k2=v2 ` is built in one reused buffer; only a new group allocates.
@@ -211,7 +422,7 @@ fn group_by(
     // At least one group over the room: enough for the error to name the limit.
     ctx.check_lines(groups.len() + usize::from(over), req.len())?;
     if groups.is_empty() {
-        return Ok(Vec::new());
+        return Ok(none());
     }
 
     // Pass 2, values: only the series that have every key, each added to its group. Ids
@@ -235,17 +446,30 @@ fn group_by(
         },
     )?;
 
+    Ok(PartialKind::Groups {
+        groups: groups.into_iter().map(|g| (g.key, g.values)).collect(),
+        acc,
+    })
+}
+
+/// The lines of `:by` groups with data, in Atlas's order (by key string).
+fn finish_groups(
+    af: &AggregateFunction,
+    keys: &[String],
+    groups: &[(String, Vec<String>)],
+    acc: &Accumulator,
+) -> Result<Vec<Line>> {
     let base = af.query.exact_tags();
     let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_unstable_by(|&a, &b| groups[a].key.cmp(&groups[b].key));
+    order.sort_unstable_by(|&a, &b| groups[a].0.cmp(&groups[b].0));
     let mut out = Vec::with_capacity(groups.len());
     for g in order {
         let Some(values) = acc.finish(g) else {
             continue;
         };
-        let group = &groups[g];
+        let (key, group_values) = &groups[g];
         let mut tags = base.clone();
-        for (k, v) in keys.iter().zip(&group.values) {
+        for (k, v) in keys.iter().zip(group_values) {
             tags.insert(k.clone(), v.clone());
         }
         if tags.is_empty() {
@@ -253,7 +477,7 @@ fn group_by(
         }
         out.push(Line {
             tags,
-            label: Label::Text(format!("({})", group.key.trim_end_matches(' '))),
+            label: Label::Text(format!("({})", key.trim_end_matches(' '))),
             values,
         });
     }
@@ -283,7 +507,7 @@ fn all(
     ctx: &EvalContext,
     req: &ReadRequest,
     src: &dyn SeriesSource,
-) -> Result<Vec<Line>> {
+) -> Result<Vec<(TagMap, Vec<f64>)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -312,20 +536,11 @@ fn all(
     src.visit_tags(&kept_ids, &mut |id, tags| {
         tags_by_id.insert(id, tags.to_map());
     });
-    let mut out: Vec<Line> = kept
+    Ok(kept
         .into_iter()
-        .filter_map(|(id, values)| {
-            // A series that expired between the two passes has no tags any more.
-            let tags = tags_by_id.remove(&id)?;
-            Some(Line {
-                tags,
-                label: Label::FromTags,
-                values,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.tags.cmp(&b.tags));
-    Ok(out)
+        // A series that expired between the two passes has no tags any more.
+        .filter_map(|(id, values)| Some((tags_by_id.remove(&id)?, values)))
+        .collect())
 }
 
 /// Per-group accumulators for one aggregate, `len` steps per group, groups back to back.
@@ -404,6 +619,43 @@ impl Accumulator {
                     *a = a.max(v);
                 }
             }
+        }
+    }
+
+    /// One more group, with nothing added yet.
+    fn push_group(&mut self) {
+        match self.op {
+            AggrOp::Sum | AggrOp::Avg => {
+                self.values.resize(self.values.len() + self.len, 0.0);
+                self.counts.resize(self.counts.len() + self.len, 0);
+            }
+            AggrOp::Count => self.counts.resize(self.counts.len() + self.len, 0),
+            AggrOp::Min | AggrOp::Max => self.values.resize(self.values.len() + self.len, f64::NAN),
+        }
+    }
+
+    /// Adds group `theirs` of `other` (same op and length) into group `g`.
+    fn merge_group(&mut self, g: usize, other: &Accumulator, theirs: usize) {
+        let (mine, from) = (
+            g * self.len..(g + 1) * self.len,
+            theirs * other.len..(theirs + 1) * other.len,
+        );
+        if let (Some(c), Some(o)) = (
+            self.counts.get_mut(mine.clone()),
+            other.counts.get(from.clone()),
+        ) {
+            for (c, o) in c.iter_mut().zip(o) {
+                *c += o;
+            }
+        }
+        let (Some(v), Some(o)) = (self.values.get_mut(mine), other.values.get(from)) else {
+            return;
+        };
+        match self.op {
+            AggrOp::Sum | AggrOp::Avg => v.iter_mut().zip(o).for_each(|(v, o)| *v += o),
+            AggrOp::Count => {}
+            AggrOp::Min => v.iter_mut().zip(o).for_each(|(v, o)| *v = v.min(*o)),
+            AggrOp::Max => v.iter_mut().zip(o).for_each(|(v, o)| *v = v.max(*o)),
         }
     }
 
@@ -688,6 +940,68 @@ mod tests {
                         "{expr} step {k}: {value} vs {want}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Atlas's split: the series dealt out to several parts (nodes), each evaluated up to
+    /// its partial aggregate, merged, give what one evaluation over all of them gives.
+    #[test]
+    fn parts_merge_into_the_whole() {
+        let whole = source();
+        let n = f64::NAN;
+        let mut more = whole.0.clone();
+        more.push((
+            TagMap::from_pairs([("name", "cpu"), ("app", "c"), ("node", "5")]),
+            vec![n, -4.0, 0.5],
+        ));
+        let whole = FakeSource(more);
+        let render = |lines: &[Line]| {
+            lines
+                .iter()
+                .map(|l| format!("{} {:?} {:?}", l.label(), l.tags, l.values))
+                .collect::<Vec<_>>()
+        };
+        let ctx = EvalContext::new(0, 2, 1, Limits::default());
+        for expr in [
+            "name,cpu,:eq,:sum",
+            "name,cpu,:eq,:count",
+            "name,cpu,:eq,:min",
+            "name,cpu,:eq,:max",
+            "app,:has,:avg",
+            "name,mem,:eq,:sum",
+            "name,cpu,:eq,:sum,(,app,),:by",
+            "name,cpu,:eq,:avg,(,app,),:by",
+            ":true,:max,(,name,app,),:by",
+            "name,cpu,:eq,:all",
+            "name,cpu,:eq,:sum,:cf-max",
+            "name,cpu,:eq,:sum,1ms,:offset",
+        ] {
+            let stack = crate::run(expr).unwrap();
+            let [Item::Expr(TimeSeriesExpr::Data(d))] = stack.as_slice() else {
+                panic!("{expr}");
+            };
+            let want = render(&eval_data(d, &ctx, &whole).unwrap());
+            for parts in [1, 2, 3, 7] {
+                let sources: Vec<FakeSource> = (0..parts)
+                    .map(|p| {
+                        FakeSource(
+                            whole
+                                .0
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| i % parts == p)
+                                .map(|(_, s)| s.clone())
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let partials = sources
+                    .iter()
+                    .map(|src| eval_partial(d, &ctx, src).unwrap())
+                    .collect();
+                let got = render(&merge(d, &ctx, partials).unwrap());
+                assert_eq!(got, want, "{expr} over {parts} parts");
             }
         }
     }

@@ -5,6 +5,17 @@
 
 mod data;
 mod online;
+
+pub use data::{Partial, PartialParts};
+
+/// A data expression evaluated up to its partial result (see `crate::split`).
+pub(crate) fn partial(
+    expr: &crate::model::DataExpr,
+    ctx: &EvalContext,
+    src: &dyn SeriesSource,
+) -> Result<Partial> {
+    data::eval_partial(expr, ctx, src)
+}
 mod percentiles;
 
 use std::sync::Arc;
@@ -67,6 +78,8 @@ pub(crate) struct EvalContext {
     pub now_ms: i64,
     /// Memory the request holds now, against `limits.max_memory_bytes`.
     pub memory: Arc<Budget>,
+    /// In a cluster: where data expressions are evaluated (the nodes holding the series).
+    pub fanout: Option<crate::split::SharedFanout>,
 }
 
 /// Memory one request holds, kept as evaluation goes: what a node needs while it works is
@@ -141,6 +154,7 @@ impl EvalContext {
             tz: jiff::tz::TimeZone::UTC,
             now_ms: end_ms,
             memory: Arc::new(Budget::new(limits.max_memory_bytes)),
+            fanout: None,
         }
     }
 

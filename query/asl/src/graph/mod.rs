@@ -132,6 +132,17 @@ pub fn evaluate_with_limits(
     source: &dyn SeriesSource,
     limits: &Limits,
 ) -> Result<GraphResult> {
+    evaluate_with_fanout(req, source, limits, None)
+}
+
+/// Like [`evaluate_with_limits`], with the data expressions answered by `fanout` (the nodes
+/// of a cluster) when given; `source` still says the stored step.
+pub fn evaluate_with_fanout(
+    req: &GraphRequest,
+    source: &dyn SeriesSource,
+    limits: &Limits,
+    fanout: Option<crate::split::SharedFanout>,
+) -> Result<GraphResult> {
     let stored = source.step_ms();
     let step_ms = req.step_ms;
     if step_ms <= 0 || stored <= 0 || step_ms % stored != 0 {
@@ -159,6 +170,7 @@ pub fn evaluate_with_limits(
     let exprs = presentations(crate::run(&req.expr)?)?;
     let theme = req.image.theme;
     let mut ctx = EvalContext::new(req.start_ms, req.end_ms, step_ms, *limits);
+    ctx.fanout = fanout;
     ctx.tz = req
         .timezones
         .first()
