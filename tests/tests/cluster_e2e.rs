@@ -196,6 +196,8 @@ const LEDGER_SERIES: u64 = 40;
 struct Ledger {
     requests: u64,
     totals: std::collections::HashMap<String, f64>,
+    /// Every acknowledged request's body, to give another server the same data.
+    payloads: Vec<String>,
 }
 
 impl Ledger {
@@ -232,6 +234,7 @@ impl Ledger {
         match status {
             200 => {
                 self.requests = n;
+                self.payloads.push(payload.to_string());
                 for k in 0..LEDGER_SERIES {
                     *self.totals.entry(k.to_string()).or_default() += n as f64;
                 }
@@ -886,4 +889,110 @@ fn a_live_query_on_one_node_gets_the_matching_events_of_agents_on_the_others() {
         });
         assert_eq!(health_counter(agent, "event.bytes.id=sent"), sent[k]);
     }
+}
+
+/// The graph of `q` over the ledger's window as JSON, with the partial header if any.
+fn graph(node: &Server, q: &str, extra: &str) -> (u16, Value, Option<String>) {
+    let (status, body, headers) = node.get_full(&format!(
+        "/api/v1/graph?q={}&s=e-20m&e=now%2B2m&step=1m&format=json&tz=UTC{extra}",
+        argus_tests::enc(q)
+    ));
+    let partial = headers
+        .iter()
+        .find(|(k, _)| k == "x-argus-partial")
+        .map(|(_, v)| v.clone());
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        partial,
+    )
+}
+
+#[test]
+fn queries_fan_out_to_the_store_nodes_and_say_when_they_are_partial() {
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let flags = ["--partitions", "8"];
+    let with = |roles: &str| {
+        let mut f = flags.to_vec();
+        f.extend(["--roles", roles]);
+        f.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let start = |id: &str, roles: &str| {
+        let f = with(roles);
+        node(&url, id, &f.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // The query node holds no data: every answer comes from the store nodes.
+    let q = start("q", "gateway,query");
+    let s1 = start("s1", "store");
+    let mut s2 = start("s2", "store");
+    for n in [&q, &s1, &s2] {
+        wait_ready(n, "a node joining");
+    }
+    let mut ledger = Ledger::default();
+    ledger.publish_ok(&q, 30);
+    eventually(30, "the query node seeing both store nodes", || {
+        let view = cluster_view(&q);
+        (node_ids(&view).len() == 3).then_some(())
+    });
+    wait_for_ledger(&q, &ledger, "the query node's fan-out");
+
+    // The same answers as a single node holding the same data.
+    let single = Server::start(&["--ephemeral"]);
+    for payload in &ledger.payloads {
+        let (status, body) = single.post("/api/v1/publish", payload.as_bytes(), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let questions = [
+        "name,cluster.ledger,:eq,:sum",
+        "name,cluster.ledger,:eq,:count",
+        "name,cluster.ledger,:eq,:max,(,kk,),:by",
+        "name,cluster.ledger,:eq,:min",
+        "name,cluster.ledger,:eq,:avg,(,kk,),:by,4,:gt",
+        "name,cluster.ledger,:eq,kk,(,1,2,3,),:in,:and,:all",
+        "name,cluster.ledger,:eq,:sum,(,kk,),:by,max,3,:topk",
+        "name,cluster.ledger,:eq,:dist-avg",
+    ];
+    for question in questions {
+        let (status, want, _) = graph(&single, question, "");
+        assert_eq!(status, 200, "{question}: {want}");
+        let (status, got, partial) = graph(&q, question, "");
+        assert_eq!(status, 200, "{question}: {got}");
+        assert_eq!(partial, None, "{question}");
+        assert_eq!(got["legend"], want["legend"], "{question}");
+        assert_eq!(got["values"], want["values"], "{question}");
+        assert_eq!(got["notices"], serde_json::json!([]), "{question}");
+    }
+
+    // One store node killed: the other answers for every partition.
+    let _ = s2.kill();
+    let (status, got, partial) = graph(&q, questions[0], "");
+    assert_eq!((status, partial), (200, None), "{got}");
+    assert_eq!(ledger_totals(&q), ledger.totals);
+
+    // Both: the answer is partial, and says which partitions; deny_partial makes it a 503.
+    let _ = s1.kill();
+    let (status, got, partial) = graph(&q, questions[0], "");
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(partial.as_deref(), Some("0,1,2,3,4,5,6,7"));
+    let notice = got["notices"][0].as_str().unwrap_or_default().to_string();
+    assert!(
+        notice.contains("partial result") && notice.contains("partitions 0, 1, 2"),
+        "{got}"
+    );
+    let (status, body, _) = graph(&q, questions[0], "&deny_partial=1");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("partial result"), "{body}");
+
+    // A store node back: it replays the log, and answers are complete again, no gap.
+    s2 = start("s2", "store");
+    wait_ready(&s2, "the store node rejoining");
+    let caught_up = Instant::now();
+    wait_for_ledger(&q, &ledger, "answers complete again");
+    eprintln!(
+        "complete again {:?} after the store node was ready",
+        caught_up.elapsed()
+    );
+    let (_, _, partial) = graph(&q, questions[0], "&deny_partial=1");
+    assert_eq!(partial, None);
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap};
+use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap, Tags};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use prost::Message as _;
@@ -38,7 +38,7 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// The partition of a series: FNV-1a over its sorted tags, finished with a mixer so that
 /// nearby hashes spread over all partitions. Stable across nodes, builds and restarts.
-pub fn partition_of(tags: &TagMap, partitions: u32) -> u32 {
+pub fn partition_of(tags: &dyn Tags, partitions: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -49,10 +49,10 @@ pub fn partition_of(tags: &TagMap, partitions: u32) -> u32 {
         h ^= 0xff;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     };
-    for (k, v) in tags.iter() {
+    tags.for_each(&mut |k, v| {
         eat(k.as_bytes());
         eat(v.as_bytes());
-    }
+    });
     (mix(h) % u64::from(partitions.max(1))) as u32
 }
 

@@ -14,6 +14,7 @@
 
 pub mod live;
 pub mod log;
+pub mod query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -336,6 +337,8 @@ pub struct Membership {
     live: Arc<crate::live::LiveHub>,
     live_started: std::sync::atomic::AtomicBool,
     pub live_stats: Arc<live::LiveBridgeStats>,
+    /// The live nodes as last read from the membership bucket (every heartbeat).
+    peers: Mutex<Vec<NodeRecord>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -379,6 +382,7 @@ impl Membership {
             live,
             live_started: Default::default(),
             live_stats: Default::default(),
+            peers: Mutex::new(Vec::new()),
             store: settings.roles.store.then_some(store),
             settings,
         })
@@ -396,6 +400,84 @@ impl Membership {
                 .readiness()
                 .err()
                 .unwrap_or_else(|| "not joined to the cluster".into())),
+        }
+    }
+
+    /// A graph request's fan-out over the store nodes, once the node has joined (`None`
+    /// before: the query runs on this node's own store).
+    pub fn fanout(
+        &self,
+        authorization: Option<String>,
+        deny_partial: bool,
+        limits: argus_query::Limits,
+        timeout: Duration,
+    ) -> Option<Arc<query::ClusterFanout>> {
+        let (partitions, log) = match &*self.state.lock() {
+            Readiness::Ready {
+                partitions, log, ..
+            } => (*partitions, log.clone()),
+            Readiness::Connecting { .. } => return None,
+        };
+        let mut peers: Vec<query::Peer> = self
+            .peers
+            .lock()
+            .iter()
+            .filter(|n| n.roles.iter().any(|r| r == "store"))
+            .map(|n| query::Peer {
+                id: n.id.clone(),
+                http: n.http.clone(),
+            })
+            .collect();
+        let own = &self.settings.node_id;
+        if self.store.is_some() && !peers.iter().any(|p| p.id == *own) {
+            peers.push(query::Peer {
+                id: own.clone(),
+                http: self.http.clone(),
+            });
+            peers.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Some(Arc::new(query::ClusterFanout {
+            peers,
+            own: own.clone(),
+            local: self.store.clone().filter(|_| log.caught_up()),
+            partitions,
+            runtime: tokio::runtime::Handle::try_current().ok()?,
+            authorization,
+            deny_partial,
+            timeout,
+            limits,
+            missing: Default::default(),
+        }))
+    }
+
+    /// Whether this node can answer a partial request now: a store node, joined, of the
+    /// same partition count, caught up with the log. `Err` says why not.
+    pub fn can_answer(&self, req: &query::PartialRequest) -> Result<Arc<Store>, String> {
+        let Some(store) = &self.store else {
+            return Err(format!("{} is not a store node", self.settings.node_id));
+        };
+        match &*self.state.lock() {
+            Readiness::Ready {
+                partitions, log, ..
+            } => {
+                if *partitions != req.of {
+                    return Err(format!(
+                        "asked about {} partitions; this cluster has {partitions}",
+                        req.of
+                    ));
+                }
+                if !log.caught_up() {
+                    return Err(format!(
+                        "{} is still replaying the log",
+                        self.settings.node_id
+                    ));
+                }
+                Ok(store.clone())
+            }
+            Readiness::Connecting { .. } => Err(format!(
+                "{} has not joined its cluster",
+                self.settings.node_id
+            )),
         }
     }
 
@@ -439,7 +521,8 @@ impl Membership {
                 None => match self.join().await {
                     Ok(()) => {
                         backoff = Duration::from_millis(250);
-                        HEARTBEAT_EVERY
+                        // Right away: the first queries need the other nodes.
+                        Duration::ZERO
                     }
                     Err(JoinError::Refused(e)) => return e,
                     Err(JoinError::Unreachable(why)) => {
@@ -453,6 +536,7 @@ impl Membership {
                     if let Err(e) = self.heartbeat(&nodes).await {
                         tracing::warn!(error = %e, "cluster heartbeat failed");
                     }
+                    *self.peers.lock() = live_nodes(&nodes).await;
                     HEARTBEAT_EVERY
                 }
             };

@@ -24,9 +24,10 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 18] = [
+const ROUTES: [&str; 19] = [
     "/api/v1/cardinality",
     "/api/v1/cluster",
+    "/api/v1/cluster/partial",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
     "/api/v1/stream",
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/debug/storage", get(query::debug_storage))
         .route("/api/v1/cardinality", get(query::cardinality))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/cluster/partial", get(query::cluster_partial))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

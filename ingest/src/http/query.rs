@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use argus_query::graph::{GraphRequest, evaluate_with_limits};
+use argus_query::graph::{GraphRequest, evaluate_with_fanout};
 use argus_tsdb::Matcher;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -200,23 +200,58 @@ pub async fn graph(
     // Dropped with this request: when the client goes away, the query stops.
     let _stop_when_dropped = cancel.on_drop();
     let metrics = state.metrics.clone();
+    // In a cluster the store nodes answer the data expressions (`cluster/query.rs`).
+    let deny_partial = params
+        .iter()
+        .any(|(k, v)| k == "deny_partial" && matches!(v.as_str(), "1" | "true"));
+    let fanout = state.cluster.as_ref().and_then(|c| {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        c.fanout(authorization, deny_partial, limits, timeout)
+    });
     let outcome = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
         let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
-        let result = evaluate_with_limits(&req, &guarded, &limits);
+        let shared = fanout
+            .clone()
+            .map(|f| f as argus_query::split::SharedFanout);
+        let result = evaluate_with_fanout(&req, &guarded, &limits, shared);
         if let Err(e) = &result
             && let Some(i) = crate::query_guard::stop_reason(e, &cancel)
         {
             metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let result = result?;
-        Ok::<_, ApiError>((req.format.content_type(), result.render(&req)))
+        let missing = fanout.as_ref().map(|f| f.missing()).unwrap_or_default();
+        let partitions = fanout.as_ref().map_or(0, |f| f.partitions);
+        let partial = (!missing.is_empty())
+            .then(|| crate::cluster::query::partial_message(&missing, partitions));
+        let mut result = match (result, &partial) {
+            (Err(_), Some(why)) if deny_partial => return Err(ApiError::unavailable(why.clone())),
+            (result, _) => result?,
+        };
+        if let Some(why) = &partial {
+            result.notices.push(why.clone());
+        }
+        let missing: Vec<String> = missing.iter().map(u32::to_string).collect();
+        Ok::<_, ApiError>((
+            req.format.content_type(),
+            result.render(&req),
+            (!missing.is_empty()).then(|| missing.join(",")),
+        ))
     })
     .await
     .map_err(|e| ApiError::task_failed("the graph task", e))?;
     match outcome {
-        Ok((content_type, body)) => {
-            Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+        Ok((content_type, body, partial)) => {
+            let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+            if let Some(list) = partial
+                && let Ok(value) = HeaderValue::from_str(&list)
+            {
+                response.headers_mut().insert(PARTIAL_HEADER, value);
+            }
+            Ok(response)
         }
         Err(e) if png && browser => {
             let user_error = e.status.is_client_error();
@@ -225,6 +260,39 @@ pub async fn graph(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The partitions a partial graph lacks, comma-separated.
+const PARTIAL_HEADER: &str = "x-argus-partial";
+
+/// `GET /api/v1/cluster/partial`: one data expression over this store node's share of the
+/// partitions, as a query node asks for it; the body is the encoded partial. It takes no
+/// query slot: the asking node holds one, and two nodes asking each other must not wait on
+/// each other's slots.
+pub async fn cluster_partial(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("not a cluster node"));
+    };
+    let req = crate::cluster::query::PartialRequest::from_params(&params)
+        .map_err(ApiError::bad_request)?;
+    let store = cluster.can_answer(&req).map_err(ApiError::unavailable)?;
+    let limits = state.cfg.query_limits();
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    let cancel = Cancel::default();
+    let _stop_when_dropped = cancel.on_drop();
+    let body = tokio::task::spawn_blocking(move || {
+        let guarded = Guarded::new(&store, timeout, max_series, cancel);
+        crate::cluster::query::answer(&req, &guarded, &limits)
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the partial task", e))?
+    .map_err(ApiError::bad_request)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 /// Atlas's test for a browser's user agent.
