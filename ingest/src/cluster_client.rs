@@ -114,36 +114,56 @@ pub fn render(server: &str, view: &Value) -> String {
             .into_iter()
             .flatten()
             .map(|s| {
-                [
-                    "stream",
-                    "leader",
-                    "last_sequence",
-                    "applied_sequence",
-                    "lag",
-                    "messages",
-                    "bytes",
+                ["stream", "leader", "last_sequence", "messages", "bytes"]
+                    .iter()
+                    .map(|k| text(&s[*k]))
+                    .collect()
+            })
+            .collect();
+        let _ = writeln!(out, "\nstreams ({})", streams.len());
+        table(
+            &mut out,
+            &["STREAM", "LEADER", "LAST SEQ", "MESSAGES", "BYTES"],
+            &streams,
+        );
+        let partitions: Vec<Vec<String>> = log["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                vec![
+                    text(&p["partition"]),
+                    p["owners"]
+                        .as_array()
+                        .map(|o| o.iter().map(text).collect::<Vec<_>>().join(","))
+                        .unwrap_or_else(|| "-".into()),
+                    match (p["applying"].as_bool(), p["caught_up"].as_bool()) {
+                        (Some(true), Some(true)) => "serving".into(),
+                        (Some(true), _) => "replaying".into(),
+                        (Some(false), _) => "-".into(),
+                        (None, _) => "".into(),
+                    },
+                    text(&p["applied_sequence"]),
+                    text(&p["lag"]),
                 ]
-                .iter()
-                .map(|k| text(&s[*k]))
-                .collect()
             })
             .collect();
         let _ = writeln!(
             out,
-            "\nstreams ({}){}",
-            streams.len(),
+            "\npartitions ({}), map version {}, controller {}{}",
+            partitions.len(),
+            text(&log["map_version"]),
+            text(&view["controller"]),
             match log["caught_up"].as_bool() {
-                Some(true) => ", this node has caught up",
-                Some(false) => ", this node is still replaying",
+                Some(true) => "; this node has caught up",
+                Some(false) => "; this node is still replaying",
                 None => "",
             }
         );
         table(
             &mut out,
-            &[
-                "STREAM", "LEADER", "LAST SEQ", "APPLIED", "LAG", "MESSAGES", "BYTES",
-            ],
-            &streams,
+            &["PARTITION", "OWNERS", "HERE", "APPLIED", "LAG"],
+            &partitions,
         );
         let _ = writeln!(
             out,
@@ -192,9 +212,15 @@ mod tests {
                 {"id": "bb", "roles": ["store"], "http": "127.0.0.1:7102",
                  "grpc": "127.0.0.1:4318", "heartbeat_age_ms": 300},
             ],
+            "controller": "a",
             "log": {"published_messages": 12, "duplicate_messages": 1, "caught_up": true,
+                "map_version": 3,
                 "streams": [{"stream": "ARGUS_IN_0", "leader": "n1", "last_sequence": 7,
-                    "applied_sequence": 7, "lag": 0, "messages": 7, "bytes": 900}]},
+                    "messages": 7, "bytes": 900}],
+                "partitions": [
+                    {"partition": 0, "owners": ["a", "bb"], "applying": true,
+                     "caught_up": true, "applied_sequence": 7, "lag": 0},
+                    {"partition": 1, "owners": ["bb"], "applying": false}]},
         });
         let text = render("http://127.0.0.1:7101", &view);
         assert!(
@@ -206,6 +232,12 @@ mod tests {
         assert!(text.contains("1.2 s ago"), "{text}");
         assert!(text.contains("ARGUS_IN_0  n1"), "{text}");
         assert!(text.contains("this node has caught up"), "{text}");
+        assert!(text.contains("map version 3, controller a"), "{text}");
+        assert!(
+            text.contains("  0          a,bb    serving  7        0"),
+            "{text}"
+        );
+        assert!(text.contains("  1          bb      -"), "{text}");
         assert!(
             text.contains("12 messages (1 resends recognised)"),
             "{text}"

@@ -257,6 +257,7 @@ pub async fn run(
     let refused: Arc<parking_lot::Mutex<Option<anyhow::Error>>> = Arc::default();
     let membership = state.cluster.clone().map(|m| tokio::spawn(m.run()));
     let refused_by = refused.clone();
+    let leaving = state.cluster.clone();
     tokio::spawn(async move {
         let refusal = async {
             match membership {
@@ -265,7 +266,12 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = shutdown => {}
+            _ = shutdown => {
+                // A store node hands its partitions over before it stops serving.
+                if let Some(membership) = leaving {
+                    membership.leave().await;
+                }
+            }
             Some(e) = refusal => {
                 tracing::error!(error = %format!("{e:#}"), "the cluster refused this node; stopping");
                 *refused_by.lock() = Some(e);

@@ -255,22 +255,34 @@ impl Ledger {
 
 /// Per series `k`, the sum of everything `node` holds of the ledger's metric.
 fn ledger_totals(node: &Server) -> std::collections::HashMap<String, f64> {
+    ledger_answer(node).0
+}
+
+/// The ledger's totals as `node` answers, and the partitions it says are missing.
+fn ledger_answer(node: &Server) -> (std::collections::HashMap<String, f64>, Option<String>) {
     let q = "name,cluster.ledger,:eq,:sum,(,kk,),:by,:cf-sum";
-    let v = node.get_json(&format!(
+    let (status, body, headers) = node.get_full(&format!(
         "/api/v1/graph?q={}&s=e-20m&e=now%2B2m&step=1m&format=stats.json&tz=UTC",
         argus_tests::enc(q)
     ));
+    assert_eq!(status, 200, "the ledger's graph: {body}");
+    let partial = headers
+        .iter()
+        .find(|(k, _)| k == "x-argus-partial")
+        .map(|(_, v)| v.clone());
+    let v: Value = serde_json::from_str(&body).expect("the ledger's graph as JSON");
     let (Some(metrics), Some(stats)) = (v["metrics"].as_array(), v["stats"].as_array()) else {
         panic!("the ledger's graph: {v}");
     };
-    metrics
+    let totals = metrics
         .iter()
         .zip(stats)
         .filter_map(|(m, s)| {
             let total = s["total"].as_f64().filter(|t| !t.is_nan())?;
             Some((m["kk"].as_str()?.to_string(), total))
         })
-        .collect()
+        .collect();
+    (totals, partial)
 }
 
 /// Waits until `node` holds exactly what the ledger acknowledged; returns how long it took.
@@ -349,7 +361,7 @@ fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
     );
     let (_, metrics) = store.get("/metrics");
     assert!(
-        metrics.contains("argus_cluster_applied_sequence{node=\"st\",stream=\"ARGUS_IN_0\"}"),
+        metrics.contains("argus_cluster_applied_sequence{node=\"st\",partition=\"0\"}"),
         "{metrics}"
     );
 
@@ -995,4 +1007,148 @@ fn queries_fan_out_to_the_store_nodes_and_say_when_they_are_partial() {
     );
     let (_, _, partial) = graph(&q, questions[0], "&deny_partial=1");
     assert_eq!(partial, None);
+}
+
+fn metric_value(node: &Server, line_prefix: &str) -> f64 {
+    let (_, text) = node.get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line_prefix} not in /metrics"))
+}
+
+/// The owners of each partition in `node`'s view of the map, once every partition has
+/// `replicas` owners among `stores` (all of them used).
+fn settled_map(node: &Server, stores: &[&str], replicas: usize) -> Vec<Vec<String>> {
+    eventually(60, &format!("a partition map over {stores:?}"), || {
+        let view = cluster_view(node);
+        let owners: Vec<Vec<String>> = view["log"]["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| {
+                p["owners"]
+                    .as_array()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let used: std::collections::BTreeSet<&String> = owners.iter().flatten().collect();
+        (owners.iter().all(|o: &Vec<String>| o.len() == replicas)
+            && used.len() == stores.len()
+            && stores.iter().all(|s| used.contains(&s.to_string())))
+        .then_some(owners)
+    })
+}
+
+/// Waits until every store node holds (applies) exactly what the map gives it.
+fn handed_over(stores: &[&Server], ids: &[&str], owners: &[Vec<String>]) {
+    for (node, id) in stores.iter().zip(ids) {
+        let mine = owners
+            .iter()
+            .filter(|o| o.contains(&id.to_string()))
+            .count() as f64;
+        eventually(60, &format!("{id} holding its {mine} partitions"), || {
+            let prefix = format!("argus_cluster_partitions_held{{node=\"{id}\",state=");
+            let applying = metric_value(node, &format!("{prefix}\"applying\"}}"));
+            let serving = metric_value(node, &format!("{prefix}\"serving\"}}"));
+            (applying == mine && serving == mine).then_some(())
+        });
+    }
+}
+
+#[test]
+fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_leaving_one() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let start = |id: &str, roles: &str| {
+        node(
+            &url,
+            id,
+            &["--partitions", "8", "--replicas", "2", "--roles", roles],
+        )
+    };
+    let q = start("q", "gateway,query");
+    let stores = [
+        start("s1", "store"),
+        start("s2", "store"),
+        start("s3", "store"),
+    ];
+    for n in stores.iter().chain([&q]) {
+        wait_ready(n, "a node joining");
+    }
+    let ids = ["s1", "s2", "s3"];
+    let owners = settled_map(&q, &ids, 2);
+    handed_over(&stores.iter().collect::<Vec<_>>(), &ids, &owners);
+
+    // Each store node holds only its partitions' series: two copies of each in all.
+    let mut ledger = Ledger::default();
+    ledger.publish_ok(&q, 30);
+    wait_for_ledger(&q, &ledger, "the fan-out over three store nodes");
+    let series: Vec<f64> = stores
+        .iter()
+        .map(|s| metric_value(s, "argus_series "))
+        .collect();
+    eprintln!("series per store node: {series:?} of {LEDGER_SERIES}, two replicas");
+    assert_eq!(series.iter().sum::<f64>(), 2.0 * LEDGER_SERIES as f64);
+    assert!(
+        series.iter().all(|&n| n < LEDGER_SERIES as f64),
+        "{series:?}"
+    );
+
+    // Queries stay complete and exact while partitions move: checked all along.
+    let checking = AtomicBool::new(true);
+    let checks = AtomicU64::new(0);
+    let [s1, s2, s3] = stores;
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(|| {
+            while checking.load(Ordering::Relaxed) {
+                let (totals, partial) = ledger_answer(&q);
+                assert_eq!(partial, None, "a partial answer during a move");
+                assert_eq!(totals, ledger.totals, "a wrong answer during a move");
+                checks.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // A fourth node joins: it gets partitions, replays them, and the old owners let go.
+        let s4 = start("s4", "store");
+        wait_ready(&s4, "the fourth store node joining");
+        let joined = Instant::now();
+        let ids4 = ["s1", "s2", "s3", "s4"];
+        let owners = settled_map(&q, &ids4, 2);
+        handed_over(&[&s1, &s2, &s3, &s4], &ids4, &owners);
+        eprintln!(
+            "partitions moved to the fourth node in {:?}",
+            joined.elapsed()
+        );
+
+        // s2 leaves gracefully (SIGTERM): it hands its partitions over, then stops.
+        let leaving = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &s2.pid().to_string()])
+            .status();
+        let ids3 = ["s1", "s3", "s4"];
+        let owners = settled_map(&q, &ids3, 2);
+        eventually(
+            120,
+            "s2 stopping once its partitions are handed over",
+            || {
+                std::net::TcpStream::connect(s2.base.trim_start_matches("http://"))
+                    .is_err()
+                    .then_some(())
+            },
+        );
+        eprintln!("s2 handed over and stopped in {:?}", leaving.elapsed());
+        handed_over(&[&s1, &s3, &s4], &ids3, &owners);
+        checking.store(false, Ordering::Relaxed);
+        checker.join().expect("the checker");
+    });
+    eprintln!(
+        "{} complete and exact answers during the moves",
+        checks.load(Ordering::Relaxed)
+    );
+    assert!(checks.load(Ordering::Relaxed) > 10);
+    wait_for_ledger(&q, &ledger, "after the moves");
 }

@@ -57,7 +57,7 @@ pub fn partition_of(tags: &dyn Tags, partitions: u32) -> u32 {
 }
 
 /// The 64-bit finalizer of MurmurHash3.
-fn mix(mut h: u64) -> u64 {
+pub fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -254,14 +254,17 @@ fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyh
     Ok(())
 }
 
-/// The streams as this node sees them; shared with `/api/v1/cluster` and `/metrics`.
+/// One partition as this node applies it; shared with `/api/v1/cluster` and `/metrics`.
 #[derive(Debug, Default)]
-pub struct StreamProgress {
-    /// The last stream sequence this node applied.
+pub struct PartitionProgress {
+    /// The last stream sequence of this partition this node applied.
     pub applied: AtomicU64,
-    /// Messages the stream held past `applied` when the last one was delivered.
+    /// Messages of the partition not yet applied, as of the last one delivered.
     pub pending: AtomicU64,
-    /// Whether this node has applied everything the stream held when it started reading.
+    /// Whether this node applies the partition now.
+    pub applying: AtomicBool,
+    /// Whether it has applied everything the stream held of the partition (and still
+    /// applies it): it may answer queries for it.
     pub caught_up: AtomicBool,
 }
 
@@ -274,15 +277,18 @@ pub struct StreamState {
     pub bytes: u64,
 }
 
-/// The partitioned log as a node uses it: publishing (a gateway) and applying (a store).
+/// The partitioned log as a node uses it: publishing (a gateway) and applying the
+/// partitions it holds (a store).
 pub struct PartitionLog {
     js: jetstream::Context,
     pub partitions: u32,
-    pub streams: Vec<Arc<StreamProgress>>,
+    pub streams: u32,
+    pub progress: Vec<Arc<PartitionProgress>>,
     /// Messages published and acknowledged, and those JetStream called duplicates.
     pub published: AtomicU64,
     pub duplicates: AtomicU64,
-    appliers_started: AtomicBool,
+    /// The task applying each partition this node holds.
+    appliers: parking_lot::Mutex<HashMap<u32, tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -324,10 +330,11 @@ impl PartitionLog {
         Ok(PartitionLog {
             js,
             partitions,
-            streams: (0..n).map(|_| Arc::default()).collect(),
+            streams: n,
+            progress: (0..partitions).map(|_| Arc::default()).collect(),
             published: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
-            appliers_started: AtomicBool::new(false),
+            appliers: Default::default(),
         })
     }
 
@@ -405,27 +412,68 @@ impl PartitionLog {
         }
     }
 
-    /// Starts applying every stream into `store` (once per process): each message once, in
-    /// stream order, from the first the stream holds.
-    pub fn start_applying(self: &Arc<Self>, store: Arc<Store>) {
-        if self.appliers_started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for (k, progress) in self.streams.iter().enumerate() {
-            tokio::spawn(apply_stream(
+    /// Applies exactly the partitions `held` into `store`: each one once, in stream order,
+    /// resuming after the last sequence this process applied (its data is still in the
+    /// store), from the first the stream holds for a partition new to it.
+    pub fn hold(&self, held: &std::collections::BTreeSet<u32>, store: &Arc<Store>) {
+        let mut appliers = self.appliers.lock();
+        appliers.retain(|p, task| {
+            let keep = held.contains(p);
+            if !keep {
+                let progress = &self.progress[*p as usize];
+                progress.applying.store(false, Ordering::Release);
+                progress.caught_up.store(false, Ordering::Release);
+                task.abort();
+            }
+            keep
+        });
+        for &p in held {
+            if p >= self.partitions || appliers.contains_key(&p) {
+                continue;
+            }
+            let progress = self.progress[p as usize].clone();
+            progress.applying.store(true, Ordering::Release);
+            let task = tokio::spawn(apply_partition(
                 self.js.clone(),
-                k as u32,
-                progress.clone(),
+                p,
+                stream_name(p % self.streams),
+                progress,
                 store.clone(),
             ));
+            appliers.insert(p, task.abort_handle());
         }
+    }
+
+    /// The partitions this node applies and has caught up with: those it may answer for.
+    pub fn serving(&self) -> Vec<u32> {
+        (0..self.partitions)
+            .filter(|&p| {
+                let progress = &self.progress[p as usize];
+                progress.applying.load(Ordering::Acquire)
+                    && progress.caught_up.load(Ordering::Acquire)
+            })
+            .collect()
+    }
+
+    /// The partitions this node applies.
+    pub fn held(&self) -> Vec<u32> {
+        let mut held: Vec<u32> = self.appliers.lock().keys().copied().collect();
+        held.sort_unstable();
+        held
+    }
+
+    /// Whether every partition this node applies has caught up.
+    pub fn caught_up(&self) -> bool {
+        self.progress
+            .iter()
+            .all(|p| !p.applying.load(Ordering::Acquire) || p.caught_up.load(Ordering::Acquire))
     }
 
     /// What NATS says of each stream: its Raft leader (a NATS server's name), last
     /// sequence, messages and bytes; `None` for a stream it could not describe now.
     pub async fn describe_streams(&self) -> Vec<Option<StreamState>> {
-        let mut out = Vec::with_capacity(self.streams.len());
-        for k in 0..self.streams.len() as u32 {
+        let mut out = Vec::with_capacity(self.streams as usize);
+        for k in 0..self.streams {
             let info = match self.js.get_stream(stream_name(k)).await {
                 Ok(stream) => Some(stream.cached_info().clone()),
                 Err(_) => None,
@@ -439,43 +487,25 @@ impl PartitionLog {
         }
         out
     }
-
-    /// Whether every stream has been applied up to where it stood when this node started
-    /// reading it.
-    pub fn caught_up(&self) -> bool {
-        self.streams
-            .iter()
-            .all(|s| s.caught_up.load(Ordering::Acquire))
-    }
 }
 
-/// Applies one stream into the store for as long as the node runs, resuming after the last
-/// applied sequence whenever the consumer has to be made again (NATS restarted, the stream
-/// moved).
-async fn apply_stream(
+/// Applies one partition into the store until aborted, resuming after the last applied
+/// sequence whenever the consumer has to be made again (NATS restarted, the stream moved).
+async fn apply_partition(
     js: jetstream::Context,
-    k: u32,
-    progress: Arc<StreamProgress>,
+    partition: u32,
+    stream_name: String,
+    progress: Arc<PartitionProgress>,
     store: Arc<Store>,
 ) {
-    let name = stream_name(k);
     let mut scratch = Vec::new();
     loop {
         let result = async {
             let stream = js
-                .get_stream(&name)
+                .get_stream(&stream_name)
                 .await
-                .with_context(|| format!("opening the stream {name}"))?;
-            // Where the stream ends now: once applied that far, the node has caught up.
-            let last = stream
-                .get_info()
-                .await
-                .map(|i| i.state.last_sequence)
-                .unwrap_or(0);
+                .with_context(|| format!("opening the stream {stream_name}"))?;
             let applied = progress.applied.load(Ordering::Acquire);
-            if applied >= last {
-                progress.caught_up.store(true, Ordering::Release);
-            }
             let deliver_policy = if applied == 0 {
                 consumer::DeliverPolicy::All
             } else {
@@ -483,31 +513,45 @@ async fn apply_stream(
                     start_sequence: applied + 1,
                 }
             };
-            let consumer = stream
+            let mut consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: subject(partition),
                     deliver_policy,
                     ..Default::default()
                 })
                 .await
-                .with_context(|| format!("reading the stream {name}"))?;
+                .with_context(|| format!("reading partition {partition}"))?;
+            // Nothing to replay: caught up at once (no message would say so).
+            if let Ok(info) = consumer.info().await
+                && info.num_pending == 0
+                && progress.applying.load(Ordering::Acquire)
+            {
+                progress.pending.store(0, Ordering::Release);
+                progress.caught_up.store(true, Ordering::Release);
+            }
             let mut messages = consumer
                 .messages()
                 .await
-                .with_context(|| format!("reading the stream {name}"))?;
+                .with_context(|| format!("reading partition {partition}"))?;
             while let Some(message) = messages.next().await {
-                let message = message.with_context(|| format!("reading the stream {name}"))?;
+                let message =
+                    message.with_context(|| format!("reading partition {partition}"))?;
                 let (seq, pending) = match message.info() {
                     Ok(info) => (info.stream_sequence, info.pending),
-                    Err(e) => anyhow::bail!("a message of {name} has no sequence: {e}"),
+                    Err(e) => anyhow::bail!("a message of partition {partition} has no sequence: {e}"),
                 };
                 if seq <= progress.applied.load(Ordering::Acquire) {
                     continue;
                 }
                 let payload = message.payload.clone();
-                let st = store.clone();
+                let (st, done) = (store.clone(), progress.clone());
                 let mut buf = std::mem::take(&mut scratch);
+                // The message and its sequence are recorded together on the blocking
+                // thread, which an abort cannot stop halfway: a resumed applier starts
+                // after exactly what was applied.
                 let (buf, applied) = tokio::task::spawn_blocking(move || {
                     let applied = decode_into(&st, &payload, &mut buf);
+                    done.applied.store(seq, Ordering::Release);
                     (buf, applied)
                 })
                 .await
@@ -515,11 +559,10 @@ async fn apply_stream(
                 scratch = buf;
                 if let Err(e) = applied {
                     // A message no Argus wrote: skipped, never retried forever.
-                    tracing::error!(stream = %name, seq, error = %format!("{e:#}"), "skipping a message");
+                    tracing::error!(partition, seq, error = %format!("{e:#}"), "skipping a message");
                 }
-                progress.applied.store(seq, Ordering::Release);
                 progress.pending.store(pending, Ordering::Release);
-                if seq >= last || pending == 0 {
+                if pending == 0 && progress.applying.load(Ordering::Acquire) {
                     progress.caught_up.store(true, Ordering::Release);
                 }
             }
@@ -527,7 +570,7 @@ async fn apply_stream(
         }
         .await;
         if let Err(e) = result {
-            tracing::warn!(stream = %name, error = %format!("{e:#}"), "applying the stream stopped; resuming");
+            tracing::warn!(partition, error = %format!("{e:#}"), "applying the partition stopped; resuming");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

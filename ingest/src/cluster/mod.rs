@@ -39,6 +39,13 @@ pub const MAX_PARTITIONS: u32 = 4096;
 /// The bucket of what is fixed when the cluster is created.
 const CLUSTER_BUCKET: &str = "argus_cluster";
 const CLUSTER_KEY: &str = "config";
+/// The controller's lease, and the partition map it writes.
+const CONTROLLER_KEY: &str = "controller";
+const MAP_KEY: &str = "partition_map";
+/// How long a controller's lease lasts unless renewed (every heartbeat).
+const LEASE_MS: i64 = 10_000;
+/// How long a leaving node waits for its partitions' new owners.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The bucket of live nodes: a record not renewed within `NODE_TTL` expires.
 const NODES_BUCKET: &str = "argus_nodes";
 const NODE_TTL: Duration = Duration::from_secs(15);
@@ -297,6 +304,25 @@ struct NodeRecord {
     grpc: String,
     started_at_ms: i64,
     heartbeat_at_ms: i64,
+    /// The partitions this node applies and has caught up with: it answers for them.
+    #[serde(default)]
+    serving: Vec<u32>,
+}
+
+/// The controller's lease: the node that computes the partition map until `until_ms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Lease {
+    node: String,
+    until_ms: i64,
+}
+
+/// Which store nodes own each partition, as the controller last wrote it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct PartitionMap {
+    version: u64,
+    controller: String,
+    /// Per partition, its owners' ids.
+    owners: Vec<Vec<String>>,
 }
 
 /// Where the node stands with its cluster.
@@ -311,6 +337,8 @@ enum Readiness {
         partitions: u32,
         nodes: Box<kv::Store>,
         log: Arc<PartitionLog>,
+        /// The bucket of the cluster's settings, the controller's lease and the map.
+        cluster: Box<kv::Store>,
     },
 }
 
@@ -339,6 +367,14 @@ pub struct Membership {
     pub live_stats: Arc<live::LiveBridgeStats>,
     /// The live nodes as last read from the membership bucket (every heartbeat).
     peers: Mutex<Vec<NodeRecord>>,
+    /// The partition map as last read, and who holds the controller's lease.
+    map: Mutex<Option<PartitionMap>>,
+    controller: Mutex<Option<String>>,
+    /// Set when the node is leaving: its record is no longer renewed.
+    leaving: std::sync::atomic::AtomicBool,
+    /// Partitions this node holds but no longer owns, since when their owners all serve
+    /// them: let go only after query nodes have had time to see that.
+    handed: Mutex<std::collections::HashMap<u32, Instant>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -383,6 +419,10 @@ impl Membership {
             live_started: Default::default(),
             live_stats: Default::default(),
             peers: Mutex::new(Vec::new()),
+            map: Mutex::new(None),
+            controller: Mutex::new(None),
+            leaving: Default::default(),
+            handed: Default::default(),
             store: settings.roles.store.then_some(store),
             settings,
         })
@@ -418,28 +458,40 @@ impl Membership {
             } => (*partitions, log.clone()),
             Readiness::Connecting { .. } => return None,
         };
+        let serving = |list: &[u32]| {
+            let mut out = vec![false; partitions as usize];
+            for &p in list {
+                if let Some(slot) = out.get_mut(p as usize) {
+                    *slot = true;
+                }
+            }
+            out
+        };
+        let own = &self.settings.node_id;
         let mut peers: Vec<query::Peer> = self
             .peers
             .lock()
             .iter()
-            .filter(|n| n.roles.iter().any(|r| r == "store"))
+            .filter(|n| n.roles.iter().any(|r| r == "store") && n.id != *own)
             .map(|n| query::Peer {
                 id: n.id.clone(),
                 http: n.http.clone(),
+                serving: serving(&n.serving),
             })
             .collect();
-        let own = &self.settings.node_id;
-        if self.store.is_some() && !peers.iter().any(|p| p.id == *own) {
+        // This node's own partitions as they are now, not as its last record said.
+        if self.store.is_some() {
             peers.push(query::Peer {
                 id: own.clone(),
                 http: self.http.clone(),
+                serving: serving(&log.serving()),
             });
-            peers.sort_by(|a, b| a.id.cmp(&b.id));
         }
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
         Some(Arc::new(query::ClusterFanout {
             peers,
             own: own.clone(),
-            local: self.store.clone().filter(|_| log.caught_up()),
+            local: self.store.clone(),
             partitions,
             runtime: tokio::runtime::Handle::try_current().ok()?,
             authorization,
@@ -451,8 +503,12 @@ impl Membership {
     }
 
     /// Whether this node can answer a partial request now: a store node, joined, of the
-    /// same partition count, caught up with the log. `Err` says why not.
-    pub fn can_answer(&self, req: &query::PartialRequest) -> Result<Arc<Store>, String> {
+    /// same partition count; with the asked partitions it does not serve (not held, or
+    /// still replaying), which the asking node gets elsewhere. `Err` says why not at all.
+    pub fn can_answer(
+        &self,
+        req: &query::PartialRequest,
+    ) -> Result<(Arc<Store>, Vec<u32>), String> {
         let Some(store) = &self.store else {
             return Err(format!("{} is not a store node", self.settings.node_id));
         };
@@ -466,13 +522,20 @@ impl Membership {
                         req.of
                     ));
                 }
-                if !log.caught_up() {
+                let serving = log.serving();
+                let unserved: Vec<u32> = req
+                    .partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| !serving.contains(p))
+                    .collect();
+                if !req.partitions.is_empty() && unserved.len() == req.partitions.len() {
                     return Err(format!(
-                        "{} is still replaying the log",
+                        "{} serves none of the partitions asked (not held, or still replaying)",
                         self.settings.node_id
                     ));
                 }
-                Ok(store.clone())
+                Ok((store.clone(), unserved))
             }
             Readiness::Connecting { .. } => Err(format!(
                 "{} has not joined its cluster",
@@ -514,7 +577,12 @@ impl Membership {
         let mut backoff = Duration::from_millis(250);
         loop {
             let nodes = match &*self.state.lock() {
-                Readiness::Ready { nodes, .. } => Some(nodes.clone()),
+                Readiness::Ready {
+                    nodes,
+                    cluster,
+                    log,
+                    ..
+                } => Some((nodes.clone(), cluster.clone(), log.clone())),
                 Readiness::Connecting { .. } => None,
             };
             let pause = match nodes {
@@ -531,16 +599,200 @@ impl Membership {
                         backoff
                     }
                 },
-                Some(nodes) => {
+                Some(_) if self.leaving.load(std::sync::atomic::Ordering::Acquire) => {
+                    HEARTBEAT_EVERY
+                }
+                Some((nodes, cluster, log)) => {
                     // The client reconnects by itself; a failed renewal only says so.
                     if let Err(e) = self.heartbeat(&nodes).await {
                         tracing::warn!(error = %e, "cluster heartbeat failed");
                     }
-                    *self.peers.lock() = live_nodes(&nodes).await;
+                    let peers = live_nodes(&nodes).await;
+                    *self.peers.lock() = peers.clone();
+                    if let Err(e) = self.control(&cluster, &peers).await {
+                        tracing::warn!(error = %format!("{e:#}"), "the partition map could not be kept");
+                    }
+                    self.hold_partitions(&log, &peers);
                     HEARTBEAT_EVERY
                 }
             };
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Leaves the cluster gracefully: drops this node's record, so the controller gives its
+    /// partitions to others, and waits (at most `HANDOVER_TIMEOUT`) until their new owners
+    /// serve every partition this node holds, applying and answering meanwhile.
+    pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        let Some((nodes, cluster, log)) = (match &*self.state.lock() {
+            Readiness::Ready {
+                nodes,
+                cluster,
+                log,
+                ..
+            } => Some((nodes.clone(), cluster.clone(), log.clone())),
+            Readiness::Connecting { .. } => None,
+        }) else {
+            return;
+        };
+        let me = self.settings.node_id.clone();
+        if let Err(e) = nodes.delete(&me).await {
+            tracing::warn!(error = %e, "removing this node's record failed");
+        }
+        if self.store.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        tracing::info!("leaving: handing this node's partitions over");
+        loop {
+            let peers: Vec<NodeRecord> = live_nodes(&nodes)
+                .await
+                .into_iter()
+                .filter(|n| n.id != me)
+                .collect();
+            *self.peers.lock() = peers.clone();
+            if let Err(e) = self.control(&cluster, &peers).await {
+                tracing::warn!(error = %format!("{e:#}"), "the partition map could not be kept");
+            }
+            let map = self.map.lock().clone();
+            let handed_over = map.is_some_and(|map| {
+                log.held().iter().all(|&p| {
+                    let owners = map.owners.get(p as usize).cloned().unwrap_or_default();
+                    !owners.is_empty()
+                        && owners.iter().all(|o| {
+                            *o != me && peers.iter().any(|n| n.id == *o && n.serving.contains(&p))
+                        })
+                })
+            });
+            if handed_over {
+                tracing::info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "partitions handed over"
+                );
+                return;
+            }
+            if started.elapsed() > HANDOVER_TIMEOUT {
+                tracing::warn!("leaving before every partition was handed over");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Takes or renews the controller's lease; as the controller, writes the partition map
+    /// for the live store nodes when it changed. Every node then reads the map.
+    async fn control(&self, cluster: &kv::Store, peers: &[NodeRecord]) -> anyhow::Result<()> {
+        let me = &self.settings.node_id;
+        let now = now_ms();
+        let lease = Lease {
+            node: me.clone(),
+            until_ms: now + LEASE_MS,
+        };
+        let bytes = serde_json::to_vec(&lease).context("encoding the lease")?;
+        let held = match cluster.entry(CONTROLLER_KEY).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let current: Option<Lease> = serde_json::from_slice(&entry.value).ok();
+                match current {
+                    Some(l) if l.node != *me && l.until_ms >= now => {
+                        *self.controller.lock() = Some(l.node);
+                        false
+                    }
+                    _ => cluster
+                        .update(CONTROLLER_KEY, bytes.into(), entry.revision)
+                        .await
+                        .is_ok(),
+                }
+            }
+            _ => cluster.create(CONTROLLER_KEY, bytes.into()).await.is_ok(),
+        };
+        if held {
+            *self.controller.lock() = Some(me.clone());
+            let stores: Vec<&str> = peers
+                .iter()
+                .filter(|n| n.roles.iter().any(|r| r == "store"))
+                .map(|n| n.id.as_str())
+                .collect();
+            let owners = assign(&stores, self.partitions(), self.settings.replicas as usize);
+            let current = cluster.entry(MAP_KEY).await?;
+            let old: Option<PartitionMap> = current
+                .as_ref()
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| serde_json::from_slice(&e.value).ok());
+            if old.as_ref().map(|m| &m.owners) != Some(&owners) && !stores.is_empty() {
+                let map = PartitionMap {
+                    version: old.as_ref().map_or(1, |m| m.version + 1),
+                    controller: me.clone(),
+                    owners,
+                };
+                let bytes = serde_json::to_vec(&map).context("encoding the partition map")?;
+                match current {
+                    Some(e) => cluster
+                        .update(MAP_KEY, bytes.into(), e.revision)
+                        .await
+                        .map(|_| ())?,
+                    None => cluster.create(MAP_KEY, bytes.into()).await.map(|_| ())?,
+                }
+                tracing::info!(
+                    version = map.version,
+                    stores = stores.len(),
+                    "partition map written"
+                );
+            }
+        }
+        let map = cluster
+            .get(MAP_KEY)
+            .await?
+            .and_then(|b| serde_json::from_slice::<PartitionMap>(&b).ok());
+        *self.map.lock() = map;
+        Ok(())
+    }
+
+    /// The partitions this store node applies: those the map gives it, and those it held
+    /// whose new owners do not all serve them yet (a handover leaves no gap).
+    fn hold_partitions(&self, log: &PartitionLog, peers: &[NodeRecord]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let Some(map) = self.map.lock().clone() else {
+            return;
+        };
+        let me = &self.settings.node_id;
+        let serving =
+            |node: &str, p: u32| peers.iter().any(|n| n.id == node && n.serving.contains(&p));
+        let held_now: std::collections::BTreeSet<u32> = log.held().into_iter().collect();
+        let mut hold = std::collections::BTreeSet::new();
+        let mut handed = self.handed.lock();
+        for (p, owners) in map.owners.iter().enumerate() {
+            let p = p as u32;
+            if owners.iter().any(|o| o == me) {
+                handed.remove(&p);
+                hold.insert(p);
+                continue;
+            }
+            if !held_now.contains(&p) {
+                continue;
+            }
+            // Held, no longer owned: kept until every owner serves it, and then for two
+            // more heartbeats, so that every query node has seen them serve it.
+            if !owners.iter().all(|o| serving(o, p)) {
+                handed.remove(&p);
+                hold.insert(p);
+            } else if handed.entry(p).or_insert_with(Instant::now).elapsed() < 2 * HEARTBEAT_EVERY {
+                hold.insert(p);
+            } else {
+                handed.remove(&p);
+            }
+        }
+        drop(handed);
+        log.hold(&hold, store);
+    }
+
+    fn partitions(&self) -> u32 {
+        match &*self.state.lock() {
+            Readiness::Ready { partitions, .. } => *partitions,
+            Readiness::Connecting { .. } => self.settings.partitions,
         }
     }
 
@@ -558,6 +810,10 @@ impl Membership {
             grpc: self.grpc.clone(),
             started_at_ms: self.started_at_ms,
             heartbeat_at_ms: now_ms(),
+            serving: match &*self.state.lock() {
+                Readiness::Ready { log, .. } if self.store.is_some() => log.serving(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -576,9 +832,10 @@ impl Membership {
         let result = self.try_join().await;
         let mut state = self.state.lock();
         match &result {
-            Ok((partitions, nodes, log, live_bucket)) => {
+            Ok((partitions, nodes, log, live_bucket, cluster)) => {
+                // Until a partition map says otherwise, a store node holds everything.
                 if let Some(store) = &self.store {
-                    log.start_applying(store.clone());
+                    log.hold(&(0..*partitions).collect(), store);
                 }
                 if !self
                     .live_started
@@ -596,6 +853,7 @@ impl Membership {
                     partitions: *partitions,
                     nodes: Box::new(nodes.clone()),
                     log: log.clone(),
+                    cluster: Box::new(cluster.clone()),
                 };
             }
             Err(JoinError::Unreachable(why)) => {
@@ -613,7 +871,10 @@ impl Membership {
         result.map(|_| ())
     }
 
-    async fn try_join(&self) -> Result<(u32, kv::Store, Arc<PartitionLog>, kv::Store), JoinError> {
+    #[allow(clippy::type_complexity)]
+    async fn try_join(
+        &self,
+    ) -> Result<(u32, kv::Store, Arc<PartitionLog>, kv::Store, kv::Store), JoinError> {
         let s = &self.settings;
         let unreachable =
             |what: &str, e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{what}: {e}"));
@@ -662,7 +923,7 @@ impl Membership {
             partitions,
             "joined the cluster"
         );
-        Ok((partitions, nodes, Arc::new(log), live_bucket))
+        Ok((partitions, nodes, Arc::new(log), live_bucket, cluster))
     }
 
     /// The first node fixes the partition count; every later one must have the same.
@@ -746,6 +1007,7 @@ impl Membership {
                 partitions,
                 nodes,
                 log,
+                ..
             } => (
                 true,
                 Some(*partitions),
@@ -758,6 +1020,7 @@ impl Membership {
         if let Some(nodes) = nodes {
             members = live_nodes(&nodes).await;
         }
+        let map = self.map.lock().clone();
         let streams = match &log {
             Some(log) => log.describe_streams().await,
             None => Vec::new(),
@@ -780,7 +1043,8 @@ impl Membership {
                 "started_at_ms": n.started_at_ms,
                 "heartbeat_age_ms": now - n.heartbeat_at_ms,
             })).collect::<Vec<_>>(),
-            "log": log.map(|log| log_json(&log, &streams, self.store.is_some())),
+            "log": log.map(|log| log_json(&log, &streams, map.as_ref(), self.store.is_some())),
+            "controller": self.controller.lock().clone(),
             "live": {
                 "forwarded_events": self.live_stats.forwarded.load(std::sync::atomic::Ordering::Relaxed),
                 "dropped_events": self.live_stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
@@ -828,11 +1092,13 @@ impl Membership {
     }
 }
 
-/// The log as `/api/v1/cluster` shows it: messages this node published and, on a store
-/// node, how far it has applied each stream; with what NATS says of each stream.
+/// The log as `/api/v1/cluster` shows it: messages this node published; what NATS says of
+/// each stream; and per partition its owners in the map and, on a store node, how far this
+/// node has applied it.
 fn log_json(
     log: &PartitionLog,
     states: &[Option<log::StreamState>],
+    map: Option<&PartitionMap>,
     applies: bool,
 ) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
@@ -840,19 +1106,26 @@ fn log_json(
         "published_messages": log.published.load(Relaxed),
         "duplicate_messages": log.duplicates.load(Relaxed),
         "caught_up": applies.then(|| log.caught_up()),
-        "streams": log.streams.iter().enumerate().map(|(k, s)| {
-            let state = states.get(k).cloned().flatten();
-            let applied = s.applied.load(Relaxed);
+        "map_version": map.map(|m| m.version),
+        "streams": (0..log.streams).map(|k| {
+            let state = states.get(k as usize).cloned().flatten();
             json!({
-                "stream": log::stream_name(k as u32),
+                "stream": log::stream_name(k),
                 "leader": state.as_ref().and_then(|t| t.leader.clone()),
                 "last_sequence": state.as_ref().map(|t| t.last_sequence),
                 "messages": state.as_ref().map(|t| t.messages),
                 "bytes": state.as_ref().map(|t| t.bytes),
-                "applied_sequence": applies.then_some(applied),
-                "lag": state.as_ref().filter(|_| applies)
-                    .map(|t| t.last_sequence.saturating_sub(applied)),
-                "caught_up": applies.then(|| s.caught_up.load(Relaxed)),
+            })
+        }).collect::<Vec<_>>(),
+        "partitions": log.progress.iter().enumerate().map(|(p, s)| {
+            let applying = s.applying.load(Relaxed);
+            json!({
+                "partition": p,
+                "owners": map.and_then(|m| m.owners.get(p)),
+                "applying": applies.then_some(applying),
+                "applied_sequence": (applies && applying).then(|| s.applied.load(Relaxed)),
+                "lag": (applies && applying).then(|| s.pending.load(Relaxed)),
+                "caught_up": (applies && applying).then(|| s.caught_up.load(Relaxed)),
             })
         }).collect::<Vec<_>>(),
     })
@@ -863,45 +1136,61 @@ fn log_metrics(out: &mut String, node: &str, log: &PartitionLog, applies: bool) 
     use std::sync::atomic::Ordering::Relaxed;
     let _ = write!(
         out,
-        "# HELP argus_cluster_published_messages_total Partition messages this node published          and JetStream acknowledged.
-# TYPE argus_cluster_published_messages_total counter
-         argus_cluster_published_messages_total{{node=\"{node}\"}} {}
-         # HELP argus_cluster_duplicate_messages_total Published messages JetStream already had          (resends).
-# TYPE argus_cluster_duplicate_messages_total counter
-         argus_cluster_duplicate_messages_total{{node=\"{node}\"}} {}
-",
+        "# HELP argus_cluster_published_messages_total Partition messages this node published \
+         and JetStream acknowledged.\n\
+         # TYPE argus_cluster_published_messages_total counter\n\
+         argus_cluster_published_messages_total{{node=\"{node}\"}} {}\n\
+         # HELP argus_cluster_duplicate_messages_total Published messages JetStream already had \
+         (resends).\n\
+         # TYPE argus_cluster_duplicate_messages_total counter\n\
+         argus_cluster_duplicate_messages_total{{node=\"{node}\"}} {}\n",
         log.published.load(Relaxed),
         log.duplicates.load(Relaxed),
     );
     if !applies {
         return;
     }
+    let held: Vec<(usize, &log::PartitionProgress)> = log
+        .progress
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.applying.load(Relaxed))
+        .map(|(i, p)| (i, &**p))
+        .collect();
     out.push_str(
-        "# HELP argus_cluster_applied_sequence The last sequence of each stream this node          applied.
-# TYPE argus_cluster_applied_sequence gauge
-",
+        "# HELP argus_cluster_applied_sequence The last stream sequence of each partition this \
+         node holds that it applied.\n\
+         # TYPE argus_cluster_applied_sequence gauge\n",
     );
-    for (k, s) in log.streams.iter().enumerate() {
+    for (p, s) in &held {
         let _ = writeln!(
             out,
-            "argus_cluster_applied_sequence{{node=\"{node}\",stream=\"{}\"}} {}",
-            log::stream_name(k as u32),
+            "argus_cluster_applied_sequence{{node=\"{node}\",partition=\"{p}\"}} {}",
             s.applied.load(Relaxed)
         );
     }
     out.push_str(
-        "# HELP argus_cluster_pending_messages Messages of each stream not yet applied here.
-         # TYPE argus_cluster_pending_messages gauge
-",
+        "# HELP argus_cluster_pending_messages Messages of each partition this node holds not \
+         yet applied.\n\
+         # TYPE argus_cluster_pending_messages gauge\n",
     );
-    for (k, s) in log.streams.iter().enumerate() {
+    for (p, s) in &held {
         let _ = writeln!(
             out,
-            "argus_cluster_pending_messages{{node=\"{node}\",stream=\"{}\"}} {}",
-            log::stream_name(k as u32),
+            "argus_cluster_pending_messages{{node=\"{node}\",partition=\"{p}\"}} {}",
             s.pending.load(Relaxed)
         );
     }
+    let _ = write!(
+        out,
+        "# HELP argus_cluster_partitions_held Partitions this node applies, and those it has \
+         caught up with (it answers queries for them).\n\
+         # TYPE argus_cluster_partitions_held gauge\n\
+         argus_cluster_partitions_held{{node=\"{node}\",state=\"applying\"}} {}\n\
+         argus_cluster_partitions_held{{node=\"{node}\",state=\"serving\"}} {}\n",
+        held.len(),
+        log.serving().len()
+    );
 }
 
 /// A duration as the flags take it: `1s`, `6h`, `90s`, `250ms`.
@@ -913,6 +1202,35 @@ fn duration_text(ms: i64) -> String {
         ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),
     }
+}
+
+/// Owners per partition: the `replicas` store nodes that rank highest for it (rendezvous
+/// hashing), so a node joining or leaving moves only the partitions it gains or held.
+fn assign(stores: &[&str], partitions: u32, replicas: usize) -> Vec<Vec<String>> {
+    let node_hash = |id: &str| {
+        id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let hashes: Vec<u64> = stores.iter().map(|s| node_hash(s)).collect();
+    (0..partitions)
+        .map(|p| {
+            let mut ranked: Vec<(u64, &str)> = stores
+                .iter()
+                .zip(&hashes)
+                .map(|(s, h)| {
+                    let salt = u64::from(p).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    (log::mix(h ^ salt), *s)
+                })
+                .collect();
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            ranked
+                .into_iter()
+                .take(replicas.max(1))
+                .map(|(_, s)| s.to_string())
+                .collect()
+        })
+        .collect()
 }
 
 /// Opens a key-value bucket, creating it if missing.

@@ -18,6 +18,10 @@ use parking_lot::Mutex;
 
 use super::log::partition_of;
 
+/// The partitions a store node was asked for but does not serve (any more), which the
+/// asking node gets from another.
+pub const UNSERVED_HEADER: &str = "x-argus-unserved";
+
 /// A partial answer may be this large (a `:by` over many groups, or `:all`).
 const MAX_PARTIAL_BYTES: usize = 512 << 20;
 
@@ -153,6 +157,7 @@ pub fn answer(
         keep: (!all).then_some(keep),
         partitions: req.of,
     };
+
     evaluate_partial(
         &req.expr,
         req.start_ms,
@@ -165,12 +170,18 @@ pub fn answer(
     .map_err(|e| e.to_string())
 }
 
+/// A store node's answer: its part, and the partitions it does not serve; or why it could
+/// not answer.
+type Answer = Result<(Partial, Vec<u32>), String>;
+
 /// A store node a query can ask.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub id: String,
     /// `host:port` of its HTTP API.
     pub http: String,
+    /// Per partition, whether the node has caught up with it (as it said last).
+    pub serving: Vec<bool>,
 }
 
 /// One graph request's view of the cluster: who to ask, and which partitions nobody
@@ -197,10 +208,10 @@ impl ClusterFanout {
         self.missing.lock().iter().copied().collect()
     }
 
-    fn ask_local(&self, req: &PartialRequest) -> Result<Partial, String> {
+    fn ask_local(&self, req: &PartialRequest) -> Answer {
         let store = self.local.as_ref().ok_or("no local store")?;
         let bytes = answer(req, &**store, &self.limits)?;
-        Partial::decode(&bytes)
+        Ok((Partial::decode(&bytes)?, Vec::new()))
     }
 
     async fn ask_remote(
@@ -208,7 +219,7 @@ impl ClusterFanout {
         query: String,
         authorization: Option<String>,
         timeout: Duration,
-    ) -> Result<Partial, String> {
+    ) -> Answer {
         let url = format!("http://{}/api/v1/cluster/partial?{query}", peer.http);
         let endpoint = Endpoint::parse(&url).map_err(|e| format!("{e:#}"))?;
         let call = async {
@@ -226,13 +237,19 @@ impl ClusterFanout {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status();
+            let unserved: Vec<u32> = response
+                .headers()
+                .get(UNSERVED_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(',').filter_map(|p| p.parse().ok()).collect())
+                .unwrap_or_default();
             let (body, _) = http_client::read_body(response, MAX_PARTIAL_BYTES)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             if !status.is_success() {
                 return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
             }
-            Partial::decode(&body)
+            Ok((Partial::decode(&body)?, unserved))
         };
         tokio::time::timeout(timeout, call)
             .await
@@ -251,21 +268,37 @@ impl Fanout for ClusterFanout {
     ) -> Result<Vec<Partial>, String> {
         let mut unanswered: Vec<u32> = (0..self.partitions).collect();
         let mut failed: HashSet<usize> = HashSet::new();
+        // (node, partition): the node said it does not serve it.
+        let mut declined: HashSet<(usize, u32)> = HashSet::new();
         let mut parts = Vec::new();
         let mut round = 0usize;
         while !unanswered.is_empty() {
-            let alive: Vec<usize> = (0..self.peers.len())
-                .filter(|i| !failed.contains(i))
-                .collect();
-            if alive.is_empty() {
-                break;
-            }
-            // Partitions dealt out over the nodes left; each round shifts the deal, so a
-            // failed node's partitions land on others.
+            // Each partition goes to one of the nodes serving it that has not failed; each
+            // round shifts the deal, so a failed node's partitions land on others.
             let mut asks: HashMap<usize, Vec<u32>> = HashMap::new();
+            let mut nobody = Vec::new();
             for &p in &unanswered {
-                let node = alive[(p as usize + round) % alive.len()];
+                let candidates: Vec<usize> = (0..self.peers.len())
+                    .filter(|i| {
+                        !failed.contains(i)
+                            && !declined.contains(&(*i, p))
+                            && self.peers[*i]
+                                .serving
+                                .get(p as usize)
+                                .copied()
+                                .unwrap_or(false)
+                    })
+                    .collect();
+                if candidates.is_empty() {
+                    nobody.push(p);
+                    continue;
+                }
+                let node = candidates[(p as usize + round) % candidates.len()];
                 asks.entry(node).or_default().push(p);
+            }
+            if asks.is_empty() {
+                unanswered = nobody;
+                break;
             }
             let requests: Vec<(usize, PartialRequest)> = asks
                 .into_iter()
@@ -302,7 +335,7 @@ impl Fanout for ClusterFanout {
                     &self.runtime,
                 );
             }
-            let mut results: Vec<(usize, Result<Partial, String>)> = Vec::new();
+            let mut results: Vec<(usize, Answer)> = Vec::new();
             if let Some(node) = local {
                 let req = &requests.iter().find(|(n, _)| *n == node).expect("asked").1;
                 results.push((node, self.ask_local(req)));
@@ -316,13 +349,18 @@ impl Fanout for ClusterFanout {
                 }
                 out
             }));
-            let mut next = Vec::new();
+            let mut next = nobody;
             for (node, req) in &requests {
                 match results.iter_mut().find(|(n, _)| n == node) {
                     Some((_, Ok(_))) => {
                         let (_, result) = results
                             .remove(results.iter().position(|(n, _)| n == node).expect("found"));
-                        parts.push(result.expect("checked"));
+                        let (part, unserved) = result.expect("checked");
+                        parts.push(part);
+                        for p in unserved {
+                            declined.insert((*node, p));
+                            next.push(p);
+                        }
                     }
                     Some((_, Err(e))) => {
                         tracing::debug!(node = %self.peers[*node].id, error = %e, "a store node did not answer its partitions");

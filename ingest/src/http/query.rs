@@ -279,7 +279,9 @@ pub async fn cluster_partial(
     };
     let req = crate::cluster::query::PartialRequest::from_params(&params)
         .map_err(ApiError::bad_request)?;
-    let store = cluster.can_answer(&req).map_err(ApiError::unavailable)?;
+    let (store, unserved) = cluster.can_answer(&req).map_err(ApiError::unavailable)?;
+    let mut req = req;
+    req.partitions.retain(|p| !unserved.contains(p));
     let limits = state.cfg.query_limits();
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
     let max_series = state.cfg.query_max_series;
@@ -292,7 +294,16 @@ pub async fn cluster_partial(
     .await
     .map_err(|e| ApiError::task_failed("the partial task", e))?
     .map_err(ApiError::bad_request)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    if !unserved.is_empty() {
+        let list: Vec<String> = unserved.iter().map(u32::to_string).collect();
+        if let Ok(value) = HeaderValue::from_str(&list.join(",")) {
+            response
+                .headers_mut()
+                .insert(crate::cluster::query::UNSERVED_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Atlas's test for a browser's user agent.
