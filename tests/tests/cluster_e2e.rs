@@ -1059,6 +1059,66 @@ fn handed_over(stores: &[&Server], ids: &[&str], owners: &[Vec<String>]) {
     }
 }
 
+/// The six questions of `../shared/bench/peers` (`queries.py`), over the names the
+/// publish API keeps.
+const PEER_QUESTIONS: [&str; 6] = [
+    "name,sys.cpu.utilization,:eq,:sum,(,nf.app,),:by",
+    "name,http.requests,:eq,:sum,(,nf.app,status,),:by",
+    "name,http.latency,:eq,nf.cluster,app00[0-3].*,:re,:and,method,GET,:eq,:and,:sum,(,nf.cluster,),:by",
+    "name,http.requests,:eq,:sum,(,nf.node,),:by",
+    "name,http.latency,:eq,:max",
+    "name,(,http.requests,http.latency,sys.cpu.utilization,jvm.threads,),:in,:count",
+];
+
+/// A small fleet in the peer benchmark's shape: 60 nodes in 6 apps and 12 clusters, each
+/// with CPU, threads, and requests and latency by status and method; integer values over
+/// the last ten minutes. Backfill payloads, one per node.
+fn peer_dataset() -> Vec<String> {
+    let now = (argus_tests::now_ms() / 60_000) * 60_000;
+    (0..60)
+        .map(|n: i64| {
+            let mut metrics = Vec::new();
+            for t in 0..10 {
+                let ts = now - (10 - t) * 60_000;
+                let mut push = |tags: Value, value: i64| {
+                    metrics.push(serde_json::json!({"tags": tags, "timestamp": ts, "value": value}))
+                };
+                push(
+                    serde_json::json!({"name": "sys.cpu.utilization", "atlas.dstype": "gauge"}),
+                    (n * 7 + t) % 100,
+                );
+                push(
+                    serde_json::json!({"name": "jvm.threads", "atlas.dstype": "gauge"}),
+                    20 + n % 9,
+                );
+                for status in ["200", "500"] {
+                    for method in ["GET", "POST"] {
+                        push(
+                            serde_json::json!({"name": "http.requests", "atlas.dstype": "sum",
+                                "status": status, "method": method}),
+                            (n + t) % 13 + i64::from(status == "200") * 40,
+                        );
+                        push(
+                            serde_json::json!({"name": "http.latency", "atlas.dstype": "gauge",
+                                "status": status, "method": method}),
+                            (n * 31 + t * 17) % 997,
+                        );
+                    }
+                }
+            }
+            serde_json::json!({
+                "tags": {
+                    "nf.node": format!("i-{n:04}"),
+                    "nf.app": format!("app{}", n % 6),
+                    "nf.cluster": format!("app{:03}-c{}", n % 12, n % 3),
+                },
+                "metrics": metrics,
+            })
+            .to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_leaving_one() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1098,6 +1158,33 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
         series.iter().all(|&n| n < LEDGER_SERIES as f64),
         "{series:?}"
     );
+
+    // The six questions of the peer benchmark give a single node's answers, exactly.
+    let single = Server::start(&["--ephemeral"]);
+    for payload in peer_dataset() {
+        for node in [&q, &single] {
+            let (status, body) = node.post("/api/v1/backfill", payload.as_bytes(), None);
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let count_all = PEER_QUESTIONS[5];
+    let (_, want_count, _) = graph(&single, count_all, "");
+    eventually(30, "the cluster holding the peer dataset", || {
+        (graph(&q, count_all, "").1["values"] == want_count["values"]).then_some(())
+    });
+    for question in PEER_QUESTIONS {
+        let (status, want, _) = graph(&single, question, "");
+        assert_eq!(status, 200, "{question}: {want}");
+        assert!(
+            want["legend"].as_array().is_some_and(|l| !l.is_empty()),
+            "{question}: {want}"
+        );
+        let (status, got, partial) = graph(&q, question, "");
+        assert_eq!((status, partial), (200, None), "{question}: {got}");
+        assert_eq!(got["legend"], want["legend"], "{question}");
+        assert_eq!(got["values"], want["values"], "{question}");
+    }
+    drop(single);
 
     // Queries stay complete and exact while partitions move: checked all along.
     let checking = AtomicBool::new(true);
