@@ -318,8 +318,10 @@ fn writes_end_at_jetstream_and_every_store_node_applies_them_exactly_once() {
     ledger.publish_ok(&gateway, 50);
     wait_for_ledger(&gateway, &ledger, "the gateway applying the log");
     wait_for_ledger(&store, &ledger, "the other node applying the log");
-    let view = cluster_view(&store);
-    assert_eq!(view["log"]["caught_up"], true, "{view}");
+    let view = eventually(20, "the store node caught up with its partitions", || {
+        let view = cluster_view(&store);
+        (view["log"]["caught_up"] == true).then_some(view)
+    });
     assert_eq!(
         view["log"]["streams"].as_array().unwrap().len(),
         6,
@@ -1238,4 +1240,127 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
     );
     assert!(checks.load(Ordering::Relaxed) > 10);
     wait_for_ledger(&q, &ledger, "after the moves");
+}
+
+#[test]
+fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let start = |id: &str, roles: &str| {
+        node(
+            &url,
+            id,
+            &["--partitions", "8", "--replicas", "2", "--roles", roles],
+        )
+    };
+    let q = start("q", "gateway,query");
+    let mut stores = vec![
+        start("s1", "store"),
+        start("s2", "store"),
+        start("s3", "store"),
+    ];
+    for n in stores.iter().chain([&q]) {
+        wait_ready(n, "a node joining");
+    }
+    let ids = ["s1", "s2", "s3"];
+    let owners = settled_map(&q, &ids, 2);
+    handed_over(&stores.iter().collect::<Vec<_>>(), &ids, &owners);
+    let owned_by_s1 = owners
+        .iter()
+        .filter(|o| o.contains(&"s1".to_string()))
+        .count() as f64;
+
+    let writing = AtomicBool::new(true);
+    let (requests, partial_answers, answers) =
+        (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (ledger, killed_for, caught_up, applied) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut ledger = Ledger::default();
+            while writing.load(Ordering::Relaxed) {
+                ledger.publish(&q);
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+            ledger
+        });
+        // Every query during the outage must be complete: the other owner answers.
+        let checker = scope.spawn(|| {
+            while writing.load(Ordering::Relaxed) {
+                if ledger_answer(&q).1.is_some() {
+                    partial_answers.fetch_add(1, Ordering::Relaxed);
+                }
+                answers.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let wait_requests = |n: u64| {
+            let from = requests.load(Ordering::Relaxed);
+            eventually(120, "writes going", || {
+                (requests.load(Ordering::Relaxed) >= from + n).then_some(())
+            })
+        };
+        wait_requests(300);
+        let _ = stores.remove(0).kill();
+        let killed = Instant::now();
+        wait_requests(300);
+        let killed_for = killed.elapsed();
+        let restarted = Instant::now();
+        let s1 = start("s1", "store");
+        wait_ready(&s1, "s1 rejoining");
+        eventually(120, "s1 serving its partitions again", || {
+            let held = |state: &str| {
+                metric_value(
+                    &s1,
+                    &format!("argus_cluster_partitions_held{{node=\"s1\",state=\"{state}\"}}"),
+                )
+            };
+            (held("serving") == owned_by_s1 && held("applying") == owned_by_s1).then_some(())
+        });
+        let caught_up = restarted.elapsed();
+        // The node's own account of its replay: samples applied, and the longest catch-up.
+        let view = cluster_view(&s1);
+        let held: Vec<&Value> = view["log"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .filter(|p| p["applying"] == true)
+            .collect();
+        let replayed: u64 = held
+            .iter()
+            .filter_map(|p| p["applied_samples"].as_u64())
+            .sum();
+        let replay_ms = held
+            .iter()
+            .filter_map(|p| p["catch_up_ms"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let applied = (held.len(), replayed, replay_ms);
+        stores.insert(0, s1);
+        wait_requests(100);
+        writing.store(false, Ordering::Relaxed);
+        checker.join().expect("the checker");
+        (
+            writer.join().expect("the writer"),
+            killed_for,
+            caught_up,
+            applied,
+        )
+    });
+    let samples = ledger.requests * LEDGER_SERIES;
+    let (partitions, replayed, replay_ms) = applied;
+    eprintln!(
+        "{} requests ({samples} samples) acknowledged; s1 down {killed_for:?}; serving its \
+         {partitions} partitions again {caught_up:?} after its restart; it replayed {replayed} \
+         samples in {replay_ms} ms ({:.0} samples/s)",
+        ledger.requests,
+        replayed as f64 * 1000.0 / replay_ms.max(1) as f64
+    );
+    assert_eq!(partitions as f64, owned_by_s1);
+    assert!(replayed > 0);
+    eprintln!(
+        "{} answers during the load, {} partial",
+        answers.load(Ordering::Relaxed),
+        partial_answers.load(Ordering::Relaxed)
+    );
+    assert_eq!(partial_answers.load(Ordering::Relaxed), 0);
+    wait_for_ledger(&q, &ledger, "every acknowledged sample, exactly once");
 }

@@ -206,7 +206,7 @@ fn finish(partition: u32, chunk: u32, batch: LoggedBatch, origin: &[u8]) -> Outg
 }
 
 /// A message's series and samples, decoded and resolved in `store`.
-fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<()> {
+fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<usize> {
     let batch = LoggedBatch::decode(payload).context("decoding a partition message")?;
     let n = batch.values.len();
     anyhow::ensure!(
@@ -251,7 +251,7 @@ fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyh
             "samples of a partition message fell outside the retention window"
         );
     }
-    Ok(())
+    Ok(outcome.stored)
 }
 
 /// One partition as this node applies it; shared with `/api/v1/cluster` and `/metrics`.
@@ -266,6 +266,11 @@ pub struct PartitionProgress {
     /// Whether it has applied everything the stream held of the partition (and still
     /// applies it): it may answer queries for it.
     pub caught_up: AtomicBool,
+    /// Messages and samples applied by this process, and how long the last catch-up took
+    /// (from taking the partition to having applied all the stream held), in ms.
+    pub messages: AtomicU64,
+    pub samples: AtomicU64,
+    pub catch_up_ms: AtomicU64,
 }
 
 /// One stream as NATS describes it.
@@ -280,7 +285,11 @@ pub struct StreamState {
 /// The partitioned log as a node uses it: publishing (a gateway) and applying the
 /// partitions it holds (a store).
 pub struct PartitionLog {
+    /// For streams and consumers (its timeout is the caller's).
     js: jetstream::Context,
+    /// For publishing: a short acknowledgement timeout, so a publish to a stream whose
+    /// leader is gone is retried soon.
+    publisher: jetstream::Context,
     pub partitions: u32,
     pub streams: u32,
     pub progress: Vec<Arc<PartitionProgress>>,
@@ -328,6 +337,9 @@ impl PartitionLog {
                 .with_context(|| format!("opening the stream {}", stream_name(k)))?;
         }
         Ok(PartitionLog {
+            publisher: jetstream::ContextBuilder::new()
+                .timeout(ACK_TIMEOUT)
+                .build(js.client()),
             js,
             partitions,
             streams: n,
@@ -352,7 +364,9 @@ impl PartitionLog {
         let deadline = Instant::now() + PUBLISH_DEADLINE;
         let all = messages.len();
         let mut duplicates = 0;
-        let mut pending = messages;
+        // A message sent again after its acknowledgement timed out may have landed the
+        // first time: JetStream then calls the retry a duplicate, and it is ours.
+        let mut pending: Vec<(Outgoing, bool)> = messages.into_iter().map(|m| (m, false)).collect();
         let client = self.js.client();
         loop {
             // While NATS is unreachable the client would queue a publish and send it on
@@ -369,15 +383,19 @@ impl PartitionLog {
                 continue;
             }
             let mut acks = Vec::with_capacity(pending.len());
-            for m in &pending {
+            for (m, _) in &pending {
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(m.payload.clone())
                     .message_id(&m.id);
-                acks.push(self.js.send_publish(subject(m.partition), publish).await);
+                acks.push(
+                    self.publisher
+                        .send_publish(subject(m.partition), publish)
+                        .await,
+                );
             }
             let mut failed = Vec::new();
             let mut last_error = String::new();
-            for (m, ack) in pending.into_iter().zip(acks) {
+            for ((m, retried), ack) in pending.into_iter().zip(acks) {
                 let result = match ack {
                     Ok(future) => future.await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
@@ -385,14 +403,14 @@ impl PartitionLog {
                 match result {
                     Ok(ack) => {
                         self.published.fetch_add(1, Ordering::Relaxed);
-                        if ack.duplicate {
+                        if ack.duplicate && !retried {
                             duplicates += 1;
                             self.duplicates.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Err(e) => {
                         last_error = format!("partition {}: {e}", m.partition);
-                        failed.push(m);
+                        failed.push((m, true));
                     }
                 }
             }
@@ -499,6 +517,16 @@ async fn apply_partition(
     store: Arc<Store>,
 ) {
     let mut scratch = Vec::new();
+    let taken = Instant::now();
+    let caught_up = |progress: &PartitionProgress| {
+        if progress.applying.load(Ordering::Acquire)
+            && !progress.caught_up.swap(true, Ordering::AcqRel)
+        {
+            progress
+                .catch_up_ms
+                .store(taken.elapsed().as_millis() as u64, Ordering::Release);
+        }
+    };
     loop {
         let result = async {
             let stream = js
@@ -524,10 +552,9 @@ async fn apply_partition(
             // Nothing to replay: caught up at once (no message would say so).
             if let Ok(info) = consumer.info().await
                 && info.num_pending == 0
-                && progress.applying.load(Ordering::Acquire)
             {
                 progress.pending.store(0, Ordering::Release);
-                progress.caught_up.store(true, Ordering::Release);
+                caught_up(&progress);
             }
             let mut messages = consumer
                 .messages()
@@ -552,6 +579,10 @@ async fn apply_partition(
                 let (buf, applied) = tokio::task::spawn_blocking(move || {
                     let applied = decode_into(&st, &payload, &mut buf);
                     done.applied.store(seq, Ordering::Release);
+                    done.messages.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(n) = &applied {
+                        done.samples.fetch_add(*n as u64, Ordering::Relaxed);
+                    }
                     (buf, applied)
                 })
                 .await
@@ -562,8 +593,8 @@ async fn apply_partition(
                     tracing::error!(partition, seq, error = %format!("{e:#}"), "skipping a message");
                 }
                 progress.pending.store(pending, Ordering::Release);
-                if pending == 0 && progress.applying.load(Ordering::Acquire) {
-                    progress.caught_up.store(true, Ordering::Release);
+                if pending == 0 {
+                    caught_up(&progress);
                 }
             }
             anyhow::Ok(())

@@ -44,6 +44,8 @@ const CONTROLLER_KEY: &str = "controller";
 const MAP_KEY: &str = "partition_map";
 /// How long a controller's lease lasts unless renewed (every heartbeat).
 const LEASE_MS: i64 = 10_000;
+/// How long a request about buckets, streams and consumers may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a leaving node waits for its partitions' new owners.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The bucket of live nodes: a record not renewed within `NODE_TTL` expires.
@@ -833,9 +835,22 @@ impl Membership {
         let mut state = self.state.lock();
         match &result {
             Ok((partitions, nodes, log, live_bucket, cluster)) => {
-                // Until a partition map says otherwise, a store node holds everything.
+                // What the partition map gives this node (a restart: its partitions; a
+                // new node: none until the controller adds it); with no map yet, every
+                // partition.
                 if let Some(store) = &self.store {
-                    log.hold(&(0..*partitions).collect(), store);
+                    let me = &self.settings.node_id;
+                    let held = match &*self.map.lock() {
+                        Some(map) => map
+                            .owners
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, o)| o.contains(me))
+                            .map(|(p, _)| p as u32)
+                            .collect(),
+                        None => (0..*partitions).collect(),
+                    };
+                    log.hold(&held, store);
                 }
                 if !self
                     .live_started
@@ -887,13 +902,18 @@ impl Membership {
         // three servers or more.
         let servers = client.server_info().connect_urls.len().max(s.urls.len());
         let replicas = servers.clamp(1, 3);
+        // Buckets, streams and consumers get a few seconds (a busy or electing cluster);
+        // publishes get their own, shorter, timeout (see `log.rs`).
         let js = jetstream::ContextBuilder::new()
-            .timeout(log::ACK_TIMEOUT)
+            .timeout(ADMIN_TIMEOUT)
             .build(client);
         let cluster = bucket(&js, CLUSTER_BUCKET, replicas, None)
             .await
             .map_err(|e| unreachable("opening the cluster bucket", &e))?;
         let partitions = self.agree_on_partitions(&cluster).await?;
+        if let Ok(Some(bytes)) = cluster.get(MAP_KEY).await {
+            *self.map.lock() = serde_json::from_slice::<PartitionMap>(&bytes).ok();
+        }
         let nodes = bucket(&js, NODES_BUCKET, replicas, Some(NODE_TTL))
             .await
             .map_err(|e| unreachable("opening the membership bucket", &e))?;
@@ -1126,6 +1146,9 @@ fn log_json(
                 "applied_sequence": (applies && applying).then(|| s.applied.load(Relaxed)),
                 "lag": (applies && applying).then(|| s.pending.load(Relaxed)),
                 "caught_up": (applies && applying).then(|| s.caught_up.load(Relaxed)),
+                "applied_messages": applies.then(|| s.messages.load(Relaxed)),
+                "applied_samples": applies.then(|| s.samples.load(Relaxed)),
+                "catch_up_ms": (applies && applying).then(|| s.catch_up_ms.load(Relaxed)),
             })
         }).collect::<Vec<_>>(),
     })
