@@ -6,30 +6,12 @@
 //! the lines one evaluation over every series would give. Math, stateful, filter and style
 //! words then run on the merged lines, on the node the query reached.
 
-use std::sync::Arc;
-
 use argus_tsdb::{SeriesSource, TagMap};
 
 use crate::error::{Error, Result};
-pub use crate::eval::Partial;
-use crate::eval::{EvalContext, PartialParts};
-use crate::graph::Limits;
+use crate::eval::{EvalContext, Limits, PartialParts};
+pub use crate::eval::{Fanout, Partial, SharedFanout};
 use crate::model::{Item, TimeSeriesExpr};
-
-/// Where a query node gets the parts of a data expression: one per node asked. An `Err`
-/// says why the expression cannot be answered (the request fails with it).
-pub trait Fanout: Send + Sync {
-    fn partials(
-        &self,
-        expr: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-    ) -> std::result::Result<Vec<Partial>, String>;
-}
-
-/// Shared so a request's evaluation can hand it to every expression.
-pub type SharedFanout = Arc<dyn Fanout>;
 
 /// Evaluates the data expression `expr` (canonical ASL, as a query node sends it) over this
 /// node's share of the series, `src`, up to its partial result.

@@ -8,6 +8,22 @@ mod online;
 
 pub use data::{Partial, PartialParts};
 
+/// Where a query node gets the parts of a data expression: one per node asked (see
+/// `crate::split`). An `Err` says why the expression cannot be answered (the request fails
+/// with it).
+pub trait Fanout: Send + Sync {
+    fn partials(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> std::result::Result<Vec<Partial>, String>;
+}
+
+/// Shared so a request's evaluation can hand it to every expression.
+pub type SharedFanout = Arc<dyn Fanout>;
+
 /// A data expression evaluated up to its partial result (see `crate::split`).
 pub(crate) fn partial(
     expr: &crate::model::DataExpr,
@@ -79,7 +95,7 @@ pub(crate) struct EvalContext {
     /// Memory the request holds now, against `limits.max_memory_bytes`.
     pub memory: Arc<Budget>,
     /// In a cluster: where data expressions are evaluated (the nodes holding the series).
-    pub fanout: Option<crate::split::SharedFanout>,
+    pub fanout: Option<SharedFanout>,
 }
 
 /// Memory one request holds, kept as evaluation goes: what a node needs while it works is

@@ -141,7 +141,7 @@ pub fn evaluate_with_fanout(
     req: &GraphRequest,
     source: &dyn SeriesSource,
     limits: &Limits,
-    fanout: Option<crate::split::SharedFanout>,
+    fanout: Option<crate::eval::SharedFanout>,
 ) -> Result<GraphResult> {
     let stored = source.step_ms();
     let step_ms = req.step_ms;
