@@ -884,14 +884,27 @@ impl Drop for Nats {
 }
 
 impl Nats {
-    /// `n` servers (a JetStream cluster when `n > 1`), listening once this returns.
+    /// `n` servers (a JetStream cluster when `n > 1`), listening once this returns. A
+    /// port another test took between `free_port` and the server's start fails that start;
+    /// the servers are then started again on other ports.
     pub fn start(n: usize) -> Nats {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        Nats::start_on(&ports)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+            match Nats::try_start_on(&ports) {
+                Ok(nats) => return nats,
+                Err(e) => last = e,
+            }
+        }
+        panic!("NATS servers would not start on free ports: {last}");
     }
 
     /// Servers on the given (client, cluster route) ports.
     pub fn start_on(ports: &[(u16, u16)]) -> Nats {
+        Nats::try_start_on(ports).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_on(ports: &[(u16, u16)]) -> Result<Nats, String> {
         let dir = scratch_dir("nats");
         let routes: Vec<String> = ports
             .iter()
@@ -925,9 +938,9 @@ impl Nats {
             nats.configs.push(config);
             nats.urls.push(format!("nats://127.0.0.1:{client}"));
             nats.servers.push(None);
-            nats.restart(i);
+            nats.launch(i)?;
         }
-        nats
+        Ok(nats)
     }
 
     /// Every server's URL, comma-separated, as `--cluster` takes them.
@@ -942,6 +955,12 @@ impl Nats {
 
     /// Starts server `i` again (after `kill`) and waits for it to listen.
     pub fn restart(&mut self, i: usize) {
+        self.launch(i).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts server `i` and waits until its own log says it listens on its client port
+    /// and is ready (a port answering could be another process's).
+    fn launch(&mut self, i: usize) -> Result<(), String> {
         let config = self.configs[i].clone();
         let log = self.dir.join(format!("n{i}.log"));
         let mut server = Running::start(
@@ -954,7 +973,25 @@ impl Nats {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("a URL with a port");
-        server.wait_listening(port, &format!("nats-server n{i}"));
+        let listening = format!("Listening for client connections on 127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "nats-server n{i} exited with {status}: {}",
+                    server.log()
+                ));
+            }
+            let log = server.log();
+            if log.contains(&listening) && log.contains("Server is ready") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nats-server n{i} not ready after 30 s: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.servers[i] = Some(server);
+        Ok(())
     }
 }
