@@ -205,5 +205,66 @@ fn publish(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, argus_v1, remote_write, publish);
+/// The cluster's write path without the network: a gateway splits a batch of 2,000 series
+/// into one message per partition (64), and a store node applies every message.
+fn cluster_log(c: &mut Criterion) {
+    use argus_ingest::cluster::log::{decode_into, split};
+    let clock = Arc::new(AtomicI64::new(START_MS));
+    let gateway = store(clock.clone());
+    let applier = store(clock.clone());
+    let ids: Vec<u32> = {
+        let w = gateway.writer();
+        (0..SERIES)
+            .map(|i| w.resolve(&argus_tsdb::TagMap::from_pairs(tags(i))))
+            .collect()
+    };
+    let mut group = c.benchmark_group("cluster_log");
+    group.throughput(Throughput::Elements(u64::from(SERIES)));
+    let mut step = 0;
+    // The gateway's store only names the series (its maintenance would drop them, holding
+    // no values); the clock moves on for the applier's window.
+    let batch = |step: i64| -> Vec<argus_tsdb::Sample> {
+        let ts = START_MS + step * STEP_MS;
+        clock.store(ts, Ordering::Relaxed);
+        ids.iter()
+            .zip(0..)
+            .map(|(&id, i)| argus_tsdb::Sample {
+                id,
+                ts_ms: ts,
+                value: value(i, step),
+            })
+            .collect()
+    };
+    group.bench_function("split_2000_series_64_partitions", |b| {
+        b.iter(|| {
+            step += 1;
+            let samples = batch(step);
+            let _hold = gateway.writer();
+            black_box(split(&gateway, &samples, b"", 64))
+        })
+    });
+    let mut scratch = Vec::new();
+    group.bench_function("apply_2000_series_64_partitions", |b| {
+        b.iter_batched(
+            || {
+                step += 1;
+                let samples = batch(step);
+                if step % 60 == 0 {
+                    applier.maintain();
+                }
+                let _hold = gateway.writer();
+                split(&gateway, &samples, b"", 64)
+            },
+            |messages| {
+                for m in &messages {
+                    black_box(decode_into(&applier, &m.payload, &mut scratch).expect("applied"));
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, argus_v1, remote_write, publish, cluster_log);
 criterion_main!(benches);

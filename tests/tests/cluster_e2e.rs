@@ -903,6 +903,70 @@ fn a_live_query_on_one_node_gets_the_matching_events_of_agents_on_the_others() {
         });
         assert_eq!(health_counter(agent, "event.bytes.id=sent"), sent[k]);
     }
+
+    // The Stack Language streamed step by step on node a, over what nodes b and c store.
+    stream_sums_every_series(&a, &b);
+}
+
+/// Streams `:sum` of eight gauges published through `gateway` from `node`'s
+/// `/api/v1/stream`, which fans out every step: full steps hold all eight.
+fn stream_sums_every_series(node: &Server, gateway: &Server) {
+    use std::io::{BufRead, BufReader};
+    let response = Server::agent()
+        .get(&format!(
+            "{}/api/v1/stream?q={}&lag=500",
+            node.base,
+            argus_tests::enc("name,cluster.stream,:eq,:sum")
+        ))
+        .call()
+        .expect("opening the stream");
+    assert_eq!(response.status().as_u16(), 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (base, stop) = (gateway.base.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = argus_tests::now_ms();
+                let metrics: Vec<Value> = (0..8)
+                    .map(|k| serde_json::json!({"tags": {"kk": k.to_string()}, "timestamp": now, "value": 1.0}))
+                    .collect();
+                let payload = serde_json::json!({
+                    "tags": {"name": "cluster.stream", "atlas.dstype": "gauge"},
+                    "metrics": metrics,
+                });
+                let mut response = Server::agent()
+                    .post(&format!("{base}/api/v1/publish"))
+                    .header("Content-Type", "application/json")
+                    .send(payload.to_string().as_bytes())
+                    .expect("POST /api/v1/publish");
+                let body = response.body_mut().read_to_string().unwrap_or_default();
+                assert_eq!(response.status().as_u16(), 200, "{body}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut lines = BufReader::new(response.into_body().into_reader()).lines();
+    let (mut kind, mut full, mut steps) = (String::new(), 0, 0);
+    while full < 2 {
+        let line = lines.next().expect("stream open").expect("stream line");
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && kind == "step"
+        {
+            let step: Value = serde_json::from_str(data).expect("step JSON");
+            assert!(step.get("partial").is_none(), "{step}");
+            let value = step["series"][0]["value"].as_f64().unwrap_or(0.0);
+            assert!(value <= 8.0, "{step}");
+            if value == 8.0 {
+                full += 1;
+            }
+            steps += 1;
+            assert!(steps < 10, "no two full steps in {steps}: {step}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().expect("publisher");
 }
 
 /// The graph of `q` over the ledger's window as JSON, with the partial header if any.
@@ -977,6 +1041,28 @@ fn queries_fan_out_to_the_store_nodes_and_say_when_they_are_partial() {
         assert_eq!(got["values"], want["values"], "{question}");
         assert_eq!(got["notices"], serde_json::json!([]), "{question}");
     }
+    // The tags and cardinality APIs count the series of every store node's partitions.
+    let tags_questions = [
+        "/api/v1/tags",
+        "/api/v1/tags?verbose=1",
+        "/api/v1/tags?q=kk,(,1,2,3,),:in&verbose=1",
+        "/api/v1/tags/kk",
+        "/api/v1/tags/kk?q=kk,3,:gt&verbose=1",
+        "/api/v1/tags/kk?limit=2&offset=2",
+        "/api/v1/tags/name?format=txt",
+        "/api/v1/cardinality?top=3",
+    ];
+    for path in tags_questions {
+        let (status, want, _) = single.get_full(path);
+        assert_eq!(status, 200, "{path}: {want}");
+        let (status, got, headers) = q.get_full(path);
+        assert_eq!(status, 200, "{path}: {got}");
+        assert_eq!(got, want, "{path}");
+        assert!(
+            !headers.iter().any(|(k, _)| k == "x-argus-partial"),
+            "{path}"
+        );
+    }
 
     // One store node killed: the other answers for every partition.
     let _ = s2.kill();
@@ -997,6 +1083,17 @@ fn queries_fan_out_to_the_store_nodes_and_say_when_they_are_partial() {
     let (status, body, _) = graph(&q, questions[0], "&deny_partial=1");
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("partial result"), "{body}");
+    let (status, body, headers) = q.get_full("/api/v1/tags/kk");
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "x-argus-partial" && v == "0,1,2,3,4,5,6,7"),
+        "{headers:?}"
+    );
+    let (status, body, _) = q.get_full("/api/v1/cardinality?deny_partial=1");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("partitions 0, 1, 2"), "{body}");
 
     // A store node back: it replays the log, and answers are complete again, no gap.
     s2 = start("s2", "store");

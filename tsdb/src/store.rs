@@ -182,11 +182,17 @@ struct Catalog {
 }
 
 impl Catalog {
-    fn same_tags(&self, id: SeriesId, tags: &TagMap) -> bool {
+    /// Whether series `id` has exactly the `len` tags `pairs`, in key order.
+    fn same_tags<'t>(
+        &self,
+        id: SeriesId,
+        len: usize,
+        pairs: impl Iterator<Item = (&'t str, &'t str)>,
+    ) -> bool {
         match self.tags.get(id as usize) {
             Some(Some(stored)) => {
-                stored.len() == tags.len()
-                    && stored.iter().zip(tags.iter()).all(|(&(k, v), (tk, tv))| {
+                stored.len() == len
+                    && stored.iter().zip(pairs).all(|(&(k, v), (tk, tv))| {
                         self.interner.resolve(k) == tk && self.interner.resolve(v) == tv
                     })
             }
@@ -195,8 +201,17 @@ impl Catalog {
     }
 
     fn find(&self, hash: u64, tags: &TagMap) -> Option<SeriesId> {
+        self.find_pairs(hash, tags.len(), || tags.iter())
+    }
+
+    fn find_pairs<'t, I: Iterator<Item = (&'t str, &'t str)>>(
+        &self,
+        hash: u64,
+        len: usize,
+        pairs: impl Fn() -> I,
+    ) -> Option<SeriesId> {
         if let Some(&id) = self.by_hash.get(&hash)
-            && self.same_tags(id, tags)
+            && self.same_tags(id, len, pairs())
         {
             return Some(id);
         }
@@ -204,7 +219,7 @@ impl Catalog {
             .get(&hash)?
             .iter()
             .copied()
-            .find(|&id| self.same_tags(id, tags))
+            .find(|&id| self.same_tags(id, len, pairs()))
     }
 
     fn tags_ref(&self, id: SeriesId) -> Option<TagSetRef<'_>> {
@@ -748,21 +763,39 @@ impl Store {
     pub fn tag_keys(&self, within: Option<&Matcher>) -> Vec<(String, u64)> {
         let cat = self.catalog.read();
         let filter = within.map(|m| cat.index.select(m, &cat.interner));
-        let mut keys: Vec<(String, u64)> = cat
-            .index
-            .keys_within(filter.as_ref())
-            .map(|(k, n)| (cat.interner.resolve(k).to_string(), n))
-            .collect();
-        keys.sort();
-        keys
+        Self::keys_among(&cat, filter.as_ref())
     }
 
     /// Values of `key` with the number of series having each, sorted by value.
     pub fn tag_values(&self, key: &str, within: Option<&Matcher>) -> Vec<(String, u64)> {
         let cat = self.catalog.read();
         let filter = within.map(|m| cat.index.select(m, &cat.interner));
+        Self::values_among(&cat, key, filter.as_ref())
+    }
+
+    /// [`Store::tag_keys`] over the series `ids` (a cluster node's share of the partitions).
+    pub fn tag_keys_of(&self, ids: &Postings) -> Vec<(String, u64)> {
+        Self::keys_among(&self.catalog.read(), Some(ids))
+    }
+
+    /// [`Store::tag_values`] over the series `ids`.
+    pub fn tag_values_of(&self, key: &str, ids: &Postings) -> Vec<(String, u64)> {
+        Self::values_among(&self.catalog.read(), key, Some(ids))
+    }
+
+    fn keys_among(cat: &Catalog, filter: Option<&Postings>) -> Vec<(String, u64)> {
+        let mut keys: Vec<(String, u64)> = cat
+            .index
+            .keys_within(filter)
+            .map(|(k, n)| (cat.interner.resolve(k).to_string(), n))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn values_among(cat: &Catalog, key: &str, filter: Option<&Postings>) -> Vec<(String, u64)> {
         cat.index
-            .values_within(key, &cat.interner, filter.as_ref())
+            .values_within(key, &cat.interner, filter)
             .into_iter()
             .map(|(v, n)| (v.to_string(), n))
             .collect()
@@ -879,6 +912,21 @@ impl<'a> Writer<'a> {
             .and_then(DsType::parse)
             .unwrap_or(DsType::Rate);
         self.resolve_as(tags, dstype)
+    }
+
+    /// Like [`Writer::resolve_as`], from borrowed tags sorted by key: an existing series is
+    /// found without allocating (the cluster's log names every series in every message).
+    pub fn resolve_sorted(&self, pairs: &[(&str, &str)], dstype: DsType) -> SeriesId {
+        let hash = hash_tags(pairs.iter().copied());
+        let found = self
+            .store
+            .catalog
+            .read()
+            .find_pairs(hash, pairs.len(), || pairs.iter().copied());
+        match found {
+            Some(id) => id,
+            None => self.resolve_as(&TagMap::from_pairs(pairs.iter().copied()), dstype),
+        }
     }
 
     /// Like [`Writer::resolve`], with the dstype of a new series given rather than read from

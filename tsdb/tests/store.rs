@@ -415,3 +415,21 @@ fn series_caps_refuse_only_new_series_and_cardinality_names_the_biggest() {
     assert_eq!(c.keys[0], ("user".to_string(), 5, 3));
     assert_eq!(c.keys[1], ("name".to_string(), 5, 2));
 }
+
+#[test]
+fn borrowed_sorted_tags_find_the_series_their_map_names() {
+    let store = store_at(Arc::new(AtomicI64::new(T0)));
+    let w = store.writer();
+    let id = w.resolve(&tags(&[("name", "cpu"), ("node", "i-1")]));
+    let dstype = argus_tsdb::DsType::Gauge;
+    assert_eq!(w.resolve_sorted(&[("name", "cpu"), ("node", "i-1")], dstype), id);
+    // Another value, one tag fewer or more: other series, created once.
+    let other = w.resolve_sorted(&[("name", "cpu"), ("node", "i-2")], dstype);
+    assert_ne!(other, id);
+    assert_eq!(w.resolve(&tags(&[("name", "cpu"), ("node", "i-2")])), other);
+    let fewer = w.resolve_sorted(&[("name", "cpu")], dstype);
+    assert!(fewer != id && fewer != other);
+    // Pairs out of key order name the same series as their map.
+    assert_eq!(w.resolve_sorted(&[("node", "i-1"), ("name", "cpu")], dstype), id);
+    assert_eq!(store.series_count(), 3);
+}

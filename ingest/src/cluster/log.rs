@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use argus_tsdb::{DsType, Sample, SeriesId, Store, TagMap, Tags};
+use argus_tsdb::{DsType, Postings, Sample, SeriesId, SeriesSource, Store, Tags};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
-use prost::Message as _;
 use tokio_stream::StreamExt;
+
+use super::message::{self, MessageBuilder};
 
 /// Subjects of the partitions: `argus.in.p.<P>`.
 pub const SUBJECT_PREFIX: &str = "argus.in.p.";
@@ -78,31 +79,6 @@ fn subject(partition: u32) -> String {
     format!("{SUBJECT_PREFIX}{partition}")
 }
 
-/// One series as a message names it.
-#[derive(Clone, PartialEq, prost::Message)]
-struct LoggedSeries {
-    #[prost(string, repeated, tag = "1")]
-    keys: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    values: Vec<String>,
-    #[prost(string, tag = "3")]
-    dstype: String,
-}
-
-/// One message of a partition's stream: its series, then its samples in batch order.
-#[derive(Clone, PartialEq, prost::Message)]
-struct LoggedBatch {
-    #[prost(message, repeated, tag = "1")]
-    series: Vec<LoggedSeries>,
-    /// Per sample: its series, as an index into `series`.
-    #[prost(uint32, repeated, tag = "2")]
-    series_index: Vec<u32>,
-    #[prost(sint64, repeated, tag = "3")]
-    ts_ms: Vec<i64>,
-    #[prost(double, repeated, tag = "4")]
-    values: Vec<f64>,
-}
-
 /// A message ready to publish.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -112,12 +88,11 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
-/// One partition's message being built.
+/// One partition's message being built, and the batch's series it names so far.
 #[derive(Default)]
 struct Building {
-    batch: LoggedBatch,
-    index: HashMap<SeriesId, u32>,
-    bytes: usize,
+    message: MessageBuilder,
+    members: Vec<u32>,
     chunk: u32,
 }
 
@@ -126,74 +101,79 @@ struct Building {
 /// batch when its sender numbers them (an agent's id and sequence); otherwise a message is
 /// named by its content, so a client's retry of the same request is recognised too.
 pub fn split(store: &Store, samples: &[Sample], origin: &[u8], partitions: u32) -> Vec<Outgoing> {
-    let mut series: HashMap<SeriesId, (u32, Arc<LoggedSeries>)> = HashMap::new();
-    let mut building: HashMap<u32, Building> = HashMap::new();
+    // The batch's series in order of first appearance, each sample's slot among them.
+    let mut slot_of: ahash::AHashMap<SeriesId, u32> = ahash::AHashMap::new();
+    let mut ids: Vec<SeriesId> = Vec::new();
+    let sample_slots: Vec<u32> = samples
+        .iter()
+        .map(|s| {
+            *slot_of.entry(s.id).or_insert_with(|| {
+                ids.push(s.id);
+                (ids.len() - 1) as u32
+            })
+        })
+        .collect();
+    // Each series encoded once, with its partition: (partition, bytes in `encoded`).
+    let dstypes: Vec<DsType> = ids
+        .iter()
+        .map(|&id| store.dstype(id).unwrap_or(DsType::Rate))
+        .collect();
+    let mut encoded = Vec::new();
+    let mut series: Vec<Option<(u32, std::ops::Range<usize>)>> = vec![None; ids.len()];
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    let postings = Postings::from_sorted_iter(sorted).unwrap_or_default();
+    store.visit_tags(&postings, &mut |id, tags| {
+        if let Some(&slot) = slot_of.get(&id) {
+            let start = encoded.len();
+            message::put_series(&mut encoded, tags, dstypes[slot as usize]);
+            series[slot as usize] = Some((partition_of(tags, partitions), start..encoded.len()));
+        }
+    });
+    // Per slot, its index in its partition's message being built.
+    let mut local = vec![u32::MAX; ids.len()];
+    let mut building: Vec<Building> = (0..partitions).map(|_| Building::default()).collect();
     let mut out = Vec::new();
-    for s in samples {
-        let (partition, logged) = match series.get(&s.id) {
-            Some(known) => known.clone(),
-            None => {
-                let Some(tags) = store.tags(s.id) else {
-                    continue;
-                };
-                let dstype = store.dstype(s.id).unwrap_or(DsType::Rate);
-                let (keys, values) = tags
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .unzip();
-                let entry = (
-                    partition_of(&tags, partitions),
-                    Arc::new(LoggedSeries {
-                        keys,
-                        values,
-                        dstype: dstype.name().to_string(),
-                    }),
-                );
-                series.insert(s.id, entry.clone());
-                entry
-            }
+    let mut scratch = Vec::new();
+    for (s, &slot) in samples.iter().zip(&sample_slots) {
+        // A series maintenance removed since the batch was converted.
+        let Some((partition, bytes)) = &series[slot as usize] else {
+            continue;
         };
-        let b = building.entry(partition).or_default();
-        let index = match b.index.get(&s.id) {
-            Some(&i) => i,
-            None => {
-                let i = b.batch.series.len() as u32;
-                b.bytes += logged.encoded_len() + 4;
-                b.batch.series.push((*logged).clone());
-                b.index.insert(s.id, i);
+        let b = &mut building[*partition as usize];
+        let index = match local[slot as usize] {
+            u32::MAX => {
+                let i = b.message.add_series(&encoded[bytes.clone()]);
+                local[slot as usize] = i;
+                b.members.push(slot);
                 i
             }
+            i => i,
         };
-        b.batch.series_index.push(index);
-        b.batch.ts_ms.push(s.ts_ms);
-        b.batch.values.push(s.value);
-        b.bytes += 24;
-        if b.bytes >= MESSAGE_BUDGET {
-            let chunk = b.chunk;
-            let full = std::mem::take(b);
-            b.chunk = chunk + 1;
-            out.push(finish(partition, chunk, full.batch, origin));
+        b.message.add_sample(index, s.ts_ms, s.value);
+        if b.message.len() >= MESSAGE_BUDGET {
+            for member in b.members.drain(..) {
+                local[member as usize] = u32::MAX;
+            }
+            let full = std::mem::take(&mut b.message);
+            let payload = full.finish_compressed(&mut scratch);
+            out.push(finish(*partition, b.chunk, payload, origin));
+            b.chunk += 1;
         }
     }
-    let mut rest: Vec<_> = building.into_iter().collect();
-    rest.sort_by_key(|(p, _)| *p);
-    for (partition, b) in rest {
-        if !b.batch.values.is_empty() {
-            out.push(finish(partition, b.chunk, b.batch, origin));
+    for (partition, b) in building.into_iter().enumerate() {
+        if !b.message.is_empty() {
+            let payload = b.message.finish_compressed(&mut scratch);
+            out.push(finish(partition as u32, b.chunk, payload, origin));
         }
     }
     out
 }
 
-fn finish(partition: u32, chunk: u32, batch: LoggedBatch, origin: &[u8]) -> Outgoing {
-    let payload = Bytes::from(batch.encode_to_vec());
+fn finish(partition: u32, chunk: u32, payload: Vec<u8>, origin: &[u8]) -> Outgoing {
     let id = if origin.is_empty() {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in payload.iter() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("c{:016x}{:x}.{partition}.{chunk}", mix(h), payload.len())
+        let hash = xxhash_rust::xxh3::xxh3_64(&payload);
+        format!("c{hash:016x}{:x}.{partition}.{chunk}", payload.len())
     } else {
         let hex: String = origin.iter().map(|b| format!("{b:02x}")).collect();
         format!("a{hex}.{partition}.{chunk}")
@@ -201,48 +181,54 @@ fn finish(partition: u32, chunk: u32, batch: LoggedBatch, origin: &[u8]) -> Outg
     Outgoing {
         partition,
         id,
-        payload,
+        payload: Bytes::from(payload),
     }
 }
 
-/// A message's series and samples, decoded and resolved in `store`.
-fn decode_into(store: &Store, payload: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<usize> {
-    let batch = LoggedBatch::decode(payload).context("decoding a partition message")?;
-    let n = batch.values.len();
-    anyhow::ensure!(
-        batch.series_index.len() == n && batch.ts_ms.len() == n,
-        "a partition message has {} series indexes and {} timestamps for {n} values",
-        batch.series_index.len(),
-        batch.ts_ms.len()
-    );
+/// A message's series and samples, decoded, resolved in `store` and appended; the samples
+/// stored.
+pub fn decode_into(
+    store: &Store,
+    payload: &[u8],
+    samples: &mut Vec<Sample>,
+) -> anyhow::Result<usize> {
+    DECOMPRESSED.with_borrow_mut(|scratch| {
+        let body = message::body(payload, scratch).map_err(anyhow::Error::msg)?;
+        apply_body(store, body, samples)
+    })
+}
+
+thread_local! {
+    /// A decompressed message, the buffer kept for the next one on this thread.
+    static DECOMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn apply_body(store: &Store, body: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<usize> {
+    let mut r = message::Reader::new(body).map_err(anyhow::Error::msg)?;
+    let n_series = r.count("series", 2).map_err(anyhow::Error::msg)?;
     let writer = store.writer();
-    let mut ids = Vec::with_capacity(batch.series.len());
-    for s in &batch.series {
-        anyhow::ensure!(
-            s.keys.len() == s.values.len(),
-            "a series in a partition message has {} keys and {} values",
-            s.keys.len(),
-            s.values.len()
-        );
-        let tags = TagMap::from_pairs(s.keys.iter().cloned().zip(s.values.iter().cloned()));
-        let dstype = DsType::parse(&s.dstype).unwrap_or(DsType::Rate);
-        ids.push(writer.resolve_as(&tags, dstype));
+    let mut ids = Vec::with_capacity(n_series);
+    let mut pairs = Vec::new();
+    for _ in 0..n_series {
+        let dstype = r.series(&mut pairs).map_err(anyhow::Error::msg)?;
+        ids.push(writer.resolve_sorted(&pairs, dstype));
     }
+    let n = r.count("samples", 10).map_err(anyhow::Error::msg)?;
     samples.clear();
-    for i in 0..n {
-        let Some(&id) = ids.get(batch.series_index[i] as usize) else {
+    samples.reserve(n);
+    let mut previous_ts = 0;
+    for _ in 0..n {
+        let (series, ts_ms, value) = r.sample(previous_ts).map_err(anyhow::Error::msg)?;
+        previous_ts = ts_ms;
+        let Some(&id) = ids.get(series as usize) else {
             anyhow::bail!(
-                "a sample in a partition message names series {} of {}",
-                batch.series_index[i],
+                "a sample in a partition message names series {series} of {}",
                 ids.len()
             );
         };
-        samples.push(Sample {
-            id,
-            ts_ms: batch.ts_ms[i],
-            value: batch.values[i],
-        });
+        samples.push(Sample { id, ts_ms, value });
     }
+    r.end().map_err(anyhow::Error::msg)?;
     let outcome = writer.append_batch(samples);
     drop(writer);
     if !outcome.rejected.is_empty() {
@@ -610,7 +596,7 @@ async fn apply_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argus_tsdb::StoreConfig;
+    use argus_tsdb::{StoreConfig, TagMap};
 
     #[test]
     fn partitions_are_stable_and_spread() {
@@ -670,11 +656,10 @@ mod tests {
         assert_eq!(store.series_count(), 50);
         assert_eq!(store.samples_stored(), 500);
         for m in &messages {
-            let batch = LoggedBatch::decode(m.payload.as_ref()).unwrap();
-            for s in &batch.series {
-                let tags = TagMap::from_pairs(s.keys.iter().cloned().zip(s.values.iter().cloned()));
+            let (series, _) = read_message(&m.payload);
+            for (tags, dstype) in series {
                 assert_eq!(partition_of(&tags, 8), m.partition);
-                assert_eq!(s.dstype, "gauge");
+                assert_eq!(dstype, DsType::Gauge);
             }
         }
         // The same batch splits the same way (a resend has the same ids); without an
@@ -705,15 +690,7 @@ mod tests {
         let messages = split(&store, &samples, b"", 4);
         assert!(messages.len() >= 2);
         assert!(messages.iter().all(|m| m.payload.len() < 1 << 20));
-        let total: usize = messages
-            .iter()
-            .map(|m| {
-                LoggedBatch::decode(m.payload.as_ref())
-                    .unwrap()
-                    .values
-                    .len()
-            })
-            .sum();
+        let total: usize = messages.iter().map(|m| read_message(&m.payload).1).sum();
         assert_eq!(total, 100_000);
     }
 
@@ -723,16 +700,31 @@ mod tests {
         let mut scratch = Vec::new();
         let err = decode_into(&store, b"\xff\xff\xff", &mut scratch).unwrap_err();
         assert!(format!("{err:#}").contains("partition message"), "{err:#}");
-        let bad = LoggedBatch {
-            series: vec![],
-            series_index: vec![3],
-            ts_ms: vec![1],
-            values: vec![1.0],
-        };
-        let err = decode_into(&store, &bad.encode_to_vec(), &mut scratch).unwrap_err();
+        let mut bad = message::MessageBuilder::default();
+        bad.add_sample(3, 1, 1.0);
+        let err = decode_into(&store, &bad.finish(), &mut scratch).unwrap_err();
         assert!(
             format!("{err:#}").contains("names series 3 of 0"),
             "{err:#}"
         );
+    }
+
+    /// A message's series (tags and dstype) and its sample count.
+    fn read_message(payload: &[u8]) -> (Vec<(TagMap, DsType)>, usize) {
+        let mut scratch = Vec::new();
+        let mut r = message::Reader::new(message::body(payload, &mut scratch).unwrap()).unwrap();
+        let mut series = Vec::new();
+        let mut pairs = Vec::new();
+        for _ in 0..r.count("series", 2).unwrap() {
+            let dstype = r.series(&mut pairs).unwrap();
+            series.push((TagMap::from_pairs(pairs.iter().copied()), dstype));
+        }
+        let n = r.count("samples", 10).unwrap();
+        let mut ts = 0;
+        for _ in 0..n {
+            ts = r.sample(ts).unwrap().1;
+        }
+        r.end().unwrap();
+        (series, n)
     }
 }

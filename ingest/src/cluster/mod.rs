@@ -14,7 +14,9 @@
 
 pub mod live;
 pub mod log;
+pub mod message;
 pub mod query;
+pub mod tags;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -352,6 +354,10 @@ enum JoinError {
     Refused(anyhow::Error),
 }
 
+/// What a store node answers from: its store, the partitions of its series as known, and
+/// the partitions asked for that it does not serve.
+pub type Answering = (Arc<Store>, Arc<query::PartitionCache>, Vec<u32>);
+
 /// This node's membership: created at start, shared with the HTTP routes.
 pub struct Membership {
     settings: ClusterSettings,
@@ -361,6 +367,8 @@ pub struct Membership {
     state: Mutex<Readiness>,
     /// The store a store node applies the log into; `None` on other nodes.
     store: Option<Arc<Store>>,
+    /// The partitions of the store's series, as queries learn them.
+    partition_cache: Arc<query::PartitionCache>,
     /// The store's step and retention, which the cluster fixes at its creation.
     store_config: StoreConfig,
     /// Live queries, shared with the other nodes once joined.
@@ -426,6 +434,7 @@ impl Membership {
             leaving: Default::default(),
             handed: Default::default(),
             store: settings.roles.store.then_some(store),
+            partition_cache: Default::default(),
             settings,
         })
     }
@@ -493,7 +502,10 @@ impl Membership {
         Some(Arc::new(query::ClusterFanout {
             peers,
             own: own.clone(),
-            local: self.store.clone(),
+            local: self
+                .store
+                .clone()
+                .map(|store| (store, self.partition_cache.clone())),
             partitions,
             runtime: tokio::runtime::Handle::try_current().ok()?,
             authorization,
@@ -507,10 +519,7 @@ impl Membership {
     /// Whether this node can answer a partial request now: a store node, joined, of the
     /// same partition count; with the asked partitions it does not serve (not held, or
     /// still replaying), which the asking node gets elsewhere. `Err` says why not at all.
-    pub fn can_answer(
-        &self,
-        req: &query::PartialRequest,
-    ) -> Result<(Arc<Store>, Vec<u32>), String> {
+    pub fn can_answer(&self, of: u32, asked: &[u32]) -> Result<Answering, String> {
         let Some(store) = &self.store else {
             return Err(format!("{} is not a store node", self.settings.node_id));
         };
@@ -518,26 +527,24 @@ impl Membership {
             Readiness::Ready {
                 partitions, log, ..
             } => {
-                if *partitions != req.of {
+                if *partitions != of {
                     return Err(format!(
-                        "asked about {} partitions; this cluster has {partitions}",
-                        req.of
+                        "asked about {of} partitions; this cluster has {partitions}"
                     ));
                 }
                 let serving = log.serving();
-                let unserved: Vec<u32> = req
-                    .partitions
+                let unserved: Vec<u32> = asked
                     .iter()
                     .copied()
                     .filter(|p| !serving.contains(p))
                     .collect();
-                if !req.partitions.is_empty() && unserved.len() == req.partitions.len() {
+                if !asked.is_empty() && unserved.len() == asked.len() {
                     return Err(format!(
                         "{} serves none of the partitions asked (not held, or still replaying)",
                         self.settings.node_id
                     ));
                 }
-                Ok((store.clone(), unserved))
+                Ok((store.clone(), self.partition_cache.clone(), unserved))
             }
             Readiness::Connecting { .. } => Err(format!(
                 "{} has not joined its cluster",

@@ -31,6 +31,8 @@ pub struct PartitionSource<'a> {
     /// Per partition, whether it is asked for; `None`: all of them.
     pub keep: Option<Vec<bool>>,
     pub partitions: u32,
+    /// The partitions of the store's series as far as known (the store `inner` reads).
+    pub cache: Option<(&'a Store, &'a PartitionCache)>,
 }
 
 impl SeriesSource for PartitionSource<'_> {
@@ -43,6 +45,9 @@ impl SeriesSource for PartitionSource<'_> {
         let Some(keep) = &self.keep else {
             return ids;
         };
+        if let Some((store, cache)) = self.cache {
+            return cache.keep(store, self.inner, &ids, keep);
+        }
         let mut kept = Vec::new();
         self.inner.visit_tags(&ids, &mut |id, tags| {
             if keep[partition_of(tags, self.partitions) as usize] {
@@ -72,6 +77,87 @@ impl SeriesSource for PartitionSource<'_> {
 
     fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {
         self.inner.partition(ids, n)
+    }
+}
+
+/// The partition of each series of a store node's store, learnt once: a query over some of
+/// the partitions would otherwise hash the tags of every series it matches. Forgotten
+/// whenever maintenance removes series, since a removed series' id is later reused.
+#[derive(Default)]
+pub struct PartitionCache {
+    known: parking_lot::RwLock<KnownPartitions>,
+}
+
+#[derive(Default)]
+struct KnownPartitions {
+    /// The partition count and the store's removal count the entries hold for.
+    of: u32,
+    removals: u64,
+    /// Per series id, its partition; `UNKNOWN` if not learnt yet.
+    partition: Vec<u32>,
+}
+
+const UNKNOWN: u32 = u32::MAX;
+
+impl PartitionCache {
+    /// Those of `ids` (series of `store`, read through `source`) in the partitions `keep`.
+    pub fn keep(
+        &self,
+        store: &Store,
+        source: &dyn SeriesSource,
+        ids: &Postings,
+        keep: &[bool],
+    ) -> Postings {
+        let of = keep.len() as u32;
+        let removals = store.series_dropped();
+        let mut kept = Vec::new();
+        let mut unknown = Vec::new();
+        {
+            let known = self.known.read();
+            let valid = known.of == of && known.removals == removals;
+            for id in ids {
+                match known.partition.get(id as usize) {
+                    Some(&p) if valid && p != UNKNOWN => {
+                        if keep[p as usize] {
+                            kept.push(id);
+                        }
+                    }
+                    _ => unknown.push(id),
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let unknown: Postings = unknown.into_iter().collect();
+            let mut learnt = Vec::with_capacity(unknown.len() as usize);
+            source.visit_tags(&unknown, &mut |id, tags| {
+                let p = partition_of(tags, of);
+                learnt.push((id, p));
+                if keep[p as usize] {
+                    kept.push(id);
+                }
+            });
+            let mut known = self.known.write();
+            if known.of != of || known.removals != removals {
+                *known = KnownPartitions {
+                    of,
+                    removals,
+                    partition: Vec::new(),
+                };
+            }
+            // Learnt under an older removal count: not kept.
+            if store.series_dropped() == removals {
+                for (id, p) in learnt {
+                    let i = id as usize;
+                    if known.partition.len() <= i {
+                        known.partition.resize(i + 1, UNKNOWN);
+                    }
+                    known.partition[i] = p;
+                }
+            }
+            kept.sort_unstable();
+        }
+        Postings::from_sorted_iter(kept.iter().copied())
+            .unwrap_or_else(|_| kept.into_iter().collect())
     }
 }
 
@@ -105,31 +191,13 @@ impl PartialRequest {
 
     /// From the query string's parameters; what is wrong, named.
     pub fn from_params(params: &[(String, String)]) -> Result<PartialRequest, String> {
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(pk, _)| pk == k)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| format!("missing parameter {k:?}"))
-        };
+        let (of, partitions) = partitions_param(params)?;
+        let get = |k: &str| param(params, k);
         let number = |k: &str| -> Result<i64, String> {
             get(k)?
                 .parse()
                 .map_err(|_| format!("parameter {k:?} is not an integer"))
         };
-        let of: u32 = get("of")?
-            .parse()
-            .map_err(|_| "parameter \"of\" is not a partition count".to_string())?;
-        let partitions = get("partitions")?
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.parse::<u32>()
-                    .ok()
-                    .filter(|&p| p < of)
-                    .ok_or_else(|| format!("partition {p:?} is not one of 0..{of}"))
-            })
-            .collect::<Result<Vec<u32>, String>>()?;
         Ok(PartialRequest {
             expr: get("expr")?.to_string(),
             start_ms: number("s")?,
@@ -141,10 +209,40 @@ impl PartialRequest {
     }
 }
 
-/// Evaluates a partial request over this node's series (`source`: the store, guarded).
+fn param<'a>(params: &'a [(String, String)], k: &str) -> Result<&'a str, String> {
+    params
+        .iter()
+        .find(|(pk, _)| pk == k)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("missing parameter {k:?}"))
+}
+
+/// The partition count (`of`) and the partitions asked for (`partitions`, comma-separated)
+/// of a store node's internal request; what is wrong, named.
+pub fn partitions_param(params: &[(String, String)]) -> Result<(u32, Vec<u32>), String> {
+    let of: u32 = param(params, "of")?
+        .parse()
+        .ok()
+        .filter(|&of| of > 0)
+        .ok_or_else(|| "parameter \"of\" is not a partition count".to_string())?;
+    let partitions = param(params, "partitions")?
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u32>()
+                .ok()
+                .filter(|&p| p < of)
+                .ok_or_else(|| format!("partition {p:?} is not one of 0..{of}"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    Ok((of, partitions))
+}
+
+/// Evaluates a partial request over this node's series (`source`: `store`, guarded).
 pub fn answer(
     req: &PartialRequest,
     source: &dyn SeriesSource,
+    (store, cache): (&Store, &PartitionCache),
     limits: &Limits,
 ) -> Result<Vec<u8>, String> {
     let mut keep = vec![false; req.of as usize];
@@ -156,6 +254,7 @@ pub fn answer(
         inner: source,
         keep: (!all).then_some(keep),
         partitions: req.of,
+        cache: Some((store, cache)),
     };
 
     evaluate_partial(
@@ -170,9 +269,22 @@ pub fn answer(
     .map_err(|e| e.to_string())
 }
 
-/// A store node's answer: its part, and the partitions it does not serve; or why it could
+/// A store node's answer: its bytes, and the partitions it does not serve; or why it could
 /// not answer.
-type Answer = Result<(Partial, Vec<u32>), String>;
+type Answer = Result<(Vec<u8>, Vec<u32>), Failure>;
+
+/// A store node's answer read: its part, and the partitions it does not serve.
+type Decoded<P> = Result<(P, Vec<u32>), Failure>;
+
+/// Why a store node gave no answer.
+#[derive(Debug)]
+enum Failure {
+    /// It could not (gone, not caught up, broken): its partitions go to another node.
+    Unavailable(String),
+    /// The request itself is refused (a limit, a bad expression): another node would say
+    /// the same, so the whole request fails with this, as it would on a single node.
+    Refused(String),
+}
 
 /// A store node a query can ask.
 #[derive(Clone, Debug)]
@@ -184,14 +296,14 @@ pub struct Peer {
     pub serving: Vec<bool>,
 }
 
-/// One graph request's view of the cluster: who to ask, and which partitions nobody
-/// answered for.
+/// One request's view of the cluster: who to ask, and which partitions nobody answered
+/// for.
 pub struct ClusterFanout {
     pub peers: Vec<Peer>,
     /// This node's id, and its store when it is a store node that has caught up: asked in
     /// process.
     pub own: String,
-    pub local: Option<Arc<Store>>,
+    pub local: Option<(Arc<Store>, Arc<PartitionCache>)>,
     pub partitions: u32,
     pub runtime: tokio::runtime::Handle,
     /// The client's `Authorization`, passed on (the same read role).
@@ -202,26 +314,82 @@ pub struct ClusterFanout {
     pub missing: Mutex<BTreeSet<u32>>,
 }
 
+/// What one request asks each store node, for the partitions dealt to it.
+pub trait Ask {
+    type Part;
+    /// The path and query string of the store node's route.
+    fn path(&self, partitions: &[u32], of: u32) -> String;
+    /// The same answer from this node's own store, in process.
+    fn local(
+        &self,
+        store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        of: u32,
+    ) -> Result<Self::Part, String>;
+    fn decode(&self, body: &[u8]) -> Result<Self::Part, String>;
+}
+
+/// One data expression over a window: a partial aggregate.
+struct AskPartial<'a> {
+    expr: &'a str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+    limits: &'a Limits,
+}
+
+impl AskPartial<'_> {
+    fn request(&self, partitions: &[u32], of: u32) -> PartialRequest {
+        PartialRequest {
+            expr: self.expr.to_string(),
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            step_ms: self.step_ms,
+            partitions: partitions.to_vec(),
+            of,
+        }
+    }
+}
+
+impl Ask for AskPartial<'_> {
+    type Part = Partial;
+
+    fn path(&self, partitions: &[u32], of: u32) -> String {
+        format!(
+            "/api/v1/cluster/partial?{}",
+            self.request(partitions, of).to_query()
+        )
+    }
+
+    fn local(
+        &self,
+        store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        of: u32,
+    ) -> Result<Partial, String> {
+        let req = self.request(partitions, of);
+        Partial::decode(&answer(&req, store.0, store, self.limits)?)
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<Partial, String> {
+        Partial::decode(body)
+    }
+}
+
 impl ClusterFanout {
     /// Partitions no node answered for, in any data expression of the request.
     pub fn missing(&self) -> Vec<u32> {
         self.missing.lock().iter().copied().collect()
     }
 
-    fn ask_local(&self, req: &PartialRequest) -> Answer {
-        let store = self.local.as_ref().ok_or("no local store")?;
-        let bytes = answer(req, &**store, &self.limits)?;
-        Ok((Partial::decode(&bytes)?, Vec::new()))
-    }
-
     async fn ask_remote(
         peer: Peer,
-        query: String,
+        path: String,
         authorization: Option<String>,
         timeout: Duration,
     ) -> Answer {
-        let url = format!("http://{}/api/v1/cluster/partial?{query}", peer.http);
-        let endpoint = Endpoint::parse(&url).map_err(|e| format!("{e:#}"))?;
+        let url = format!("http://{}{path}", peer.http);
+        let endpoint = Endpoint::parse(&url).map_err(|e| Failure::Unavailable(format!("{e:#}")))?;
         let call = async {
             let mut sender = http_client::connect(&endpoint, None)
                 .await
@@ -246,26 +414,38 @@ impl ClusterFanout {
             let (body, _) = http_client::read_body(response, MAX_PARTIAL_BYTES)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
+            if status.is_client_error() {
+                // The store node's own error message, as a single node would give it.
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                return Ok(Err(message));
+            }
             if !status.is_success() {
                 return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
             }
-            Ok((Partial::decode(&body)?, unserved))
+            Ok(Ok((body.to_vec(), unserved)))
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-            .map_err(|e| format!("node {} ({}): {e}", peer.id, peer.http))
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(Failure::Unavailable(format!(
+                "node {}: no answer within {timeout:?}",
+                peer.id
+            ))),
+            Ok(Err(e)) => Err(Failure::Unavailable(format!(
+                "node {} ({}): {e}",
+                peer.id, peer.http
+            ))),
+            Ok(Ok(Err(refused))) => Err(Failure::Refused(refused)),
+            Ok(Ok(Ok(answer))) => Ok(answer),
+        }
     }
-}
 
-impl Fanout for ClusterFanout {
-    fn partials(
-        &self,
-        expr: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-    ) -> Result<Vec<Partial>, String> {
+    /// Deals the partitions out over the store nodes serving them, asks each for its share
+    /// (this node's own store in process), and deals again what a node failed or declined,
+    /// until every partition is answered or nobody is left to ask. Must run on a blocking
+    /// thread: it waits for the answers.
+    pub fn gather<A: Ask>(&self, ask: &A) -> Result<Vec<A::Part>, String> {
         let mut unanswered: Vec<u32> = (0..self.partitions).collect();
         let mut failed: HashSet<usize> = HashSet::new();
         // (node, partition): the node said it does not serve it.
@@ -300,47 +480,30 @@ impl Fanout for ClusterFanout {
                 unanswered = nobody;
                 break;
             }
-            let requests: Vec<(usize, PartialRequest)> = asks
-                .into_iter()
-                .map(|(node, partitions)| {
-                    (
-                        node,
-                        PartialRequest {
-                            expr: expr.to_string(),
-                            start_ms,
-                            end_ms,
-                            step_ms,
-                            partitions,
-                            of: self.partitions,
-                        },
-                    )
-                })
-                .collect();
             let mut local = None;
             let mut remote = tokio::task::JoinSet::new();
-            for (node, req) in &requests {
-                let peer = self.peers[*node].clone();
+            for (&node, partitions) in &asks {
+                let peer = self.peers[node].clone();
                 if peer.id == self.own && self.local.is_some() {
-                    local = Some(*node);
+                    local = Some(node);
                     continue;
                 }
-                let (query, auth, timeout, node) = (
-                    req.to_query(),
-                    self.authorization.clone(),
-                    self.timeout,
-                    *node,
-                );
+                let path = ask.path(partitions, self.partitions);
+                let (auth, timeout) = (self.authorization.clone(), self.timeout);
                 remote.spawn_on(
-                    async move { (node, Self::ask_remote(peer, query, auth, timeout).await) },
+                    async move { (node, Self::ask_remote(peer, path, auth, timeout).await) },
                     &self.runtime,
                 );
             }
-            let mut results: Vec<(usize, Answer)> = Vec::new();
-            if let Some(node) = local {
-                let req = &requests.iter().find(|(n, _)| *n == node).expect("asked").1;
-                results.push((node, self.ask_local(req)));
+            let mut results: HashMap<usize, Decoded<A::Part>> = HashMap::new();
+            if let (Some(node), Some((store, cache))) = (local, &self.local) {
+                let part = ask.local((store, cache), &asks[&node], self.partitions);
+                results.insert(
+                    node,
+                    part.map(|p| (p, Vec::new())).map_err(Failure::Refused),
+                );
             }
-            results.extend(self.runtime.block_on(async {
+            let answers = self.runtime.block_on(async {
                 let mut out = Vec::new();
                 while let Some(done) = remote.join_next().await {
                     if let Ok(result) = done {
@@ -348,28 +511,33 @@ impl Fanout for ClusterFanout {
                     }
                 }
                 out
-            }));
+            });
+            for (node, answer) in answers {
+                let decoded = answer.and_then(|(body, unserved)| {
+                    let part = ask.decode(&body).map_err(Failure::Unavailable)?;
+                    Ok((part, unserved))
+                });
+                results.insert(node, decoded);
+            }
             let mut next = nobody;
-            for (node, req) in &requests {
-                match results.iter_mut().find(|(n, _)| n == node) {
-                    Some((_, Ok(_))) => {
-                        let (_, result) = results
-                            .remove(results.iter().position(|(n, _)| n == node).expect("found"));
-                        let (part, unserved) = result.expect("checked");
+            for (node, partitions) in asks {
+                match results.remove(&node) {
+                    Some(Ok((part, unserved))) => {
                         parts.push(part);
                         for p in unserved {
-                            declined.insert((*node, p));
+                            declined.insert((node, p));
                             next.push(p);
                         }
                     }
-                    Some((_, Err(e))) => {
-                        tracing::debug!(node = %self.peers[*node].id, error = %e, "a store node did not answer its partitions");
-                        failed.insert(*node);
-                        next.extend(&req.partitions);
+                    Some(Err(Failure::Refused(why))) => return Err(why),
+                    Some(Err(Failure::Unavailable(e))) => {
+                        tracing::debug!(node = %self.peers[node].id, error = %e, "a store node did not answer its partitions");
+                        failed.insert(node);
+                        next.extend(partitions);
                     }
                     None => {
-                        failed.insert(*node);
-                        next.extend(&req.partitions);
+                        failed.insert(node);
+                        next.extend(partitions);
                     }
                 }
             }
@@ -384,6 +552,24 @@ impl Fanout for ClusterFanout {
             }
         }
         Ok(parts)
+    }
+}
+
+impl Fanout for ClusterFanout {
+    fn partials(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Partial>, String> {
+        self.gather(&AskPartial {
+            expr,
+            start_ms,
+            end_ms,
+            step_ms,
+            limits: &self.limits,
+        })
     }
 }
 

@@ -270,6 +270,7 @@ pub async fn subscriptions(State(state): State<AppState>) -> impl IntoResponse {
 /// last samples of the step to arrive). Parameters as the graph API's (`q`, `tz`, ...).
 pub async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = q
@@ -313,6 +314,12 @@ pub async fn stream(
     let max_series = state.cfg.query_max_series;
     let permits = state.query_permits.clone();
     let metrics = state.metrics.clone();
+    // In a cluster each step fans out to the store nodes, as a graph request does.
+    let cluster = state.cluster.clone();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     tokio::spawn(async move {
         loop {
             let now = store.now_ms();
@@ -339,21 +346,29 @@ pub async fn stream(
             let cancel = Cancel::default();
             let _stop_when_dropped = cancel.on_drop();
             let metrics = metrics.clone();
+            let fanout = cluster
+                .as_ref()
+                .and_then(|c| c.fanout(authorization.clone(), false, limits, timeout));
             let outcome = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let req = argus_query::GraphRequest::from_params(&params, store.now_ms(), step_ms)?;
                 let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
-                let result = argus_query::evaluate_with_limits(&req, &guarded, &limits);
+                let shared = fanout
+                    .clone()
+                    .map(|f| f as argus_query::split::SharedFanout);
+                let result =
+                    argus_query::graph::evaluate_with_fanout(&req, &guarded, &limits, shared);
                 if let Err(e) = &result
                     && let Some(i) = crate::query_guard::stop_reason(e, &cancel)
                 {
                     metrics.queries_stopped[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                result
+                let missing = fanout.as_ref().map(|f| f.missing()).unwrap_or_default();
+                result.map(|r| (r, missing))
             })
             .await;
             let event = match outcome {
-                Ok(Ok(result)) => {
+                Ok(Ok((result, missing))) => {
                     let series: Vec<Value> = result
                         .series
                         .iter()
@@ -366,10 +381,13 @@ pub async fn stream(
                             })
                         })
                         .collect();
-                    SseEvent::default().event("step").data(
-                        json!({"timestamp": next_end - step_ms, "step": step_ms, "series": series})
-                            .to_string(),
-                    )
+                    let mut step =
+                        json!({"timestamp": next_end - step_ms, "step": step_ms, "series": series});
+                    // Partitions without a live, caught-up store node: the step lacks them.
+                    if !missing.is_empty() {
+                        step["partial"] = json!(missing);
+                    }
+                    SseEvent::default().event("step").data(step.to_string())
                 }
                 Ok(Err(e)) => SseEvent::default()
                     .event("diagnostic")

@@ -24,10 +24,11 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 19] = [
+const ROUTES: [&str; 20] = [
     "/api/v1/cardinality",
     "/api/v1/cluster",
     "/api/v1/cluster/partial",
+    "/api/v1/cluster/tags",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
     "/api/v1/stream",
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cardinality", get(query::cardinality))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/cluster/partial", get(query::cluster_partial))
+        .route("/api/v1/cluster/tags", get(query::cluster_tags))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

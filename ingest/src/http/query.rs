@@ -2,6 +2,7 @@
 //! views (cardinality, storage). Queries run on blocking threads, each under its limits
 //! and a slot among the concurrent queries.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use argus_query::graph::{GraphRequest, evaluate_with_fanout};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::response::ApiError;
+use crate::cluster::tags::TagsRequest;
 use crate::query_guard::{Cancel, Guarded};
 use crate::state::AppState;
 
@@ -100,15 +102,33 @@ fn tags_response(body: Response, next: Option<String>) -> Response {
 
 pub async fn tag_keys(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = tags_params(&query_params(q)?)?;
+    let params = query_params(q)?;
+    let p = tags_params(&params)?;
+    let ask = TagsRequest {
+        q: raw_q(&params),
+        key: None,
+        keys_only: !p.verbose,
+    };
+    let cluster = cluster_tags_of(&state, &headers, &params, ask).await?;
     if p.verbose {
         // Every key=value pair with its series count, keyed "key=value" for paging.
         let mut pairs: Vec<(String, (String, String, u64))> = Vec::new();
-        for (key, _) in state.store.tag_keys(p.q.as_ref()) {
-            for (value, count) in state.store.tag_values(&key, p.q.as_ref()) {
-                pairs.push((format!("{key}={value}"), (key.clone(), value, count)));
+        match &cluster {
+            Some((_, tags, _)) => {
+                for ((key, value), count) in tags {
+                    let pair = (key.clone(), value.clone(), *count);
+                    pairs.push((format!("{key}={value}"), pair));
+                }
+            }
+            None => {
+                for (key, _) in state.store.tag_keys(p.q.as_ref()) {
+                    for (value, count) in state.store.tag_values(&key, p.q.as_ref()) {
+                        pairs.push((format!("{key}={value}"), (key.clone(), value, count)));
+                    }
+                }
             }
         }
         let (page, next) = page(pairs, &p);
@@ -116,33 +136,122 @@ pub async fn tag_keys(
             .into_iter()
             .map(|(_, (k, v, n))| json!({"key": k, "value": v, "count": n}))
             .collect();
-        return Ok(tags_response(axum::Json(out).into_response(), next));
+        let response = tags_response(axum::Json(out).into_response(), next);
+        return Ok(with_partial(response, cluster.as_ref()));
     }
-    let (page, next) = page(state.store.tag_keys(p.q.as_ref()), &p);
-    Ok(tags_response(
+    let keys = match &cluster {
+        Some((_, tags, _)) => tags.iter().map(|((k, _), n)| (k.clone(), *n)).collect(),
+        None => state.store.tag_keys(p.q.as_ref()),
+    };
+    let (page, next) = page(keys, &p);
+    let response = tags_response(
         list_body(page.into_iter().map(|(k, _)| k).collect(), p.txt),
         next,
-    ))
+    );
+    Ok(with_partial(response, cluster.as_ref()))
 }
 
 pub async fn tag_values(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(key): Path<String>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = tags_params(&query_params(q)?)?;
-    let (page, next) = page(state.store.tag_values(&key, p.q.as_ref()), &p);
-    if p.verbose {
+    let params = query_params(q)?;
+    let p = tags_params(&params)?;
+    let ask = TagsRequest {
+        q: raw_q(&params),
+        key: Some(key.clone()),
+        keys_only: false,
+    };
+    let cluster = cluster_tags_of(&state, &headers, &params, ask).await?;
+    let values = match &cluster {
+        Some((_, tags, _)) => tags.iter().map(|((_, v), n)| (v.clone(), *n)).collect(),
+        None => state.store.tag_values(&key, p.q.as_ref()),
+    };
+    let (page, next) = page(values, &p);
+    let response = if p.verbose {
         let out: Vec<_> = page
             .into_iter()
             .map(|(v, n)| json!({"key": key, "value": v, "count": n}))
             .collect();
-        return Ok(tags_response(axum::Json(out).into_response(), next));
+        tags_response(axum::Json(out).into_response(), next)
+    } else {
+        tags_response(
+            list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt),
+            next,
+        )
+    };
+    Ok(with_partial(response, cluster.as_ref()))
+}
+
+/// The tags query as the client wrote it, for the store nodes to parse again.
+fn raw_q(params: &[(String, String)]) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, v)| k == "q" && !v.trim().is_empty())
+        .map(|(_, v)| v.clone())
+}
+
+/// Tag counts of the whole cluster: total series, the count per (key, value), and the
+/// partitions no store node answered for.
+type ClusterTags = (u64, BTreeMap<(String, String), u64>, Vec<u32>);
+
+/// In a cluster, every store node counts the tags of its share of the partitions and this
+/// node adds them up; `None` on a single node (or one that has not joined yet), whose own
+/// store answers. With `deny_partial=1`, a partition nobody answered for is a 503.
+async fn cluster_tags_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    ask: TagsRequest,
+) -> Result<Option<ClusterTags>, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let Some(fanout) = cluster.fanout(
+        authorization(headers),
+        deny_partial(params),
+        state.cfg.query_limits(),
+        timeout,
+    ) else {
+        return Ok(None);
+    };
+    let (parts, missing) = tokio::task::spawn_blocking(move || {
+        let parts = fanout.gather(&ask);
+        (parts, fanout.missing())
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the tags task", e))?;
+    let (series, tags) = crate::cluster::tags::merge(parts.map_err(ApiError::unavailable)?);
+    Ok(Some((series, tags, missing)))
+}
+
+/// Names the partitions a cluster answer lacks in its `x-argus-partial` header.
+fn with_partial(mut response: Response, cluster: Option<&ClusterTags>) -> Response {
+    if let Some((_, _, missing)) = cluster
+        && !missing.is_empty()
+    {
+        let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+        if let Ok(value) = HeaderValue::from_str(&list.join(",")) {
+            response.headers_mut().insert(PARTIAL_HEADER, value);
+        }
     }
-    Ok(tags_response(
-        list_body(page.into_iter().map(|(v, _)| v).collect(), p.txt),
-        next,
-    ))
+    response
+}
+
+fn deny_partial(params: &[(String, String)]) -> bool {
+    params
+        .iter()
+        .any(|(k, v)| k == "deny_partial" && matches!(v.as_str(), "1" | "true"))
+}
+
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
 }
 
 fn list_body(items: Vec<String>, txt: bool) -> Response {
@@ -201,16 +310,11 @@ pub async fn graph(
     let _stop_when_dropped = cancel.on_drop();
     let metrics = state.metrics.clone();
     // In a cluster the store nodes answer the data expressions (`cluster/query.rs`).
-    let deny_partial = params
-        .iter()
-        .any(|(k, v)| k == "deny_partial" && matches!(v.as_str(), "1" | "true"));
-    let fanout = state.cluster.as_ref().and_then(|c| {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        c.fanout(authorization, deny_partial, limits, timeout)
-    });
+    let deny_partial = deny_partial(&params);
+    let fanout = state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.fanout(authorization(&headers), deny_partial, limits, timeout));
     let outcome = tokio::task::spawn_blocking(move || {
         let req = GraphRequest::from_params(&params, store.now_ms(), store.config().step_ms)?;
         let guarded = Guarded::new(&store, timeout, max_series, cancel.clone());
@@ -279,7 +383,9 @@ pub async fn cluster_partial(
     };
     let req = crate::cluster::query::PartialRequest::from_params(&params)
         .map_err(ApiError::bad_request)?;
-    let (store, unserved) = cluster.can_answer(&req).map_err(ApiError::unavailable)?;
+    let (store, cache, unserved) = cluster
+        .can_answer(req.of, &req.partitions)
+        .map_err(ApiError::unavailable)?;
     let mut req = req;
     req.partitions.retain(|p| !unserved.contains(p));
     let limits = state.cfg.query_limits();
@@ -289,12 +395,17 @@ pub async fn cluster_partial(
     let _stop_when_dropped = cancel.on_drop();
     let body = tokio::task::spawn_blocking(move || {
         let guarded = Guarded::new(&store, timeout, max_series, cancel);
-        crate::cluster::query::answer(&req, &guarded, &limits)
+        crate::cluster::query::answer(&req, &guarded, (&store, &cache), &limits)
     })
     .await
     .map_err(|e| ApiError::task_failed("the partial task", e))?
     .map_err(ApiError::bad_request)?;
-    let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    Ok(with_unserved(response, &unserved))
+}
+
+/// Names the partitions a store node was asked for but does not serve.
+fn with_unserved(mut response: Response, unserved: &[u32]) -> Response {
     if !unserved.is_empty() {
         let list: Vec<String> = unserved.iter().map(u32::to_string).collect();
         if let Ok(value) = HeaderValue::from_str(&list.join(",")) {
@@ -303,7 +414,34 @@ pub async fn cluster_partial(
                 .insert(crate::cluster::query::UNSERVED_HEADER, value);
         }
     }
-    Ok(response)
+    response
+}
+
+/// `GET /api/v1/cluster/tags`: the series counts per tag key and value over this store
+/// node's share of the partitions, as a query node asks for them (JSON).
+pub async fn cluster_tags(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("not a cluster node"));
+    };
+    let (of, partitions) =
+        crate::cluster::query::partitions_param(&params).map_err(ApiError::bad_request)?;
+    let ask = TagsRequest::from_params(&params).map_err(ApiError::bad_request)?;
+    let (store, cache, unserved) = cluster
+        .can_answer(of, &partitions)
+        .map_err(ApiError::unavailable)?;
+    let served: Vec<u32> = partitions
+        .into_iter()
+        .filter(|p| !unserved.contains(p))
+        .collect();
+    let counts = tokio::task::spawn_blocking(move || ask.count((&store, &cache), &served, of))
+        .await
+        .map_err(|e| ApiError::task_failed("the tags task", e))?
+        .map_err(ApiError::bad_request)?;
+    Ok(with_unserved(axum::Json(counts).into_response(), &unserved))
 }
 
 /// Atlas's test for a browser's user agent.
@@ -347,6 +485,7 @@ pub async fn expr_debug(
 /// the caps refused.
 pub async fn cardinality(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query_params(q)?;
@@ -360,11 +499,18 @@ pub async fn cardinality(
             })?,
         None => 10,
     };
-    let store = state.store.clone();
-    let c = tokio::task::spawn_blocking(move || store.cardinality(top))
-        .await
-        .map_err(|e| ApiError::task_failed("the cardinality task", e))?;
-    Ok(axum::Json(json!({
+    // In a cluster: every (key, value) of every store node's share, counted here.
+    let cluster = cluster_tags_of(&state, &headers, &params, TagsRequest::default()).await?;
+    let c = match &cluster {
+        Some((series, tags, _)) => crate::cluster::tags::cardinality(*series, tags, top),
+        None => {
+            let store = state.store.clone();
+            tokio::task::spawn_blocking(move || store.cardinality(top))
+                .await
+                .map_err(|e| ApiError::task_failed("the cardinality task", e))?
+        }
+    };
+    let body = axum::Json(json!({
         "series": c.series,
         "limits": {
             "maxSeries": state.cfg.max_series,
@@ -373,8 +519,8 @@ pub async fn cardinality(
         "refusedNewSeries": state.metrics.rejected(crate::validation::RejectReason::SeriesLimit),
         "names": c.names.iter().map(|(n, k)| json!({"name": n, "series": k})).collect::<Vec<_>>(),
         "keys": c.keys.iter().map(|(key, n, v)| json!({"key": key, "series": n, "values": v})).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    }));
+    Ok(with_partial(body.into_response(), cluster.as_ref()))
 }
 
 /// How the series matching `q` (all if absent) are stored: sealed bytes, values, and bytes
