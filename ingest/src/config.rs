@@ -190,8 +190,9 @@ pub struct ConfigLayer {
     /// crash of the process nothing [default: 1s].
     #[arg(long, env = "ARGUS_WAL_FSYNC", value_name = "always|DURATION")]
     pub wal_fsync: Option<String>,
-    /// How often the store is snapshotted, and the log behind the snapshot removed
-    /// [default: 15m].
+    /// How often the store is snapshotted, and the log behind the snapshot removed; in a
+    /// cluster, how often each partition is snapshotted into NATS's Object Store, so that a
+    /// new owner restores it and replays only the log after [default: 15m].
     #[arg(long, env = "ARGUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     pub snapshot_interval: Option<String>,
     /// How often maintenance seals finished blocks, drops data past the retention and
@@ -365,6 +366,7 @@ impl ConfigLayer {
             roles: self.roles,
             partitions: self.partitions,
             replicas: self.replicas,
+            snapshot_interval: self.snapshot_interval.clone(),
             nats_user: self.nats_user,
             nats_password: self.nats_password,
             nats_token: self.nats_token,

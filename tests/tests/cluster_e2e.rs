@@ -1348,7 +1348,16 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
         node(
             &url,
             id,
-            &["--partitions", "8", "--replicas", "2", "--roles", roles],
+            &[
+                "--partitions",
+                "8",
+                "--replicas",
+                "2",
+                "--roles",
+                roles,
+                "--snapshot-interval",
+                "1s",
+            ],
         )
     };
     let q = start("q", "gateway,query");
@@ -1372,6 +1381,8 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
     let (requests, partial_answers, answers) =
         (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let (ledger, killed_for, caught_up, applied) = std::thread::scope(|scope| {
+        // A failed wait stops the writer and the checker, or the scope would wait forever.
+        let _stop_on_failure = StopOnDrop(&writing);
         let writer = scope.spawn(|| {
             let mut ledger = Ledger::default();
             while writing.load(Ordering::Relaxed) {
@@ -1396,6 +1407,20 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
             })
         };
         wait_requests(300);
+        // Each partition snapshotted by its first owner, s1's among them.
+        eventually(60, "every partition snapshotted", || {
+            let written = stores.iter().zip(ids).all(|(store, id)| {
+                let view = cluster_view(store);
+                let parts = view["log"]["partitions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                parts.iter().all(|p| {
+                    p["owners"][0] != id || p["snapshot_sequence"].as_u64().unwrap_or(0) > 0
+                })
+            });
+            written.then_some(())
+        });
         let _ = stores.remove(0).kill();
         let killed = Instant::now();
         wait_requests(300);
@@ -1430,6 +1455,24 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
             .filter_map(|p| p["catch_up_ms"].as_u64())
             .max()
             .unwrap_or(0);
+        // Every partition it took back started from a snapshot.
+        for p in &held {
+            assert!(p["restored_sequence"].as_u64().unwrap_or(0) > 0, "{p}");
+        }
+        let restored: u64 = held
+            .iter()
+            .filter_map(|p| p["restored_series"].as_u64())
+            .sum();
+        let restore_ms = held
+            .iter()
+            .filter_map(|p| p["restore_ms"].as_u64())
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "s1 restored {restored} series from {} snapshots (the longest in {restore_ms} ms)",
+            held.len()
+        );
+        assert!(restored > 0);
         let applied = (held.len(), replayed, replay_ms);
         stores.insert(0, s1);
         wait_requests(100);
@@ -1452,7 +1495,12 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
         replayed as f64 * 1000.0 / replay_ms.max(1) as f64
     );
     assert_eq!(partitions as f64, owned_by_s1);
+    // Only what came after the snapshots was replayed, not the whole log.
     assert!(replayed > 0);
+    assert!(
+        (replayed as f64) < samples as f64 * owned_by_s1 / 8.0,
+        "{replayed} of {samples}"
+    );
     eprintln!(
         "{} answers during the load, {} partial",
         answers.load(Ordering::Relaxed),
@@ -1460,4 +1508,13 @@ fn a_store_node_killed_mid_load_loses_nothing_and_replays_when_it_returns() {
     );
     assert_eq!(partial_answers.load(Ordering::Relaxed), 0);
     wait_for_ledger(&q, &ledger, "every acknowledged sample, exactly once");
+}
+
+/// Clears a flag when dropped: threads looping on it stop when the test fails.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }

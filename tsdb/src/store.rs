@@ -18,6 +18,7 @@ use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
 use crate::wal::{Prepared, WalWriter};
 
 mod durable;
+mod export;
 pub use durable::{Durability, Recovery, SnapshotReport, SnapshotStart, fuzzing};
 
 /// Number of value shards; a power of two so the shard of an id is a mask.

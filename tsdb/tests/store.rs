@@ -422,7 +422,10 @@ fn borrowed_sorted_tags_find_the_series_their_map_names() {
     let w = store.writer();
     let id = w.resolve(&tags(&[("name", "cpu"), ("node", "i-1")]));
     let dstype = argus_tsdb::DsType::Gauge;
-    assert_eq!(w.resolve_sorted(&[("name", "cpu"), ("node", "i-1")], dstype), id);
+    assert_eq!(
+        w.resolve_sorted(&[("name", "cpu"), ("node", "i-1")], dstype),
+        id
+    );
     // Another value, one tag fewer or more: other series, created once.
     let other = w.resolve_sorted(&[("name", "cpu"), ("node", "i-2")], dstype);
     assert_ne!(other, id);
@@ -430,6 +433,76 @@ fn borrowed_sorted_tags_find_the_series_their_map_names() {
     let fewer = w.resolve_sorted(&[("name", "cpu")], dstype);
     assert!(fewer != id && fewer != other);
     // Pairs out of key order name the same series as their map.
-    assert_eq!(w.resolve_sorted(&[("node", "i-1"), ("name", "cpu")], dstype), id);
+    assert_eq!(
+        w.resolve_sorted(&[("node", "i-1"), ("name", "cpu")], dstype),
+        id
+    );
     assert_eq!(store.series_count(), 3);
+}
+
+#[test]
+fn exported_series_rebuild_their_values_in_another_store_once() {
+    let now = Arc::new(AtomicI64::new(T0 + 30 * MIN));
+    let from = store_at(now.clone());
+    let w = from.writer();
+    let mut samples = Vec::new();
+    for node in 0..20 {
+        let dstype = if node % 2 == 0 { "gauge" } else { "sum" };
+        let id = w.resolve(&tags(&[
+            ("name", "cpu"),
+            ("node", &format!("i-{node}")),
+            ("atlas.dstype", dstype),
+        ]));
+        for m in 0..30 {
+            samples.push(argus_tsdb::Sample {
+                id,
+                ts_ms: T0 + m * MIN,
+                value: f64::from(node * 100 + m as i32),
+            });
+        }
+    }
+    w.append_batch(&samples);
+    drop(w);
+    // Half of the series, as one partition's share.
+    let q = Matcher::In {
+        key: "node".into(),
+        values: (0..10).map(|n| format!("i-{n}")).collect(),
+    };
+    let half = from.select(&q);
+    let bytes = from.export_series(&half);
+    let to = store_at(now.clone());
+    // A series the importer names already, with no values (a gateway's), takes them.
+    let pre = to.writer().resolve(&tags(&[
+        ("name", "cpu"),
+        ("node", "i-1"),
+        ("atlas.dstype", "sum"),
+    ]));
+    assert_eq!(to.import_series(&bytes).unwrap(), half.len() as usize);
+    // Taken twice: the values are replaced, never added.
+    assert_eq!(to.import_series(&bytes).unwrap(), half.len() as usize);
+    assert_eq!(to.series_count(), half.len() as usize);
+    let window = |s: &Store| read(s, &q, T0, T0 + 30 * MIN, MIN, Consolidation::Avg);
+    let (mut want, mut got) = (window(&from), window(&to));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(want.len(), got.len());
+    for ((wt, wv), (gt, gv)) in want.iter().zip(&got) {
+        assert_eq!(wt, gt);
+        assert!(bits_eq(wv, gv), "{wt:?}");
+    }
+    assert!(to.select(&q).contains(pre));
+    // Damage anywhere is an error, never a panic; another layout is refused by name.
+    for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            store_at(now.clone()).import_series(&bytes[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x40;
+    assert!(store_at(now.clone()).import_series(&flipped).is_err());
+    let other = Store::new(StoreConfig::new(10_000, 6 * 3_600_000));
+    let err = other.import_series(&bytes).unwrap_err().to_string();
+    assert!(err.contains("step 60000 ms"), "{err}");
 }

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use argus_tsdb::{DsType, Postings, Sample, SeriesId, SeriesSource, Store, Tags};
+use argus_tsdb::{DsType, Postings, Sample, SeriesId, SeriesSource, Store};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use tokio_stream::StreamExt;
 
 use super::message::{self, MessageBuilder};
+pub use super::placement::{mix, partition_of};
 
 /// Subjects of the partitions: `argus.in.p.<P>`.
 pub const SUBJECT_PREFIX: &str = "argus.in.p.";
@@ -36,35 +37,6 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resends inside this window are recognised by their message id.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// The partition of a series: FNV-1a over its sorted tags, finished with a mixer so that
-/// nearby hashes spread over all partitions. Stable across nodes, builds and restarts.
-pub fn partition_of(tags: &dyn Tags, partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // A separator no tag can contain, so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    };
-    tags.for_each(&mut |k, v| {
-        eat(k.as_bytes());
-        eat(v.as_bytes());
-    });
-    (mix(h) % u64::from(partitions.max(1))) as u32
-}
-
-/// The 64-bit finalizer of MurmurHash3.
-pub fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
 
 /// How many streams a cluster of `partitions` partitions has.
 pub fn stream_count(partitions: u32) -> u32 {
@@ -257,6 +229,54 @@ pub struct PartitionProgress {
     pub messages: AtomicU64,
     pub samples: AtomicU64,
     pub catch_up_ms: AtomicU64,
+    /// Held while a message is applied and its sequence recorded, and while a snapshot
+    /// reads the partition: a snapshot holds exactly the messages up to its sequence.
+    pub apply_lock: parking_lot::Mutex<()>,
+    /// The snapshot this node restored the partition from (its sequence and series; 0:
+    /// none), and how long restoring took, in ms.
+    pub restored_sequence: AtomicU64,
+    pub restored_series: AtomicU64,
+    pub restore_ms: AtomicU64,
+    /// The sequence of the last snapshot of the partition this node wrote (0: none).
+    pub snapshot_sequence: AtomicU64,
+}
+
+/// The Object Store bucket of the partitions' snapshots, one object per partition.
+pub const SNAPSHOT_BUCKET: &str = "argus_snapshots";
+/// What a partition snapshot starts with, before the partition count, the partition, its
+/// sequence (all little-endian) and the store's exported series.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ARGUSPSN";
+
+fn snapshot_name(partition: u32) -> String {
+    format!("partition-{partition}")
+}
+
+/// A partition snapshot's bytes: its header, then `series` as the store exported them.
+fn snapshot_bytes(partitions: u32, partition: u32, sequence: u64, series: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + series.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&partitions.to_le_bytes());
+    out.extend_from_slice(&partition.to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(series);
+    out
+}
+
+/// A snapshot's sequence and exported series, checked to be `partition`'s of `partitions`.
+fn read_snapshot(bytes: &[u8], partitions: u32, partition: u32) -> anyhow::Result<(u64, &[u8])> {
+    anyhow::ensure!(
+        bytes.len() >= 24 && &bytes[..8] == SNAPSHOT_MAGIC,
+        "not a partition snapshot ({} bytes)",
+        bytes.len()
+    );
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+    let (of, which) = (word(8), word(12));
+    anyhow::ensure!(
+        (of, which) == (partitions, partition),
+        "the snapshot is of partition {which} of {of}, not {partition} of {partitions}"
+    );
+    let sequence = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
+    Ok((sequence, &bytes[24..]))
 }
 
 /// One stream as NATS describes it.
@@ -284,6 +304,8 @@ pub struct PartitionLog {
     pub duplicates: AtomicU64,
     /// The task applying each partition this node holds.
     appliers: parking_lot::Mutex<HashMap<u32, tokio::task::AbortHandle>>,
+    /// The partitions' snapshots.
+    snapshots: jetstream::object_store::ObjectStore,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -322,7 +344,9 @@ impl PartitionLog {
                 .await
                 .with_context(|| format!("opening the stream {}", stream_name(k)))?;
         }
+        let snapshots = snapshot_bucket(&js, replicas).await?;
         Ok(PartitionLog {
+            snapshots,
             publisher: jetstream::ContextBuilder::new()
                 .timeout(ACK_TIMEOUT)
                 .build(js.client()),
@@ -334,6 +358,51 @@ impl PartitionLog {
             duplicates: AtomicU64::new(0),
             appliers: Default::default(),
         })
+    }
+
+    /// Writes a snapshot of `partition` (the series of `store` in it, with its applied
+    /// sequence) to the Object Store, if the partition has applied anything since the last
+    /// one and has caught up. Returns (sequence, series, bytes) when it wrote one.
+    pub async fn snapshot(
+        &self,
+        partition: u32,
+        store: &Arc<Store>,
+        cache: &Arc<super::placement::PartitionCache>,
+    ) -> anyhow::Result<Option<(u64, u64, usize)>> {
+        let progress = self.progress[partition as usize].clone();
+        if !progress.caught_up.load(Ordering::Acquire)
+            || progress.applied.load(Ordering::Acquire)
+                <= progress.snapshot_sequence.load(Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        let (store, cache, of) = (store.clone(), cache.clone(), self.partitions);
+        let (sequence, series, bytes) = tokio::task::spawn_blocking(move || {
+            let mut keep = vec![false; of as usize];
+            keep[partition as usize] = true;
+            // Nothing is applied to the partition while it is read.
+            let _applying = progress.apply_lock.lock();
+            let sequence = progress.applied.load(Ordering::Acquire);
+            let all = store.select(&argus_tsdb::Matcher::True);
+            let ids = cache.keep(&store, &*store, &all, &keep);
+            let exported = store.export_series(&ids);
+            (
+                sequence,
+                ids.len(),
+                snapshot_bytes(of, partition, sequence, &exported),
+            )
+        })
+        .await
+        .context("snapshotting a partition")?;
+        let size = bytes.len();
+        self.snapshots
+            .put(snapshot_name(partition).as_str(), &mut bytes.as_slice())
+            .await
+            .with_context(|| format!("writing the snapshot of partition {partition}"))?;
+        self.progress[partition as usize]
+            .snapshot_sequence
+            .fetch_max(sequence, Ordering::AcqRel);
+        Ok(Some((sequence, series, size)))
     }
 
     /// The NATS connection the log publishes on.
@@ -439,10 +508,11 @@ impl PartitionLog {
             progress.applying.store(true, Ordering::Release);
             let task = tokio::spawn(apply_partition(
                 self.js.clone(),
-                p,
+                (p, self.partitions),
                 stream_name(p % self.streams),
                 progress,
                 store.clone(),
+                self.snapshots.clone(),
             ));
             appliers.insert(p, task.abort_handle());
         }
@@ -497,13 +567,26 @@ impl PartitionLog {
 /// sequence whenever the consumer has to be made again (NATS restarted, the stream moved).
 async fn apply_partition(
     js: jetstream::Context,
-    partition: u32,
+    (partition, partitions): (u32, u32),
     stream_name: String,
     progress: Arc<PartitionProgress>,
     store: Arc<Store>,
+    snapshots: jetstream::object_store::ObjectStore,
 ) {
     let mut scratch = Vec::new();
     let taken = Instant::now();
+    // A partition new to this process starts from its snapshot, if there is one, and
+    // replays only what the stream holds after it.
+    if progress.applied.load(Ordering::Acquire) == 0 {
+        match restore(&snapshots, (partition, partitions), &progress, &store).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(
+                partition,
+                error = %format!("{e:#}"),
+                "the partition's snapshot could not be restored; replaying its whole stream"
+            ),
+        }
+    }
     let caught_up = |progress: &PartitionProgress| {
         if progress.applying.load(Ordering::Acquire)
             && !progress.caught_up.swap(true, Ordering::AcqRel)
@@ -563,6 +646,7 @@ async fn apply_partition(
                 // thread, which an abort cannot stop halfway: a resumed applier starts
                 // after exactly what was applied.
                 let (buf, applied) = tokio::task::spawn_blocking(move || {
+                    let _applying = done.apply_lock.lock();
                     let applied = decode_into(&st, &payload, &mut buf);
                     done.applied.store(seq, Ordering::Release);
                     done.messages.fetch_add(1, Ordering::Relaxed);
@@ -590,6 +674,73 @@ async fn apply_partition(
             tracing::warn!(partition, error = %format!("{e:#}"), "applying the partition stopped; resuming");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Restores `partition` from its snapshot into `store`, if the bucket holds one: its series
+/// and values, and its sequence as the one applied.
+async fn restore(
+    snapshots: &jetstream::object_store::ObjectStore,
+    (partition, partitions): (u32, u32),
+    progress: &Arc<PartitionProgress>,
+    store: &Arc<Store>,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut object = match snapshots.get(snapshot_name(partition)).await {
+        Ok(object) => object,
+        Err(e) if e.kind() == jetstream::object_store::GetErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("reading the partition's snapshot"),
+    };
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .context("reading the partition's snapshot")?;
+    let (store, done) = (store.clone(), progress.clone());
+    tokio::task::spawn_blocking(move || {
+        let (sequence, series) = read_snapshot(&bytes, partitions, partition)?;
+        let taken = store
+            .import_series(series)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("restoring the partition's snapshot")?;
+        let _applying = done.apply_lock.lock();
+        done.applied.store(sequence, Ordering::Release);
+        done.restored_sequence.store(sequence, Ordering::Release);
+        done.restored_series.store(taken as u64, Ordering::Release);
+        done.snapshot_sequence.fetch_max(sequence, Ordering::AcqRel);
+        anyhow::Ok(())
+    })
+    .await
+    .context("restoring the partition's snapshot")??;
+    progress
+        .restore_ms
+        .store(started.elapsed().as_millis() as u64, Ordering::Release);
+    Ok(())
+}
+
+/// Opens the snapshots' Object Store bucket, creating it if missing.
+async fn snapshot_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<jetstream::object_store::ObjectStore> {
+    if let Ok(bucket) = js.get_object_store(SNAPSHOT_BUCKET).await {
+        return Ok(bucket);
+    }
+    let created = js
+        .create_object_store(jetstream::object_store::Config {
+            bucket: SNAPSHOT_BUCKET.to_string(),
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(bucket) => Ok(bucket),
+        // Another node created it meanwhile.
+        Err(e) => js
+            .get_object_store(SNAPSHOT_BUCKET)
+            .await
+            .with_context(|| format!("creating the bucket {SNAPSHOT_BUCKET}: {e}")),
     }
 }
 

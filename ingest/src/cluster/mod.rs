@@ -15,6 +15,7 @@
 pub mod live;
 pub mod log;
 pub mod message;
+pub mod placement;
 pub mod query;
 pub mod tags;
 
@@ -34,6 +35,10 @@ use self::log::PartitionLog;
 
 /// Partitions of a new cluster when `--partitions` is not given.
 pub const DEFAULT_PARTITIONS: u32 = 64;
+/// How often partitions are snapshotted when `--snapshot-interval` is not given (as a
+/// single node's store): a new owner replays at most about this much of the log.
+const DEFAULT_SNAPSHOT_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// Store nodes per partition when `--replicas` is not given.
 pub const DEFAULT_REPLICAS: u32 = 2;
 /// Most partitions a cluster may have (each becomes a subject, a consumer and a snapshot).
@@ -67,6 +72,7 @@ pub struct ClusterLayer {
     pub roles: Option<String>,
     pub partitions: Option<u32>,
     pub replicas: Option<u32>,
+    pub snapshot_interval: Option<String>,
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
@@ -84,6 +90,8 @@ pub struct ClusterSettings {
     /// Partitions, if this node creates the cluster; checked against the cluster's otherwise.
     pub partitions: u32,
     pub replicas: u32,
+    /// How often a store node snapshots the partitions it owns first.
+    pub snapshot_every: Duration,
     pub auth: NatsAuth,
     /// CA of the NATS servers' certificates: TLS is then required.
     pub ca: Option<PathBuf>,
@@ -247,6 +255,13 @@ impl ClusterSettings {
         if replicas == 0 {
             bail!("invalid replicas 0: each partition needs at least one store node");
         }
+        let snapshot_every = match &layer.snapshot_interval {
+            Some(s) => argus_mql::duration::parse_positive_ms(s)
+                .map(|ms| Duration::from_millis(ms as u64))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("invalid snapshot-interval {s:?}"))?,
+            None => DEFAULT_SNAPSHOT_EVERY,
+        };
         let auth = match (layer.nats_user, layer.nats_password, layer.nats_token) {
             (None, None, None) => NatsAuth::None,
             (Some(user), Some(password), None) => NatsAuth::UserPassword { user, password },
@@ -260,6 +275,7 @@ impl ClusterSettings {
             roles,
             partitions,
             replicas,
+            snapshot_every,
             auth,
             ca: layer.nats_ca,
         }))
@@ -369,6 +385,9 @@ pub struct Membership {
     store: Option<Arc<Store>>,
     /// The partitions of the store's series, as queries learn them.
     partition_cache: Arc<query::PartitionCache>,
+    /// When this node last started snapshotting its partitions, and whether it still is.
+    last_snapshot: Mutex<Option<Instant>>,
+    snapshotting: Arc<std::sync::atomic::AtomicBool>,
     /// The store's step and retention, which the cluster fixes at its creation.
     store_config: StoreConfig,
     /// Live queries, shared with the other nodes once joined.
@@ -435,6 +454,8 @@ impl Membership {
             handed: Default::default(),
             store: settings.roles.store.then_some(store),
             partition_cache: Default::default(),
+            last_snapshot: Mutex::new(None),
+            snapshotting: Default::default(),
             settings,
         })
     }
@@ -622,11 +643,70 @@ impl Membership {
                         tracing::warn!(error = %format!("{e:#}"), "the partition map could not be kept");
                     }
                     self.hold_partitions(&log, &peers);
+                    self.snapshot_when_due(&log);
                     HEARTBEAT_EVERY
                 }
             };
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Starts snapshotting, in the background, the partitions this node owns first and
+    /// serves, once `snapshot_every` has passed since the last round began (and it ended).
+    fn snapshot_when_due(&self, log: &Arc<PartitionLog>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let mut last = self.last_snapshot.lock();
+        if last.is_some_and(|t| t.elapsed() < self.settings.snapshot_every)
+            || self
+                .snapshotting
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        let me = &self.settings.node_id;
+        let firsts: Vec<u32> = match &*self.map.lock() {
+            Some(map) => map
+                .owners
+                .iter()
+                .enumerate()
+                .filter(|(_, owners)| owners.first() == Some(me))
+                .map(|(p, _)| p as u32)
+                .collect(),
+            None => Vec::new(),
+        };
+        let (log, cache, busy) = (
+            log.clone(),
+            self.partition_cache.clone(),
+            self.snapshotting.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (mut written, mut bytes) = (0, 0);
+            for p in firsts {
+                match log.snapshot(p, &store, &cache).await {
+                    Ok(Some((_, _, size))) => {
+                        written += 1;
+                        bytes += size;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %format!("{e:#}"), "snapshot failed")
+                    }
+                }
+            }
+            if written > 0 {
+                tracing::info!(
+                    partitions = written,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "partitions snapshotted"
+                );
+            }
+            busy.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Leaves the cluster gracefully: drops this node's record, so the controller gives its
@@ -1156,6 +1236,11 @@ fn log_json(
                 "applied_messages": applies.then(|| s.messages.load(Relaxed)),
                 "applied_samples": applies.then(|| s.samples.load(Relaxed)),
                 "catch_up_ms": (applies && applying).then(|| s.catch_up_ms.load(Relaxed)),
+                // The snapshot this node restored the partition from, and the last it wrote.
+                "restored_sequence": applies.then(|| s.restored_sequence.load(Relaxed)),
+                "restored_series": applies.then(|| s.restored_series.load(Relaxed)),
+                "restore_ms": applies.then(|| s.restore_ms.load(Relaxed)),
+                "snapshot_sequence": applies.then(|| s.snapshot_sequence.load(Relaxed)),
             })
         }).collect::<Vec<_>>(),
     })

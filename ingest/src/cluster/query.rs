@@ -16,7 +16,8 @@ use argus_query::split::{Fanout, Partial, evaluate_partial};
 use argus_tsdb::{Matcher, Postings, ReadRequest, SeriesId, SeriesSource, Store, Tags};
 use parking_lot::Mutex;
 
-use super::log::partition_of;
+pub use super::placement::PartitionCache;
+use super::placement::partition_of;
 
 /// The partitions a store node was asked for but does not serve (any more), which the
 /// asking node gets from another.
@@ -77,87 +78,6 @@ impl SeriesSource for PartitionSource<'_> {
 
     fn partition(&self, ids: &Postings, n: usize) -> Vec<Postings> {
         self.inner.partition(ids, n)
-    }
-}
-
-/// The partition of each series of a store node's store, learnt once: a query over some of
-/// the partitions would otherwise hash the tags of every series it matches. Forgotten
-/// whenever maintenance removes series, since a removed series' id is later reused.
-#[derive(Default)]
-pub struct PartitionCache {
-    known: parking_lot::RwLock<KnownPartitions>,
-}
-
-#[derive(Default)]
-struct KnownPartitions {
-    /// The partition count and the store's removal count the entries hold for.
-    of: u32,
-    removals: u64,
-    /// Per series id, its partition; `UNKNOWN` if not learnt yet.
-    partition: Vec<u32>,
-}
-
-const UNKNOWN: u32 = u32::MAX;
-
-impl PartitionCache {
-    /// Those of `ids` (series of `store`, read through `source`) in the partitions `keep`.
-    pub fn keep(
-        &self,
-        store: &Store,
-        source: &dyn SeriesSource,
-        ids: &Postings,
-        keep: &[bool],
-    ) -> Postings {
-        let of = keep.len() as u32;
-        let removals = store.series_dropped();
-        let mut kept = Vec::new();
-        let mut unknown = Vec::new();
-        {
-            let known = self.known.read();
-            let valid = known.of == of && known.removals == removals;
-            for id in ids {
-                match known.partition.get(id as usize) {
-                    Some(&p) if valid && p != UNKNOWN => {
-                        if keep[p as usize] {
-                            kept.push(id);
-                        }
-                    }
-                    _ => unknown.push(id),
-                }
-            }
-        }
-        if !unknown.is_empty() {
-            let unknown: Postings = unknown.into_iter().collect();
-            let mut learnt = Vec::with_capacity(unknown.len() as usize);
-            source.visit_tags(&unknown, &mut |id, tags| {
-                let p = partition_of(tags, of);
-                learnt.push((id, p));
-                if keep[p as usize] {
-                    kept.push(id);
-                }
-            });
-            let mut known = self.known.write();
-            if known.of != of || known.removals != removals {
-                *known = KnownPartitions {
-                    of,
-                    removals,
-                    partition: Vec::new(),
-                };
-            }
-            // Learnt under an older removal count: not kept.
-            if store.series_dropped() == removals {
-                for (id, p) in learnt {
-                    let i = id as usize;
-                    if known.partition.len() <= i {
-                        known.partition.resize(i + 1, UNKNOWN);
-                    }
-                    known.partition[i] = p;
-                }
-            }
-            kept.sort_unstable();
-        }
-        Postings::from_sorted_iter(kept.iter().copied())
-            .unwrap_or_else(|_| kept.into_iter().collect())
     }
 }
 

@@ -768,7 +768,7 @@ impl Store {
 
 /// One snapshot section: `shard u32 | lsn u64 | strings | series`, tags as indexes into the
 /// section's own string table (each distinct string once per section).
-fn encode_section(
+pub(super) fn encode_section(
     p: &mut Vec<u8>,
     cat: &Catalog,
     shard: &super::Shard,
