@@ -1284,6 +1284,11 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
         assert_eq!(got["values"], want["values"], "{question}");
     }
     drop(single);
+    // Two copies of every series, the ledger's and the peer dataset's.
+    let copies: f64 = stores
+        .iter()
+        .map(|s| metric_value(s, "argus_series "))
+        .sum();
 
     // Queries stay complete and exact while partitions move: checked all along.
     let checking = AtomicBool::new(true);
@@ -1309,6 +1314,14 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
             "partitions moved to the fourth node in {:?}",
             joined.elapsed()
         );
+        // The old owners let go of what they handed over: still two copies in all.
+        eventually(30, "the old owners letting go of the moved series", || {
+            let held: f64 = [&s1, &s2, &s3, &s4]
+                .iter()
+                .map(|s| metric_value(s, "argus_series "))
+                .sum();
+            (held == copies).then_some(())
+        });
 
         // s2 leaves gracefully (SIGTERM): it hands its partitions over, then stops.
         let leaving = Instant::now();

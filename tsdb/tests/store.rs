@@ -506,3 +506,29 @@ fn exported_series_rebuild_their_values_in_another_store_once() {
     let err = other.import_series(&bytes).unwrap_err().to_string();
     assert!(err.contains("step 60000 ms"), "{err}");
 }
+
+#[test]
+fn removed_series_leave_the_index_and_their_ids_wait_a_maintenance_pass() {
+    let store = store_at(Arc::new(AtomicI64::new(T0 + 30 * MIN)));
+    let w = store.writer();
+    let ids: Vec<u32> = (0..10)
+        .map(|n| {
+            let id = w.resolve(&tags(&[("name", "cpu"), ("node", &format!("i-{n}"))]));
+            w.append(id, T0, f64::from(n)).unwrap();
+            id
+        })
+        .collect();
+    drop(w);
+    let gone: argus_tsdb::Postings = ids[..4].iter().copied().collect();
+    let before = store.series_dropped();
+    assert_eq!(store.remove_series(&gone).unwrap(), 4);
+    assert_eq!(store.remove_series(&gone).unwrap(), 0, "removed once");
+    assert_eq!(store.series_dropped(), before + 4);
+    assert_eq!(store.series_count(), 6);
+    assert_eq!(store.select(&Matcher::eq("name", "cpu")).len(), 6);
+    // A new series does not take a removed id before the next maintenance pass.
+    let fresh = store
+        .writer()
+        .resolve(&tags(&[("name", "cpu"), ("node", "i-new")]));
+    assert!(!gone.contains(fresh));
+}

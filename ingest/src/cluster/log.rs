@@ -33,6 +33,9 @@ const MESSAGE_BUDGET: usize = 768 * 1024;
 /// How long a write keeps trying through a NATS election before it is refused as
 /// retryable. Elections measured here take 5 to 6 s.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
+/// Messages of a partition applied in one trip to a blocking thread, when that many have
+/// arrived (a replay, or a busy partition).
+const APPLY_BATCH: usize = 64;
 /// How long JetStream has to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resends inside this window are recognised by their message id.
@@ -488,8 +491,14 @@ impl PartitionLog {
     /// Applies exactly the partitions `held` into `store`: each one once, in stream order,
     /// resuming after the last sequence this process applied (its data is still in the
     /// store), from the first the stream holds for a partition new to it.
-    pub fn hold(&self, held: &std::collections::BTreeSet<u32>, store: &Arc<Store>) {
+    pub fn hold(
+        &self,
+        held: &std::collections::BTreeSet<u32>,
+        store: &Arc<Store>,
+        cache: &Arc<super::placement::PartitionCache>,
+    ) {
         let mut appliers = self.appliers.lock();
+        let mut let_go = Vec::new();
         appliers.retain(|p, task| {
             let keep = held.contains(p);
             if !keep {
@@ -497,9 +506,13 @@ impl PartitionLog {
                 progress.applying.store(false, Ordering::Release);
                 progress.caught_up.store(false, Ordering::Release);
                 task.abort();
+                let_go.push(*p);
             }
             keep
         });
+        if !let_go.is_empty() {
+            self.forget(let_go, store, cache);
+        }
         for &p in held {
             if p >= self.partitions || appliers.contains_key(&p) {
                 continue;
@@ -516,6 +529,50 @@ impl PartitionLog {
             ));
             appliers.insert(p, task.abort_handle());
         }
+    }
+
+    /// Removes the series of partitions this node no longer holds from its store, and its
+    /// progress with them: if the partitions come back, they start again from their
+    /// snapshot. A message being applied when the applier was stopped finishes first (the
+    /// apply lock), and nothing applies them meanwhile.
+    fn forget(
+        &self,
+        partitions: Vec<u32>,
+        store: &Arc<Store>,
+        cache: &Arc<super::placement::PartitionCache>,
+    ) {
+        let progress: Vec<Arc<PartitionProgress>> = partitions
+            .iter()
+            .map(|&p| self.progress[p as usize].clone())
+            .collect();
+        let (store, cache, of) = (store.clone(), cache.clone(), self.partitions);
+        tokio::task::spawn_blocking(move || {
+            let mut keep = vec![false; of as usize];
+            let locks: Vec<_> = progress.iter().map(|p| p.apply_lock.lock()).collect();
+            for (&p, progress) in partitions.iter().zip(&progress) {
+                // Held again meanwhile: its applier goes on from what the store holds.
+                if progress.applying.load(Ordering::Acquire) {
+                    continue;
+                }
+                keep[p as usize] = true;
+                progress.applied.store(0, Ordering::Release);
+                progress.snapshot_sequence.store(0, Ordering::Release);
+            }
+            if !keep.contains(&true) {
+                return;
+            }
+            let all = store.select(&argus_tsdb::Matcher::True);
+            let ids = cache.keep(&store, &*store, &all, &keep);
+            match store.remove_series(&ids) {
+                Ok(n) => {
+                    tracing::info!(?partitions, series = n, "let go of partitions handed over")
+                }
+                Err(e) => {
+                    tracing::warn!(?partitions, error = %e, "partitions handed over kept in memory")
+                }
+            }
+            drop(locks);
+        });
     }
 
     /// The partitions this node applies and has caught up with: those it may answer for.
@@ -577,7 +634,18 @@ async fn apply_partition(
     let taken = Instant::now();
     // A partition new to this process starts from its snapshot, if there is one, and
     // replays only what the stream holds after it.
-    if progress.applied.load(Ordering::Acquire) == 0 {
+    // Read under the apply lock: a let-go of this partition still removing its series
+    // (`forget`) finishes first.
+    let fresh = {
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let _applying = progress.apply_lock.lock();
+            progress.applied.load(Ordering::Acquire) == 0
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if fresh {
         match restore(&snapshots, (partition, partitions), &progress, &store).await {
             Ok(()) => {}
             Err(e) => tracing::warn!(
@@ -629,36 +697,55 @@ async fn apply_partition(
                 .messages()
                 .await
                 .with_context(|| format!("reading partition {partition}"))?;
-            while let Some(message) = messages.next().await {
-                let message =
-                    message.with_context(|| format!("reading partition {partition}"))?;
-                let (seq, pending) = match message.info() {
-                    Ok(info) => (info.stream_sequence, info.pending),
-                    Err(e) => anyhow::bail!("a message of partition {partition} has no sequence: {e}"),
-                };
-                if seq <= progress.applied.load(Ordering::Acquire) {
-                    continue;
+            while let Some(first) = messages.next().await {
+                // What has arrived is applied in one go, up to APPLY_BATCH messages: one
+                // trip to a blocking thread per batch, not per message.
+                let mut batch = vec![first];
+                while batch.len() < APPLY_BATCH {
+                    match tokio::time::timeout(Duration::ZERO, messages.next()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        _ => break,
+                    }
                 }
-                let payload = message.payload.clone();
+                let mut work = Vec::with_capacity(batch.len());
+                let mut pending = 0;
+                for message in batch {
+                    let message =
+                        message.with_context(|| format!("reading partition {partition}"))?;
+                    let (seq, left) = match message.info() {
+                        Ok(info) => (info.stream_sequence, info.pending),
+                        Err(e) => anyhow::bail!("a message of partition {partition} has no sequence: {e}"),
+                    };
+                    pending = left;
+                    if seq > progress.applied.load(Ordering::Acquire) {
+                        work.push((seq, message.payload.clone()));
+                    }
+                }
                 let (st, done) = (store.clone(), progress.clone());
                 let mut buf = std::mem::take(&mut scratch);
-                // The message and its sequence are recorded together on the blocking
+                // Each message and its sequence are recorded together on the blocking
                 // thread, which an abort cannot stop halfway: a resumed applier starts
                 // after exactly what was applied.
-                let (buf, applied) = tokio::task::spawn_blocking(move || {
-                    let _applying = done.apply_lock.lock();
-                    let applied = decode_into(&st, &payload, &mut buf);
-                    done.applied.store(seq, Ordering::Release);
-                    done.messages.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(n) = &applied {
-                        done.samples.fetch_add(*n as u64, Ordering::Relaxed);
+                let (buf, failed) = tokio::task::spawn_blocking(move || {
+                    let mut failed = Vec::new();
+                    for (seq, payload) in work {
+                        let _applying = done.apply_lock.lock();
+                        let applied = decode_into(&st, &payload, &mut buf);
+                        done.applied.store(seq, Ordering::Release);
+                        done.messages.fetch_add(1, Ordering::Relaxed);
+                        match applied {
+                            Ok(n) => {
+                                done.samples.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(e) => failed.push((seq, e)),
+                        }
                     }
-                    (buf, applied)
+                    (buf, failed)
                 })
                 .await
-                .context("applying a partition message")?;
+                .context("applying partition messages")?;
                 scratch = buf;
-                if let Err(e) = applied {
+                for (seq, e) in failed {
                     // A message no Argus wrote: skipped, never retried forever.
                     tracing::error!(partition, seq, error = %format!("{e:#}"), "skipping a message");
                 }

@@ -875,7 +875,7 @@ impl Membership {
             }
         }
         drop(handed);
-        log.hold(&hold, store);
+        log.hold(&hold, store, &self.partition_cache);
     }
 
     fn partitions(&self) -> u32 {
@@ -937,7 +937,7 @@ impl Membership {
                             .collect(),
                         None => (0..*partitions).collect(),
                     };
-                    log.hold(&held, store);
+                    log.hold(&held, store, &self.partition_cache);
                 }
                 if !self
                     .live_started

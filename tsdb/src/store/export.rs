@@ -1,6 +1,6 @@
 //! Series handed from one store to another with their values: a cluster node's snapshot of
 //! one partition, which the partition's next owner restores before replaying the log after
-//! it. The layout is the snapshot's (`docs/format/snapshot.md`) under a magic of its own:
+//! it; and series let go of, once their partition has moved. The layout is the snapshot's (`docs/format/snapshot.md`) under a magic of its own:
 //! framed, checksummed records; a header (magic, version, step and block layout), series
 //! sections as a snapshot's (their ids are the exporter's and are not kept), and an end
 //! record with the series count.
@@ -143,6 +143,29 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Removes the series `ids` whatever they hold: a cluster node letting go of a
+    /// partition it handed over. Their ids are released as maintenance releases those it
+    /// removes. Returns how many were removed. Only for stores without a write-ahead log,
+    /// whose recovery would bring them back.
+    pub fn remove_series(&self, ids: &Postings) -> Result<usize> {
+        if self.wal.is_some() {
+            return Err(Error::Unavailable(
+                "series are removed only from a store without a write-ahead log".into(),
+            ));
+        }
+        let mut removed = 0;
+        for chunk in ids.iter().collect::<Vec<_>>().chunks(SECTION_SERIES_MAX) {
+            // A chunk at a time, so that writers wait for the catalog only briefly.
+            let mut cat = self.catalog.write();
+            for &id in chunk {
+                if self.remove(&mut cat, id, i64::MAX) {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn import_section(&self, payload: &[u8]) -> Result<usize> {
