@@ -208,7 +208,7 @@ fn publish(c: &mut Criterion) {
 /// The cluster's write path without the network: a gateway splits a batch of 2,000 series
 /// into one message per partition (64), and a store node applies every message.
 fn cluster_log(c: &mut Criterion) {
-    use argus_ingest::cluster::log::{decode_into, split};
+    use argus_ingest::cluster::log::{Applier, decode_into, split};
     let clock = Arc::new(AtomicI64::new(START_MS));
     let gateway = store(clock.clone());
     let applier = store(clock.clone());
@@ -243,7 +243,7 @@ fn cluster_log(c: &mut Criterion) {
             black_box(split(&gateway, &samples, b"", 64))
         })
     });
-    let mut scratch = Vec::new();
+    let mut scratch = Applier::default();
     group.bench_function("apply_2000_series_64_partitions", |b| {
         b.iter_batched(
             || {

@@ -13,6 +13,9 @@ use crate::http::router;
 use crate::resend::AgentRegistry;
 use crate::state::AppState;
 
+/// How long a cluster node keeps a series it named but holds no values of (a gateway's).
+const GATEWAY_SERIES_KEPT_MS: i64 = 3_600_000;
+
 /// How often freed heap pages are handed back to the OS, if requests or maintenance freed
 /// any (see `memory.rs`).
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -167,6 +170,12 @@ pub async fn run(
     // A cluster that refuses this node (another partition count) stops it before it
     // serves; an unreachable NATS does not: the node serves, not ready, and keeps trying.
     if let Some(settings) = state.cfg.cluster.clone() {
+        // A gateway names in its store every series it takes, most of which other nodes
+        // store: kept an hour, not recreated after every maintenance pass.
+        let passes = GATEWAY_SERIES_KEPT_MS / state.cfg.maintenance_interval_ms.max(1);
+        state
+            .store
+            .keep_unwritten_series(u32::try_from(passes).unwrap_or(u32::MAX));
         let membership = crate::cluster::Membership::new(
             settings,
             addr,

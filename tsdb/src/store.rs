@@ -265,6 +265,8 @@ pub struct Store {
     /// Counts maintenance passes; a write stamps its series with the current count, so a
     /// pass can tell the series written since the previous one.
     maintenance_pass: AtomicU32,
+    /// See [`Store::keep_unwritten_series`].
+    keep_unwritten_passes: AtomicU32,
     series_created: AtomicU64,
     series_dropped: AtomicU64,
     /// The write-ahead log, when the store is durable. Its lock orders every logged batch:
@@ -289,6 +291,7 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             samples_stored: AtomicU64::new(0),
             maintenance_pass: AtomicU32::new(0),
+            keep_unwritten_passes: AtomicU32::new(0),
             series_created: AtomicU64::new(0),
             series_dropped: AtomicU64::new(0),
             wal: None,
@@ -392,8 +395,20 @@ impl Store {
                 durable::encode_series(out, id, tags, dstype)
             });
         }
-        self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
+        let mut data = SeriesData::new(dstype);
+        // Created counts as written, for `keep_unwritten_series`.
+        data.written_in_pass = self.maintenance_pass.load(Ordering::Relaxed);
+        self.install(&mut cat, id, hash, tags, data);
         Ok(id)
+    }
+
+    /// Keeps a series that holds nothing for `passes` maintenance passes after it was
+    /// created or last written (0, the default: removed at the next pass). A cluster's
+    /// gateway names every series it takes, most of which other nodes store: removed at
+    /// every pass, they would be created again on the next write, and every id a
+    /// converter cached would go stale with them.
+    pub fn keep_unwritten_series(&self, passes: u32) {
+        self.keep_unwritten_passes.store(passes, Ordering::Relaxed);
     }
 
     /// The `top` names and tag keys with the most series.
@@ -684,6 +699,7 @@ impl Store {
         // old: a replayed backlog (an agent back after an outage, a backfill) is still
         // filling it, and sealing under it would turn each further sample into a re-encode.
         let busy_pass = self.maintenance_pass.fetch_add(1, Ordering::Relaxed);
+        let keep_unwritten = self.keep_unwritten_passes.load(Ordering::Relaxed);
         let mut report = MaintenanceReport::default();
         let mut empty = Vec::new();
         for (shard_no, lock) in self.shards.iter().enumerate() {
@@ -699,7 +715,10 @@ impl Store {
                 }
                 // A counter or rate between its first sample and its first value holds only
                 // normalizer state: dropping it would lose that sample.
-                if data.expire_before(min_block, layout) && data.norm.last_sample_ms() < min_ms {
+                if data.expire_before(min_block, layout)
+                    && data.norm.last_sample_ms() < min_ms
+                    && busy_pass.wrapping_sub(data.written_in_pass) >= keep_unwritten
+                {
                     empty.push((local * SHARDS + shard_no) as SeriesId);
                 }
             }

@@ -532,3 +532,23 @@ fn removed_series_leave_the_index_and_their_ids_wait_a_maintenance_pass() {
         .resolve(&tags(&[("name", "cpu"), ("node", "i-new")]));
     assert!(!gone.contains(fresh));
 }
+
+#[test]
+fn series_without_values_are_kept_the_passes_asked_for() {
+    let store = store_at(Arc::new(AtomicI64::new(T0 + 30 * MIN)));
+    let named = |node: &str| {
+        store
+            .writer()
+            .resolve(&tags(&[("name", "cpu"), ("node", node)]))
+    };
+    // By default a series that holds nothing goes at the next maintenance pass.
+    named("i-0");
+    assert_eq!(store.maintain().series_dropped, 1);
+    // Kept two passes, as a cluster gateway's names are.
+    store.keep_unwritten_series(2);
+    named("i-1");
+    assert_eq!(store.maintain().series_dropped, 0);
+    assert_eq!(store.maintain().series_dropped, 0);
+    assert_eq!(store.maintain().series_dropped, 1);
+    assert_eq!(store.series_count(), 0);
+}

@@ -160,16 +160,24 @@ fn finish(partition: u32, chunk: u32, payload: Vec<u8>, origin: &[u8]) -> Outgoi
     }
 }
 
+/// What a partition's applier keeps from one message to the next: a buffer, and the
+/// series it has seen by the bytes that name them, so a known series costs a hash and a
+/// lookup, not a parse and a search of the store's catalog.
+#[derive(Default)]
+pub struct Applier {
+    samples: Vec<Sample>,
+    /// 128-bit hashes of series bytes (collisions out of reach) to ids; forgotten when
+    /// the store removes series, since removed ids are reused.
+    known: ahash::AHashMap<u128, SeriesId>,
+    removals: u64,
+}
+
 /// A message's series and samples, decoded, resolved in `store` and appended; the samples
 /// stored.
-pub fn decode_into(
-    store: &Store,
-    payload: &[u8],
-    samples: &mut Vec<Sample>,
-) -> anyhow::Result<usize> {
+pub fn decode_into(store: &Store, payload: &[u8], applier: &mut Applier) -> anyhow::Result<usize> {
     DECOMPRESSED.with_borrow_mut(|scratch| {
         let body = message::body(payload, scratch).map_err(anyhow::Error::msg)?;
-        apply_body(store, body, samples)
+        apply_body(store, body, applier)
     })
 }
 
@@ -178,17 +186,33 @@ thread_local! {
     static DECOMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn apply_body(store: &Store, body: &[u8], samples: &mut Vec<Sample>) -> anyhow::Result<usize> {
+fn apply_body(store: &Store, body: &[u8], applier: &mut Applier) -> anyhow::Result<usize> {
     let mut r = message::Reader::new(body).map_err(anyhow::Error::msg)?;
     let n_series = r.count("series", 2).map_err(anyhow::Error::msg)?;
     let writer = store.writer();
+    if applier.removals != writer.removals() {
+        applier.known.clear();
+        applier.removals = writer.removals();
+    }
     let mut ids = Vec::with_capacity(n_series);
     let mut pairs = Vec::new();
     for _ in 0..n_series {
-        let dstype = r.series(&mut pairs).map_err(anyhow::Error::msg)?;
-        ids.push(writer.resolve_sorted(&pairs, dstype));
+        let bytes = r.series_bytes().map_err(anyhow::Error::msg)?;
+        let key = xxhash_rust::xxh3::xxh3_128(bytes);
+        let id = match applier.known.get(&key) {
+            Some(&id) => id,
+            None => {
+                let dstype =
+                    message::Reader::series_of(bytes, &mut pairs).map_err(anyhow::Error::msg)?;
+                let id = writer.resolve_sorted(&pairs, dstype);
+                applier.known.insert(key, id);
+                id
+            }
+        };
+        ids.push(id);
     }
     let n = r.count("samples", 10).map_err(anyhow::Error::msg)?;
+    let samples = &mut applier.samples;
     samples.clear();
     samples.reserve(n);
     let mut previous_ts = 0;
@@ -630,7 +654,7 @@ async fn apply_partition(
     store: Arc<Store>,
     snapshots: jetstream::object_store::ObjectStore,
 ) {
-    let mut scratch = Vec::new();
+    let mut applier = Applier::default();
     let taken = Instant::now();
     // A partition new to this process starts from its snapshot, if there is one, and
     // replays only what the stream holds after it.
@@ -722,7 +746,7 @@ async fn apply_partition(
                     }
                 }
                 let (st, done) = (store.clone(), progress.clone());
-                let mut buf = std::mem::take(&mut scratch);
+                let mut buf = std::mem::take(&mut applier);
                 // Each message and its sequence are recorded together on the blocking
                 // thread, which an abort cannot stop halfway: a resumed applier starts
                 // after exactly what was applied.
@@ -744,7 +768,7 @@ async fn apply_partition(
                 })
                 .await
                 .context("applying partition messages")?;
-                scratch = buf;
+                applier = buf;
                 for (seq, e) in failed {
                     // A message no Argus wrote: skipped, never retried forever.
                     tracing::error!(partition, seq, error = %format!("{e:#}"), "skipping a message");
@@ -887,9 +911,9 @@ mod tests {
         assert_eq!(ids.len(), messages.len(), "ids are unique per message");
         // Every message is self-contained: applied in any order, the same series and sums.
         let store = Store::with_clock(cfg, clock);
-        let mut scratch = Vec::new();
+        let mut applier = Applier::default();
         for m in messages.iter().rev() {
-            decode_into(&store, &m.payload, &mut scratch).unwrap();
+            decode_into(&store, &m.payload, &mut applier).unwrap();
         }
         assert_eq!(store.series_count(), 50);
         assert_eq!(store.samples_stored(), 500);
@@ -935,7 +959,7 @@ mod tests {
     #[test]
     fn garbage_is_refused_with_a_reason() {
         let store = Store::new(StoreConfig::default());
-        let mut scratch = Vec::new();
+        let mut scratch = Applier::default();
         let err = decode_into(&store, b"\xff\xff\xff", &mut scratch).unwrap_err();
         assert!(format!("{err:#}").contains("partition message"), "{err:#}");
         let mut bad = message::MessageBuilder::default();
@@ -945,6 +969,45 @@ mod tests {
             format!("{err:#}").contains("names series 3 of 0"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn an_applier_forgets_its_series_when_the_store_removes_some() {
+        let now = 1_700_000_000_000;
+        let clock: argus_tsdb::Clock = Arc::new(move || now);
+        let cfg = StoreConfig::new(60_000, 6 * 3_600_000);
+        let gateway = Store::with_clock(cfg, clock.clone());
+        let batch = |ts: i64| -> Vec<Sample> {
+            let w = gateway.writer();
+            (0..10)
+                .map(|i| Sample {
+                    id: w.resolve(&TagMap::from_pairs([
+                        ("name", "x".to_string()),
+                        ("node", format!("i-{i}")),
+                    ])),
+                    ts_ms: ts,
+                    value: 1.0,
+                })
+                .collect()
+        };
+        let store = Store::with_clock(cfg, clock);
+        let mut applier = Applier::default();
+        let apply = |samples: &[Sample], applier: &mut Applier| {
+            for m in split(&gateway, samples, b"", 4) {
+                decode_into(&store, &m.payload, applier).unwrap();
+            }
+        };
+        apply(&batch(now - 120_000), &mut applier);
+        assert_eq!(store.samples_stored(), 10);
+        // The partitions move away and back: the applier's ids are stale, and known so.
+        store
+            .remove_series(&store.select(&argus_tsdb::Matcher::True))
+            .unwrap();
+        store.maintain();
+        store.maintain();
+        apply(&batch(now - 60_000), &mut applier);
+        assert_eq!(store.series_count(), 10);
+        assert_eq!(store.samples_stored(), 20);
     }
 
     /// A message's series (tags and dstype) and its sample count.

@@ -261,6 +261,33 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One series' bytes, skipped without reading its tags as text: the key under which
+    /// an applier remembers the series. [`Reader::series_of`] reads them when needed.
+    pub fn series_bytes(&mut self) -> Result<&'a [u8], String> {
+        let start = self.pos;
+        self.bytes(1, "a series")?;
+        loop {
+            let key_len = self.varint("a tag key length")? as usize;
+            if key_len == 0 {
+                return Ok(&self.buf[start..self.pos]);
+            }
+            self.bytes(key_len - 1, "a tag key")?;
+            let value_len = self.varint("a tag value length")? as usize;
+            self.bytes(value_len, "a tag value")?;
+        }
+    }
+
+    /// The dstype and tags of one series' bytes (as [`Reader::series_bytes`] gave them).
+    pub fn series_of(
+        bytes: &'a [u8],
+        pairs: &mut Vec<(&'a str, &'a str)>,
+    ) -> Result<DsType, String> {
+        let mut r = Reader { buf: bytes, pos: 0 };
+        let dstype = r.series(pairs)?;
+        r.end()?;
+        Ok(dstype)
+    }
+
     /// One sample: (series index, timestamp, value), given the previous timestamp.
     pub fn sample(&mut self, previous_ts: i64) -> Result<(u64, i64, f64), String> {
         let series = self.varint("a sample's series")?;
