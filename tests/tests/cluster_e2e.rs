@@ -194,6 +194,8 @@ const LEDGER_SERIES: u64 = 40;
 /// What a writer had acknowledged: per series `k`, the sum of the values written to it.
 #[derive(Default)]
 struct Ledger {
+    /// The metric written (`cluster.ledger` when not set).
+    name: Option<&'static str>,
     requests: u64,
     totals: std::collections::HashMap<String, f64>,
     /// Every acknowledged request's body, to give another server the same data.
@@ -201,6 +203,10 @@ struct Ledger {
 }
 
 impl Ledger {
+    fn name(&self) -> &'static str {
+        self.name.unwrap_or("cluster.ledger")
+    }
+
     /// One publish request: every series gets the request's number (an integer, so sums are
     /// exact). Returns the status and the response's `Retry-After`, and books the request
     /// when it was acknowledged.
@@ -216,7 +222,7 @@ impl Ledger {
             })
             .collect();
         let payload = serde_json::json!({
-            "tags": {"name": "cluster.ledger", "atlas.dstype": "sum"},
+            "tags": {"name": self.name(), "atlas.dstype": "sum"},
             "metrics": metrics,
         });
         let mut response = Server::agent()
@@ -260,10 +266,18 @@ fn ledger_totals(node: &Server) -> std::collections::HashMap<String, f64> {
 
 /// The ledger's totals as `node` answers, and the partitions it says are missing.
 fn ledger_answer(node: &Server) -> (std::collections::HashMap<String, f64>, Option<String>) {
-    let q = "name,cluster.ledger,:eq,:sum,(,kk,),:by,:cf-sum";
+    ledger_answer_of(node, "cluster.ledger")
+}
+
+/// The totals of the ledger writing `name`, as [`ledger_answer`].
+fn ledger_answer_of(
+    node: &Server,
+    name: &str,
+) -> (std::collections::HashMap<String, f64>, Option<String>) {
+    let q = format!("name,{name},:eq,:sum,(,kk,),:by,:cf-sum");
     let (status, body, headers) = node.get_full(&format!(
         "/api/v1/graph?q={}&s=e-20m&e=now%2B2m&step=1m&format=stats.json&tz=UTC",
-        argus_tests::enc(q)
+        argus_tests::enc(&q)
     ));
     assert_eq!(status, 200, "the ledger's graph: {body}");
     let partial = headers
@@ -291,7 +305,7 @@ fn wait_for_ledger(node: &Server, ledger: &Ledger, what: &str) -> Duration {
     let mut last = Default::default();
     let deadline = started + Duration::from_secs(60);
     while Instant::now() < deadline {
-        last = ledger_totals(node);
+        last = ledger_answer_of(node, ledger.name()).0;
         if last == ledger.totals {
             return started.elapsed();
         }
@@ -1231,8 +1245,9 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
         )
     };
     let q = start("q", "gateway,query");
+    // s1 takes writes too: its gateway keeps naming series while it lets partitions go.
     let stores = [
-        start("s1", "store"),
+        start("s1", "gateway,store"),
         start("s2", "store"),
         start("s3", "store"),
     ];
@@ -1284,17 +1299,25 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
         assert_eq!(got["values"], want["values"], "{question}");
     }
     drop(single);
-    // Two copies of every series, the ledger's and the peer dataset's.
-    let copies: f64 = stores
-        .iter()
-        .map(|s| metric_value(s, "argus_series "))
-        .sum();
 
     // Queries stay complete and exact while partitions move: checked all along.
     let checking = AtomicBool::new(true);
     let checks = AtomicU64::new(0);
     let [s1, s2, s3] = stores;
-    std::thread::scope(|scope| {
+    let moving = std::thread::scope(|scope| {
+        let _stop_on_failure = StopOnDrop(&checking);
+        // Writes through s1 all along, on a metric of their own.
+        let writer = scope.spawn(|| {
+            let mut moving = Ledger {
+                name: Some("cluster.moving"),
+                ..Ledger::default()
+            };
+            while checking.load(Ordering::Relaxed) {
+                let (status, _) = moving.publish(&s1);
+                assert!(status == 200 || status == 503, "{status}");
+            }
+            moving
+        });
         let checker = scope.spawn(|| {
             while checking.load(Ordering::Relaxed) {
                 let (totals, partial) = ledger_answer(&q);
@@ -1304,6 +1327,7 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
             }
         });
         // A fourth node joins: it gets partitions, replays them, and the old owners let go.
+        let before_join = owners.clone();
         let s4 = start("s4", "store");
         wait_ready(&s4, "the fourth store node joining");
         let joined = Instant::now();
@@ -1314,14 +1338,19 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
             "partitions moved to the fourth node in {:?}",
             joined.elapsed()
         );
-        // The old owners let go of what they handed over: still two copies in all.
-        eventually(30, "the old owners letting go of the moved series", || {
-            let held: f64 = [&s1, &s2, &s3, &s4]
+        // The old owners let go of the series of what they handed over.
+        for (node, id) in [&s1, &s2, &s3].into_iter().zip(ids) {
+            let gave = before_join
                 .iter()
-                .map(|s| metric_value(s, "argus_series "))
-                .sum();
-            (held == copies).then_some(())
-        });
+                .zip(&owners)
+                .any(|(was, is)| was.contains(&id.to_string()) && !is.contains(&id.to_string()));
+            if gave {
+                eventually(30, &format!("{id} letting go of the moved series"), || {
+                    let removed = metric_value(node, "argus_series_removed_total ");
+                    (removed > 0.0).then_some(())
+                });
+            }
+        }
 
         // s2 leaves gracefully (SIGTERM): it hands its partitions over, then stops.
         let leaving = Instant::now();
@@ -1343,7 +1372,14 @@ fn partitions_have_two_owners_move_to_a_joining_node_and_are_handed_over_by_a_le
         handed_over(&[&s1, &s3, &s4], &ids3, &owners);
         checking.store(false, Ordering::Relaxed);
         checker.join().expect("the checker");
+        writer.join().expect("the writer through s1")
     });
+    eprintln!(
+        "{} requests written through s1 during the moves",
+        moving.requests
+    );
+    assert!(moving.requests > 10);
+    wait_for_ledger(&q, &moving, "every write through s1, exactly once");
     eprintln!(
         "{} complete and exact answers during the moves",
         checks.load(Ordering::Relaxed)

@@ -619,16 +619,7 @@ impl Store {
     /// Loads a snapshot's bytes into this (empty) store.
     fn load_snapshot_bytes(&self, buf: &[u8]) -> Result<Loaded> {
         let mut pos = 0;
-        let section = |pos: &mut usize| -> Result<(u8, &[u8])> {
-            let (kind, payload, end) = record_at(buf, *pos).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "section at byte {pos} is truncated or fails its checksum",
-                    pos = *pos
-                ))
-            })?;
-            *pos = end;
-            Ok((kind, payload))
-        };
+        let section = |pos: &mut usize| next_record(buf, pos, "section");
         let (kind, header) = section(&mut pos)?;
         if kind != SECTION_HEADER {
             return Err(Error::Corrupt(
@@ -764,6 +755,23 @@ impl Store {
         self.shards[shard_no].write().applied_lsn = lsn;
         Ok((shard_no, lsn, n))
     }
+}
+
+/// The framed record at `*pos` of `buf` (its kind and payload), moving `pos` past it; a
+/// truncated or damaged one is an error naming `what` and where.
+pub(super) fn next_record<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    what: &str,
+) -> Result<(u8, &'a [u8])> {
+    let (kind, payload, end) = record_at(buf, *pos).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "{what} at byte {pos} is truncated or fails its checksum",
+            pos = *pos
+        ))
+    })?;
+    *pos = end;
+    Ok((kind, payload))
 }
 
 /// One snapshot section: `shard u32 | lsn u64 | strings | series`, tags as indexes into the

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 
+use super::durable::next_record;
 use super::{Catalog, SHARDS, SeriesId, Store};
 use crate::bytes::Reader;
 use crate::error::{Error, Result};
 use crate::index::Postings;
 use crate::series::SeriesData;
 use crate::tags::{TagSet, hash_tags};
-use crate::wal::{frame, record_at};
+use crate::wal::frame;
 
 const EXPORT_MAGIC: &[u8; 8] = b"ARGUSEXP";
 const EXPORT_VERSION: u32 = 1;
@@ -84,16 +85,7 @@ impl Store {
             ));
         }
         let mut pos = 0;
-        let next = |pos: &mut usize| -> Result<(u8, &[u8])> {
-            let (kind, payload, end) = record_at(bytes, *pos).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "exported series: the record at byte {pos} is truncated or fails its checksum",
-                    pos = *pos
-                ))
-            })?;
-            *pos = end;
-            Ok((kind, payload))
-        };
+        let next = |pos: &mut usize| next_record(bytes, pos, "exported series: the record");
         let (kind, header) = next(&mut pos)?;
         if kind != RECORD_HEADER {
             return Err(Error::Corrupt(
@@ -157,7 +149,10 @@ impl Store {
         }
         let mut removed = 0;
         for chunk in ids.iter().collect::<Vec<_>>().chunks(SECTION_SERIES_MAX) {
-            // A chunk at a time, so that writers wait for the catalog only briefly.
+            // As maintenance does: no writer may hold an id removed here (a gateway between
+            // naming a batch's series and reading their tags back). A chunk at a time, so
+            // that writers wait only briefly.
+            let _no_writers = self.writers.write();
             let mut cat = self.catalog.write();
             for &id in chunk {
                 if self.remove(&mut cat, id, i64::MAX) {
