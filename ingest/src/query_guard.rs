@@ -143,3 +143,24 @@ impl SeriesSource for Guarded<'_> {
         self.check()
     }
 }
+
+/// The setting an operator raises when a query is refused for `e`, if a limit of theirs
+/// refused it: named in the message, on a single node and from a cluster's store nodes.
+pub fn limit_setting(e: &argus_query::Error) -> Option<&'static str> {
+    match e {
+        argus_query::Error::MemoryLimit { .. } => Some("--query-max-memory"),
+        argus_query::Error::TooMany { what: "lines", .. } => Some("--graph-max-lines"),
+        argus_query::Error::TooMany {
+            what: "datapoints", ..
+        } => Some("--graph-max-datapoints"),
+        _ => None,
+    }
+}
+
+/// `e` as a client reads it, with the setting that refused it (see [`limit_setting`]).
+pub fn with_limit_setting(e: &argus_query::Error) -> String {
+    match limit_setting(e) {
+        Some(setting) => format!("{e} ({setting})"),
+        None => e.to_string(),
+    }
+}

@@ -186,7 +186,7 @@ pub fn answer(
         &source,
     )
     .map(|p| p.encode())
-    .map_err(|e| e.to_string())
+    .map_err(|e| crate::query_guard::with_limit_setting(&e))
 }
 
 /// A store node's answer: its bytes, and the partitions it does not serve; or why it could
@@ -500,4 +500,50 @@ pub fn partial_message(missing: &[u32], partitions: u32) -> String {
         "partial result: no live, caught-up store node answered for partitions {} (of {partitions})",
         list.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use argus_tsdb::{StoreConfig, TagMap};
+
+    use super::*;
+
+    #[test]
+    fn a_store_node_over_a_limit_names_the_setting_as_one_node_does() {
+        // On a step boundary, as a graph request's window is.
+        let now = 1_699_999_980_000;
+        let store = Store::with_clock(
+            StoreConfig::new(60_000, 6 * 3_600_000),
+            Arc::new(move || now),
+        );
+        {
+            let w = store.writer();
+            for k in 0..5 {
+                let id = w.resolve(&TagMap::from_pairs([
+                    ("name", "x".to_string()),
+                    ("kk", k.to_string()),
+                ]));
+                w.append(id, now - 60_000, 1.0).unwrap();
+            }
+        }
+        let req = PartialRequest {
+            expr: "name,x,:eq,:sum,(,kk,),:by".into(),
+            start_ms: now - 600_000,
+            end_ms: now,
+            step_ms: 60_000,
+            partitions: vec![0],
+            of: 1,
+        };
+        let cache = PartitionCache::default();
+        let limits = Limits {
+            max_lines: 2,
+            ..Limits::default()
+        };
+        let err = answer(&req, &store, (&store, &cache), &limits).unwrap_err();
+        assert!(err.ends_with("(--graph-max-lines)"), "{err}");
+        let fine = answer(&req, &store, (&store, &cache), &Limits::default());
+        assert!(fine.is_ok(), "{fine:?}");
+    }
 }

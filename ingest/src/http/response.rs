@@ -205,18 +205,9 @@ impl From<argus_query::Error> for ApiError {
             argus_query::Error::Store(argus_tsdb::Error::Stopped(_)) => {
                 ApiError::unavailable(e.to_string())
             }
-            // The limits the operator sets, named so the message says which to raise.
-            argus_query::Error::MemoryLimit { .. } => {
-                ApiError::bad_request(format!("{e} (--query-max-memory)"))
-            }
-            argus_query::Error::TooMany { what: "lines", .. } => {
-                ApiError::bad_request(format!("{e} (--graph-max-lines)"))
-            }
-            argus_query::Error::TooMany {
-                what: "datapoints", ..
-            } => ApiError::bad_request(format!("{e} (--graph-max-datapoints)")),
             argus_query::Error::Store(_) => ApiError::internal(e.to_string()),
-            _ => ApiError::bad_request(e.to_string()),
+            // The limits the operator sets, named so the message says which to raise.
+            _ => ApiError::bad_request(crate::query_guard::with_limit_setting(&e)),
         }
     }
 }
