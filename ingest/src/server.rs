@@ -26,6 +26,34 @@ pub fn new_state(cfg: ServerConfig) -> AppState {
     AppState::new(cfg, Arc::new(store), AgentRegistry::default())
 }
 
+/// Freezes the clock of an in-memory store (`--ephemeral`, or a cluster node) at this many
+/// milliseconds since the epoch. For tests only: the Stack Language's data-file cases run
+/// against a real cluster with their data at fixed times, as `argus eval` runs them.
+const FIXED_CLOCK_ENV: &str = "ARGUS_TEST_FIXED_CLOCK_MS";
+
+/// An in-memory state, its store's clock frozen if [`FIXED_CLOCK_ENV`] says so.
+fn in_memory_state(cfg: ServerConfig) -> anyhow::Result<AppState> {
+    let Ok(text) = std::env::var(FIXED_CLOCK_ENV) else {
+        return Ok(new_state(cfg));
+    };
+    let now: i64 = text.trim().parse().with_context(|| {
+        format!("{FIXED_CLOCK_ENV}={text:?} is not a time in milliseconds since the epoch")
+    })?;
+    tracing::warn!(
+        now_ms = now,
+        "{FIXED_CLOCK_ENV} is set: the store's clock is frozen (tests only)"
+    );
+    let store = Store::with_clock(
+        StoreConfig::new(cfg.step_ms, cfg.retention_ms),
+        Arc::new(move || now),
+    );
+    Ok(AppState::new(
+        cfg,
+        Arc::new(store),
+        AgentRegistry::default(),
+    ))
+}
+
 /// The server's state: in memory with `--ephemeral`, else recovered from `--data-dir`
 /// (newest whole snapshot, then the write-ahead log), with what recovery found.
 pub fn open_state(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)> {
@@ -39,7 +67,7 @@ fn open_store(cfg: ServerConfig) -> anyhow::Result<(AppState, Option<Recovery>)>
     // In a cluster the partitions' streams are the log: a node's store lives in memory and
     // a restarted node rebuilds it from the streams.
     if cfg.ephemeral || cfg.cluster.is_some() {
-        return Ok((new_state(cfg), None));
+        return Ok((in_memory_state(cfg)?, None));
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;

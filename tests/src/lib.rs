@@ -197,18 +197,23 @@ impl Server {
     /// Starts `argus server` on its data directory `data_dir` (a restart when it holds a
     /// previous run's files); the directory is removed when the server is dropped.
     pub fn start_in(data_dir: PathBuf, http: &str, grpc: &str, extra: &[&str]) -> Server {
-        Server::launch(data_dir, http, grpc, extra, true)
+        Server::launch(data_dir, http, grpc, extra, &[], true)
     }
 
     /// Like [`Server::start`], but returns once the server listens, healthy or not (a
     /// cluster node answers `/healthz` with 503 until it has joined its cluster).
     pub fn start_listening(extra: &[&str]) -> Server {
+        Server::start_listening_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start_listening`], with these variables in the server's environment.
+    pub fn start_listening_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let data_dir = std::env::temp_dir().join(format!(
             "argus-e2e-{}-{}",
             std::process::id(),
             Instant::now().elapsed().as_nanos() ^ rand_seed()
         ));
-        Server::launch(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra, false)
+        Server::launch(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra, env, false)
     }
 
     fn launch(
@@ -216,6 +221,7 @@ impl Server {
         http: &str,
         grpc: &str,
         extra: &[&str],
+        env: &[(&str, &str)],
         wait_healthy: bool,
     ) -> Server {
         let dir = data_dir.to_string_lossy().to_string();
@@ -233,7 +239,7 @@ impl Server {
             "argus",
             &args,
             &["argus: HTTP API listening on ", "argus: gRPC listening on "],
-            &[("ARGUS_LOG", "warn")],
+            &[&[("ARGUS_LOG", "warn")], env].concat(),
         );
         let server = Server {
             child,
