@@ -26,8 +26,11 @@ pub use super::placement::{mix, partition_of};
 pub const SUBJECT_PREFIX: &str = "argus.in.p.";
 /// Streams: `ARGUS_IN_<k>`, holding the partitions `P` with `P % streams == k`.
 const STREAM_PREFIX: &str = "ARGUS_IN_";
-/// Enough streams that leaders spread over a few NATS servers; each one costs a Raft group.
-const MAX_STREAMS: u32 = 6;
+/// Streams of a new cluster: enough that their Raft leaders spread over a three-server NATS
+/// cluster, and no more. A write costs every stream it touches a replication round (fsyncs
+/// and Raft messages on three servers), and NATS's CPU follows those rounds far more than
+/// messages or bytes: six streams cost 29% more NATS CPU than three on the peer benchmark.
+const NEW_CLUSTER_STREAMS: u32 = 3;
 /// A message is cut before it grows past this: NATS refuses payloads over 1 MiB.
 const MESSAGE_BUDGET: usize = 768 * 1024;
 /// How long a write keeps trying through a NATS election before it is refused as
@@ -41,9 +44,15 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resends inside this window are recognised by their message id.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How many streams a cluster of `partitions` partitions has.
+/// How many streams a new cluster of `partitions` partitions has (recorded in the cluster's
+/// settings when it is created).
 pub fn stream_count(partitions: u32) -> u32 {
-    partitions.clamp(1, MAX_STREAMS)
+    partitions.clamp(1, NEW_CLUSTER_STREAMS)
+}
+
+/// The streams of a cluster created before its stream count was recorded.
+pub fn streams_before_recorded(partitions: u32) -> u32 {
+    partitions.clamp(1, 6)
 }
 
 pub fn stream_name(k: u32) -> String {
@@ -344,15 +353,16 @@ impl std::fmt::Debug for PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens the streams, creating those missing: `replicas` copies each, kept for
-    /// `max_age` (the store's retention: a replaying node rebuilds all of it).
+    /// Opens the `streams` streams of `partitions` partitions, creating those missing:
+    /// `replicas` copies each, kept for `max_age` (the store's retention: a replaying node
+    /// rebuilds all of it).
     pub async fn open(
         js: jetstream::Context,
-        partitions: u32,
+        (partitions, streams): (u32, u32),
         replicas: usize,
         max_age: Duration,
     ) -> anyhow::Result<PartitionLog> {
-        let n = stream_count(partitions);
+        let n = streams.clamp(1, partitions.max(1));
         for k in 0..n {
             let subjects = (0..partitions)
                 .filter(|p| p % n == k)

@@ -305,6 +305,10 @@ impl ClusterSettings {
 #[derive(Debug, Serialize, Deserialize)]
 struct ClusterRecord {
     partitions: u32,
+    /// The streams the partitions are spread over. (None: a record written before the
+    /// count was fixed, whose cluster has the count that code gave it.)
+    #[serde(default)]
+    streams: Option<u32>,
     /// The store's step and retention: every node applies the log alike. (0: a record
     /// written before they were fixed, not checked.)
     #[serde(default)]
@@ -997,7 +1001,7 @@ impl Membership {
         let cluster = bucket(&js, CLUSTER_BUCKET, replicas, None)
             .await
             .map_err(|e| unreachable("opening the cluster bucket", &e))?;
-        let partitions = self.agree_on_partitions(&cluster).await?;
+        let (partitions, streams) = self.agree_on_partitions(&cluster).await?;
         if let Ok(Some(bytes)) = cluster.get(MAP_KEY).await {
             *self.map.lock() = serde_json::from_slice::<PartitionMap>(&bytes).ok();
         }
@@ -1007,7 +1011,7 @@ impl Membership {
         // The log keeps an hour past the retention, so a replaying node finds all it holds.
         let log = PartitionLog::open(
             js.clone(),
-            partitions,
+            (partitions, streams),
             replicas,
             Duration::from_millis(self.store_config.retention_ms.max(0) as u64)
                 + Duration::from_secs(3600),
@@ -1034,10 +1038,12 @@ impl Membership {
     }
 
     /// The first node fixes the partition count; every later one must have the same.
-    async fn agree_on_partitions(&self, cluster: &kv::Store) -> Result<u32, JoinError> {
+    /// Returns it with the cluster's stream count.
+    async fn agree_on_partitions(&self, cluster: &kv::Store) -> Result<(u32, u32), JoinError> {
         let s = &self.settings;
         let mine = ClusterRecord {
             partitions: s.partitions,
+            streams: Some(log::stream_count(s.partitions)),
             step_ms: self.store_config.step_ms,
             retention_ms: self.store_config.retention_ms,
             created_by: s.node_id.clone(),
@@ -1047,7 +1053,7 @@ impl Membership {
         match cluster.create(CLUSTER_KEY, bytes.into()).await {
             Ok(_) => {
                 tracing::info!(partitions = s.partitions, "created the cluster");
-                return Ok(s.partitions);
+                return Ok((s.partitions, log::stream_count(s.partitions)));
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => {
@@ -1103,7 +1109,10 @@ impl Membership {
                 )));
             }
         }
-        Ok(theirs.partitions)
+        let streams = theirs
+            .streams
+            .unwrap_or_else(|| log::streams_before_recorded(theirs.partitions));
+        Ok((theirs.partitions, streams))
     }
 
     /// `GET /api/v1/cluster`: this node's view of the cluster.
@@ -1402,6 +1411,32 @@ async fn live_nodes(nodes: &kv::Store) -> Vec<NodeRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_keeps_the_stream_count_it_was_created_with() {
+        // Written before the count was recorded: six streams, as the code then gave it.
+        let old: ClusterRecord = serde_json::from_str(
+            r#"{"partitions":64,"step_ms":60000,"retention_ms":21600000,"created_by":"a","created_at_ms":1}"#,
+        )
+        .unwrap();
+        assert_eq!(old.streams, None);
+        assert_eq!(log::streams_before_recorded(old.partitions), 6);
+        assert_eq!(log::streams_before_recorded(4), 4);
+        // New clusters record theirs: one stream per server of a three-server NATS cluster.
+        assert_eq!(log::stream_count(64), 3);
+        assert_eq!(log::stream_count(2), 2);
+        let new = ClusterRecord {
+            partitions: 64,
+            streams: Some(log::stream_count(64)),
+            step_ms: 60_000,
+            retention_ms: 0,
+            created_by: "a".into(),
+            created_at_ms: 1,
+        };
+        let back: ClusterRecord =
+            serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(back.streams, Some(3));
+    }
 
     fn layer(urls: &str) -> ClusterLayer {
         ClusterLayer {

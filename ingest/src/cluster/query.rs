@@ -26,6 +26,47 @@ pub const UNSERVED_HEADER: &str = "x-argus-unserved";
 /// A partial answer may be this large (a `:by` over many groups, or `:all`).
 const MAX_PARTIAL_BYTES: usize = 512 << 20;
 
+/// An open HTTP/1.1 connection to another node.
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// Connections to other nodes kept open between fan-outs (at most this many idle per node):
+/// a query would otherwise open one per node it asks, a connect and a connection task each
+/// time, which is much of what a small query costs on three nodes.
+const IDLE_PER_NODE: usize = 8;
+
+static IDLE: std::sync::LazyLock<Mutex<HashMap<String, Vec<Connection>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// An idle connection to `endpoint` if one is open (true), or a new one (false).
+async fn connection_to(endpoint: &Endpoint) -> Result<(Connection, bool), String> {
+    loop {
+        let idle = IDLE
+            .lock()
+            .get_mut(&endpoint.authority)
+            .and_then(|open| open.pop());
+        match idle {
+            Some(c) if c.is_ready() => return Ok((c, true)),
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let fresh = http_client::connect(endpoint, None)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((fresh, false))
+}
+
+/// Keeps a connection whose response was read whole for the next request to its node.
+fn keep_open(endpoint: &Endpoint, connection: Connection) {
+    if !connection.is_closed() {
+        let mut idle = IDLE.lock();
+        let open = idle.entry(endpoint.authority.clone()).or_default();
+        if open.len() < IDLE_PER_NODE {
+            open.push(connection);
+        }
+    }
+}
+
 /// The series of `inner` in the given partitions only.
 pub struct PartitionSource<'a> {
     pub inner: &'a dyn SeriesSource,
@@ -311,19 +352,28 @@ impl ClusterFanout {
         let url = format!("http://{}{path}", peer.http);
         let endpoint = Endpoint::parse(&url).map_err(|e| Failure::Unavailable(format!("{e:#}")))?;
         let call = async {
-            let mut sender = http_client::connect(&endpoint, None)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
             let mut headers = Vec::new();
             if let Some(a) = &authorization {
                 headers.push((hyper::header::AUTHORIZATION, a.as_str()));
             }
-            let request = http_client::get(&endpoint, &endpoint.path, &headers)
-                .map_err(|e| format!("{e:#}"))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let request = || {
+                http_client::get(&endpoint, &endpoint.path, &headers).map_err(|e| format!("{e:#}"))
+            };
+            let (mut sender, reused) = connection_to(&endpoint).await?;
+            let response = match sender.send_request(request()?).await {
+                Ok(response) => response,
+                // A kept connection the node closed meanwhile: once more on a new one.
+                Err(_) if reused => {
+                    sender = http_client::connect(&endpoint, None)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    sender
+                        .send_request(request()?)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let status = response.status();
             let unserved: Vec<u32> = response
                 .headers()
@@ -334,6 +384,7 @@ impl ClusterFanout {
             let (body, _) = http_client::read_body(response, MAX_PARTIAL_BYTES)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
+            keep_open(&endpoint, sender);
             if status.is_client_error() {
                 // The store node's own error message, as a single node would give it.
                 let message = serde_json::from_slice::<serde_json::Value>(&body)
