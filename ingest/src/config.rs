@@ -289,6 +289,10 @@ pub struct ConfigLayer {
     /// PEM CA that signed the NATS servers' certificates: connect over TLS only.
     #[arg(long, env = "ARGUS_NATS_CA", value_name = "FILE")]
     pub nats_ca: Option<PathBuf>,
+    /// PEM CA that signed the other cluster nodes' HTTPS certificates (--tls-cert): queries
+    /// fanned out to a node serving HTTPS go over HTTPS, trusting only this CA.
+    #[arg(long, env = "ARGUS_PEER_CA", value_name = "FILE")]
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl ConfigLayer {
@@ -338,6 +342,7 @@ impl ConfigLayer {
             nats_password: self.nats_password.or(lower.nats_password),
             nats_token: self.nats_token.or(lower.nats_token),
             nats_ca: self.nats_ca.or(lower.nats_ca),
+            peer_ca: self.peer_ca.or(lower.peer_ca),
         }
     }
 
@@ -371,6 +376,8 @@ impl ConfigLayer {
             nats_password: self.nats_password,
             nats_token: self.nats_token,
             nats_ca: self.nats_ca,
+            peer_ca: self.peer_ca,
+            serves_https: self.tls_cert.is_some(),
         })?;
         let cfg = ServerConfig {
             http_addr,

@@ -182,3 +182,134 @@ fn argus_live_over_https_with_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("this port speaks HTTPS"), "{stderr}");
 }
+
+/// A cluster whose nodes serve HTTPS: the node a query reaches asks the others over HTTPS,
+/// trusting only `--peer-ca`, and the answer is complete (`deny_partial=1` would make a
+/// missing partition a 503). A node serving HTTPS in a cluster without `--peer-ca` refuses
+/// to start, saying what to give.
+#[test]
+fn a_cluster_of_nodes_serving_https_fans_queries_out_over_https() {
+    let dir: PathBuf = scratch_dir("tls-cluster");
+    issue_certificate(&dir, "nodes", "node");
+    let (cert, key, ca) = (
+        path(&dir, "node.pem"),
+        path(&dir, "node.key"),
+        path(&dir, "nodes-ca.pem"),
+    );
+    let nats = argus_tests::Nats::start(1);
+    let url = nats.url();
+
+    let refused = Command::new(argus_tests::binary("argus"))
+        .args([
+            "server",
+            "--ephemeral",
+            "--cluster",
+            &url,
+            "--tls-cert",
+            &cert,
+        ])
+        .args([
+            "--tls-key",
+            &key,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("running argus server");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "started without --peer-ca: {stderr}"
+    );
+    assert!(stderr.contains("give peer-ca"), "{stderr}");
+
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            Server::start_listening(&[
+                "--ephemeral",
+                "--cluster",
+                &url,
+                "--node-id",
+                id,
+                "--partitions",
+                "8",
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--peer-ca",
+                &ca,
+            ])
+        })
+        .collect();
+    for node in &nodes {
+        assert!(node.base.starts_with("https://"), "{}", node.base);
+        eventually(60, "a node serving HTTPS joining", || {
+            (curl(&format!("{}/healthz", node.base), Some(&ca)).0 == 200).then_some(())
+        });
+    }
+    // Forty series, spread over the partitions, written through node a.
+    let now = now_ms();
+    let metrics: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"tags": {"name": "tls.cluster", "atlas.dstype": "gauge",
+                            "nf.node": format!("i-{i:03}")},
+                   "timestamp": now, "value": 1})
+        })
+        .collect();
+    let post = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["--data-binary", &json!({"metrics": metrics}).to_string()])
+        .arg(format!("{}/api/v1/publish", nodes[0].base))
+        .output()
+        .expect("running curl");
+    let out = String::from_utf8_lossy(&post.stdout);
+    assert!(
+        out.trim_end().ends_with("200"),
+        "publishing through node a: {out}"
+    );
+    // Node b has some partitions itself and asks a and c, over HTTPS, for the rest.
+    let graph = format!(
+        "{}/api/v1/graph?q={}&s=e-5m&e=now%2B2m&step=1m&format=json&deny_partial=1",
+        nodes[1].base,
+        enc("name,tls.cluster,:eq,:count")
+    );
+    let counted = eventually(30, "all forty series counted through node b", || {
+        let (status, body) = curl(&graph, Some(&ca));
+        assert!(status == 200 || status == 503, "{status}: {body}");
+        let body: Value = serde_json::from_str(&body).ok()?;
+        let most = body["values"]
+            .as_array()?
+            .iter()
+            .filter_map(|row| row[0].as_f64())
+            .fold(0.0, f64::max);
+        (status == 200 && most == 40.0).then_some(most)
+    });
+    assert_eq!(counted, 40.0);
+    // Node b holds 2 replicas' worth of 8 partitions among three nodes: some partitions it
+    // does not hold, and only the HTTPS fan-out can have counted their series.
+    let view = curl(&format!("{}/api/v1/cluster", nodes[1].base), Some(&ca)).1;
+    let view: Value = serde_json::from_str(&view).expect("the cluster view");
+    let not_held = view["log"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| {
+            !p["owners"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|x| x == "b"))
+        })
+        .count();
+    assert!(not_held > 0, "node b holds every partition: {view}");
+}

@@ -77,6 +77,9 @@ pub struct ClusterLayer {
     pub nats_password: Option<String>,
     pub nats_token: Option<String>,
     pub nats_ca: Option<PathBuf>,
+    pub peer_ca: Option<PathBuf>,
+    /// Whether this node serves its HTTP API over TLS (`--tls-cert`).
+    pub serves_https: bool,
 }
 
 /// How a node joins its cluster.
@@ -95,6 +98,10 @@ pub struct ClusterSettings {
     pub auth: NatsAuth,
     /// CA of the NATS servers' certificates: TLS is then required.
     pub ca: Option<PathBuf>,
+    /// CA of the other nodes' HTTPS certificates, for fanned-out queries.
+    pub peer_ca: Option<PathBuf>,
+    /// Whether this node serves its HTTP API over TLS, as its record tells the others.
+    pub https: bool,
 }
 
 /// How a node proves itself to NATS.
@@ -215,6 +222,7 @@ impl ClusterSettings {
                 ("nats-password", layer.nats_password.is_some()),
                 ("nats-token", layer.nats_token.is_some()),
                 ("nats-ca", layer.nats_ca.is_some()),
+                ("peer-ca", layer.peer_ca.is_some()),
             ];
             if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
                 bail!("{name} is a cluster setting: it needs cluster (--cluster nats://…)");
@@ -269,6 +277,16 @@ impl ClusterSettings {
             (_, _, Some(_)) => bail!("nats-token and nats-user/nats-password exclude each other"),
             _ => bail!("nats-user and nats-password go together"),
         };
+        if let Some(ca) = &layer.peer_ca {
+            argus_proto::http_client::tls_config(Some(ca))
+                .with_context(|| format!("invalid peer-ca {}", ca.display()))?;
+        }
+        if layer.serves_https && layer.peer_ca.is_none() {
+            bail!(
+                "a cluster node serving HTTPS (tls-cert) asks the other nodes over HTTPS: \
+                 give peer-ca, the PEM CA that signed their certificates"
+            );
+        }
         Ok(Some(ClusterSettings {
             urls,
             node_id,
@@ -278,6 +296,8 @@ impl ClusterSettings {
             snapshot_every,
             auth,
             ca: layer.nats_ca,
+            peer_ca: layer.peer_ca,
+            https: layer.serves_https,
         }))
     }
 
@@ -325,6 +345,9 @@ struct NodeRecord {
     id: String,
     roles: Vec<String>,
     http: String,
+    /// Whether `http` serves HTTPS (a record without it: plain HTTP).
+    #[serde(default)]
+    https: bool,
     grpc: String,
     started_at_ms: i64,
     heartbeat_at_ms: i64,
@@ -389,6 +412,8 @@ pub struct Membership {
     store: Option<Arc<Store>>,
     /// The partitions of the store's series, as queries learn them.
     partition_cache: Arc<query::PartitionCache>,
+    /// How fanned-out queries reach nodes serving HTTPS (`--peer-ca`).
+    peer_tls: query::PeerTls,
     /// When this node last started snapshotting its partitions, and whether it still is.
     last_snapshot: Mutex<Option<Instant>>,
     snapshotting: Arc<std::sync::atomic::AtomicBool>,
@@ -458,6 +483,11 @@ impl Membership {
             handed: Default::default(),
             store: settings.roles.store.then_some(store),
             partition_cache: Default::default(),
+            peer_tls: match &settings.peer_ca {
+                Some(ca) => argus_proto::http_client::tls_config(Some(ca))
+                    .map_err(|e| format!("the CA in peer-ca {}: {e:#}", ca.display())),
+                None => Err("give it peer-ca, the CA that signed the nodes' certificates".into()),
+            },
             last_snapshot: Mutex::new(None),
             snapshotting: Default::default(),
             settings,
@@ -512,6 +542,7 @@ impl Membership {
             .map(|n| query::Peer {
                 id: n.id.clone(),
                 http: n.http.clone(),
+                https: n.https,
                 serving: serving(&n.serving),
             })
             .collect();
@@ -520,6 +551,7 @@ impl Membership {
             peers.push(query::Peer {
                 id: own.clone(),
                 http: self.http.clone(),
+                https: self.settings.https,
                 serving: serving(&log.serving()),
             });
         }
@@ -534,6 +566,7 @@ impl Membership {
             partitions,
             runtime: tokio::runtime::Handle::try_current().ok()?,
             authorization,
+            peer_tls: self.peer_tls.clone(),
             deny_partial,
             timeout,
             limits,
@@ -900,6 +933,7 @@ impl Membership {
                 .map(String::from)
                 .collect(),
             http: self.http.clone(),
+            https: self.settings.https,
             grpc: self.grpc.clone(),
             started_at_ms: self.started_at_ms,
             heartbeat_at_ms: now_ms(),
@@ -1443,6 +1477,29 @@ mod tests {
             urls: Some(urls.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_node_serving_https_needs_the_peers_ca() {
+        let serving = ClusterLayer {
+            serves_https: true,
+            ..layer("nats://127.0.0.1:4222")
+        };
+        let e = ClusterSettings::resolve(serving).unwrap_err().to_string();
+        assert!(e.contains("give peer-ca"), "{e}");
+        let missing = ClusterLayer {
+            serves_https: true,
+            peer_ca: Some("/nonexistent/ca.pem".into()),
+            ..layer("nats://127.0.0.1:4222")
+        };
+        let e = format!("{:#}", ClusterSettings::resolve(missing).unwrap_err());
+        assert!(e.contains("invalid peer-ca /nonexistent/ca.pem"), "{e}");
+        let single = ClusterLayer {
+            peer_ca: Some("/tmp/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = ClusterSettings::resolve(single).unwrap_err().to_string();
+        assert!(e.contains("peer-ca is a cluster setting"), "{e}");
     }
 
     #[test]

@@ -37,12 +37,16 @@ const IDLE_PER_NODE: usize = 8;
 static IDLE: std::sync::LazyLock<Mutex<HashMap<String, Vec<Connection>>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// An idle connection to `endpoint` if one is open (true), or a new one (false).
-async fn connection_to(endpoint: &Endpoint) -> Result<(Connection, bool), String> {
+/// An idle connection to `endpoint` if one is open (true), or a new one (false), over TLS
+/// with `tls` for `https://`.
+async fn connection_to(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> Result<(Connection, bool), String> {
     loop {
         let idle = IDLE
             .lock()
-            .get_mut(&endpoint.authority)
+            .get_mut(&pool_key(endpoint))
             .and_then(|open| open.pop());
         match idle {
             Some(c) if c.is_ready() => return Ok((c, true)),
@@ -50,17 +54,23 @@ async fn connection_to(endpoint: &Endpoint) -> Result<(Connection, bool), String
             None => break,
         }
     }
-    let fresh = http_client::connect(endpoint, None)
+    let fresh = http_client::connect(endpoint, tls)
         .await
         .map_err(|e| format!("{e:#}"))?;
     Ok((fresh, false))
+}
+
+/// Connections are kept apart by scheme and address.
+fn pool_key(endpoint: &Endpoint) -> String {
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    format!("{scheme}://{}", endpoint.authority)
 }
 
 /// Keeps a connection whose response was read whole for the next request to its node.
 fn keep_open(endpoint: &Endpoint, connection: Connection) {
     if !connection.is_closed() {
         let mut idle = IDLE.lock();
-        let open = idle.entry(endpoint.authority.clone()).or_default();
+        let open = idle.entry(pool_key(endpoint)).or_default();
         if open.len() < IDLE_PER_NODE {
             open.push(connection);
         }
@@ -253,9 +263,14 @@ pub struct Peer {
     pub id: String,
     /// `host:port` of its HTTP API.
     pub http: String,
+    /// Whether that API is served over TLS.
+    pub https: bool,
     /// Per partition, whether the node has caught up with it (as it said last).
     pub serving: Vec<bool>,
 }
+
+/// How this node reaches others that serve HTTPS: trusting `--peer-ca`, or why it cannot.
+pub type PeerTls = Result<Arc<tokio_rustls::rustls::ClientConfig>, String>;
 
 /// One request's view of the cluster: who to ask, and which partitions nobody answered
 /// for.
@@ -269,6 +284,7 @@ pub struct ClusterFanout {
     pub runtime: tokio::runtime::Handle,
     /// The client's `Authorization`, passed on (the same read role).
     pub authorization: Option<String>,
+    pub peer_tls: PeerTls,
     pub deny_partial: bool,
     pub timeout: Duration,
     pub limits: Limits,
@@ -346,11 +362,22 @@ impl ClusterFanout {
     async fn ask_remote(
         peer: Peer,
         path: String,
-        authorization: Option<String>,
+        (authorization, tls): (Option<String>, PeerTls),
         timeout: Duration,
     ) -> Answer {
-        let url = format!("http://{}{path}", peer.http);
+        let scheme = if peer.https { "https" } else { "http" };
+        let url = format!("{scheme}://{}{path}", peer.http);
         let endpoint = Endpoint::parse(&url).map_err(|e| Failure::Unavailable(format!("{e:#}")))?;
+        let tls = match (peer.https, tls) {
+            (false, _) => None,
+            (true, Ok(config)) => Some(config),
+            (true, Err(why)) => {
+                return Err(Failure::Unavailable(format!(
+                    "node {} serves HTTPS at {}, and this node cannot ask it: {why}",
+                    peer.id, peer.http
+                )));
+            }
+        };
         let call = async {
             let mut headers = Vec::new();
             if let Some(a) = &authorization {
@@ -359,12 +386,12 @@ impl ClusterFanout {
             let request = || {
                 http_client::get(&endpoint, &endpoint.path, &headers).map_err(|e| format!("{e:#}"))
             };
-            let (mut sender, reused) = connection_to(&endpoint).await?;
+            let (mut sender, reused) = connection_to(&endpoint, tls.as_ref()).await?;
             let response = match sender.send_request(request()?).await {
                 Ok(response) => response,
                 // A kept connection the node closed meanwhile: once more on a new one.
                 Err(_) if reused => {
-                    sender = http_client::connect(&endpoint, None)
+                    sender = http_client::connect(&endpoint, tls.as_ref())
                         .await
                         .map_err(|e| format!("{e:#}"))?;
                     sender
@@ -461,8 +488,14 @@ impl ClusterFanout {
                 }
                 let path = ask.path(partitions, self.partitions);
                 let (auth, timeout) = (self.authorization.clone(), self.timeout);
+                let tls = self.peer_tls.clone();
                 remote.spawn_on(
-                    async move { (node, Self::ask_remote(peer, path, auth, timeout).await) },
+                    async move {
+                        (
+                            node,
+                            Self::ask_remote(peer, path, (auth, tls), timeout).await,
+                        )
+                    },
                     &self.runtime,
                 );
             }
