@@ -167,6 +167,18 @@ impl Tokens {
     }
 }
 
+/// The Prometheus query API's routes that Grafana's data source calls with POST (a form
+/// body): they read, so a read token is enough.
+const READ_BY_POST: [&str; 7] = [
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/labels",
+    "/api/v1/series",
+    "/api/v1/query_exemplars",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
+];
+
 /// The role an HTTP route needs; `None` for open routes.
 pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
     match route {
@@ -177,6 +189,7 @@ pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
         | "/api/v1/backfill"
         | "/api/v1/write"
         | "/api/v1/events/{stream}" => Some(Role::Write),
+        r if READ_BY_POST.contains(&r) => Some(Role::Read),
         _ if method == Method::POST => Some(Role::Write),
         _ => Some(Role::Read),
     }
@@ -242,6 +255,34 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_queries_by_post_need_only_a_read_token() {
+        assert_eq!(
+            role_for_route(&Method::POST, "/api/v1/query"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            role_for_route(&Method::POST, "/api/v1/query_range"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            role_for_route(&Method::POST, "/api/v1/series"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            role_for_route(&Method::GET, "/api/v1/labels"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            role_for_route(&Method::POST, "/api/v1/write"),
+            Some(Role::Write)
+        );
+        assert_eq!(
+            role_for_route(&Method::POST, "/api/v1/graph"),
+            Some(Role::Write)
+        );
+    }
 
     const FILE: &str = r#"
 [[token]]

@@ -8,6 +8,7 @@
 mod auth;
 mod ingest;
 mod live;
+pub mod promql;
 mod query;
 pub mod response;
 pub mod serve;
@@ -24,7 +25,7 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 20] = [
+const ROUTES: [&str; 31] = [
     "/api/v1/cardinality",
     "/api/v1/cluster",
     "/api/v1/cluster/partial",
@@ -43,6 +44,17 @@ const ROUTES: [&str; 20] = [
     "/api/v1/expr",
     "/api/v1/expr/debug",
     "/api/v1/debug/storage",
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/labels",
+    "/api/v1/label/{name}/values",
+    "/api/v1/series",
+    "/api/v1/metadata",
+    "/api/v1/status/buildinfo",
+    "/api/v1/query_exemplars",
+    "/api/v1/rules",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
     "/healthz",
     "/metrics",
 ];
@@ -68,6 +80,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/cluster/partial", get(query::cluster_partial))
         .route("/api/v1/cluster/tags", get(query::cluster_tags))
+        .route("/api/v1/query", get(promql::query).post(promql::query))
+        .route(
+            "/api/v1/query_range",
+            get(promql::query_range).post(promql::query_range),
+        )
+        .route("/api/v1/labels", get(promql::labels).post(promql::labels))
+        .route("/api/v1/label/{name}/values", get(promql::label_values))
+        .route("/api/v1/series", get(promql::series).post(promql::series))
+        .route("/api/v1/metadata", get(promql::metadata))
+        .route("/api/v1/status/buildinfo", get(promql::buildinfo))
+        .route(
+            "/api/v1/query_exemplars",
+            get(promql::exemplars).post(promql::exemplars),
+        )
+        .route("/api/v1/rules", get(promql::rules))
+        .route(
+            "/api/v1/format_query",
+            get(promql::format_query).post(promql::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(promql::parse_query).post(promql::parse_query),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

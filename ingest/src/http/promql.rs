@@ -1,0 +1,640 @@
+//! The Prometheus HTTP query API, for Grafana's Prometheus data source and Prometheus's tools:
+//! `query`, `query_range` (GET, or POST with a form body, as Grafana sends them), `labels`,
+//! `label/<name>/values`, `series`, `metadata`, `status/buildinfo`, and the probes Grafana
+//! makes at start (`query_exemplars`, `rules`), plus `format_query` and `parse_query`.
+//! Bodies are Prometheus's envelope: `{"status":"success","data":…}` or
+//! `{"status":"error","errorType":…,"error":…}` with 400 (bad_data), 422 (execution) or 503
+//! (timeout, overload). PromQL itself is `argus-promql`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use argus_promql::{Error as PromError, ErrorKind, Evaluation, QueryRange, Value as PromValue};
+use argus_tsdb::{Matcher, Postings, SeriesSource};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::query_guard::{Cancel, Guarded};
+use crate::state::AppState;
+
+/// The Prometheus API version Argus answers like, reported by `status/buildinfo` (Grafana
+/// turns features on by it); Argus's own version is beside it.
+const PROMETHEUS_API_VERSION: &str = "2.42.0";
+
+/// Most points a range query may have per series (Prometheus's own limit).
+const MAX_POINTS: i64 = 11_000;
+
+/// A refusal in Prometheus's words.
+struct PromFailure {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl PromFailure {
+    fn bad_data(message: impl Into<String>) -> Self {
+        PromFailure {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    fn unavailable(kind: &'static str, message: impl Into<String>) -> Self {
+        PromFailure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PromError> for PromFailure {
+    fn from(e: PromError) -> Self {
+        let status = match e.kind {
+            ErrorKind::BadData => StatusCode::BAD_REQUEST,
+            ErrorKind::Execution => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        PromFailure {
+            status,
+            kind: e.kind.name(),
+            message: e.message,
+        }
+    }
+}
+
+impl IntoResponse for PromFailure {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.kind, "error": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn success(data: Value, infos: &[String]) -> Response {
+    let mut body = json!({"status": "success", "data": data});
+    if !infos.is_empty() {
+        body["infos"] = json!(infos);
+    }
+    axum::Json(body).into_response()
+}
+
+/// The parameters of a request: its query string, then (POST) its form body.
+fn params(method: &Method, query: Option<String>, body: &Bytes) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut add = |text: &str| {
+        for pair in text.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            out.push((form_decode(k), form_decode(v)));
+        }
+    };
+    if let Some(q) = &query {
+        add(q);
+    }
+    if method == Method::POST {
+        add(&String::from_utf8_lossy(body));
+    }
+    out
+}
+
+fn form_decode(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A time parameter: Unix seconds (fractions allowed) or RFC 3339.
+fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, PromFailure> {
+    let Some(text) = param(params, name) else {
+        return Ok(None);
+    };
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
+        return Ok(Some((seconds * 1000.0).round() as i64));
+    }
+    argus_promql::parse_rfc3339(text).map(Some).ok_or_else(|| {
+        PromFailure::bad_data(format!(
+            "invalid parameter \"{name}\": cannot parse {text:?} to a valid timestamp"
+        ))
+    })
+}
+
+/// `step`: seconds (fractions allowed) or a duration such as `15s` or `1m`.
+fn step_param(params: &[(String, String)]) -> Result<i64, PromFailure> {
+    let text = param(params, "step")
+        .ok_or_else(|| PromFailure::bad_data("invalid parameter \"step\": missing"))?;
+    let ms = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => (seconds * 1000.0).round() as i64,
+        _ => argus_mql::duration::parse_positive_ms(text).map_err(|e| {
+            PromFailure::bad_data(format!("invalid parameter \"step\": {text:?}: {e}"))
+        })?,
+    };
+    if ms <= 0 {
+        return Err(PromFailure::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    Ok(ms)
+}
+
+/// A timestamp as Prometheus writes it: seconds, with a fraction only when there is one.
+fn seconds(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn sample(ms: i64, v: f64) -> Value {
+    json!([seconds(ms), argus_promql::format_value(v)])
+}
+
+fn metric(labels: &std::collections::BTreeMap<String, String>) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// In a cluster this node's store holds only its partitions: PromQL over the whole cluster
+/// is not answered yet, rather than answered from part of the data.
+fn single_node_only(state: &AppState) -> Result<(), PromFailure> {
+    if state.cluster.is_some() {
+        return Err(PromFailure {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "execution",
+            message: "PromQL is answered on a single node only for now; in a cluster, ask in \
+                      the Stack Language (/api/v1/graph)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Evaluates `query` over `range` with the Stack Language's limits: the query timeout, the
+/// series limit, the concurrency limit, and cancellation when the client goes away.
+async fn evaluate(
+    state: &AppState,
+    query: String,
+    range: QueryRange,
+) -> Result<(PromValue, Vec<String>), PromFailure> {
+    single_node_only(state)?;
+    let expr = argus_promql::parse(&query)?;
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let _permit = tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            PromFailure::unavailable(
+                "unavailable",
+                format!(
+                    "{} queries are running (--max-concurrent-queries) and none finished \
+                     within {} ms; retry later",
+                    state.cfg.max_concurrent_queries,
+                    timeout.as_millis()
+                ),
+            )
+        })?;
+    let cancel = Cancel::default();
+    let _stop_when_dropped = cancel.on_drop();
+    let store = state.store.clone();
+    let max_series = state.cfg.query_max_series;
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let guarded = Guarded::new(&store, timeout, max_series, cancel);
+        let mut evaluation = Evaluation::new(
+            &guarded,
+            range,
+            usize::try_from(max_series).unwrap_or(usize::MAX),
+        );
+        match evaluation.eval(&expr) {
+            Ok(value) => Ok((value, evaluation.infos)),
+            Err(_) if started.elapsed() >= timeout => Err(PromFailure::unavailable(
+                "timeout",
+                format!(
+                    "query timed out in expression evaluation after {} ms (--query-timeout)",
+                    timeout.as_millis()
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+    .map_err(|e| PromFailure {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "internal",
+        message: format!("the query task failed: {e}"),
+    })?
+}
+
+/// `GET|POST /api/v1/query`: an instant query at `time` (default now).
+pub async fn query(
+    State(state): State<AppState>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = params(&method, raw, &body);
+    let result = async {
+        let query = param(&params, "query")
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?
+            .to_string();
+        let at = time_param(&params, "time")?.unwrap_or_else(|| state.store.now_ms());
+        let (value, infos) = evaluate(&state, query, QueryRange::instant(at)).await?;
+        let data = match value {
+            PromValue::Scalar(v) => json!({"resultType": "scalar", "result": sample(at, v[0])}),
+            PromValue::String(s) => json!({"resultType": "string", "result": [seconds(at), s]}),
+            PromValue::Vector(series) => json!({
+                "resultType": "vector",
+                "result": series
+                    .iter()
+                    .filter_map(|s| s.points[0].map(|v| json!({
+                        "metric": metric(&s.labels),
+                        "value": sample(at, v),
+                    })))
+                    .collect::<Vec<_>>(),
+            }),
+        };
+        Ok::<_, PromFailure>(success(data, &infos))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /api/v1/query_range`: `query` from `start` to `end` every `step`.
+pub async fn query_range(
+    State(state): State<AppState>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = params(&method, raw, &body);
+    let result = async {
+        let query = param(&params, "query")
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?
+            .to_string();
+        let start = time_param(&params, "start")?
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"start\": missing"))?;
+        let end = time_param(&params, "end")?
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"end\": missing"))?;
+        if end < start {
+            return Err(PromFailure::bad_data(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
+        }
+        let step = step_param(&params)?;
+        if (end - start) / step > MAX_POINTS {
+            return Err(PromFailure::bad_data(format!(
+                "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try \
+                 decreasing the query resolution (?step=XX)"
+            )));
+        }
+        let range = QueryRange {
+            start_ms: start,
+            end_ms: end,
+            step_ms: step,
+        };
+        let (value, infos) = evaluate(&state, query, range).await?;
+        let times: Vec<i64> = range.times().collect();
+        let series = match value {
+            PromValue::Vector(series) => series,
+            PromValue::Scalar(v) => vec![argus_promql::Series {
+                labels: Default::default(),
+                points: v.into_iter().map(Some).collect(),
+            }],
+            PromValue::String(_) => {
+                return Err(PromFailure::bad_data(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
+                ));
+            }
+        };
+        let result: Vec<Value> = series
+            .iter()
+            .map(|s| {
+                json!({
+                    "metric": metric(&s.labels),
+                    "values": times
+                        .iter()
+                        .zip(&s.points)
+                        .filter_map(|(&t, p)| p.map(|v| sample(t, v)))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(success(json!({"resultType": "matrix", "result": result}), &infos))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The series selected by the request's `match[]` parameters (all series without any).
+fn matched(state: &AppState, params: &[(String, String)]) -> Result<Postings, PromFailure> {
+    let selectors: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let mut any: Option<Matcher> = None;
+    for text in selectors {
+        let m = argus_promql::series_matcher(text)?;
+        any = Some(match any {
+            None => m,
+            Some(a) => a.or(m),
+        });
+    }
+    Ok(state.store.select(&any.unwrap_or(Matcher::True)))
+}
+
+fn limit_param(params: &[(String, String)]) -> Result<Option<usize>, PromFailure> {
+    match param(params, "limit") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(text) => text.parse::<usize>().map(Some).map_err(|_| {
+            PromFailure::bad_data(format!(
+                "invalid parameter \"limit\": {text:?} is not a number"
+            ))
+        }),
+    }
+}
+
+/// A label name as the store keeps it: `__name__` is `name`; Prometheus 3's `U__` escaping
+/// (`U__nf_2e_app` for `nf.app`) is undone.
+fn store_key(label: &str) -> Result<String, PromFailure> {
+    let label = match label.strip_prefix("U__") {
+        Some(escaped) => unescape_label(escaped).ok_or_else(|| {
+            PromFailure::bad_data(format!("invalid label name {label:?}: bad U__ escaping"))
+        })?,
+        None => label.to_string(),
+    };
+    Ok(if label == argus_promql::NAME_LABEL {
+        "name".into()
+    } else {
+        label
+    })
+}
+
+/// Undoes Prometheus's underscore escaping: `__` is `_`, `_<hex>_` a code point.
+fn unescape_label(s: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let mut hex = String::new();
+        loop {
+            match chars.next()? {
+                '_' => break,
+                h => hex.push(h),
+            }
+        }
+        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+    }
+    Some(out)
+}
+
+/// The PromQL name of a stored key: `name` is `__name__`.
+fn prom_key(key: &str) -> &str {
+    if key == "name" {
+        argus_promql::NAME_LABEL
+    } else {
+        key
+    }
+}
+
+/// `GET|POST /api/v1/labels`: the label names of the matched series.
+pub async fn labels(
+    State(state): State<AppState>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = params(&method, raw, &body);
+    let result = (|| {
+        single_node_only(&state)?;
+        let ids = matched(&state, &params)?;
+        let mut names: BTreeSet<String> = state
+            .store
+            .tag_keys_of(&ids)
+            .into_iter()
+            .filter(|(k, _)| k != "atlas.dstype")
+            .map(|(k, _)| prom_key(&k).to_string())
+            .collect();
+        if let Some(limit) = limit_param(&params)? {
+            names = names.into_iter().take(limit).collect();
+        }
+        Ok::<_, PromFailure>(success(json!(names), &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/v1/label/<name>/values`: the values of one label over the matched series.
+pub async fn label_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = params(&method, raw, &body);
+    let result = (|| {
+        single_node_only(&state)?;
+        let key = store_key(&name)?;
+        let ids = matched(&state, &params)?;
+        let mut values: Vec<String> = state
+            .store
+            .tag_values_of(&key, &ids)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        values.sort();
+        if let Some(limit) = limit_param(&params)? {
+            values.truncate(limit);
+        }
+        Ok::<_, PromFailure>(success(json!(values), &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /api/v1/series`: the label sets of the series `match[]` selects.
+pub async fn series(
+    State(state): State<AppState>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = params(&method, raw, &body);
+    let result = (|| {
+        single_node_only(&state)?;
+        if !params.iter().any(|(k, _)| k == "match[]") {
+            return Err(PromFailure::bad_data("no match[] parameter provided"));
+        }
+        let ids = matched(&state, &params)?;
+        let limit = limit_param(&params)?.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        state.store.visit_tags(&ids, &mut |_, tags| {
+            if out.len() < limit {
+                out.push(metric(&argus_promql::labels_of(tags)));
+            }
+        });
+        Ok(success(Value::Array(out), &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/v1/metadata`: each metric's type, from how Argus stores it.
+pub async fn metadata(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let params = params(&Method::GET, raw, &Bytes::new());
+    let result = (|| {
+        single_node_only(&state)?;
+        let limit = limit_param(&params)?.unwrap_or(usize::MAX);
+        let names: Vec<String> = match param(&params, "metric") {
+            Some(m) if !m.is_empty() => vec![m.to_string()],
+            _ => state
+                .store
+                .tag_values_of("name", &state.store.select(&Matcher::True))
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect(),
+        };
+        let mut data = serde_json::Map::new();
+        for name in names.into_iter().take(limit) {
+            let ids = state.store.select(&Matcher::eq("name", name.as_str()));
+            let types: Vec<Value> = state
+                .store
+                .tag_values_of("atlas.dstype", &ids)
+                .into_iter()
+                .map(|(t, _)| {
+                    let kind = match t.as_str() {
+                        "gauge" => "gauge",
+                        "rate" | "sum" => "counter",
+                        _ => "unknown",
+                    };
+                    json!({"type": kind, "help": "", "unit": ""})
+                })
+                .collect();
+            if !types.is_empty() {
+                data.insert(name, Value::Array(types));
+            }
+        }
+        Ok::<_, PromFailure>(success(Value::Object(data), &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/v1/status/buildinfo`. `features` stays empty: Grafana takes a non-empty one
+/// for Mimir.
+pub async fn buildinfo() -> Response {
+    success(
+        json!({
+            "version": PROMETHEUS_API_VERSION,
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+            "application": "argus",
+            "argusVersion": env!("CARGO_PKG_VERSION"),
+        }),
+        &[],
+    )
+}
+
+/// `/api/v1/query_exemplars`: Argus keeps no exemplars.
+pub async fn exemplars() -> Response {
+    success(json!([]), &[])
+}
+
+/// `/api/v1/rules`: Argus evaluates no recording or alerting rules.
+pub async fn rules() -> Response {
+    success(json!({"groups": []}), &[])
+}
+
+/// `/api/v1/format_query`: the query, formatted as Prometheus prints it.
+pub async fn format_query(method: Method, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+    let params = params(&method, raw, &body);
+    let result = (|| {
+        let query = param(&params, "query")
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?;
+        let expr = argus_promql::parse(query)?;
+        Ok::<_, PromFailure>(success(json!(expr.prettify()), &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `/api/v1/parse_query`: the query's syntax tree as JSON.
+pub async fn parse_query(method: Method, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+    let params = params(&method, raw, &body);
+    let result = (|| {
+        let query = param(&params, "query")
+            .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?;
+        let expr = argus_promql::parse(query)?;
+        let tree = serde_json::to_value(&expr).map_err(|e| PromFailure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: format!("the syntax tree did not encode: {e}"),
+        })?;
+        Ok::<_, PromFailure>(success(tree, &[]))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_label_names_are_undone() {
+        assert_eq!(store_key("U__nf_2e_app").ok(), Some("nf.app".to_string()));
+        assert_eq!(store_key("U__a__b").ok(), Some("a_b".to_string()));
+        assert_eq!(store_key("__name__").ok(), Some("name".to_string()));
+        assert_eq!(store_key("job").ok(), Some("job".to_string()));
+        assert!(store_key("U__bad_zz_").is_err());
+    }
+
+    #[test]
+    fn times_print_as_prometheus_prints_them() {
+        assert_eq!(seconds(4000).to_string(), "4");
+        assert_eq!(seconds(1_435_781_451_781).to_string(), "1435781451.781");
+        assert_eq!(sample(4000, 2.0).to_string(), r#"[4,"2"]"#);
+    }
+
+    #[test]
+    fn form_bodies_and_query_strings_are_read() {
+        let p = params(
+            &Method::POST,
+            Some("match%5B%5D=up".into()),
+            &Bytes::from_static(b"query=1%2B1&time=4&match[]=%7B__name__%3D~%22.%2B%22%7D"),
+        );
+        assert_eq!(param(&p, "query"), Some("1+1"));
+        assert_eq!(param(&p, "time"), Some("4"));
+        let matches: Vec<&str> = p
+            .iter()
+            .filter(|(k, _)| k == "match[]")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(matches, ["up", r#"{__name__=~".+"}"#]);
+    }
+}

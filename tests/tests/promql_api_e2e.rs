@@ -1,0 +1,268 @@
+//! The Prometheus query API as its real clients call it: the calls Grafana's Prometheus data
+//! source makes (replayed as it sends them, form POSTs included), and Debian's `promtool
+//! query` against a real server holding real data.
+
+use std::process::Command;
+
+use argus_tests::{Server, debian_packages, eventually, now_ms};
+use serde_json::{Value, json};
+
+/// curl with a form body (Grafana's default) or a plain GET: (status, JSON body).
+fn call(server: &Server, method: &str, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if method == "GET" {
+        cmd.arg("-G");
+    }
+    for (k, v) in form {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    let out = cmd
+        .arg(format!("{}{path}", server.base))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code.trim().parse().unwrap_or(0), body)
+}
+
+/// Two gauges and a third series, backfilled at the last three whole minutes.
+fn load(server: &Server) -> i64 {
+    let minute = (now_ms() / 60_000) * 60_000;
+    let mut metrics = Vec::new();
+    for (i, t) in [minute - 120_000, minute - 60_000, minute]
+        .iter()
+        .enumerate()
+    {
+        let i = i as f64;
+        for (app, base) in [("www", 10.0), ("api", 1.0)] {
+            metrics.push(
+                json!({"tags": {"name": "sys.cpu.utilization", "nf.app": app,
+                "atlas.dstype": "gauge"}, "timestamp": t, "value": base + i}),
+            );
+        }
+        metrics.push(json!({"tags": {"name": "http_requests", "job": "web",
+            "atlas.dstype": "gauge"}, "timestamp": t, "value": 5.0}));
+    }
+    let (status, body) = server.post(
+        "/api/v1/backfill",
+        json!({"metrics": metrics}).to_string().as_bytes(),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    minute
+}
+
+#[test]
+fn grafanas_calls_get_prometheus_answers() {
+    let server = Server::start(&["--ephemeral"]);
+    let minute = load(&server);
+
+    // Save & test: exactly Prometheus's answer.
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/query",
+        &[("query", "1+1"), ("time", "4")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}})
+    );
+
+    // Version detection: a Prometheus version, no features (which would mean Mimir).
+    let (status, body) = call(&server, "GET", "/api/v1/status/buildinfo", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "success");
+    assert!(
+        body["data"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2.")),
+        "{body}"
+    );
+    assert!(
+        body["data"].get("features").is_none_or(|f| f == &json!({})),
+        "{body}"
+    );
+
+    // The label and metric pickers.
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/labels",
+        &[("match[]", r#"{__name__=~".+"}"#)],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": ["__name__", "job", "nf.app"]})
+    );
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/api/v1/label/__name__/values",
+        &[("match[]", r#"{__name__=~".+"}"#), ("limit", "40000")],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"],
+        json!(["http_requests", "sys.cpu.utilization"])
+    );
+    // A dotted label name, escaped as Prometheus 3 escapes it.
+    let (_, body) = call(&server, "GET", "/api/v1/label/U__nf_2e_app/values", &[]);
+    assert_eq!(body["data"], json!(["api", "www"]));
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/series",
+        &[("match[]", r#"{"sys.cpu.utilization","nf.app"="www"}"#)],
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"],
+        json!([{"__name__": "sys.cpu.utilization", "nf.app": "www"}])
+    );
+
+    // A time-series panel: float-second start, end and step.
+    let start = format!("{:.3}", (minute - 120_000) as f64 / 1000.0);
+    let end = format!("{:.3}", minute as f64 / 1000.0);
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/query_range",
+        &[
+            ("query", r#"sum by ("nf.app") ({"sys.cpu.utilization"})"#),
+            ("start", &start),
+            ("end", &end),
+            ("step", "60"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    let t = |ms: i64| json!(ms / 1000);
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"nf.app": "api"}, "values": [[t(minute - 120_000), "1"], [t(minute - 60_000), "2"], [t(minute), "3"]]},
+            {"metric": {"nf.app": "www"}, "values": [[t(minute - 120_000), "10"], [t(minute - 60_000), "11"], [t(minute), "12"]]},
+        ])
+    );
+    // An instant panel.
+    let (_, body) = call(
+        &server,
+        "GET",
+        "/api/v1/query",
+        &[
+            ("query", r#"max({__name__="sys.cpu.utilization"})"#),
+            ("time", &end),
+        ],
+    );
+    assert_eq!(
+        body["data"],
+        json!({"resultType": "vector", "result": [{"metric": {}, "value": [t(minute), "12"]}]})
+    );
+    // The probes Grafana makes at start.
+    let (_, body) = call(&server, "GET", "/api/v1/query_exemplars", &[("query", "x")]);
+    assert_eq!(body, json!({"status": "success", "data": []}));
+    let (_, body) = call(&server, "GET", "/api/v1/rules", &[]);
+    assert_eq!(body, json!({"status": "success", "data": {"groups": []}}));
+    let (_, body) = call(
+        &server,
+        "GET",
+        "/api/v1/metadata",
+        &[("metric", "sys.cpu.utilization")],
+    );
+    assert_eq!(body["data"]["sys.cpu.utilization"][0]["type"], "gauge");
+    let (_, body) = call(
+        &server,
+        "GET",
+        "/api/v1/format_query",
+        &[("query", "sum(rate(x[5m]))by(a)")],
+    );
+    assert_eq!(body["data"], "sum by (a) (rate(x[5m]))");
+
+    // Errors in Prometheus's words and codes.
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/api/v1/query",
+        &[("query", "sum(rate(x[5m])")],
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["errorType"], "bad_data");
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/api/v1/query_range",
+        &[("query", "1"), ("start", "10"), ("end", "0"), ("step", "1")],
+    );
+    assert_eq!(
+        (status, body["errorType"].clone()),
+        (400, json!("bad_data")),
+        "{body}"
+    );
+    let (status, body) = call(&server, "GET", "/api/v1/series", &[]);
+    assert_eq!(
+        (status, body["errorType"].clone()),
+        (400, json!("bad_data")),
+        "{body}"
+    );
+}
+
+#[test]
+fn promtool_queries_argus() {
+    assert!(
+        debian_packages("/usr/bin/promtool", &["prometheus"]),
+        "installing Debian's prometheus (promtool)"
+    );
+    let server = Server::start(&["--ephemeral"]);
+    let minute = load(&server);
+    let promtool = |args: &[&str]| {
+        let out = Command::new("/usr/bin/promtool")
+            .arg("query")
+            .args(args)
+            .output()
+            .expect("running promtool");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "promtool query {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let base = server.base.clone();
+    let instant = eventually(10, "promtool's instant query", || {
+        let text = promtool(&["instant", &base, r#"sum by (job) (http_requests)"#]);
+        text.contains("=> 5").then_some(text)
+    });
+    assert!(instant.contains(r#"{job="web"} => 5"#), "{instant}");
+    let (start, end) = (
+        ((minute - 120_000) / 1000).to_string(),
+        (minute / 1000).to_string(),
+    );
+    let range = promtool(&[
+        "range",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "1m",
+        &base,
+        r#"max({"sys.cpu.utilization"})"#,
+    ]);
+    for v in ["10", "11", "12"] {
+        assert!(range.contains(&format!("{v} @[")), "{range}");
+    }
+    let series = promtool(&["series", "--match", r#"{__name__="http_requests"}"#, &base]);
+    assert!(
+        series.contains(r#"{__name__="http_requests", job="web"}"#),
+        "{series}"
+    );
+    let labels = promtool(&["labels", &base, "job"]);
+    assert_eq!(labels.trim(), "web", "{labels}");
+}
