@@ -123,6 +123,12 @@ fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, Pr
     if let Ok(seconds) = text.parse::<f64>()
         && seconds.is_finite()
     {
+        // Within ±30,000 years, so time arithmetic stays exact.
+        if seconds.abs() > 1e12 {
+            return Err(PromFailure::bad_data(format!(
+                "invalid parameter \"{name}\": {text} is out of range"
+            )));
+        }
         return Ok(Some((seconds * 1000.0).round() as i64));
     }
     argus_promql::parse_rfc3339(text).map(Some).ok_or_else(|| {
@@ -217,13 +223,17 @@ async fn evaluate(
     let store = state.store.clone();
     let max_series = state.cfg.query_max_series;
     let started = std::time::Instant::now();
+    // The store holds nothing older than its retention, nor past the step now filling.
+    let (now, step) = (store.now_ms(), store.config().step_ms);
+    let bounds = (now - state.cfg.retention_ms - step, now + 2 * step);
     tokio::task::spawn_blocking(move || {
         let guarded = Guarded::new(&store, timeout, max_series, cancel);
         let mut evaluation = Evaluation::new(
             &guarded,
             range,
             usize::try_from(max_series).unwrap_or(usize::MAX),
-        );
+        )
+        .with_data_bounds(bounds.0, bounds.1);
         match evaluation.eval(&expr) {
             Ok(value) => Ok((value, evaluation.infos)),
             Err(_) if started.elapsed() >= timeout => Err(PromFailure::unavailable(

@@ -17,6 +17,12 @@ use crate::select::{NAME_LABEL, labels_of, matcher_of};
 
 pub type Labels = BTreeMap<String, String>;
 
+/// Most stored steps one selector reads of each series (about 2 years at 1 minute).
+const MAX_STORED_STEPS: i64 = 1_000_000;
+
+/// Most evaluation times a subquery may have.
+const MAX_SUBQUERY_POINTS: usize = 250_000;
+
 /// One series of an instant vector: a value per evaluation time, `None` where it has none.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -62,15 +68,41 @@ impl QueryRange {
     }
 }
 
-/// The points `(ms, value)` of one series' window at one evaluation time.
-type Window = Vec<(i64, f64)>;
-
 /// A selector's series as stored: labels and one value per stored step.
 type Stored = Vec<(Labels, Vec<f64>)>;
 
-/// A range vector per evaluation time: for each series, its window at each time.
+/// One series of a range vector: its points `(ms, value)` in time order, and for each
+/// evaluation time the slice `points[lo..hi]` in its window (no copy per window).
+struct RangeSeries {
+    labels: Labels,
+    points: Vec<(i64, f64)>,
+    windows: Vec<(usize, usize)>,
+}
+
+impl RangeSeries {
+    /// The series with its windows `(end - range, end]` for each window end.
+    fn new(labels: Labels, points: Vec<(i64, f64)>, ends: &[i64], range_ms: i64) -> Self {
+        let windows = ends
+            .iter()
+            .map(|&end| {
+                let from = end.saturating_sub(range_ms);
+                (
+                    points.partition_point(|p| p.0 <= from),
+                    points.partition_point(|p| p.0 <= end),
+                )
+            })
+            .collect();
+        RangeSeries {
+            labels,
+            points,
+            windows,
+        }
+    }
+}
+
+/// A range vector: for each series, its window at each evaluation time.
 struct Matrix {
-    series: Vec<(Labels, Vec<Window>)>,
+    series: Vec<RangeSeries>,
     range_ms: i64,
 }
 
@@ -78,6 +110,8 @@ struct Matrix {
 pub struct Evaluation<'a> {
     source: &'a dyn SeriesSource,
     range: QueryRange,
+    /// The oldest and newest times the store can hold values for (its retention, and now).
+    data_bounds: (i64, i64),
     /// Most series one selector may read (the query's series limit).
     max_series: usize,
     /// Notes for the response's `infos`.
@@ -89,9 +123,16 @@ impl<'a> Evaluation<'a> {
         Evaluation {
             source,
             range,
+            data_bounds: (i64::MIN / 4, i64::MAX / 4),
             max_series,
             infos: Vec::new(),
         }
+    }
+
+    /// Reads no values older than `oldest_ms` or newer than `newest_ms`: the store holds none.
+    pub fn with_data_bounds(mut self, oldest_ms: i64, newest_ms: i64) -> Self {
+        self.data_bounds = (oldest_ms, newest_ms);
+        self
     }
 
     pub fn eval(&mut self, expr: &Expr) -> Result<Value, Error> {
@@ -139,8 +180,8 @@ impl<'a> Evaluation<'a> {
         };
         match offset {
             None => base,
-            Some(Offset::Pos(d)) => base - d.as_millis() as i64,
-            Some(Offset::Neg(d)) => base + d.as_millis() as i64,
+            Some(Offset::Pos(d)) => base.saturating_sub(millis(*d)),
+            Some(Offset::Neg(d)) => base.saturating_add(millis(*d)),
         }
     }
 
@@ -153,8 +194,18 @@ impl<'a> Evaluation<'a> {
         to_ms: i64,
     ) -> Result<(Stored, i64), Error> {
         let stored = self.source.step_ms().max(1);
-        let first = from_ms.div_euclid(stored) * stored;
-        let last = to_ms.div_euclid(stored) * stored;
+        // Only the steps the store can hold: a window of a year over six hours of retention
+        // reads six hours.
+        let from_ms = from_ms.max(self.data_bounds.0);
+        let to_ms = to_ms.min(self.data_bounds.1);
+        let first = from_ms.div_euclid(stored).saturating_mul(stored);
+        let last = to_ms.div_euclid(stored).saturating_mul(stored);
+        if (last - first) / stored > MAX_STORED_STEPS {
+            return Err(Error::execution(format!(
+                "the selector {vs} would read {} steps of each series, more than {MAX_STORED_STEPS}",
+                (last - first) / stored
+            )));
+        }
         let matcher = matcher_of(vs)?;
         let ids = self.source.select(&matcher);
         if ids.len() as usize > self.max_series {
@@ -199,9 +250,13 @@ impl<'a> Evaluation<'a> {
             return Ok(Vec::new());
         };
         let stored = self.source.step_ms().max(1);
-        let (read, first) = self.read(vs, step_end(lo, stored) - stored, step_end(hi, stored))?;
+        let (read, first) = self.read(
+            vs,
+            step_end(lo, stored).saturating_sub(stored),
+            step_end(hi, stored),
+        )?;
         let value_at = |values: &[f64], ts: i64| {
-            usize::try_from((ts - first) / stored)
+            usize::try_from(ts.saturating_sub(first) / stored)
                 .ok()
                 .and_then(|i| values.get(i))
                 .copied()
@@ -239,7 +294,7 @@ impl<'a> Evaluation<'a> {
     }
 
     fn matrix_selector(&mut self, m: &MatrixSelector) -> Result<Matrix, Error> {
-        let range_ms = m.range.as_millis() as i64;
+        let range_ms = millis(m.range);
         let times: Vec<i64> = self
             .range
             .times()
@@ -254,30 +309,18 @@ impl<'a> Evaluation<'a> {
         let stored = self.source.step_ms().max(1);
         let (read, first) =
             self.read(&m.vs, step_end(lo, stored) - range_ms, step_end(hi, stored))?;
+        // Each window ends at the end of the step holding its time.
+        let ends: Vec<i64> = times.iter().map(|&t| step_end(t, stored)).collect();
         let series = read
             .into_iter()
             .map(|(labels, values)| {
-                let windows = times
+                let points = values
                     .iter()
-                    .map(|&t| {
-                        // The stored steps that end in (end - range, end], `end` being the
-                        // end of the step holding `t`.
-                        let end = step_end(t, stored);
-                        let mut window = Vec::new();
-                        let mut ts = step_end(end - range_ms + 1, stored);
-                        while ts <= end {
-                            let i = (ts - first) / stored;
-                            if let Some(&v) = usize::try_from(i).ok().and_then(|i| values.get(i))
-                                && !v.is_nan()
-                            {
-                                window.push((ts, v));
-                            }
-                            ts += stored;
-                        }
-                        window
-                    })
+                    .enumerate()
+                    .filter(|(_, v)| !v.is_nan())
+                    .map(|(i, &v)| (first.saturating_add(i as i64 * stored), v))
                     .collect();
-                (labels, windows)
+                RangeSeries::new(labels, points, &ends, range_ms)
             })
             .collect();
         Ok(Matrix { series, range_ms })
@@ -286,10 +329,10 @@ impl<'a> Evaluation<'a> {
     /// `expr[range:step]`: the inner expression evaluated at every multiple of `step` in the
     /// windows, as a range vector.
     fn subquery(&mut self, s: &SubqueryExpr) -> Result<Matrix, Error> {
-        let range_ms = s.range.as_millis() as i64;
+        let range_ms = millis(s.range);
         let step_ms = s
             .step
-            .map(|d| d.as_millis() as i64)
+            .map(millis)
             .unwrap_or_else(|| self.source.step_ms())
             .max(1);
         let times: Vec<i64> = self
@@ -303,12 +346,22 @@ impl<'a> Evaluation<'a> {
                 range_ms,
             });
         };
+        let start_ms = lo
+            .saturating_sub(range_ms)
+            .max(self.data_bounds.0)
+            .div_euclid(step_ms)
+            .saturating_mul(step_ms)
+            .saturating_add(step_ms);
+        let end_ms = hi
+            .min(self.data_bounds.1)
+            .div_euclid(step_ms)
+            .saturating_mul(step_ms);
         let inner_range = QueryRange {
-            start_ms: (lo - range_ms).div_euclid(step_ms) * step_ms + step_ms,
-            end_ms: hi.div_euclid(step_ms) * step_ms,
+            start_ms,
+            end_ms: end_ms.max(start_ms - step_ms),
             step_ms,
         };
-        if inner_range.len() > 11_000 * self.range.len().max(1) {
+        if (inner_range.end_ms - inner_range.start_ms) / step_ms >= MAX_SUBQUERY_POINTS as i64 {
             return Err(Error::bad_data(format!(
                 "the subquery {s} has too many points: lower its range or raise its step"
             )));
@@ -328,18 +381,12 @@ impl<'a> Evaluation<'a> {
         let series = inner
             .into_iter()
             .map(|s| {
-                let windows = times
+                let points = inner_times
                     .iter()
-                    .map(|&t| {
-                        inner_times
-                            .iter()
-                            .zip(&s.points)
-                            .filter(|(ts, _)| **ts > t - range_ms && **ts <= t)
-                            .filter_map(|(ts, v)| v.map(|v| (*ts, v)))
-                            .collect()
-                    })
+                    .zip(&s.points)
+                    .filter_map(|(ts, v)| v.map(|v| (*ts, v)))
                     .collect();
-                (s.labels, windows)
+                RangeSeries::new(s.labels, points, &times, range_ms)
             })
             .collect();
         Ok(Matrix { series, range_ms })
@@ -977,14 +1024,23 @@ impl<'a> Evaluation<'a> {
 
 /// The end of the stored step holding `t`: a value stored at `T` covers `(T - step, T]`.
 fn step_end(t: i64, stored: i64) -> i64 {
-    let floor = t.div_euclid(stored) * stored;
-    if floor == t { t } else { floor + stored }
+    let floor = t.div_euclid(stored).saturating_mul(stored);
+    if floor == t {
+        t
+    } else {
+        floor.saturating_add(stored)
+    }
+}
+
+/// A duration in milliseconds, however long (a query may say `x[100000000y]`).
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn system_ms(t: std::time::SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => millis(d),
+        Err(e) => -millis(e.duration()),
     }
 }
 
@@ -1040,13 +1096,18 @@ fn over_windows(
 ) -> Vec<Series> {
     m.series
         .into_iter()
-        .map(|(mut labels, windows)| {
+        .map(|mut r| {
             if drop_name {
-                labels.remove(NAME_LABEL);
+                r.labels.remove(NAME_LABEL);
             }
+            let points = r
+                .windows
+                .iter()
+                .map(|&(lo, hi)| f(&r.points[lo..hi]))
+                .collect();
             Series {
-                labels,
-                points: windows.iter().map(|w| f(w)).collect(),
+                labels: r.labels,
+                points,
             }
         })
         .filter(|s| s.points.iter().any(Option::is_some))
@@ -1271,6 +1332,10 @@ fn result_labels(
 
 /// Prometheus's calendar functions of Unix seconds, in UTC.
 fn calendar(name: &str, seconds: f64) -> f64 {
+    // Past the year 30,000 either way: no calendar of ours.
+    if !seconds.is_finite() || seconds.abs() > 1e12 {
+        return f64::NAN;
+    }
     let days = (seconds / 86_400.0).floor() as i64;
     let secs_of_day = seconds - days as f64 * 86_400.0;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -1676,6 +1741,43 @@ mod tests {
     }
 
     #[test]
+    fn absurd_windows_offsets_and_times_are_answered_or_refused_never_a_crash() {
+        let s = store();
+        let t = T0 + 2 * STEP;
+        for q in [
+            "max_over_time(cpu[100000000y])",
+            "cpu offset 100000000y",
+            "cpu offset -100000000y",
+            "cpu offset 10000000000y",
+            "rate(cpu[10000000000y] offset -10000000000y)",
+            "rate(cpu[1y] offset 50y)",
+            "max_over_time(cpu[100000000y:1ms])",
+            "max_over_time(cpu[1h:1ms])",
+            "day_of_month(vector(1e300))",
+            "cpu @ 1e15",
+            "topk(1e300, cpu)",
+            "quantile(NaN, cpu)",
+            "histogram_quantile(2, req_bucket)",
+            "round(cpu, 0)",
+            "cpu / 0",
+        ] {
+            // The parser refuses some (a duration past its range); the rest evaluate.
+            let Ok(expr) = crate::parse(q) else { continue };
+            let _ = Evaluation::new(&s, QueryRange::instant(t), 1000)
+                .with_data_bounds(T0 - 6 * 3_600_000, T0 + 3_600_000)
+                .eval(&expr);
+        }
+        // A year's window over hours of data reads the hours.
+        let expr = crate::parse("max_over_time(cpu[1y])").unwrap();
+        let v = Evaluation::new(&s, QueryRange::instant(t), 1000)
+            .with_data_bounds(T0 - 6 * 3_600_000, T0 + 3_600_000)
+            .eval(&expr)
+            .unwrap();
+        let Value::Vector(v) = v else { panic!() };
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
     fn calendar_functions_are_utc() {
         // 2026-01-01T00:00Z is a Thursday.
         let s = T0 as f64 / 1000.0;
@@ -1687,5 +1789,7 @@ mod tests {
         assert_eq!(calendar("days_in_month", s + 40.0 * 86_400.0), 28.0);
         assert_eq!(calendar("hour", s + 3.0 * 3600.0 + 120.0), 3.0);
         assert_eq!(calendar("minute", s + 3.0 * 3600.0 + 120.0), 2.0);
+        assert!(calendar("year", 1e300).is_nan());
+        assert!(calendar("year", f64::NAN).is_nan());
     }
 }
