@@ -203,21 +203,9 @@ async fn evaluate(
     single_node_only(state)?;
     let expr = argus_promql::parse(&query)?;
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
-    let _permit = tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+    let _permit = super::query::query_slot(state, timeout)
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            PromFailure::unavailable(
-                "unavailable",
-                format!(
-                    "{} queries are running (--max-concurrent-queries) and none finished \
-                     within {} ms; retry later",
-                    state.cfg.max_concurrent_queries,
-                    timeout.as_millis()
-                ),
-            )
-        })?;
+        .map_err(|why| PromFailure::unavailable("unavailable", why))?;
     let cancel = Cancel::default();
     let _stop_when_dropped = cancel.on_drop();
     let store = state.store.clone();

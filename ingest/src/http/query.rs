@@ -264,6 +264,26 @@ fn list_body(items: Vec<String>, txt: bool) -> Response {
     }
 }
 
+/// A slot among `--max-concurrent-queries`, waited for at most the query's own time limit;
+/// `Err` says why there was none.
+pub(super) async fn query_slot(
+    state: &AppState,
+    timeout: Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+    tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            format!(
+                "{} queries are running (--max-concurrent-queries) and none finished within \
+                 {} ms; retry later",
+                state.cfg.max_concurrent_queries,
+                timeout.as_millis()
+            )
+        })
+}
+
 pub async fn graph(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -293,18 +313,9 @@ pub async fn graph(
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
     let max_series = state.cfg.query_max_series;
     // A query waits for a slot at most its own time limit.
-    let _permit = tokio::time::timeout(timeout, state.query_permits.clone().acquire_owned())
+    let _permit = query_slot(&state, timeout)
         .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "{} queries are running (--max-concurrent-queries) and none finished within \
-                 {} ms; retry later",
-                state.cfg.max_concurrent_queries,
-                timeout.as_millis()
-            ))
-        })?;
+        .map_err(ApiError::unavailable)?;
     let cancel = Cancel::default();
     // Dropped with this request: when the client goes away, the query stops.
     let _stop_when_dropped = cancel.on_drop();
