@@ -705,6 +705,12 @@ fn killing_the_nats_server_that_leads_a_stream_stalls_writes_briefly_and_loses_n
 
 /// Runs `scripts/local-cluster` with `env`; its output, after asserting success.
 fn local_cluster(command: &str, env: &[(&str, String)]) -> String {
+    try_local_cluster(command, env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `scripts/local-cluster` with `env`: Ok(its output), or Err(what it printed, with the
+/// log it names, which says why a node did not start).
+fn try_local_cluster(command: &str, env: &[(&str, String)]) -> Result<String, String> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-cluster");
     let out = Command::new(script)
         .arg(command)
@@ -712,12 +718,16 @@ fn local_cluster(command: &str, env: &[(&str, String)]) -> String {
         .output()
         .expect("running scripts/local-cluster");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "local-cluster {command}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    if out.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = stderr
+        .split_whitespace()
+        .find(|w| w.ends_with(".log"))
+        .and_then(|path| std::fs::read_to_string(path.trim_end_matches(';')).ok())
+        .unwrap_or_default();
+    Err(format!("local-cluster {command}: {stdout}{stderr}\n{log}"))
 }
 
 /// Stops the script's cluster however the test ends.
@@ -742,29 +752,39 @@ fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let http = ports(3);
-    let env = vec![
-        (
-            "ARGUS_CLUSTER_DIR",
-            argus_tests::scratch_dir("local-cluster")
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        ("ARGUS_BIN", binary("argus").to_string_lossy().into_owned()),
-        (
-            "NATS_SERVER",
-            argus_tests::nats_server_binary()
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        ("NATS_PORTS", ports(3)),
-        ("ROUTE_PORTS", ports(3)),
-        ("HTTP_PORTS", http.clone()),
-        ("GRPC_PORTS", ports(3)),
-        ("ARGUS_FLAGS", "--partitions 4".into()),
-    ];
-    let cluster = LocalCluster(env.clone());
-    let started = local_cluster("start", &env);
+    // Ports picked free can be taken by another test's server before the script binds them:
+    // a node that could not bind is started again on other ports.
+    let mut attempt = 0;
+    let (env, http, started, cluster) = loop {
+        attempt += 1;
+        let http = ports(3);
+        let env = vec![
+            (
+                "ARGUS_CLUSTER_DIR",
+                argus_tests::scratch_dir("local-cluster")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ("ARGUS_BIN", binary("argus").to_string_lossy().into_owned()),
+            (
+                "NATS_SERVER",
+                argus_tests::nats_server_binary()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ("NATS_PORTS", ports(3)),
+            ("ROUTE_PORTS", ports(3)),
+            ("HTTP_PORTS", http.clone()),
+            ("GRPC_PORTS", ports(3)),
+            ("ARGUS_FLAGS", "--partitions 4".into()),
+        ];
+        let cluster = LocalCluster(env.clone());
+        match try_local_cluster("start", &env) {
+            Ok(started) => break (env, http, started, cluster),
+            Err(e) if attempt < 3 && e.contains("in use") => drop(cluster),
+            Err(e) => panic!("{e}"),
+        }
+    };
     assert!(started.contains("three Argus nodes ready"), "{started}");
     assert!(
         started.contains("argus-agent --server http://127.0.0.1:"),
