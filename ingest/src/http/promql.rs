@@ -465,7 +465,7 @@ pub async fn label_values(
             .store
             .tag_values_of(&key, &ids)
             .into_iter()
-            .map(|(v, _)| v)
+            .map(|(v, _)| argus_promql::shown_value(&key, &v).to_string())
             .collect();
         values.sort();
         if let Some(limit) = limit_param(&params)? {

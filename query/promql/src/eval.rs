@@ -104,6 +104,16 @@ impl RangeSeries {
 struct Matrix {
     series: Vec<RangeSeries>,
     range_ms: i64,
+    /// The spacing of the points: the stored step, or a subquery's step.
+    step_ms: i64,
+}
+
+/// What a selector reads at each evaluation time: the stored value, or the time of the
+/// step it comes from (for `timestamp`).
+#[derive(Clone, Copy)]
+enum Read {
+    Values,
+    Times,
 }
 
 /// One query's evaluation over a store.
@@ -156,7 +166,7 @@ impl<'a> Evaluation<'a> {
                 )),
                 Value::String(_) => Err(Error::bad_data("unary minus of a string")),
             },
-            Expr::VectorSelector(vs) => self.instant_selector(vs).map(Value::Vector),
+            Expr::VectorSelector(vs) => self.instant_selector(vs, Read::Values).map(Value::Vector),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => Err(Error::bad_data(
                 "a range vector cannot be a query's result or an operand; give it to a function such as rate()",
             )),
@@ -240,7 +250,7 @@ impl<'a> Evaluation<'a> {
         Ok((out, first))
     }
 
-    fn instant_selector(&mut self, vs: &VectorSelector) -> Result<Vec<Series>, Error> {
+    fn instant_selector(&mut self, vs: &VectorSelector, what: Read) -> Result<Vec<Series>, Error> {
         let times: Vec<i64> = self
             .range
             .times()
@@ -252,8 +262,8 @@ impl<'a> Evaluation<'a> {
         let stored = self.source.step_ms().max(1);
         let (read, first) = self.read(
             vs,
-            step_end(lo, stored).saturating_sub(stored),
-            step_end(hi, stored),
+            step_floor(lo, stored).saturating_sub(stored),
+            step_floor(hi, stored),
         )?;
         let value_at = |values: &[f64], ts: i64| {
             usize::try_from(ts.saturating_sub(first) / stored)
@@ -261,16 +271,21 @@ impl<'a> Evaluation<'a> {
                 .and_then(|i| values.get(i))
                 .copied()
                 .filter(|v| !v.is_nan())
+                .map(|v| match what {
+                    Read::Values => v,
+                    Read::Times => ts as f64 / 1000.0,
+                })
         };
         Ok(read
             .into_iter()
             .filter_map(|(labels, values)| {
-                // The step holding `t`, or the one before it (a lookback of one step: the
-                // step still filling may have no value yet).
+                // The last step ending at or before `t`, or the one before it (a lookback of
+                // one step: the newest step may have no value yet). Never a step ending after
+                // `t`: it may hold samples from after `t`.
                 let points: Vec<Option<f64>> = times
                     .iter()
                     .map(|&t| {
-                        let end = step_end(t, stored);
+                        let end = step_floor(t, stored);
                         value_at(&values, end).or_else(|| value_at(&values, end - stored))
                     })
                     .collect();
@@ -304,13 +319,15 @@ impl<'a> Evaluation<'a> {
             return Ok(Matrix {
                 series: Vec::new(),
                 range_ms,
+                step_ms: self.source.step_ms().max(1),
             });
         };
         let stored = self.source.step_ms().max(1);
-        let (read, first) =
-            self.read(&m.vs, step_end(lo, stored) - range_ms, step_end(hi, stored))?;
-        // Each window ends at the end of the step holding its time.
-        let ends: Vec<i64> = times.iter().map(|&t| step_end(t, stored)).collect();
+        let (read, first) = self.read(
+            &m.vs,
+            step_floor(lo, stored).saturating_sub(range_ms),
+            step_floor(hi, stored),
+        )?;
         let series = read
             .into_iter()
             .map(|(labels, values)| {
@@ -320,10 +337,15 @@ impl<'a> Evaluation<'a> {
                     .filter(|(_, v)| !v.is_nan())
                     .map(|(i, &v)| (first.saturating_add(i as i64 * stored), v))
                     .collect();
-                RangeSeries::new(labels, points, &ends, range_ms)
+                // The window `(t - range, t]` holds the steps that end in it.
+                RangeSeries::new(labels, points, &times, range_ms)
             })
             .collect();
-        Ok(Matrix { series, range_ms })
+        Ok(Matrix {
+            series,
+            range_ms,
+            step_ms: stored,
+        })
     }
 
     /// `expr[range:step]`: the inner expression evaluated at every multiple of `step` in the
@@ -344,6 +366,7 @@ impl<'a> Evaluation<'a> {
             return Ok(Matrix {
                 series: Vec::new(),
                 range_ms,
+                step_ms,
             });
         };
         let start_ms = lo
@@ -389,7 +412,11 @@ impl<'a> Evaluation<'a> {
                 RangeSeries::new(s.labels, points, &times, range_ms)
             })
             .collect();
-        Ok(Matrix { series, range_ms })
+        Ok(Matrix {
+            series,
+            range_ms,
+            step_ms,
+        })
     }
 
     // ---- aggregation --------------------------------------------------------------------
@@ -856,25 +883,49 @@ impl<'a> Evaluation<'a> {
                 }))
             }
             "timestamp" => {
-                let stored = self.source.step_ms().max(1);
+                // Of a selector, the time of the step each value was read from (as
+                // Prometheus gives the sample's time); of anything else, the evaluation time.
+                let mut inner = arg(0)?;
+                while let Expr::Paren(p) = inner {
+                    inner = &p.expr;
+                }
+                if let Expr::VectorSelector(vs) = inner {
+                    let mut v = self.instant_selector(vs, Read::Times)?;
+                    for s in &mut v {
+                        s.labels.remove(NAME_LABEL);
+                    }
+                    return Ok(Value::Vector(v));
+                }
                 let v = self.vector(arg(0)?)?;
                 Ok(Value::Vector(map_values(v, |t, _| {
-                    Some(times[t].div_euclid(stored) as f64 * stored as f64 / 1000.0)
+                    Some(times[t] as f64 / 1000.0)
                 })))
+            }
+            "absent_over_time" => {
+                let m = self.matrix(arg(0)?)?;
+                let labels = match arg(0)? {
+                    Expr::MatrixSelector(ms) => absent_labels(&ms.vs),
+                    _ => Labels::new(),
+                };
+                let points: Vec<Option<f64>> = (0..n)
+                    .map(|t| {
+                        let present = m
+                            .series
+                            .iter()
+                            .any(|r| r.windows.get(t).is_some_and(|w| w.1 > w.0));
+                        (!present).then_some(1.0)
+                    })
+                    .collect();
+                Ok(Value::Vector(if points.iter().any(Option::is_some) {
+                    vec![Series { labels, points }]
+                } else {
+                    Vec::new()
+                }))
             }
             "absent" => {
                 let v = self.vector(arg(0)?)?;
                 let labels = match arg(0)? {
-                    Expr::VectorSelector(vs) => vs
-                        .matchers
-                        .matchers
-                        .iter()
-                        .filter(|m| {
-                            matches!(m.op, promql_parser::label::MatchOp::Equal)
-                                && m.name != NAME_LABEL
-                        })
-                        .map(|m| (m.name.clone(), m.value.clone()))
-                        .collect(),
+                    Expr::VectorSelector(vs) => absent_labels(vs),
                     _ => Labels::new(),
                 };
                 let points: Vec<Option<f64>> = (0..n)
@@ -971,10 +1022,11 @@ impl<'a> Evaluation<'a> {
                     self.note_rates();
                 }
                 let range_s = m.range_ms as f64 / 1000.0;
+                let step_s = m.step_ms as f64 / 1000.0;
                 Ok(Value::Vector(over_windows(
                     m,
                     name != "last_over_time",
-                    |w| window_function(name, w, range_s),
+                    |w| window_function(name, w, range_s, step_s),
                 )))
             }
             "quantile_over_time" => {
@@ -1022,14 +1074,10 @@ impl<'a> Evaluation<'a> {
     }
 }
 
-/// The end of the stored step holding `t`: a value stored at `T` covers `(T - step, T]`.
-fn step_end(t: i64, stored: i64) -> i64 {
-    let floor = t.div_euclid(stored).saturating_mul(stored);
-    if floor == t {
-        t
-    } else {
-        floor.saturating_add(stored)
-    }
+/// The end of the last stored step that ends at or before `t` (a value stored at `T` covers
+/// `(T - step, T]`, so every sample in it is at or before `t`).
+fn step_floor(t: i64, stored: i64) -> i64 {
+    t.div_euclid(stored).saturating_mul(stored)
 }
 
 /// A duration in milliseconds, however long (a query may say `x[100000000y]`).
@@ -1114,15 +1162,29 @@ fn over_windows(
         .collect()
 }
 
-fn window_function(name: &str, w: &[(i64, f64)], range_s: f64) -> Option<f64> {
+/// The labels `absent` gives: those a selector's equality matchers name.
+fn absent_labels(vs: &VectorSelector) -> Labels {
+    vs.matchers
+        .matchers
+        .iter()
+        .filter(|m| matches!(m.op, promql_parser::label::MatchOp::Equal) && m.name != NAME_LABEL)
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect()
+}
+
+/// A range function over one window; `step_s` is the spacing of the window's points (the
+/// stored step, or a subquery's step).
+fn window_function(name: &str, w: &[(i64, f64)], range_s: f64, step_s: f64) -> Option<f64> {
     if w.is_empty() {
         return None;
     }
     let values: Vec<f64> = w.iter().map(|p| p.1).collect();
     let last = values[values.len() - 1];
     Some(match name {
-        "rate" => mean(&values),
-        "increase" => mean(&values) * range_s,
+        // The increase is what the stored rates add up to over the window's steps; a series
+        // that starts (or has a gap) inside the window adds nothing for the missing steps.
+        "rate" => values.iter().sum::<f64>() * step_s / range_s,
+        "increase" => values.iter().sum::<f64>() * step_s,
         "irate" => last,
         "delta" => {
             if values.len() < 2 {

@@ -15,7 +15,7 @@ mod eval;
 mod select;
 
 pub use eval::{Evaluation, QueryRange, Series, Value};
-pub use select::{NAME_LABEL, labels_of, matcher_of, series_matcher};
+pub use select::{NAME_LABEL, labels_of, matcher_of, series_matcher, shown_value};
 
 use promql_parser::parser::Expr;
 

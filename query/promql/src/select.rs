@@ -24,6 +24,29 @@ fn tag_key(label: &str) -> &str {
 /// Tags a PromQL result does not show: how Argus stores a series, not a label of it.
 const HIDDEN_TAGS: [&str; 1] = ["atlas.dstype"];
 
+/// Labels whose value `+Inf` the store keeps as `_Inf` (`+` is not an Atlas character): a
+/// classic histogram's bucket bounds and a summary's quantiles. PromQL shows and matches
+/// `+Inf`.
+const BOUND_LABELS: [&str; 2] = ["le", "quantile"];
+
+/// A stored tag value as PromQL shows it.
+pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
+    if value == "_Inf" && BOUND_LABELS.contains(&key) {
+        "+Inf"
+    } else {
+        value
+    }
+}
+
+/// A PromQL label value as the store keeps it.
+fn stored_value<'a>(key: &str, value: &'a str) -> &'a str {
+    if value == "+Inf" && BOUND_LABELS.contains(&key) {
+        "_Inf"
+    } else {
+        value
+    }
+}
+
 /// A series' tags as PromQL labels: `name` becomes `__name__`.
 pub fn labels_of(tags: &dyn Tags) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
@@ -32,7 +55,7 @@ pub fn labels_of(tags: &dyn Tags) -> BTreeMap<String, String> {
             return;
         }
         let key = if k == "name" { NAME_LABEL } else { k };
-        labels.insert(key.to_string(), v.to_string());
+        labels.insert(key.to_string(), shown_value(k, v).to_string());
     });
     labels
 }
@@ -90,9 +113,15 @@ fn one_matcher(m: &promql_parser::label::Matcher) -> Result<Matcher, Error> {
     let absent = Matcher::Has { key: key.clone() }.not();
     Ok(match &m.op {
         MatchOp::Equal if m.value.is_empty() => absent,
-        MatchOp::Equal => Matcher::eq(key, m.value.as_str()),
+        MatchOp::Equal => {
+            let value = stored_value(&key, &m.value).to_string();
+            Matcher::eq(key, value)
+        }
         MatchOp::NotEqual if m.value.is_empty() => Matcher::Has { key },
-        MatchOp::NotEqual => Matcher::eq(key, m.value.as_str()).not(),
+        MatchOp::NotEqual => {
+            let value = stored_value(&key, &m.value).to_string();
+            Matcher::eq(key, value).not()
+        }
         MatchOp::Re(_) => regex_matcher(key, &m.value)?,
         MatchOp::NotRe(_) => regex_matcher(key, &m.value)?.not(),
     })
@@ -105,11 +134,21 @@ fn regex_matcher(key: String, pattern: &str) -> Result<Matcher, Error> {
         .map_err(|e| Error::bad_data(format!("invalid regular expression {pattern:?}: {e}")))?;
     let empty_matches = re.is_match("");
     let description = format!("{key}=~{pattern:?}");
+    let bound = BOUND_LABELS.contains(&key.as_str());
     let values = Matcher::Values {
         key: key.clone(),
         pred: ValuePredicate {
-            prefix: literal_prefix(pattern),
-            test: Arc::new(move |v: &str| re.is_match(v)),
+            // A bound's stored value may not start as the pattern does (`_Inf`).
+            prefix: if bound {
+                Default::default()
+            } else {
+                literal_prefix(pattern)
+            },
+            test: if bound {
+                Arc::new(move |v: &str| re.is_match(shown_value("le", v)))
+            } else {
+                Arc::new(move |v: &str| re.is_match(v))
+            },
             description,
         },
     };
