@@ -338,6 +338,9 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .max_blocking_threads(4)
         .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .thread_name("argus")
+        // Room for a query nested as deeply as the languages allow (PromQL's evaluation,
+        // printing and dropping take a frame per level); only touched pages take memory.
+        .thread_stack_size(16 << 20)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(argus_ingest::server::run(

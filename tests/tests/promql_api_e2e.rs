@@ -266,3 +266,142 @@ fn promtool_queries_argus() {
     let labels = promtool(&["labels", &base, "job"]);
     assert_eq!(labels.trim(), "web", "{labels}");
 }
+
+/// A form POST of one query, however long (past what a command line takes).
+fn post_query(server: &Server, path: &str, query: &str) -> (u16, Value) {
+    let mut resp = Server::agent()
+        .post(&format!("{}{path}", server.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(format!("query={}", argus_tests::enc(query)).as_bytes())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (status, body)
+}
+
+/// `n` gauge series named `wide`, one per user, at the last whole minute.
+fn load_wide(server: &Server, n: usize) -> i64 {
+    let minute = (now_ms() / 60_000) * 60_000;
+    let metrics: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"tags": {"name": "wide", "user_id": format!("u{i}"), "atlas.dstype": "gauge"},
+                   "timestamp": minute, "value": 1.0})
+        })
+        .collect();
+    let (status, body) = server.post(
+        "/api/v1/backfill",
+        json!({"metrics": metrics}).to_string().as_bytes(),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    minute
+}
+
+#[test]
+fn bad_queries_get_prometheus_errors_and_never_take_the_server_down() {
+    let server = Server::start(&["--ephemeral", "--query-max-series", "1000"]);
+    let minute = load_wide(&server, 2_000);
+    let time = (minute / 1000).to_string();
+
+    // Unparseable: 400 bad_data saying where, as Prometheus does (line:column).
+    let (status, body) = call(&server, "GET", "/api/v1/query", &[("query", "x{a=}")]);
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (400, Some("bad_data"))
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1:5: parse error"),
+        "{body}"
+    );
+
+    // Over the series limit: 422 naming the limit.
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/api/v1/query",
+        &[("query", "sum(wide)"), ("time", &time)],
+    );
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (422, Some("execution"))
+    );
+    let error = body["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("--query-max-series") && error.contains("1000"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/api/v1/query",
+        &[
+            ("query", r#"count(wide{user_id=~"u1.."})"#),
+            ("time", &time),
+        ],
+    );
+    assert_eq!(status, 200, "a narrower query runs: {body}");
+    assert_eq!(body["data"]["result"][0]["value"][1], "100");
+
+    // Nesting: as deep as the limit allows is answered; deeper is refused before parsing;
+    // neither overflows a stack. (A 1,000-term sum once took the server down.)
+    let deep = format!("1{}", "+1".repeat(1_000));
+    let (status, body) = post_query(&server, "/api/v1/query", &deep);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["result"][1], "1001");
+    for hostile in [
+        format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+        format!("1{}", "+1".repeat(100_000)),
+        format!("{}vector(1){}", "abs(".repeat(50_000), ")".repeat(50_000)),
+    ] {
+        for path in [
+            "/api/v1/query",
+            "/api/v1/format_query",
+            "/api/v1/parse_query",
+        ] {
+            let (status, body) = post_query(&server, path, &hostile);
+            assert_eq!(
+                (status, body["errorType"].as_str()),
+                (400, Some("bad_data"))
+            );
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("nests too deeply"),
+                "{body}"
+            );
+        }
+    }
+    let (status, body) = call(&server, "POST", "/api/v1/query", &[("query", "1+1")]);
+    assert_eq!(
+        (status, body["data"]["result"][1].as_str()),
+        (200, Some("2"))
+    );
+
+    // Past the deadline: 503 timeout naming the flag.
+    let slow = Server::start(&["--ephemeral", "--query-timeout", "1ms"]);
+    let minute = load_wide(&slow, 5_000);
+    let (status, body) = call(
+        &slow,
+        "GET",
+        "/api/v1/query_range",
+        &[
+            ("query", "sum by (user_id) (wide)"),
+            ("start", &((minute - 3_600_000) / 1000).to_string()),
+            ("end", &(minute / 1000).to_string()),
+            ("step", "15"),
+        ],
+    );
+    assert_eq!((status, body["errorType"].as_str()), (503, Some("timeout")));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--query-timeout"),
+        "{body}"
+    );
+}

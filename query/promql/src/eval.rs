@@ -56,7 +56,7 @@ impl QueryRange {
     }
 
     pub fn len(&self) -> usize {
-        ((self.end_ms - self.start_ms) / self.step_ms.max(1) + 1).max(0) as usize
+        (self.end_ms.saturating_sub(self.start_ms) / self.step_ms.max(1) + 1).max(0) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,10 +210,10 @@ impl<'a> Evaluation<'a> {
         let to_ms = to_ms.min(self.data_bounds.1);
         let first = from_ms.div_euclid(stored).saturating_mul(stored);
         let last = to_ms.div_euclid(stored).saturating_mul(stored);
-        if (last - first) / stored > MAX_STORED_STEPS {
+        if last.saturating_sub(first) / stored > MAX_STORED_STEPS {
             return Err(Error::execution(format!(
                 "the selector {vs} would read {} steps of each series, more than {MAX_STORED_STEPS}",
-                (last - first) / stored
+                last.saturating_sub(first) / stored
             )));
         }
         let matcher = matcher_of(vs)?;
@@ -384,7 +384,9 @@ impl<'a> Evaluation<'a> {
             end_ms: end_ms.max(start_ms - step_ms),
             step_ms,
         };
-        if (inner_range.end_ms - inner_range.start_ms) / step_ms >= MAX_SUBQUERY_POINTS as i64 {
+        if inner_range.end_ms.saturating_sub(inner_range.start_ms) / step_ms
+            >= MAX_SUBQUERY_POINTS as i64
+        {
             return Err(Error::bad_data(format!(
                 "the subquery {s} has too many points: lower its range or raise its step"
             )));
