@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::UNIX_EPOCH;
 
-use argus_tsdb::{Consolidation, ReadRequest, SeriesId, SeriesSource};
+use argus_tsdb::{Consolidation, Postings, ReadRequest, SeriesId, SeriesSource};
 use promql_parser::label::Labels as LabelList;
 use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset,
@@ -118,8 +118,8 @@ enum Read {
 
 /// One query's evaluation over a store.
 pub struct Evaluation<'a> {
-    source: &'a dyn SeriesSource,
-    range: QueryRange,
+    pub(crate) source: &'a dyn SeriesSource,
+    pub(crate) range: QueryRange,
     /// The oldest and newest times the store can hold values for (its retention, and now).
     data_bounds: (i64, i64),
     /// Most series one selector may read (the query's series limit).
@@ -181,7 +181,12 @@ impl<'a> Evaluation<'a> {
 
     /// The time a selector reads at for evaluation time `t`: its `@` fixes it, its offset
     /// moves it back.
-    fn selector_time(&self, t: i64, offset: &Option<Offset>, at: &Option<AtModifier>) -> i64 {
+    pub(crate) fn selector_time(
+        &self,
+        t: i64,
+        offset: &Option<Offset>,
+        at: &Option<AtModifier>,
+    ) -> i64 {
         let base = match at {
             None => t,
             Some(AtModifier::Start) => self.range.start_ms,
@@ -203,6 +208,35 @@ impl<'a> Evaluation<'a> {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(Stored, i64), Error> {
+        let (ids, req) = self.selection(vs, from_ms, to_ms)?;
+        let first = req.start_ms;
+        let mut values: HashMap<SeriesId, Vec<f64>> = HashMap::new();
+        if !req.is_empty() {
+            self.source
+                .visit_values(&ids, &req, &mut |id, v| {
+                    values.insert(id, v.to_vec());
+                })
+                .map_err(|e| Error::execution(e.to_string()))?;
+        }
+        let mut out = Vec::with_capacity(values.len());
+        self.source.visit_tags(&ids, &mut |id, tags| {
+            if let Some(v) = values.remove(&id) {
+                out.push((labels_of(tags), v));
+            }
+        });
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, first))
+    }
+
+    /// The series a selector matches (within the query's series limit) and the store read of
+    /// the steps from the one holding `from_ms` to the one holding `to_ms` (empty when the
+    /// window is outside what the store can hold).
+    pub(crate) fn selection(
+        &self,
+        vs: &VectorSelector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Postings, ReadRequest), Error> {
         let stored = self.source.step_ms().max(1);
         // Only the steps the store can hold: a window of a year over six hours of retention
         // reads six hours.
@@ -226,28 +260,16 @@ impl<'a> Evaluation<'a> {
                 self.max_series
             )));
         }
-        let mut values: HashMap<SeriesId, Vec<f64>> = HashMap::new();
-        if last >= first {
-            let req = ReadRequest {
+        Ok((
+            ids,
+            ReadRequest {
                 start_ms: first,
-                end_ms: last,
+                // An empty read when the window is outside the store's.
+                end_ms: last.max(first - stored),
                 step_ms: stored,
                 cf: Consolidation::Avg,
-            };
-            self.source
-                .visit_values(&ids, &req, &mut |id, v| {
-                    values.insert(id, v.to_vec());
-                })
-                .map_err(|e| Error::execution(e.to_string()))?;
-        }
-        let mut out = Vec::with_capacity(values.len());
-        self.source.visit_tags(&ids, &mut |id, tags| {
-            if let Some(v) = values.remove(&id) {
-                out.push((labels_of(tags), v));
-            }
-        });
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((out, first))
+            },
+        ))
     }
 
     fn instant_selector(&mut self, vs: &VectorSelector, what: Read) -> Result<Vec<Series>, Error> {
@@ -424,6 +446,9 @@ impl<'a> Evaluation<'a> {
     // ---- aggregation --------------------------------------------------------------------
 
     fn aggregate(&mut self, a: &AggregateExpr) -> Result<Value, Error> {
+        if let Some(streamed) = self.streamed_aggregate(a) {
+            return streamed;
+        }
         let op = a.op.to_string();
         let param = match &a.param {
             Some(p) => Some(self.eval(p)?),
@@ -1065,7 +1090,7 @@ impl<'a> Evaluation<'a> {
         }
     }
 
-    fn note_rates(&mut self) {
+    pub(crate) fn note_rates(&mut self) {
         let note = "rate(), increase() and irate() read Argus's stored per-second rates: the \
                     mean over the window, times the window, and the last step; nothing is \
                     extrapolated at the window's edges"
@@ -1078,12 +1103,12 @@ impl<'a> Evaluation<'a> {
 
 /// The end of the last stored step that ends at or before `t` (a value stored at `T` covers
 /// `(T - step, T]`, so every sample in it is at or before `t`).
-fn step_floor(t: i64, stored: i64) -> i64 {
+pub(crate) fn step_floor(t: i64, stored: i64) -> i64 {
     t.div_euclid(stored).saturating_mul(stored)
 }
 
 /// A duration in milliseconds, however long (a query may say `x[100000000y]`).
-fn millis(d: std::time::Duration) -> i64 {
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

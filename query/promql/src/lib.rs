@@ -16,6 +16,7 @@
 mod eval;
 pub mod fuzzing;
 mod select;
+mod streamed;
 
 pub use eval::{Evaluation, QueryRange, Series, Value};
 pub use select::{NAME_LABEL, labels_of, matcher_of, series_matcher, shown_value};

@@ -22,7 +22,7 @@ fn tag_key(label: &str) -> &str {
 }
 
 /// Tags a PromQL result does not show: how Argus stores a series, not a label of it.
-const HIDDEN_TAGS: [&str; 1] = ["atlas.dstype"];
+pub(crate) const HIDDEN_TAGS: [&str; 1] = ["atlas.dstype"];
 
 /// Labels whose value `+Inf` the store keeps as `_Inf` (`+` is not an Atlas character): a
 /// classic histogram's bucket bounds and a summary's quantiles. PromQL shows and matches
