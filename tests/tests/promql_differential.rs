@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use argus_proto::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-use argus_tests::{Running, Server, debian_packages, enc, eventually, free_port, scratch_dir};
+use argus_tests::{
+    Nats, Running, Server, debian_packages, enc, eventually, free_port, scratch_dir,
+};
 use prost::Message;
 use serde_json::Value;
 
@@ -701,6 +703,39 @@ fn glimpse(answer: &Value) -> String {
     }
 }
 
+/// The request of a case: a range query over the last 110 minutes of data at its step, or an
+/// instant query.
+fn case_path(case: &Case, end_ms: i64) -> String {
+    match case.instant_at {
+        None => format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step={STEP_S}",
+            enc(&case.query),
+            end_ms / 1000 - 110 * 60,
+            end_ms / 1000
+        ),
+        Some(before) => format!(
+            "/api/v1/query?query={}&time={}",
+            enc(&case.query),
+            (end_ms - before) as f64 / 1000.0
+        ),
+    }
+}
+
+/// Series in a store, as PromQL counts them at the data's end.
+fn count_series(base: &str, end_ms: i64) -> String {
+    get_json(
+        base,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            enc("count({__name__=~\".+\"})"),
+            end_ms / 1000
+        ),
+    )["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("0")
+        .to_string()
+}
+
 #[test]
 fn promql_agrees_with_a_real_prometheus_fed_the_same_remote_write_bytes() {
     assert!(
@@ -749,42 +784,25 @@ fn promql_agrees_with_a_real_prometheus_fed_the_same_remote_write_bytes() {
         );
     }
     // Both hold every series before any question is asked.
-    let count = |base: &str| {
-        get_json(
-            base,
-            &format!(
-                "/api/v1/query?query={}&time={}",
-                enc("count({__name__=~\".+\"})"),
-                data.end_ms / 1000
-            ),
-        )["data"]["result"][0]["value"][1]
-            .as_str()
-            .unwrap_or("0")
-            .to_string()
-    };
     let series = (NODES * 10 + HISTOGRAM_NODES * BUCKETS.len()).to_string();
-    assert_eq!(count(&prom), series, "series in Prometheus");
-    assert_eq!(count(&server.base), series, "series in Argus");
+    assert_eq!(
+        count_series(&prom, data.end_ms),
+        series,
+        "series in Prometheus"
+    );
+    assert_eq!(
+        count_series(&server.base, data.end_ms),
+        series,
+        "series in Argus"
+    );
 
-    let start_s = data.end_ms / 1000 - 110 * 60;
-    let end_s = data.end_ms / 1000;
     let cases = cases();
     let mut report = String::new();
     let mut full = String::new();
     let mut failures = Vec::new();
     let (mut passed, mut asserted, mut by_design_agreeing) = (0, 0, 0);
     for (i, case) in cases.iter().enumerate() {
-        let path = match case.instant_at {
-            None => format!(
-                "/api/v1/query_range?query={}&start={start_s}&end={end_s}&step={STEP_S}",
-                enc(&case.query)
-            ),
-            Some(before) => format!(
-                "/api/v1/query?query={}&time={}",
-                enc(&case.query),
-                (data.end_ms - before) as f64 / 1000.0
-            ),
-        };
+        let path = case_path(case, data.end_ms);
         let p = get_json(&prom, &path);
         let a = get_json(&server.base, &path);
         let verdict = agree(&p, &a, case.class.tolerance());
@@ -860,6 +878,111 @@ fn promql_agrees_with_a_real_prometheus_fed_the_same_remote_write_bytes() {
     assert!(
         failures.is_empty(),
         "{summary}; these differ:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The partitions of a node's `/api/v1/cluster` view.
+fn partitions(node: &Server) -> Vec<Value> {
+    node.get_json("/api/v1/cluster")["log"]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Every query of the differential test, on a cluster of three nodes (one NATS server, 8
+/// partitions, 2 replicas each) and on a single node, both sent the same remote-write bytes:
+/// node b, asked, gathers each selector's series from the partitions' owners, and every
+/// answer must be the single node's.
+#[test]
+fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
+    let nats = Nats::start(1);
+    let ids = ["a", "b", "c"];
+    let nodes: Vec<Server> = ids
+        .iter()
+        .map(|id| {
+            Server::start_listening(&[
+                "--ephemeral",
+                "--cluster",
+                &nats.url(),
+                "--node-id",
+                id,
+                "--partitions",
+                "8",
+            ])
+        })
+        .collect();
+    let single = Server::start(&["--ephemeral"]);
+    for (node, id) in nodes.iter().zip(ids) {
+        eventually(90, &format!("node {id} holding its partitions"), || {
+            let parts = partitions(node);
+            (parts.len() == 8
+                && parts.iter().all(|p| {
+                    let owners = p["owners"].as_array().cloned().unwrap_or_default();
+                    let mine = owners.iter().any(|x| x == id);
+                    owners.len() == 2
+                        && (!mine || (p["applying"] == true && p["caught_up"] == true))
+                }))
+            .then_some(())
+        });
+    }
+    let end_ms = (argus_tests::now_ms() / 60_000 - 10) * 60_000;
+    let data = dataset(end_ms);
+    for body in &data.requests {
+        for base in [&nodes[0].base, &single.base] {
+            let (status, text) = remote_write(base, body);
+            assert!((200..300).contains(&status), "{base}: {status} {text}");
+        }
+    }
+    let series = (NODES * 10 + HISTOGRAM_NODES * BUCKETS.len()).to_string();
+    eventually(60, "every series applied in the cluster", || {
+        (count_series(&nodes[1].base, data.end_ms) == series).then_some(())
+    });
+    assert_eq!(count_series(&single.base, data.end_ms), series);
+    // Every message applied by both owners, so the answers are final.
+    let published = nodes[0].get_json("/api/v1/cluster")["log"]["published_messages"]
+        .as_u64()
+        .expect("the gateway's published messages");
+    eventually(60, "every message applied twice", || {
+        let applied: u64 = nodes
+            .iter()
+            .zip(ids)
+            .flat_map(|(node, id)| {
+                partitions(node).into_iter().filter(move |p| {
+                    p["owners"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|x| x == id))
+                })
+            })
+            .filter_map(|p| p["applied_messages"].as_u64())
+            .sum();
+        (applied == 2 * published).then_some(())
+    });
+    let cases = cases();
+    let mut failures = Vec::new();
+    let mut points = 0;
+    for case in &cases {
+        let path = case_path(case, data.end_ms);
+        let one = get_json(&single.base, &path);
+        let cluster = get_json(&nodes[1].base, &path);
+        assert!(
+            cluster.get("warnings").is_none(),
+            "{}: a partial answer: {cluster}",
+            case.query
+        );
+        match agree(&one, &cluster, 1e-9) {
+            Ok((_, n)) => points += n,
+            Err(e) => failures.push(format!("{}: {e}", case.query)),
+        }
+    }
+    println!(
+        "{} of {} queries answered by the cluster as by one node ({points} points)",
+        cases.len() - failures.len(),
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "these differ:\n{}",
         failures.join("\n")
     );
 }

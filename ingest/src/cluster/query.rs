@@ -353,6 +353,178 @@ impl Ask for AskPartial<'_> {
     }
 }
 
+/// What a query node asks a store node for to evaluate PromQL: one selector's series, with
+/// their stored values over a window.
+#[derive(Debug)]
+pub struct SeriesRequest {
+    /// A PromQL vector selector, without offset or `@`.
+    pub selector: String,
+    /// The first and last stored steps (their end times).
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub partitions: Vec<u32>,
+    pub of: u32,
+}
+
+impl SeriesRequest {
+    pub fn to_query(&self) -> String {
+        let parts: Vec<String> = self.partitions.iter().map(u32::to_string).collect();
+        format!(
+            "selector={}&s={}&e={}&partitions={}&of={}",
+            crate::live_client::encode_component(&self.selector),
+            self.first_ms,
+            self.last_ms,
+            parts.join(","),
+            self.of
+        )
+    }
+
+    /// From the query string's parameters; what is wrong, named.
+    pub fn from_params(params: &[(String, String)]) -> Result<SeriesRequest, String> {
+        let (of, partitions) = partitions_param(params)?;
+        let number = |k: &str| -> Result<i64, String> {
+            param(params, k)?
+                .parse()
+                .map_err(|_| format!("parameter {k:?} is not an integer"))
+        };
+        Ok(SeriesRequest {
+            selector: param(params, "selector")?.to_string(),
+            first_ms: number("s")?,
+            last_ms: number("e")?,
+            partitions,
+            of,
+        })
+    }
+}
+
+/// A window of at most this many stored steps is read per series (as PromQL allows).
+const MAX_SERIES_STEPS: i64 = 1 << 20;
+
+/// The series of a selector in this node's share of the partitions, encoded as lines (the
+/// Stack Language's `:all` partial, which carries tags and values).
+pub fn answer_series(
+    req: &SeriesRequest,
+    source: &dyn SeriesSource,
+    (store, cache): (&Store, &PartitionCache),
+    max_series: usize,
+) -> Result<Vec<u8>, String> {
+    let step = store.config().step_ms.max(1);
+    if req.first_ms % step != 0
+        || req.last_ms % step != 0
+        || req.last_ms < req.first_ms
+        || (req.last_ms - req.first_ms) / step >= MAX_SERIES_STEPS
+    {
+        return Err(format!(
+            "the window {}..{} is not at most {MAX_SERIES_STEPS} steps of {step} ms",
+            req.first_ms, req.last_ms
+        ));
+    }
+    let matcher = argus_promql::series_matcher(&req.selector).map_err(|e| e.message)?;
+    let mut keep = vec![false; req.of as usize];
+    for &p in &req.partitions {
+        keep[p as usize] = true;
+    }
+    let all = keep.iter().all(|&k| k);
+    let source = PartitionSource {
+        inner: source,
+        keep: (!all).then_some(keep),
+        partitions: req.of,
+        cache: Some((store, cache)),
+    };
+    let ids = source.select(&matcher);
+    if ids.len() as usize > max_series {
+        return Err(format!(
+            "the selector {} matches {} series, more than the limit of {max_series} \
+             (--query-max-series)",
+            req.selector,
+            ids.len()
+        ));
+    }
+    let mut tags: HashMap<SeriesId, argus_tsdb::TagMap> = HashMap::new();
+    source.visit_tags(&ids, &mut |id, t| {
+        tags.insert(id, t.to_map());
+    });
+    let read = ReadRequest {
+        start_ms: req.first_ms,
+        end_ms: req.last_ms,
+        step_ms: step,
+        cf: argus_tsdb::Consolidation::Avg,
+    };
+    let mut lines = Vec::with_capacity(ids.len() as usize);
+    source
+        .visit_values(&ids, &read, &mut |id, values| {
+            if let Some(t) = tags.remove(&id) {
+                lines.push((t, values.to_vec()));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Partial::from_lines(lines).encode())
+}
+
+/// One PromQL selector's series over a window. Each store node holds its share to its own
+/// series limit; the query node holds the total to its own.
+struct AskSeries<'a> {
+    selector: &'a str,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+impl AskSeries<'_> {
+    fn request(&self, partitions: &[u32], of: u32) -> SeriesRequest {
+        SeriesRequest {
+            selector: self.selector.to_string(),
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            partitions: partitions.to_vec(),
+            of,
+        }
+    }
+}
+
+type Lines = Vec<(argus_tsdb::TagMap, Vec<f64>)>;
+
+fn lines_of(body: &[u8]) -> Result<Lines, String> {
+    Partial::decode(body)?
+        .into_lines()
+        .ok_or_else(|| "a store node sent groups, not series".to_string())
+}
+
+impl Ask for AskSeries<'_> {
+    type Part = Lines;
+
+    fn path(&self, partitions: &[u32], of: u32) -> String {
+        format!(
+            "/api/v1/cluster/series?{}",
+            self.request(partitions, of).to_query()
+        )
+    }
+
+    fn local(
+        &self,
+        store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        of: u32,
+    ) -> Result<Lines, String> {
+        let req = self.request(partitions, of);
+        lines_of(&answer_series(&req, store.0, store, usize::MAX)?)
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<Lines, String> {
+        lines_of(body)
+    }
+}
+
+impl argus_promql::Gather for ClusterFanout {
+    fn series(&self, selector: &str, first_ms: i64, last_ms: i64) -> Result<Lines, String> {
+        let parts = self.gather(&AskSeries {
+            selector,
+            first_ms,
+            last_ms,
+        })?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
 impl ClusterFanout {
     /// Partitions no node answered for, in any data expression of the request.
     pub fn missing(&self) -> Vec<u32> {

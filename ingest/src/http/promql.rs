@@ -13,7 +13,7 @@ use argus_promql::{Error as PromError, ErrorKind, Evaluation, QueryRange, Value 
 use argus_tsdb::{Matcher, Postings, SeriesSource};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -74,12 +74,88 @@ impl IntoResponse for PromFailure {
     }
 }
 
-fn success(data: Value, infos: &[String]) -> Response {
+/// A sample value as Prometheus prints it (`argus_promql::format_value`), written in place.
+fn push_value(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&argus_promql::format_value(v));
+    }
+}
+
+/// A timestamp as [`seconds`] writes it, in place.
+fn push_seconds(out: &mut String, ms: i64) {
+    use std::fmt::Write as _;
+    let _ = if ms % 1000 == 0 {
+        write!(out, "{}", ms / 1000)
+    } else {
+        write!(out, "{}", ms as f64 / 1000.0)
+    };
+}
+
+/// `[t,"v"]`.
+fn push_sample(out: &mut String, ms: i64, v: f64) {
+    out.push('[');
+    push_seconds(out, ms);
+    out.push_str(",\"");
+    push_value(out, v);
+    out.push_str("\"]");
+}
+
+/// `{"k":"v",...}`, JSON-escaped.
+fn push_metric(out: &mut String, labels: &std::collections::BTreeMap<String, String>) {
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        out.push_str(&Value::String(v.clone()).to_string());
+    }
+    out.push('}');
+}
+
+/// A success whose `data` is written directly (matrix and vector answers can hold hundreds
+/// of thousands of samples: a JSON tree of them costs more than the query).
+fn success_written(data: &str, notes: &Notes) -> Response {
+    let mut body = String::with_capacity(data.len() + 64);
+    body.push_str("{\"status\":\"success\",\"data\":");
+    body.push_str(data);
+    if !notes.infos.is_empty() {
+        body.push_str(",\"infos\":");
+        body.push_str(&json!(notes.infos).to_string());
+    }
+    if !notes.warnings.is_empty() {
+        body.push_str(",\"warnings\":");
+        body.push_str(&json!(notes.warnings).to_string());
+    }
+    body.push('}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn success(data: Value, notes: &Notes) -> Response {
     let mut body = json!({"status": "success", "data": data});
-    if !infos.is_empty() {
-        body["infos"] = json!(infos);
+    if !notes.infos.is_empty() {
+        body["infos"] = json!(notes.infos);
+    }
+    if !notes.warnings.is_empty() {
+        body["warnings"] = json!(notes.warnings);
     }
     axum::Json(body).into_response()
+}
+
+/// What an answer says about itself besides its data: `infos` (what PromQL means here) and
+/// `warnings` (a partial answer).
+#[derive(Default)]
+struct Notes {
+    infos: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// The parameters of a request: its query string, then (POST) its form body.
@@ -195,14 +271,26 @@ fn single_node_only(state: &AppState) -> Result<(), PromFailure> {
 
 /// Evaluates `query` over `range` with the Stack Language's limits: the query timeout, the
 /// series limit, the concurrency limit, and cancellation when the client goes away.
+///
+/// In a cluster, every selector's series are gathered from the store nodes holding them
+/// (`cluster/query.rs`); partitions no node answered for make the answer partial, and its
+/// `warnings` say which (`deny_partial=1`: a 503 instead).
 async fn evaluate(
     state: &AppState,
     query: String,
     range: QueryRange,
-) -> Result<(PromValue, Vec<String>), PromFailure> {
-    single_node_only(state)?;
+    (headers, params): (&HeaderMap, &[(String, String)]),
+) -> Result<(PromValue, Notes), PromFailure> {
     let expr = argus_promql::parse(&query)?;
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let fanout = state.cluster.as_ref().and_then(|c| {
+        c.fanout(
+            super::query::authorization(headers),
+            super::query::deny_partial(params),
+            state.cfg.query_limits(),
+            timeout,
+        )
+    });
     let _permit = super::query::query_slot(state, timeout)
         .await
         .map_err(|why| PromFailure::unavailable("unavailable", why))?;
@@ -222,8 +310,30 @@ async fn evaluate(
             usize::try_from(max_series).unwrap_or(usize::MAX),
         )
         .with_data_bounds(bounds.0, bounds.1);
+        if let Some(fanout) = &fanout {
+            evaluation = evaluation.with_gather(fanout.as_ref());
+        }
         match evaluation.eval(&expr) {
-            Ok(value) => Ok((value, evaluation.infos)),
+            Ok(value) => {
+                let missing = fanout.as_ref().map(|f| f.missing()).unwrap_or_default();
+                let warnings = if missing.is_empty() {
+                    Vec::new()
+                } else {
+                    let partitions = fanout.as_ref().map_or(0, |f| f.partitions);
+                    vec![crate::cluster::query::partial_message(&missing, partitions)]
+                };
+                Ok((
+                    value,
+                    Notes {
+                        infos: evaluation.infos,
+                        warnings,
+                    },
+                ))
+            }
+            // `deny_partial=1` and a partition nobody answered for.
+            Err(e) if e.message.starts_with("partial result") => {
+                Err(PromFailure::unavailable("unavailable", e.message))
+            }
             Err(_) if started.elapsed() >= timeout => Err(PromFailure::unavailable(
                 "timeout",
                 format!(
@@ -246,6 +356,7 @@ async fn evaluate(
 pub async fn query(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -255,20 +366,30 @@ pub async fn query(
             .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?
             .to_string();
         let at = time_param(&params, "time")?.unwrap_or_else(|| state.store.now_ms());
-        let (value, infos) = evaluate(&state, query, QueryRange::instant(at)).await?;
+        let (value, infos) =
+            evaluate(&state, query, QueryRange::instant(at), (&headers, &params)).await?;
         let data = match value {
             PromValue::Scalar(v) => json!({"resultType": "scalar", "result": sample(at, v[0])}),
             PromValue::String(s) => json!({"resultType": "string", "result": [seconds(at), s]}),
-            PromValue::Vector(series) => json!({
-                "resultType": "vector",
-                "result": series
-                    .iter()
-                    .filter_map(|s| s.points[0].map(|v| json!({
-                        "metric": metric(&s.labels),
-                        "value": sample(at, v),
-                    })))
-                    .collect::<Vec<_>>(),
-            }),
+            PromValue::Vector(series) => {
+                let mut data = String::from("{\"resultType\":\"vector\",\"result\":[");
+                let mut first = true;
+                for s in &series {
+                    let Some(v) = s.points[0] else {
+                        continue;
+                    };
+                    if !std::mem::take(&mut first) {
+                        data.push(',');
+                    }
+                    data.push_str("{\"metric\":");
+                    push_metric(&mut data, &s.labels);
+                    data.push_str(",\"value\":");
+                    push_sample(&mut data, at, v);
+                    data.push('}');
+                }
+                data.push_str("]}");
+                return Ok::<_, PromFailure>(success_written(&data, &infos));
+            }
         };
         Ok::<_, PromFailure>(success(data, &infos))
     }
@@ -280,6 +401,7 @@ pub async fn query(
 pub async fn query_range(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -309,7 +431,7 @@ pub async fn query_range(
             end_ms: end,
             step_ms: step,
         };
-        let (value, infos) = evaluate(&state, query, range).await?;
+        let (value, infos) = evaluate(&state, query, range, (&headers, &params)).await?;
         let times: Vec<i64> = range.times().collect();
         let series = match value {
             PromValue::Vector(series) => series,
@@ -323,20 +445,29 @@ pub async fn query_range(
                 ));
             }
         };
-        let result: Vec<Value> = series
-            .iter()
-            .map(|s| {
-                json!({
-                    "metric": metric(&s.labels),
-                    "values": times
-                        .iter()
-                        .zip(&s.points)
-                        .filter_map(|(&t, p)| p.map(|v| sample(t, v)))
-                        .collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        Ok(success(json!({"resultType": "matrix", "result": result}), &infos))
+        let points: usize = series.iter().map(|s| s.points.len()).sum();
+        let mut data = String::with_capacity(32 + 28 * points);
+        data.push_str("{\"resultType\":\"matrix\",\"result\":[");
+        for (i, s) in series.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str("{\"metric\":");
+            push_metric(&mut data, &s.labels);
+            data.push_str(",\"values\":[");
+            let mut first = true;
+            for (&t, p) in times.iter().zip(&s.points) {
+                if let Some(v) = p {
+                    if !std::mem::take(&mut first) {
+                        data.push(',');
+                    }
+                    push_sample(&mut data, t, *v);
+                }
+            }
+            data.push_str("]}");
+        }
+        data.push_str("]}");
+        Ok(success_written(&data, &infos))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -443,7 +574,7 @@ pub async fn labels(
         if let Some(limit) = limit_param(&params)? {
             names = names.into_iter().take(limit).collect();
         }
-        Ok::<_, PromFailure>(success(json!(names), &[]))
+        Ok::<_, PromFailure>(success(json!(names), &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -471,7 +602,7 @@ pub async fn label_values(
         if let Some(limit) = limit_param(&params)? {
             values.truncate(limit);
         }
-        Ok::<_, PromFailure>(success(json!(values), &[]))
+        Ok::<_, PromFailure>(success(json!(values), &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -497,7 +628,7 @@ pub async fn series(
                 out.push(metric(&argus_promql::labels_of(tags)));
             }
         });
-        Ok(success(Value::Array(out), &[]))
+        Ok(success(Value::Array(out), &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -537,7 +668,7 @@ pub async fn metadata(State(state): State<AppState>, RawQuery(raw): RawQuery) ->
                 data.insert(name, Value::Array(types));
             }
         }
-        Ok::<_, PromFailure>(success(Value::Object(data), &[]))
+        Ok::<_, PromFailure>(success(Value::Object(data), &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -556,18 +687,18 @@ pub async fn buildinfo() -> Response {
             "application": "argus",
             "argusVersion": env!("CARGO_PKG_VERSION"),
         }),
-        &[],
+        &Notes::default(),
     )
 }
 
 /// `/api/v1/query_exemplars`: Argus keeps no exemplars.
 pub async fn exemplars() -> Response {
-    success(json!([]), &[])
+    success(json!([]), &Notes::default())
 }
 
 /// `/api/v1/rules`: Argus evaluates no recording or alerting rules.
 pub async fn rules() -> Response {
-    success(json!({"groups": []}), &[])
+    success(json!({"groups": []}), &Notes::default())
 }
 
 /// `/api/v1/format_query`: the query, formatted as Prometheus prints it.
@@ -577,7 +708,7 @@ pub async fn format_query(method: Method, RawQuery(raw): RawQuery, body: Bytes) 
         let query = param(&params, "query")
             .ok_or_else(|| PromFailure::bad_data("invalid parameter \"query\": missing"))?;
         let expr = argus_promql::parse(query)?;
-        Ok::<_, PromFailure>(success(json!(expr.prettify()), &[]))
+        Ok::<_, PromFailure>(success(json!(expr.prettify()), &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -594,7 +725,7 @@ pub async fn parse_query(method: Method, RawQuery(raw): RawQuery, body: Bytes) -
             kind: "internal",
             message: format!("the syntax tree did not encode: {e}"),
         })?;
-        Ok::<_, PromFailure>(success(tree, &[]))
+        Ok::<_, PromFailure>(success(tree, &Notes::default()))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -634,5 +765,54 @@ mod tests {
             .map(|(_, v)| v.as_str())
             .collect();
         assert_eq!(matches, ["up", r#"{__name__=~".+"}"#]);
+    }
+}
+
+#[cfg(test)]
+mod printing_tests {
+    use super::*;
+
+    #[test]
+    fn fast_value_printing_prints_as_prometheus() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            2.5,
+            0.1,
+            1e21,
+            1e-7,
+            123456789.0,
+            1e15,
+            1e16,
+            1e17,
+            -3.75,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ];
+        values.extend((0..20_000).map(|_| f64::from_bits(rng.u64(..))));
+        values.extend((0..20_000).map(|_| (rng.f64() - 0.5) * 10f64.powi(rng.i32(-12..22))));
+        for v in values {
+            let mut fast = String::new();
+            push_value(&mut fast, v);
+            assert_eq!(fast, argus_promql::format_value(v), "{v:e}");
+        }
+        for ms in [
+            0,
+            1_000,
+            1_796_509_140_000,
+            1_796_509_140_500,
+            4_250,
+            -1_500,
+        ] {
+            let mut fast = String::new();
+            push_seconds(&mut fast, ms);
+            assert_eq!(fast, seconds(ms).to_string(), "{ms}");
+        }
     }
 }

@@ -241,13 +241,13 @@ fn with_partial(mut response: Response, cluster: Option<&ClusterTags>) -> Respon
     response
 }
 
-fn deny_partial(params: &[(String, String)]) -> bool {
+pub(crate) fn deny_partial(params: &[(String, String)]) -> bool {
     params
         .iter()
         .any(|(k, v)| k == "deny_partial" && matches!(v.as_str(), "1" | "true"))
 }
 
-fn authorization(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -410,6 +410,43 @@ pub async fn cluster_partial(
     })
     .await
     .map_err(|e| ApiError::task_failed("the partial task", e))?
+    .map_err(ApiError::bad_request)?;
+    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    Ok(with_unserved(response, &unserved))
+}
+
+/// `GET /api/v1/cluster/series`: one PromQL selector's series over a window, from this store
+/// node's share of the partitions, as a query node evaluating PromQL asks for them (the
+/// encoded lines). Like `cluster/partial`, it takes no query slot.
+pub async fn cluster_series(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("not a cluster node"));
+    };
+    let mut req = crate::cluster::query::SeriesRequest::from_params(&params)
+        .map_err(ApiError::bad_request)?;
+    let (store, cache, unserved) = cluster
+        .can_answer(req.of, &req.partitions)
+        .map_err(ApiError::unavailable)?;
+    req.partitions.retain(|p| !unserved.contains(p));
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    let cancel = Cancel::default();
+    let _stop_when_dropped = cancel.on_drop();
+    let body = tokio::task::spawn_blocking(move || {
+        let guarded = Guarded::new(&store, timeout, max_series, cancel);
+        crate::cluster::query::answer_series(
+            &req,
+            &guarded,
+            (&store, &cache),
+            usize::try_from(max_series).unwrap_or(usize::MAX),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the series task", e))?
     .map_err(ApiError::bad_request)?;
     let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
     Ok(with_unserved(response, &unserved))

@@ -13,6 +13,7 @@ use promql_parser::parser::{
 };
 
 use crate::Error;
+use crate::gather::{Gather, Gathered};
 use crate::select::{NAME_LABEL, labels_of, matcher_of};
 
 pub type Labels = BTreeMap<String, String>;
@@ -108,6 +109,23 @@ struct Matrix {
     step_ms: i64,
 }
 
+/// A selector's series and the read of its window, from the evaluation's store or gathered.
+pub(crate) struct Selection {
+    pub ids: Postings,
+    pub req: ReadRequest,
+    gathered: Option<Gathered>,
+}
+
+impl Selection {
+    /// Where the selection's series are read.
+    pub fn source<'s>(&'s self, own: &'s dyn SeriesSource) -> &'s dyn SeriesSource {
+        match &self.gathered {
+            Some(g) => g,
+            None => own,
+        }
+    }
+}
+
 /// What a selector reads at each evaluation time: the stored value, or the time of the
 /// step it comes from (for `timestamp`).
 #[derive(Clone, Copy)]
@@ -126,6 +144,8 @@ pub struct Evaluation<'a> {
     max_series: usize,
     /// Notes for the response's `infos`.
     pub infos: Vec<String>,
+    /// Where selectors read their series when not from `source` (a cluster's store nodes).
+    gather: Option<&'a dyn Gather>,
 }
 
 impl<'a> Evaluation<'a> {
@@ -136,7 +156,15 @@ impl<'a> Evaluation<'a> {
             data_bounds: (i64::MIN / 4, i64::MAX / 4),
             max_series,
             infos: Vec::new(),
+            gather: None,
         }
+    }
+
+    /// Reads every selector's series through `gather` (in a cluster: from the store nodes
+    /// holding them) rather than from the evaluation's own store.
+    pub fn with_gather(mut self, gather: &'a dyn Gather) -> Self {
+        self.gather = Some(gather);
+        self
     }
 
     /// Reads no values older than `oldest_ms` or newer than `newest_ms`: the store holds none.
@@ -208,18 +236,20 @@ impl<'a> Evaluation<'a> {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(Stored, i64), Error> {
-        let (ids, req) = self.selection(vs, from_ms, to_ms)?;
+        let selection = self.selection(vs, from_ms, to_ms)?;
+        let (ids, req) = (&selection.ids, &selection.req);
+        let source = selection.source(self.source);
         let first = req.start_ms;
         let mut values: HashMap<SeriesId, Vec<f64>> = HashMap::new();
         if !req.is_empty() {
-            self.source
-                .visit_values(&ids, &req, &mut |id, v| {
+            source
+                .visit_values(ids, req, &mut |id, v| {
                     values.insert(id, v.to_vec());
                 })
                 .map_err(|e| Error::execution(e.to_string()))?;
         }
         let mut out = Vec::with_capacity(values.len());
-        self.source.visit_tags(&ids, &mut |id, tags| {
+        source.visit_tags(ids, &mut |id, tags| {
             if let Some(v) = values.remove(&id) {
                 out.push((labels_of(tags), v));
             }
@@ -230,13 +260,14 @@ impl<'a> Evaluation<'a> {
 
     /// The series a selector matches (within the query's series limit) and the store read of
     /// the steps from the one holding `from_ms` to the one holding `to_ms` (empty when the
-    /// window is outside what the store can hold).
+    /// window is outside what the store can hold); gathered from the store nodes when the
+    /// evaluation has a [`Gather`].
     pub(crate) fn selection(
         &self,
         vs: &VectorSelector,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<(Postings, ReadRequest), Error> {
+    ) -> Result<Selection, Error> {
         let stored = self.source.step_ms().max(1);
         // Only the steps the store can hold: a window of a year over six hours of retention
         // reads six hours.
@@ -250,26 +281,60 @@ impl<'a> Evaluation<'a> {
                 last.saturating_sub(first) / stored
             )));
         }
+        let req = ReadRequest {
+            start_ms: first,
+            // An empty read when the window is outside the store's.
+            end_ms: last.max(first - stored),
+            step_ms: stored,
+            cf: Consolidation::Avg,
+        };
+        let too_many = |n: usize| {
+            Error::execution(format!(
+                "the selector {vs} matches {n} series, more than the limit of {} \
+                 (--query-max-series)",
+                self.max_series
+            ))
+        };
+        if let Some(gather) = self.gather {
+            let mut plain = vs.clone();
+            (plain.offset, plain.at) = (None, None);
+            let series = if req.is_empty() {
+                Vec::new()
+            } else {
+                gather
+                    .series(&plain.to_string(), first, last)
+                    .map_err(Error::execution)?
+            };
+            if series.len() > self.max_series {
+                return Err(too_many(series.len()));
+            }
+            if let Some((tags, values)) = series.iter().find(|(_, v)| v.len() != req.len()) {
+                return Err(Error::execution(format!(
+                    "a store node sent {} values of {tags:?} for a window of {}",
+                    values.len(),
+                    req.len()
+                )));
+            }
+            let gathered = Gathered {
+                step_ms: stored,
+                series,
+            };
+            return Ok(Selection {
+                ids: gathered.ids(),
+                req,
+                gathered: Some(gathered),
+            });
+        }
         let matcher = matcher_of(vs)?;
         let ids = self.source.select(&matcher);
         if ids.len() as usize > self.max_series {
-            return Err(Error::execution(format!(
-                "the selector {vs} matches {} series, more than the limit of {} \
-                 (--query-max-series)",
-                ids.len(),
-                self.max_series
-            )));
+            return Err(too_many(ids.len() as usize));
         }
-        Ok((
+        Ok(Selection {
             ids,
-            ReadRequest {
-                start_ms: first,
-                // An empty read when the window is outside the store's.
-                end_ms: last.max(first - stored),
-                step_ms: stored,
-                cf: Consolidation::Avg,
-            },
-        ))
+            req,
+            gathered: None,
+        })
     }
 
     fn instant_selector(&mut self, vs: &VectorSelector, what: Read) -> Result<Vec<Series>, Error> {

@@ -7,8 +7,9 @@
 //! path's.
 
 use std::collections::HashMap;
+use std::hash::Hasher as _;
 
-use argus_tsdb::{SeriesId, Tags};
+use argus_tsdb::{Postings, SeriesId, SeriesSource, Tags};
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
 
 use crate::Error;
@@ -98,34 +99,74 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn grow(&mut self) {
-        let init = match self.op {
+    fn new(op: Op, n: usize, groups: usize) -> Self {
+        let init = match op {
             Op::Min | Op::Max => f64::NAN,
             _ => 0.0,
         };
-        self.values.extend(std::iter::repeat_n(init, self.n));
-        self.counts.extend(std::iter::repeat_n(0, self.n));
+        Accumulator {
+            op,
+            n,
+            values: vec![init; groups * n],
+            counts: vec![0; groups * n],
+        }
     }
 
-    #[inline]
-    fn add(&mut self, cell: usize, v: f64) {
-        self.counts[cell] += 1;
-        let acc = &mut self.values[cell];
+    /// Adds another part's accumulators (the same groups and times) to these.
+    fn merge(&mut self, other: &Accumulator) {
+        let extreme = |pick: fn(f64, f64) -> f64| {
+            move |(a, b): (&mut f64, &f64)| {
+                if !b.is_nan() {
+                    *a = if a.is_nan() { *b } else { pick(*a, *b) };
+                }
+            }
+        };
+        let pairs = self.values.iter_mut().zip(&other.values);
         match self.op {
-            Op::Sum | Op::Avg => *acc += v,
-            // NaN never stored (a step without a value reads as NaN and is skipped), so the
-            // first value replaces the initial NaN.
-            Op::Min => {
-                if acc.is_nan() || v < *acc {
-                    *acc = v
-                }
-            }
-            Op::Max => {
-                if acc.is_nan() || v > *acc {
-                    *acc = v
-                }
-            }
+            Op::Sum | Op::Avg => pairs.for_each(|(a, b)| *a += b),
+            Op::Min => pairs.for_each(extreme(f64::min)),
+            Op::Max => pairs.for_each(extreme(f64::max)),
             Op::Count | Op::Group => {}
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    /// Adds one series' values at each evaluation time (NaN: none) to group `g`.
+    fn add_row(&mut self, g: usize, row: &[f64]) {
+        let cells = g * self.n..(g + 1) * self.n;
+        let values = &mut self.values[cells.clone()];
+        let counts = &mut self.counts[cells];
+        let each = values.iter_mut().zip(counts.iter_mut()).zip(row);
+        // One loop per operation, so that no value pays for a branch on it. NaN is never
+        // accumulated, so an extreme's initial NaN is replaced by the first value.
+        match self.op {
+            Op::Sum | Op::Avg => each.for_each(|((acc, count), &v)| {
+                if !v.is_nan() {
+                    *acc += v;
+                    *count += 1;
+                }
+            }),
+            Op::Min => each.for_each(|((acc, count), &v)| {
+                if !v.is_nan() {
+                    if acc.is_nan() || v < *acc {
+                        *acc = v;
+                    }
+                    *count += 1;
+                }
+            }),
+            Op::Max => each.for_each(|((acc, count), &v)| {
+                if !v.is_nan() {
+                    if acc.is_nan() || v > *acc {
+                        *acc = v;
+                    }
+                    *count += 1;
+                }
+            }),
+            Op::Count | Op::Group => each.for_each(|((_, count), &v)| {
+                *count += u32::from(!v.is_nan());
+            }),
         }
     }
 
@@ -174,122 +215,117 @@ impl Evaluation<'_> {
                 range
             }
         };
-        let (ids, req) = self.selection(
+        let selection = self.selection(
             vs,
             step_floor(lo, stored).saturating_sub(reach),
             step_floor(hi, stored),
         )?;
 
-        // Each series' group, from its tags: only the grouping labels are built.
+        let (ids, req) = (&selection.ids, &selection.req);
+        let source = selection.source(self.source);
+        // Each series' group, from its tags: found by a hash of the grouping labels' values,
+        // so that nothing is built per series, only per group.
+        let has_name = per_series == PerSeries::Instant;
         let mut group_of: HashMap<SeriesId, u32> = HashMap::with_capacity(ids.len() as usize);
         let mut groups: Vec<Labels> = Vec::new();
-        let mut index: HashMap<Labels, u32> = HashMap::new();
-        let mut acc = Accumulator {
-            op,
-            n,
-            values: Vec::new(),
-            counts: Vec::new(),
-        };
-        self.source.visit_tags(&ids, &mut |id, tags| {
-            let labels = group_labels(&a.modifier, tags, per_series == PerSeries::Instant);
-            let g = match index.get(&labels) {
-                Some(&g) => g,
+        let mut by_hash: HashMap<u64, Vec<u32>> = HashMap::new();
+        source.visit_tags(ids, &mut |id, tags| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            let mut count = 0usize;
+            group_view(&a.modifier, tags, has_name, &mut |label, value| {
+                hasher.write(label.as_bytes());
+                hasher.write_u8(0xff);
+                hasher.write(value.as_bytes());
+                hasher.write_u8(0xfe);
+                count += 1;
+            });
+            let hash = hasher.finish();
+            let is_group = |labels: &Labels| {
+                let mut same = labels.len() == count;
+                group_view(&a.modifier, tags, has_name, &mut |label, value| {
+                    same &= labels.get(label).is_some_and(|v| v == value);
+                });
+                same
+            };
+            let candidates = by_hash.entry(hash).or_default();
+            let g = match candidates
+                .iter()
+                .copied()
+                .find(|&g| is_group(&groups[g as usize]))
+            {
+                Some(g) => g,
                 None => {
+                    let mut labels = Labels::new();
+                    group_view(&a.modifier, tags, has_name, &mut |label, value| {
+                        labels.insert(label.to_string(), value.to_string());
+                    });
                     let g = groups.len() as u32;
-                    index.insert(labels.clone(), g);
                     groups.push(labels);
-                    acc.grow();
+                    candidates.push(g);
                     g
                 }
             };
             group_of.insert(id, g);
         });
+        let mut acc = Accumulator::new(op, n, groups.len());
         if !req.is_empty() {
             let first = req.start_ms;
             let len = req.len() as i64;
-            // The index of the step ending at `ts`, if the read holds it.
+            // The index into the read of the step ending at `ts`, or `usize::MAX` outside it.
             let step_index = move |ts: i64| {
                 let i = ts.saturating_sub(first).div_euclid(stored);
-                (0..len).contains(&i).then_some(i as usize)
+                if (0..len).contains(&i) {
+                    i as usize
+                } else {
+                    usize::MAX
+                }
             };
-            // Per evaluation time: the step index an instant reads, or the window's steps.
-            let spans: Vec<(i64, i64)> = times
+            // Per evaluation time, once for all series: the step an instant reads and the one
+            // before it (the lookback), or the window's steps.
+            let spans: Vec<(usize, usize)> = times
                 .iter()
                 .map(|&t| {
-                    let last = step_floor(t, stored)
-                        .saturating_sub(first)
-                        .div_euclid(stored);
+                    let end = step_floor(t, stored);
                     match per_series {
-                        PerSeries::Instant => (last, last),
+                        PerSeries::Instant => (step_index(end), step_index(end - stored)),
                         PerSeries::Window(_, range) => {
-                            let from = t.saturating_sub(range);
+                            let last = end.saturating_sub(first).div_euclid(stored);
                             // Steps ending after `t - range`.
-                            let lo = from.saturating_sub(first).div_euclid(stored) + 1;
-                            (lo.max(0), last.min(len - 1))
+                            let lo = t
+                                .saturating_sub(range)
+                                .saturating_sub(first)
+                                .div_euclid(stored)
+                                + 1;
+                            let (lo, hi) = (lo.max(0), last.min(len - 1));
+                            if hi < lo {
+                                (usize::MAX, usize::MAX)
+                            } else {
+                                (lo as usize, hi as usize)
+                            }
                         }
                     }
                 })
                 .collect();
             let step_s = stored as f64 / 1000.0;
-            let mut prefix: Vec<(f64, u32)> = Vec::new();
-            self.source
-                .visit_values(&ids, &req, &mut |id, values| {
-                    let Some(&g) = group_of.get(&id) else {
-                        return;
-                    };
-                    let base = g as usize * n;
-                    match per_series {
-                        PerSeries::Instant => {
-                            for (ti, &t) in times.iter().enumerate() {
-                                let end = step_floor(t, stored);
-                                let at = |ts: i64| {
-                                    step_index(ts).map(|i| values[i]).filter(|v| !v.is_nan())
-                                };
-                                if let Some(v) = at(end).or_else(|| at(end - stored)) {
-                                    acc.add(base + ti, v);
-                                }
-                            }
-                        }
-                        PerSeries::Window(f, range) => {
-                            // Sums and counts of the values before each step, so that each
-                            // window is two lookups however long it is.
-                            prefix.clear();
-                            prefix.push((0.0, 0));
-                            let (mut sum, mut count) = (0.0, 0u32);
-                            for v in values {
-                                if !v.is_nan() {
-                                    sum += v;
-                                    count += 1;
-                                }
-                                prefix.push((sum, count));
-                            }
-                            let range_s = range as f64 / 1000.0;
-                            for (ti, &(lo, hi)) in spans.iter().enumerate() {
-                                if hi < lo {
-                                    continue;
-                                }
-                                let (s0, c0) = prefix[lo as usize];
-                                let (s1, c1) = prefix[hi as usize + 1];
-                                let count = c1 - c0;
-                                if count == 0 {
-                                    continue;
-                                }
-                                let sum = s1 - s0;
-                                acc.add(
-                                    base + ti,
-                                    match f {
-                                        WindowFn::Rate => sum * step_s / range_s,
-                                        WindowFn::Increase => sum * step_s,
-                                        WindowFn::Sum => sum,
-                                        WindowFn::Count => f64::from(count),
-                                        WindowFn::Avg => sum / f64::from(count),
-                                    },
-                                );
-                            }
-                        }
-                    }
-                })
-                .map_err(|e| Error::execution(e.to_string()))?;
+            let (group_of, spans) = (&group_of, &spans);
+            let groups_len = groups.len();
+            // One part of the series into its own accumulators.
+            let scan = |part: &Postings| -> Result<Accumulator, Error> {
+                let mut acc = Accumulator::new(op, n, groups_len);
+                let mut prefix: Vec<(f64, u32)> = Vec::new();
+                let mut row = vec![f64::NAN; n];
+                source
+                    .visit_values(part, req, &mut |id, values| {
+                        let Some(&g) = group_of.get(&id) else {
+                            return;
+                        };
+                        per_series_row(per_series, values, spans, step_s, &mut prefix, &mut row);
+                        acc.add_row(g as usize, &row);
+                    })
+                    .map_err(|e| Error::execution(e.to_string()))?;
+                Ok(acc)
+            };
+            acc = scan_parallel(source, ids, scan)?;
         }
         let mut out: Vec<Series> = groups
             .into_iter()
@@ -306,21 +342,128 @@ impl Evaluation<'_> {
     }
 }
 
-/// A series' group: its values of the `by` labels, or all its labels but the `without` ones
-/// and the name (as PromQL shows them). A series read through a function has lost its name.
-fn group_labels(modifier: &Option<LabelModifier>, tags: &dyn Tags, has_name: bool) -> Labels {
-    let mut labels = Labels::new();
+/// Series over which a scan is split across threads, at the least per thread (as the Stack
+/// Language splits its scans).
+const PARALLEL_MIN_SERIES: u64 = 1_024;
+const MAX_SCAN_THREADS: usize = 4;
+
+/// Scans `ids` in parts on up to as many threads as there are cores, each part read where
+/// it lies in the store (`SeriesSource::partition`), and merges the parts' accumulators.
+fn scan_parallel(
+    source: &dyn SeriesSource,
+    ids: &Postings,
+    scan: impl Fn(&Postings) -> Result<Accumulator, Error> + Sync,
+) -> Result<Accumulator, Error> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (ids.len() / PARALLEL_MIN_SERIES).clamp(1, cores.min(MAX_SCAN_THREADS) as u64);
+    if threads <= 1 {
+        return scan(ids);
+    }
+    let parts = source.partition(ids, threads as usize);
+    let results: Vec<Result<Accumulator, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                let scan = &scan;
+                scope.spawn(move || scan(part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::execution("a query worker thread failed")))
+            })
+            .collect()
+    });
+    let mut merged: Option<Accumulator> = None;
+    for part in results {
+        let part = part?;
+        match merged.as_mut() {
+            None => merged = Some(part),
+            Some(m) => m.merge(&part),
+        }
+    }
+    merged.ok_or_else(|| Error::execution("a scan without parts"))
+}
+
+/// One series' value at each evaluation time into `row` (NaN: none): the instant's step or
+/// the one before it, or the window function over the window's steps.
+fn per_series_row(
+    per_series: PerSeries,
+    values: &[f64],
+    spans: &[(usize, usize)],
+    step_s: f64,
+    prefix: &mut Vec<(f64, u32)>,
+    row: &mut [f64],
+) {
+    let read = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+    match per_series {
+        PerSeries::Instant => {
+            for (out, &(at, before)) in row.iter_mut().zip(spans) {
+                let v = read(at);
+                *out = if v.is_nan() { read(before) } else { v };
+            }
+        }
+        PerSeries::Window(f, range) => {
+            // Sums and counts of the values before each step, so that each window is two
+            // lookups however long it is.
+            prefix.clear();
+            prefix.push((0.0, 0));
+            let (mut sum, mut count) = (0.0, 0u32);
+            for v in values {
+                if !v.is_nan() {
+                    sum += v;
+                    count += 1;
+                }
+                prefix.push((sum, count));
+            }
+            let range_s = range as f64 / 1000.0;
+            for (out, &(lo, hi)) in row.iter_mut().zip(spans) {
+                *out = f64::NAN;
+                if lo == usize::MAX {
+                    continue;
+                }
+                let (s0, c0) = prefix[lo];
+                let (s1, c1) = prefix[hi + 1];
+                let count = c1 - c0;
+                if count == 0 {
+                    continue;
+                }
+                let sum = s1 - s0;
+                *out = match f {
+                    WindowFn::Rate => sum * step_s / range_s,
+                    WindowFn::Increase => sum * step_s,
+                    WindowFn::Sum => sum,
+                    WindowFn::Count => f64::from(count),
+                    WindowFn::Avg => sum / f64::from(count),
+                };
+            }
+        }
+    }
+}
+
+/// Calls `f` with each label of a series' group and its value, as PromQL shows them: the
+/// `by` labels it has, or all its labels but the `without` ones and the name. A series read
+/// through a function has lost its name.
+fn group_view(
+    modifier: &Option<LabelModifier>,
+    tags: &dyn Tags,
+    has_name: bool,
+    f: &mut dyn FnMut(&str, &str),
+) {
     match modifier {
         Some(LabelModifier::Include(keep)) => {
-            for label in &keep.labels {
-                if label == NAME_LABEL && !has_name {
+            for (i, label) in keep.labels.iter().enumerate() {
+                // A label listed twice is one label of the group.
+                if (label == NAME_LABEL && !has_name) || keep.labels[..i].contains(label) {
                     continue;
                 }
                 let key = if label == NAME_LABEL { "name" } else { label };
                 if let Some(v) = tags.get(key)
                     && !v.is_empty()
                 {
-                    labels.insert(label.clone(), shown_value(key, v).to_string());
+                    f(label, shown_value(key, v));
                 }
             }
         }
@@ -330,13 +473,12 @@ fn group_labels(modifier: &Option<LabelModifier>, tags: &dyn Tags, has_name: boo
                     return;
                 }
                 if !drop.labels.iter().any(|l| l == k) {
-                    labels.insert(k.to_string(), shown_value(k, v).to_string());
+                    f(k, shown_value(k, v));
                 }
             });
         }
         None => {}
     }
-    labels
 }
 
 #[cfg(test)]
@@ -442,6 +584,7 @@ mod tests {
                 " by (app)",
                 " by (canary)",
                 " by (zone, canary, __name__)",
+                " by (app, zone, app)",
                 " without (zone)",
                 " without (app, zone, canary)",
             ] {

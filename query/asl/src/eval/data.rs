@@ -138,6 +138,14 @@ impl Partial {
     pub fn from_lines(lines: Vec<(TagMap, Vec<f64>)>) -> Partial {
         Partial(PartialKind::Lines(lines))
     }
+
+    /// The lines of a part made of lines (`None` for an aggregate's groups).
+    pub fn into_lines(self) -> Option<Vec<(TagMap, Vec<f64>)>> {
+        match self.0 {
+            PartialKind::Lines(lines) => Some(lines),
+            PartialKind::Groups { .. } => None,
+        }
+    }
 }
 
 /// Evaluates a data expression over `src` up to the point where parts merge.
