@@ -35,6 +35,7 @@ pub mod memory;
 pub mod metrics;
 pub mod offline;
 pub mod outcome;
+pub mod query_client;
 pub mod query_guard;
 pub mod resend;
 pub mod server;

@@ -47,9 +47,92 @@ enum Command {
     /// event (the first event arrives at that time), or the event-time field given by
     /// --time-field. The stream ends after the last event, closing its window.
     Mql(MqlArgs),
+    /// Ask a server an aggregate question and print the answer as a table, CSV or JSON: a
+    /// Stack Language expression (the graph API), or PromQL with --promql (an instant query,
+    /// or a range query with --from).
+    ///
+    /// Examples: argus query "name,sys.cpu.utilization,:eq,:max,(,nf.app,),:by" --from e-1h
+    ///           argus query --promql 'sum by (nf_app) (rate(http_requests_total[5m]))'
+    Query(QueryCliArgs),
+    /// List a server's tag keys, or the values of one key (the tag browser), optionally over
+    /// the series of a Stack Language query, with --counts the series each has.
+    ///
+    /// Examples: argus tags; argus tags nf.app; argus tags name -q nf.app,www,:eq --counts
+    Tags(TagsCliArgs),
     /// Ask a cluster node about its cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+}
+
+/// Where a client command asks.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The server's HTTP API.
+    #[arg(long, env = "ARGUS_SERVER", default_value = "http://127.0.0.1:7101")]
+    server: String,
+    /// PEM file of the CA that signed an https:// server's certificate [default: the
+    /// system's].
+    #[arg(long, env = "ARGUS_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Bearer token for a server with --auth-file (a read token).
+    #[arg(
+        long,
+        env = "ARGUS_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> argus_ingest::query_client::Target {
+        argus_ingest::query_client::Target {
+            server: self.server,
+            ca: self.ca,
+            token: self.token,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct QueryCliArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The expression is PromQL (default: the Stack Language).
+    #[arg(long)]
+    promql: bool,
+    /// Start of the window: the graph API's times (e-3h, now-1h, epoch, ISO dates) for the
+    /// Stack Language [default: e-3h]; for PromQL now, now-<duration>, epoch seconds or RFC
+    /// 3339, making it a range query [default: an instant query].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    from: Option<String>,
+    /// End of the window, or a PromQL instant query's time [default: now].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    to: Option<String>,
+    /// Step between points [default: the stored step; 60s for PromQL].
+    #[arg(long, value_name = "DURATION")]
+    step: Option<String>,
+    /// How to print the answer.
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: argus_ingest::query_client::Output,
+    /// The expression.
+    #[arg(value_name = "EXPR", allow_hyphen_values = true)]
+    expr: String,
+}
+
+#[derive(clap::Args)]
+struct TagsCliArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Only over the series of this Stack Language query (e.g. name,sps,:eq).
+    #[arg(long, short, value_name = "QUERY")]
+    query: Option<String>,
+    /// With the number of series of each key or value.
+    #[arg(long)]
+    counts: bool,
+    /// A tag key: list its values (default: list the keys).
+    #[arg(value_name = "KEY")]
+    key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +290,25 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::Live(args) => run_live(args),
         Command::Mql(args) => run_mql(args),
+        Command::Query(args) => run_client(argus_ingest::query_client::query(
+            argus_ingest::query_client::QueryArgs {
+                target: args.target.target(),
+                expr: args.expr,
+                promql: args.promql,
+                from: args.from,
+                to: args.to,
+                step: args.step,
+                output: args.output,
+            },
+        )),
+        Command::Tags(args) => run_client(argus_ingest::query_client::tags(
+            argus_ingest::query_client::TagsArgs {
+                target: args.target.target(),
+                key: args.key,
+                query: args.query,
+                counts: args.counts,
+            },
+        )),
         Command::Cluster(ClusterCommand::Status(args)) => run_cluster_status(args),
     };
     match result {
@@ -281,6 +383,22 @@ fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
             token: args.token,
         },
     ))
+}
+
+/// Runs a client command's request and prints its text.
+fn run_client(
+    request: impl std::future::Future<Output = anyhow::Result<String>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let text = runtime.block_on(request)?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the output")
 }
 
 fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {

@@ -405,3 +405,90 @@ fn bad_queries_get_prometheus_errors_and_never_take_the_server_down() {
         "{body}"
     );
 }
+
+/// `argus query` and `argus tags` against a real server: both languages, every output, and
+/// an error in the API's words with a failing exit status.
+#[test]
+fn the_cli_asks_in_both_languages_and_browses_tags() {
+    let server = Server::start(&["--ephemeral"]);
+    let minute = load(&server);
+    let argus = |args: &[&str]| {
+        let out = Command::new(argus_tests::binary("argus"))
+            .args(args)
+            .arg(format!("--server={}", server.base))
+            .output()
+            .expect("running argus");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The Stack Language: a time column and a column per line.
+    let (ok, table, err) = argus(&[
+        "query",
+        "name,sys.cpu.utilization,:eq,(,nf.app,),:by",
+        "--from",
+        "e-3m",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("time") && lines[0].contains("(nf.app=api)"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("3.0") && l.contains("12.0")),
+        "{table}"
+    );
+    // PromQL, instant: a row per series.
+    let (ok, table, err) = argus(&[
+        "query",
+        "--promql",
+        r#"sum by ("nf.app") ({"sys.cpu.utilization"})"#,
+        "--to",
+        &(minute / 1000).to_string(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("{nf.app=www}") && l.ends_with("12")),
+        "{table}"
+    );
+    // PromQL, range, as CSV: a row per time, a column per series.
+    let (ok, csv, err) = argus(&[
+        "query",
+        "--promql",
+        r#"max({"sys.cpu.utilization"})"#,
+        "--from",
+        &((minute - 120_000) / 1000).to_string(),
+        "--to",
+        &(minute / 1000).to_string(),
+        "-o",
+        "csv",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows[0].starts_with("time,"), "{csv}");
+    assert!(rows[3].ends_with(",12"), "{csv}");
+    // JSON: the API's answer as it came.
+    let (ok, json_text, err) = argus(&["query", "--promql", "1+1", "-o", "json"]);
+    assert!(ok, "{err}");
+    let answer: Value = serde_json::from_str(&json_text).expect("JSON");
+    assert_eq!(answer["data"]["result"][1], "2");
+    // The tag browser.
+    let (ok, keys, err) = argus(&["tags"]);
+    assert!(ok, "{err}");
+    assert!(keys.lines().any(|l| l == "nf.app"), "{keys}");
+    let (ok, values, err) = argus(&["tags", "nf.app", "--counts"]);
+    assert!(ok, "{err}");
+    assert!(values.lines().any(|l| l == "www\t1"), "{values}");
+    // An error: the API's words, and a failing status.
+    let (ok, _, err) = argus(&["query", "--promql", "sum("]);
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("parse error"), "{err}");
+}

@@ -74,24 +74,29 @@ impl IntoResponse for PromFailure {
     }
 }
 
-/// A sample value as Prometheus prints it (`argus_promql::format_value`), written in place.
+/// A sample value as Prometheus prints it: the shortest decimal that reads back the same,
+/// with no exponent (`argus_promql::format_value`), written in place and fast (ryu's digits
+/// when they need no exponent; where two shortest decimals are equally near, either may be
+/// printed, and both read back the same).
 fn push_value(out: &mut String, v: f64) {
-    use std::fmt::Write as _;
     if v.is_finite() {
-        let _ = write!(out, "{v}");
-    } else {
-        out.push_str(&argus_promql::format_value(v));
+        let mut buffer = ryu::Buffer::new();
+        let text = buffer.format_finite(v);
+        if !text.contains('e') {
+            out.push_str(text.strip_suffix(".0").unwrap_or(text));
+            return;
+        }
     }
+    out.push_str(&argus_promql::format_value(v));
 }
 
 /// A timestamp as [`seconds`] writes it, in place.
 fn push_seconds(out: &mut String, ms: i64) {
-    use std::fmt::Write as _;
-    let _ = if ms % 1000 == 0 {
-        write!(out, "{}", ms / 1000)
+    if ms % 1000 == 0 {
+        out.push_str(itoa::Buffer::new().format(ms / 1000));
     } else {
-        write!(out, "{}", ms as f64 / 1000.0)
-    };
+        push_value(out, ms as f64 / 1000.0);
+    }
 }
 
 /// `[t,"v"]`.
@@ -800,7 +805,26 @@ mod printing_tests {
         for v in values {
             let mut fast = String::new();
             push_value(&mut fast, v);
-            assert_eq!(fast, argus_promql::format_value(v), "{v:e}");
+            let slow = argus_promql::format_value(v);
+            if v.is_finite() {
+                // The same value, as short, never an exponent.
+                let back: f64 = fast.parse().unwrap();
+                assert_eq!(back.to_bits(), v.to_bits(), "{v:e}: {fast}");
+                assert_eq!(fast.len(), slow.len(), "{v:e}: {fast} vs {slow}");
+                assert!(!fast.contains(['e', 'E']), "{v:e}: {fast}");
+            } else {
+                assert_eq!(fast, slow);
+            }
+        }
+        for (v, text) in [
+            (2.0, "2"),
+            (0.1, "0.1"),
+            (-1.5, "-1.5"),
+            (1e21, "1000000000000000000000"),
+        ] {
+            let mut fast = String::new();
+            push_value(&mut fast, v);
+            assert_eq!(fast, text);
         }
         for ms in [
             0,

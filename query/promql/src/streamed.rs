@@ -226,10 +226,16 @@ impl Evaluation<'_> {
         // Each series' group, from its tags: found by a hash of the grouping labels' values,
         // so that nothing is built per series, only per group.
         let has_name = per_series == PerSeries::Instant;
-        let mut group_of: HashMap<SeriesId, u32> = HashMap::with_capacity(ids.len() as usize);
+        let mut members: Vec<(SeriesId, u32)> = Vec::with_capacity(ids.len() as usize);
         let mut groups: Vec<Labels> = Vec::new();
         let mut by_hash: HashMap<u64, Vec<u32>> = HashMap::new();
-        source.visit_tags(ids, &mut |id, tags| {
+        // Without a grouping every series is in the one group: no tags to read.
+        let grouped = a.modifier.is_some();
+        if !grouped {
+            groups.push(Labels::new());
+        }
+        let none = Postings::new();
+        source.visit_tags(if grouped { ids } else { &none }, &mut |id, tags| {
             let mut hasher = std::hash::DefaultHasher::new();
             let mut count = 0usize;
             group_view(&a.modifier, tags, has_name, &mut |label, value| {
@@ -265,8 +271,9 @@ impl Evaluation<'_> {
                     g
                 }
             };
-            group_of.insert(id, g);
+            members.push((id, g));
         });
+        let group_of = GroupOf::new(grouped, members);
         let mut acc = Accumulator::new(op, n, groups.len());
         if !req.is_empty() {
             let first = req.start_ms;
@@ -316,7 +323,7 @@ impl Evaluation<'_> {
                 let mut row = vec![f64::NAN; n];
                 source
                     .visit_values(part, req, &mut |id, values| {
-                        let Some(&g) = group_of.get(&id) else {
+                        let Some(g) = group_of.get(id) else {
                             return;
                         };
                         per_series_row(per_series, values, spans, step_s, &mut prefix, &mut row);
@@ -339,6 +346,51 @@ impl Evaluation<'_> {
         // In label order, as the general path (which reads series in that order) gives them.
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Vector(out))
+    }
+}
+
+/// Each series' group, looked up by id as the store hands the values over: one group, a table
+/// over the ids' span when they are dense, else a hash map.
+enum GroupOf {
+    One,
+    Dense { min: SeriesId, groups: Vec<u32> },
+    Sparse(ahash::AHashMap<SeriesId, u32>),
+}
+
+impl GroupOf {
+    fn new(grouped: bool, members: Vec<(SeriesId, u32)>) -> GroupOf {
+        if !grouped {
+            return GroupOf::One;
+        }
+        let (Some(min), Some(max)) = (
+            members.iter().map(|m| m.0).min(),
+            members.iter().map(|m| m.0).max(),
+        ) else {
+            return GroupOf::Sparse(Default::default());
+        };
+        let span = (max - min) as usize + 1;
+        if span <= 4 * members.len() {
+            let mut groups = vec![u32::MAX; span];
+            for (id, g) in members {
+                groups[(id - min) as usize] = g;
+            }
+            GroupOf::Dense { min, groups }
+        } else {
+            GroupOf::Sparse(members.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    fn get(&self, id: SeriesId) -> Option<u32> {
+        match self {
+            GroupOf::One => Some(0),
+            GroupOf::Dense { min, groups } => id
+                .checked_sub(*min)
+                .and_then(|i| groups.get(i as usize))
+                .copied()
+                .filter(|&g| g != u32::MAX),
+            GroupOf::Sparse(map) => map.get(&id).copied(),
+        }
     }
 }
 
