@@ -980,6 +980,30 @@ fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
         cases.len() - failures.len(),
         cases.len()
     );
+    // Node b asked the others: aggregations pushed down, other selectors' series gathered.
+    let asked = |route: &str| -> u64 {
+        [&nodes[0], &nodes[2]]
+            .iter()
+            .map(|node| {
+                let metrics = node.get("/metrics").1;
+                metrics
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("argus_http_requests_total{")
+                            && l.contains(&format!("route=\"{route}\""))
+                            && l.contains("status=\"200\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let (aggregates, series) = (
+        asked("/api/v1/cluster/aggregate"),
+        asked("/api/v1/cluster/series"),
+    );
+    println!("asked of nodes a and c: {aggregates} aggregates, {series} selectors' series");
+    assert!(aggregates > 50 && series > 50, "{aggregates} {series}");
     assert!(
         failures.is_empty(),
         "these differ:\n{}",

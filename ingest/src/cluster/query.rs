@@ -514,6 +514,129 @@ impl Ask for AskSeries<'_> {
     }
 }
 
+/// A PromQL aggregation the store nodes evaluate over their partitions (`argus_promql`'s
+/// pushed-down aggregations): its text and the query's times.
+#[derive(Debug)]
+pub struct AggregateRequest {
+    pub pushed: argus_promql::PushedAggregate,
+    pub partitions: Vec<u32>,
+    pub of: u32,
+}
+
+impl AggregateRequest {
+    pub fn to_query(&self) -> String {
+        let parts: Vec<String> = self.partitions.iter().map(u32::to_string).collect();
+        let range = &self.pushed.range;
+        format!(
+            "expr={}&start={}&end={}&step={}&partitions={}&of={}",
+            crate::live_client::encode_component(&self.pushed.expr),
+            range.start_ms,
+            range.end_ms,
+            range.step_ms,
+            parts.join(","),
+            self.of
+        )
+    }
+
+    /// From the query string's parameters; what is wrong, named.
+    pub fn from_params(params: &[(String, String)]) -> Result<AggregateRequest, String> {
+        let (of, partitions) = partitions_param(params)?;
+        let number = |k: &str| -> Result<i64, String> {
+            param(params, k)?
+                .parse()
+                .map_err(|_| format!("parameter {k:?} is not an integer"))
+        };
+        Ok(AggregateRequest {
+            pushed: argus_promql::PushedAggregate {
+                expr: param(params, "expr")?.to_string(),
+                range: argus_promql::QueryRange {
+                    start_ms: number("start")?,
+                    end_ms: number("end")?,
+                    step_ms: number("step")?,
+                },
+            },
+            partitions,
+            of,
+        })
+    }
+}
+
+/// This node's part of a pushed-down PromQL aggregation over the asked partitions.
+pub fn answer_aggregate(
+    req: &AggregateRequest,
+    source: &dyn SeriesSource,
+    (store, cache): (&Store, &PartitionCache),
+    (bounds, max_series): ((i64, i64), usize),
+) -> Result<Vec<u8>, String> {
+    let mut keep = vec![false; req.of as usize];
+    for &p in &req.partitions {
+        keep[p as usize] = true;
+    }
+    let all = keep.iter().all(|&k| k);
+    let source = PartitionSource {
+        inner: source,
+        keep: (!all).then_some(keep),
+        partitions: req.of,
+        cache: Some((store, cache)),
+    };
+    argus_promql::evaluate_partial(&source, &req.pushed, bounds, max_series)
+        .map(|part| part.encode())
+        .map_err(|e| e.message)
+}
+
+/// One pushed-down aggregation: each store node's part.
+struct AskAggregate<'a> {
+    pushed: &'a argus_promql::PushedAggregate,
+}
+
+impl AskAggregate<'_> {
+    fn request(&self, partitions: &[u32], of: u32) -> AggregateRequest {
+        AggregateRequest {
+            pushed: self.pushed.clone(),
+            partitions: partitions.to_vec(),
+            of,
+        }
+    }
+}
+
+/// What a store's series may hold: from its retention to a little past now.
+pub fn data_bounds(store: &Store, retention_ms: i64) -> (i64, i64) {
+    let (now, step) = (store.now_ms(), store.config().step_ms);
+    (now - retention_ms - step, now + 2 * step)
+}
+
+impl Ask for AskAggregate<'_> {
+    type Part = argus_promql::Partial;
+
+    fn path(&self, partitions: &[u32], of: u32) -> String {
+        format!(
+            "/api/v1/cluster/aggregate?{}",
+            self.request(partitions, of).to_query()
+        )
+    }
+
+    fn local(
+        &self,
+        store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        of: u32,
+    ) -> Result<argus_promql::Partial, String> {
+        let req = self.request(partitions, of);
+        // The asking node holds the total to its own series limit.
+        let bounds = data_bounds(store.0, store.0.config().retention_ms);
+        argus_promql::Partial::decode(&answer_aggregate(
+            &req,
+            store.0,
+            store,
+            (bounds, usize::MAX),
+        )?)
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<argus_promql::Partial, String> {
+        argus_promql::Partial::decode(body)
+    }
+}
+
 impl argus_promql::Gather for ClusterFanout {
     fn series(&self, selector: &str, first_ms: i64, last_ms: i64) -> Result<Lines, String> {
         let parts = self.gather(&AskSeries {
@@ -522,6 +645,13 @@ impl argus_promql::Gather for ClusterFanout {
             last_ms,
         })?;
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    fn aggregate(
+        &self,
+        pushed: &argus_promql::PushedAggregate,
+    ) -> Option<Result<Vec<argus_promql::Partial>, String>> {
+        Some(self.gather(&AskAggregate { pushed }))
     }
 }
 

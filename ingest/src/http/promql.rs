@@ -305,8 +305,7 @@ async fn evaluate(
     let max_series = state.cfg.query_max_series;
     let started = std::time::Instant::now();
     // The store holds nothing older than its retention, nor past the step now filling.
-    let (now, step) = (store.now_ms(), store.config().step_ms);
-    let bounds = (now - state.cfg.retention_ms - step, now + 2 * step);
+    let bounds = crate::cluster::query::data_bounds(&store, state.cfg.retention_ms);
     tokio::task::spawn_blocking(move || {
         let guarded = Guarded::new(&store, timeout, max_series, cancel);
         let mut evaluation = Evaluation::new(

@@ -452,6 +452,44 @@ pub async fn cluster_series(
     Ok(with_unserved(response, &unserved))
 }
 
+/// `GET /api/v1/cluster/aggregate`: this store node's part of a PromQL aggregation over its
+/// share of the partitions (per group, accumulators), as a query node asks for it. Like
+/// `cluster/partial`, it takes no query slot.
+pub async fn cluster_aggregate(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("not a cluster node"));
+    };
+    let mut req = crate::cluster::query::AggregateRequest::from_params(&params)
+        .map_err(ApiError::bad_request)?;
+    let (store, cache, unserved) = cluster
+        .can_answer(req.of, &req.partitions)
+        .map_err(ApiError::unavailable)?;
+    req.partitions.retain(|p| !unserved.contains(p));
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let max_series = state.cfg.query_max_series;
+    let bounds = crate::cluster::query::data_bounds(&store, state.cfg.retention_ms);
+    let cancel = Cancel::default();
+    let _stop_when_dropped = cancel.on_drop();
+    let body = tokio::task::spawn_blocking(move || {
+        let guarded = Guarded::new(&store, timeout, max_series, cancel);
+        crate::cluster::query::answer_aggregate(
+            &req,
+            &guarded,
+            (&store, &cache),
+            (bounds, usize::try_from(max_series).unwrap_or(usize::MAX)),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the aggregate task", e))?
+    .map_err(ApiError::bad_request)?;
+    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    Ok(with_unserved(response, &unserved))
+}
+
 /// Names the partitions a store node was asked for but does not serve.
 fn with_unserved(mut response: Response, unserved: &[u32]) -> Response {
     if !unserved.is_empty() {

@@ -141,11 +141,11 @@ pub struct Evaluation<'a> {
     /// The oldest and newest times the store can hold values for (its retention, and now).
     data_bounds: (i64, i64),
     /// Most series one selector may read (the query's series limit).
-    max_series: usize,
+    pub(crate) max_series: usize,
     /// Notes for the response's `infos`.
     pub infos: Vec<String>,
     /// Where selectors read their series when not from `source` (a cluster's store nodes).
-    gather: Option<&'a dyn Gather>,
+    pub(crate) gather: Option<&'a dyn Gather>,
 }
 
 impl<'a> Evaluation<'a> {

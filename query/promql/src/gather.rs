@@ -5,6 +5,8 @@
 
 use argus_tsdb::{Matcher, Postings, ReadRequest, SeriesId, SeriesSource, TagMap, Tags};
 
+use crate::partial::{Partial, PushedAggregate};
+
 /// Where an evaluation's selectors read their series when they are not all in its own store.
 pub trait Gather: Send + Sync {
     /// The series `selector` (a PromQL vector selector, without offset or `@`) matches, with
@@ -16,6 +18,13 @@ pub trait Gather: Send + Sync {
         first_ms: i64,
         last_ms: i64,
     ) -> Result<Vec<(TagMap, Vec<f64>)>, String>;
+
+    /// The store nodes' parts of an aggregation they can evaluate where the series are
+    /// (see [`crate::partial`]); `None` when this gather cannot ask for that, and the series
+    /// are gathered instead.
+    fn aggregate(&self, _pushed: &PushedAggregate) -> Option<Result<Vec<Partial>, String>> {
+        None
+    }
 }
 
 /// The series one selector gathered, as a store to read: every series is selected (the

@@ -16,11 +16,13 @@
 mod eval;
 pub mod fuzzing;
 mod gather;
+mod partial;
 mod select;
 mod streamed;
 
 pub use eval::{Evaluation, QueryRange, Series, Value};
 pub use gather::Gather;
+pub use partial::{Partial, PushedAggregate, evaluate_partial};
 pub use select::{NAME_LABEL, labels_of, matcher_of, series_matcher, shown_value};
 
 use promql_parser::parser::Expr;

@@ -14,6 +14,7 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
 
 use crate::Error;
 use crate::eval::{Evaluation, Labels, Series, Value, step_floor};
+use crate::partial::{Partial, PushedAggregate};
 use crate::select::{NAME_LABEL, shown_value};
 
 /// What each series gives at an evaluation time.
@@ -100,20 +101,35 @@ struct Accumulator {
 
 impl Accumulator {
     fn new(op: Op, n: usize, groups: usize) -> Self {
-        let init = match op {
-            Op::Min | Op::Max => f64::NAN,
-            _ => 0.0,
-        };
-        Accumulator {
+        let mut acc = Accumulator {
             op,
             n,
-            values: vec![init; groups * n],
+            values: Vec::new(),
             counts: vec![0; groups * n],
+        };
+        acc.values = vec![acc.init(); groups * n];
+        acc
+    }
+
+    /// A cell before any value: 0 for sums, NaN for extremes.
+    fn init(&self) -> f64 {
+        match self.op {
+            Op::Min | Op::Max => f64::NAN,
+            _ => 0.0,
         }
     }
 
     /// Adds another part's accumulators (the same groups and times) to these.
     fn merge(&mut self, other: &Accumulator) {
+        self.merge_cells(0, other);
+    }
+
+    /// Adds one group's accumulators (`other` holds just its cells) to group `g`.
+    fn merge_group(&mut self, g: usize, other: &Accumulator) {
+        self.merge_cells(g * self.n, other);
+    }
+
+    fn merge_cells(&mut self, from: usize, other: &Accumulator) {
         let extreme = |pick: fn(f64, f64) -> f64| {
             move |(a, b): (&mut f64, &f64)| {
                 if !b.is_nan() {
@@ -121,14 +137,14 @@ impl Accumulator {
                 }
             }
         };
-        let pairs = self.values.iter_mut().zip(&other.values);
+        let pairs = self.values[from..].iter_mut().zip(&other.values);
         match self.op {
             Op::Sum | Op::Avg => pairs.for_each(|(a, b)| *a += b),
             Op::Min => pairs.for_each(extreme(f64::min)),
             Op::Max => pairs.for_each(extreme(f64::max)),
             Op::Count | Op::Group => {}
         }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+        for (a, b) in self.counts[from..].iter_mut().zip(&other.counts) {
             *a += b;
         }
     }
@@ -186,16 +202,110 @@ impl Evaluation<'_> {
     /// (the general path then answers it).
     pub(crate) fn streamed_aggregate(&mut self, a: &AggregateExpr) -> Option<Result<Value, Error>> {
         let (op, vs, per_series) = plan(a)?;
-        Some(self.stream(a, op, vs, per_series))
+        if let PerSeries::Window(WindowFn::Rate | WindowFn::Increase, _) = per_series {
+            self.note_rates();
+        }
+        // In a cluster the store nodes aggregate their partitions; only groups travel.
+        if let Some(gather) = self.gather {
+            let pushed = PushedAggregate {
+                expr: a.to_string(),
+                range: self.range,
+            };
+            if let Some(parts) = gather.aggregate(&pushed) {
+                return Some(
+                    parts
+                        .map_err(Error::execution)
+                        .and_then(|parts| self.merge_parts(op, vs, parts))
+                        .map(|(groups, acc)| finish(groups, &acc)),
+                );
+            }
+        }
+        Some(
+            self.stream(a, op, vs, per_series)
+                .map(|(groups, acc, _)| finish(groups, &acc)),
+        )
     }
 
+    /// This store's share of an aggregation the streamed path takes: its groups'
+    /// accumulators, as a store node sends them to the node merging the parts.
+    pub(crate) fn partial_aggregate(&mut self, a: &AggregateExpr) -> Result<Partial, Error> {
+        let Some((op, vs, per_series)) = plan(a) else {
+            return Err(Error::bad_data(format!(
+                "{a} is not an aggregation to push down"
+            )));
+        };
+        let (groups, acc, series) = self.stream(a, op, vs, per_series)?;
+        Ok(Partial {
+            series,
+            len: acc.n,
+            groups,
+            values: acc.values,
+            counts: acc.counts,
+        })
+    }
+
+    /// The store nodes' parts merged, group by group, as one store's scan would have
+    /// accumulated them; the query's series limit holds for their total.
+    fn merge_parts(
+        &self,
+        op: Op,
+        vs: &VectorSelector,
+        parts: Vec<Partial>,
+    ) -> Result<(Vec<Labels>, Accumulator), Error> {
+        let n = self.range.len();
+        let series: u64 = parts.iter().map(|p| p.series).sum();
+        if series > self.max_series as u64 {
+            return Err(Error::execution(format!(
+                "the selector {vs} matches {series} series, more than the limit of {} \
+                 (--query-max-series)",
+                self.max_series
+            )));
+        }
+        let mut groups: Vec<Labels> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut acc = Accumulator::new(op, n, 0);
+        for part in parts {
+            let cells = part.groups.len() * n;
+            if part.len != n || part.values.len() != cells || part.counts.len() != cells {
+                return Err(Error::execution(format!(
+                    "a store node's part has {} times, not {n}",
+                    part.len
+                )));
+            }
+            let mut one = Accumulator::new(op, n, 0);
+            for (i, labels) in part.groups.into_iter().enumerate() {
+                let g = match index.get(&labels) {
+                    Some(&g) => g,
+                    None => {
+                        index.insert(labels.clone(), groups.len());
+                        groups.push(labels);
+                        acc.values.extend(std::iter::repeat_n(acc.init(), n));
+                        acc.counts.extend(std::iter::repeat_n(0, n));
+                        groups.len() - 1
+                    }
+                };
+                // This part's group laid on the merged group's cells, then merged.
+                one.values.clear();
+                one.counts.clear();
+                one.values
+                    .extend_from_slice(&part.values[i * n..(i + 1) * n]);
+                one.counts
+                    .extend_from_slice(&part.counts[i * n..(i + 1) * n]);
+                acc.merge_group(g, &one);
+            }
+        }
+        Ok((groups, acc))
+    }
+
+    /// The groups and accumulators of an aggregation over the evaluation's store, and how
+    /// many series it selected.
     fn stream(
         &mut self,
         a: &AggregateExpr,
         op: Op,
         vs: &VectorSelector,
         per_series: PerSeries,
-    ) -> Result<Value, Error> {
+    ) -> Result<(Vec<Labels>, Accumulator, u64), Error> {
         let stored = self.source.step_ms().max(1);
         let times: Vec<i64> = self
             .range
@@ -204,16 +314,11 @@ impl Evaluation<'_> {
             .collect();
         let n = times.len();
         let (Some(&lo), Some(&hi)) = (times.iter().min(), times.iter().max()) else {
-            return Ok(Value::Vector(Vec::new()));
+            return Ok((Vec::new(), Accumulator::new(op, n, 0), 0));
         };
         let reach = match per_series {
             PerSeries::Instant => stored,
-            PerSeries::Window(f, range) => {
-                if matches!(f, WindowFn::Rate | WindowFn::Increase) {
-                    self.note_rates();
-                }
-                range
-            }
+            PerSeries::Window(_, range) => range,
         };
         let selection = self.selection(
             vs,
@@ -334,19 +439,25 @@ impl Evaluation<'_> {
             };
             acc = scan_parallel(source, ids, scan)?;
         }
-        let mut out: Vec<Series> = groups
-            .into_iter()
-            .enumerate()
-            .map(|(g, labels)| Series {
-                labels,
-                points: (0..n).map(|ti| acc.value(g * n + ti)).collect(),
-            })
-            .filter(|s| s.points.iter().any(Option::is_some))
-            .collect();
-        // In label order, as the general path (which reads series in that order) gives them.
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(Value::Vector(out))
+        Ok((groups, acc, ids.len()))
     }
+}
+
+/// The answer from the groups' accumulators: a series per group with a value, in label
+/// order, as the general path (which reads series in that order) gives them.
+fn finish(groups: Vec<Labels>, acc: &Accumulator) -> Value {
+    let n = acc.n;
+    let mut out: Vec<Series> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(g, labels)| Series {
+            labels,
+            points: (0..n).map(|ti| acc.value(g * n + ti)).collect(),
+        })
+        .filter(|s| s.points.iter().any(Option::is_some))
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Value::Vector(out)
 }
 
 /// Each series' group, looked up by id as the store hands the values over: one group, a table
@@ -546,6 +657,11 @@ mod tests {
 
     /// Gauges and counters with gaps, over apps, zones and a label only some series have.
     fn store() -> Store {
+        store_of(|_| true)
+    }
+
+    /// The store's series whose number `keep` takes (the same values whatever is kept).
+    fn store_of(keep: impl Fn(usize) -> bool) -> Store {
         let store = Store::with_clock(
             StoreConfig::new(STEP, 6 * 3_600_000),
             Arc::new(|| T0 + 3_600_000),
@@ -561,7 +677,7 @@ mod tests {
             for (name, dstype) in [("lat", DsType::Gauge), ("hits_total", DsType::Counter)] {
                 let mut tags = TagMap::from_pairs(pairs.iter().copied());
                 tags.insert("name".into(), name.into());
-                let id = store.writer().resolve_as(&tags, dstype);
+                let id = keep(i).then(|| store.writer().resolve_as(&tags, dstype));
                 let mut total = 0.0;
                 for t in 0..50 {
                     total += rng.f64() * 100.0;
@@ -573,7 +689,9 @@ mod tests {
                     } else {
                         total
                     };
-                    store.writer().append(id, T0 + t * STEP, v).unwrap();
+                    if let Some(id) = id {
+                        store.writer().append(id, T0 + t * STEP, v).unwrap();
+                    }
                 }
             }
         }
@@ -667,5 +785,114 @@ mod tests {
             }
         }
         assert!(checked > 600, "{checked}");
+    }
+
+    /// Two stores, each with part of the series, as a cluster's store nodes: selectors
+    /// gather from both, aggregations are pushed down to both and their parts merged.
+    struct Split(Vec<Store>);
+
+    impl crate::Gather for Split {
+        fn series(
+            &self,
+            selector: &str,
+            first_ms: i64,
+            last_ms: i64,
+        ) -> Result<Vec<(TagMap, Vec<f64>)>, String> {
+            use argus_tsdb::{Consolidation, ReadRequest, SeriesSource};
+            let matcher = crate::series_matcher(selector).map_err(|e| e.message)?;
+            let mut out = Vec::new();
+            for store in &self.0 {
+                let ids = store.select(&matcher);
+                let mut tags = std::collections::HashMap::new();
+                store.visit_tags(&ids, &mut |id, t| {
+                    tags.insert(id, t.to_map());
+                });
+                let req = ReadRequest {
+                    start_ms: first_ms,
+                    end_ms: last_ms,
+                    step_ms: STEP,
+                    cf: Consolidation::Avg,
+                };
+                store
+                    .visit_values(&ids, &req, &mut |id, v| {
+                        out.push((tags.remove(&id).unwrap(), v.to_vec()));
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(out)
+        }
+
+        fn aggregate(
+            &self,
+            pushed: &crate::PushedAggregate,
+        ) -> Option<Result<Vec<crate::Partial>, String>> {
+            Some(
+                self.0
+                    .iter()
+                    .map(|store| {
+                        let part = crate::evaluate_partial(
+                            store,
+                            pushed,
+                            (i64::MIN / 4, i64::MAX / 4),
+                            10_000,
+                        )
+                        .map_err(|e| e.message)?;
+                        // As the part travels between nodes.
+                        crate::Partial::decode(&part.encode())
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    #[test]
+    fn aggregations_over_split_stores_answer_as_one_store() {
+        let whole = store();
+        let split = Split(vec![store_of(|i| i % 3 == 0), store_of(|i| i % 3 != 0)]);
+        let range = QueryRange {
+            start_ms: T0 + 17_000,
+            end_ms: T0 + 55 * STEP,
+            step_ms: 60_000,
+        };
+        let mut checked = 0;
+        for q in [
+            "sum(lat)",
+            "avg by (app) (lat)",
+            "min without (zone) (lat offset 2m)",
+            "max by (canary) (rate(hits_total[5m]))",
+            "count by (zone, app) (increase(hits_total[10m]))",
+            "group by (__name__) (lat)",
+            "sum by (app) (avg_over_time(lat[3m]))",
+            // Not pushed down: the series are gathered.
+            "topk(3, lat)",
+            "quantile by (app) (0.5, lat)",
+            "sum(lat * 2) + count(hits_total)",
+            "histogram_quantile(0.5, sum by (le) (rate(hits_total[5m])))",
+        ] {
+            let expr = crate::parse(q).unwrap();
+            let one = Evaluation::new(&whole, range, 10_000).eval(&expr).unwrap();
+            let two = Evaluation::new(&whole, range, 10_000)
+                .with_gather(&split)
+                .eval(&expr)
+                .unwrap();
+            let sorted = |v: Value| match v {
+                Value::Vector(mut v) => {
+                    v.sort_by(|a, b| a.labels.cmp(&b.labels));
+                    Value::Vector(v)
+                }
+                other => other,
+            };
+            let (one, two) = (sorted(one), sorted(two));
+            assert!(same(&one, &two), "{q}:\n{one:?}\n{two:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 11);
+        // The series limit holds for the parts' total, as on one store.
+        let expr = crate::parse("sum(lat)").unwrap();
+        let refused = Evaluation::new(&whole, range, 20)
+            .with_gather(&split)
+            .eval(&expr)
+            .unwrap_err();
+        assert!(refused.message.contains("--query-max-series"), "{refused}");
     }
 }
