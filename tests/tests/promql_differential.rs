@@ -980,6 +980,42 @@ fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
         cases.len() - failures.len(),
         cases.len()
     );
+    // The metadata routes Grafana's editor calls answer across the cluster as on one node.
+    for path in [
+        "/api/v1/labels".to_string(),
+        format!(
+            "/api/v1/labels?match[]={}",
+            enc(r#"{__name__="http_latency"}"#)
+        ),
+        "/api/v1/label/nf_app/values".to_string(),
+        "/api/v1/label/le/values".to_string(),
+        format!(
+            "/api/v1/label/__name__/values?match[]={}",
+            enc(r#"{nf_app="app001"}"#)
+        ),
+        format!(
+            "/api/v1/series?match[]=jvm_threads&match[]={}",
+            enc(r#"{nf_app="app001", method="GET"}"#)
+        ),
+        "/api/v1/metadata".to_string(),
+        "/api/v1/metadata?metric=http_requests_total".to_string(),
+    ] {
+        let sorted = |v: &Value| {
+            let mut data = v["data"].clone();
+            if let Value::Array(items) = &mut data {
+                items.sort_by_key(|i| i.to_string());
+            }
+            data
+        };
+        let (one, cluster) = (single.get_json(&path), nodes[1].get_json(&path));
+        assert_eq!(cluster["status"], "success", "{path}: {cluster}");
+        assert!(
+            !sorted(&one).as_array().is_some_and(Vec::is_empty)
+                && !sorted(&one).as_object().is_some_and(|o| o.is_empty()),
+            "{path}: {one}"
+        );
+        assert_eq!(sorted(&one), sorted(&cluster), "{path}");
+    }
     // Node b asked the others: aggregations pushed down, other selectors' series gathered.
     let asked = |route: &str| -> u64 {
         [&nodes[0], &nodes[2]]

@@ -915,7 +915,8 @@ impl Membership {
         log.hold(&hold, store, &self.partition_cache);
     }
 
-    fn partitions(&self) -> u32 {
+    /// The cluster's partition count (as configured, until the node has joined).
+    pub fn partitions(&self) -> u32 {
         match &*self.state.lock() {
             Readiness::Ready { partitions, .. } => *partitions,
             Readiness::Connecting { .. } => self.settings.partitions,

@@ -362,6 +362,8 @@ pub struct SeriesRequest {
     /// The first and last stored steps (their end times).
     pub first_ms: i64,
     pub last_ms: i64,
+    /// Whether the values are asked for, or only the series' tags.
+    pub values: bool,
     pub partitions: Vec<u32>,
     pub of: u32,
 }
@@ -370,10 +372,11 @@ impl SeriesRequest {
     pub fn to_query(&self) -> String {
         let parts: Vec<String> = self.partitions.iter().map(u32::to_string).collect();
         format!(
-            "selector={}&s={}&e={}&partitions={}&of={}",
+            "selector={}&s={}&e={}&values={}&partitions={}&of={}",
             crate::live_client::encode_component(&self.selector),
             self.first_ms,
             self.last_ms,
+            u8::from(self.values),
             parts.join(","),
             self.of
         )
@@ -391,6 +394,7 @@ impl SeriesRequest {
             selector: param(params, "selector")?.to_string(),
             first_ms: number("s")?,
             last_ms: number("e")?,
+            values: param(params, "values") != Ok("0"),
             partitions,
             of,
         })
@@ -409,10 +413,11 @@ pub fn answer_series(
     max_series: usize,
 ) -> Result<Vec<u8>, String> {
     let step = store.config().step_ms.max(1);
-    if req.first_ms % step != 0
-        || req.last_ms % step != 0
-        || req.last_ms < req.first_ms
-        || (req.last_ms - req.first_ms) / step >= MAX_SERIES_STEPS
+    if req.values
+        && (req.first_ms % step != 0
+            || req.last_ms % step != 0
+            || req.last_ms < req.first_ms
+            || (req.last_ms - req.first_ms) / step >= MAX_SERIES_STEPS)
     {
         return Err(format!(
             "the window {}..{} is not at most {MAX_SERIES_STEPS} steps of {step} ms",
@@ -451,6 +456,10 @@ pub fn answer_series(
         cf: argus_tsdb::Consolidation::Avg,
     };
     let mut lines = Vec::with_capacity(ids.len() as usize);
+    if !req.values {
+        lines.extend(tags.into_values().map(|t| (t, Vec::new())));
+        return Ok(Partial::from_lines(lines).encode());
+    }
     source
         .visit_values(&ids, &read, &mut |id, values| {
             if let Some(t) = tags.remove(&id) {
@@ -467,6 +476,7 @@ struct AskSeries<'a> {
     selector: &'a str,
     first_ms: i64,
     last_ms: i64,
+    values: bool,
 }
 
 impl AskSeries<'_> {
@@ -475,6 +485,7 @@ impl AskSeries<'_> {
             selector: self.selector.to_string(),
             first_ms: self.first_ms,
             last_ms: self.last_ms,
+            values: self.values,
             partitions: partitions.to_vec(),
             of,
         }
@@ -643,6 +654,7 @@ impl argus_promql::Gather for ClusterFanout {
             selector,
             first_ms,
             last_ms,
+            values: true,
         })?;
         Ok(parts.into_iter().flatten().collect())
     }
@@ -656,6 +668,17 @@ impl argus_promql::Gather for ClusterFanout {
 }
 
 impl ClusterFanout {
+    /// The tags of the series a PromQL selector matches, from every partition's owners.
+    pub fn series_tags(&self, selector: &str) -> Result<Vec<argus_tsdb::TagMap>, String> {
+        let parts = self.gather(&AskSeries {
+            selector,
+            first_ms: 0,
+            last_ms: 0,
+            values: false,
+        })?;
+        Ok(parts.into_iter().flatten().map(|(tags, _)| tags).collect())
+    }
+
     /// Partitions no node answered for, in any data expression of the request.
     pub fn missing(&self) -> Vec<u32> {
         self.missing.lock().iter().copied().collect()

@@ -19,6 +19,11 @@ pub struct TagsRequest {
     pub key: Option<String>,
     /// Only the keys, with their series counts (values left empty).
     pub keys_only: bool,
+    /// PromQL series selectors (`match[]`): only the series one of them selects.
+    pub selectors: Vec<String>,
+    /// Instead of tags, each metric name with the types it is stored as: entries
+    /// `(name, atlas.dstype, series)` (for the Prometheus API's metadata).
+    pub name_types: bool,
 }
 
 /// Series counts per (key, value) over some partitions; `value` is empty when only keys
@@ -42,6 +47,12 @@ impl TagsRequest {
             q: get("q").filter(|q| !q.trim().is_empty()),
             key: get("key"),
             keys_only: matches!(get("keys_only").as_deref(), Some("1" | "true")),
+            selectors: params
+                .iter()
+                .filter(|(k, _)| k == "match[]")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            name_types: matches!(get("name_types").as_deref(), Some("1" | "true")),
         })
     }
 
@@ -58,7 +69,34 @@ impl TagsRequest {
         if self.keys_only {
             out.push_str("&keys_only=1");
         }
+        for selector in &self.selectors {
+            out.push_str("&match[]=");
+            out.push_str(&crate::live_client::encode_component(selector));
+        }
+        if self.name_types {
+            out.push_str("&name_types=1");
+        }
         out
+    }
+
+    /// The series the request is about: its query's, and one of its selectors'.
+    fn matcher(&self) -> Result<Matcher, String> {
+        let mut matcher = match &self.q {
+            Some(q) => argus_query::tag_query(q).map_err(|e| e.to_string())?,
+            None => Matcher::True,
+        };
+        let mut any: Option<Matcher> = None;
+        for text in &self.selectors {
+            let m = argus_promql::series_matcher(text).map_err(|e| e.message)?;
+            any = Some(match any {
+                None => m,
+                Some(a) => a.or(m),
+            });
+        }
+        if let Some(any) = any {
+            matcher = matcher.and(any);
+        }
+        Ok(matcher)
     }
 
     /// The counts over `partitions` of `store`'s series.
@@ -68,10 +106,7 @@ impl TagsRequest {
         partitions: &[u32],
         of: u32,
     ) -> Result<TagCounts, String> {
-        let matcher = match &self.q {
-            Some(q) => argus_query::tag_query(q).map_err(|e| e.to_string())?,
-            None => Matcher::True,
-        };
+        let matcher = self.matcher()?;
         let mut keep = vec![false; of as usize];
         for &p in partitions {
             if let Some(slot) = keep.get_mut(p as usize) {
@@ -86,7 +121,9 @@ impl TagsRequest {
         };
         let ids = source.select(&matcher);
         let mut tags = Vec::new();
-        if let Some(key) = &self.key {
+        if self.name_types {
+            tags = name_types(store, &ids);
+        } else if let Some(key) = &self.key {
             for (value, n) in store.tag_values_of(key, &ids) {
                 tags.push((key.clone(), value, n));
             }
@@ -106,6 +143,21 @@ impl TagsRequest {
             tags,
         })
     }
+}
+
+/// Each metric name of the series `ids` with how its series are stored (`atlas.dstype`'s
+/// words: `gauge`, `rate`, `counter`, `sum`) and how many: `(name, dstype, series)`, sorted.
+pub fn name_types(store: &Store, ids: &argus_tsdb::Postings) -> Vec<(String, String, u64)> {
+    let mut counts: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    store.visit_tags(ids, &mut |id, tags| {
+        if let (Some(name), Some(dstype)) = (tags.get("name"), store.dstype(id)) {
+            *counts.entry((name.to_string(), dstype.name())).or_insert(0) += 1;
+        }
+    });
+    counts
+        .into_iter()
+        .map(|((name, dstype), n)| (name, dstype.to_string(), n))
+        .collect()
 }
 
 impl Ask for TagsRequest {

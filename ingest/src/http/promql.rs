@@ -6,7 +6,7 @@
 //! `{"status":"error","errorType":…,"error":…}` with 400 (bad_data), 422 (execution) or 503
 //! (timeout, overload). PromQL itself is `argus-promql`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use argus_promql::{Error as PromError, ErrorKind, Evaluation, QueryRange, Value as PromValue};
@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::cluster::tags::TagsRequest;
 use crate::query_guard::{Cancel, Guarded};
 use crate::state::AppState;
 
@@ -257,21 +258,6 @@ fn metric(labels: &std::collections::BTreeMap<String, String>) -> Value {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect(),
     )
-}
-
-/// In a cluster this node's store holds only its partitions: PromQL over the whole cluster
-/// is not answered yet, rather than answered from part of the data.
-fn single_node_only(state: &AppState) -> Result<(), PromFailure> {
-    if state.cluster.is_some() {
-        return Err(PromFailure {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            kind: "execution",
-            message: "PromQL is answered on a single node only for now; in a cluster, ask in \
-                      the Stack Language (/api/v1/graph)"
-                .into(),
-        });
-    }
-    Ok(())
 }
 
 /// Evaluates `query` over `range` with the Stack Language's limits: the query timeout, the
@@ -557,29 +543,89 @@ fn prom_key(key: &str) -> &str {
     }
 }
 
+/// The `match[]` selectors of a request.
+fn match_params(params: &[(String, String)]) -> Vec<String> {
+    params
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// In a cluster, tag counts over every store node's share of the series (`None` on a single
+/// node, or one not yet joined, whose own store answers), with a warning when partitions
+/// went unanswered (`deny_partial=1`: a 503).
+async fn cluster_counts(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    ask: TagsRequest,
+) -> Result<Option<(BTreeMap<(String, String), u64>, Notes)>, PromFailure> {
+    let counted = super::query::cluster_tags_of(state, headers, params, ask)
+        .await
+        .map_err(|e| PromFailure {
+            status: e.status,
+            kind: if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                "unavailable"
+            } else if e.status.is_client_error() {
+                "bad_data"
+            } else {
+                "internal"
+            },
+            message: e.message,
+        })?;
+    Ok(counted.map(|(_, tags, missing)| (tags, partial_notes(state, &missing))))
+}
+
+/// The warning a cluster answer missing partitions carries.
+fn partial_notes(state: &AppState, missing: &[u32]) -> Notes {
+    let partitions = state.cluster.as_ref().map_or(0, |c| c.partitions());
+    Notes {
+        infos: Vec::new(),
+        warnings: if missing.is_empty() {
+            Vec::new()
+        } else {
+            vec![crate::cluster::query::partial_message(missing, partitions)]
+        },
+    }
+}
+
 /// `GET|POST /api/v1/labels`: the label names of the matched series.
 pub async fn labels(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
     let params = params(&method, raw, &body);
-    let result = (|| {
-        single_node_only(&state)?;
-        let ids = matched(&state, &params)?;
-        let mut names: BTreeSet<String> = state
-            .store
-            .tag_keys_of(&ids)
+    let result = async {
+        let limit = limit_param(&params)?;
+        let ask = TagsRequest {
+            keys_only: true,
+            selectors: match_params(&params),
+            ..TagsRequest::default()
+        };
+        let (keys, notes): (Vec<String>, Notes) =
+            match cluster_counts(&state, &headers, &params, ask).await? {
+                Some((tags, notes)) => (tags.into_keys().map(|(k, _)| k).collect(), notes),
+                None => {
+                    let ids = matched(&state, &params)?;
+                    let keys = state.store.tag_keys_of(&ids).into_iter().map(|(k, _)| k);
+                    (keys.collect(), Notes::default())
+                }
+            };
+        let mut names: BTreeSet<String> = keys
             .into_iter()
-            .filter(|(k, _)| k != "atlas.dstype")
-            .map(|(k, _)| prom_key(&k).to_string())
+            .filter(|k| k != "atlas.dstype")
+            .map(|k| prom_key(&k).to_string())
             .collect();
-        if let Some(limit) = limit_param(&params)? {
+        if let Some(limit) = limit {
             names = names.into_iter().take(limit).collect();
         }
-        Ok::<_, PromFailure>(success(json!(names), &Notes::default()))
-    })();
+        Ok::<_, PromFailure>(success(json!(names), &notes))
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -588,26 +634,40 @@ pub async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
     let params = params(&method, raw, &body);
-    let result = (|| {
-        single_node_only(&state)?;
+    let result = async {
         let key = store_key(&name)?;
-        let ids = matched(&state, &params)?;
-        let mut values: Vec<String> = state
-            .store
-            .tag_values_of(&key, &ids)
-            .into_iter()
-            .map(|(v, _)| argus_promql::shown_value(&key, &v).to_string())
+        let limit = limit_param(&params)?;
+        let ask = TagsRequest {
+            key: Some(key.clone()),
+            selectors: match_params(&params),
+            ..TagsRequest::default()
+        };
+        let (stored, notes): (Vec<String>, Notes) =
+            match cluster_counts(&state, &headers, &params, ask).await? {
+                Some((tags, notes)) => (tags.into_keys().map(|(_, v)| v).collect(), notes),
+                None => {
+                    let ids = matched(&state, &params)?;
+                    let values = state.store.tag_values_of(&key, &ids).into_iter();
+                    (values.map(|(v, _)| v).collect(), Notes::default())
+                }
+            };
+        let mut values: Vec<String> = stored
+            .iter()
+            .map(|v| argus_promql::shown_value(&key, v).to_string())
             .collect();
         values.sort();
-        if let Some(limit) = limit_param(&params)? {
+        values.dedup();
+        if let Some(limit) = limit {
             values.truncate(limit);
         }
-        Ok::<_, PromFailure>(success(json!(values), &Notes::default()))
-    })();
+        Ok::<_, PromFailure>(success(json!(values), &notes))
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -615,65 +675,117 @@ pub async fn label_values(
 pub async fn series(
     State(state): State<AppState>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
     let params = params(&method, raw, &body);
-    let result = (|| {
-        single_node_only(&state)?;
-        if !params.iter().any(|(k, _)| k == "match[]") {
+    let result = async {
+        let selectors = match_params(&params);
+        if selectors.is_empty() {
             return Err(PromFailure::bad_data("no match[] parameter provided"));
         }
-        let ids = matched(&state, &params)?;
         let limit = limit_param(&params)?.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        state.store.visit_tags(&ids, &mut |_, tags| {
-            if out.len() < limit {
-                out.push(metric(&argus_promql::labels_of(tags)));
-            }
+        let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+        let fanout = state.cluster.as_ref().and_then(|c| {
+            c.fanout(
+                super::query::authorization(&headers),
+                super::query::deny_partial(&params),
+                state.cfg.query_limits(),
+                timeout,
+            )
         });
-        Ok(success(Value::Array(out), &Notes::default()))
-    })();
+        let Some(fanout) = fanout else {
+            let ids = matched(&state, &params)?;
+            let mut out = Vec::new();
+            state.store.visit_tags(&ids, &mut |_, tags| {
+                if out.len() < limit {
+                    out.push(metric(&argus_promql::labels_of(tags)));
+                }
+            });
+            return Ok(success(Value::Array(out), &Notes::default()));
+        };
+        for selector in &selectors {
+            argus_promql::series_matcher(selector)?;
+        }
+        // Each selector's series from the partitions' owners; a series two select, once.
+        let (sets, missing) = tokio::task::spawn_blocking(move || {
+            let mut sets = BTreeSet::new();
+            for selector in &selectors {
+                for tags in fanout.series_tags(selector)? {
+                    sets.insert(argus_promql::labels_of(&tags));
+                }
+            }
+            Ok::<_, String>((sets, fanout.missing()))
+        })
+        .await
+        .map_err(|e| PromFailure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: format!("the series task failed: {e}"),
+        })?
+        .map_err(|e| PromFailure::unavailable("unavailable", e))?;
+        let out: Vec<Value> = sets.iter().take(limit).map(metric).collect();
+        Ok(success(Value::Array(out), &partial_notes(&state, &missing)))
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The Prometheus type of how Argus stores a series (`atlas.dstype`).
+fn metric_type(dstype: &str) -> &'static str {
+    match dstype {
+        "gauge" => "gauge",
+        "rate" | "counter" | "sum" => "counter",
+        _ => "unknown",
+    }
+}
+
 /// `GET /api/v1/metadata`: each metric's type, from how Argus stores it.
-pub async fn metadata(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = params(&Method::GET, raw, &Bytes::new());
-    let result = (|| {
-        single_node_only(&state)?;
+    let result = async {
         let limit = limit_param(&params)?.unwrap_or(usize::MAX);
-        let names: Vec<String> = match param(&params, "metric") {
-            Some(m) if !m.is_empty() => vec![m.to_string()],
-            _ => state
-                .store
-                .tag_values_of("name", &state.store.select(&Matcher::True))
-                .into_iter()
-                .map(|(v, _)| v)
-                .collect(),
+        let metric_param = param(&params, "metric").filter(|m| !m.is_empty());
+        // (name, dstype) pairs.
+        let ask = TagsRequest {
+            name_types: true,
+            selectors: metric_param
+                .map(|m| vec![format!("{{__name__={}}}", Value::String(m.to_string()))])
+                .unwrap_or_default(),
+            ..TagsRequest::default()
         };
+        let (pairs, notes): (Vec<(String, String)>, Notes) =
+            match cluster_counts(&state, &headers, &params, ask).await? {
+                Some((tags, notes)) => (tags.into_keys().collect(), notes),
+                None => {
+                    let ids = state.store.select(&match metric_param {
+                        Some(m) => Matcher::eq("name", m),
+                        None => Matcher::True,
+                    });
+                    let pairs = crate::cluster::tags::name_types(&state.store, &ids)
+                        .into_iter()
+                        .map(|(name, dstype, _)| (name, dstype))
+                        .collect();
+                    (pairs, Notes::default())
+                }
+            };
         let mut data = serde_json::Map::new();
-        for name in names.into_iter().take(limit) {
-            let ids = state.store.select(&Matcher::eq("name", name.as_str()));
-            let types: Vec<Value> = state
-                .store
-                .tag_values_of("atlas.dstype", &ids)
-                .into_iter()
-                .map(|(t, _)| {
-                    let kind = match t.as_str() {
-                        "gauge" => "gauge",
-                        "rate" | "sum" => "counter",
-                        _ => "unknown",
-                    };
-                    json!({"type": kind, "help": "", "unit": ""})
-                })
-                .collect();
-            if !types.is_empty() {
-                data.insert(name, Value::Array(types));
+        for (name, dstype) in pairs {
+            if !data.contains_key(&name) && data.len() >= limit {
+                continue;
+            }
+            if let Value::Array(types) = data.entry(name).or_insert_with(|| json!([])) {
+                types.push(json!({"type": metric_type(&dstype), "help": "", "unit": ""}));
             }
         }
-        Ok::<_, PromFailure>(success(Value::Object(data), &Notes::default()))
-    })();
+        Ok::<_, PromFailure>(success(Value::Object(data), &notes))
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -111,6 +111,7 @@ pub async fn tag_keys(
         q: raw_q(&params),
         key: None,
         keys_only: !p.verbose,
+        ..TagsRequest::default()
     };
     let cluster = cluster_tags_of(&state, &headers, &params, ask).await?;
     if p.verbose {
@@ -163,6 +164,7 @@ pub async fn tag_values(
         q: raw_q(&params),
         key: Some(key.clone()),
         keys_only: false,
+        ..TagsRequest::default()
     };
     let cluster = cluster_tags_of(&state, &headers, &params, ask).await?;
     let values = match &cluster {
@@ -195,12 +197,12 @@ fn raw_q(params: &[(String, String)]) -> Option<String> {
 
 /// Tag counts of the whole cluster: total series, the count per (key, value), and the
 /// partitions no store node answered for.
-type ClusterTags = (u64, BTreeMap<(String, String), u64>, Vec<u32>);
+pub(crate) type ClusterTags = (u64, BTreeMap<(String, String), u64>, Vec<u32>);
 
 /// In a cluster, every store node counts the tags of its share of the partitions and this
 /// node adds them up; `None` on a single node (or one that has not joined yet), whose own
 /// store answers. With `deny_partial=1`, a partition nobody answered for is a 503.
-async fn cluster_tags_of(
+pub(crate) async fn cluster_tags_of(
     state: &AppState,
     headers: &HeaderMap,
     params: &[(String, String)],
