@@ -6,5 +6,5 @@ use std::path::Path;
 #[test]
 fn promql_corpus_replays() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/promql");
-    argus_tests::replay_corpus(&dir, argus_promql::fuzzing::check_query, 100);
+    argus_tests::replay_corpus(&dir, argus_promql::fuzzing::check_query, 2_000);
 }
