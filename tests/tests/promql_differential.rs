@@ -1034,12 +1034,19 @@ fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
             })
             .sum()
     };
-    let (aggregates, series) = (
+    let (aggregates, tops, series) = (
         asked("/api/v1/cluster/aggregate"),
+        asked("/api/v1/cluster/top"),
         asked("/api/v1/cluster/series"),
     );
-    println!("asked of nodes a and c: {aggregates} aggregates, {series} selectors' series");
-    assert!(aggregates > 50 && series > 50, "{aggregates} {series}");
+    println!(
+        "asked of nodes a and c: {aggregates} aggregates, {tops} topk/bottomk, {series} \
+         selectors' series"
+    );
+    assert!(
+        aggregates > 50 && tops >= 8 && series > 50,
+        "{aggregates} {tops} {series}"
+    );
     assert!(
         failures.is_empty(),
         "these differ:\n{}",

@@ -595,6 +595,67 @@ pub fn answer_aggregate(
         .map_err(|e| e.message)
 }
 
+/// This node's own top (or bottom) k series of a pushed-down PromQL `topk`/`bottomk`, over
+/// the asked partitions.
+pub fn answer_top(
+    req: &AggregateRequest,
+    source: &dyn SeriesSource,
+    (store, cache): (&Store, &PartitionCache),
+    (bounds, max_series): ((i64, i64), usize),
+) -> Result<Vec<u8>, String> {
+    let mut keep = vec![false; req.of as usize];
+    for &p in &req.partitions {
+        keep[p as usize] = true;
+    }
+    let all = keep.iter().all(|&k| k);
+    let source = PartitionSource {
+        inner: source,
+        keep: (!all).then_some(keep),
+        partitions: req.of,
+        cache: Some((store, cache)),
+    };
+    argus_promql::evaluate_top(&source, &req.pushed, bounds, max_series)
+        .map(|series| argus_promql::encode_series(&series))
+        .map_err(|e| e.message)
+}
+
+/// One pushed-down `topk`/`bottomk`: each store node's own top (or bottom) k series.
+struct AskTop<'a> {
+    pushed: &'a argus_promql::PushedAggregate,
+}
+
+impl Ask for AskTop<'_> {
+    type Part = Vec<argus_promql::Series>;
+
+    fn path(&self, partitions: &[u32], of: u32) -> String {
+        let req = AggregateRequest {
+            pushed: self.pushed.clone(),
+            partitions: partitions.to_vec(),
+            of,
+        };
+        format!("/api/v1/cluster/top?{}", req.to_query())
+    }
+
+    fn local(
+        &self,
+        store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        of: u32,
+    ) -> Result<Vec<argus_promql::Series>, String> {
+        let req = AggregateRequest {
+            pushed: self.pushed.clone(),
+            partitions: partitions.to_vec(),
+            of,
+        };
+        let bounds = data_bounds(store.0, store.0.config().retention_ms);
+        argus_promql::decode_series(&answer_top(&req, store.0, store, (bounds, usize::MAX))?)
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<Vec<argus_promql::Series>, String> {
+        argus_promql::decode_series(body)
+    }
+}
+
 /// One pushed-down aggregation: each store node's part.
 struct AskAggregate<'a> {
     pushed: &'a argus_promql::PushedAggregate,
@@ -664,6 +725,16 @@ impl argus_promql::Gather for ClusterFanout {
         pushed: &argus_promql::PushedAggregate,
     ) -> Option<Result<Vec<argus_promql::Partial>, String>> {
         Some(self.gather(&AskAggregate { pushed }))
+    }
+
+    fn top(
+        &self,
+        pushed: &argus_promql::PushedAggregate,
+    ) -> Option<Result<Vec<argus_promql::Series>, String>> {
+        Some(
+            self.gather(&AskTop { pushed })
+                .map(|parts| parts.into_iter().flatten().collect()),
+        )
     }
 }
 

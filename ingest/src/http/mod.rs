@@ -25,12 +25,13 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 33] = [
+const ROUTES: [&str; 34] = [
     "/api/v1/cardinality",
     "/api/v1/cluster",
     "/api/v1/cluster/aggregate",
     "/api/v1/cluster/partial",
     "/api/v1/cluster/series",
+    "/api/v1/cluster/top",
     "/api/v1/cluster/tags",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster/partial", get(query::cluster_partial))
         .route("/api/v1/cluster/series", get(query::cluster_series))
         .route("/api/v1/cluster/aggregate", get(query::cluster_aggregate))
+        .route("/api/v1/cluster/top", get(query::cluster_top))
         .route("/api/v1/cluster/tags", get(query::cluster_tags))
         .route("/api/v1/query", get(promql::query).post(promql::query))
         .route(

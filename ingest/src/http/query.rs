@@ -458,8 +458,34 @@ pub async fn cluster_series(
 /// share of the partitions (per group, accumulators), as a query node asks for it. Like
 /// `cluster/partial`, it takes no query slot.
 pub async fn cluster_aggregate(
+    state: State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    pushed_promql(state, q, crate::cluster::query::answer_aggregate).await
+}
+
+/// `GET /api/v1/cluster/top`: this store node's own top (or bottom) k series of a PromQL
+/// `topk`/`bottomk` over its share of the partitions, as a query node asks for them.
+pub async fn cluster_top(
+    state: State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    pushed_promql(state, q, crate::cluster::query::answer_top).await
+}
+
+/// What a store node answers for PromQL pushed down to it.
+type PushedAnswer = fn(
+    &crate::cluster::query::AggregateRequest,
+    &dyn argus_tsdb::SeriesSource,
+    (&argus_tsdb::Store, &crate::cluster::query::PartitionCache),
+    ((i64, i64), usize),
+) -> Result<Vec<u8>, String>;
+
+/// A store node's answer to PromQL pushed down to it, over the partitions it serves.
+async fn pushed_promql(
     State(state): State<AppState>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    answer: PushedAnswer,
 ) -> Result<Response, ApiError> {
     let params = query_params(q)?;
     let Some(cluster) = state.cluster.clone() else {
@@ -478,7 +504,7 @@ pub async fn cluster_aggregate(
     let _stop_when_dropped = cancel.on_drop();
     let body = tokio::task::spawn_blocking(move || {
         let guarded = Guarded::new(&store, timeout, max_series, cancel);
-        crate::cluster::query::answer_aggregate(
+        answer(
             &req,
             &guarded,
             (&store, &cache),
@@ -486,7 +512,7 @@ pub async fn cluster_aggregate(
         )
     })
     .await
-    .map_err(|e| ApiError::task_failed("the aggregate task", e))?
+    .map_err(|e| ApiError::task_failed("the pushed-down PromQL task", e))?
     .map_err(ApiError::bad_request)?;
     let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
     Ok(with_unserved(response, &unserved))

@@ -519,7 +519,11 @@ impl<'a> Evaluation<'a> {
             Some(p) => Some(self.eval(p)?),
             None => None,
         };
-        let input = self.vector(&a.expr)?;
+        // In a cluster the store nodes send only their own top (or bottom) k series.
+        let input = match self.pushed_top(a, &op) {
+            Some(series) => series?,
+            None => self.vector(&a.expr)?,
+        };
         let n = self.range.len();
         // Groups by their labels, in order of first appearance.
         let group_labels = |labels: &Labels| -> Labels {

@@ -5,6 +5,7 @@
 
 use argus_tsdb::{Matcher, Postings, ReadRequest, SeriesId, SeriesSource, TagMap, Tags};
 
+use crate::eval::Series;
 use crate::partial::{Partial, PushedAggregate};
 
 /// Where an evaluation's selectors read their series when they are not all in its own store.
@@ -23,6 +24,12 @@ pub trait Gather: Send + Sync {
     /// (see [`crate::partial`]); `None` when this gather cannot ask for that, and the series
     /// are gathered instead.
     fn aggregate(&self, _pushed: &PushedAggregate) -> Option<Result<Vec<Partial>, String>> {
+        None
+    }
+
+    /// The store nodes' own top (or bottom) k series of a `topk`/`bottomk` they can
+    /// evaluate where the series are, together; `None` when this gather cannot ask for that.
+    fn top(&self, _pushed: &PushedAggregate) -> Option<Result<Vec<Series>, String>> {
         None
     }
 }

@@ -22,7 +22,9 @@ mod streamed;
 
 pub use eval::{Evaluation, QueryRange, Series, Value};
 pub use gather::Gather;
-pub use partial::{Partial, PushedAggregate, evaluate_partial};
+pub use partial::{
+    Partial, PushedAggregate, decode_series, encode_series, evaluate_partial, evaluate_top,
+};
 pub use select::{NAME_LABEL, labels_of, matcher_of, series_matcher, shown_value};
 
 use promql_parser::parser::Expr;

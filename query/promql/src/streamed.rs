@@ -226,6 +226,35 @@ impl Evaluation<'_> {
         )
     }
 
+    /// In a cluster, the series of a `topk`/`bottomk` that the store nodes can narrow down
+    /// first: each sends its own top (or bottom) k per group and time, and the overall ones
+    /// are among them. `None`: evaluate the input here.
+    pub(crate) fn pushed_top(
+        &mut self,
+        a: &AggregateExpr,
+        op: &str,
+    ) -> Option<Result<Vec<Series>, Error>> {
+        if !matches!(op, "topk" | "bottomk") || !crate::partial::pushable_top(a) {
+            return None;
+        }
+        let gather = self.gather?;
+        let pushed = PushedAggregate {
+            expr: a.to_string(),
+            range: self.range,
+        };
+        let series = gather.top(&pushed)?;
+        Some(series.map_err(Error::execution).and_then(|series| {
+            if series.len() > self.max_series {
+                return Err(Error::execution(format!(
+                    "{a} selects {} series, more than the limit of {} (--query-max-series)",
+                    series.len(),
+                    self.max_series
+                )));
+            }
+            Ok(series)
+        }))
+    }
+
     /// This store's share of an aggregation the streamed path takes: its groups'
     /// accumulators, as a store node sends them to the node merging the parts.
     pub(crate) fn partial_aggregate(&mut self, a: &AggregateExpr) -> Result<Partial, Error> {
@@ -650,7 +679,7 @@ mod tests {
 
     use argus_tsdb::{DsType, Store, StoreConfig, TagMap};
 
-    use crate::{Evaluation, QueryRange, Value};
+    use crate::{Evaluation, QueryRange, Series, Value};
 
     const T0: i64 = 1_767_225_600_000;
     const STEP: i64 = 60_000;
@@ -789,7 +818,7 @@ mod tests {
 
     /// Two stores, each with part of the series, as a cluster's store nodes: selectors
     /// gather from both, aggregations are pushed down to both and their parts merged.
-    struct Split(Vec<Store>);
+    struct Split(Vec<Store>, std::sync::atomic::AtomicUsize);
 
     impl crate::Gather for Split {
         fn series(
@@ -822,6 +851,22 @@ mod tests {
             Ok(out)
         }
 
+        fn top(&self, pushed: &crate::PushedAggregate) -> Option<Result<Vec<Series>, String>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut all = Vec::new();
+            for store in &self.0 {
+                match crate::evaluate_top(store, pushed, (i64::MIN / 4, i64::MAX / 4), 10_000) {
+                    // As the series travel between nodes.
+                    Ok(series) => match crate::decode_series(&crate::encode_series(&series)) {
+                        Ok(series) => all.extend(series),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Err(e) => return Some(Err(e.message)),
+                }
+            }
+            Some(Ok(all))
+        }
+
         fn aggregate(
             &self,
             pushed: &crate::PushedAggregate,
@@ -848,7 +893,10 @@ mod tests {
     #[test]
     fn aggregations_over_split_stores_answer_as_one_store() {
         let whole = store();
-        let split = Split(vec![store_of(|i| i % 3 == 0), store_of(|i| i % 3 != 0)]);
+        let split = Split(
+            vec![store_of(|i| i % 3 == 0), store_of(|i| i % 3 != 0)],
+            Default::default(),
+        );
         let range = QueryRange {
             start_ms: T0 + 17_000,
             end_ms: T0 + 55 * STEP,
@@ -863,8 +911,14 @@ mod tests {
             "count by (zone, app) (increase(hits_total[10m]))",
             "group by (__name__) (lat)",
             "sum by (app) (avg_over_time(lat[3m]))",
-            // Not pushed down: the series are gathered.
+            // Each store's own top k, then the top k of those.
             "topk(3, lat)",
+            "bottomk by (app) (2, rate(hits_total[5m]))",
+            "topk by (zone) (1, max_over_time(lat[4m]))",
+            "bottomk(4, -lat offset 3m)",
+            // Not pushed down: the series are gathered.
+            "topk(scalar(count(lat)) / 10, lat)",
+            "topk(2, sum by (app) (lat))",
             "quantile by (app) (0.5, lat)",
             "sum(lat * 2) + count(hits_total)",
             "histogram_quantile(0.5, sum by (le) (rate(hits_total[5m])))",
@@ -886,7 +940,10 @@ mod tests {
             assert!(same(&one, &two), "{q}:\n{one:?}\n{two:?}");
             checked += 1;
         }
-        assert_eq!(checked, 11);
+        assert_eq!(checked, 16);
+        // The four topk/bottomk of a per-series expression with a constant k went to the
+        // stores; the other two were evaluated over gathered series.
+        assert_eq!(split.1.load(std::sync::atomic::Ordering::Relaxed), 4);
         // The series limit holds for the parts' total, as on one store.
         let expr = crate::parse("sum(lat)").unwrap();
         let refused = Evaluation::new(&whole, range, 20)
