@@ -1016,7 +1016,8 @@ fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
         );
         assert_eq!(sorted(&one), sorted(&cluster), "{path}");
     }
-    // Node b asked the others: aggregations pushed down, other selectors' series gathered.
+    // Node b asked the others: aggregations pushed down (each of the 7 topk/bottomk asks at
+    // least one of a and c), other selectors' series gathered.
     let asked = |route: &str| -> u64 {
         [&nodes[0], &nodes[2]]
             .iter()
@@ -1044,7 +1045,7 @@ fn a_three_node_cluster_answers_the_differential_queries_as_one_node() {
          selectors' series"
     );
     assert!(
-        aggregates > 50 && tops >= 8 && series > 50,
+        aggregates > 50 && tops >= 7 && series > 50,
         "{aggregates} {tops} {series}"
     );
     assert!(

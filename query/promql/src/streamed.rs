@@ -33,6 +33,10 @@ enum WindowFn {
     Sum,
     Count,
     Avg,
+    /// `irate` and `last_over_time`: the window's last value (the last stored rate).
+    Last,
+    Max,
+    Min,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -72,6 +76,9 @@ fn plan(a: &AggregateExpr) -> Option<(Op, &VectorSelector, PerSeries)> {
                 "sum_over_time" => WindowFn::Sum,
                 "count_over_time" => WindowFn::Count,
                 "avg_over_time" => WindowFn::Avg,
+                "irate" | "last_over_time" => WindowFn::Last,
+                "max_over_time" => WindowFn::Max,
+                "min_over_time" => WindowFn::Min,
                 _ => return None,
             };
             let mut arg = c.args.args[0].as_ref();
@@ -359,7 +366,8 @@ impl Evaluation<'_> {
         let source = selection.source(self.source);
         // Each series' group, from its tags: found by a hash of the grouping labels' values,
         // so that nothing is built per series, only per group.
-        let has_name = per_series == PerSeries::Instant;
+        // A function drops the series' name, but for `last_over_time`.
+        let has_name = per_series == PerSeries::Instant || keeps_name(a);
         let mut members: Vec<(SeriesId, u32)> = Vec::with_capacity(ids.len() as usize);
         let mut groups: Vec<Labels> = Vec::new();
         let mut by_hash: HashMap<u64, Vec<u32>> = HashMap::new();
@@ -597,6 +605,22 @@ fn per_series_row(
                 *out = if v.is_nan() { read(before) } else { v };
             }
         }
+        PerSeries::Window(f @ (WindowFn::Last | WindowFn::Max | WindowFn::Min), _) => {
+            for (out, &(lo, hi)) in row.iter_mut().zip(spans) {
+                *out = f64::NAN;
+                if lo == usize::MAX {
+                    continue;
+                }
+                let mut window = values[lo..=hi].iter().copied().filter(|v| !v.is_nan());
+                *out = match f {
+                    WindowFn::Last => window.next_back().unwrap_or(f64::NAN),
+                    WindowFn::Max => {
+                        window.fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a })
+                    }
+                    _ => window.fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
+                };
+            }
+        }
         PerSeries::Window(f, range) => {
             // Sums and counts of the values before each step, so that each window is two
             // lookups however long it is.
@@ -629,10 +653,21 @@ fn per_series_row(
                     WindowFn::Sum => sum,
                     WindowFn::Count => f64::from(count),
                     WindowFn::Avg => sum / f64::from(count),
+                    WindowFn::Last | WindowFn::Max | WindowFn::Min => f64::NAN,
                 };
             }
         }
     }
+}
+
+/// Whether the aggregated expression keeps its series' names: `last_over_time` does, as in
+/// Prometheus.
+fn keeps_name(a: &AggregateExpr) -> bool {
+    let mut inner = a.expr.as_ref();
+    while let Expr::Paren(p) = inner {
+        inner = &p.expr;
+    }
+    matches!(inner, Expr::Call(c) if c.func.name == "last_over_time")
 }
 
 /// Calls `f` with each label of a series' group and its value, as PromQL shows them: the
@@ -795,13 +830,18 @@ mod tests {
                     "sum_over_time(lat[4m30s])",
                     "count_over_time(lat[7m])",
                     "avg_over_time(lat[2m])",
+                    "irate(hits_total[5m])",
+                    "last_over_time(lat[3m])",
+                    "max_over_time(lat[4m30s])",
+                    "min_over_time(lat[2m] offset 1m)",
                 ] {
                     for range in ranges {
                         // `* 1` takes the general path (and drops the name, as the
                         // functions and aggregations do).
                         let streamed = eval(&store, &format!("{op}{grouping} ({inner})"), range);
                         let general = eval(&store, &format!("{op}{grouping} ({inner} * 1)"), range);
-                        let name_kept = grouping.contains("__name__") && inner.starts_with("lat");
+                        let name_kept = grouping.contains("__name__")
+                            && (inner.starts_with("lat") || inner.starts_with("last_over_time"));
                         if !name_kept {
                             assert!(
                                 same(&streamed, &general),
@@ -911,6 +951,9 @@ mod tests {
             "count by (zone, app) (increase(hits_total[10m]))",
             "group by (__name__) (lat)",
             "sum by (app) (avg_over_time(lat[3m]))",
+            "max by (app) (max_over_time(lat[4m30s]))",
+            "sum(irate(hits_total[5m]))",
+            "count by (__name__) (last_over_time(lat[2m]))",
             // Each store's own top k, then the top k of those.
             "topk(3, lat)",
             "bottomk by (app) (2, rate(hits_total[5m]))",
@@ -940,7 +983,7 @@ mod tests {
             assert!(same(&one, &two), "{q}:\n{one:?}\n{two:?}");
             checked += 1;
         }
-        assert_eq!(checked, 16);
+        assert_eq!(checked, 19);
         // The four topk/bottomk of a per-series expression with a constant k went to the
         // stores; the other two were evaluated over gathered series.
         assert_eq!(split.1.load(std::sync::atomic::Ordering::Relaxed), 4);
