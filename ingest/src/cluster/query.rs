@@ -87,6 +87,31 @@ pub struct PartitionSource<'a> {
     pub cache: Option<(&'a Store, &'a PartitionCache)>,
 }
 
+impl<'a> PartitionSource<'a> {
+    /// The series of `inner` in `partitions` (of `of`); all of them when every partition is
+    /// asked for.
+    pub fn of(
+        inner: &'a dyn SeriesSource,
+        partitions: &[u32],
+        of: u32,
+        cache: (&'a Store, &'a PartitionCache),
+    ) -> Self {
+        let mut keep = vec![false; of as usize];
+        for &p in partitions {
+            if let Some(slot) = keep.get_mut(p as usize) {
+                *slot = true;
+            }
+        }
+        let all = keep.iter().all(|&k| k);
+        PartitionSource {
+            inner,
+            keep: (!all).then_some(keep),
+            partitions: of,
+            cache: Some(cache),
+        }
+    }
+}
+
 impl SeriesSource for PartitionSource<'_> {
     fn step_ms(&self) -> i64 {
         self.inner.step_ms()
@@ -216,17 +241,7 @@ pub fn answer(
     (store, cache): (&Store, &PartitionCache),
     limits: &Limits,
 ) -> Result<Vec<u8>, String> {
-    let mut keep = vec![false; req.of as usize];
-    for &p in &req.partitions {
-        keep[p as usize] = true;
-    }
-    let all = keep.iter().all(|&k| k);
-    let source = PartitionSource {
-        inner: source,
-        keep: (!all).then_some(keep),
-        partitions: req.of,
-        cache: Some((store, cache)),
-    };
+    let source = PartitionSource::of(source, &req.partitions, req.of, (store, cache));
 
     evaluate_partial(
         &req.expr,
@@ -425,17 +440,7 @@ pub fn answer_series(
         ));
     }
     let matcher = argus_promql::series_matcher(&req.selector).map_err(|e| e.message)?;
-    let mut keep = vec![false; req.of as usize];
-    for &p in &req.partitions {
-        keep[p as usize] = true;
-    }
-    let all = keep.iter().all(|&k| k);
-    let source = PartitionSource {
-        inner: source,
-        keep: (!all).then_some(keep),
-        partitions: req.of,
-        cache: Some((store, cache)),
-    };
+    let source = PartitionSource::of(source, &req.partitions, req.of, (store, cache));
     let ids = source.select(&matcher);
     if ids.len() as usize > max_series {
         return Err(format!(
@@ -579,17 +584,7 @@ pub fn answer_aggregate(
     (store, cache): (&Store, &PartitionCache),
     (bounds, max_series): ((i64, i64), usize),
 ) -> Result<Vec<u8>, String> {
-    let mut keep = vec![false; req.of as usize];
-    for &p in &req.partitions {
-        keep[p as usize] = true;
-    }
-    let all = keep.iter().all(|&k| k);
-    let source = PartitionSource {
-        inner: source,
-        keep: (!all).then_some(keep),
-        partitions: req.of,
-        cache: Some((store, cache)),
-    };
+    let source = PartitionSource::of(source, &req.partitions, req.of, (store, cache));
     argus_promql::evaluate_partial(&source, &req.pushed, bounds, max_series)
         .map(|part| part.encode())
         .map_err(|e| e.message)
@@ -603,17 +598,7 @@ pub fn answer_top(
     (store, cache): (&Store, &PartitionCache),
     (bounds, max_series): ((i64, i64), usize),
 ) -> Result<Vec<u8>, String> {
-    let mut keep = vec![false; req.of as usize];
-    for &p in &req.partitions {
-        keep[p as usize] = true;
-    }
-    let all = keep.iter().all(|&k| k);
-    let source = PartitionSource {
-        inner: source,
-        keep: (!all).then_some(keep),
-        partitions: req.of,
-        cache: Some((store, cache)),
-    };
+    let source = PartitionSource::of(source, &req.partitions, req.of, (store, cache));
     argus_promql::evaluate_top(&source, &req.pushed, bounds, max_series)
         .map(|series| argus_promql::encode_series(&series))
         .map_err(|e| e.message)

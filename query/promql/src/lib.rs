@@ -91,9 +91,27 @@ pub const MAX_NESTING: usize = 1_000;
 /// set/`atan2` keywords, outside string literals.
 fn nesting_bound(query: &str) -> usize {
     let mut count = 0;
+    outside_strings(query, &mut |c| {
+        if matches!(
+            c,
+            '(' | '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!'
+        ) {
+            count += 1;
+        }
+    });
+    count
+        + query
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .filter(|w| matches!(*w, "and" | "or" | "unless" | "atan2"))
+            .count()
+}
+
+/// Calls `f` with each character of `text` outside string literals (`"…"`, `'…'`, `` `…` ``,
+/// the first two with backslash escapes); returns the quote of a string left open.
+fn outside_strings(text: &str, f: &mut dyn FnMut(char)) -> Option<char> {
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    for c in query.chars() {
+    for c in text.chars() {
         if let Some(q) = quote {
             if escaped {
                 escaped = false;
@@ -106,15 +124,10 @@ fn nesting_bound(query: &str) -> usize {
         }
         match c {
             '"' | '\'' | '`' => quote = Some(c),
-            '(' | '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' => count += 1,
-            _ => {}
+            other => f(other),
         }
     }
-    count
-        + query
-            .split(|c: char| !c.is_alphanumeric() && c != '_')
-            .filter(|w| matches!(*w, "and" | "or" | "unless" | "atan2"))
-            .count()
+    quote
 }
 
 /// Parses a PromQL expression; a query that does not parse is `bad_data` with the parser's
@@ -199,30 +212,15 @@ fn error_position(query: &str) -> (usize, usize, String) {
 /// What closes the strings and brackets left open at the end of `text`.
 fn closers(text: &str) -> String {
     let mut open = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in text.chars() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q != '`' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
+    let quote = outside_strings(text, &mut |c| match c {
+        '(' => open.push(')'),
+        '{' => open.push('}'),
+        '[' => open.push(']'),
+        ')' | '}' | ']' => {
+            open.pop();
         }
-        match c {
-            '"' | '\'' | '`' => quote = Some(c),
-            '(' => open.push(')'),
-            '{' => open.push('}'),
-            '[' => open.push(']'),
-            ')' | '}' | ']' => {
-                open.pop();
-            }
-            _ => {}
-        }
-    }
+        _ => {}
+    });
     quote.into_iter().chain(open.into_iter().rev()).collect()
 }
 
