@@ -260,6 +260,24 @@ fn metric(labels: &std::collections::BTreeMap<String, String>) -> Value {
     )
 }
 
+/// In a cluster, the fan-out over the store nodes this request reads through (`None` on a
+/// single node, or before the node has joined: its own store answers).
+fn fanout_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    timeout: Duration,
+) -> Option<std::sync::Arc<crate::cluster::query::ClusterFanout>> {
+    state.cluster.as_ref().and_then(|c| {
+        c.fanout(
+            super::query::authorization(headers),
+            super::query::deny_partial(params),
+            state.cfg.query_limits(),
+            timeout,
+        )
+    })
+}
+
 /// Evaluates `query` over `range` with the Stack Language's limits: the query timeout, the
 /// series limit, the concurrency limit, and cancellation when the client goes away.
 ///
@@ -274,14 +292,7 @@ async fn evaluate(
 ) -> Result<(PromValue, Notes), PromFailure> {
     let expr = argus_promql::parse(&query)?;
     let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
-    let fanout = state.cluster.as_ref().and_then(|c| {
-        c.fanout(
-            super::query::authorization(headers),
-            super::query::deny_partial(params),
-            state.cfg.query_limits(),
-            timeout,
-        )
-    });
+    let fanout = fanout_of(state, headers, params, timeout);
     let _permit = super::query::query_slot(state, timeout)
         .await
         .map_err(|why| PromFailure::unavailable("unavailable", why))?;
@@ -687,14 +698,7 @@ pub async fn series(
         }
         let limit = limit_param(&params)?.unwrap_or(usize::MAX);
         let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
-        let fanout = state.cluster.as_ref().and_then(|c| {
-            c.fanout(
-                super::query::authorization(&headers),
-                super::query::deny_partial(&params),
-                state.cfg.query_limits(),
-                timeout,
-            )
-        });
+        let fanout = fanout_of(&state, &headers, &params, timeout);
         let Some(fanout) = fanout else {
             let ids = matched(&state, &params)?;
             let mut out = Vec::new();
