@@ -60,6 +60,13 @@ pub enum Error {
     )]
     NotTimeSeries { kind: &'static str, item: String },
 
+    /// `:table` or `:sample` asked of stored series.
+    #[error(
+        "'{item}' is an event expression: it runs over live events (GET /api/v1/live?q=..., \
+         argus live, argus eval --events), not over stored series"
+    )]
+    EventOnly { item: String },
+
     /// A graph request parameter (`s`, `e`, `step`, `format`, `q`) that cannot be used.
     #[error("invalid parameter {name}={value:?}: {reason}")]
     InvalidParam {

@@ -17,6 +17,7 @@
 pub mod cases;
 mod error;
 mod eval;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graph;

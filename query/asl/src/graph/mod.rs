@@ -85,6 +85,11 @@ pub(crate) fn presentations(items: Vec<Item>) -> Result<Vec<StyleExpr>> {
     for item in items {
         let mut style = match item {
             Item::Style(s) => s,
+            Item::Event(e) => {
+                return Err(Error::EventOnly {
+                    item: e.to_string(),
+                });
+            }
             Item::Expr(TimeSeriesExpr::StatPlaceholder(_)) => {
                 return Err(Error::NotTimeSeries {
                     kind: "StatPlaceholder",

@@ -2,6 +2,7 @@
 //! Every value prints back as canonical Stack Language that parses to an equal value.
 
 mod data;
+mod event;
 mod expr;
 mod query;
 mod style;
@@ -9,6 +10,7 @@ mod style;
 use std::fmt;
 
 pub(crate) use data::{AggrOp, AggregateFunction, DataExpr, DataKind, write_list};
+pub(crate) use event::EventExpr;
 pub(crate) use expr::{
     BinaryOp, Display as RewriteDisplay, MAX_WINDOW, MathAggr, NamedRewrite, OthersAggr,
     Percentiles, RewriteName, StatKind, StatefulOp, TimeMode, TimeSeriesExpr, TimeSpan, TopK,
@@ -31,6 +33,8 @@ pub(crate) enum Item {
     Expr(TimeSeriesExpr),
     /// An expression with presentation settings.
     Style(StyleExpr),
+    /// `:table` or `:sample`: runs over live events only.
+    Event(EventExpr),
 }
 
 impl Item {
@@ -43,6 +47,7 @@ impl Item {
             Item::Query(_) => "Query",
             Item::Expr(e) => e.type_name(),
             Item::Style(_) => "StyleExpr",
+            Item::Event(e) => e.type_name(),
         }
     }
 
@@ -54,6 +59,7 @@ impl Item {
             Item::Query(q) => q.weight(),
             Item::Expr(e) => e.weight(),
             Item::Style(s) => s.expr.weight() + s.settings.len(),
+            Item::Event(e) => e.weight(),
         }
     }
 
@@ -81,6 +87,7 @@ impl fmt::Display for Item {
             Item::Query(q) => q.fmt(f),
             Item::Expr(e) => e.fmt(f),
             Item::Style(s) => s.fmt(f),
+            Item::Event(e) => e.fmt(f),
         }
     }
 }

@@ -230,12 +230,101 @@ impl Query {
         }
     }
 
+    /// The predicate core's form over events, where fields have types: a value that reads
+    /// as a number (`500`, `-1.5`) or a boolean also compares as one, so `status,500,:ge`
+    /// is `status >= 500` for a numeric field and `status >= '500'` (string order) for a
+    /// string field. Each comparison is true when either form holds; a field compares only
+    /// with the form of its own kind, so the two never both apply. Regexes read a number's
+    /// text. Tag queries over stored series keep [`Query::to_predicate`]'s string order.
+    pub(crate) fn to_event_predicate(&self) -> Predicate {
+        let key = |k: &str| Operand::Path(Path::key(k));
+        let typed = |k: &str, op: predicate::CmpOp, v: &str| {
+            typed_literals(v)
+                .into_iter()
+                .map(|lit| Predicate::Compare {
+                    left: key(k),
+                    op,
+                    right: Operand::Literal(lit),
+                })
+                .reduce(Predicate::or)
+                .unwrap_or(Predicate::False)
+        };
+        match self {
+            Query::Equal { key: k, value } => typed(k, predicate::CmpOp::Eq, value),
+            Query::Cmp { key: k, op, value } => typed(k, core_op(*op), value),
+            Query::In { key: k, values } => Predicate::In {
+                operand: key(k),
+                values: values.iter().flat_map(|v| typed_literals(v)).collect(),
+            },
+            Query::And(a, b) => {
+                Predicate::And(vec![a.to_event_predicate(), b.to_event_predicate()])
+            }
+            Query::Or(a, b) => Predicate::Or(vec![a.to_event_predicate(), b.to_event_predicate()]),
+            Query::Not(q) => Predicate::Not(Box::new(q.to_event_predicate())),
+            Query::True | Query::False | Query::HasKey { .. } | Query::Regex(_) => {
+                self.to_predicate()
+            }
+        }
+    }
+
+    /// Whether any clause reads `key`.
+    pub(crate) fn reads_key(&self, key: &str) -> bool {
+        match self {
+            Query::True | Query::False => false,
+            Query::Equal { key: k, .. }
+            | Query::In { key: k, .. }
+            | Query::HasKey { key: k }
+            | Query::Cmp { key: k, .. } => k == key,
+            Query::Regex(r) => r.key == key,
+            Query::And(a, b) | Query::Or(a, b) => a.reads_key(key) || b.reads_key(key),
+            Query::Not(q) => q.reads_key(key),
+        }
+    }
+
+    /// The clauses joined by the top-level `:and`s, in order.
+    pub(crate) fn conjuncts(&self) -> Vec<&Query> {
+        match self {
+            Query::And(a, b) => {
+                let mut out = a.conjuncts();
+                out.extend(b.conjuncts());
+                out
+            }
+            q => vec![q],
+        }
+    }
+
     /// The store-side form, through the predicate core.
     pub(crate) fn to_matcher(&self) -> Matcher {
         self.to_predicate()
             .to_matcher()
             .expect("a Stack Language query reads top-level tags against strings")
     }
+}
+
+/// The forms an event field may hold a Stack Language value in: always the string; a
+/// number too when the value is written as a plain decimal (`500`, `-0.25`); a boolean too
+/// for `true` and `false`.
+fn typed_literals(v: &str) -> Vec<serde_json::Value> {
+    let mut out = vec![serde_json::Value::String(v.to_string())];
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = v.strip_prefix('-').unwrap_or(v);
+    let decimal = match unsigned.split_once('.') {
+        Some((int, frac)) => digits(int) && digits(frac),
+        None => digits(unsigned),
+    };
+    if decimal {
+        if let Ok(i) = v.parse::<i64>() {
+            out.push(serde_json::Value::from(i));
+        } else if let Some(n) = v.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            out.push(serde_json::Value::Number(n));
+        }
+    }
+    match v {
+        "true" => out.push(serde_json::Value::Bool(true)),
+        "false" => out.push(serde_json::Value::Bool(false)),
+        _ => {}
+    }
+    out
 }
 
 fn cmp_word(op: CmpOp) -> &'static str {

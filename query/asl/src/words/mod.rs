@@ -4,6 +4,7 @@
 //! keeps them in dependency order, which is also overload priority.
 
 mod data;
+mod event;
 mod filter;
 mod math;
 mod query;
@@ -83,6 +84,10 @@ pub(crate) fn registry() -> &'static Registry {
             Vocabulary {
                 name: "style",
                 words: style::WORDS,
+            },
+            Vocabulary {
+                name: "event",
+                words: event::WORDS,
             },
         ])
     })
