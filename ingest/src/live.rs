@@ -39,10 +39,97 @@ pub const IDLE_FLUSH_MS: i64 = 1000;
 /// How often time windows are closed on the wall clock.
 pub const TICK_MS: u64 = 100;
 
+/// The language a live query is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Language {
+    Mql,
+    /// The Stack Language over events (`argus_query::events`).
+    Asl,
+}
+
+impl Language {
+    /// The language a query is written in when its client does not say: MQL queries start
+    /// with `select`; anything else is read as the Stack Language.
+    pub fn detect(text: &str) -> Language {
+        let t = text.trim_start();
+        let head = t.get(..6).unwrap_or("");
+        let after = t[head.len()..].chars().next();
+        if head.eq_ignore_ascii_case("select") && after.is_none_or(char::is_whitespace) {
+            Language::Mql
+        } else {
+            Language::Asl
+        }
+    }
+
+    /// `mql` or `asl`; anything else is `None`.
+    pub fn named(name: &str) -> Option<Language> {
+        match name.to_ascii_lowercase().as_str() {
+            "mql" => Some(Language::Mql),
+            "asl" | "atlas" => Some(Language::Asl),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Mql => "mql",
+            Language::Asl => "asl",
+        }
+    }
+}
+
+/// What a live query runs: MQL's engine, or a Stack Language expression over events.
+enum LiveEngine {
+    Mql(Engine),
+    Asl(argus_query::events::EventEngine),
+}
+
+impl LiveEngine {
+    fn push_matched(&mut self, event: Value, now_ms: i64) -> Vec<Value> {
+        match self {
+            LiveEngine::Mql(e) => e.push_matched(event, now_ms),
+            LiveEngine::Asl(e) => e.push_matched(&event, now_ms),
+        }
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Vec<Value> {
+        match self {
+            LiveEngine::Mql(e) => e.tick(now_ms),
+            LiveEngine::Asl(e) => e.tick(now_ms),
+        }
+    }
+
+    fn flush(&mut self, now_ms: i64) -> Vec<Value> {
+        match self {
+            LiveEngine::Mql(e) => e.flush(now_ms),
+            LiveEngine::Asl(e) => e.flush(now_ms),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            LiveEngine::Mql(e) => e.done(),
+            LiveEngine::Asl(_) => false,
+        }
+    }
+
+    /// (dropped at caps, late).
+    fn dropped(&self) -> (u64, u64) {
+        match self {
+            LiveEngine::Mql(e) => (e.dropped, e.late),
+            LiveEngine::Asl(e) => (e.dropped, e.late),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     #[error("invalid MQL query: {0}")]
     Parse(#[from] ParseError),
+    #[error("invalid Stack Language expression over events: {0}")]
+    Asl(String),
+    #[error("invalid step: {0}")]
+    Step(String),
     #[error("invalid time field {field:?}: {reason}")]
     TimeField { field: String, reason: String },
     #[error("too many live subscriptions: {MAX_SUBSCRIPTIONS} are running")]
@@ -61,7 +148,14 @@ pub type Forward = Box<dyn Fn(&str, &Value, bool) + Send + Sync>;
 /// One live query.
 pub struct Subscription {
     pub id: u64,
+    /// The query as MQL's model holds it (for a Stack Language expression, its stream and
+    /// typed predicate: what agents evaluate), with the text as written.
     pub query: Query,
+    pub language: Language,
+    /// The step of a stepped Stack Language expression (`:sample`, data expressions).
+    pub step_ms: Option<i64>,
+    /// What the consumer is told of the query beyond its text (kind, columns, step).
+    pub shape: Value,
     /// Who asked (the client's user agent or `client` parameter), for the listing.
     pub client: String,
     /// The client's address, which the per-client limit counts by.
@@ -71,7 +165,7 @@ pub struct Subscription {
     pub time_field: Option<Path>,
     /// What an agent must send of a matching event; `None`: all of it.
     pub fields: Option<Vec<Path>>,
-    engine: Mutex<Engine>,
+    engine: Mutex<LiveEngine>,
     /// Sampling for events the server evaluates itself (agents sample their own).
     sampler: Mutex<Sampler>,
     rows_tx: mpsc::Sender<Value>,
@@ -97,8 +191,7 @@ impl Subscription {
     /// Events dropped inside the engine: windows or group tables at their caps, or arriving
     /// after their window closed.
     pub fn engine_dropped(&self) -> (u64, u64) {
-        let engine = self.engine.lock();
-        (engine.dropped, engine.late)
+        self.engine.lock().dropped()
     }
 
     fn event_time(&self, event: &Value, arrival_ms: i64) -> i64 {
@@ -134,7 +227,10 @@ impl Subscription {
             self.last_event_ms.store(now_ms, Ordering::Relaxed);
             let t = self.event_time(event, now_ms);
             let rows = {
-                let mut engine = self.engine.lock();
+                let mut guard = self.engine.lock();
+                let LiveEngine::Mql(engine) = &mut *guard else {
+                    return;
+                };
                 let before = engine.passed;
                 let rows = engine.push_from(stream, event, t);
                 self.matched
@@ -206,6 +302,7 @@ impl Subscription {
         json!({
             "id": self.id,
             "query": self.query.text,
+            "language": self.language.name(),
             "streams": self.query.streams(),
             "client": self.client,
             "started": self.started_ms,
@@ -300,20 +397,29 @@ impl LiveHub {
         client: &str,
         peer: Option<std::net::IpAddr>,
     ) -> Result<LiveHandle, SubscribeError> {
-        self.start(text, time_field, client, peer, None)
+        self.start(&LiveSpec::mql(text, time_field), client, peer, None)
+    }
+
+    /// Starts a query in either language.
+    pub fn subscribe_spec(
+        self: &Arc<Self>,
+        spec: &LiveSpec,
+        client: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<LiveHandle, SubscribeError> {
+        self.start(spec, client, peer, None)
     }
 
     /// Holds a copy of subscription `origin` (`node/id`) of another node: pushed down to
     /// this node's agents, what passes here going to `forward`.
     pub fn subscribe_forwarding(
         self: &Arc<Self>,
-        text: &str,
-        time_field: Option<&str>,
+        spec: &LiveSpec,
         origin: String,
         forward: Forward,
     ) -> Result<LiveHandle, SubscribeError> {
         let client = format!("cluster node {origin}");
-        self.start(text, time_field, &client, None, Some((forward, origin)))
+        self.start(spec, &client, None, Some((forward, origin)))
     }
 
     /// Events forwarded by another node for subscription `id` of this one: each offered as
@@ -334,18 +440,45 @@ impl LiveHub {
 
     fn start(
         self: &Arc<Self>,
-        text: &str,
-        time_field: Option<&str>,
+        spec: &LiveSpec,
         client: &str,
         peer: Option<std::net::IpAddr>,
         forward: Option<(Forward, String)>,
     ) -> Result<LiveHandle, SubscribeError> {
-        let query = mql::parse(text)?;
-        let time_field = match time_field.filter(|f| !f.is_empty()) {
+        let time_field = match spec.time_field.as_deref().filter(|f| !f.is_empty()) {
             None => None,
             Some(f) => Some(parse_field(f)?),
         };
-        let fields = query.needed_paths().map(|mut paths| {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let (query, fields, engine, step_ms, shape) = match spec.language {
+            Language::Mql => {
+                let query = mql::parse(&spec.text)?;
+                let fields = query.needed_paths();
+                let mut engine = Engine::new(query.clone(), id ^ now as u64);
+                if time_field.is_none() {
+                    engine.start_at(now);
+                }
+                let shape = json!({"language": "mql"});
+                (query, fields, LiveEngine::Mql(engine), None, shape)
+            }
+            Language::Asl => {
+                let expr = argus_query::events::parse(&spec.text)
+                    .map_err(|e| SubscribeError::Asl(e.to_string()))?;
+                let step_ms =
+                    argus_query::events::check_step(spec.step_ms).map_err(SubscribeError::Step)?;
+                let shape = expr.describe(step_ms);
+                let stepped = expr.is_stepped().then_some(step_ms);
+                let query = expr.to_mql();
+                let fields = expr.fields();
+                let mut engine = argus_query::events::EventEngine::new(expr, step_ms);
+                if time_field.is_none() {
+                    engine.start_at(now);
+                }
+                (query, fields, LiveEngine::Asl(engine), stepped, shape)
+            }
+        };
+        let fields = fields.map(|mut paths| {
             if let Some(t) = &time_field {
                 paths.push(t.clone());
                 paths.sort();
@@ -353,12 +486,6 @@ impl LiveHub {
             }
             paths
         });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let now = self.now_ms();
-        let mut engine = Engine::new(query.clone(), id ^ now as u64);
-        if time_field.is_none() {
-            engine.start_at(now);
-        }
         let (rows_tx, rows) = mpsc::channel(QUEUE_ROWS);
         let sub = Arc::new(Subscription {
             id,
@@ -367,6 +494,9 @@ impl LiveHub {
                 id.rotate_left(17) ^ now as u64,
             )),
             query,
+            language: spec.language,
+            step_ms,
+            shape,
             client: client.chars().take(200).collect(),
             peer,
             started_ms: now,
@@ -468,6 +598,28 @@ impl LiveHub {
 
     pub fn list(&self) -> Value {
         Value::Array(self.snapshot().values().map(|s| s.to_json()).collect())
+    }
+}
+
+/// A live query as a client asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveSpec {
+    pub text: String,
+    pub language: Language,
+    /// The step of a stepped Stack Language expression (ignored otherwise).
+    pub step_ms: i64,
+    /// Windows (steps) follow this event field instead of the arrival time.
+    pub time_field: Option<String>,
+}
+
+impl LiveSpec {
+    pub fn mql(text: &str, time_field: Option<&str>) -> LiveSpec {
+        LiveSpec {
+            text: text.to_string(),
+            language: Language::Mql,
+            step_ms: 0,
+            time_field: time_field.map(str::to_string),
+        }
     }
 }
 

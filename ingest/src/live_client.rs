@@ -20,6 +20,10 @@ pub struct LiveArgs {
     pub ca: Option<std::path::PathBuf>,
     pub query: String,
     pub time_field: Option<String>,
+    /// `mql` or `asl`; `None`: the server recognises it.
+    pub language: Option<String>,
+    /// The step of a stepped Stack Language expression (e.g. `10s`).
+    pub step: Option<String>,
     /// Stop after this long (for scripts); `None`: until Ctrl-C or the query ends.
     pub duration: Option<Duration>,
     /// Print the running counts (to standard error).
@@ -48,8 +52,14 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
         "{prefix}/api/v1/live?q={}&client=argus-live",
         encode_component(&args.query)
     );
-    if let Some(f) = &args.time_field {
-        path.push_str(&format!("&time-field={}", encode_component(f)));
+    for (name, value) in [
+        ("time-field", &args.time_field),
+        ("lang", &args.language),
+        ("step", &args.step),
+    ] {
+        if let Some(v) = value {
+            path.push_str(&format!("&{name}={}", encode_component(v)));
+        }
     }
     let tls = match target.tls {
         true => Some(http_client::tls_config(args.ca.as_deref())?),

@@ -27,17 +27,21 @@ enum Command {
     /// environment, which wins over the file.
     Server(Box<ServerArgs>),
     /// Evaluate a Stack Language expression over series in a file, with no server, and print
-    /// what the graph API would return for the same data.
+    /// what the graph API would return for the same data; or, with --events, over a file of
+    /// events, printing the rows a live subscription would deliver.
     ///
     /// The file holds `{"step": <ms>, "series": [{"tags": {...}, "start": <ms>, "values":
     /// [<number or "NaN">, ...]}]}`; value i of a series is at start + i*step. Times take the
     /// graph API's syntax; `now` is the end of the data.
     Eval(EvalArgs),
-    /// Run a live MQL query on a server and stream its rows as they happen (NDJSON on
-    /// standard output; counts of events matched and rows dropped on standard error).
+    /// Run a live query on a server and stream its rows as they happen (NDJSON on standard
+    /// output; counts of events matched and rows dropped on standard error): MQL, or the
+    /// Stack Language over events (:table rows, :sample and data expressions per step).
     /// Ctrl-C cancels the query.
     ///
-    /// Example: argus live "select path, latency from requests where status >= 500"
+    /// Examples: argus live "select path, latency from requests where status >= 500"
+    ///           argus live "name,requests,:eq,status,500,:ge,:and,(,path,latency,),:table"
+    ///           argus live --step 10s "name,requests,:eq,:count,(,path,),:by"
     Live(LiveCliArgs),
     /// Run an MQL query over a file of events (NDJSON, one JSON object per line) as a
     /// finite stream, with no server, and print the result rows as NDJSON: the same rows
@@ -183,14 +187,23 @@ struct LiveCliArgs {
     /// Windows follow this event field (epoch ms) instead of arrival time.
     #[arg(long, value_name = "FIELD")]
     time_field: Option<String>,
+    /// The query's language: mql or asl [default: MQL if it starts with select, else the
+    /// Stack Language].
+    #[arg(long, value_name = "LANG")]
+    lang: Option<String>,
+    /// The step of a Stack Language :sample or data expression over events (e.g. 10s)
+    /// [default: the server's step].
+    #[arg(long, value_name = "DURATION")]
+    step: Option<String>,
     /// Stop after this long (e.g. 30s); default: until Ctrl-C or the query ends.
     #[arg(long = "for", value_name = "DURATION")]
     duration: Option<String>,
     /// Do not print the running counts.
     #[arg(long, short)]
     quiet: bool,
-    /// The MQL query, e.g. "select * from requests where status >= 500".
-    #[arg(value_name = "QUERY")]
+    /// The query: MQL ("select * from requests where status >= 500") or a Stack Language
+    /// expression over events ("name,requests,:eq,:count,(,path,),:by").
+    #[arg(value_name = "QUERY", allow_hyphen_values = true)]
     query: String,
 }
 
@@ -225,8 +238,19 @@ struct MqlArgs {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// JSON file with the series.
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "events")]
+    input: Option<PathBuf>,
+    /// Instead of series: an NDJSON file of events ("-" for standard input), over which the
+    /// expression runs as over a live stream (a query, :table, :sample, or :sum, :count,
+    /// :max, :min with :by), printing its rows as NDJSON, as `argus mql` does.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
+    events: Option<PathBuf>,
+    /// With --events: milliseconds the virtual clock advances before each event.
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "time_field")]
+    interval_ms: i64,
+    /// With --events: take each event's time (epoch ms) from this field.
+    #[arg(long, value_name = "FIELD")]
+    time_field: Option<String>,
     /// Start of the window [default: e-3h].
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     s: Option<String>,
@@ -321,6 +345,9 @@ fn main() -> ExitCode {
 }
 
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(events) = &args.events {
+        return run_eval_events(&args, events);
+    }
     let mut params = vec![
         ("q".to_string(), args.expr),
         ("format".to_string(), args.format),
@@ -341,7 +368,8 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
         params.push((k.to_string(), v.to_string()));
     }
-    let body = argus_ingest::offline::run(&args.input, &params)?;
+    let input = args.input.context("--input or --events is required")?;
+    let body = argus_ingest::offline::run(&input, &params)?;
     match args.output {
         Some(path) => {
             std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?
@@ -356,6 +384,42 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+fn print_rows(rows: Vec<serde_json::Value>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for row in rows {
+        writeln!(out, "{row}").context("writing the output")?;
+    }
+    out.flush().context("writing the output")
+}
+
+/// `argus eval --events`: the expression over a file of events.
+fn run_eval_events(args: &EvalArgs, events: &std::path::Path) -> anyhow::Result<()> {
+    let clock = match &args.time_field {
+        Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
+        None => argus_ingest::offline::MqlClock::Interval(args.interval_ms),
+    };
+    let step_ms = match &args.step {
+        Some(s) => argus_ingest::config::parse_duration_ms(s)
+            .with_context(|| format!("--step {s:?}: expected a duration such as 10s"))?,
+        None => 60_000,
+    };
+    let input = read_input(events)?;
+    let rows = argus_ingest::offline::run_events(&args.expr, &input, clock, None, step_ms)?;
+    print_rows(rows)
 }
 
 fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
@@ -378,6 +442,8 @@ fn run_live(args: LiveCliArgs) -> anyhow::Result<()> {
             ca: args.ca,
             query: args.query,
             time_field: args.time_field,
+            language: args.lang,
+            step: args.step,
             duration,
             progress: !args.quiet,
             token: args.token,
@@ -423,14 +489,7 @@ fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
         Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
         None => argus_ingest::offline::MqlClock::Interval(args.interval_ms),
     };
-    let input = if args.input.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .context("reading standard input")?;
-        buf
-    } else {
-        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
-    };
+    let input = read_input(&args.input)?;
     let rows = argus_ingest::offline::run_mql(
         &args.query,
         &input,
@@ -438,12 +497,7 @@ fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
         args.stream_field.as_deref(),
         args.seed,
     )?;
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for row in rows {
-        writeln!(out, "{row}").context("writing the output")?;
-    }
-    out.flush().context("writing the output")
+    print_rows(rows)
 }
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {

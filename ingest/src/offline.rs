@@ -147,8 +147,58 @@ pub fn run_mql(
     stream_field: Option<&str>,
     seed: u64,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use argus_mql::cases::{Clock, Input, run_offline};
+    use argus_mql::cases::run_offline;
     let q = argus_mql::parse(query).map_err(|e| anyhow::anyhow!("invalid MQL query: {e}"))?;
+    let events = read_events(input, stream_field)?;
+    Ok(run_offline(&q, &events, offline_clock(clock)?, seed))
+}
+
+/// `argus eval --events`: runs a Stack Language expression over NDJSON events as a finite
+/// stream, on the same clock as `argus mql`; the rows (per event for a query or `:table`,
+/// per step for `:sample` and data expressions), in order. Steps are `step_ms` long.
+pub fn run_events(
+    expr: &str,
+    input: &[u8],
+    clock: MqlClock,
+    stream_field: Option<&str>,
+    step_ms: i64,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let q = argus_query::events::parse(expr)
+        .map_err(|e| anyhow::anyhow!("invalid Stack Language expression over events: {e}"))?;
+    let step_ms = argus_query::events::check_step(step_ms).map_err(|e| anyhow::anyhow!("--step: {e}"))?;
+    let events = read_events(input, stream_field)?;
+    Ok(argus_query::events::run_offline(
+        &q,
+        &events,
+        &offline_clock(clock)?,
+        step_ms,
+    ))
+}
+
+fn offline_clock(clock: MqlClock) -> anyhow::Result<argus_mql::cases::Clock> {
+    use argus_mql::cases::Clock;
+    Ok(match clock {
+        MqlClock::Interval(n) => {
+            if n < 0 {
+                bail!("--interval-ms {n}: must not be negative");
+            }
+            Clock::Interval { ms: n }
+        }
+        MqlClock::Field(f) => Clock::EventTime {
+            field: crate::live::parse_field(&f)
+                .map_err(|e| anyhow::anyhow!("--time-field: {e}"))?,
+        },
+    })
+}
+
+/// NDJSON events, one JSON object per line (blank lines skipped); with `stream_field`, that
+/// top-level string field (removed) names each event's stream. A line that is not a JSON
+/// object is an error naming it.
+fn read_events(
+    input: &[u8],
+    stream_field: Option<&str>,
+) -> anyhow::Result<Vec<argus_mql::cases::Input>> {
+    use argus_mql::cases::Input;
     let mut events = Vec::new();
     for (i, line) in input.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -174,17 +224,5 @@ pub fn run_mql(
             Err(e) => bail!("input line {}: invalid JSON: {e}", i + 1),
         }
     }
-    let clock = match clock {
-        MqlClock::Interval(n) => {
-            if n < 0 {
-                bail!("--interval-ms {n}: must not be negative");
-            }
-            Clock::Interval { ms: n }
-        }
-        MqlClock::Field(f) => Clock::EventTime {
-            field: crate::live::parse_field(&f)
-                .map_err(|e| anyhow::anyhow!("--time-field: {e}"))?,
-        },
-    };
-    Ok(run_offline(&q, &events, clock, seed))
+    Ok(events)
 }

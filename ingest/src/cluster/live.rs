@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
-use crate::live::{LiveHandle, LiveHub};
+use crate::live::{Language, LiveHandle, LiveHub, LiveSpec};
 
 /// The bucket of running subscriptions.
 pub const LIVE_BUCKET: &str = "argus_live";
@@ -42,6 +42,30 @@ fn subject_prefix(node: &str) -> String {
 struct Announcement {
     query: String,
     time_field: Option<String>,
+    /// `asl` for a Stack Language expression over events; absent (as nodes before it
+    /// wrote) for MQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    language: Option<String>,
+    /// The step of a stepped Stack Language expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step_ms: Option<i64>,
+}
+
+impl Announcement {
+    fn spec(&self) -> Option<LiveSpec> {
+        let language = match self.language.as_deref() {
+            None => Language::Mql,
+            Some(name) => Language::named(name)?,
+        };
+        Some(LiveSpec {
+            text: self.query.clone(),
+            language,
+            step_ms: self
+                .step_ms
+                .unwrap_or(argus_query::events::MIN_STEP_MS),
+            time_field: self.time_field.clone(),
+        })
+    }
 }
 
 /// Events for one subscription, as they travel between nodes.
@@ -100,6 +124,9 @@ async fn announce(node: String, hub: Arc<LiveHub>, bucket: kv::Store) {
                     Announcement {
                         query: s.query.text.clone(),
                         time_field: s.time_field.as_ref().map(|p| p.to_string()),
+                        language: (s.language != Language::Mql)
+                            .then(|| s.language.name().to_string()),
+                        step_ms: s.step_ms,
                     },
                 )
             })
@@ -210,12 +237,11 @@ fn copy(
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     });
-    match hub.subscribe_forwarding(
-        &a.query,
-        a.time_field.as_deref(),
-        format!("{origin_node}/{origin_id}"),
-        forward,
-    ) {
+    let Some(spec) = a.spec() else {
+        tracing::warn!(key, language = ?a.language, "another node's live query is in a language this node does not know");
+        return None;
+    };
+    match hub.subscribe_forwarding(&spec, format!("{origin_node}/{origin_id}"), forward) {
         Ok(handle) => {
             tokio::spawn(send(client.clone(), subject, rx, stats.clone()));
             Some(handle)

@@ -23,7 +23,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::response::ApiError;
-use crate::live::LiveHandle;
+use crate::live::{Language, LiveHandle, LiveSpec};
 use crate::query_guard::{Cancel, Guarded};
 use crate::state::AppState;
 
@@ -109,12 +109,17 @@ fn counts(handle: &LiveHandle) -> Value {
 /// handle at the end cancels the subscription (and, through the agents' control streams,
 /// stops their traffic for it).
 async fn pump(mut handle: LiveHandle, out: mpsc::Sender<LiveMessage>) {
-    let hello = json!({
+    let mut hello = json!({
         "id": handle.sub.id,
         "query": handle.sub.query.text,
         "streams": handle.sub.query.from,
         "queue": crate::live::QUEUE_ROWS,
     });
+    // The language, and for a Stack Language expression what its rows are (kind, columns,
+    // step).
+    if let (Value::Object(h), Value::Object(shape)) = (&mut hello, &handle.sub.shape) {
+        h.extend(shape.clone());
+    }
     if out.send(LiveMessage::Subscribed(hello)).await.is_err() {
         return;
     }
@@ -176,8 +181,9 @@ fn subscribe(
     peer: Option<std::net::IpAddr>,
 ) -> Result<LiveHandle, ApiError> {
     let q = param(params, "q").ok_or_else(|| {
-        ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500)")
+        ApiError::bad_request("missing required parameter 'q' (an MQL query, e.g. select * from requests where status >= 500, or a Stack Language expression over events, e.g. name,requests,:eq,status,500,:ge,:and,(,path,),:table)")
     })?;
+    let spec = live_spec(state, params, q)?;
     // Who asked, for the listing: as the client names itself, else its user agent, else its
     // address.
     let client = param(params, "client")
@@ -192,10 +198,43 @@ fn subscribe(
         })
         .or_else(|| peer.map(|p| p.to_string()))
         .unwrap_or_else(|| "unknown".to_string());
-    Ok(state
-        .events
-        .live
-        .subscribe(q, param(params, "time-field"), &client, peer)?)
+    Ok(state.events.live.subscribe_spec(&spec, &client, peer)?)
+}
+
+/// The query of a live request: its text, its language (`lang=mql|asl`, else recognised:
+/// MQL starts with `select`), the step of a stepped Stack Language expression (`step`,
+/// default the server's step) and the event-time field (`time-field`).
+fn live_spec(state: &AppState, params: &[(String, String)], q: &str) -> Result<LiveSpec, ApiError> {
+    let language = match param(params, "lang") {
+        None | Some("") => Language::detect(q),
+        Some(name) => Language::named(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid parameter 'lang' = {name:?}: expected mql or asl"
+            ))
+        })?,
+    };
+    let step_ms = match param(params, "step") {
+        None => state.store.config().step_ms.clamp(
+            argus_query::events::MIN_STEP_MS,
+            argus_query::events::MAX_STEP_MS,
+        ),
+        Some(_) if language == Language::Mql => {
+            return Err(ApiError::bad_request(
+                "parameter 'step' applies to Stack Language expressions over events; an MQL query sets its windows with window",
+            ));
+        }
+        Some(v) => crate::config::parse_duration_ms(v)
+            .map_err(|e| ApiError::bad_request(format!("invalid parameter 'step' = {v:?}: {e}")))?,
+    };
+    let step_ms = argus_query::events::check_step(step_ms).map_err(|e| {
+        ApiError::bad_request(format!("invalid parameter 'step': {e}"))
+    })?;
+    Ok(LiveSpec {
+        text: q.to_string(),
+        language,
+        step_ms,
+        time_field: param(params, "time-field").map(str::to_string),
+    })
 }
 
 /// `GET /api/v1/live?q=MQL[&time-field=F]`: results as they happen, over SSE or (when the
@@ -271,11 +310,27 @@ pub async fn subscriptions(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
+    parts: axum::http::request::Parts,
     q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = q
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    match param(&params, "source") {
+        None | Some("store") => {}
+        Some("events") => {
+            let peer = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            return stream_events(&state, &params, &headers, peer);
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid parameter 'source' = {other:?}: expected store (stored series, the default) or events (live events)"
+            )));
+        }
+    }
     let step_ms = state.store.config().step_ms;
     let lag_ms = match param(&params, "lag") {
         None => 500,
@@ -398,6 +453,57 @@ pub async fn stream(
             };
             if tx.send(event).await.is_err() {
                 return;
+            }
+        }
+    });
+    let events = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `GET /api/v1/stream?source=events&q=ASL[&step=..]`: a Stack Language data expression (or
+/// `:sample`) over live events, drawn per step as stored series are: each step's series as
+/// an `event: step` message (`{"timestamp", "step", "series": [{"label", "tags", "value"}]}`)
+/// as the step closes. Steps with no events send nothing.
+fn stream_events(
+    state: &AppState,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response, ApiError> {
+    let q = param(params, "q").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing required parameter 'q' (a Stack Language expression over events, e.g. name,requests,:eq,:count,(,path,),:by)",
+        )
+    })?;
+    let mut spec = live_spec(state, params, q)?;
+    spec.language = Language::Asl;
+    let client = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("stream")
+        .to_string();
+    let mut handle = state.events.live.subscribe_spec(&spec, &client, peer)?;
+    if handle.sub.step_ms.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "{q:?} gives events, not series per step: ask /api/v1/live for it, or aggregate it (:count, :sum, :max, :min, :sample)"
+        )));
+    }
+    let (tx, rx) = mpsc::channel::<SseEvent>(OUTPUT_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                row = handle.rows.recv() => match row {
+                    Some(row) => {
+                        let event = SseEvent::default().event("step").data(row.to_string());
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = tx.closed() => return,
             }
         }
     });
