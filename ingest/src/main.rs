@@ -246,7 +246,12 @@ struct EvalArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "input")]
     events: Option<PathBuf>,
     /// With --events: milliseconds the virtual clock advances before each event.
-    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "time_field")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        conflicts_with = "time_field"
+    )]
     interval_ms: i64,
     /// With --events: take each event's time (epoch ms) from this field.
     #[arg(long, value_name = "FIELD")]

@@ -165,7 +165,8 @@ pub fn run_events(
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let q = argus_query::events::parse(expr)
         .map_err(|e| anyhow::anyhow!("invalid Stack Language expression over events: {e}"))?;
-    let step_ms = argus_query::events::check_step(step_ms).map_err(|e| anyhow::anyhow!("--step: {e}"))?;
+    let step_ms =
+        argus_query::events::check_step(step_ms).map_err(|e| anyhow::anyhow!("--step: {e}"))?;
     let events = read_events(input, stream_field)?;
     Ok(argus_query::events::run_offline(
         &q,

@@ -60,9 +60,7 @@ impl Announcement {
         Some(LiveSpec {
             text: self.query.clone(),
             language,
-            step_ms: self
-                .step_ms
-                .unwrap_or(argus_query::events::MIN_STEP_MS),
+            step_ms: self.step_ms.unwrap_or(argus_query::events::MIN_STEP_MS),
             time_field: self.time_field.clone(),
         })
     }

@@ -226,9 +226,8 @@ fn live_spec(state: &AppState, params: &[(String, String)], q: &str) -> Result<L
         Some(v) => crate::config::parse_duration_ms(v)
             .map_err(|e| ApiError::bad_request(format!("invalid parameter 'step' = {v:?}: {e}")))?,
     };
-    let step_ms = argus_query::events::check_step(step_ms).map_err(|e| {
-        ApiError::bad_request(format!("invalid parameter 'step': {e}"))
-    })?;
+    let step_ms = argus_query::events::check_step(step_ms)
+        .map_err(|e| ApiError::bad_request(format!("invalid parameter 'step': {e}")))?;
     Ok(LiveSpec {
         text: q.to_string(),
         language,
