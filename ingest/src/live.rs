@@ -80,8 +80,8 @@ impl Language {
 
 /// What a live query runs: MQL's engine, or a Stack Language expression over events.
 enum LiveEngine {
-    Mql(Engine),
-    Asl(argus_query::events::EventEngine),
+    Mql(Box<Engine>),
+    Asl(Box<argus_query::events::EventEngine>),
 }
 
 impl LiveEngine {
@@ -460,7 +460,13 @@ impl LiveHub {
                     engine.start_at(now);
                 }
                 let shape = json!({"language": "mql"});
-                (query, fields, LiveEngine::Mql(engine), None, shape)
+                (
+                    query,
+                    fields,
+                    LiveEngine::Mql(Box::new(engine)),
+                    None,
+                    shape,
+                )
             }
             Language::Asl => {
                 let expr = argus_query::events::parse(&spec.text)
@@ -475,7 +481,13 @@ impl LiveHub {
                 if time_field.is_none() {
                     engine.start_at(now);
                 }
-                (query, fields, LiveEngine::Asl(engine), stepped, shape)
+                (
+                    query,
+                    fields,
+                    LiveEngine::Asl(Box::new(engine)),
+                    stepped,
+                    shape,
+                )
             }
         };
         let fields = fields.map(|mut paths| {

@@ -105,7 +105,7 @@ fn request_event(agent: u64, seq: u64) -> Value {
         "region": if seq.is_multiple_of(3) { "us-east-1" } else { "eu-west-1" },
         "headers": {"user-agent": "x".repeat(200), "accept": "*/*"},
     });
-    if seq % 11 != 0 {
+    if !seq.is_multiple_of(11) {
         e["latency"] = json!((seq % 97) as f64 * 1.5);
     }
     e
