@@ -256,6 +256,10 @@ struct EvalArgs {
     /// With --events: take each event's time (epoch ms) from this field.
     #[arg(long, value_name = "FIELD")]
     time_field: Option<String>,
+    /// With --events: name each event's stream by this top-level field (a string, removed
+    /// from the event); events without it are of the expression's stream.
+    #[arg(long, value_name = "FIELD")]
+    stream_field: Option<String>,
     /// Start of the window [default: e-3h].
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     s: Option<String>,
@@ -423,7 +427,13 @@ fn run_eval_events(args: &EvalArgs, events: &std::path::Path) -> anyhow::Result<
         None => 60_000,
     };
     let input = read_input(events)?;
-    let rows = argus_ingest::offline::run_events(&args.expr, &input, clock, None, step_ms)?;
+    let rows = argus_ingest::offline::run_events(
+        &args.expr,
+        &input,
+        clock,
+        args.stream_field.as_deref(),
+        step_ms,
+    )?;
     print_rows(rows)
 }
 

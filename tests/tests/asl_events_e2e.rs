@@ -631,3 +631,51 @@ fn the_two_languages_agree_live_through_a_server_and_an_agent() {
         failures.join("\n\n")
     );
 }
+
+/// Outcome 5: the Stack Language's event cases (`query/asl/tests/events/*.test`, also run in
+/// process) through `argus eval --events`.
+#[test]
+fn every_event_case_through_argus_eval() {
+    use argus_mql::cases::{Clock, load_dir};
+    let cases = load_dir(&events_dir()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cases.len() >= 25, "only {} cases", cases.len());
+    let dir = argus_tests::scratch_dir("asl-event-cases");
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let input = dir.join(format!("case-{i}.ndjson"));
+        let mut body = String::new();
+        for e in &case.events {
+            let mut event = e.event.clone();
+            if let (Some(stream), Value::Object(m)) = (&e.stream, &mut event) {
+                m.insert("__stream".into(), Value::from(stream.as_str()));
+            }
+            body.push_str(&event.to_string());
+            body.push('\n');
+        }
+        std::fs::write(&input, body).expect("writing the input");
+        let mut cmd = std::process::Command::new(binary("argus"));
+        cmd.arg("eval")
+            .arg("--events")
+            .arg(&input)
+            .args(["--stream-field", "__stream"])
+            .args(["--step", &format!("{}ms", case.step_ms)]);
+        match &case.clock {
+            Clock::Interval { ms } => cmd.args(["--interval-ms", &ms.to_string()]),
+            Clock::EventTime { field } => cmd.args(["--time-field", &field.to_string()]),
+        };
+        let out = cmd.arg(&case.query).output().expect("running argus eval");
+        let outcome = if out.status.success() {
+            let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("argus eval prints JSON rows"))
+                .collect();
+            case.check(Ok(&rows))
+        } else {
+            case.check(Err(&String::from_utf8_lossy(&out.stderr)))
+        };
+        if let Err(e) = outcome {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

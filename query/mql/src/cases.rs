@@ -14,6 +14,11 @@
 //! case <name>            starts a case; the name is the rest of the line
 //! query <MQL>            the query; indented lines right below continue it (joined by
 //!                        newlines)
+//! asl <expression>       instead of query: a Stack Language expression over events (the
+//!                        cases of `query/asl/tests/events/`, which the Stack Language's
+//!                        runners run; MQL's skip them)
+//! step <duration>        optional, with asl: the step of :sample and data expressions;
+//!                        default 1m
 //! interval-ms <N>        optional: the clock advances N ms before each event (the first
 //!                        event is at N ms); default 10
 //! time-field <field>     optional, instead: each event's time is this field, a number of
@@ -71,6 +76,8 @@ use crate::predicate::Path;
 
 /// The clock step of the offline run when a case or the command names none.
 pub const DEFAULT_INTERVAL_MS: i64 = 10;
+/// The step of a Stack Language case that names none: 1 minute, as Atlas's default.
+pub const DEFAULT_STEP_MS: i64 = 60_000;
 /// The sampling seed of a case that names none.
 pub const DEFAULT_SEED: u64 = 1;
 
@@ -113,6 +120,10 @@ pub struct Case {
     /// The line of its `case` directive.
     pub line: usize,
     pub query: String,
+    /// The query is a Stack Language expression over events (`asl`), not MQL.
+    pub asl: bool,
+    /// The step of a stepped Stack Language expression (`step`), in ms.
+    pub step_ms: i64,
     pub clock: Clock,
     pub seed: u64,
     pub events: Vec<Input>,
@@ -509,6 +520,8 @@ pub fn parse_cases(file: &str, text: &str) -> Result<Vec<Case>, String> {
                     file: file.to_string(),
                     line: line_no,
                     query: String::new(),
+                    asl: false,
+                    step_ms: DEFAULT_STEP_MS,
                     clock: Clock::default(),
                     seed: DEFAULT_SEED,
                     events: Vec::new(),
@@ -535,12 +548,17 @@ pub fn parse_cases(file: &str, text: &str) -> Result<Vec<Case>, String> {
             Ok(())
         };
         match word {
-            "query" => {
+            "query" | "asl" => {
                 if std::mem::replace(&mut d.query, true) {
                     return Err(err("a second query".into()));
                 }
                 d.case.query = rest.to_string();
+                d.case.asl = word == "asl";
                 block = Block::Query;
+            }
+            "step" => {
+                d.case.step_ms = crate::duration::parse_positive_ms(rest)
+                    .map_err(|e| err(format!("bad step {rest:?}: {e}")))?;
             }
             "interval-ms" | "time-field" => {
                 if std::mem::replace(&mut d.clock, true) {
