@@ -679,3 +679,81 @@ fn every_event_case_through_argus_eval() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Bad live requests in the Stack Language are refused with what and where, and refuse
+/// nothing else: the server goes on serving a good one.
+#[test]
+fn bad_stack_language_live_requests_say_what_is_wrong() {
+    let server = Server::start(&["--step", "1s"]);
+    for (query, want) in [
+        (
+            format!("/api/v1/live?lang=asl&q={}", enc("name,a,:eq,:nope")),
+            "unknown word",
+        ),
+        (
+            format!("/api/v1/live?q={}", enc("name,a,:eq,(,),:table")),
+            "columns cannot be empty",
+        ),
+        (
+            format!("/api/v1/live?q={}", enc("name,a,:eq,:count,2,:mul")),
+            "over events an expression is",
+        ),
+        (
+            format!("/api/v1/live?lang=klingon&q={}", enc("name,a,:eq")),
+            "expected mql or asl",
+        ),
+        (
+            format!("/api/v1/live?step=1ms&q={}", enc("name,a,:eq,:count")),
+            "from 1s to 1d",
+        ),
+        (
+            format!("/api/v1/live?step=soon&q={}", enc("name,a,:eq,:count")),
+            "invalid parameter 'step'",
+        ),
+        (
+            format!("/api/v1/live?step=10s&q={}", enc("select * from a")),
+            "applies to Stack Language",
+        ),
+        (
+            format!("/api/v1/live?lang=mql&q={}", enc("name,a,:eq")),
+            "invalid MQL query",
+        ),
+        (
+            format!(
+                "/api/v1/stream?source=events&q={}",
+                enc("name,a,:eq,(,b,),:table")
+            ),
+            "gives events, not series per step",
+        ),
+        (
+            format!("/api/v1/stream?source=files&q={}", enc("name,a,:eq,:count")),
+            "expected store",
+        ),
+        (
+            format!("/api/v1/graph?q={}", enc("name,a,:eq,(,b,),:table")),
+            "is an event expression",
+        ),
+    ] {
+        let (status, body) = server.get(&query);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(want), "{query}: {body}");
+    }
+    let out = std::process::Command::new(binary("argus"))
+        .args(["live", "--server", &server.base, "name,a,:eq,:avg"])
+        .output()
+        .expect("running argus live");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":avg does not apply"), "{stderr}");
+    // Nothing was left running, and a good query still runs.
+    assert_eq!(server.get_json("/api/v1/live/subscriptions"), json!([]));
+    let live = LiveClient::start(&server, &[], "name,a,:eq,(,b,),:table");
+    live.wait_subscribed();
+    let (status, body) = server.post("/api/v1/events/a", b"{\"b\": 1}\n{\"c\": 2}\n", None);
+    assert_eq!(status, 200, "{body}");
+    let rows = eventually(5, "the rows", || {
+        let rows = live.rows();
+        (rows.len() >= 2).then_some(rows)
+    });
+    assert_eq!(rows, [json!([1]), json!([null])]);
+}

@@ -939,6 +939,48 @@ fn a_live_query_on_one_node_gets_the_matching_events_of_agents_on_the_others() {
         assert_eq!(health_counter(agent, "event.bytes.id=sent"), sent[k]);
     }
 
+    // The same question in the Stack Language over events, subscribed on node a: its
+    // predicate and columns reach the agents on b and c the same way.
+    let live = argus_tests::LiveClient::start(
+        &a,
+        &[],
+        "name,requests,:eq,status,500,:ge,:and,region,us-east-1,:eq,:and,(,seq,agent,path,),:table",
+    );
+    let confirmed = live.wait_subscribed();
+    agents_see(&both, 1, confirmed);
+    let mut expected = Vec::new();
+    for (k, agent) in agents.iter().enumerate() {
+        let (status, body) = agent.post("/v1/events/requests", &requests(k as u64, 3000, 1000));
+        assert_eq!(status, 200, "{body}");
+        for seq in 3000..4000u64 {
+            if seq % 50 == 3 && seq.is_multiple_of(3) {
+                expected.push(serde_json::json!([seq, k, format!("/api/{}", seq % 7)]).to_string());
+            }
+        }
+        let marker = serde_json::json!({"seq": 99_998, "agent": k, "path": "/marker",
+            "status": "599", "region": "us-east-1"});
+        let (status, body) = agent.post("/v1/events/requests", format!("{marker}\n").as_bytes());
+        assert_eq!(status, 200, "{body}");
+    }
+    let rows = eventually(20, "both markers of the Stack Language query", || {
+        let rows = live.rows();
+        (rows.iter().filter(|r| r[2] == "/marker").count() == 2).then_some(rows)
+    });
+    expected.sort();
+    let mut got: Vec<String> = rows
+        .iter()
+        .filter(|r| r[2] != "/marker")
+        .map(Value::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 2 * 7, "{got:?}");
+    assert_eq!(
+        got, expected,
+        "exactly the matching events' columns, once each"
+    );
+    live.interrupt();
+    agents_see(&both, 0, Instant::now());
+
     // The Stack Language streamed step by step on node a, over what nodes b and c store.
     stream_sums_every_series(&a, &b);
 }

@@ -53,6 +53,7 @@ pub fn check_expression(input: &[u8]) {
         }
     }
     let _ = crate::debug(text);
+    check_over_events(text);
     let mut req = GraphRequest::new(text, T0, T0 + 29 * STEP, STEP, Format::Json);
     let limits = Limits {
         max_lines: 64,
@@ -64,6 +65,89 @@ pub fn check_expression(input: &[u8]) {
             req.format = format;
             let body = result.render(&req);
             assert!(!body.is_empty(), "empty {format:?} output for {text:?}");
+        }
+    }
+}
+
+/// Events with every kind of field value, some of them hostile.
+fn events() -> &'static [argus_mql::cases::Input] {
+    static EVENTS: OnceLock<Vec<argus_mql::cases::Input>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let values = [
+            serde_json::json!(1),
+            serde_json::json!(-2.5),
+            serde_json::json!("sps"),
+            serde_json::json!("500"),
+            serde_json::json!(true),
+            serde_json::json!(null),
+            serde_json::json!([1, "a"]),
+            serde_json::json!({"k": "v"}),
+            serde_json::json!(1e308),
+            serde_json::json!(u64::MAX),
+        ];
+        let keys = [
+            "name",
+            "nf.app",
+            "status",
+            "value",
+            "a",
+            "b",
+            "k",
+            "statistic",
+        ];
+        (0..40i64)
+            .map(|i| {
+                let mut m = serde_json::Map::new();
+                for (j, k) in keys.iter().enumerate() {
+                    if (i + j as i64) % 3 != 0 {
+                        m.insert(
+                            k.to_string(),
+                            values[(i as usize * 7 + j) % values.len()].clone(),
+                        );
+                    }
+                }
+                let t =
+                    [0, 999, 1_000, i64::MAX, i64::MIN, -5][i as usize % 6].saturating_add(i * 700);
+                m.insert("t".into(), t.into());
+                argus_mql::cases::Input::primary(serde_json::Value::Object(m))
+            })
+            .collect()
+    })
+}
+
+/// Runs an input as an expression over events: compiling must not panic; a compiled
+/// expression's predicate must travel to agents (print as an MQL condition that reads back
+/// to a predicate deciding every event the same), and running it over events on both
+/// clocks, at the shortest and longest steps, must not panic.
+fn check_over_events(text: &str) {
+    let Ok(q) = crate::events::parse(text) else {
+        return;
+    };
+    let printed = q.predicate.to_string();
+    let read = argus_mql::parse_condition(&printed).unwrap_or_else(|e| {
+        panic!("the predicate of {text:?} prints as {printed:?}, which MQL refuses: {e}")
+    });
+    for e in events() {
+        assert_eq!(
+            read.matches(&e.event),
+            q.predicate.matches(&e.event),
+            "{text:?}: {printed:?} decides {} differently once read back",
+            e.event
+        );
+    }
+    let _ = (q.fields(), q.describe(60_000), q.to_mql());
+    for step in [crate::events::MIN_STEP_MS, crate::events::MAX_STEP_MS] {
+        let clocks = [
+            argus_mql::cases::Clock::Interval { ms: 250 },
+            argus_mql::cases::Clock::EventTime {
+                field: argus_mql::predicate::Path::key("t"),
+            },
+        ];
+        for clock in &clocks {
+            let rows = crate::events::run_offline(&q, events(), clock, step);
+            for row in rows {
+                assert!(!row.to_string().is_empty());
+            }
         }
     }
 }
