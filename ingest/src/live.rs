@@ -85,10 +85,11 @@ enum LiveEngine {
 }
 
 impl LiveEngine {
-    fn push_matched(&mut self, event: Value, now_ms: i64) -> Vec<Value> {
+    fn push_matched(&mut self, event: &Value, now_ms: i64) -> Vec<Value> {
         match self {
-            LiveEngine::Mql(e) => e.push_matched(event, now_ms),
-            LiveEngine::Asl(e) => e.push_matched(&event, now_ms),
+            // MQL's windows keep the event; the Stack Language keeps accumulators.
+            LiveEngine::Mql(e) => e.push_matched(event.clone(), now_ms),
+            LiveEngine::Asl(e) => e.push_matched(event, now_ms),
         }
     }
 
@@ -253,7 +254,7 @@ impl Subscription {
         let t = self.event_time(event, now_ms);
         let rows = {
             let mut engine = self.engine.lock();
-            let rows = engine.push_matched(event.clone(), t);
+            let rows = engine.push_matched(event, t);
             if engine.done() {
                 self.ended.store(true, Ordering::Relaxed);
             }

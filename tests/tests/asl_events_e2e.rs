@@ -757,3 +757,70 @@ fn bad_stack_language_live_requests_say_what_is_wrong() {
     });
     assert_eq!(rows, [json!([1]), json!([null])]);
 }
+
+/// Per-step values over a WebSocket (from the server's own intake, which evaluates the
+/// typed predicate itself): the hello says what the rows are.
+#[test]
+fn per_step_values_over_a_websocket() {
+    let server = Server::start(&["--step", "1s"]);
+    let python = argus_tests::python_with(&["websocket-client==1.8.0"]);
+    let url = format!(
+        "{}/api/v1/live?step=1s&time-field=t&q={}",
+        server.base.replacen("http://", "ws://", 1),
+        enc("name,ws,:eq,status,500,:ge,:and,:count,(,path,),:by")
+    );
+    let script = r#"
+import json, sys, websocket
+ws = websocket.create_connection(sys.argv[1], timeout=20)
+hello = json.loads(ws.recv())
+print("HELLO " + json.dumps(hello), flush=True)
+rows = []
+while len(rows) < 2:
+    m = json.loads(ws.recv())
+    if m["type"] == "row":
+        rows.append(m["row"])
+ws.send(json.dumps({"type": "cancel"}))
+print(json.dumps(rows), flush=True)
+"#;
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", script, &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("running the WebSocket client");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let hello = out.next().and_then(Result::ok).expect("hello");
+    let hello: Value =
+        serde_json::from_str(hello.strip_prefix("HELLO ").expect("HELLO")).expect("JSON");
+    assert_eq!(hello["type"], "subscribed", "{hello}");
+    assert_eq!(
+        (&hello["language"], &hello["kind"], &hello["step"]),
+        (&json!("asl"), &json!("series"), &json!(1000)),
+        "{hello}"
+    );
+    let events = [
+        json!({"t": 100, "path": "/a", "status": 503}),
+        json!({"t": 200, "path": "/a", "status": "500"}),
+        json!({"t": 300, "path": "/b", "status": 200}),
+        json!({"t": 400, "path": "/b", "status": 502}),
+        json!({"t": 1500, "path": "/a", "status": 500}),
+    ];
+    let (status, text) = server.post("/api/v1/events/ws", &ndjson(&events), None);
+    assert_eq!(status, 200, "{text}");
+    let rows: Value =
+        serde_json::from_str(&out.next().and_then(Result::ok).expect("rows")).expect("rows JSON");
+    assert_eq!(
+        rows,
+        json!([
+            {"timestamp": 0, "step": 1000, "series": [
+                {"label": "(path=/a)", "tags": {"name": "ws", "path": "/a"}, "value": 2},
+                {"label": "(path=/b)", "tags": {"name": "ws", "path": "/b"}, "value": 1}]},
+            {"timestamp": 1000, "step": 1000, "series": [
+                {"label": "(path=/a)", "tags": {"name": "ws", "path": "/a"}, "value": 1}]}
+        ])
+    );
+    assert!(child.wait().expect("client exit").success());
+    eventually(5, "the cancelled subscription to go", || {
+        (server.get_json("/api/v1/live/subscriptions") == json!([])).then_some(())
+    });
+}
