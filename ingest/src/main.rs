@@ -207,11 +207,10 @@ struct LiveCliArgs {
     query: String,
 }
 
+/// How a file of events is timed and split into streams (`argus mql`, `argus eval
+/// --events`).
 #[derive(clap::Args)]
-struct MqlArgs {
-    /// NDJSON file of events ("-" for standard input).
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+struct EventFileArgs {
     /// Milliseconds the virtual clock advances before each event.
     #[arg(
         long,
@@ -223,10 +222,28 @@ struct MqlArgs {
     /// Take each event's time (epoch ms) from this field instead of the virtual clock.
     #[arg(long, value_name = "FIELD")]
     time_field: Option<String>,
-    /// Name each event's stream by this top-level field (a string, removed from the event),
-    /// for queries that join streams; events without it are of the query's first stream.
+    /// Name each event's stream by this top-level field (a string, removed from the event);
+    /// events without it are of the query's (first) stream.
     #[arg(long, value_name = "FIELD")]
     stream_field: Option<String>,
+}
+
+impl EventFileArgs {
+    fn clock(&self) -> argus_ingest::offline::MqlClock {
+        match &self.time_field {
+            Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
+            None => argus_ingest::offline::MqlClock::Interval(self.interval_ms),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct MqlArgs {
+    /// NDJSON file of events ("-" for standard input).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    #[command(flatten)]
+    file: EventFileArgs,
     /// Seed for random sampling, so that a run can be repeated.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -245,21 +262,9 @@ struct EvalArgs {
     /// :max, :min with :by), printing its rows as NDJSON, as `argus mql` does.
     #[arg(long, value_name = "FILE", conflicts_with = "input")]
     events: Option<PathBuf>,
-    /// With --events: milliseconds the virtual clock advances before each event.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 10,
-        conflicts_with = "time_field"
-    )]
-    interval_ms: i64,
-    /// With --events: take each event's time (epoch ms) from this field.
-    #[arg(long, value_name = "FIELD")]
-    time_field: Option<String>,
-    /// With --events: name each event's stream by this top-level field (a string, removed
-    /// from the event); events without it are of the expression's stream.
-    #[arg(long, value_name = "FIELD")]
-    stream_field: Option<String>,
+    /// With --events: the events' clock and streams.
+    #[command(flatten)]
+    file: EventFileArgs,
     /// Start of the window [default: e-3h].
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     s: Option<String>,
@@ -417,10 +422,6 @@ fn print_rows(rows: Vec<serde_json::Value>) -> anyhow::Result<()> {
 
 /// `argus eval --events`: the expression over a file of events.
 fn run_eval_events(args: &EvalArgs, events: &std::path::Path) -> anyhow::Result<()> {
-    let clock = match &args.time_field {
-        Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
-        None => argus_ingest::offline::MqlClock::Interval(args.interval_ms),
-    };
     let step_ms = match &args.step {
         Some(s) => argus_ingest::config::parse_duration_ms(s)
             .with_context(|| format!("--step {s:?}: expected a duration such as 10s"))?,
@@ -430,8 +431,8 @@ fn run_eval_events(args: &EvalArgs, events: &std::path::Path) -> anyhow::Result<
     let rows = argus_ingest::offline::run_events(
         &args.expr,
         &input,
-        clock,
-        args.stream_field.as_deref(),
+        args.file.clock(),
+        args.file.stream_field.as_deref(),
         step_ms,
     )?;
     print_rows(rows)
@@ -500,16 +501,12 @@ fn run_cluster_status(args: ClusterStatusArgs) -> anyhow::Result<()> {
 }
 
 fn run_mql(args: MqlArgs) -> anyhow::Result<()> {
-    let clock = match &args.time_field {
-        Some(f) => argus_ingest::offline::MqlClock::Field(f.clone()),
-        None => argus_ingest::offline::MqlClock::Interval(args.interval_ms),
-    };
     let input = read_input(&args.input)?;
     let rows = argus_ingest::offline::run_mql(
         &args.query,
         &input,
-        clock,
-        args.stream_field.as_deref(),
+        args.file.clock(),
+        args.file.stream_field.as_deref(),
         args.seed,
     )?;
     print_rows(rows)
