@@ -182,7 +182,8 @@ const READ_BY_POST: [&str; 7] = [
 /// The role an HTTP route needs; `None` for open routes.
 pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
     match route {
-        "/healthz" => None,
+        // The UI's static files hold no data; what they ask of the API needs its token.
+        "/healthz" | "/" | "/ui/{file}" => None,
         "/api/v1/cardinality" | "/api/v1/debug/storage" => Some(Role::Admin),
         "/api/v1/publish"
         | "/api/v1/publish-fast"

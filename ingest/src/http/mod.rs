@@ -12,6 +12,7 @@ pub mod promql;
 mod query;
 pub mod response;
 pub mod serve;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -25,7 +26,9 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 34] = [
+const ROUTES: [&str; 36] = [
+    "/",
+    "/ui/{file}",
     "/api/v1/cardinality",
     "/api/v1/cluster",
     "/api/v1/cluster/aggregate",
@@ -111,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
