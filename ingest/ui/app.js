@@ -861,10 +861,12 @@ function explorePage(main, params) {
   const err = el('div', { class: 'error', id: 'explore-error' });
   const card = el('div', { id: 'cardinality' });
   const cluster = el('div', { id: 'cluster' });
+  const agents = el('div', { id: 'agents' });
   const filter = el('input', { type: 'text', id: 'tag-q', size: 40, value: params.get('q') || '', placeholder: 'restrict to a query, e.g. name,sps,:eq' });
   main.replaceChildren(
     el('h3', {}, 'Tags'), el('div', { class: 'row' }, filter, el('button', { type: 'button', onclick: () => loadKeys() }, 'Browse')), err,
     el('div', { class: 'cols' }, el('div', {}, el('div', { class: 'muted' }, 'keys'), keys), el('div', {}, el('div', { class: 'muted' }, 'values (series)'), values)),
+    el('h3', {}, 'Agents connected to this server'), agents,
     el('h3', {}, 'Cardinality'), card, el('h3', {}, 'Cluster'), cluster);
 
   async function loadKeys() {
@@ -891,6 +893,9 @@ function explorePage(main, params) {
 
   (async () => {
     try {
+      agents.replaceChildren(await agentTable());
+    } catch (ex) { agents.replaceChildren(el('div', { class: 'error' }, ex.message)); }
+    try {
       const c = await getJson('api/v1/cardinality', { top: 10 });
       card.replaceChildren(render(c));
     } catch (ex) { card.replaceChildren(el('div', { class: 'error' }, ex.message)); }
@@ -900,6 +905,36 @@ function explorePage(main, params) {
     } catch (ex) { cluster.replaceChildren(el('div', { class: 'error' }, ex.message)); }
   })();
   loadKeys();
+}
+
+// The connected agents (`/api/v1/agents`) with the last value of their own counters over
+// the last five minutes (their `argus.agent.*` series, per second for counters).
+async function agentTable() {
+  const list = await getJson('api/v1/agents');
+  if (!list.length) return el('div', { class: 'muted' }, 'no agent is connected');
+  const counters = {};
+  try {
+    // Every series as it is (`:all`): a `:by` would drop those lacking one of the keys.
+    const j = await getJson('api/v1/graph', { q: 'name,argus.agent.,:starts,:all', s: 'e-5m', format: 'std.json' });
+    j.metrics.forEach((m, i) => {
+      let last = NaN;
+      for (const row of j.values) if (typeof row[i] === 'number') last = row[i];
+      const key = [m.name.replace('argus.agent.', ''), m.id, m.reason].filter(Boolean).join('.');
+      (counters[m['nf.node'] || ''] = counters[m['nf.node'] || ''] || {})[key] = last;
+    });
+  } catch (_) { /* counters are extra: the list stands without them */ }
+  const num = (v) => (Number.isFinite(v) ? String(+v.toPrecision(4)) : '');
+  const rows = list.map((a) => {
+    const c = counters[a.node] || {};
+    const dropped = Object.entries(c).filter(([k, v]) => k.startsWith('dropped.') && v > 0).map(([k, v]) => `${k.slice(8)} ${num(v)}/s`);
+    return {
+      node: a.node, agent: a.agent, version: a.version, step: `${a.stepMs / 1000}s`, streams: a.streams.join(', '),
+      'samples sent/s': num(c['sent.samples']), 'events sent/s': num(c['sent.events']),
+      dropped: dropped.join(', ') || (Object.keys(c).length ? 'none' : ''),
+      'buffer bytes': num(c['buffer.bytes']), reconnects: num(c.reconnects), 'live queries': num(c['live.subscriptions']),
+    };
+  });
+  return render(rows);
 }
 
 // Any JSON as nested tables: lists of objects as tables, objects as key/value rows.

@@ -119,6 +119,7 @@ fn every_route_needs_its_role() {
         ("GET", format!("/api/v1/expr/debug?q={q}"), vec![], "read"),
         ("GET", format!("/api/v1/live?q={live}"), vec![], "read"),
         ("GET", "/api/v1/live/subscriptions".into(), vec![], "read"),
+        ("GET", "/api/v1/agents".into(), vec![], "read"),
         ("GET", format!("/api/v1/stream?q={q},:sum"), vec![], "read"),
         ("GET", "/metrics".into(), vec![], "read"),
         ("GET", "/api/v1/cardinality".into(), vec![], "admin"),

@@ -149,6 +149,16 @@ fn query_live_and_explore_pages_work_in_a_real_browser() {
                 .collect();
             format!("ok\n{}\n", Value::from(expected))
         }
+        "the agent's id and host" => {
+            let listed = server.get_json("/api/v1/agents");
+            let agents = listed.as_array().expect("a list");
+            assert_eq!(agents.len(), 1, "{listed}");
+            format!(
+                "ok\n{} {}\n",
+                agents[0]["agent"].as_str().expect("id"),
+                agents[0]["node"].as_str().expect("node")
+            )
+        }
         "see the agent drop the subscription" => {
             eventually(10, "the cancel to reach the agent", || {
                 (subscriptions(&agent) == 0).then_some(())

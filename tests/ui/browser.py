@@ -206,6 +206,15 @@ def explore_view(d):
     if texts != ["alpha", "beta", "gamma"]:
         raise SystemExit(f"values of nf.app: {texts}")
     wait(d, "the cardinality table", lambda: css(d, "#cardinality table"))
+    agents = wait(d, "the agents table", lambda: css(d, "#agents table td"))
+    need("the agent's id and host")
+    agent_id, node = sys.stdin.readline().split()
+    texts = [cell.text for cell in css(d, "#agents table td")]
+    if agent_id not in texts or node not in texts:
+        raise SystemExit(f"the agents table {texts} lacks {agent_id} on {node}")
+    # Its own counters: it has sent samples (the gauges above) by now.
+    sent = wait(d, "the agent's counters", lambda: [c for c in css(d, "#agents table td") if c.text and c.text[0].isdigit() and c.text != "1s"])
+    print("agents: " + " | ".join(cell.text for cell in css(d, "#agents table td")), flush=True)
     shot(d, "explore")
 
 

@@ -26,7 +26,8 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 36] = [
+const ROUTES: [&str; 37] = [
+    "/api/v1/agents",
     "/",
     "/ui/{file}",
     "/api/v1/cardinality",
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/expr/debug", get(query::expr_debug))
         .route("/api/v1/debug/storage", get(query::debug_storage))
         .route("/api/v1/cardinality", get(query::cardinality))
+        .route("/api/v1/agents", get(query::agents))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/cluster/partial", get(query::cluster_partial))
         .route("/api/v1/cluster/series", get(query::cluster_series))

@@ -597,6 +597,34 @@ pub async fn expr_debug(
 /// Where the series are, for an operator finding what exploded: the `top` (default 10, at
 /// most 1,000) metric names and tag keys by series count, the caps, and how many new series
 /// the caps refused.
+/// `GET /api/v1/agents`: the agents connected to this node now, as they introduced
+/// themselves (id, host, the event streams they serve, version, step), by host. Their own
+/// counters are series like any other (`argus.agent.*`, tagged with their `nf.node`).
+pub async fn agents(State(state): State<AppState>) -> impl IntoResponse {
+    let mut list: Vec<(String, String, serde_json::Value)> = state
+        .connected
+        .lock()
+        .values()
+        .map(|h| {
+            (
+                h.node.clone(),
+                h.agent_id.clone(),
+                json!({
+                    "agent": h.agent_id,
+                    "node": h.node,
+                    "streams": h.streams,
+                    "version": h.version,
+                    "stepMs": h.step_ms,
+                }),
+            )
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    axum::Json(serde_json::Value::Array(
+        list.into_iter().map(|(_, _, v)| v).collect(),
+    ))
+}
+
 pub async fn cardinality(
     State(state): State<AppState>,
     headers: HeaderMap,
