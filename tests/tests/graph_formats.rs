@@ -133,6 +133,96 @@ fn every_format_in_atlas_shapes() {
     let swatches = legend_swatches(width, height, &pixels);
     assert_eq!(swatches.len(), 4);
     assert_eq!(swatches[3], 0xffff0000);
+
+    // v2.json: the same graph for a browser to draw, each line with the PNG's color, its
+    // style and its plot (y-axis); the PNG itself as a data URI unless hinted away
+    let styled = format!("{BY_APP},:stack,name,fmt.req,:eq,:max,max,:legend,f00,:color,1,:axis");
+    let v2 = server.get_json(&graph_path(&styled, first, last, "&format=v2.json&w=400"));
+    let v2 = v2.as_array().expect("an array");
+    let kinds: Vec<&str> = v2.iter().map(|o| o["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "graph-image",
+            "graph-metadata",
+            "plot-metadata",
+            "plot-metadata",
+            "timeseries",
+            "timeseries",
+            "timeseries",
+            "timeseries"
+        ]
+    );
+    let data_uri = v2[0]["data"].as_str().unwrap();
+    let png_in_json = decode_base64(data_uri.strip_prefix("data:image/png;base64,").unwrap());
+    let (_, _, png) = server.get_bytes(&graph_path(&styled, first, last, "&w=400"), &[]);
+    assert_eq!(png_in_json, png, "the data URI is the graph's PNG");
+    let meta = &v2[1];
+    assert_eq!(
+        (&meta["startTime"], &meta["endTime"], &meta["step"]),
+        (&json!(first), &json!(last + STEP), &json!(STEP))
+    );
+    assert_eq!(
+        (&meta["timezones"], &meta["width"], &meta["layout"]),
+        (&json!(["UTC"]), &json!(400), &json!("CANVAS"))
+    );
+    assert_eq!(v2[3]["id"], 1);
+    let lines = &v2[4..];
+    let drawn: Vec<(&str, &str, &str, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap(),
+                l["color"].as_str().unwrap(),
+                l["lineStyle"].as_str().unwrap(),
+                l["plot"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        drawn,
+        [
+            ("(nf.app=a)", "ff0075dc", "STACK", 0),
+            ("(nf.app=b)", "ff993f00", "STACK", 0),
+            ("(nf.app=c)", "ff9dcc00", "STACK", 0),
+            ("max", "ffff0000", "LINE", 1)
+        ]
+    );
+    assert_eq!(lines[1]["groupByKeys"], json!(["nf.app"]));
+    assert_eq!(lines[1]["tags"]["nf.app"], "b");
+    assert_eq!(lines[2]["data"]["values"][9], 29.0);
+    assert_eq!(lines[3]["data"]["values"][0], 20.0);
+    let hinted = server.get_json(&graph_path(
+        &styled,
+        first,
+        last,
+        "&format=v2.json&hints=no-image",
+    ));
+    assert_eq!(hinted[0]["type"], "graph-metadata");
+    assert_eq!(hinted[0]["renderingHints"], json!(["no-image"]));
+}
+
+/// Standard base64 with padding, as a browser's `atob` reads it.
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        other => panic!("not base64: {other}"),
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let n = chunk
+            .iter()
+            .take_while(|c| **c != b'=')
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | u32::from(value(*c)) << (18 - 6 * i));
+        let bytes = chunk.iter().filter(|c| **c != b'=').count() - 1;
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + bytes]);
+    }
+    out
 }
 
 #[test]

@@ -84,7 +84,173 @@ impl GraphResult {
             super::Format::Csv => self.to_separated(',', &tz).into_bytes(),
             super::Format::Txt => self.to_separated('\t', &tz).into_bytes(),
             super::Format::Png => super::png::render(self, req),
+            super::Format::V2Json => self.to_v2_json(req).into_bytes(),
         }
+    }
+
+    /// Atlas's `v2.json` (atlas-chart's JsonCodec): an array of typed objects, in order a
+    /// `graph-image` (the PNG as a data URI, left out with the hint `no-image`), the
+    /// `graph-metadata`, a `plot-metadata` per y-axis in use, then a `timeseries` per line
+    /// with its plot, color (`AARRGGBB` in hex), style and width. What a browser needs to
+    /// draw the graph as the PNG draws it.
+    pub fn to_v2_json(&self, req: &super::GraphRequest) -> String {
+        use super::{Bound, Layout, LineStyle, Scale, Theme, TickLabels};
+        let image = &req.image;
+        let rows = self.rows();
+        let mut out = String::with_capacity(1024 + rows * self.series.len() * 12);
+        out.push('[');
+        if !image.hints.iter().any(|h| h == "no-image") {
+            out.push_str("{\"type\":\"graph-image\",\"data\":\"data:image/png;base64,");
+            base64_into(&mut out, &super::png::render(self, req));
+            out.push_str("\"},");
+        }
+        let layout = match image.layout {
+            Layout::Canvas => "CANVAS",
+            Layout::Image => "IMAGE",
+            Layout::ImageWidth => "FIXED_WIDTH",
+            Layout::ImageHeight => "FIXED_HEIGHT",
+        };
+        let legend = if image.no_legend {
+            "OFF"
+        } else if image.no_legend_stats {
+            "LABELS_ONLY"
+        } else {
+            "LABELS_WITH_STATS"
+        };
+        let _ = write!(
+            out,
+            "{{\"type\":\"graph-metadata\",\"startTime\":{},\"endTime\":{},\"timezones\":[",
+            self.start_ms,
+            self.start_ms + rows as i64 * self.step_ms
+        );
+        for (i, tz) in req.tz_names.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(&mut out, tz);
+        }
+        let _ = write!(
+            out,
+            "],\"step\":{},\"width\":{},\"height\":{},\"layout\":\"{layout}\",\"zoom\":",
+            self.step_ms, image.width, image.height
+        );
+        json_number(&mut out, image.zoom);
+        if let Some(title) = &image.title {
+            out.push_str(",\"title\":");
+            json_str(&mut out, title);
+        }
+        let theme = match image.theme {
+            Theme::Light => "light",
+            Theme::Dark => "dark",
+        };
+        let _ = write!(
+            out,
+            ",\"legendType\":\"{legend}\",\"onlyGraph\":{},\"theme\":\"{theme}\",\"warnings\":[",
+            image.only_graph
+        );
+        for (i, n) in self.notices.iter().chain(&image.notices).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(&mut out, n);
+        }
+        out.push(']');
+        if !image.hints.is_empty() {
+            out.push_str(",\"renderingHints\":[");
+            for (i, h) in image.hints.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_str(&mut out, h);
+            }
+            out.push(']');
+        }
+        out.push('}');
+        // As Atlas does, a plot per y-axis in use, numbered in axis order.
+        let mut axes: Vec<usize> = self.series.iter().map(|s| s.axis).collect();
+        axes.sort_unstable();
+        axes.dedup();
+        if axes.is_empty() {
+            axes.push(0);
+        }
+        let bound = |b: Bound| match b {
+            Bound::AutoStyle => "auto-style".to_string(),
+            Bound::AutoData => "auto-data".to_string(),
+            Bound::Explicit(v) => {
+                let mut s = String::new();
+                write_java_double(&mut s, v);
+                s
+            }
+        };
+        for (id, axis) in axes.iter().enumerate() {
+            let params = image.axes.get(*axis).cloned().unwrap_or_default();
+            let _ = write!(out, ",{{\"type\":\"plot-metadata\",\"id\":{id}");
+            if let Some(label) = &params.ylabel {
+                out.push_str(",\"ylabel\":");
+                json_str(&mut out, label);
+            }
+            let scale = match params.scale {
+                Scale::Linear => "LINEAR",
+                Scale::Log => "LOGARITHMIC",
+                Scale::LogLinear => "LOG_LINEAR",
+                Scale::Pow2 => "POWER_2",
+                Scale::Sqrt => "SQUARE_ROOT",
+            };
+            let ticks = match params.tick_labels {
+                TickLabels::Off => "OFF",
+                TickLabels::Decimal => "DECIMAL",
+                TickLabels::Binary => "BINARY",
+                TickLabels::Duration => "DURATION",
+            };
+            let _ = write!(
+                out,
+                ",\"scale\":\"{scale}\",\"upper\":\"{}\",\"lower\":\"{}\",\"tickLabelMode\":\"{ticks}\"}}",
+                bound(params.upper),
+                bound(params.lower)
+            );
+        }
+        for s in &self.series {
+            let plot = axes.iter().position(|a| *a == s.axis).unwrap_or(0);
+            let style = match s.style {
+                LineStyle::Line => "LINE",
+                LineStyle::Area => "AREA",
+                LineStyle::Stack => "STACK",
+                LineStyle::VSpan => "VSPAN",
+                LineStyle::Heatmap => "HEATMAP",
+            };
+            let _ = write!(out, ",{{\"type\":\"timeseries\",\"plot\":{plot},\"label\":");
+            json_str(&mut out, &s.label);
+            let _ = write!(
+                out,
+                ",\"color\":\"{:08x}\",\"lineStyle\":\"{style}\",\"lineWidth\":",
+                s.color
+            );
+            json_number(&mut out, f64::from(s.line_width));
+            out.push_str(",\"query\":");
+            json_str(&mut out, &s.query);
+            if !s.group_by_keys.is_empty() {
+                out.push_str(",\"groupByKeys\":[");
+                for (i, k) in s.group_by_keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_str(&mut out, k);
+                }
+                out.push(']');
+            }
+            out.push_str(",\"tags\":");
+            metrics(&mut out, s);
+            out.push_str(",\"data\":{\"type\":\"array\",\"values\":[");
+            for row in 0..rows {
+                if row > 0 {
+                    out.push(',');
+                }
+                json_number(&mut out, s.values.get(row).copied().unwrap_or(f64::NAN));
+            }
+            out.push_str("]}}");
+        }
+        out.push(']');
+        out
     }
 
     fn rows(&self) -> usize {
@@ -184,6 +350,27 @@ impl GraphResult {
     }
 }
 
+/// Appends `bytes` in standard base64 with padding (RFC 4648), for the PNG's data URI.
+fn base64_into(out: &mut String, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    out.reserve(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
 /// Java's `ISO_OFFSET_DATE_TIME` of `t_ms` in `tz`: `2012-01-01T08:56:00Z`,
 /// `2012-01-01T00:56:00-08:00`; seconds always, a fraction only when not zero.
 pub(crate) fn iso_timestamp(t_ms: i64, tz: &TimeZone) -> String {
@@ -217,4 +404,24 @@ pub(crate) fn iso_timestamp(t_ms: i64, tz: &TimeZone) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod base64_tests {
+    #[test]
+    fn base64_matches_rfc_4648_test_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = String::new();
+            super::base64_into(&mut out, plain.as_bytes());
+            assert_eq!(out, encoded, "{plain:?}");
+        }
+    }
 }

@@ -17,6 +17,9 @@ pub enum Format {
     Csv,
     Txt,
     StatsJson,
+    /// Atlas's `v2.json`: typed objects (image, graph and plot metadata, lines with their
+    /// colors and styles), what a browser needs to draw the graph as the PNG would.
+    V2Json,
 }
 
 impl Format {
@@ -28,6 +31,7 @@ impl Format {
             "csv" => Format::Csv,
             "txt" => Format::Txt,
             "stats.json" => Format::StatsJson,
+            "v2.json" => Format::V2Json,
             _ => return None,
         })
     }
@@ -35,7 +39,9 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Png => "image/png",
-            Format::Json | Format::StdJson | Format::StatsJson => "application/json",
+            Format::Json | Format::StdJson | Format::StatsJson | Format::V2Json => {
+                "application/json"
+            }
             Format::Csv => "text/csv",
             Format::Txt => "text/plain",
         }
@@ -73,6 +79,9 @@ pub struct ImageParams {
     pub only_graph: bool,
     pub axis_per_line: bool,
     pub axes: Vec<AxisParams>,
+    /// Atlas's `hints`: rendering hints, comma-separated (`no-image` leaves the PNG out of
+    /// `v2.json`).
+    pub hints: Vec<String>,
     /// Notices for clamped sizes (shown in the image only).
     pub notices: Vec<String>,
 }
@@ -268,7 +277,7 @@ impl GraphRequest {
             invalid(
                 "format",
                 format_text,
-                "unknown format; use png, json, std.json, csv, txt or stats.json",
+                "unknown format; use png, json, std.json, v2.json, csv, txt or stats.json",
             )
         })?;
         let mut tz_names: Vec<String> = params
@@ -334,6 +343,15 @@ impl GraphRequest {
             axes: (0..MAX_AXES)
                 .map(|i| parse_axis(params, i))
                 .collect::<Result<Vec<_>>>()?,
+            hints: param(params, "hints")
+                .map(|h| {
+                    h.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             notices: Vec::new(),
         };
         let width_for_step = image.width;
@@ -428,6 +446,7 @@ impl GraphRequest {
                 only_graph: false,
                 axis_per_line: false,
                 axes: vec![AxisParams::default(); MAX_AXES],
+                hints: Vec::new(),
                 notices: Vec::new(),
             },
             now_ms: 0,
