@@ -174,16 +174,19 @@ function zoneOffsetMs(t, tz) {
 
 // ---------- the chart ----------
 
-// Lines: [{label, tags, values: [number|NaN]}], on times start + i*step. Draws on a canvas
-// with a time axis in `tz`, a value axis, a legend whose entries hide their line on click,
-// a tooltip with every line's value at the step under the cursor, and drag to zoom.
+// Lines: [{label, tags, values: [number|NaN], color?, style?, width?, plot?}], on times
+// start + i*step; `plots` the y-axes ([{scale, ylabel, lower, upper}], plot 0 on the left,
+// the others on the right). A line draws as its expression asks (LINE, AREA, STACK, VSPAN,
+// in its color and width, on its plot) unless `opts.style` overrides them all. Draws on a
+// canvas with a time axis in `tz`, a legend whose entries hide their line on click, a
+// tooltip with every line's value at the step under the cursor, and drag to zoom.
 class Chart {
   constructor(parent, data, opts) {
     this.data = data;
     this.opts = opts || {};
     this.hidden = new Set();
     this.wrap = el('div', { class: 'chart-wrap' });
-    this.canvas = el('canvas', { class: 'chart', 'data-lines': data.lines.length });
+    this.canvas = el('canvas', { class: 'chart', 'data-lines': data.lines.length, 'data-plots': this.plotCount() });
     this.tip = el('div', { class: 'tooltip', hidden: true });
     this.legend = el('div', { class: 'legend' });
     this.wrap.append(this.canvas, this.tip);
@@ -203,12 +206,31 @@ class Chart {
 
   destroy() { window.removeEventListener('resize', this.resize); }
 
-  color(i) { return PALETTE[i % PALETTE.length]; }
+  // The line's own color (`AARRGGBB` from v2.json) or the palette's, as the PNG picks it.
+  color(li) {
+    const c = this.data.lines[li].color;
+    if (typeof c === 'string' && /^[0-9a-f]{8}$/i.test(c)) {
+      const alpha = parseInt(c.slice(0, 2), 16) / 255;
+      return `rgba(${parseInt(c.slice(2, 4), 16)},${parseInt(c.slice(4, 6), 16)},${parseInt(c.slice(6, 8), 16)},${+alpha.toFixed(3)})`;
+    }
+    return PALETTE[li % PALETTE.length];
+  }
+
+  style(line) {
+    const o = this.opts.style;
+    return o && o !== 'auto' ? o.toUpperCase() : (line.style || 'LINE');
+  }
+
+  plotOf(line) { return Math.max(0, Math.min(this.plotCount() - 1, line.plot || 0)); }
+
+  plotCount() { return Math.max(1, (this.data.plots || []).length); }
 
   time(i) { return this.data.start + i * this.data.step; }
 
   count() { return this.data.lines.reduce((n, l) => Math.max(n, l.values.length), 0); }
 
+  // Per plot: its value range over visible lines (stacks summed; areas and stacks reach 0,
+  // as Atlas's auto-style bounds do; explicit bounds win).
   layout() {
     const r = this.canvas.getBoundingClientRect();
     const dpr = window.devicePixelRatio || 1;
@@ -217,30 +239,43 @@ class Chart {
       this.canvas.width = w * dpr;
       this.canvas.height = hgt * dpr;
     }
-    let min = Infinity, max = -Infinity;
-    const stacked = this.opts.stack;
     const n = this.count();
-    const sums = stacked ? new Array(n).fill(0) : null;
+    const plots = [];
+    for (let p = 0; p < this.plotCount(); p++) {
+      plots.push({ min: Infinity, max: -Infinity, up: new Array(n).fill(0), down: new Array(n).fill(0), zero: false, meta: (this.data.plots || [])[p] || {} });
+    }
     this.data.lines.forEach((l, li) => {
       if (this.hidden.has(li)) return;
-      l.values.forEach((v, i) => {
-        if (!Number.isFinite(v)) return;
-        const y = stacked ? (sums[i] += v) : v;
-        if (y < min) min = y;
-        if (y > max) max = y;
-      });
+      const P = plots[this.plotOf(l)];
+      const style = this.style(l);
+      if (style === 'VSPAN') return;
+      if (style !== 'LINE') P.zero = true;
+      const values = l.values;
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (!Number.isFinite(v)) continue;
+        let y = v;
+        if (style === 'STACK') y = v >= 0 ? (P.up[i] += v) : (P.down[i] += v);
+        if (y < P.min) P.min = y;
+        if (y > P.max) P.max = y;
+      }
     });
-    if (!Number.isFinite(min)) { min = 0; max = 1; }
-    if (this.opts.area || stacked) { min = Math.min(0, min); max = Math.max(0, max); }
-    if (min === max) { min -= 1; max += 1; }
-    const plot = { x1: 60, x2: w - 12, y1: 10, y2: hgt - 24 };
+    for (const P of plots) {
+      if (!Number.isFinite(P.min)) { P.min = 0; P.max = 1; }
+      if (P.zero) { P.min = Math.min(0, P.min); P.max = Math.max(0, P.max); }
+      const lower = Number(P.meta.lower), upper = Number(P.meta.upper);
+      if (P.meta.lower !== undefined && Number.isFinite(lower)) P.min = lower;
+      if (P.meta.upper !== undefined && Number.isFinite(upper)) P.max = upper;
+      if (P.min === P.max) { P.min -= 1; P.max += 1; }
+    }
+    const plot = { x1: 60, x2: w - 12 - 50 * (plots.length - 1), y1: 10, y2: hgt - 24 };
     const t1 = this.time(0), t2 = this.time(Math.max(0, n - 1));
-    return { w, h: hgt, dpr, min, max, plot, t1, t2: t2 > t1 ? t2 : t1 + this.data.step, n };
+    return { w, h: hgt, dpr, plots, plot, t1, t2: t2 > t1 ? t2 : t1 + this.data.step, n };
   }
 
   x(L, t) { return L.plot.x1 + ((t - L.t1) / (L.t2 - L.t1)) * (L.plot.x2 - L.plot.x1); }
 
-  y(L, v) { return L.plot.y2 - ((v - L.min) / (L.max - L.min)) * (L.plot.y2 - L.plot.y1); }
+  y(L, P, v) { return L.plot.y2 - ((v - P.min) / (P.max - P.min)) * (L.plot.y2 - L.plot.y1); }
 
   draw(cursorIndex) {
     const L = this.layout();
@@ -252,14 +287,17 @@ class Chart {
     g.fillStyle = '#6a6f75';
     g.strokeStyle = '#e6e8eb';
     g.lineWidth = 1;
-    // Value axis and grid.
-    g.textAlign = 'right';
+    // Value axes: the grid follows plot 0; each other plot has its ticks on the right.
     g.textBaseline = 'middle';
-    for (const v of valueTicks(L.min, L.max, L.plot.y2 - L.plot.y1)) {
-      const y = Math.round(this.y(L, v)) + 0.5;
-      g.beginPath(); g.moveTo(L.plot.x1, y); g.lineTo(L.plot.x2, y); g.stroke();
-      g.fillText(short(v), L.plot.x1 - 4, y);
-    }
+    L.plots.forEach((P, p) => {
+      g.textAlign = p === 0 ? 'right' : 'left';
+      const x = p === 0 ? L.plot.x1 - 4 : L.plot.x2 + 4 + 50 * (p - 1);
+      for (const v of valueTicks(P.min, P.max, L.plot.y2 - L.plot.y1)) {
+        const y = Math.round(this.y(L, P, v)) + 0.5;
+        if (p === 0) { g.beginPath(); g.moveTo(L.plot.x1, y); g.lineTo(L.plot.x2, y); g.stroke(); }
+        g.fillText(short(v), x, y);
+      }
+    });
     // Time axis.
     g.textAlign = 'center';
     g.textBaseline = 'top';
@@ -272,35 +310,51 @@ class Chart {
     }
     g.strokeStyle = '#9aa0a6';
     g.strokeRect(L.plot.x1 + 0.5, L.plot.y1 + 0.5, L.plot.x2 - L.plot.x1, L.plot.y2 - L.plot.y1);
-    // Lines (stacked areas bottom up when asked).
-    const sums = new Array(L.n).fill(0);
+    // Lines in order: stacks build up from their plot's running sums (positive and negative
+    // apart, as Atlas stacks them); areas fill to zero; spans shade where the value is not 0.
+    const sums = L.plots.map(() => ({ up: new Array(L.n).fill(0), down: new Array(L.n).fill(0) }));
+    const half = (L.plot.x2 - L.plot.x1) / Math.max(1, L.n - 1) / 2;
     this.data.lines.forEach((line, li) => {
       if (this.hidden.has(li)) return;
-      const color = this.color(li);
-      const base = sums.slice();
+      const p = this.plotOf(line), P = L.plots[p], S = sums[p];
+      const color = this.color(li), style = this.style(line);
+      if (style === 'VSPAN') {
+        g.globalAlpha = 0.35;
+        g.fillStyle = color;
+        line.values.forEach((v, i) => {
+          if (Number.isFinite(v) && v !== 0) {
+            const x = this.x(L, this.time(i));
+            g.fillRect(Math.max(L.plot.x1, x - half), L.plot.y1, 2 * half, L.plot.y2 - L.plot.y1);
+          }
+        });
+        g.globalAlpha = 1;
+        return;
+      }
       g.beginPath();
       let open = false;
       const pts = [];
       line.values.forEach((v, i) => {
         if (!Number.isFinite(v)) { open = false; return; }
-        const top = this.opts.stack ? (sums[i] += v) : v;
-        const x = this.x(L, this.time(i)), y = this.y(L, top);
-        pts.push([i, x, y]);
+        let base = 0, top = v;
+        if (style === 'STACK') {
+          const side = v >= 0 ? S.up : S.down;
+          base = side[i];
+          top = side[i] += v;
+        }
+        const x = this.x(L, this.time(i)), y = this.y(L, P, top);
+        pts.push([x, y, this.y(L, P, base)]);
         if (open) g.lineTo(x, y); else g.moveTo(x, y);
         open = true;
       });
       g.strokeStyle = color;
-      g.lineWidth = 1.5;
+      g.lineWidth = Math.max(1, Math.min(8, (line.width || 1) * 1.5));
       g.stroke();
-      if ((this.opts.area || this.opts.stack) && pts.length) {
+      if ((style === 'AREA' || style === 'STACK') && pts.length) {
         g.globalAlpha = 0.35;
         g.fillStyle = color;
         g.beginPath();
-        pts.forEach(([, x, y], k) => (k ? g.lineTo(x, y) : g.moveTo(x, y)));
-        for (let k = pts.length - 1; k >= 0; k--) {
-          const [i, x] = pts[k];
-          g.lineTo(x, this.y(L, this.opts.stack ? base[i] : 0));
-        }
+        pts.forEach(([x, y], k) => (k ? g.lineTo(x, y) : g.moveTo(x, y)));
+        for (let k = pts.length - 1; k >= 0; k--) g.lineTo(pts[k][0], pts[k][2]);
         g.closePath();
         g.fill();
         g.globalAlpha = 1;
@@ -309,6 +363,7 @@ class Chart {
     if (cursorIndex !== undefined) {
       const x = Math.round(this.x(L, this.time(cursorIndex))) + 0.5;
       g.strokeStyle = '#444';
+      g.lineWidth = 1;
       g.beginPath(); g.moveTo(x, L.plot.y1); g.lineTo(x, L.plot.y2); g.stroke();
     }
     if (this.dragFrom !== undefined && this.dragTo !== undefined) {
@@ -360,7 +415,7 @@ class Chart {
 
   drawLegend() {
     const entries = this.data.lines.slice(0, 500).map((l, li) => el('span', {
-      class: 'entry', 'data-index': li, title: JSON.stringify(l.tags || {}),
+      class: 'entry', 'data-index': li, 'data-style': this.style(l), 'data-plot': this.plotOf(l), title: JSON.stringify(l.tags || {}),
       onclick: (e) => {
         if (this.hidden.has(li)) this.hidden.delete(li); else this.hidden.add(li);
         e.currentTarget.classList.toggle('off', this.hidden.has(li));
@@ -386,13 +441,15 @@ function remember(lang, q) {
   localStorage.setItem(RECENT_KEY, JSON.stringify(list.slice(0, 20)));
 }
 
-// Atlas JSON (`std.json`) as lines.
-function fromAtlas(j) {
-  const lines = j.legend.map((label, i) => ({
-    label, tags: j.metrics[i] || {},
-    values: j.values.map((row) => (typeof row[i] === 'number' ? row[i] : NaN)),
+// Atlas's `v2.json` as lines with their colors, styles and plots (y-axes).
+function fromV2(j) {
+  const meta = j.find((o) => o.type === 'graph-metadata') || {};
+  const plots = j.filter((o) => o.type === 'plot-metadata').sort((a, b) => a.id - b.id);
+  const lines = j.filter((o) => o.type === 'timeseries').map((o) => ({
+    label: o.label, tags: o.tags || {}, color: o.color, style: o.lineStyle, width: o.lineWidth, plot: o.plot,
+    values: ((o.data || {}).values || []).map((v) => (typeof v === 'number' ? v : Number(v))),
   }));
-  return { start: j.start, step: j.step, lines, notices: j.notices || [] };
+  return { start: meta.startTime, step: meta.step, lines, plots, notices: meta.warnings || [] };
 }
 
 // A Prometheus matrix as lines on a common step.
@@ -422,7 +479,9 @@ function queryPage(main, params) {
     step: params.get('step') || '',
     tz: params.get('tz') || Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC',
     view: params.get('view') || 'graph',
-    style: params.get('style') || 'line',
+    style: params.get('style') || 'auto',
+    // More expressions drawn over the first: `q2` … `q5` in the URL.
+    more: [2, 3, 4, 5].map((k) => params.get(`q${k}`)).filter((x) => x),
   };
   const lang = el('select', { id: 'lang' },
     el('option', { value: 'asl' }, 'Stack Language'), el('option', { value: 'promql' }, 'PromQL'));
@@ -432,7 +491,9 @@ function queryPage(main, params) {
   box.value = state.q;
   const field = (id, value, size) => el('input', { type: 'text', id, value, size: size || 10 });
   const s = field('s', state.s), e = field('e', state.e), step = field('step', state.step, 6), tz = field('tz', state.tz, 16);
-  const style = el('select', { id: 'style' }, ['line', 'area', 'stack'].map((v) => el('option', { value: v }, v)));
+  // `auto` draws each line as its expression asks (`:area`, `:stack`, `:color`, `:axis` …).
+  const style = el('select', { id: 'style' }, [['auto', 'as the expression asks'], ['line', 'line'], ['area', 'area'], ['stack', 'stack']]
+    .map(([v, text]) => el('option', { value: v }, text)));
   style.value = state.style;
   const run = el('button', { class: 'primary', id: 'run', type: 'button' }, 'Run');
   const png = el('a', { id: 'png', target: '_blank' }, 'PNG');
@@ -440,9 +501,24 @@ function queryPage(main, params) {
   const out = el('div', { id: 'out' });
   const err = el('div', { class: 'error', id: 'error' });
   const recentBox = el('div', { class: 'recent' });
+  // Further expressions, overlaid on the same chart.
+  const moreBoxes = el('div', { id: 'more-exprs' });
+  const addExpr = (text) => {
+    if (moreBoxes.children.length >= 4) return;
+    const extra = el('textarea', { class: 'expr extra', spellcheck: 'false', rows: 1, placeholder: 'another expression, drawn over the first' });
+    extra.value = text || '';
+    extra.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); go(); }
+    });
+    moreBoxes.append(el('div', { class: 'row extra-row' }, extra,
+      el('button', { type: 'button', class: 'remove', title: 'remove this expression', onclick: (ev) => { ev.currentTarget.parentNode.remove(); } }, '×')));
+    autocomplete(extra, () => lang.value);
+    return extra;
+  };
+  const add = el('button', { type: 'button', id: 'add-expr', title: 'overlay another expression', onclick: () => addExpr('').focus() }, '+ expression');
   main.replaceChildren(
-    el('div', { class: 'row' }, lang, el('span', { class: 'muted' }, 'Ctrl+Enter runs')),
-    el('div', { style: 'position:relative' }, box),
+    el('div', { class: 'row' }, lang, el('span', { class: 'muted' }, 'Ctrl+Enter runs'), add),
+    el('div', { style: 'position:relative' }, box), moreBoxes,
     el('div', { class: 'row' }, el('label', {}, 'from'), s, el('label', {}, 'to'), e,
       el('label', {}, 'step'), step, el('label', {}, 'zone'), tz, el('label', {}, 'style'), style, run, png),
     recentBox, err, tabs, out);
@@ -450,8 +526,17 @@ function queryPage(main, params) {
   let chart = null;
   let result = null;
   let raw = '';
-  const current = () => ({ lang: lang.value, q: box.value.trim(), s: s.value.trim(), e: e.value.trim(),
-    step: step.value.trim(), tz: tz.value.trim(), view: state.view, style: style.value });
+  const extras = () => [...moreBoxes.querySelectorAll('textarea')].map((t) => t.value.trim()).filter((x) => x);
+  const current = () => {
+    const c = { lang: lang.value, q: box.value.trim(), s: s.value.trim(), e: e.value.trim(),
+      step: step.value.trim(), tz: tz.value.trim(), view: state.view, style: style.value };
+    extras().forEach((x, k) => { c[`q${k + 2}`] = x; });
+    return c;
+  };
+  // Every expression: in the Stack Language one program (expressions on the stack are drawn
+  // together, as Atlas draws them); in PromQL a query each.
+  const expressions = (c) => [c.q, ...extras()].filter((x) => x);
+  const combined = (c) => expressions(c).join(',');
 
   function drawTabs() {
     tabs.replaceChildren(...views.filter((v) => v !== 'steps' || lang.value === 'asl').map((v) => el('button', {
@@ -468,7 +553,10 @@ function queryPage(main, params) {
 
   function graphParams(format) {
     const c = current();
-    return { q: c.q, s: c.s, e: c.e, step: c.step, tz: c.tz, format };
+    const p = { q: combined(c), s: c.s, e: c.e, step: c.step, tz: c.tz, format };
+    // The browser draws from the lines; the PNG inside v2.json would be wasted bytes.
+    if (format === 'v2.json') p.hints = 'no-image';
+    return p;
   }
 
   async function go() {
@@ -487,9 +575,9 @@ function queryPage(main, params) {
     const began = performance.now();
     try {
       if (c.lang === 'asl') {
-        const resp = await get('api/v1/graph', graphParams('std.json'));
+        const resp = await get('api/v1/graph', graphParams('v2.json'));
         raw = await resp.text();
-        result = fromAtlas(JSON.parse(raw));
+        result = fromV2(JSON.parse(raw));
       } else {
         const end = timeMs(c.e, Date.now());
         const start = timeMs(c.s, end);
@@ -497,11 +585,18 @@ function queryPage(main, params) {
         let stepMs = c.step ? durationMs(c.step) : NaN;
         if (!Number.isFinite(stepMs)) stepMs = Math.max(60e3, Math.ceil((end - start) / 1000 / 60e3) * 60e3);
         const first = Math.floor(start / stepMs) * stepMs, last = Math.floor(end / stepMs) * stepMs;
-        const resp = await get('api/v1/query_range', { query: c.q, start: first / 1000, end: last / 1000, step: stepMs / 1000 });
-        raw = await resp.text();
-        const j = JSON.parse(raw);
-        j.end = last;
-        result = fromMatrix(j, first, stepMs);
+        const texts = [];
+        result = null;
+        for (const query of expressions(c)) {
+          const resp = await get('api/v1/query_range', { query, start: first / 1000, end: last / 1000, step: stepMs / 1000 });
+          const text = await resp.text();
+          texts.push(text);
+          const j = JSON.parse(text);
+          j.end = last;
+          const one = fromMatrix(j, first, stepMs);
+          if (result) { result.lines.push(...one.lines); result.notices.push(...one.notices); } else result = one;
+        }
+        raw = texts.length === 1 ? texts[0] : `[${texts.join(',')}]`;
       }
       show();
       // From the request to the drawn view, for the browser test's budget.
@@ -521,7 +616,7 @@ function queryPage(main, params) {
     if (state.view === 'graph') {
       out.append(el('div', { class: 'muted', id: 'line-count' }, `${result.lines.length} lines`));
       chart = new Chart(out, result, {
-        tz: c.tz, area: c.style === 'area', stack: c.style === 'stack',
+        tz: c.tz, style: c.style,
         onZoom: (a, b) => { s.value = String(a); e.value = String(b); go(); },
       });
     } else if (state.view === 'table') {
@@ -533,7 +628,7 @@ function queryPage(main, params) {
     } else if (state.view === 'csv') {
       out.append(el('pre', { class: 'json' }, csv(result)));
     } else if (state.view === 'steps') {
-      steps(out, c.q);
+      steps(out, combined(c));
     }
   }
 
@@ -544,6 +639,7 @@ function queryPage(main, params) {
     if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); go(); }
   });
   autocomplete(box, () => lang.value);
+  state.more.forEach((x) => addExpr(x));
   drawTabs();
   drawRecent();
   if (state.q) go();
@@ -601,7 +697,7 @@ const WORDS = ('dup drop swap over rot -rot 2over nip tuck pick roll ndrop nlist
 // PromQL metric names. Suggestions come from the tags API, asking only for what starts with
 // what was typed, so they stay cheap on big stores.
 function autocomplete(box, language) {
-  const menu = el('div', { class: 'suggest', hidden: true, id: 'suggest' });
+  const menu = el('div', { class: 'suggest', hidden: true, id: box.id === 'expr' ? 'suggest' : undefined });
   box.parentElement.append(menu);
   let items = [], sel = 0, span = null, seq = 0;
   const close = () => { menu.hidden = true; items = []; };
@@ -900,8 +996,7 @@ function explorePage(main, params) {
       card.replaceChildren(render(c));
     } catch (ex) { card.replaceChildren(el('div', { class: 'error' }, ex.message)); }
     try {
-      const c = await getJson('api/v1/cluster');
-      cluster.replaceChildren(render(c));
+      cluster.replaceChildren(clusterView(await getJson('api/v1/cluster')));
     } catch (ex) { cluster.replaceChildren(el('div', { class: 'error' }, ex.message)); }
   })();
   loadKeys();
@@ -935,6 +1030,31 @@ async function agentTable() {
     };
   });
   return render(rows);
+}
+
+// `/api/v1/cluster` as a person reads it: this node, the nodes, the NATS JetStream streams
+// with their leaders, and each partition's owners and, where this node applies it, its lag.
+function clusterView(c) {
+  if (c.mode !== 'cluster') return el('div', { class: 'muted', id: 'cluster-mode' }, 'a single node: no cluster');
+  const log = c.log || {};
+  const list = (x) => (Array.isArray(x) ? x.join(', ') : x);
+  const nodes = (c.nodes || []).map((n) => ({
+    node: n.id, roles: list(n.roles), http: n.http, grpc: n.grpc,
+    started: n.started_at_ms ? new Date(n.started_at_ms).toISOString() : '', 'heartbeat age': `${n.heartbeat_age_ms} ms`,
+  }));
+  const partitions = (log.partitions || []).map((p) => ({
+    partition: p.partition, owners: list(p.owners), 'applied here': p.applying, 'applied sequence': p.applied_sequence,
+    lag: p.lag, 'caught up': p.caught_up, 'applied samples': p.applied_samples,
+  }));
+  return el('div', {},
+    render({ node: c.node, roles: list(c.roles), ready: c.ready, status: c.status || '', nats: list(c.nats),
+      partitions: c.partitions, replicas: c.replicas, 'map version': log.map_version,
+      'published messages': log.published_messages, 'live events forwarded': (c.live || {}).forwarded_events }),
+    el('h4', {}, 'Nodes'), el('div', { id: 'cluster-nodes' }, render(nodes)),
+    el('h4', {}, 'Streams (NATS JetStream)'), el('div', { id: 'cluster-streams' }, render((log.streams || []).map((t) => ({
+      stream: t.stream, leader: t.leader, 'last sequence': t.last_sequence, messages: t.messages, bytes: t.bytes,
+    })))),
+    el('h4', {}, 'Partitions'), el('div', { id: 'cluster-partitions' }, render(partitions)));
 }
 
 // Any JSON as nested tables: lists of objects as tables, objects as key/value rows.

@@ -29,6 +29,8 @@ ASL = "name,ui.requests,:eq,:sum,(,nf.app,),:by"
 
 
 def driver():
+    """Headless Chromium; in cluster mode (served over HTTPS with the test's own CA) it
+    accepts that certificate, as a user would once."""
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager reach the network
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
@@ -37,6 +39,8 @@ def driver():
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                  "--window-size=1400,1000"):
         opts.add_argument(flag)
+    if MODE == "cluster":
+        opts.add_argument("--ignore-certificate-errors")
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
@@ -156,19 +160,53 @@ def query_view(d):
     if len(entries) != 3:
         raise SystemExit(f"PromQL legend has {len(entries)} entries: {[e.text for e in entries]}")
     shot(d, "query-promql")
-    return link
+
+    # Back to the Stack Language: a stack, and a second expression overlaid on a second axis
+    # in its own color. Each line is drawn as its expression asks.
+    Select(css(d, "#lang")[0]).select_by_value("asl")
+    type_into(d, "#expr", STACKED)
+    css(d, "#add-expr")[0].click()
+    wait(d, "a second expression box", lambda: css(d, "#more-exprs textarea"))[0].send_keys(OVERLAID)
+    css(d, "#run")[0].click()
+    wait(d, "the overlaid legend", lambda: len(css(d, ".legend span.entry")) == 4)
+    check_styles(d)
+    shot(d, "query-styles")
+    return d.current_url
+
+
+STACKED = ASL + ",:stack"
+OVERLAID = "name,ui.requests,:eq,:max,peak,:legend,f00,:color,1,:axis"
+
+
+def check_styles(d):
+    """The legend and chart follow the expressions: three stacked lines in the palette's
+    colors on the left axis, the overlaid one red on a second axis (as v2.json says)."""
+    entries = css(d, ".legend span.entry")
+    seen = [(e.text, e.get_attribute("data-style"), e.get_attribute("data-plot"),
+             e.find_element(By.CSS_SELECTOR, ".sw").value_of_css_property("background-color"))
+            for e in entries]
+    want = [("(nf.app=alpha)", "STACK", "0", "rgba(0, 117, 220, 1)"),
+            ("(nf.app=beta)", "STACK", "0", "rgba(153, 63, 0, 1)"),
+            ("(nf.app=gamma)", "STACK", "0", "rgba(157, 204, 0, 1)"),
+            ("peak", "LINE", "1", "rgba(255, 0, 0, 1)")]
+    if seen != want:
+        raise SystemExit(f"styled legend {seen}, expected {want}")
+    if css(d, "canvas.chart")[0].get_attribute("data-plots") != "2":
+        raise SystemExit("the overlaid expression is not on a second axis")
+    print(f"styles from the expressions: {seen}", flush=True)
 
 
 def a_link_shows_the_same_view(link):
     fresh = driver()
     try:
         fresh.get(link)
-        entries = wait(fresh, "the legend in a fresh browser", lambda: css(fresh, ".legend span.entry"))
-        labels = sorted(e.text for e in entries)
-        if labels != ["(nf.app=alpha)", "(nf.app=beta)", "(nf.app=gamma)"]:
-            raise SystemExit(f"a fresh browser shows {labels}")
-        if css(fresh, "#expr")[0].get_attribute("value") != ASL:
+        wait(fresh, "the legend in a fresh browser", lambda: len(css(fresh, ".legend span.entry")) == 4)
+        check_styles(fresh)
+        if css(fresh, "#expr")[0].get_attribute("value") != STACKED:
             raise SystemExit("a fresh browser lost the expression")
+        extra = [t.get_attribute("value") for t in css(fresh, "#more-exprs textarea")]
+        if extra != [OVERLAID]:
+            raise SystemExit(f"a fresh browser shows the overlaid expressions {extra}")
     finally:
         fresh.quit()
 
@@ -278,6 +316,47 @@ def at_scale(d):
     shot(d, "live-flood")
 
 
+def in_a_cluster_over_https(d):
+    """Two nodes over one NATS server, served over HTTPS: a graph of data written through
+    the other node, a live tail of events posted to the other node, and the cluster's
+    nodes, streams and partitions on the Explore page."""
+    if not BASE.startswith("https://"):
+        raise SystemExit(f"expected an https:// server, got {BASE}")
+    params = {"lang": "asl", "q": ASL, "s": str(START), "e": str(END), "step": "1s", "tz": "UTC"}
+    d.get(f"{BASE}/#/query?{urllib.parse.urlencode(params)}")
+    entries = wait(d, "the legend over https", lambda: css(d, ".legend span.entry"), timeout=30)
+    if sorted(e.text for e in entries) != ["(nf.app=alpha)", "(nf.app=beta)", "(nf.app=gamma)"]:
+        raise SystemExit(f"legend over https: {[e.text for e in entries]}")
+
+    d.get(f"{BASE}/#/live")
+    wait(d, "the live box", lambda: css(d, "#live-q"))[0].send_keys(
+        "select path, status from requests where status >= 500")
+    css(d, "#live-start")[0].click()
+    wait(d, "the subscription", lambda: "subscribed" in css(d, "#live-info")[0].text)
+    need("post events to the other node")
+    expected = sorted(json.loads(sys.stdin.readline()))
+    wait(d, "the rows from the other node", lambda: len(css(d, ".live-row")) >= len(expected), timeout=30)
+    got = sorted(e.text for e in css(d, ".live-row"))
+    if got != expected:
+        raise SystemExit(f"live rows over https {got}, expected {expected}")
+    print(f"{len(got)} live rows over https from the other node", flush=True)
+    css(d, "#live-cancel")[0].click()
+
+    d.get(f"{BASE}/#/explore")
+    need("the cluster's shape")
+    nodes, partitions = (int(x) for x in sys.stdin.readline().split())
+    wait(d, "the nodes table", lambda: len(css(d, "#cluster-nodes tr")) == nodes + 1, timeout=30)
+    rows = wait(d, "the partitions table", lambda: (lambda r: r if len(r) == partitions + 1 else None)(
+        css(d, "#cluster-partitions tr")))
+    streams = css(d, "#cluster-streams tr")
+    if len(streams) < 2:
+        raise SystemExit("no stream in the streams table")
+    print(f"cluster: {nodes} nodes, {len(streams) - 1} streams, {len(rows) - 1} partitions; first: "
+          + " | ".join(c.text for c in rows[1].find_elements(By.CSS_SELECTOR, "td")), flush=True)
+    d.execute_script("document.getElementById('cluster').scrollIntoView()")
+    shot(d, "cluster")
+
+
 def main():
     d = driver()
     try:
@@ -285,6 +364,8 @@ def main():
             with_token(d, sys.argv[6])
         elif MODE == "scale":
             at_scale(d)
+        elif MODE == "cluster":
+            in_a_cluster_over_https(d)
         else:
             link = query_view(d)
             a_link_shows_the_same_view(link)
