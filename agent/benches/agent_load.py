@@ -73,7 +73,8 @@ def main():
         ["argus: HTTP API listening on http://", "argus: gRPC listening on "])
     agent, (intake, statsd) = start(
         [os.path.join(release, "argus-agent"), "--server", "http://" + grpc,
-         "--http-addr", "127.0.0.1:0", "--statsd-addr", "127.0.0.1:0", "--step", args.step,
+         "--http-addr", "127.0.0.1:0", "--statsd-addr", "127.0.0.1:0", "--spectatord-addr",
+         "127.0.0.1:0", "--spectatord-socket", "none", "--step", args.step,
          "--app", "agentbench"],
         ["argus-agent: HTTP intake listening on http://", "argus-agent: StatsD listening on "])
     host, port = statsd.rsplit(":", 1)

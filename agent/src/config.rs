@@ -59,6 +59,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
+    pub spectatord_addr: Option<String>,
+    pub spectatord_socket: Option<String>,
     pub step: Option<String>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
     pub buffer_bytes: Option<usize>,
@@ -97,6 +99,12 @@ pub struct AgentConfig {
     pub tls: Option<ClientTls>,
     pub http_addr: SocketAddr,
     pub statsd_addr: SocketAddr,
+    /// SpectatorD's UDP listener.
+    pub spectatord_addr: SocketAddr,
+    /// SpectatorD's Unix datagram socket, and whether it was asked for explicitly (a
+    /// default that cannot be bound, e.g. /run without root, is only warned about).
+    pub spectatord_socket: Option<PathBuf>,
+    pub spectatord_socket_explicit: bool,
     pub step: Duration,
     /// Added to every series sent (the `nf.*` tags and `--tag`s).
     pub tags: Vec<(String, String)>,
@@ -139,6 +147,9 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 
 /// Makes a value fit Atlas's tag rules (the contract's, `argus_proto::rules`): other
 /// characters become `_`.
+/// SpectatorD's Unix datagram socket, where its clients' `unix` location points.
+pub const DEFAULT_SPECTATORD_SOCKET: &str = "/run/spectatord/spectatord.unix";
+
 pub fn sanitize(s: &str) -> String {
     argus_proto::rules::sanitize(s).into_owned()
 }
@@ -162,6 +173,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub http_addr: Option<String>,
     pub statsd_addr: Option<String>,
+    pub spectatord_addr: Option<String>,
+    pub spectatord_socket: Option<String>,
     pub step: Option<String>,
     pub tags: Vec<String>,
     pub buffer_bytes: Option<usize>,
@@ -331,6 +344,18 @@ impl Overrides {
                 "127.0.0.1:8125",
                 "--statsd-addr",
             )?,
+            spectatord_addr: addr(
+                self.spectatord_addr.or(file.spectatord_addr),
+                "127.0.0.1:1234",
+                "--spectatord-addr",
+            )?,
+            spectatord_socket_explicit: self.spectatord_socket.is_some()
+                || file.spectatord_socket.is_some(),
+            spectatord_socket: match self.spectatord_socket.or(file.spectatord_socket) {
+                None => Some(PathBuf::from(DEFAULT_SPECTATORD_SOCKET)),
+                Some(path) if path.is_empty() || path == "none" => None,
+                Some(path) => Some(PathBuf::from(path)),
+            },
             step,
             tags,
             buffer_bytes,

@@ -55,7 +55,29 @@ pub struct Health {
     pub live_subscriptions: AtomicU64,
     /// The step the agent aggregates over, in ms (the server's once connected).
     pub step_ms: AtomicU64,
+    /// SpectatorD's datagrams, lines taken, and lines refused by reason.
+    pub spectatord: std::sync::Arc<SpectatordCounts>,
 }
+
+/// SpectatorD's datagrams, lines taken, and lines refused by reason (indexed as
+/// `spectatord::Malformed`, tagged as [`SPECTATORD_REFUSALS`]).
+#[derive(Debug, Default)]
+pub struct SpectatordCounts {
+    pub packets: AtomicU64,
+    pub lines: AtomicU64,
+    pub malformed: [AtomicU64; SPECTATORD_REFUSALS.len()],
+}
+
+/// The tags of each count of refused SpectatorD lines, in `spectatord::Malformed`'s order.
+pub const SPECTATORD_REFUSALS: [&[(&str, &str)]; 7] = [
+    &[("id", "spectatord_lines"), ("reason", "not_utf8")],
+    &[("id", "spectatord_lines"), ("reason", "unknown_type")],
+    &[("id", "spectatord_lines"), ("reason", "bad_option")],
+    &[("id", "spectatord_lines"), ("reason", "missing_separator")],
+    &[("id", "spectatord_lines"), ("reason", "missing_name")],
+    &[("id", "spectatord_lines"), ("reason", "bad_tag")],
+    &[("id", "spectatord_lines"), ("reason", "bad_value")],
+];
 
 /// One counter of the health, as a series: name, tags, and whether it is a gauge.
 pub struct HealthSeries {
@@ -74,7 +96,7 @@ impl Health {
             gauge: false,
             value: v.load(Ordering::Relaxed),
         };
-        vec![
+        let mut out = vec![
             c("argus.agent.sent", &[("id", "samples")], &self.samples_sent),
             c("argus.agent.sent", &[("id", "events")], &self.events_sent),
             c(
@@ -196,7 +218,17 @@ impl Health {
                 gauge: true,
                 value: self.batch_bytes_max.load(Ordering::Relaxed),
             },
-        ]
+            c(
+                "argus.agent.spectatord.packets",
+                &[],
+                &self.spectatord.packets,
+            ),
+            c("argus.agent.spectatord.lines", &[], &self.spectatord.lines),
+        ];
+        for (tags, count) in SPECTATORD_REFUSALS.iter().zip(&self.spectatord.malformed) {
+            out.push(c("argus.agent.dropped", tags, count));
+        }
+        out
     }
 
     /// The counters as a JSON object, for the intake's `/v1/health`.

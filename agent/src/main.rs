@@ -13,6 +13,7 @@ mod pushdown;
 mod registry;
 mod scrape;
 mod sender;
+mod spectatord;
 mod statsd;
 mod tail;
 
@@ -73,6 +74,14 @@ struct Cli {
     /// StatsD listener (UDP) [default: 127.0.0.1:8125].
     #[arg(long, env = "ARGUS_AGENT_STATSD_ADDR", value_name = "HOST:PORT")]
     statsd_addr: Option<String>,
+    /// SpectatorD's line protocol on UDP, where Spectator clients write by default
+    /// [default: 127.0.0.1:1234].
+    #[arg(long, env = "ARGUS_AGENT_SPECTATORD_ADDR", value_name = "HOST:PORT")]
+    spectatord_addr: Option<String>,
+    /// SpectatorD's Unix datagram socket; `none` for none
+    /// [default: /run/spectatord/spectatord.unix, skipped with a warning if it cannot be made].
+    #[arg(long, env = "ARGUS_AGENT_SPECTATORD_SOCKET", value_name = "PATH")]
+    spectatord_socket: Option<String>,
     /// A tag added to everything sent, KEY=VALUE (repeatable).
     #[arg(
         long = "tag",
@@ -140,6 +149,8 @@ impl Cli {
             tls_key: self.tls_key,
             http_addr: self.http_addr,
             statsd_addr: self.statsd_addr,
+            spectatord_addr: self.spectatord_addr,
+            spectatord_socket: self.spectatord_socket,
             step: self.step,
             tags: self.tags,
             buffer_bytes: self.buffer_bytes,
@@ -247,6 +258,48 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         sets.clone(),
         health.clone(),
     ));
+    let distinct = Arc::new(spectatord::Distinct::default());
+    let spectatord_udp = spectatord::bind_udp(cfg.spectatord_addr)
+        .await
+        .with_context(|| format!("binding the SpectatorD listener to {}", cfg.spectatord_addr))?;
+    println!(
+        "argus-agent: SpectatorD listening on {}",
+        spectatord_udp
+            .local_addr()
+            .context("reading the SpectatorD address")?
+    );
+    let listener = || {
+        spectatord::Listener::new(
+            registry.clone(),
+            distinct.clone(),
+            health.spectatord.clone(),
+        )
+    };
+    tokio::spawn(spectatord::run(
+        spectatord::Source::Udp(spectatord_udp),
+        listener(),
+    ));
+    if let Some(path) = &cfg.spectatord_socket {
+        match spectatord::bind_unix(path) {
+            Ok(socket) => {
+                println!("argus-agent: SpectatorD socket at {}", path.display());
+                tokio::spawn(spectatord::run(
+                    spectatord::Source::Unix(socket),
+                    listener(),
+                ));
+            }
+            Err(e) if !cfg.spectatord_socket_explicit => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "SpectatorD's default Unix socket could not be made; UDP only (give --spectatord-socket)"
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("binding the SpectatorD socket at {}", path.display())
+                });
+            }
+        }
+    }
     let intake = Arc::new(Intake {
         catalog: catalog.clone(),
         outbox: outbox.clone(),
@@ -339,6 +392,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             h.collect(&registry);
         }
         sets.flush_into(&registry);
+        distinct.flush_into(&registry);
         if let Some(drops) = statsd_drops.read() {
             health.statsd_kernel_drops.store(drops, Ordering::Relaxed);
         }

@@ -19,13 +19,16 @@ pub enum MeterKind {
     Gauge,
     /// The largest value seen in the step.
     Max,
+    /// SpectatorD's age gauge: holds an epoch time (ms) and reports the seconds since it at
+    /// every step; it never expires for idleness.
+    Age,
 }
 
 impl MeterKind {
     fn dstype(self) -> &'static str {
         match self {
             MeterKind::Counter => "rate",
-            MeterKind::Gauge | MeterKind::Max => "gauge",
+            MeterKind::Gauge | MeterKind::Max | MeterKind::Age => "gauge",
         }
     }
 }
@@ -36,6 +39,9 @@ struct Meter {
     /// Steps since the meter was last updated; gauges are reported until this passes
     /// `GAUGE_TTL_STEPS` (Spectator expires idle gauges too).
     idle_steps: u32,
+    /// A gauge with its own time to live (SpectatorD's `g,<seconds>`): reported until this
+    /// time (epoch ms), however many steps that is, then gone.
+    expires_at_ms: Option<i64>,
 }
 
 /// Gauges not updated for this many steps stop being reported.
@@ -115,6 +121,13 @@ impl Registry {
         id
     }
 
+    /// The catalog id of a meter's series, created if new: callers that see the same
+    /// meter often keep it and update by id ([`Registry::update_id`]). `None` when the
+    /// series is refused (counted).
+    pub fn meter_id(&self, name: &str, tags: &[(&str, &str)], kind: MeterKind) -> Option<u32> {
+        self.id(name, tags, kind)
+    }
+
     fn update(
         &self,
         name: &str,
@@ -125,6 +138,19 @@ impl Registry {
         let Some(id) = self.id(name, tags, kind) else {
             return false;
         };
+        self.update_id(id, kind, None, f)
+    }
+
+    /// Updates the meter of series `id` (from [`Registry::meter_id`] with the same `kind`),
+    /// setting its time to live when `expires_at_ms` is given. False when the step has no
+    /// room for another series (counted).
+    pub fn update_id(
+        &self,
+        id: u32,
+        kind: MeterKind,
+        expires_at_ms: Option<i64>,
+        f: impl FnOnce(&mut f64),
+    ) -> bool {
         let mut meters = self.meters.lock();
         if meters.len() >= self.max_meters && !meters.contains_key(&id) {
             self.health
@@ -136,11 +162,15 @@ impl Registry {
             kind,
             value: match kind {
                 MeterKind::Counter => 0.0,
-                MeterKind::Gauge | MeterKind::Max => f64::NAN,
+                MeterKind::Gauge | MeterKind::Max | MeterKind::Age => f64::NAN,
             },
             idle_steps: 0,
+            expires_at_ms: None,
         });
         m.idle_steps = 0;
+        if expires_at_ms.is_some() {
+            m.expires_at_ms = expires_at_ms;
+        }
         f(&mut m.value);
         true
     }
@@ -185,7 +215,12 @@ impl Registry {
                 }
                 MeterKind::Gauge => m.value,
                 MeterKind::Max => std::mem::replace(&mut m.value, f64::NAN),
+                MeterKind::Age => (end_ms as f64 - m.value) / 1000.0,
             };
+            // A gauge past its own time to live is gone, as in SpectatorD.
+            if m.expires_at_ms.is_some_and(|t| end_ms > t) {
+                return false;
+            }
             if !value.is_nan() {
                 out.push(Sample {
                     series,
@@ -195,8 +230,9 @@ impl Registry {
             }
             m.idle_steps += 1;
             // Counters that stay at zero are still reported for a while (a zero rate is
-            // data); all meters leave after the TTL without updates.
-            m.idle_steps <= GAUGE_TTL_STEPS
+            // data); all meters leave after the TTL without updates, except those with a
+            // time to live of their own and age gauges (SpectatorD never expires them).
+            m.expires_at_ms.is_some() || m.kind == MeterKind::Age || m.idle_steps <= GAUGE_TTL_STEPS
         });
         out
     }

@@ -375,10 +375,14 @@ pub struct Agent {
     pub intake: String,
     /// The StatsD address, `127.0.0.1:PORT`.
     pub statsd: String,
+    /// SpectatorD's UDP address, `127.0.0.1:PORT`.
+    pub spectatord: String,
 }
 
 impl Agent {
-    /// Starts `argus-agent` sending to `server` (a gRPC URL), its listeners on port 0.
+    /// Starts `argus-agent` sending to `server` (a gRPC URL), its listeners on port 0 and
+    /// no SpectatorD Unix socket unless `extra` names them (agents of parallel tests must not
+    /// take each other's).
     pub fn start(server: &str, extra: &[&str]) -> Agent {
         let mut args = vec![
             "--server",
@@ -388,6 +392,12 @@ impl Agent {
             "--statsd-addr",
             "127.0.0.1:0",
         ];
+        if !extra.contains(&"--spectatord-addr") {
+            args.extend(["--spectatord-addr", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--spectatord-socket") {
+            args.extend(["--spectatord-socket", "none"]);
+        }
         args.extend_from_slice(extra);
         let (child, found, _) = spawn_reporting(
             "argus-agent",
@@ -395,6 +405,7 @@ impl Agent {
             &[
                 "argus-agent: HTTP intake listening on ",
                 "argus-agent: StatsD listening on ",
+                "argus-agent: SpectatorD listening on ",
             ],
             &[("ARGUS_AGENT_LOG", "warn")],
         );
@@ -402,6 +413,7 @@ impl Agent {
             child,
             intake: found[0].clone(),
             statsd: found[1].clone(),
+            spectatord: found[2].clone(),
         }
     }
 
