@@ -1,6 +1,7 @@
 //! The agent's HTTP intake (a bare hyper server, loopback by default): the service posts
-//! its Atlas-publish payloads (`POST /api/v1/publish`) and its raw events as NDJSON
-//! (`POST /v1/events/{stream}`); `GET /v1/health` shows the agent's own counters.
+//! its Atlas-publish payloads (`POST /api/v1/publish`), the aggregator's update payloads of
+//! older Spectator clients (`POST /api/v4/update`) and its raw events as NDJSON (`POST
+//! /v1/events/{stream}`); `GET /v1/health` shows the agent's own counters.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use crate::config::sanitize;
 use crate::health::Health;
 use crate::outbox::{Catalog, Event, Outbox, Payload, Sample};
 use crate::pushdown::Pushdown;
+use crate::registry::Registry;
 
 /// Largest request body the intake reads.
 const MAX_BODY: usize = 16 << 20;
@@ -107,6 +109,8 @@ pub struct Intake {
     pub health: Arc<Health>,
     /// The agent's tags, added to published datapoints that lack them.
     pub common: Vec<(String, String)>,
+    /// The step's meters, where aggregator updates add up (as SpectatorD's do).
+    pub registry: Arc<Registry>,
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -205,6 +209,57 @@ impl Intake {
         Ok((n, reasons))
     }
 
+    /// An aggregator update payload (`argus_proto::aggregator`): adds go to the step's
+    /// counters (sent as per-second rates), maxima to its max gauges, every instance's
+    /// updates adding up in the step as the aggregator's would. Returns (taken, reasons).
+    pub fn update(&self, body: &[u8]) -> Result<(usize, Vec<String>), String> {
+        let updates = argus_proto::aggregator::decode(body)?;
+        let mut taken = 0;
+        let mut reasons = Vec::new();
+        for update in updates {
+            let update = match update {
+                Ok(u) => u,
+                Err(refused) => {
+                    self.health.invalid_input.fetch_add(1, Ordering::Relaxed);
+                    reasons.push(refused.message().to_string());
+                    continue;
+                }
+            };
+            let name = update
+                .tags
+                .iter()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            let tags: Vec<(&str, &str)> = update
+                .tags
+                .iter()
+                .filter(|(k, _)| k != "name" && k != "atlas.dstype")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            // The rules the server applies, checked here so the client hears the reason.
+            let mut all = tags.clone();
+            all.push(("name", name));
+            if let Err(e) = argus_proto::rules::check_tags(&all) {
+                self.health.invalid_input.fetch_add(1, Ordering::Relaxed);
+                reasons.push(format!("{e} (name={name})"));
+                continue;
+            }
+            let kept = match update.op {
+                argus_proto::aggregator::Op::Add => self.registry.add(name, &tags, update.value),
+                argus_proto::aggregator::Op::Max => self.registry.max(name, &tags, update.value),
+            };
+            if kept {
+                taken += 1;
+            } else {
+                reasons.push(format!(
+                    "no room for the series {name} (counted by the agent)"
+                ));
+            }
+        }
+        Ok((taken, reasons))
+    }
+
     /// NDJSON events into `stream`. Returns (queued, reasons).
     pub fn events(&self, stream: &str, body: &[u8], now_ms: i64) -> (usize, Vec<String>) {
         let mut n = 0;
@@ -254,6 +309,11 @@ impl Intake {
         };
         let (n, reasons) = if path == "/api/v1/publish" {
             match self.publish(&body) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            }
+        } else if path == "/api/v4/update" {
+            match self.update(&body) {
                 Ok(r) => r,
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             }

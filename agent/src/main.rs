@@ -4,18 +4,10 @@
 //! bounded buffer until the server acknowledges it, so a server restart loses nothing the
 //! buffer can hold.
 
-mod config;
-mod health;
-mod host;
-mod intake;
-mod outbox;
-mod pushdown;
-mod registry;
-mod scrape;
-mod sender;
-mod spectatord;
-mod statsd;
-mod tail;
+use argus_agent::{
+    config, health, host, intake, outbox, pushdown, registry, scrape, sender, spectatord, statsd,
+    tail,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -306,6 +298,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         events: events.clone(),
         health: health.clone(),
         common: cfg.tags.clone(),
+        registry: registry.clone(),
     });
     tokio::spawn(intake::serve(http, intake));
     for target in cfg.scrape.clone() {

@@ -249,13 +249,18 @@ struct Cached {
 
 /// Meters seen by one listener, and where their updates go.
 pub struct Listener {
-    registry: Arc<Registry>,
-    distinct: Arc<Distinct>,
+    sinks: Sinks,
     counts: Arc<LineCounts>,
     cache: AHashMap<Box<str>, Cached>,
     /// `X` meters by their meter part without the timestamp option (one entry per meter,
     /// not per sample).
     sampled: AHashMap<Box<str>, Cached>,
+}
+
+/// Where a listener's updates go.
+struct Sinks {
+    registry: Arc<Registry>,
+    distinct: Arc<Distinct>,
     /// Gauges' own times to live (ms) by series: a later `g:` without one keeps it, as in
     /// SpectatorD.
     gauge_ttls: AHashMap<u32, i64>,
@@ -279,12 +284,14 @@ impl Distinct {
 impl Listener {
     pub fn new(registry: Arc<Registry>, distinct: Arc<Distinct>, counts: Arc<LineCounts>) -> Self {
         Listener {
-            registry,
-            distinct,
+            sinks: Sinks {
+                registry,
+                distinct,
+                gauge_ttls: AHashMap::new(),
+            },
             counts,
             cache: AHashMap::new(),
             sampled: AHashMap::new(),
-            gauge_ttls: AHashMap::new(),
         }
     }
 
@@ -321,47 +328,34 @@ impl Listener {
             }
             None => (meter, None),
         };
-        let sampled = sample_ms.is_some();
-        let known = if sampled {
-            self.sampled.contains_key(key)
+        let cache = if sample_ms.is_some() {
+            &mut self.sampled
         } else {
-            self.cache.contains_key(key)
+            &mut self.cache
         };
-        if !known {
-            let parsed = parse_meter(meter)?;
-            // The value is checked before a series is made for it.
-            parse_value(parsed.kind, value_text)?;
-            let Some(mut cached) = self.make(&parsed) else {
-                return Ok(());
-            };
-            if self.cache.len() + self.sampled.len() >= MAX_CACHED_METERS {
-                return self.apply(&mut cached, value_text, sample_ms, now_ms);
-            }
-            let cache = if sampled {
+        if let Some(cached) = cache.get_mut(key) {
+            return self.sinks.apply(cached, value_text, sample_ms, now_ms);
+        }
+        let parsed = parse_meter(meter)?;
+        // The value is checked before a series is made for it.
+        parse_value(parsed.kind, value_text)?;
+        let Some(mut cached) = self.sinks.make(&parsed) else {
+            return Ok(());
+        };
+        let result = self.sinks.apply(&mut cached, value_text, sample_ms, now_ms);
+        if self.cache.len() + self.sampled.len() < MAX_CACHED_METERS {
+            let cache = if sample_ms.is_some() {
                 &mut self.sampled
             } else {
                 &mut self.cache
             };
             cache.insert(key.into(), cached);
         }
-        let cache = if sampled {
-            &mut self.sampled
-        } else {
-            &mut self.cache
-        };
-        let Some(mut cached) = cache.remove(key) else {
-            return Ok(());
-        };
-        let result = self.apply(&mut cached, value_text, sample_ms, now_ms);
-        let cache = if sampled {
-            &mut self.sampled
-        } else {
-            &mut self.cache
-        };
-        cache.insert(key.into(), cached);
         result
     }
+}
 
+impl Sinks {
     /// The series of a meter new to this listener; `None` when the registry refuses them.
     fn make(&self, m: &MeterLine<'_>) -> Option<Cached> {
         let name = argus_proto::rules::sanitize(m.name).into_owned();
@@ -670,6 +664,28 @@ pub async fn run(source: Source, mut listener: Listener) {
             .map_or(0, |d| d.as_millis() as i64);
         listener.datagram(&buf[..n], now_ms);
     }
+}
+
+/// The fuzz target's entry (`agent/fuzz`) and its corpus replay (`agent/tests`): a datagram
+/// into a fresh listener twice (the second time through its cache), then a step's flush.
+/// Nothing may panic.
+pub fn fuzz_datagram(data: &[u8]) {
+    let catalog = Arc::new(crate::outbox::Catalog::default());
+    let registry = Arc::new(Registry::new(
+        catalog,
+        vec![("nf.node".into(), "fuzz".into())],
+    ));
+    let distinct = Arc::new(Distinct::default());
+    let mut listener = Listener::new(
+        registry.clone(),
+        distinct.clone(),
+        Arc::new(LineCounts::default()),
+    );
+    let now = 1_700_000_000_000;
+    listener.datagram(data, now);
+    listener.datagram(data, now + 1);
+    distinct.flush_into(&registry);
+    let _ = registry.flush(now + 60_000, 60.0);
 }
 
 #[cfg(test)]

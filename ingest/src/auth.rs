@@ -187,6 +187,7 @@ pub fn role_for_route(method: &Method, route: &str) -> Option<Role> {
         "/api/v1/cardinality" | "/api/v1/debug/storage" => Some(Role::Admin),
         "/api/v1/publish"
         | "/api/v1/publish-fast"
+        | "/api/v4/update"
         | "/api/v1/backfill"
         | "/api/v1/write"
         | "/api/v1/events/{stream}" => Some(Role::Write),

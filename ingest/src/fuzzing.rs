@@ -1,6 +1,6 @@
 //! Entries for the fuzz targets of the server's decoders of outside input (`ingest/fuzz`)
 //! and their corpus replay (`ingest/tests/fuzz_corpus.rs`): Atlas publish JSON (plain and
-//! gzip) and Prometheus remote write (the protobuf walk, plain and snappy-framed). Each
+//! gzip), the aggregator's update payload (plain and gzip) and Prometheus remote write (the protobuf walk, plain and snappy-framed). Each
 //! decodes `data` and stores what it accepts into a fresh in-memory store; nothing may
 //! panic, and allocations stay proportional to `data` (or to the limit given).
 
@@ -31,6 +31,19 @@ pub fn publish_json(data: &[u8]) {
     }
     if let Ok(body) = decode_body(data, Some("gzip"), LIMIT)
         && let Ok(parsed) = parse_payload(&body, Mode::Publish, NOW, 60_000, RETENTION)
+    {
+        let _ = store_datapoints(store.writer(), parsed, &ServerMetrics::default(), None);
+    }
+}
+
+/// The aggregator's update payload (`POST /api/v4/update`), plain then as a gzip body.
+pub fn aggregator_update(data: &[u8]) {
+    let store = store();
+    if let Ok(parsed) = crate::convert::aggregator::parse_update(data, NOW, 60_000) {
+        let _ = store_datapoints(store.writer(), parsed, &ServerMetrics::default(), None);
+    }
+    if let Ok(body) = decode_body(data, Some("gzip"), LIMIT)
+        && let Ok(parsed) = crate::convert::aggregator::parse_update(&body, NOW, 60_000)
     {
         let _ = store_datapoints(store.writer(), parsed, &ServerMetrics::default(), None);
     }

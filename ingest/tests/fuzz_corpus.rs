@@ -1,5 +1,5 @@
 //! Replays the fuzz corpora of the server's decoders (`ingest/fuzz/corpus/{publish,
-//! remote_write}`) as ordinary tests, so every input the fuzzer kept is checked on stable
+//! aggregator, remote_write}`) as ordinary tests, so every input the fuzzer kept is checked on stable
 //! Rust in CI. `make_seeds` (ignored) writes the seeds: valid and hostile payloads.
 
 use std::io::Write;
@@ -21,6 +21,11 @@ fn replay(name: &str, entry: fn(&[u8]), at_least: usize) {
 #[test]
 fn publish_corpus_replays() {
     replay("publish", argus_ingest::fuzzing::publish_json, 10);
+}
+
+#[test]
+fn aggregator_corpus_replays() {
+    replay("aggregator", argus_ingest::fuzzing::aggregator_update, 10);
 }
 
 #[test]

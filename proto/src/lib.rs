@@ -6,6 +6,9 @@
 //! With them, the rules the contract puts on what it carries ([`rules`]: Atlas's tag rules,
 //! the size of an event), so that agents refuse at their intake what the server would.
 //!
+//! The aggregator's update payload older Spectator clients post ([`aggregator`]), decoded
+//! once for the agent's intake and the server.
+//!
 //! And the client side of the wire that the server's command line and the agent share
 //! ([`http_client`]: HTTP/1.1 over TCP or TLS, keep-alive, gzip bodies).
 //!
@@ -18,6 +21,7 @@ pub mod v1 {
     tonic::include_proto!("argus.v1");
 }
 
+pub mod aggregator;
 pub mod http_client;
 pub mod remote_write;
 pub mod rules;

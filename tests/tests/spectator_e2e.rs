@@ -4,7 +4,7 @@
 //! back exactly through the graph API; a percentile timer answers `:percentiles` within
 //! Spectator's bucket error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use argus_tests::{Agent, Server, enc, eventually, now_ms, python_with, scratch_dir};
@@ -15,7 +15,7 @@ fn script() -> PathBuf {
 }
 
 /// Runs the client script; returns what it printed.
-fn run_client(python: &PathBuf, location: &str, via: &str, mode: &str) -> Value {
+fn run_client(python: &Path, location: &str, via: &str, mode: &str) -> Value {
     let out = Command::new(python)
         .arg(script())
         .args([location, via, mode])
@@ -251,4 +251,113 @@ fn spectator_py_unchanged_over_udp_and_a_unix_socket_reads_back_exactly() {
         stats(&server, "name,sp.good,:eq,:sum", start)
     });
     assert_eq!(good["total"], 1.0);
+}
+
+/// npm's `nflx-spectator` in a scratch project (Debian's Node and npm, the package from
+/// npm's registry; its install script is not needed and not run).
+fn nflx_spectator() -> PathBuf {
+    assert!(
+        argus_tests::debian_packages("/usr/bin/npm", &["nodejs", "npm"]),
+        "Debian's nodejs and npm are needed (apt-get as root or with sudo -n)"
+    );
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .expect("the target directory")
+        .join("e2e-npm-nflx-spectator-1.0.0");
+    if !dir
+        .join("node_modules/nflx-spectator/package.json")
+        .exists()
+    {
+        std::fs::create_dir_all(&dir).expect("the npm project");
+        let status = Command::new("npm")
+            .args([
+                "install",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .arg("nflx-spectator@1.0.0")
+            .status()
+            .expect("running npm");
+        assert!(status.success(), "npm install nflx-spectator@1.0.0 failed");
+    }
+    dir
+}
+
+/// Runs two client instances and a third with a refused measurement against `uri`;
+/// returns the client's log lines.
+fn run_node(project: &Path, uri: &str, via: &str) -> Vec<String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spectator/nflx_spectator.js");
+    let out = Command::new("node")
+        .arg(script)
+        .args([uri, via])
+        .env("NODE_PATH", project.join("node_modules"))
+        .output()
+        .expect("running node");
+    assert!(
+        out.status.success(),
+        "nflx-spectator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    v["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .map(|l| l.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The aggregator's payload from npm's nflx-spectator, unchanged, at the server and at the
+/// agent's intake: two instances' counters add up, gauges keep the max, timers' statistics
+/// add up; a refused measurement gives the counts and reasons the client logs, and the rest
+/// of its payload is kept.
+#[test]
+fn nflx_spectator_unchanged_at_the_server_and_the_agent() {
+    let project = nflx_spectator();
+    let server = Server::start(&["--step", "1s"]);
+    let agent = Agent::start(&server.grpc, &["--step", "1s", "--no-host-metrics"]);
+    let start = now_ms();
+    for (uri, via) in [
+        (format!("{}/api/v4/update", server.base), "server"),
+        (format!("{}/api/v4/update", agent.intake), "agent"),
+    ] {
+        let logs = run_node(&project, &uri, via);
+        let refused: Vec<&String> = logs
+            .iter()
+            .filter(|l| l.contains("dropped due to validation errors"))
+            .collect();
+        assert_eq!(refused.len(), 1, "via {via}: {logs:?}");
+        assert!(
+            refused[0].starts_with("info: 1 measurement(s) dropped due to validation errors: "),
+            "via {via}: {}",
+            refused[0]
+        );
+        assert!(refused[0].contains("name"), "via {via}: {}", refused[0]);
+        eprintln!("via {via}, the client logged: {}", refused[0]);
+
+        let q = |name: &str, statistic: &str, aggr: &str| {
+            format!("name,{name},:eq,via,{via},:eq,:and,statistic,{statistic},:eq,:and,{aggr}")
+        };
+        let value = |q: String, field: &str, want: f64| {
+            let got = eventually(30, &format!("{q} = {want}"), || {
+                let line = stats(&server, &q, start)?;
+                let got = line[field].as_f64()?;
+                ((got - want).abs() < 1e-9).then_some(got)
+            });
+            eprintln!("via {via}: {q} {field} = {got}");
+        };
+        value(q("nflx.requests", "count", ":sum"), "total", 7.0);
+        value(q("nflx.queue", "gauge", ":max"), "max", 9.0);
+        value(q("nflx.latency", "count", ":sum"), "total", 2.0);
+        value(q("nflx.latency", "totalTime", ":sum"), "total", 1.0);
+        value(q("nflx.latency", "max", ":max"), "max", 0.75);
+        // The refused measurement's payload kept its other measurement.
+        value(q("nflx.valid", "count", ":sum"), "total", 2.0);
+    }
 }

@@ -6,6 +6,7 @@
 //! it refuses (`converted.rs`). Nothing here knows HTTP or gRPC transport.
 
 mod agent;
+pub mod aggregator;
 mod converted;
 mod otlp;
 pub mod publish;

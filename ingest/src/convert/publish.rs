@@ -35,6 +35,9 @@ pub enum PayloadError {
     Encoding(String),
     #[error("malformed JSON payload: {0}")]
     Json(String),
+    /// Well-formed JSON that is not the format the route takes (its own words).
+    #[error("{0}")]
+    Format(String),
     #[error("empty payload")]
     Empty,
 }
@@ -171,7 +174,7 @@ fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     format!("{{{}}}", inner.join(", "))
 }
 
-fn render_tags(tags: &TagMap) -> String {
+pub(crate) fn render_tags(tags: &TagMap) -> String {
     render_pairs(tags.iter())
 }
 

@@ -31,13 +31,9 @@ pub async fn backfill(
     ingest(state, headers, body, Mode::Backfill).await
 }
 
-async fn ingest(
-    state: AppState,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    mode: Mode,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
+/// The request's body, or the error a body over the limit (or unreadable) gets.
+fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::from(PayloadError::TooLarge {
                 limit: state.cfg.max_body_bytes,
@@ -46,10 +42,51 @@ async fn ingest(
         } else {
             ApiError::body(e)
         }
-    })?;
-    let encoding = headers
+    })
+}
+
+fn content_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        .map(|v| v.to_str().unwrap_or("invalid").to_string())
+}
+
+/// The aggregator's update payload (npm `nflx-spectator` and other older Spectator
+/// clients): adds summed per step across instances, maxima kept; answered as Atlas's
+/// publish is.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, body)?;
+    let encoding = content_encoding(&headers);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let st = state;
+        let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
+        let parsed =
+            crate::convert::aggregator::parse_update(&decoded, st.store.now_ms(), st.cfg.step_ms)?;
+        let outcome = store_datapoints(
+            st.store.writer(),
+            parsed,
+            &st.metrics,
+            st.cluster.as_deref(),
+        );
+        Ok::<_, PayloadError>(outcome)
+    })
+    .await
+    .map_err(|e| ApiError::task_failed("the update task", e))??;
+    response::outcome(outcome, Dialect::Atlas)
+}
+
+async fn ingest(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    mode: Mode,
+) -> Result<Response, ApiError> {
+    let body = read_body(&state, body)?;
+    let encoding = content_encoding(&headers);
     let outcome = tokio::task::spawn_blocking(move || {
         let st = state;
         let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;

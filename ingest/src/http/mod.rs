@@ -26,7 +26,7 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 37] = [
+const ROUTES: [&str; 38] = [
     "/api/v1/agents",
     "/",
     "/ui/{file}",
@@ -44,6 +44,7 @@ const ROUTES: [&str; 37] = [
     "/api/v1/write",
     "/api/v1/events/{stream}",
     "/api/v1/publish-fast",
+    "/api/v4/update",
     "/api/v1/backfill",
     "/api/v1/tags",
     "/api/v1/tags/{key}",
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/publish", post(ingest::publish))
         .route("/api/v1/publish-fast", post(ingest::publish))
+        .route("/api/v4/update", post(ingest::update))
         .route("/api/v1/backfill", post(ingest::backfill))
         .route("/api/v1/write", post(ingest::remote_write))
         .route("/api/v1/events/{stream}", post(ingest::events))
