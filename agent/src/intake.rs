@@ -79,10 +79,13 @@ impl EventBatcher {
             (list.len() >= EVENTS_PER_BATCH).then(|| std::mem::take(list))
         };
         if let Some(events) = full {
-            self.outbox.push(Payload::Events {
-                stream: stream.to_string(),
-                events,
-            });
+            self.outbox.push(
+                "events",
+                Payload::Events {
+                    stream: stream.to_string(),
+                    events,
+                },
+            );
         }
     }
 
@@ -96,7 +99,8 @@ impl EventBatcher {
             .map(|(k, v)| (k.clone(), std::mem::take(v)))
             .collect();
         for (stream, events) in batches {
-            self.outbox.push(Payload::Events { stream, events });
+            self.outbox
+                .push("events", Payload::Events { stream, events });
         }
     }
 }
@@ -205,7 +209,7 @@ impl Intake {
             });
         }
         let n = samples.len();
-        self.outbox.push(Payload::Metrics(samples));
+        self.outbox.push("publish", Payload::Metrics(samples));
         Ok((n, reasons))
     }
 

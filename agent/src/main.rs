@@ -399,7 +399,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         }
         let samples = registry.flush(boundary, step_ms as f64 / 1000.0);
-        outbox.push(Payload::Metrics(samples));
+        outbox.push("step", Payload::Metrics(samples));
     }
     events.flush();
     // Give the sender a moment to deliver what is buffered.

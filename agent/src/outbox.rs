@@ -4,7 +4,7 @@
 //! are dropped and counted, so a server that is away for long costs bounded memory and the
 //! newest data survives.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -195,6 +195,14 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The stream the batch belongs to in the loss report: `metrics`, or the event stream.
+    fn stream(&self) -> &str {
+        match self {
+            Payload::Metrics(_) => "metrics",
+            Payload::Events { stream, .. } => stream,
+        }
+    }
+
     fn items(&self) -> usize {
         match self {
             Payload::Metrics(s) => s.len(),
@@ -247,11 +255,34 @@ pub struct Entry {
     bytes: usize,
     /// Sent on the current connection and not acknowledged yet.
     pub in_flight: bool,
+    /// Sent at least once: if it is dropped now, the server may have it.
+    sent_once: bool,
 }
 
 struct Queue {
     entries: VecDeque<Entry>,
     next_seq: u64,
+    /// What was made and what became of it, by stream, for the loss report.
+    counts: BTreeMap<String, StreamCounts>,
+    /// Batches dropped here that may be at or above the oldest one still waiting (the
+    /// report's holes); pruned as the oldest waiting batch moves on.
+    dropped_seqs: BTreeSet<u64>,
+    /// The latest batches dropped after they were sent: (seq, stream, items, reason).
+    dropped_after_send: VecDeque<(u64, String, u64, &'static str)>,
+}
+
+/// Batches dropped after sending that a report lists; older ones fall off (the server may
+/// then count one it applied as dropped too).
+const DROPPED_AFTER_SEND_LISTED: usize = 4096;
+
+/// One stream's batches as the agent made and dropped them.
+#[derive(Clone, Debug, Default)]
+struct StreamCounts {
+    created_items: u64,
+    created_batches: u64,
+    by_input: BTreeMap<&'static str, u64>,
+    /// By reason: (items, batches).
+    dropped: BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl Queue {
@@ -259,6 +290,93 @@ impl Queue {
         Queue {
             entries: VecDeque::new(),
             next_seq: 1,
+            counts: BTreeMap::new(),
+            dropped_seqs: BTreeSet::new(),
+            dropped_after_send: VecDeque::new(),
+        }
+    }
+
+    /// Counts a batch dropped here for `reason`.
+    fn dropped(&mut self, e: &Entry, reason: &'static str) {
+        let c = self
+            .counts
+            .entry(e.payload.stream().to_string())
+            .or_default();
+        let d = c.dropped.entry(reason).or_default();
+        d.0 += e.payload.items() as u64;
+        d.1 += 1;
+        self.dropped_seqs.insert(e.seq);
+        if e.sent_once {
+            self.dropped_after_send.push_back((
+                e.seq,
+                e.payload.stream().to_string(),
+                e.payload.items() as u64,
+                reason,
+            ));
+            if self.dropped_after_send.len() > DROPPED_AFTER_SEND_LISTED {
+                self.dropped_after_send.pop_front();
+            }
+        }
+    }
+
+    /// The account of this queue's batches now (see `Accounting` in the protocol).
+    fn report(&mut self) -> argus_proto::v1::Accounting {
+        let pending_from = self.entries.front().map_or(self.next_seq, |e| e.seq);
+        self.dropped_seqs = self.dropped_seqs.split_off(&pending_from);
+        let mut pending: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for e in &self.entries {
+            let p = pending.entry(e.payload.stream()).or_default();
+            p.0 += e.payload.items() as u64;
+            p.1 += 1;
+        }
+        argus_proto::v1::Accounting {
+            pending_from,
+            next_seq: self.next_seq,
+            holes: self.dropped_seqs.iter().copied().collect(),
+            dropped_after_send: self
+                .dropped_after_send
+                .iter()
+                .map(
+                    |(seq, stream, items, reason)| argus_proto::v1::DroppedBatch {
+                        seq: *seq,
+                        stream: stream.clone(),
+                        items: *items,
+                        reason: reason.to_string(),
+                    },
+                )
+                .collect(),
+            streams: self
+                .counts
+                .iter()
+                .map(|(stream, c)| {
+                    let (pending_items, pending_batches) =
+                        pending.get(stream.as_str()).copied().unwrap_or_default();
+                    argus_proto::v1::StreamAccount {
+                        stream: stream.clone(),
+                        created_items: c.created_items,
+                        created_batches: c.created_batches,
+                        pending_items,
+                        pending_batches,
+                        dropped: c
+                            .dropped
+                            .iter()
+                            .map(|(reason, (items, batches))| argus_proto::v1::Dropped {
+                                reason: reason.to_string(),
+                                items: *items,
+                                batches: *batches,
+                            })
+                            .collect(),
+                        inputs: c
+                            .by_input
+                            .iter()
+                            .map(|(input, items)| argus_proto::v1::InputCount {
+                                input: input.to_string(),
+                                items: *items,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -312,40 +430,44 @@ impl Outbox {
         self.max_message_bytes.load(Ordering::Relaxed)
     }
 
-    /// Queues a payload as batches that each fit half the server's message limit (every
+    /// Queues a payload from `input` (`step`, `publish`, `scrape`, `events`: named in the
+    /// loss report) as batches that each fit half the server's message limit (every
     /// definition included, as after a reconnect), dropping the oldest batches (and
     /// counting what they held) while the buffer would be over its budget.
-    pub fn push(&self, payload: Payload) {
+    pub fn push(&self, input: &'static str, payload: Payload) {
         let target = (self.max_message_bytes() / 2).clamp(1, MAX_BATCH_BYTES);
         match payload {
             Payload::Metrics(samples) => {
                 let sizes = self.catalog.samples_wire_bytes(&samples);
                 let ranges = cut(&sizes, target);
                 if ranges.len() <= 1 {
-                    self.push_one(Payload::Metrics(samples));
+                    self.push_one(input, Payload::Metrics(samples));
                     return;
                 }
                 for range in ranges {
-                    self.push_one(Payload::Metrics(samples[range].to_vec()));
+                    self.push_one(input, Payload::Metrics(samples[range].to_vec()));
                 }
             }
             Payload::Events { stream, events } => {
                 let sizes: Vec<usize> = events.iter().map(event_wire_bytes).collect();
                 if sizes.iter().sum::<usize>() <= target {
-                    self.push_one(Payload::Events { stream, events });
+                    self.push_one(input, Payload::Events { stream, events });
                     return;
                 }
                 for range in cut(&sizes, target) {
-                    self.push_one(Payload::Events {
-                        stream: stream.clone(),
-                        events: events[range].to_vec(),
-                    });
+                    self.push_one(
+                        input,
+                        Payload::Events {
+                            stream: stream.clone(),
+                            events: events[range].to_vec(),
+                        },
+                    );
                 }
             }
         }
     }
 
-    fn push_one(&self, payload: Payload) {
+    fn push_one(&self, input: &'static str, payload: Payload) {
         if payload.items() == 0 {
             return;
         }
@@ -360,14 +482,17 @@ impl Outbox {
                 // The oldest of the two queues goes first: seqs are per queue, so compare the
                 // fronts by age of arrival, which the queue order gives per kind; prefer the
                 // kind being pushed, then the other.
-                let victim = if !inner.metrics.entries.is_empty()
+                let queue = if !inner.metrics.entries.is_empty()
                     && (kind == Kind::Metrics || inner.events.entries.is_empty())
                 {
-                    inner.metrics.entries.pop_front()
+                    &mut inner.metrics
                 } else {
-                    inner.events.entries.pop_front()
+                    &mut inner.events
                 };
-                let Some(v) = victim else { break };
+                let Some(v) = queue.entries.pop_front() else {
+                    break;
+                };
+                queue.dropped(&v, "buffer_full");
                 inner.bytes -= v.bytes;
                 match v.payload {
                     Payload::Metrics(s) => {
@@ -388,11 +513,19 @@ impl Outbox {
             };
             let seq = queue.next_seq;
             queue.next_seq += 1;
+            let counts = queue
+                .counts
+                .entry(payload.stream().to_string())
+                .or_default();
+            counts.created_items += payload.items() as u64;
+            counts.created_batches += 1;
+            *counts.by_input.entry(input).or_default() += payload.items() as u64;
             queue.entries.push_back(Entry {
                 seq,
                 payload,
                 bytes,
                 in_flight: false,
+                sent_once: false,
             });
             inner.bytes += bytes;
             self.health
@@ -424,6 +557,7 @@ impl Outbox {
                 None => too_large.push(e.seq),
             }
             e.in_flight = true;
+            e.sent_once = true;
         }
         drop(inner);
         for seq in too_large {
@@ -445,6 +579,7 @@ impl Outbox {
         let Some(e) = queue.entries.remove(pos) else {
             return;
         };
+        queue.dropped(&e, "too_large");
         inner.bytes -= e.bytes;
         let counter = match kind {
             Kind::Metrics => &self.health.dropped_samples_too_large,
@@ -509,6 +644,16 @@ impl Outbox {
     }
 
     /// Batches waiting, of both kinds.
+    /// The account of the batches of `kind` now, sent with each batch for the server's
+    /// loss report.
+    pub fn report(&self, kind: Kind) -> argus_proto::v1::Accounting {
+        let mut inner = self.inner.lock();
+        match kind {
+            Kind::Metrics => inner.metrics.report(),
+            Kind::Events => inner.events.report(),
+        }
+    }
+
     pub fn pending(&self) -> usize {
         let inner = self.inner.lock();
         inner.metrics.entries.len() + inner.events.entries.len()
@@ -539,9 +684,9 @@ mod tests {
             health.clone(),
             Arc::new(Catalog::default()),
         );
-        out.push(samples(16)); // seq 1
-        out.push(samples(16)); // seq 2
-        out.push(samples(16)); // seq 3: seq 1 goes
+        out.push("step", samples(16)); // seq 1
+        out.push("step", samples(16)); // seq 2
+        out.push("step", samples(16)); // seq 3: seq 1 goes
         assert_eq!(
             health.dropped_samples_buffer_full.load(Ordering::Relaxed),
             16
@@ -577,7 +722,7 @@ mod tests {
                 value: 1.0,
             })
             .collect();
-        out.push(Payload::Metrics(samples));
+        out.push("step", Payload::Metrics(samples));
         let sizes = out.take_unsent(Kind::Metrics, usize::MAX, |e| {
             let Payload::Metrics(s) = &e.payload else {
                 return None;

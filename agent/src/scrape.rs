@@ -287,7 +287,7 @@ pub async fn run(
                 Err(refusal) => refusal.count(&health),
             }
         }
-        outbox.push(Payload::Metrics(samples));
+        outbox.push("scrape", Payload::Metrics(samples));
     }
 }
 

@@ -126,6 +126,7 @@ fn encode_events(entry: &Entry, health: &Health) -> EventBatch {
                 subscriptions: e.subscriptions.clone(),
             })
             .collect(),
+        accounting: None,
     }
 }
 
@@ -289,8 +290,11 @@ impl Sender {
             if pause_until.is_none_or(|t| tokio::time::Instant::now() >= t) {
                 let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Metrics));
                 let limit = self.outbox.max_message_bytes();
+                // Each batch carries the agent's account of its batches, as of now.
+                let report = self.outbox.report(Kind::Metrics);
                 let batches = self.outbox.take_unsent(Kind::Metrics, room, |e| {
-                    let batch = encode_metrics(e, &mut defined, &self.catalog);
+                    let mut batch = encode_metrics(e, &mut defined, &self.catalog);
+                    batch.accounting = Some(report.clone());
                     let fits = self.fits(batch.encoded_len(), limit);
                     if !fits {
                         // Its definitions were not sent after all.
@@ -307,8 +311,10 @@ impl Sender {
                         .map_err(|_| anyhow!("metric stream closed"))?;
                 }
                 let room = WINDOW.saturating_sub(self.outbox.in_flight(Kind::Events));
+                let report = self.outbox.report(Kind::Events);
                 let batches = self.outbox.take_unsent(Kind::Events, room, |e| {
-                    let batch = encode_events(e, &self.health);
+                    let mut batch = encode_events(e, &self.health);
+                    batch.accounting = Some(report.clone());
                     self.fits(batch.encoded_len(), limit).then_some(batch)
                 });
                 for b in batches {
@@ -410,12 +416,11 @@ mod tests {
             ts_ms,
             value,
         };
-        outbox.push(Payload::Metrics(vec![
-            s(a, 60, 1.0),
-            s(b, 60, 2.0),
-            s(a, 120, 3.0),
-        ]));
-        outbox.push(Payload::Metrics(vec![s(b, 180, 4.0)]));
+        outbox.push(
+            "step",
+            Payload::Metrics(vec![s(a, 60, 1.0), s(b, 60, 2.0), s(a, 120, 3.0)]),
+        );
+        outbox.push("step", Payload::Metrics(vec![s(b, 180, 4.0)]));
         let mut defined = Defined::default();
         let batches = outbox.take_unsent(Kind::Metrics, 10, |e| {
             Some(encode_metrics(e, &mut defined, &catalog))
@@ -459,7 +464,7 @@ mod tests {
                 value: f64::from(i),
             })
             .collect();
-        outbox.push(Payload::Metrics(samples));
+        outbox.push("step", Payload::Metrics(samples));
         let mut defined = Defined::default();
         let batches = outbox.take_unsent(Kind::Metrics, usize::MAX, |e| {
             Some(encode_metrics(e, &mut defined, &catalog))

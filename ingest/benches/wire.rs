@@ -67,6 +67,7 @@ fn argus_v1(c: &mut Criterion) {
         })
         .collect();
     let first = MetricBatch {
+        accounting: None,
         seq: 0,
         definitions,
         groups: vec![],
@@ -81,6 +82,7 @@ fn argus_v1(c: &mut Criterion) {
                 step += 1;
                 let ts = advance(&store, &clock, step);
                 MetricBatch {
+                    accounting: None,
                     seq: step as u64,
                     definitions: vec![],
                     groups: vec![SampleGroup {

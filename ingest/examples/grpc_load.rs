@@ -110,6 +110,7 @@ fn build_batches(o: &Options, stream: u32, start_ms: i64, step_ms: i64) -> (Vec<
             samples += values.len() as u64;
             seq += 1;
             batches.push(MetricBatch {
+                accounting: None,
                 seq,
                 definitions,
                 groups: vec![SampleGroup {

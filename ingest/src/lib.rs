@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod http;
 pub mod live;
 pub mod live_client;
+pub mod loss;
 pub mod memory;
 pub mod metrics;
 pub mod offline;

@@ -2,13 +2,20 @@
 //! agent sends again (its ack was lost, or it reconnected) is recognised and stored once,
 //! and the format in which that knowledge survives a restart (in the log's batch origins and
 //! in snapshots).
+//!
+//! With it, each agent's loss book: what the server applied and refused of its batches, by
+//! stream, next to the agent's own account of what it made, dropped and still holds (sent
+//! with every batch). A metric batch's counts travel in its origin, so the book survives a
+//! crash exactly as the samples do. See [`AgentRegistry::loss`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::bytes::Buf;
 use prost::encoding::{decode_varint, encode_varint};
+
+use crate::validation::RejectReason;
 
 /// Sequence numbers of one agent already stored: all up to `floor`, and those above it in
 /// `above`. Bounded: the window keeps the newest `MAX_ABOVE`.
@@ -19,6 +26,66 @@ struct SeenSeqs {
     /// Being stored right now (by a stream that may have lost its connection meanwhile).
     pending: HashSet<u64>,
     last_used: Option<Instant>,
+    book: Book,
+}
+
+/// One agent's batches of one kind as the server took them, and the agent's latest account.
+#[derive(Default)]
+struct Book {
+    /// By stream: items applied and refused here.
+    streams: BTreeMap<String, Applied>,
+    /// The latest applied batches (seq → stream, items stored, items refused), so the
+    /// report can tell which of the batches the agent still counts as waiting the server
+    /// already has.
+    recent: BTreeMap<u64, (String, u64, u64)>,
+    report: Option<argus_proto::v1::Accounting>,
+    /// Whether the server has seen this agent's batches of this kind from the first: event
+    /// books start empty after a restart (events are live, not logged), and are then only
+    /// counted, not compared.
+    from_first: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Applied {
+    batches: u64,
+    items: u64,
+    /// By reason label: items refused.
+    refused: BTreeMap<&'static str, u64>,
+}
+
+/// Batches a book remembers item counts of; older ones are settled at the agent long since.
+const RECENT: usize = 10_000;
+
+impl Book {
+    fn applied(&mut self, seq: u64, stream: &str, stored: u64, refused: &[(RejectReason, u64)]) {
+        if seq == 1 {
+            self.from_first = true;
+        }
+        let a = self.streams.entry(stream.to_string()).or_default();
+        a.batches += 1;
+        a.items += stored;
+        let mut refused_items = 0;
+        for (reason, n) in refused {
+            *a.refused.entry(reason.label()).or_default() += n;
+            refused_items += n;
+        }
+        self.recent
+            .insert(seq, (stream.to_string(), stored, refused_items));
+        while self.recent.len() > RECENT {
+            self.recent.pop_first();
+        }
+    }
+
+    /// Keeps the newest account (by the batches it covers, then by how far they settled).
+    fn report(&mut self, report: argus_proto::v1::Accounting) {
+        let newer = self
+            .report
+            .as_ref()
+            .is_none_or(|r| (report.next_seq, report.pending_from) >= (r.next_seq, r.pending_from));
+        if newer {
+            self.report = Some(report);
+        }
+    }
 }
 
 const MAX_ABOVE: usize = 100_000;
@@ -60,6 +127,43 @@ impl SeenSeqs {
     }
 }
 
+/// One stream of one agent in the loss report: what the agent made and dropped, what the
+/// server applied and refused, what is still on its way, and what nothing explains.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StreamLoss {
+    pub agent: String,
+    pub kind: &'static str,
+    pub stream: String,
+    /// Items the agent put in batches, and by input.
+    pub sent: u64,
+    pub inputs: BTreeMap<String, u64>,
+    pub applied: u64,
+    /// Dropped, by `agent:<reason>` and `server:<reason>`.
+    pub dropped: BTreeMap<String, u64>,
+    /// In batches the agent holds and the server has not applied yet.
+    pub pending: u64,
+    /// Items the agent counts as dropped (after sending them) that the server applied all
+    /// the same: their acknowledgement was lost. Counted as applied, not dropped.
+    pub dropped_but_applied: u64,
+    /// sent − applied − dropped − pending: 0 when every item is accounted for. `None` when
+    /// the server has not seen this agent's batches from the first (event streams after a
+    /// restart).
+    pub unexplained: Option<i64>,
+}
+
+/// One agent and kind of batch in the loss report: its streams and its batch numbers.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct AgentLoss {
+    pub agent: String,
+    pub kind: &'static str,
+    pub streams: Vec<StreamLoss>,
+    /// Batches the agent counts as settled that the server never applied and the agent
+    /// never dropped. `None` as for `unexplained`.
+    pub gaps: Option<u64>,
+    /// Nothing waiting: the numbers are final until the agent makes more.
+    pub settled: bool,
+}
+
 /// What the server remembers of agents, so a resent batch is recognised.
 #[derive(Default)]
 pub struct AgentRegistry {
@@ -74,6 +178,11 @@ pub struct AgentRegistry {
 
 /// Tags an origin in the log as an agent's metrics batch.
 const ORIGIN_AGENT_METRICS: u8 = b'm';
+/// The same with the batch's counts: `[M][seq u64][varint stored][varint n]
+/// ([varint reason][varint items])*n[agent]`.
+const ORIGIN_AGENT_METRICS_COUNTED: u8 = b'M';
+/// Marks the loss books after the seen batches in a snapshot's agent section.
+const BOOKS_SECTION: u8 = b'B';
 
 impl AgentRegistry {
     /// The origin logged with an agent's metrics batch: what recovery needs to recognise
@@ -86,23 +195,132 @@ impl AgentRegistry {
         o
     }
 
-    /// Remembers a batch found in the log at recovery as stored.
+    /// The origin of a metrics batch with what will become of its items: `stored` of them
+    /// stored and `refused` refused by reason (everything the store would refuse already
+    /// refused), so that recovery rebuilds the loss book with the samples.
+    pub fn origin_counted(
+        agent: &str,
+        seq: u64,
+        stored: u64,
+        refused: &[(RejectReason, u64)],
+    ) -> Vec<u8> {
+        let mut o = Vec::with_capacity(agent.len() + 24);
+        o.push(ORIGIN_AGENT_METRICS_COUNTED);
+        o.extend_from_slice(&seq.to_le_bytes());
+        encode_varint(stored, &mut o);
+        encode_varint(refused.len() as u64, &mut o);
+        for (reason, n) in refused {
+            encode_varint(reason.index() as u64, &mut o);
+            encode_varint(*n, &mut o);
+        }
+        o.extend_from_slice(agent.as_bytes());
+        o
+    }
+
+    /// Remembers a batch found in the log at recovery as stored, and books its counts.
     pub fn restore_origin(&self, origin: &[u8]) {
-        if origin.len() < 9 || origin[0] != ORIGIN_AGENT_METRICS {
+        if origin.len() < 9 {
             return;
         }
         let seq = u64::from_le_bytes(origin[1..9].try_into().unwrap_or_default());
-        let Ok(agent) = std::str::from_utf8(&origin[9..]) else {
+        let mut rest = &origin[9..];
+        let counts = match origin[0] {
+            ORIGIN_AGENT_METRICS => None,
+            ORIGIN_AGENT_METRICS_COUNTED => {
+                let (Ok(stored), Ok(n)) = (decode_varint(&mut rest), decode_varint(&mut rest))
+                else {
+                    return;
+                };
+                let mut refused = Vec::new();
+                for _ in 0..n.min(RejectReason::ALL.len() as u64) {
+                    let (Ok(reason), Ok(items)) =
+                        (decode_varint(&mut rest), decode_varint(&mut rest))
+                    else {
+                        return;
+                    };
+                    let Some(reason) = RejectReason::ALL.get(reason as usize) else {
+                        return;
+                    };
+                    refused.push((*reason, items));
+                }
+                Some((stored, refused))
+            }
+            _ => return,
+        };
+        let Ok(agent) = std::str::from_utf8(rest) else {
             return;
         };
         let mut m = self.metrics.lock();
         let s = m.entry(agent.to_string()).or_default();
         s.last_used = Some(Instant::now());
+        if let Some((stored, refused)) = counts
+            && !s.contains(seq)
+        {
+            s.book.applied(seq, "metrics", stored, &refused);
+        }
         s.insert(seq);
     }
 
+    /// Books a metrics batch the server took: `stored` items stored, `refused` refused.
+    pub fn book_metrics(
+        &self,
+        agent: &str,
+        seq: u64,
+        stored: u64,
+        refused: &[(RejectReason, u64)],
+    ) {
+        if let Some(s) = self.metrics.lock().get_mut(agent) {
+            s.book.applied(seq, "metrics", stored, refused);
+        }
+    }
+
+    /// Books an event batch of `stream` the server took.
+    pub fn book_events(
+        &self,
+        agent: &str,
+        seq: u64,
+        stream: &str,
+        stored: u64,
+        refused: &[(RejectReason, u64)],
+    ) {
+        if let Some(s) = self.events.lock().get_mut(agent) {
+            s.book.applied(seq, stream, stored, refused);
+        }
+    }
+
+    /// Keeps the agent's latest account of its batches of one kind (`events` or not).
+    pub fn note_report(&self, agent: &str, events: bool, report: argus_proto::v1::Accounting) {
+        let map = if events { &self.events } else { &self.metrics };
+        let mut m = map.lock();
+        let s = m.entry(agent.to_string()).or_default();
+        s.last_used = Some(Instant::now());
+        s.book.report(report);
+    }
+
+    /// The loss report: for each agent and kind with an account, every stream's items
+    /// from the agent's side and the server's, and the batch numbers nobody accounts for.
+    pub fn loss(&self) -> Vec<AgentLoss> {
+        let mut out = Vec::new();
+        for (kind, map) in [("metrics", &self.metrics), ("events", &self.events)] {
+            let m = map.lock();
+            let mut agents: Vec<&String> = m.keys().collect();
+            agents.sort();
+            for agent in agents {
+                let s = &m[agent];
+                if let Some(loss) = s.loss(agent, kind) {
+                    out.push(loss);
+                }
+            }
+        }
+        out
+    }
+
     /// The stored metrics batches of every agent, for a snapshot:
-    /// `[varint agents]` then per agent `[varint len][id][varint floor][varint n][varint seq]*`.
+    /// `[varint agents]` then per agent `[varint len][id][varint floor][varint n][varint seq]*`;
+    /// then `B` and the loss books: `[varint agents]` per agent `[varint len][id][flags]
+    /// [varint streams]([varint len][stream][varint batches][varint items][varint n]
+    /// ([varint reason][varint items])*)*[varint recent]([varint seq][varint len][stream]
+    /// [varint stored][varint refused])*`.
     pub fn encode_stored(&self) -> Vec<u8> {
         let m = self.metrics.lock();
         let mut out = Vec::new();
@@ -114,6 +332,38 @@ impl AgentRegistry {
             encode_varint(s.above.len() as u64, &mut out);
             for &seq in &s.above {
                 encode_varint(seq, &mut out);
+            }
+        }
+        out.push(BOOKS_SECTION);
+        encode_varint(m.len() as u64, &mut out);
+        for (agent, s) in m.iter() {
+            let put_str = |out: &mut Vec<u8>, text: &str| {
+                encode_varint(text.len() as u64, out);
+                out.extend_from_slice(text.as_bytes());
+            };
+            put_str(&mut out, agent);
+            out.push(u8::from(s.book.from_first));
+            encode_varint(s.book.streams.len() as u64, &mut out);
+            for (stream, a) in &s.book.streams {
+                put_str(&mut out, stream);
+                encode_varint(a.batches, &mut out);
+                encode_varint(a.items, &mut out);
+                encode_varint(a.refused.len() as u64, &mut out);
+                for (label, n) in &a.refused {
+                    let index = RejectReason::ALL
+                        .iter()
+                        .position(|r| r.label() == *label)
+                        .unwrap_or(0);
+                    encode_varint(index as u64, &mut out);
+                    encode_varint(*n, &mut out);
+                }
+            }
+            encode_varint(s.book.recent.len() as u64, &mut out);
+            for (seq, (stream, stored, refused)) in &s.book.recent {
+                encode_varint(*seq, &mut out);
+                put_str(&mut out, stream);
+                encode_varint(*stored, &mut out);
+                encode_varint(*refused, &mut out);
             }
         }
         out
@@ -151,6 +401,12 @@ impl AgentRegistry {
                 s.insert(seq);
             }
         }
+        // The loss books, in snapshots that have them.
+        if bytes.first() != Some(&BOOKS_SECTION) {
+            return;
+        }
+        bytes.advance(1);
+        let _ = restore_books(&mut m, &mut bytes);
     }
 
     /// Claims a metrics batch of `agent` for storing: `None` when it was stored already or
@@ -188,6 +444,177 @@ impl AgentRegistry {
                 s.insert(seq);
             }
         }
+    }
+}
+
+/// Reads the loss books of a snapshot into `m`; `None` where the bytes end or are damaged
+/// (what was read stays).
+fn restore_books(m: &mut HashMap<String, SeenSeqs>, bytes: &mut &[u8]) -> Option<()> {
+    fn string(bytes: &mut &[u8]) -> Option<String> {
+        let len = decode_varint(bytes).ok()? as usize;
+        let text = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
+        bytes.advance(len);
+        Some(text)
+    }
+    let agents = decode_varint(bytes).ok()?;
+    for _ in 0..agents {
+        let agent = string(bytes)?;
+        let from_first = *bytes.first()? == 1;
+        bytes.advance(1);
+        let mut book = Book {
+            from_first,
+            ..Book::default()
+        };
+        for _ in 0..decode_varint(bytes).ok()? {
+            let stream = string(bytes)?;
+            let mut a = Applied {
+                batches: decode_varint(bytes).ok()?,
+                items: decode_varint(bytes).ok()?,
+                ..Applied::default()
+            };
+            for _ in 0..decode_varint(bytes).ok()? {
+                let reason = RejectReason::ALL.get(decode_varint(bytes).ok()? as usize)?;
+                *a.refused.entry(reason.label()).or_default() += decode_varint(bytes).ok()?;
+            }
+            book.streams.insert(stream, a);
+        }
+        for _ in 0..decode_varint(bytes).ok()? {
+            let seq = decode_varint(bytes).ok()?;
+            let stream = string(bytes)?;
+            let stored = decode_varint(bytes).ok()?;
+            let refused = decode_varint(bytes).ok()?;
+            book.recent.insert(seq, (stream, stored, refused));
+        }
+        m.entry(agent).or_default().book = book;
+    }
+    Some(())
+}
+
+impl SeenSeqs {
+    /// The loss of one agent and kind, from its latest account and this book.
+    fn loss(&self, agent: &str, kind: &'static str) -> Option<AgentLoss> {
+        let report = self.book.report.as_ref()?;
+        // Metric books are kept through restarts with the samples: a batch this server
+        // never had is missing, whenever it was sent. Event books start again empty.
+        let comparable = kind == "metrics" || self.book.from_first;
+        let holes: BTreeSet<u64> = report.holes.iter().copied().collect();
+        // Items the agent counts as waiting (or had not made yet) that the server has.
+        let mut applied_but_pending: BTreeMap<&str, u64> = BTreeMap::new();
+        // (stored, refused) of batches made after the account: left out of both sides
+        // until the next account covers them.
+        let mut applied_after: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (seq, (stream, stored, refused)) in self.book.recent.range(report.pending_from..) {
+            if *seq >= report.next_seq {
+                let a = applied_after.entry(stream.as_str()).or_default();
+                a.0 += stored;
+                a.1 += refused;
+            } else if !holes.contains(seq) {
+                *applied_but_pending.entry(stream.as_str()).or_default() += stored + refused;
+            }
+        }
+        // Batches the agent dropped after sending them that the server applied all the
+        // same (their acknowledgement was lost): applied, not dropped.
+        let mut not_dropped: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+        let mut not_dropped_above = 0u64;
+        for d in &report.dropped_after_send {
+            if self.contains(d.seq) {
+                let n = not_dropped
+                    .entry((d.stream.as_str(), d.reason.as_str()))
+                    .or_default();
+                n.0 += d.items;
+                n.1 += 1;
+                if d.seq >= report.pending_from {
+                    not_dropped_above += 1;
+                }
+            }
+        }
+        let mut streams = Vec::new();
+        let mut dropped_batches = 0u64;
+        let mut settled = true;
+        let mut names: BTreeSet<&str> = report.streams.iter().map(|s| s.stream.as_str()).collect();
+        names.extend(self.book.streams.keys().map(String::as_str));
+        for name in names {
+            let account = report.streams.iter().find(|s| s.stream == name);
+            let applied = self.book.streams.get(name).cloned().unwrap_or_default();
+            let (stored_after, refused_after) =
+                applied_after.get(name).copied().unwrap_or_default();
+            let mut dropped = BTreeMap::new();
+            let mut dropped_items = 0u64;
+            let mut dropped_but_applied = 0u64;
+            if let Some(a) = account {
+                for d in &a.dropped {
+                    let (items, batches) = not_dropped
+                        .get(&(name, d.reason.as_str()))
+                        .copied()
+                        .unwrap_or_default();
+                    dropped_but_applied += items.min(d.items);
+                    let items = d.items.saturating_sub(items);
+                    if items > 0 {
+                        dropped.insert(format!("agent:{}", d.reason), items);
+                    }
+                    dropped_items += items;
+                    dropped_batches += d.batches.saturating_sub(batches);
+                }
+            }
+            for (label, n) in &applied.refused {
+                dropped.insert(format!("server:{label}"), *n);
+                dropped_items += n;
+            }
+            let applied_items = applied.items.saturating_sub(stored_after);
+            let dropped_items = dropped_items.saturating_sub(refused_after);
+            let pending = account
+                .map_or(0, |a| a.pending_items)
+                .saturating_sub(applied_but_pending.get(name).copied().unwrap_or(0));
+            if pending > 0 {
+                settled = false;
+            }
+            let sent = account.map_or(0, |a| a.created_items);
+            streams.push(StreamLoss {
+                agent: agent.to_string(),
+                kind,
+                stream: name.to_string(),
+                sent,
+                inputs: account
+                    .map(|a| {
+                        a.inputs
+                            .iter()
+                            .map(|i| (i.input.clone(), i.items))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                applied: applied_items,
+                dropped,
+                pending,
+                dropped_but_applied,
+                unexplained: comparable.then(|| {
+                    sent as i64 - applied_items as i64 - dropped_items as i64 - pending as i64
+                }),
+            });
+        }
+        // Batch numbers below `pending_from` are settled at the agent: each was applied
+        // here or dropped there; any other is a gap.
+        let settled_below = report.pending_from.saturating_sub(1);
+        let seen_below = if self.floor >= settled_below {
+            settled_below
+        } else {
+            self.floor + self.above.range(self.floor + 1..=settled_below).count() as u64
+        };
+        // Holes are the dropped batches at or above `pending_from`; those the server has
+        // are already out of `dropped_batches`.
+        let dropped_below =
+            (dropped_batches + not_dropped_above).saturating_sub(holes.len() as u64);
+        let gaps = comparable.then(|| {
+            settled_below
+                .saturating_sub(seen_below)
+                .saturating_sub(dropped_below)
+        });
+        Some(AgentLoss {
+            agent: agent.to_string(),
+            kind,
+            streams,
+            gaps,
+            settled,
+        })
     }
 }
 
@@ -257,5 +684,104 @@ mod tests {
         s.insert(4);
         assert_eq!(s.floor, 5);
         assert!(s.above.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod book_tests {
+    use super::*;
+    use argus_proto::v1::{Accounting, Dropped, DroppedBatch, StreamAccount};
+
+    fn account(pending_from: u64, next_seq: u64, created: u64, dropped: u64) -> Accounting {
+        Accounting {
+            pending_from,
+            next_seq,
+            holes: vec![],
+            streams: vec![StreamAccount {
+                stream: "metrics".into(),
+                created_items: created,
+                created_batches: next_seq - 1,
+                pending_items: 0,
+                pending_batches: 0,
+                dropped: vec![Dropped {
+                    reason: "buffer_full".into(),
+                    items: dropped,
+                    batches: 1,
+                }],
+                inputs: vec![],
+            }],
+            dropped_after_send: vec![],
+        }
+    }
+
+    /// Batches 1, 2 and 4 applied (one sample of 2 refused), 3 dropped at the agent: all
+    /// accounted for, through a snapshot and a log replay.
+    #[test]
+    fn books_account_for_every_item_and_survive_a_snapshot_and_the_log() {
+        let reg = AgentRegistry::default();
+        for (seq, stored, refused) in [(1, 10, 0), (2, 9, 1)] {
+            let refused = if refused > 0 {
+                vec![(RejectReason::OutOfRetention, refused)]
+            } else {
+                vec![]
+            };
+            reg.claim_metrics("a/1", seq).expect("free").stored();
+            reg.book_metrics("a/1", seq, stored, &refused);
+        }
+        let snapshot = reg.encode_stored();
+        // Batch 4 after the snapshot, in the log only.
+        let origin = AgentRegistry::origin_counted("a/1", 4, 10, &[]);
+        reg.claim_metrics("a/1", 4).expect("free").stored();
+        reg.book_metrics("a/1", 4, 10, &[]);
+        reg.note_report("a/1", false, account(5, 5, 40, 10));
+        let check = |reg: &AgentRegistry| {
+            let loss = reg.loss();
+            assert_eq!(loss.len(), 1);
+            let s = &loss[0].streams[0];
+            assert_eq!((s.sent, s.applied, s.pending), (40, 29, 0));
+            assert_eq!(s.dropped["agent:buffer_full"], 10);
+            assert_eq!(s.dropped["server:out_of_retention"], 1);
+            assert_eq!(s.unexplained, Some(0));
+            assert_eq!(loss[0].gaps, Some(0));
+        };
+        check(&reg);
+
+        let restored = AgentRegistry::default();
+        restored.restore_stored(&snapshot);
+        restored.restore_origin(&origin);
+        // A resend of a batch the log held is not booked twice.
+        restored.restore_origin(&origin);
+        restored.note_report("a/1", false, account(5, 5, 40, 10));
+        check(&restored);
+
+        // Without batch 4 the report finds its 10 items and the batch missing.
+        let lost = AgentRegistry::default();
+        lost.restore_stored(&snapshot);
+        lost.note_report("a/1", false, account(5, 5, 40, 10));
+        let loss = lost.loss();
+        assert_eq!(loss[0].streams[0].unexplained, Some(10));
+        assert_eq!(loss[0].gaps, Some(1));
+    }
+
+    /// A batch the agent dropped after sending, which the server had applied: applied.
+    #[test]
+    fn a_batch_dropped_after_sending_that_arrived_counts_as_applied() {
+        let reg = AgentRegistry::default();
+        reg.claim_metrics("a/1", 1).expect("free").stored();
+        reg.book_metrics("a/1", 1, 5, &[]);
+        let mut report = account(2, 2, 5, 5);
+        report.dropped_after_send = vec![DroppedBatch {
+            seq: 1,
+            stream: "metrics".into(),
+            items: 5,
+            reason: "buffer_full".into(),
+        }];
+        reg.note_report("a/1", false, report);
+        let loss = reg.loss();
+        let s = &loss[0].streams[0];
+        assert_eq!((s.applied, s.dropped_but_applied), (5, 5));
+        assert!(s.dropped.is_empty(), "{:?}", s.dropped);
+        assert_eq!(s.unexplained, Some(0));
+        assert_eq!(loss[0].gaps, Some(0));
     }
 }

@@ -233,6 +233,7 @@ pub async fn run(
     println!("argus: gRPC listening on {grpc_addr}");
 
     let live_ticker = tokio::spawn(state.events.live.clone().run_ticker());
+    let loss_series = tokio::spawn(crate::loss::write_series(state.clone()));
     let reload_tokens = tokio::spawn(reload_tokens_on_hangup(state.tokens.clone()));
     let durability = state
         .store
@@ -332,6 +333,7 @@ pub async fn run(
     maintenance.abort();
     reclaim.abort();
     live_ticker.abort();
+    loss_series.abort();
     reload_tokens.abort();
     if let Some(task) = durability {
         task.abort();

@@ -1013,3 +1013,75 @@ impl Nats {
         Ok(())
     }
 }
+
+/// A TCP proxy to `target` that a test can cut: while cut, its connections are closed and
+/// new ones are closed as they come, as if the network to the target were gone.
+pub struct Proxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let addr = listener
+            .local_addr()
+            .expect("the proxy's address")
+            .to_string();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (target, is_cut, conns) = (target.to_string(), cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if is_cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                {
+                    let mut list = conns.lock().unwrap_or_else(|e| e.into_inner());
+                    for s in [&client, &server] {
+                        if let Ok(s) = s.try_clone() {
+                            list.push(s);
+                        }
+                    }
+                }
+                pipe(client, server);
+                pipe(s2, c2);
+            }
+        });
+        Proxy { addr, cut, open }
+    }
+
+    /// Closes every connection and refuses new ones until [`Proxy::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

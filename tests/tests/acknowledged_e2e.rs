@@ -222,6 +222,7 @@ async fn agent_writer(shared: Arc<Shared>, agent_id: String) {
                 })
                 .collect();
             let batch = MetricBatch {
+                accounting: None,
                 seq,
                 definitions,
                 groups: vec![SampleGroup {

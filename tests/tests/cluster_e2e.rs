@@ -547,6 +547,7 @@ fn a_batch_resent_through_another_gateway_is_recognised() {
     wait_ready(&second, "the second gateway joining");
     let ts = (argus_tests::now_ms() / 1000) * 1000 - 5_000;
     let batch = MetricBatch {
+        accounting: None,
         seq: 1,
         definitions: (0..20)
             .map(|k| SeriesDef {

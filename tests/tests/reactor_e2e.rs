@@ -34,6 +34,7 @@ async fn flood(grpc: String, agent: usize, stop: Arc<AtomicBool>, acked: Arc<Ato
     );
     let mut acks = client.push_events(request).await.unwrap().into_inner();
     let batch = |seq: u64| EventBatch {
+        accounting: None,
         seq,
         stream: "flood".into(),
         events: (0..EVENTS_PER_BATCH)

@@ -101,6 +101,7 @@ fn five_thousand_invalid_series_are_five_thousand_counted_refusals_on_every_path
             .unwrap();
         let mut client = IngestClient::new(channel);
         let batch = MetricBatch {
+            accounting: None,
             seq: 1,
             definitions: (0..INVALID as u32)
                 .map(|i| SeriesDef {

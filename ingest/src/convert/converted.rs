@@ -69,26 +69,8 @@ impl Converted {
             return Outcome::retry_later("no runtime to publish to the cluster's log from");
         };
         // The store's own window check, made here: what it would refuse is never logged.
-        let (min_ms, max_ms) = w.store().accept_window();
-        let in_window = |s: &Sample| (min_ms..=max_ms).contains(&s.ts_ms);
-        let filtered: Vec<Sample>;
-        let samples = if self.samples.iter().all(in_window) {
-            &self.samples
-        } else {
-            for s in self.samples.iter().filter(|s| !in_window(s)) {
-                let err = argus_tsdb::Error::OutOfRetention {
-                    ts_ms: s.ts_ms,
-                    min_ms,
-                    max_ms,
-                };
-                self.refusals.add(Rejection::new(
-                    RejectReason::OutOfRetention,
-                    err.to_string(),
-                ));
-            }
-            filtered = self.samples.iter().copied().filter(in_window).collect();
-            &filtered
-        };
+        self.refuse_outside_window(w.store());
+        let samples = &self.samples;
         let messages = split(w.store(), samples, origin, log.partitions);
         let taken = samples.len();
         drop(w);
@@ -102,6 +84,28 @@ impl Converted {
             }
             Err(why) => Outcome::retry_later(why),
         }
+    }
+
+    /// Refuses, as the store would, the samples outside the window it accepts now, so that
+    /// what is logged is what will be stored (and an origin's counts are the outcome's).
+    pub fn refuse_outside_window(&mut self, store: &argus_tsdb::Store) {
+        let (min_ms, max_ms) = store.accept_window();
+        let in_window = |s: &Sample| (min_ms..=max_ms).contains(&s.ts_ms);
+        if self.samples.iter().all(in_window) {
+            return;
+        }
+        for s in self.samples.iter().filter(|s| !in_window(s)) {
+            let err = argus_tsdb::Error::OutOfRetention {
+                ts_ms: s.ts_ms,
+                min_ms,
+                max_ms,
+            };
+            self.refusals.add(Rejection::new(
+                RejectReason::OutOfRetention,
+                err.to_string(),
+            ));
+        }
+        self.samples.retain(in_window);
     }
 
     /// The first refusals, for a response.

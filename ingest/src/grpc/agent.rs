@@ -173,15 +173,39 @@ impl Ingest for IngestService {
                     let writer = st.store.writer();
                     let mut conv = series.lock().convert(&writer, &batch);
                     let _gate = st.agents.snapshot_gate.read();
+                    if let Some(report) = batch.accounting.clone() {
+                        st.agents.note_report(&agent, false, report);
+                    }
                     let Some(mut claim) = st.agents.claim_metrics(&agent, seq) else {
                         return Outcome::Duplicate;
                     };
-                    let origin = AgentRegistry::origin(&agent, seq);
+                    // What the store would refuse is refused first, so the origin's counts
+                    // (the loss book's, rebuilt at recovery) are the outcome's. In a cluster
+                    // the origin names the batch's messages in the log, where a resend must
+                    // get the same names: it stays the batch's name alone.
+                    conv.refuse_outside_window(writer.store());
+                    let origin = if st.cluster.is_some() {
+                        AgentRegistry::origin(&agent, seq)
+                    } else {
+                        let refused: Vec<_> = conv.refusals.by_reason().collect();
+                        AgentRegistry::origin_counted(
+                            &agent,
+                            seq,
+                            conv.samples.len() as u64,
+                            &refused,
+                        )
+                    };
                     // Retry later releases the claim: the agent keeps the batch and
                     // resends it once the store can take it again.
                     let outcome = conv.commit(writer, &origin, &st.metrics, st.cluster.as_deref());
-                    if matches!(outcome, Outcome::Taken { .. }) {
+                    if let Outcome::Taken {
+                        stored, refusals, ..
+                    } = &outcome
+                    {
                         claim.stored();
+                        let refused: Vec<_> = refusals.by_reason().collect();
+                        st.agents
+                            .book_metrics(&agent, seq, *stored as u64, &refused);
                     }
                     drop(claim);
                     series.lock().recycle(std::mem::take(&mut conv.samples));
@@ -216,6 +240,9 @@ impl Ingest for IngestService {
                 let st = svc.state.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
+                    if let Some(report) = batch.accounting.clone() {
+                        st.agents.note_report(&agent, true, report);
+                    }
                     let Some(mut claim) = st.agents.claim_events(&agent, seq) else {
                         return Outcome::Duplicate;
                     };
@@ -233,6 +260,9 @@ impl Ingest for IngestService {
                             0
                         }
                     };
+                    let refused: Vec<_> = refusals.by_reason().collect();
+                    st.agents
+                        .book_events(&agent, seq, &batch.stream, taken as u64, &refused);
                     Outcome::taken(Kind::Events, taken, refusals, &st.metrics)
                 })
                 .await

@@ -26,8 +26,9 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 38] = [
+const ROUTES: [&str; 39] = [
     "/api/v1/agents",
+    "/api/v1/loss",
     "/",
     "/ui/{file}",
     "/api/v1/cardinality",
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/debug/storage", get(query::debug_storage))
         .route("/api/v1/cardinality", get(query::cardinality))
         .route("/api/v1/agents", get(query::agents))
+        .route("/api/v1/loss", get(query::loss))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/cluster/partial", get(query::cluster_partial))
         .route("/api/v1/cluster/series", get(query::cluster_series))

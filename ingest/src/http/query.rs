@@ -625,6 +625,12 @@ pub async fn agents(State(state): State<AppState>) -> impl IntoResponse {
     ))
 }
 
+/// `GET /api/v1/loss`: every agent's batches accounted for, per stream (see `loss.rs`).
+pub async fn loss(State(state): State<AppState>) -> impl IntoResponse {
+    let agents = state.agents.loss();
+    axum::Json(crate::loss::report(&agents))
+}
+
 pub async fn cardinality(
     State(state): State<AppState>,
     headers: HeaderMap,

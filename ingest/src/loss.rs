@@ -1,0 +1,144 @@
+//! The loss report, end to end: for every agent and stream, what the agent made (by input),
+//! what the server applied, what was dropped where and why (the agent's buffer, too large a
+//! batch; the server's refusals by reason), what is still on its way, and what nothing
+//! explains, from the agent's own account (sent with every batch) and the server's book of
+//! what it took (`resend.rs`, kept through crashes with the samples). Served as `GET
+//! /api/v1/loss` and written every step as `argus.loss.*` series, queryable and graphable
+//! like any other.
+
+use std::collections::BTreeMap;
+
+use argus_tsdb::{Sample, TagMap};
+use serde_json::{Value, json};
+
+use crate::convert::Converted;
+use crate::resend::{AgentLoss, StreamLoss};
+use crate::state::AppState;
+
+/// The report as `GET /api/v1/loss` gives it: per agent and kind, its streams and batch
+/// gaps, and the totals over every agent with the loss ratio.
+pub fn report(agents: &[AgentLoss]) -> Value {
+    let mut sent = 0u64;
+    let mut applied = 0u64;
+    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut pending = 0u64;
+    let mut unexplained = 0i64;
+    let mut gaps = 0u64;
+    for a in agents {
+        gaps += a.gaps.unwrap_or(0);
+        for s in &a.streams {
+            sent += s.sent;
+            applied += s.applied;
+            pending += s.pending;
+            unexplained += s.unexplained.unwrap_or(0);
+            for (why, n) in &s.dropped {
+                *dropped.entry(why.clone()).or_default() += n;
+            }
+        }
+    }
+    let lost: u64 = dropped.values().sum::<u64>() + unexplained.max(0) as u64;
+    json!({
+        "agents": agents,
+        "total": {
+            "sent": sent,
+            "applied": applied,
+            "dropped": dropped,
+            "pending": pending,
+            "unexplained": unexplained,
+            "gaps": gaps,
+            // Dropped and unexplained over sent, since the agents started.
+            "lossRatio": if sent == 0 { 0.0 } else { lost as f64 / sent as f64 },
+        },
+    })
+}
+
+/// The report as series: per agent and stream `argus.loss.sent`,
+/// `.applied` and `.dropped{place,reason}` (cumulative, `atlas.dstype=counter`: the store
+/// makes them per-second rates), and `.pending`, `.unexplained` and, per agent,
+/// `.gaps` (gauges).
+pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
+    let mut out = Vec::new();
+    let base = |s: &StreamLoss, name: &str, dstype: &str| -> Vec<(String, String)> {
+        vec![
+            ("name".into(), name.into()),
+            ("agent".into(), s.agent.clone()),
+            ("nf.node".into(), node_of(&s.agent).to_string()),
+            ("stream".into(), s.stream.clone()),
+            ("kind".into(), s.kind.to_string()),
+            ("atlas.dstype".into(), dstype.into()),
+        ]
+    };
+    let tags = |pairs: Vec<(String, String)>| {
+        TagMap::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    };
+    for a in agents {
+        for s in &a.streams {
+            out.push((tags(base(s, "argus.loss.sent", "counter")), s.sent as f64));
+            out.push((
+                tags(base(s, "argus.loss.applied", "counter")),
+                s.applied as f64,
+            ));
+            for (why, n) in &s.dropped {
+                let (place, reason) = why.split_once(':').unwrap_or(("agent", why));
+                let mut t = base(s, "argus.loss.dropped", "counter");
+                t.push(("place".into(), place.into()));
+                t.push(("reason".into(), reason.into()));
+                out.push((tags(t), *n as f64));
+            }
+            out.push((
+                tags(base(s, "argus.loss.pending", "gauge")),
+                s.pending as f64,
+            ));
+            if let Some(u) = s.unexplained {
+                out.push((tags(base(s, "argus.loss.unexplained", "gauge")), u as f64));
+            }
+        }
+        if let (Some(gaps), Some(first)) = (a.gaps, a.streams.first()) {
+            let mut t = base(first, "argus.loss.gaps", "gauge");
+            t.retain(|(k, _)| k != "stream");
+            out.push((tags(t), gaps as f64));
+        }
+    }
+    out
+}
+
+/// The host an agent runs on: its id is `<node>/<random>`.
+fn node_of(agent: &str) -> &str {
+    agent.rsplit_once('/').map_or(agent, |(node, _)| node)
+}
+
+/// Writes the report's series every `step_ms`, the way the node takes writes (the store, or
+/// a cluster's log). Runs until aborted.
+pub async fn write_series(state: AppState) {
+    let step = std::time::Duration::from_millis(state.cfg.step_ms.max(1000) as u64);
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let agents = st.agents.loss();
+            if agents.is_empty() {
+                return;
+            }
+            let now = st.store.now_ms();
+            let writer = st.store.writer();
+            let mut conv = Converted::default();
+            for (tags, value) in series(&agents) {
+                match writer.try_resolve(&tags, None) {
+                    Ok(id) => conv.samples.push(Sample {
+                        id,
+                        ts_ms: now,
+                        value,
+                    }),
+                    Err(e) => tracing::debug!(error = %e, "a loss series was refused"),
+                }
+            }
+            let _ = conv.commit(writer, &[], &st.metrics, st.cluster.as_deref());
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "writing the loss series failed");
+        }
+    }
+}

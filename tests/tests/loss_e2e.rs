@@ -1,0 +1,200 @@
+//! Loss accounting end to end, under faults, in one test: an agent streams through a proxy
+//! that the test cuts (long enough for the agent's buffer to overflow), a batch of samples
+//! the server refuses goes through, and the server is killed with SIGKILL and restarted on
+//! its data. Afterwards, for the agent, `GET /api/v1/loss` accounts for every sample: sent
+//! = applied + dropped with reason exactly, nothing unexplained, no batch missing, and the
+//! buffer-full and refused drops named with their counts, as the `argus.loss.*` series say.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use argus_tests::{Agent, Proxy, Server, enc, eventually, free_port, now_ms, scratch_dir};
+use serde_json::{Value, json};
+
+/// `n` fresh datapoints of `loss.test` through the agent's publish route.
+fn publish(agent: &Agent, batch: u64, n: u64) {
+    let now = now_ms();
+    let metrics: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"tags": {"name": "loss.test", "ix": format!("{}", i % 50)},
+                   "timestamp": now, "value": (batch * 1000 + i) as f64})
+        })
+        .collect();
+    let (status, body) = agent.post(
+        "/api/v1/publish",
+        json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The agent's metrics row of the loss report.
+fn metrics_loss(server: &Server) -> Option<Value> {
+    let report = server.get_json("/api/v1/loss");
+    report["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["kind"] == "metrics")
+        .cloned()
+}
+
+#[test]
+fn every_sample_is_accounted_for_through_a_cut_an_invalid_batch_and_a_sigkill() {
+    let (http, grpc) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    // Snapshots every second: the restart reads the books from a snapshot and the log.
+    let flags = ["--step", "1s", "--snapshot-interval", "1s"];
+    let mut server = Server::start_in(scratch_dir("loss"), &http, &grpc, &flags);
+    let proxy = Proxy::start(&grpc);
+    // A small buffer: a short cut overflows it.
+    let agent = Agent::start(
+        &format!("http://{}", proxy.addr),
+        &[
+            "--step",
+            "1s",
+            "--no-host-metrics",
+            "--buffer-bytes",
+            "65536",
+        ],
+    );
+
+    // Normal running.
+    for b in 0..5 {
+        publish(&agent, b, 100);
+    }
+    eventually(30, "the first batches applied", || {
+        let l = metrics_loss(&server)?;
+        (l["streams"][0]["applied"].as_u64()? >= 500).then_some(())
+    });
+
+    // Samples the server refuses: older than its retention (6 h).
+    let old = now_ms() - 30 * 24 * 3_600_000;
+    let metrics: Vec<Value> = (0..7)
+        .map(|i| json!({"tags": {"name": "loss.old", "ix": i.to_string()}, "timestamp": old, "value": 1.0}))
+        .collect();
+    let (status, body) = agent.post(
+        "/api/v1/publish",
+        json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(30, "the old samples refused by the server", || {
+        let l = metrics_loss(&server)?;
+        (l["streams"][0]["dropped"]["server:out_of_retention"] == 7).then_some(())
+    });
+
+    // The network cut, long enough for the buffer to overflow.
+    proxy.cut();
+    let mut batch = 100;
+    while agent.health()["dropped.id=samples.reason=buffer_full"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        publish(&agent, batch, 500);
+        batch += 1;
+        assert!(batch < 400, "the agent's buffer never overflowed");
+    }
+    proxy.heal();
+
+    // SIGKILL in the middle of a stream of batches, and a restart on the same data.
+    let stop = Arc::new(AtomicBool::new(false));
+    let posted = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let (stop, posted, intake) = (stop.clone(), posted.clone(), agent.intake.clone());
+        std::thread::spawn(move || {
+            let mut b = 1000;
+            while !stop.load(Ordering::SeqCst) {
+                let now = now_ms();
+                let metrics: Vec<Value> = (0..50)
+                    .map(|i| json!({"tags": {"name": "loss.test", "ix": format!("{i}")}, "timestamp": now, "value": b as f64}))
+                    .collect();
+                let body =
+                    json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics}).to_string();
+                if let Ok(r) = Server::agent()
+                    .post(&format!("{intake}/api/v1/publish"))
+                    .send(body.as_bytes())
+                    && r.status().as_u16() == 200
+                {
+                    posted.fetch_add(50, Ordering::SeqCst);
+                }
+                b += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    eventually(30, "batches flowing again", || {
+        (posted.load(Ordering::SeqCst) >= 500).then_some(())
+    });
+    let dir = server.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    server = Server::start_in(dir, &http, &grpc, &flags);
+    eventually(30, "more batches after the restart", || {
+        (posted.load(Ordering::SeqCst) >= 2500).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    feeder.join().expect("the feeder");
+
+    // Settled: nothing waiting at the agent. Every sample is accounted for.
+    let loss = eventually(60, "the agent's batches settled", || {
+        let l = metrics_loss(&server)?;
+        (l["settled"] == true && l["streams"][0]["pending"] == 0).then_some(l)
+    });
+    eprintln!("{loss:#}");
+    let stream = &loss["streams"][0];
+    assert_eq!(stream["stream"], "metrics", "{loss}");
+    let sent = stream["sent"].as_u64().expect("sent");
+    let applied = stream["applied"].as_u64().expect("applied");
+    let dropped: u64 = stream["dropped"]
+        .as_object()
+        .expect("dropped")
+        .values()
+        .map(|v| v.as_u64().expect("a count"))
+        .sum();
+    assert_eq!(sent, applied + dropped, "{loss}");
+    assert_eq!(stream["unexplained"], 0, "{loss}");
+    assert_eq!(loss["gaps"], 0, "{loss}");
+    // The agent's own counter, less what it dropped after sending that the server had.
+    let health = agent.health();
+    assert_eq!(
+        stream["dropped"]["agent:buffer_full"].as_u64().unwrap_or(0)
+            + stream["dropped_but_applied"]
+                .as_u64()
+                .expect("dropped_but_applied"),
+        health["dropped.id=samples.reason=buffer_full"]
+            .as_u64()
+            .expect("the agent's count"),
+        "{loss}\n{health}"
+    );
+    assert!(stream["dropped"]["agent:buffer_full"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(stream["dropped"]["server:out_of_retention"], 7, "{loss}");
+    assert!(
+        stream["inputs"]["publish"].as_u64().unwrap_or(0) > 0,
+        "{loss}"
+    );
+
+    // The same as series.
+    let q = |name: &str| {
+        server.get_json(&format!(
+            "/api/v1/graph?q={}&s=e-2m&e=now&step=1s&format=stats.json",
+            enc(&format!("name,{name},:eq,kind,metrics,:eq,:and,:max"))
+        ))
+    };
+    eventually(30, "argus.loss.unexplained written", || {
+        let v = q("argus.loss.unexplained");
+        (v["stats"][0]["count"].as_u64()? > 0 && v["stats"][0]["last"] == 0.0).then_some(())
+    });
+    eventually(30, "argus.loss.dropped written", || {
+        let v = server.get_json(&format!(
+            "/api/v1/graph?q={}&s=e-2m&e=now&step=1s&format=json",
+            enc("name,argus.loss.dropped,:eq,(,reason,),:by")
+        ));
+        let legend = v["legend"].to_string();
+        (legend.contains("buffer_full") && legend.contains("out_of_retention")).then_some(())
+    });
+}
