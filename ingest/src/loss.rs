@@ -53,9 +53,9 @@ pub fn report(agents: &[AgentLoss]) -> Value {
 }
 
 /// The report as series: per agent and stream `argus.loss.sent`,
-/// `.applied` and `.dropped{place,reason}` (cumulative, `atlas.dstype=counter`: the store
-/// makes them per-second rates), and `.pending`, `.unexplained` and, per agent,
-/// `.gaps` (gauges).
+/// `.applied` and `.dropped{place,reason}` (cumulative counts since the agent started: a
+/// window's count is their growth over it, exact through restarts since the books are
+/// kept), `.pending`, `.unexplained` and, per agent, `.gaps`; all `atlas.dstype=gauge`.
 pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
     let mut out = Vec::new();
     let base = |s: &StreamLoss, name: &str, dstype: &str| -> Vec<(String, String)> {
@@ -73,14 +73,14 @@ pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
     };
     for a in agents {
         for s in &a.streams {
-            out.push((tags(base(s, "argus.loss.sent", "counter")), s.sent as f64));
+            out.push((tags(base(s, "argus.loss.sent", "gauge")), s.sent as f64));
             out.push((
-                tags(base(s, "argus.loss.applied", "counter")),
+                tags(base(s, "argus.loss.applied", "gauge")),
                 s.applied as f64,
             ));
             for (why, n) in &s.dropped {
                 let (place, reason) = why.split_once(':').unwrap_or(("agent", why));
-                let mut t = base(s, "argus.loss.dropped", "counter");
+                let mut t = base(s, "argus.loss.dropped", "gauge");
                 t.push(("place".into(), place.into()));
                 t.push(("reason".into(), reason.into()));
                 out.push((tags(t), *n as f64));
@@ -100,6 +100,116 @@ pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
         }
     }
     out
+}
+
+/// One agent and stream over a window: items per step sent, applied, dropped by
+/// `place:reason`.
+type WindowRow = (Vec<f64>, Vec<f64>, BTreeMap<String, Vec<f64>>);
+
+/// The loss over a window (`GET /api/v1/loss?s=e-1d`, the daily ratio), from the
+/// `argus.loss.*` series this node stored: per agent and stream the items sent, applied
+/// and dropped (by place and reason) in the window, per step and in all, and the ratio of
+/// dropped to sent. `params` are the graph API's (`s`, `e`, `step`, `tz`).
+pub fn window(
+    store: &argus_tsdb::Store,
+    params: &[(String, String)],
+) -> Result<Value, argus_query::Error> {
+    let request = |p: &[(String, String)], q: String| {
+        let mut p = p.to_vec();
+        p.push(("q".into(), q));
+        argus_query::graph::GraphRequest::from_params(&p, store.now_ms(), store.config().step_ms)
+    };
+    let mut p: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "s" | "e" | "step" | "tz"))
+        .cloned()
+        .collect();
+    // The window's grid, then the same grid a step earlier: that step's cumulative value
+    // is where the window's counts start from.
+    let grid = request(&p, "1".into())?;
+    p.retain(|(k, _)| k != "s" && k != "step");
+    p.push(("s".into(), (grid.start_ms - 2 * grid.step_ms).to_string()));
+    p.push(("step".into(), format!("{}ms", grid.step_ms)));
+    let by = |name: &str, keys: &str| {
+        // Cumulative gauges: a step's largest is its last.
+        let q = format!("name,{name},:eq,kind,metrics,:eq,:and,:max,(,{keys},),:by,:cf-max");
+        argus_query::graph::evaluate(&request(&p, q)?, store)
+    };
+    let sent = by("argus.loss.sent", "agent,stream")?;
+    let applied = by("argus.loss.applied", "agent,stream")?;
+    let dropped = by("argus.loss.dropped", "agent,stream,place,reason")?;
+    // Items per step: the growth of the cumulative value (a step without one keeps the
+    // last; before a series' first value it is 0: nothing had been counted).
+    let counts = |values: &[f64]| -> Vec<f64> {
+        let mut last = values
+            .first()
+            .copied()
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0);
+        values[1.min(values.len())..]
+            .iter()
+            .map(|v| {
+                if !v.is_finite() {
+                    return 0.0;
+                }
+                let grew = (v - last).max(0.0);
+                last = *v;
+                grew
+            })
+            .collect()
+    };
+    let key = |tags: &TagMap| {
+        (
+            tags.get("agent").unwrap_or_default().to_string(),
+            tags.get("stream").unwrap_or_default().to_string(),
+        )
+    };
+    let mut rows: BTreeMap<(String, String), WindowRow> = BTreeMap::new();
+    for s in &sent.series {
+        rows.entry(key(&s.tags)).or_default().0 = counts(&s.values);
+    }
+    for s in &applied.series {
+        rows.entry(key(&s.tags)).or_default().1 = counts(&s.values);
+    }
+    for s in &dropped.series {
+        let why = format!(
+            "{}:{}",
+            s.tags.get("place").unwrap_or_default(),
+            s.tags.get("reason").unwrap_or_default()
+        );
+        rows.entry(key(&s.tags))
+            .or_default()
+            .2
+            .insert(why, counts(&s.values));
+    }
+    let (mut all_sent, mut all_dropped) = (0.0, 0.0);
+    let agents: Vec<Value> = rows
+        .into_iter()
+        .map(|((agent, stream), (sent, applied, dropped))| {
+            let total = |v: &[f64]| v.iter().sum::<f64>();
+            let dropped_total: f64 = dropped.values().map(|v| total(v)).sum();
+            all_sent += total(&sent);
+            all_dropped += dropped_total;
+            json!({
+                "agent": agent,
+                "stream": stream,
+                "sent": total(&sent),
+                "applied": total(&applied),
+                "dropped": dropped.iter().map(|(k, v)| (k.clone(), total(v))).collect::<BTreeMap<_, _>>(),
+                "lossRatio": if total(&sent) > 0.0 { dropped_total / total(&sent) } else { 0.0 },
+                "steps": {"sent": sent, "applied": applied, "dropped": dropped},
+            })
+        })
+        .collect();
+    Ok(json!({
+        "window": {"start": grid.start_ms, "end": grid.end_ms, "step": grid.step_ms},
+        "agents": agents,
+        "total": {
+            "sent": all_sent,
+            "dropped": all_dropped,
+            "lossRatio": if all_sent > 0.0 { all_dropped / all_sent } else { 0.0 },
+        },
+    }))
 }
 
 /// The host an agent runs on: its id is `<node>/<random>`.

@@ -1003,9 +1003,20 @@ function explorePage(main, params) {
 }
 
 // The connected agents (`/api/v1/agents`) with the last value of their own counters over
-// the last five minutes (their `argus.agent.*` series, per second for counters).
+// the last five minutes (their `argus.agent.*` series, per second for counters), and their
+// samples accounted for end to end (`/api/v1/loss`).
 async function agentTable() {
   const list = await getJson('api/v1/agents');
+  const loss = {};
+  try {
+    for (const a of (await getJson('api/v1/loss')).agents) {
+      if (a.kind !== 'metrics') continue;
+      const s = a.streams.find((x) => x.stream === 'metrics') || {};
+      const dropped = Object.entries(s.dropped || {}).map(([k, v]) => `${k} ${v}`).join(', ');
+      loss[a.agent] = { sent: s.sent, applied: s.applied, dropped: dropped || 'none', pending: s.pending,
+        unexplained: s.unexplained === null || s.unexplained === undefined ? '' : s.unexplained, gaps: a.gaps === null ? '' : a.gaps };
+    }
+  } catch (_) { /* the loss report is extra too */ }
   if (!list.length) return el('div', { class: 'muted' }, 'no agent is connected');
   const counters = {};
   try {
@@ -1027,6 +1038,7 @@ async function agentTable() {
       'samples sent/s': num(c['sent.samples']), 'events sent/s': num(c['sent.events']),
       dropped: dropped.join(', ') || (Object.keys(c).length ? 'none' : ''),
       'buffer bytes': num(c['buffer.bytes']), reconnects: num(c.reconnects), 'live queries': num(c['live.subscriptions']),
+      ...Object.fromEntries(Object.entries(loss[a.agent] || {}).map(([k, v]) => [`samples ${k}`, v])),
     };
   });
   return render(rows);

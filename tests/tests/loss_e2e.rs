@@ -189,6 +189,29 @@ fn every_sample_is_accounted_for_through_a_cut_an_invalid_batch_and_a_sigkill() 
         let v = q("argus.loss.unexplained");
         (v["stats"][0]["count"].as_u64()? > 0 && v["stats"][0]["last"] == 0.0).then_some(())
     });
+    // Over a window, from those series: per step and in all, with the loss ratio; the
+    // drops (all in the window, none since) exactly as the cumulative report has them.
+    let buffer_full = stream["dropped"]["agent:buffer_full"]
+        .as_f64()
+        .expect("a count");
+    let window = eventually(30, "the windowed report", || {
+        let v = server.get_json("/api/v1/loss?s=e-5m&e=now&step=1s");
+        let row = v["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["stream"] == "metrics")?
+            .clone();
+        (row["dropped"]["agent:buffer_full"].as_f64()? == buffer_full
+            && row["dropped"]["server:out_of_retention"] == 7.0)
+            .then_some(row)
+    });
+    let ratio = window["lossRatio"].as_f64().expect("a ratio");
+    assert!(ratio > 0.0 && ratio < 1.0, "{window}");
+    assert!(window["steps"]["sent"].as_array().expect("per step").len() >= 60);
+    eprintln!(
+        "window: sent {}, applied {}, dropped {}, ratio {ratio:.4}",
+        window["sent"], window["applied"], window["dropped"]
+    );
     eventually(30, "argus.loss.dropped written", || {
         let v = server.get_json(&format!(
             "/api/v1/graph?q={}&s=e-2m&e=now&step=1s&format=json",

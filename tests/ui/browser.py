@@ -253,6 +253,12 @@ def explore_view(d):
     # Its own counters: it has sent samples (the gauges above) by now.
     sent = wait(d, "the agent's counters", lambda: [c for c in css(d, "#agents table td") if c.text and c.text[0].isdigit() and c.text != "1s"])
     print("agents: " + " | ".join(cell.text for cell in css(d, "#agents table td")), flush=True)
+    # Its samples accounted for end to end (issue 17): sent and applied, nothing unexplained.
+    heads = [h.text for h in css(d, "#agents table tr:first-child th")]
+    cells = [c.text for c in css(d, "#agents table tr:nth-child(2) td")]
+    row = dict(zip(heads, cells))
+    if row.get("samples unexplained") != "0" or not row.get("samples sent", "").isdigit():
+        raise SystemExit(f"the agents table's loss columns: {row}")
     shot(d, "explore")
 
 

@@ -625,10 +625,25 @@ pub async fn agents(State(state): State<AppState>) -> impl IntoResponse {
     ))
 }
 
-/// `GET /api/v1/loss`: every agent's batches accounted for, per stream (see `loss.rs`).
-pub async fn loss(State(state): State<AppState>) -> impl IntoResponse {
-    let agents = state.agents.loss();
-    axum::Json(crate::loss::report(&agents))
+/// `GET /api/v1/loss`: every agent's batches accounted for, per stream, since the agents
+/// started; with `s` (and `e`, `step`), over that window from the `argus.loss.*` series, per
+/// step and in all (`s=e-1d`: the daily ratio). See `loss.rs`.
+pub async fn loss(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = q
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    if !params.iter().any(|(k, _)| k == "s") {
+        let agents = state.agents.loss();
+        return Ok(axum::Json(crate::loss::report(&agents)).into_response());
+    }
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || crate::loss::window(&store, &params))
+        .await
+        .map_err(|e| ApiError::task_failed("the loss report", e))??;
+    Ok(axum::Json(body).into_response())
 }
 
 pub async fn cardinality(
