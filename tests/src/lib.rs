@@ -1085,3 +1085,32 @@ impl Proxy {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// `curl` (it speaks HTTPS with a CA file, where the tests' HTTP client does not): a GET of
+/// `url`, or a POST of `body`, trusting `ca` when given, within 5 s; (status, body), status
+/// 0 when nothing answered.
+pub fn curl(url: &str, ca: Option<&Path>, body: Option<&[u8]>) -> (u16, String) {
+    use std::io::Write;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"]);
+    if let Some(ca) = ca {
+        cmd.arg("--cacert").arg(ca);
+    }
+    cmd.arg(url);
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running curl");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(body.unwrap_or_default());
+    }
+    let out = child.wait_with_output().expect("curl's output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}

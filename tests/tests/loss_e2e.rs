@@ -12,8 +12,8 @@ use std::time::Duration;
 use argus_tests::{Agent, Proxy, Server, enc, eventually, free_port, now_ms, scratch_dir};
 use serde_json::{Value, json};
 
-/// `n` fresh datapoints of `loss.test` through the agent's publish route.
-fn publish(agent: &Agent, batch: u64, n: u64) {
+/// A publish payload of `n` fresh datapoints of `loss.test`.
+fn payload(batch: u64, n: u64) -> String {
     let now = now_ms();
     let metrics: Vec<Value> = (0..n)
         .map(|i| {
@@ -21,12 +21,12 @@ fn publish(agent: &Agent, batch: u64, n: u64) {
                    "timestamp": now, "value": (batch * 1000 + i) as f64})
         })
         .collect();
-    let (status, body) = agent.post(
-        "/api/v1/publish",
-        json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics})
-            .to_string()
-            .as_bytes(),
-    );
+    json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics}).to_string()
+}
+
+/// `n` fresh datapoints of `loss.test` through the agent's publish route.
+fn publish(agent: &Agent, batch: u64, n: u64) {
+    let (status, body) = agent.post("/api/v1/publish", payload(batch, n).as_bytes());
     assert_eq!(status, 200, "{body}");
 }
 
@@ -110,12 +110,7 @@ fn every_sample_is_accounted_for_through_a_cut_an_invalid_batch_and_a_sigkill() 
         std::thread::spawn(move || {
             let mut b = 1000;
             while !stop.load(Ordering::SeqCst) {
-                let now = now_ms();
-                let metrics: Vec<Value> = (0..50)
-                    .map(|i| json!({"tags": {"name": "loss.test", "ix": format!("{i}")}, "timestamp": now, "value": b as f64}))
-                    .collect();
-                let body =
-                    json!({"tags": {"atlas.dstype": "gauge"}, "metrics": metrics}).to_string();
+                let body = payload(b, 50);
                 if let Ok(r) = Server::agent()
                     .post(&format!("{intake}/api/v1/publish"))
                     .send(body.as_bytes())

@@ -16,15 +16,7 @@ fn path(dir: &Path, file: &str) -> String {
 /// curl over TLS trusting `ca`: (HTTP status, body); status 0 when TLS or the connection
 /// failed.
 fn curl(url: &str, ca: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"]);
-    if let Some(ca) = ca {
-        cmd.args(["--cacert", ca]);
-    }
-    let out = cmd.arg(url).output().expect("running curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    argus_tests::curl(url, ca.map(Path::new), None)
 }
 
 fn max_of(base: &str, ca: &str, name: &str) -> Option<f64> {

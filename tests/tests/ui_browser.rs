@@ -249,27 +249,8 @@ fn two_thousand_lines_draw_within_a_second_and_a_fast_tail_stays_bounded() {
     });
 }
 
-/// `curl` over HTTPS trusting `ca`: a GET, or a POST of `body`; (status, body).
 fn curl(url: &str, ca: &Path, body: Option<&[u8]>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(ca)
-        .arg(url);
-    if body.is_some() {
-        cmd.args(["--data-binary", "@-"]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running curl");
-    let mut stdin = child.stdin.take().expect("curl's stdin");
-    stdin.write_all(body.unwrap_or_default()).expect("to curl");
-    drop(stdin);
-    let out = child.wait_with_output().expect("curl's output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
+    argus_tests::curl(url, Some(ca), body)
 }
 
 /// Cluster mode and TLS: two nodes serving HTTPS over one NATS server. The browser, on one

@@ -11,9 +11,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use super::response::{self, ApiError, Dialect};
-use crate::convert::publish::{Mode, PayloadError, decode_body, parse_payload, store_datapoints};
+use crate::convert::publish::{
+    Datapoint, Mode, PayloadError, decode_body, parse_payload, store_datapoints,
+};
 use crate::events::NdjsonIntake;
 use crate::state::AppState;
+use crate::validation::Rejection;
 
 pub async fn publish(
     State(state): State<AppState>,
@@ -59,24 +62,10 @@ pub async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&state, body)?;
-    let encoding = content_encoding(&headers);
-    let outcome = tokio::task::spawn_blocking(move || {
-        let st = state;
-        let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
-        let parsed =
-            crate::convert::aggregator::parse_update(&decoded, st.store.now_ms(), st.cfg.step_ms)?;
-        let outcome = store_datapoints(
-            st.store.writer(),
-            parsed,
-            &st.metrics,
-            st.cluster.as_deref(),
-        );
-        Ok::<_, PayloadError>(outcome)
+    take_datapoints(state, headers, body, "the update task", |st, decoded| {
+        crate::convert::aggregator::parse_update(decoded, st.store.now_ms(), st.cfg.step_ms)
     })
     .await
-    .map_err(|e| ApiError::task_failed("the update task", e))??;
-    response::outcome(outcome, Dialect::Atlas)
 }
 
 async fn ingest(
@@ -85,19 +74,41 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
     mode: Mode,
 ) -> Result<Response, ApiError> {
+    take_datapoints(
+        state,
+        headers,
+        body,
+        "the publish task",
+        move |st, decoded| {
+            parse_payload(
+                decoded,
+                mode,
+                st.store.now_ms(),
+                st.cfg.publish_max_age_ms,
+                st.cfg.retention_ms,
+            )
+        },
+    )
+    .await
+}
+
+/// A JSON body of datapoints (gzip allowed), parsed by `parse` and stored on a blocking
+/// thread; answered as Atlas's publish is.
+async fn take_datapoints(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    what: &'static str,
+    parse: impl FnOnce(&AppState, &[u8]) -> Result<Vec<Result<Datapoint, Rejection>>, PayloadError>
+    + Send
+    + 'static,
+) -> Result<Response, ApiError> {
     let body = read_body(&state, body)?;
     let encoding = content_encoding(&headers);
     let outcome = tokio::task::spawn_blocking(move || {
         let st = state;
         let decoded = decode_body(&body, encoding.as_deref(), st.cfg.max_body_bytes)?;
-        let now = st.store.now_ms();
-        let parsed = parse_payload(
-            &decoded,
-            mode,
-            now,
-            st.cfg.publish_max_age_ms,
-            st.cfg.retention_ms,
-        )?;
+        let parsed = parse(&st, &decoded)?;
         let outcome = store_datapoints(
             st.store.writer(),
             parsed,
@@ -109,7 +120,7 @@ async fn ingest(
         Ok::<_, PayloadError>(outcome)
     })
     .await
-    .map_err(|e| ApiError::task_failed("the publish task", e))??;
+    .map_err(|e| ApiError::task_failed(what, e))??;
     response::outcome(outcome, Dialect::Atlas)
 }
 
