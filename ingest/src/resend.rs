@@ -69,8 +69,10 @@ impl Book {
             *a.refused.entry(reason.label()).or_default() += n;
             refused_items += n;
         }
-        self.recent
-            .insert(seq, (stream.to_string(), stored, refused_items));
+        if self.report.as_ref().is_none_or(|r| seq >= r.pending_from) {
+            self.recent
+                .insert(seq, (stream.to_string(), stored, refused_items));
+        }
         while self.recent.len() > RECENT {
             self.recent.pop_first();
         }
@@ -83,6 +85,10 @@ impl Book {
             .as_ref()
             .is_none_or(|r| (report.next_seq, report.pending_from) >= (r.next_seq, r.pending_from));
         if newer {
+            // Batches below the account's oldest waiting one are settled at the agent: the
+            // report no longer needs their counts (this keeps `recent` to the batches in
+            // flight, a few per agent).
+            self.recent = self.recent.split_off(&report.pending_from);
             self.report = Some(report);
         }
     }
