@@ -216,3 +216,44 @@ fn every_sample_is_accounted_for_through_a_cut_an_invalid_batch_and_a_sigkill() 
         (legend.contains("buffer_full") && legend.contains("out_of_retention")).then_some(())
     });
 }
+
+/// Event streams are accounted for the same way, per stream: every event a live query
+/// selected at the agent is sent and applied, nothing unexplained, no batch missing.
+#[test]
+fn event_batches_are_accounted_for_per_stream() {
+    let server = Server::start(&["--step", "1s"]);
+    let agent = Agent::start(&server.grpc, &["--step", "1s", "--no-host-metrics"]);
+    let live = argus_tests::LiveClient::start(&server, &[], "select n from clicks where n >= 0");
+    live.wait_subscribed();
+    eventually(10, "the agent taking the subscription", || {
+        (agent.health()["live.subscriptions"] == 1).then_some(())
+    });
+    for part in 0..3 {
+        let body: String = (part * 100..(part + 1) * 100)
+            .map(|n| format!("{{\"n\": {n}}}\n"))
+            .collect();
+        let (status, text) = agent.post("/v1/events/clicks", body.as_bytes());
+        assert_eq!(status, 200, "{text}");
+    }
+    let (account, stream) = eventually(30, "the events accounted for", || {
+        let report = server.get_json("/api/v1/loss");
+        let account = report["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["kind"] == "events")?
+            .clone();
+        let stream = account["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stream"] == "clicks")?
+            .clone();
+        (stream["applied"] == 300 && account["settled"] == true).then_some((account, stream))
+    });
+    eprintln!("{account:#}");
+    assert_eq!(stream["sent"], 300, "{account}");
+    assert_eq!(stream["inputs"]["events"], 300, "{account}");
+    assert_eq!(stream["unexplained"], 0, "{account}");
+    assert_eq!(account["gaps"], 0, "{account}");
+    assert_eq!(live.rows().len(), 300);
+    live.interrupt();
+}
