@@ -266,10 +266,12 @@ struct Sinks {
     gauge_ttls: AHashMap<u32, i64>,
 }
 
-/// Distinct values of `S` meters this step, by series.
+/// Distinct values of `S` meters this step, by series, each kept as a 64-bit hash: a
+/// meter costs at most 8 bytes per value however long its values are (two of 100,000
+/// values share a hash with a chance of about 3 in 10^10).
 #[derive(Default)]
 pub struct Distinct {
-    values: Mutex<AHashMap<u32, AHashSet<Box<str>>>>,
+    values: Mutex<AHashMap<u32, AHashSet<u64>>>,
 }
 
 impl Distinct {
@@ -555,10 +557,11 @@ impl Sinks {
                 }
             }
             Kind::DistinctCount => {
+                let hash = value_hash(value_text);
                 let mut all = self.distinct.values.lock();
                 let set = all.entry(m.ids[0]).or_default();
-                if set.len() < MAX_DISTINCT && !set.contains(value_text) {
-                    set.insert(value_text.into());
+                if set.len() < MAX_DISTINCT {
+                    set.insert(hash);
                 }
             }
         }
@@ -582,6 +585,12 @@ fn tagged<'a>(
         t.push(("statistic", statistic));
     }
     t
+}
+
+/// A value's 64-bit hash, the same in every process (fixed keys).
+fn value_hash(text: &str) -> u64 {
+    ahash::RandomState::with_seeds(0x51_7c_c1_b7, 0x27_22_0a_95, 0x9e_37_79_b9, 0x85_eb_ca_6b)
+        .hash_one(text)
 }
 
 /// A line's value as a number (`S` values are taken as they are: any text).
