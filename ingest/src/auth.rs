@@ -133,6 +133,15 @@ impl Tokens {
         })
     }
 
+    /// An `Authorization` value a node presents for a request of its own to the other
+    /// nodes (they read the same tokens): the first token allowed to read.
+    pub fn own_bearer(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|e| e.role.allows(Role::Read))
+            .map(|e| format!("Bearer {}", e.secret))
+    }
+
     /// Checks an `Authorization` header value against what `needed` requires.
     pub fn check(&self, authorization: Option<&str>, needed: Role) -> Result<(), Denied> {
         let presented = authorization.ok_or(Denied::Unauthenticated(

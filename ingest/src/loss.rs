@@ -22,6 +22,7 @@ pub fn report(agents: &[AgentLoss]) -> Value {
     let mut applied = 0u64;
     let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
     let mut pending = 0u64;
+    let mut unapplied = 0u64;
     let mut unexplained = 0i64;
     let mut gaps = 0u64;
     for a in agents {
@@ -30,6 +31,7 @@ pub fn report(agents: &[AgentLoss]) -> Value {
             sent += s.sent;
             applied += s.applied;
             pending += s.pending;
+            unapplied += s.unapplied;
             unexplained += s.unexplained.unwrap_or(0);
             for (why, n) in &s.dropped {
                 *dropped.entry(why.clone()).or_default() += n;
@@ -44,6 +46,7 @@ pub fn report(agents: &[AgentLoss]) -> Value {
             "applied": applied,
             "dropped": dropped,
             "pending": pending,
+            "unapplied": unapplied,
             "unexplained": unexplained,
             "gaps": gaps,
             // Dropped and unexplained over sent, since the agents started.
@@ -55,8 +58,9 @@ pub fn report(agents: &[AgentLoss]) -> Value {
 /// The report as series: per agent and stream `argus.loss.sent`,
 /// `.applied` and `.dropped{place,reason}` (cumulative counts since the agent started: a
 /// window's count is their growth over it, exact through restarts since the books are
-/// kept), `.pending`, `.unexplained` and, per agent, `.gaps`; all `atlas.dstype=gauge`.
-pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
+/// kept), `.pending`, `.unapplied` (in a cluster), `.unexplained` and, per agent, `.gaps`;
+/// all `atlas.dstype=gauge`.
+pub fn series(agents: &[AgentLoss], in_cluster: bool) -> Vec<(TagMap, f64)> {
     let mut out = Vec::new();
     let base = |s: &StreamLoss, name: &str, dstype: &str| -> Vec<(String, String)> {
         vec![
@@ -89,6 +93,12 @@ pub fn series(agents: &[AgentLoss]) -> Vec<(TagMap, f64)> {
                 tags(base(s, "argus.loss.pending", "gauge")),
                 s.pending as f64,
             ));
+            if in_cluster && s.kind == "metrics" {
+                out.push((
+                    tags(base(s, "argus.loss.unapplied", "gauge")),
+                    s.unapplied as f64,
+                ));
+            }
             if let Some(u) = s.unexplained {
                 out.push((tags(base(s, "argus.loss.unexplained", "gauge")), u as f64));
             }
@@ -109,10 +119,12 @@ type WindowRow = (Vec<f64>, Vec<f64>, BTreeMap<String, Vec<f64>>);
 /// The loss over a window (`GET /api/v1/loss?s=e-1d`, the daily ratio), from the
 /// `argus.loss.*` series this node stored: per agent and stream the items sent, applied
 /// and dropped (by place and reason) in the window, per step and in all, and the ratio of
-/// dropped to sent. `params` are the graph API's (`s`, `e`, `step`, `tz`).
+/// dropped to sent. `params` are the graph API's (`s`, `e`, `step`, `tz`); in a cluster,
+/// `fanout` reads the series from the store nodes.
 pub fn window(
     store: &argus_tsdb::Store,
     params: &[(String, String)],
+    fanout: Option<argus_query::split::SharedFanout>,
 ) -> Result<Value, argus_query::Error> {
     let request = |p: &[(String, String)], q: String| {
         let mut p = p.to_vec();
@@ -133,15 +145,22 @@ pub fn window(
     let by = |name: &str, keys: &str| {
         // Cumulative gauges: a step's largest is its last.
         let q = format!("name,{name},:eq,kind,metrics,:eq,:and,:max,(,{keys},),:by,:cf-max");
-        argus_query::graph::evaluate(&request(&p, q)?, store)
+        argus_query::graph::evaluate_with_fanout(
+            &request(&p, q)?,
+            store,
+            &argus_query::Limits::default(),
+            fanout.clone(),
+        )
     };
     let sent = by("argus.loss.sent", "agent,stream")?;
     let applied = by("argus.loss.applied", "agent,stream")?;
     let dropped = by("argus.loss.dropped", "agent,stream,place,reason")?;
-    // Items per step: the growth of the cumulative value (a step without one keeps the
-    // last; before a series' first value it is 0: nothing had been counted).
+    // Items per step: the growth of the cumulative value past its highest so far (a step
+    // without one adds nothing; before a series' first value it is 0: nothing had been
+    // counted). A count never goes back, so a dip is a report that lagged (a cluster's
+    // store node catching up), not a restart: its recovery is not counted twice.
     let counts = |values: &[f64]| -> Vec<f64> {
-        let mut last = values
+        let mut high = values
             .first()
             .copied()
             .filter(|v| v.is_finite())
@@ -152,8 +171,8 @@ pub fn window(
                 if !v.is_finite() {
                     return 0.0;
                 }
-                let grew = (v - last).max(0.0);
-                last = *v;
+                let grew = (v - high).max(0.0);
+                high = high.max(*v);
                 grew
             })
             .collect()
@@ -212,13 +231,42 @@ pub fn window(
     }))
 }
 
+/// Every agent's loss as this node can know it: its own books on a single node; in a
+/// cluster, the metrics books of every partition from the store nodes serving them
+/// (`cluster/books.rs`), with the partitions nobody answered for, and the event books of
+/// this gateway. `authorization` is passed on to the store nodes. Call on a blocking thread.
+pub fn agents(
+    state: &AppState,
+    authorization: Option<String>,
+) -> Result<(Vec<AgentLoss>, Vec<u32>), String> {
+    let Some(cluster) = &state.cluster else {
+        return Ok((state.agents.loss(), Vec::new()));
+    };
+    let timeout = std::time::Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let Some(fanout) = cluster.fanout(authorization, false, state.cfg.query_limits(), timeout)
+    else {
+        return Err(format!("{} has not joined its cluster", cluster.node_id()));
+    };
+    let mut agents = crate::cluster::query::cluster_loss(&fanout, cluster.log().ok())?;
+    agents.extend(
+        state
+            .agents
+            .loss()
+            .into_iter()
+            .filter(|a| a.kind == "events"),
+    );
+    Ok((agents, fanout.missing()))
+}
+
 /// The host an agent runs on: its id is `<node>/<random>`.
 fn node_of(agent: &str) -> &str {
     agent.rsplit_once('/').map_or(agent, |(node, _)| node)
 }
 
 /// Writes the report's series every `step_ms`, the way the node takes writes (the store, or
-/// a cluster's log). Runs until aborted.
+/// a cluster's log). In a cluster the node holding the controller's lease writes every
+/// agent's metrics series from the partitions' books, and each gateway the event series of
+/// the agents it took events from. Runs until aborted.
 pub async fn write_series(state: AppState) {
     let step = std::time::Duration::from_millis(state.cfg.step_ms.max(1000) as u64);
     let mut tick = tokio::time::interval(step);
@@ -227,14 +275,39 @@ pub async fn write_series(state: AppState) {
         tick.tick().await;
         let st = state.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let agents = st.agents.loss();
+            let agents = match &st.cluster {
+                None => st.agents.loss(),
+                Some(cluster) => {
+                    let mut agents: Vec<AgentLoss> = st
+                        .agents
+                        .loss()
+                        .into_iter()
+                        .filter(|a| a.kind == "events")
+                        .collect();
+                    if cluster.is_controller() {
+                        let bearer = st.tokens.get().and_then(|t| t.own_bearer());
+                        match crate::loss::agents(&st, bearer) {
+                            // A partial view would write counts that go back: none then.
+                            Ok((all, missing)) if missing.is_empty() => {
+                                agents.extend(all.into_iter().filter(|a| a.kind == "metrics"))
+                            }
+                            Ok((_, missing)) => tracing::debug!(
+                                ?missing,
+                                "loss series not written: partitions unanswered"
+                            ),
+                            Err(e) => tracing::debug!(error = %e, "loss series not written"),
+                        }
+                    }
+                    agents
+                }
+            };
             if agents.is_empty() {
                 return;
             }
             let now = st.store.now_ms();
             let writer = st.store.writer();
             let mut conv = Converted::default();
-            for (tags, value) in series(&agents) {
+            for (tags, value) in series(&agents, st.cluster.is_some()) {
                 match writer.try_resolve(&tags, None) {
                     Ok(id) => conv.samples.push(Sample {
                         id,

@@ -55,6 +55,8 @@ struct Applied {
 
 /// Batches a book remembers item counts of; older ones are settled at the agent long since.
 const RECENT: usize = 10_000;
+/// The most holes, batches dropped after sending and streams an account is read with.
+const MAX_LISTED: usize = 65_536;
 
 impl Book {
     fn applied(&mut self, seq: u64, stream: &str, stored: u64, refused: &[(RejectReason, u64)]) {
@@ -151,7 +153,11 @@ pub struct StreamLoss {
     /// Items the agent counts as dropped (after sending them) that the server applied all
     /// the same: their acknowledgement was lost. Counted as applied, not dropped.
     pub dropped_but_applied: u64,
-    /// sent − applied − dropped − pending: 0 when every item is accounted for. `None` when
+    /// In a cluster: taken into the log (JetStream acknowledged them) but not applied yet
+    /// by the store nodes that answered (one catching up). Always 0 on a single node.
+    pub unapplied: u64,
+    /// sent − applied − dropped − pending − unapplied: 0 when every item is accounted for.
+    /// `None` when
     /// the server has not seen this agent's batches from the first (event streams after a
     /// restart).
     pub unexplained: Option<i64>,
@@ -225,35 +231,7 @@ impl AgentRegistry {
 
     /// Remembers a batch found in the log at recovery as stored, and books its counts.
     pub fn restore_origin(&self, origin: &[u8]) {
-        if origin.len() < 9 {
-            return;
-        }
-        let seq = u64::from_le_bytes(origin[1..9].try_into().unwrap_or_default());
-        let mut rest = &origin[9..];
-        let counts = match origin[0] {
-            ORIGIN_AGENT_METRICS => None,
-            ORIGIN_AGENT_METRICS_COUNTED => {
-                let (Ok(stored), Ok(n)) = (decode_varint(&mut rest), decode_varint(&mut rest))
-                else {
-                    return;
-                };
-                let mut refused = Vec::new();
-                for _ in 0..n.min(RejectReason::ALL.len() as u64) {
-                    let (Ok(reason), Ok(items)) =
-                        (decode_varint(&mut rest), decode_varint(&mut rest))
-                    else {
-                        return;
-                    };
-                    let Some(reason) = RejectReason::ALL.get(reason as usize) else {
-                        return;
-                    };
-                    refused.push((*reason, items));
-                }
-                Some((stored, refused))
-            }
-            _ => return,
-        };
-        let Ok(agent) = std::str::from_utf8(rest) else {
+        let Some((agent, seq, counts)) = parse_origin(origin) else {
             return;
         };
         let mut m = self.metrics.lock();
@@ -265,6 +243,11 @@ impl AgentRegistry {
             s.book.applied(seq, "metrics", stored, &refused);
         }
         s.insert(seq);
+    }
+
+    /// The agent an origin names, if it is an agent's batch.
+    pub fn origin_agent(origin: &[u8]) -> Option<&str> {
+        parse_origin(origin).map(|(agent, _, _)| agent)
     }
 
     /// Books a metrics batch the server took: `stored` items stored, `refused` refused.
@@ -295,12 +278,33 @@ impl AgentRegistry {
     }
 
     /// Keeps the agent's latest account of its batches of one kind (`events` or not).
-    pub fn note_report(&self, agent: &str, events: bool, report: argus_proto::v1::Accounting) {
+    pub fn note_report(&self, agent: &str, events: bool, mut report: argus_proto::v1::Accounting) {
+        // An agent lists a few thousand at most: an account past these bounds is not one
+        // an agent made, and must not make every report slow.
+        report.holes.truncate(MAX_LISTED);
+        report.dropped_after_send.truncate(MAX_LISTED);
+        report.streams.truncate(MAX_LISTED);
         let map = if events { &self.events } else { &self.metrics };
         let mut m = map.lock();
         let s = m.entry(agent.to_string()).or_default();
         s.last_used = Some(Instant::now());
         s.book.report(report);
+    }
+
+    /// Every agent's latest account of its metrics batches.
+    pub fn metric_reports(&self) -> Vec<(String, argus_proto::v1::Accounting)> {
+        let m = self.metrics.lock();
+        m.iter()
+            .filter_map(|(agent, s)| Some((agent.clone(), s.book.report.clone()?)))
+            .collect()
+    }
+
+    /// Items of an agent's metrics batches this registry booked as stored, in all.
+    pub fn stored_items(&self, agent: &str) -> u64 {
+        self.metrics
+            .lock()
+            .get(agent)
+            .map_or(0, |s| s.book.streams.values().map(|a| a.items).sum())
     }
 
     /// The loss report: for each agent and kind with an account, every stream's items
@@ -453,6 +457,32 @@ impl AgentRegistry {
     }
 }
 
+/// Stored items and refusals by reason, as an origin counts them.
+type OriginCounts = (u64, Vec<(RejectReason, u64)>);
+
+/// An agent batch's origin: the agent, the batch's sequence number and, in the counted
+/// form, its counts; `None` for any other origin or damaged bytes.
+fn parse_origin(origin: &[u8]) -> Option<(&str, u64, Option<OriginCounts>)> {
+    let seq = u64::from_le_bytes(origin.get(1..9)?.try_into().ok()?);
+    let mut rest = &origin[9..];
+    let counts = match origin[0] {
+        ORIGIN_AGENT_METRICS => None,
+        ORIGIN_AGENT_METRICS_COUNTED => {
+            let stored = decode_varint(&mut rest).ok()?;
+            let n = decode_varint(&mut rest).ok()?;
+            let mut refused = Vec::new();
+            for _ in 0..n.min(RejectReason::ALL.len() as u64) {
+                let reason = decode_varint(&mut rest).ok()?;
+                let items = decode_varint(&mut rest).ok()?;
+                refused.push((*RejectReason::ALL.get(reason as usize)?, items));
+            }
+            Some((stored, refused))
+        }
+        _ => return None,
+    };
+    Some((std::str::from_utf8(rest).ok()?, seq, counts))
+}
+
 /// Reads the loss books of a snapshot into `m`; `None` where the bytes end or are damaged
 /// (what was read stays).
 fn restore_books(m: &mut HashMap<String, SeenSeqs>, bytes: &mut &[u8]) -> Option<()> {
@@ -592,8 +622,14 @@ impl SeenSeqs {
                 dropped,
                 pending,
                 dropped_but_applied,
+                unapplied: 0,
+                // Wide arithmetic: an agent's account can say anything.
                 unexplained: comparable.then(|| {
-                    sent as i64 - applied_items as i64 - dropped_items as i64 - pending as i64
+                    let rest = i128::from(sent)
+                        - i128::from(applied_items)
+                        - i128::from(dropped_items)
+                        - i128::from(pending);
+                    rest.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
                 }),
             });
         }

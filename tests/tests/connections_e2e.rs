@@ -132,15 +132,18 @@ fn past_the_cap_new_connections_are_refused_and_counted_on_both_listeners() {
         .flat_map(|_| [TcpStream::connect(&http), TcpStream::connect(&grpc)])
         .map(|s| s.expect("a connection under the cap"))
         .collect();
-    // The server takes connections in its own time: wait until it holds all 200.
+    // The server takes connections in its own time (the kernel queued them): the first
+    // connection over the cap on each listener is closed once the server has taken the
+    // 100 before it, which a loaded machine may take a while to do; every later one at once.
     let counted = Instant::now();
     let mut extra = Vec::new();
     for (target, listener) in [(&http, "http"), (&grpc, "grpc")] {
-        for _ in 0..25 {
+        for i in 0..25 {
             let mut s = TcpStream::connect(target).expect("the kernel accepts the connection");
+            let wait = Duration::from_secs(if i == 0 { 30 } else { 2 });
             assert!(
-                closed_within(&mut s, Duration::from_secs(2)),
-                "a {listener} connection over the cap was not closed at once"
+                closed_within(&mut s, wait),
+                "a {listener} connection over the cap was not closed within {wait:?}"
             );
             extra.push(s);
         }

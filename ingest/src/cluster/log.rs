@@ -19,6 +19,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use tokio_stream::StreamExt;
 
+use super::books::{PartitionBooks, RECEIPT_HEADER};
 use super::message::{self, MessageBuilder};
 pub use super::placement::{mix, partition_of};
 
@@ -70,6 +71,8 @@ pub struct Outgoing {
     /// JetStream's `Nats-Msg-Id`: the same for a resend of the same batch.
     pub id: String,
     pub payload: Bytes,
+    /// A batch's receipt (`books.rs`), not samples.
+    pub receipt: bool,
 }
 
 /// One partition's message being built, and the batch's series it names so far.
@@ -166,6 +169,25 @@ fn finish(partition: u32, chunk: u32, payload: Vec<u8>, origin: &[u8]) -> Outgoi
         partition,
         id,
         payload: Bytes::from(payload),
+        receipt: false,
+    }
+}
+
+/// The receipt of an agent's batch (`books.rs`), ready to publish after its samples.
+pub fn receipt(
+    batch: (&str, u64),
+    stored: u64,
+    refused: &[(crate::validation::RejectReason, u64)],
+    report: Option<&argus_proto::v1::Accounting>,
+    partitions: u32,
+) -> Outgoing {
+    let (partition, id, payload) =
+        super::books::receipt(batch, stored, refused, report, partitions);
+    Outgoing {
+        partition,
+        id,
+        payload: Bytes::from(payload),
+        receipt: true,
     }
 }
 
@@ -275,6 +297,8 @@ pub struct PartitionProgress {
     pub restore_ms: AtomicU64,
     /// The sequence of the last snapshot of the partition this node wrote (0: none).
     pub snapshot_sequence: AtomicU64,
+    /// The loss books of what this node applied of the partition (`books.rs`).
+    pub books: parking_lot::Mutex<PartitionBooks>,
 }
 
 /// The Object Store bucket of the partitions' snapshots, one object per partition.
@@ -282,26 +306,50 @@ pub const SNAPSHOT_BUCKET: &str = "argus_snapshots";
 /// What a partition snapshot starts with, before the partition count, the partition, its
 /// sequence (all little-endian) and the store's exported series.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ARGUSPSN";
+/// The same, with the partition's loss books (`[u64 length][books]`) before the series.
+const SNAPSHOT_MAGIC_BOOKS: &[u8; 8] = b"ARGUSPSB";
 
 fn snapshot_name(partition: u32) -> String {
     format!("partition-{partition}")
 }
 
-/// A partition snapshot's bytes: its header, then `series` as the store exported them.
-fn snapshot_bytes(partitions: u32, partition: u32, sequence: u64, series: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + series.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
+/// A partition snapshot's bytes: its header, its loss books, then `series` as the store
+/// exported them.
+fn snapshot_bytes(
+    partitions: u32,
+    partition: u32,
+    sequence: u64,
+    books: &[u8],
+    series: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + books.len() + series.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC_BOOKS);
     out.extend_from_slice(&partitions.to_le_bytes());
     out.extend_from_slice(&partition.to_le_bytes());
     out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&(books.len() as u64).to_le_bytes());
+    out.extend_from_slice(books);
     out.extend_from_slice(series);
     out
 }
 
-/// A snapshot's sequence and exported series, checked to be `partition`'s of `partitions`.
-fn read_snapshot(bytes: &[u8], partitions: u32, partition: u32) -> anyhow::Result<(u64, &[u8])> {
+/// What a partition snapshot holds: its sequence, loss books (empty in a snapshot written
+/// before they were kept) and exported series.
+struct SnapshotParts<'a> {
+    sequence: u64,
+    books: &'a [u8],
+    series: &'a [u8],
+}
+
+/// A snapshot's parts, checked to be `partition`'s of `partitions`.
+fn read_snapshot(
+    bytes: &[u8],
+    partitions: u32,
+    partition: u32,
+) -> anyhow::Result<SnapshotParts<'_>> {
+    let magic = bytes.get(..8);
     anyhow::ensure!(
-        bytes.len() >= 24 && &bytes[..8] == SNAPSHOT_MAGIC,
+        bytes.len() >= 24 && (magic == Some(SNAPSHOT_MAGIC) || magic == Some(SNAPSHOT_MAGIC_BOOKS)),
         "not a partition snapshot ({} bytes)",
         bytes.len()
     );
@@ -312,7 +360,32 @@ fn read_snapshot(bytes: &[u8], partitions: u32, partition: u32) -> anyhow::Resul
         "the snapshot is of partition {which} of {of}, not {partition} of {partitions}"
     );
     let sequence = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
-    Ok((sequence, &bytes[24..]))
+    if magic == Some(SNAPSHOT_MAGIC) {
+        return Ok(SnapshotParts {
+            sequence,
+            books: &[],
+            series: &bytes[24..],
+        });
+    }
+    let books_len = bytes
+        .get(24..32)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .ok_or_else(|| anyhow::anyhow!("the snapshot ends in its header"))?;
+    let books_end = usize::try_from(books_len)
+        .ok()
+        .and_then(|n| n.checked_add(32))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the snapshot names {books_len} bytes of loss books; it has {}",
+                bytes.len() - 32
+            )
+        })?;
+    Ok(SnapshotParts {
+        sequence,
+        books: &bytes[32..books_end],
+        series: &bytes[books_end..],
+    })
 }
 
 /// One stream as NATS describes it.
@@ -423,10 +496,11 @@ impl PartitionLog {
             let all = store.select(&argus_tsdb::Matcher::True);
             let ids = cache.keep(&store, &*store, &all, &keep);
             let exported = store.export_series(&ids);
+            let books = progress.books.lock().encode();
             (
                 sequence,
                 ids.len(),
-                snapshot_bytes(of, partition, sequence, &exported),
+                snapshot_bytes(of, partition, sequence, &books, &exported),
             )
         })
         .await
@@ -440,6 +514,21 @@ impl PartitionLog {
             .snapshot_sequence
             .fetch_max(sequence, Ordering::AcqRel);
         Ok(Some((sequence, series, size)))
+    }
+
+    /// The loss books of `partitions`, as a store node answers for them
+    /// (`books::encode_answer`).
+    pub fn books_of(&self, partitions: &[u32]) -> Vec<u8> {
+        let encoded: Vec<(u32, Vec<u8>)> = partitions
+            .iter()
+            .filter_map(|&p| {
+                let progress = self.progress.get(p as usize)?;
+                Some((p, progress.books.lock().encode()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        super::books::encode_answer(encoded.iter().map(|(p, b)| (*p, b.as_slice())), &mut out);
+        out
     }
 
     /// The NATS connection the log publishes on.
@@ -476,9 +565,12 @@ impl PartitionLog {
             }
             let mut acks = Vec::with_capacity(pending.len());
             for (m, _) in &pending {
-                let publish = jetstream::message::PublishMessage::build()
+                let mut publish = jetstream::message::PublishMessage::build()
                     .payload(m.payload.clone())
                     .message_id(&m.id);
+                if m.receipt {
+                    publish = publish.header(super::books::RECEIPT_HEADER, "1");
+                }
                 acks.push(
                     self.publisher
                         .send_publish(subject(m.partition), publish)
@@ -590,6 +682,7 @@ impl PartitionLog {
                 }
                 keep[p as usize] = true;
                 progress.applied.store(0, Ordering::Release);
+                *progress.books.lock() = PartitionBooks::default();
                 progress.snapshot_sequence.store(0, Ordering::Release);
             }
             if !keep.contains(&true) {
@@ -752,7 +845,16 @@ async fn apply_partition(
                     };
                     pending = left;
                     if seq > progress.applied.load(Ordering::Acquire) {
-                        work.push((seq, message.payload.clone()));
+                        let header = |name: &str| {
+                            message
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(name))
+                                .map(|v| v.as_str().to_string())
+                        };
+                        let receipt = header(RECEIPT_HEADER).is_some();
+                        let id = header("Nats-Msg-Id").unwrap_or_default();
+                        work.push((seq, message.payload.clone(), id, receipt));
                     }
                 }
                 let (st, done) = (store.clone(), progress.clone());
@@ -762,14 +864,25 @@ async fn apply_partition(
                 // after exactly what was applied.
                 let (buf, failed) = tokio::task::spawn_blocking(move || {
                     let mut failed = Vec::new();
-                    for (seq, payload) in work {
+                    for (seq, payload, id, receipt) in work {
                         let _applying = done.apply_lock.lock();
-                        let applied = decode_into(&st, &payload, &mut buf);
+                        let applied = if receipt {
+                            done.books
+                                .lock()
+                                .take_receipt(&payload)
+                                .map(|()| 0)
+                                .map_err(anyhow::Error::msg)
+                        } else {
+                            decode_into(&st, &payload, &mut buf)
+                        };
                         done.applied.store(seq, Ordering::Release);
                         done.messages.fetch_add(1, Ordering::Relaxed);
                         match applied {
                             Ok(n) => {
                                 done.samples.fetch_add(n as u64, Ordering::Relaxed);
+                                if !receipt {
+                                    done.books.lock().applied(&id, n as u64);
+                                }
                             }
                             Err(e) => failed.push((seq, e)),
                         }
@@ -820,12 +933,22 @@ async fn restore(
         .context("reading the partition's snapshot")?;
     let (store, done) = (store.clone(), progress.clone());
     tokio::task::spawn_blocking(move || {
-        let (sequence, series) = read_snapshot(&bytes, partitions, partition)?;
+        let SnapshotParts {
+            sequence,
+            books,
+            series,
+        } = read_snapshot(&bytes, partitions, partition)?;
+        let mut restored_books = PartitionBooks::default();
+        restored_books
+            .merge_encoded(books)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("restoring the partition's snapshot")?;
         let taken = store
             .import_series(series)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("restoring the partition's snapshot")?;
         let _applying = done.apply_lock.lock();
+        *done.books.lock() = restored_books;
         done.applied.store(sequence, Ordering::Release);
         done.restored_sequence.store(sequence, Ordering::Release);
         done.restored_series.store(taken as u64, Ordering::Release);

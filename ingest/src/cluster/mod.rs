@@ -12,6 +12,7 @@
 //! nodes), snapshots and queries merged across nodes are the next layers (issue 13). NATS
 //! gives the replication, leases and membership: Argus runs no consensus of its own.
 
+pub mod books;
 pub mod live;
 pub mod log;
 pub mod message;
@@ -492,6 +493,11 @@ impl Membership {
             snapshotting: Default::default(),
             settings,
         })
+    }
+
+    /// Whether this node holds the controller's lease (as of its last heartbeat).
+    pub fn is_controller(&self) -> bool {
+        self.controller.lock().as_deref() == Some(self.settings.node_id.as_str())
     }
 
     pub fn node_id(&self) -> &str {

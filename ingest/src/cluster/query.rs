@@ -967,6 +967,51 @@ pub fn partial_message(missing: &[u32], partitions: u32) -> String {
     )
 }
 
+/// The loss books of the partitions asked (`books.rs`), from the store nodes serving them.
+struct AskBooks {
+    /// This node's log, for the partitions it serves itself.
+    log: Option<Arc<super::log::PartitionLog>>,
+}
+
+impl Ask for AskBooks {
+    /// Each partition's encoded books.
+    type Part = Vec<Vec<u8>>;
+
+    fn path(&self, partitions: &[u32], of: u32) -> String {
+        let list: Vec<String> = partitions.iter().map(u32::to_string).collect();
+        format!("/api/v1/cluster/loss?of={of}&partitions={}", list.join(","))
+    }
+
+    fn local(
+        &self,
+        _store: (&Store, &PartitionCache),
+        partitions: &[u32],
+        _of: u32,
+    ) -> Result<Self::Part, String> {
+        let log = self.log.as_ref().ok_or("this node has no log yet")?;
+        super::books::decode_answer(&log.books_of(partitions))
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<Self::Part, String> {
+        super::books::decode_answer(body)
+    }
+}
+
+/// The loss of every agent in the cluster, from every partition's books (`log` is this
+/// node's own, when it is a store node). Must run on a blocking thread. `Err` when a store
+/// node refused; the partitions nobody answered for are in the fan-out's `missing()`.
+pub fn cluster_loss(
+    fanout: &ClusterFanout,
+    log: Option<Arc<super::log::PartitionLog>>,
+) -> Result<Vec<crate::resend::AgentLoss>, String> {
+    let parts: Vec<Vec<u8>> = fanout
+        .gather(&AskBooks { log })?
+        .into_iter()
+        .flatten()
+        .collect();
+    super::books::merged_loss(&parts)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

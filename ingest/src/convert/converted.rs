@@ -3,10 +3,13 @@
 
 use argus_tsdb::{Sample, Writer};
 
+use argus_proto::v1::Accounting;
+
 use crate::cluster::Membership;
-use crate::cluster::log::split;
+use crate::cluster::log::{receipt, split};
 use crate::metrics::ServerMetrics;
 use crate::outcome::{Kind, Outcome};
+use crate::resend::AgentRegistry;
 use crate::validation::{Refusals, RejectReason, Rejection};
 
 /// What a conversion produced: samples for the store and every refusal.
@@ -58,9 +61,51 @@ impl Converted {
         metrics: &ServerMetrics,
         cluster: Option<&Membership>,
     ) -> Outcome {
-        let Some(cluster) = cluster else {
-            return self.store(&w, origin, metrics);
-        };
+        match cluster {
+            None => self.store(&w, origin, metrics),
+            Some(cluster) => self.publish(w, origin, metrics, cluster, None),
+        }
+    }
+
+    /// Takes an agent's batch `seq` as [`Converted::commit`] does, with its counts for the
+    /// agent's loss book (`report` is the account the batch came with): on a single node
+    /// in the batch's origin in the log; in a cluster in the batch's receipt
+    /// (`cluster/books.rs`), published once JetStream holds the samples, since a resend's
+    /// messages must get the same names and so cannot carry counts.
+    pub fn commit_agent_batch(
+        &mut self,
+        w: Writer<'_>,
+        (agent, seq): (&str, u64),
+        report: Option<&Accounting>,
+        metrics: &ServerMetrics,
+        cluster: Option<&Membership>,
+    ) -> Outcome {
+        // What the store would refuse is refused first, so the counts are the outcome's.
+        self.refuse_outside_window(w.store());
+        match cluster {
+            None => {
+                let refused: Vec<_> = self.refusals.by_reason().collect();
+                let stored = self.samples.len() as u64;
+                let origin = AgentRegistry::origin_counted(agent, seq, stored, &refused);
+                self.store(&w, &origin, metrics)
+            }
+            Some(cluster) => {
+                let origin = AgentRegistry::origin(agent, seq);
+                self.publish(w, &origin, metrics, cluster, Some((agent, seq, report)))
+            }
+        }
+    }
+
+    /// [`Converted::commit`] in a cluster; with an agent's batch, its receipt after the
+    /// samples.
+    fn publish(
+        &mut self,
+        w: Writer<'_>,
+        origin: &[u8],
+        metrics: &ServerMetrics,
+        cluster: &Membership,
+        receipt_of: Option<(&str, u64, Option<&Accounting>)>,
+    ) -> Outcome {
         let log = match cluster.log() {
             Ok(log) => log,
             Err(why) => return Outcome::retry_later(why),
@@ -74,7 +119,17 @@ impl Converted {
         let messages = split(w.store(), samples, origin, log.partitions);
         let taken = samples.len();
         drop(w);
-        match runtime.block_on(log.publish(messages)) {
+        let published = runtime.block_on(log.publish(messages));
+        // The receipt follows the samples whether they were new or a resend of a batch
+        // the log holds whole (its receipt may not have made it then): JetStream keeps one.
+        if let (Ok(_), Some((agent, seq, report))) = (&published, receipt_of) {
+            let refused: Vec<_> = self.refusals.by_reason().collect();
+            let receipt = receipt((agent, seq), taken as u64, &refused, report, log.partitions);
+            if let Err(why) = runtime.block_on(log.publish(vec![receipt])) {
+                return Outcome::retry_later(why);
+            }
+        }
+        match published {
             // An agent's resend of a batch the log holds whole (it went through another
             // gateway, or this one before a restart).
             Ok(true) if !origin.is_empty() => Outcome::Duplicate,

@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::status;
 use crate::convert::{StreamSeries, agent_events};
 use crate::outcome::{Kind, Outcome};
-use crate::resend::AgentRegistry;
 use crate::state::AppState;
 use crate::validation::{RejectReason, Rejection};
 
@@ -179,25 +178,15 @@ impl Ingest for IngestService {
                     let Some(mut claim) = st.agents.claim_metrics(&agent, seq) else {
                         return Outcome::Duplicate;
                     };
-                    // What the store would refuse is refused first, so the origin's counts
-                    // (the loss book's, rebuilt at recovery) are the outcome's. In a cluster
-                    // the origin names the batch's messages in the log, where a resend must
-                    // get the same names: it stays the batch's name alone.
-                    conv.refuse_outside_window(writer.store());
-                    let origin = if st.cluster.is_some() {
-                        AgentRegistry::origin(&agent, seq)
-                    } else {
-                        let refused: Vec<_> = conv.refusals.by_reason().collect();
-                        AgentRegistry::origin_counted(
-                            &agent,
-                            seq,
-                            conv.samples.len() as u64,
-                            &refused,
-                        )
-                    };
                     // Retry later releases the claim: the agent keeps the batch and
                     // resends it once the store can take it again.
-                    let outcome = conv.commit(writer, &origin, &st.metrics, st.cluster.as_deref());
+                    let outcome = conv.commit_agent_batch(
+                        writer,
+                        (&agent, seq),
+                        batch.accounting.as_ref(),
+                        &st.metrics,
+                        st.cluster.as_deref(),
+                    );
                     if let Outcome::Taken {
                         stored, refusals, ..
                     } = &outcome

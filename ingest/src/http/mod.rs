@@ -26,7 +26,7 @@ use crate::state::AppState;
 use response::ApiError;
 
 /// Every route template, as counted in `argus_http_requests_total{route}`.
-const ROUTES: [&str; 39] = [
+const ROUTES: [&str; 40] = [
     "/api/v1/agents",
     "/api/v1/loss",
     "/",
@@ -37,6 +37,7 @@ const ROUTES: [&str; 39] = [
     "/api/v1/cluster/partial",
     "/api/v1/cluster/series",
     "/api/v1/cluster/top",
+    "/api/v1/cluster/loss",
     "/api/v1/cluster/tags",
     "/api/v1/live",
     "/api/v1/live/subscriptions",
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster/series", get(query::cluster_series))
         .route("/api/v1/cluster/aggregate", get(query::cluster_aggregate))
         .route("/api/v1/cluster/top", get(query::cluster_top))
+        .route("/api/v1/cluster/loss", get(query::cluster_loss))
         .route("/api/v1/cluster/tags", get(query::cluster_tags))
         .route("/api/v1/query", get(promql::query).post(promql::query))
         .route(

@@ -417,6 +417,28 @@ pub async fn cluster_partial(
     Ok(with_unserved(response, &unserved))
 }
 
+/// `GET /api/v1/cluster/loss`: this store node's loss books of the partitions asked
+/// (`cluster/books.rs`), as a node reporting the cluster's loss asks for them.
+pub async fn cluster_loss(
+    State(state): State<AppState>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query_params(q)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("not a cluster node"));
+    };
+    let (of, mut partitions) =
+        crate::cluster::query::partitions_param(&params).map_err(ApiError::bad_request)?;
+    let (_, _, unserved) = cluster
+        .can_answer(of, &partitions)
+        .map_err(ApiError::unavailable)?;
+    let log = cluster.log().map_err(ApiError::unavailable)?;
+    partitions.retain(|p| !unserved.contains(p));
+    let body = log.books_of(&partitions);
+    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    Ok(with_unserved(response, &unserved))
+}
+
 /// `GET /api/v1/cluster/series`: one PromQL selector's series over a window, from this store
 /// node's share of the partitions, as a query node evaluating PromQL asks for them (the
 /// encoded lines). Like `cluster/partial`, it takes no query slot.
@@ -630,17 +652,41 @@ pub async fn agents(State(state): State<AppState>) -> impl IntoResponse {
 /// step and in all (`s=e-1d`: the daily ratio). See `loss.rs`.
 pub async fn loss(
     State(state): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = q
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
     if !params.iter().any(|(k, _)| k == "s") {
-        let agents = state.agents.loss();
-        return Ok(axum::Json(crate::loss::report(&agents)).into_response());
+        let st = state.clone();
+        let auth = authorization(&headers);
+        let (agents, missing) = tokio::task::spawn_blocking(move || crate::loss::agents(&st, auth))
+            .await
+            .map_err(|e| ApiError::task_failed("the loss report", e))?
+            .map_err(ApiError::unavailable)?;
+        let mut body = crate::loss::report(&agents);
+        if !missing.is_empty() {
+            // Partitions no store node answered for: their agents' counts are missing.
+            body["missingPartitions"] = json!(missing);
+        }
+        return Ok(axum::Json(body).into_response());
     }
     let store = state.store.clone();
-    let body = tokio::task::spawn_blocking(move || crate::loss::window(&store, &params))
+    let timeout = Duration::from_millis(state.cfg.query_timeout_ms.max(1) as u64);
+    let fanout = state
+        .cluster
+        .as_ref()
+        .and_then(|c| {
+            c.fanout(
+                authorization(&headers),
+                false,
+                state.cfg.query_limits(),
+                timeout,
+            )
+        })
+        .map(|f| f as argus_query::split::SharedFanout);
+    let body = tokio::task::spawn_blocking(move || crate::loss::window(&store, &params, fanout))
         .await
         .map_err(|e| ApiError::task_failed("the loss report", e))??;
     Ok(axum::Json(body).into_response())
