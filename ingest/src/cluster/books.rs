@@ -314,6 +314,23 @@ mod tests {
         for cut in 0..good.len() {
             let _ = PartitionBooks::default().merge_encoded(&good[..cut]);
         }
+        // Garbage of every length: refused or read, never a panic.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..2000 {
+            let bytes: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let mut b = PartitionBooks::default();
+            let _ = b.merge_encoded(&bytes);
+            let _ = b.take_receipt(&bytes);
+            let _ = decode_answer(&bytes);
+            let _ = b.loss();
+        }
         let mut all = PartitionBooks::default();
         all.merge_encoded(&good).expect("whole books");
         assert_eq!(all.applied.get("abc"), Some(&3));
