@@ -10,6 +10,51 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Request buffers kept for the next request, a few for the whole server rather than one
+/// per thread: the blocking pool runs a thread per request in flight, and per-thread
+/// buffers of a decompressed remote-write body (hundreds of kilobytes each) had grown to
+/// 177 bytes per series of resident memory on the peer dataset (BENCHMARKS.md).
+pub struct Pool<T> {
+    items: std::sync::Mutex<Vec<T>>,
+}
+
+/// Buffers a [`Pool`] keeps: as many as requests convert at once on this kind of machine.
+const POOLED: usize = 4;
+
+impl<T: Default> Pool<T> {
+    pub const fn new() -> Self {
+        Pool {
+            items: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A kept buffer, or a new one.
+    pub fn take(&self) -> T {
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `item` for a later [`Pool::take`], unless the pool is full.
+    pub fn give(&self, item: T) {
+        let mut items = self
+            .items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if items.len() < POOLED {
+            items.push(item);
+        }
+    }
+}
+
+impl<T: Default> Default for Pool<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// When work that frees much memory (a decoded request, a maintenance pass) last ran, in
 /// milliseconds since [`epoch`] plus one; 0 when nothing churned since the last trim.
 static LAST_CHURN: AtomicU64 = AtomicU64::new(0);
@@ -81,6 +126,21 @@ fn trim() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// The allocator's own view: bytes handed out (in use, small and mmapped chunks), and
+/// bytes free inside its heap (resident unless trimmed), for `/metrics`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn allocator_bytes() -> Option<(usize, usize)> {
+    // SAFETY: mallinfo2 only reads the allocator's statistics (taking each arena's lock).
+    let info = unsafe { libc::mallinfo2() };
+    Some((info.uordblks + info.hblkhd, info.fordblks))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn allocator_bytes() -> Option<(usize, usize)> {
+    None
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -175,6 +175,14 @@ impl ServerMetrics {
         ] {
             let _ = writeln!(out, "argus_memory_bytes{{part=\"{part}\"}} {n}");
         }
+        if let Some((in_use, free)) = crate::memory::allocator_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP argus_allocator_bytes The allocator's heap: bytes in use, and free but held.\n# TYPE argus_allocator_bytes gauge"
+            );
+            let _ = writeln!(out, "argus_allocator_bytes{{state=\"in_use\"}} {in_use}");
+            let _ = writeln!(out, "argus_allocator_bytes{{state=\"free\"}} {free}");
+        }
         let _ = writeln!(
             out,
             "# HELP argus_http_requests_total HTTP requests, by route and status.\n# TYPE argus_http_requests_total counter"

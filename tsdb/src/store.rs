@@ -182,6 +182,20 @@ struct Catalog {
     index: TagIndex,
 }
 
+/// Lengthens `v` to at least `len` with `None`s, growing its capacity by an eighth at a
+/// time rather than doubling it: these tables hold an entry per series (96 bytes each in
+/// the shards), and doubling left up to half of them allocated and unused.
+pub(crate) fn grow_to<T>(v: &mut Vec<Option<T>>, len: usize) {
+    if v.len() >= len {
+        return;
+    }
+    if len > v.capacity() {
+        let target = len.max(v.capacity() + v.capacity() / 8).max(64);
+        v.reserve_exact(target - v.len());
+    }
+    v.resize_with(len, || None);
+}
+
 impl Catalog {
     /// Whether series `id` has exactly the `len` tags `pairs`, in key order.
     fn same_tags<'t>(
@@ -463,9 +477,7 @@ impl Store {
         set: TagSet,
         data: SeriesData,
     ) {
-        while cat.tags.len() <= id as usize {
-            cat.tags.push(None);
-        }
+        grow_to(&mut cat.tags, id as usize + 1);
         let Catalog {
             interner, index, ..
         } = &mut *cat;
@@ -482,9 +494,7 @@ impl Store {
         // Lock order is always catalog, then shard.
         let mut shard = self.shard(id).write();
         let local = id as usize / SHARDS;
-        if shard.series.len() <= local {
-            shard.series.resize_with(local + 1, || None);
-        }
+        grow_to(&mut shard.series, local + 1);
         shard.series[local] = Some(data);
         self.series_created.fetch_add(1, Ordering::Relaxed);
     }

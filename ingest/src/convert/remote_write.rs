@@ -24,7 +24,16 @@ struct SeriesCache {
     /// The store's `series_dropped` count when the cache was filled; ids are reused after a
     /// drop, so a change clears the cache.
     epoch: u64,
-    ids: AHashMap<u128, Result<SeriesId, Rejection>>,
+    /// By the 128-bit hash of a series' label bytes (as two words: a `u128` key would be
+    /// aligned to 16 bytes, and each entry take 32 instead of 24): its id.
+    ids: AHashMap<[u64; 2], SeriesId>,
+    /// The same for series refused (few).
+    refused: AHashMap<[u64; 2], Rejection>,
+}
+
+/// A label hash as the cache's key.
+fn cache_key(hash: u128) -> [u64; 2] {
+    [hash as u64, (hash >> 64) as u64]
 }
 
 /// Entries the series cache holds at most before it is cleared and refilled.
@@ -254,9 +263,8 @@ struct Scratch {
 const MISS: u64 = u64::MAX;
 const REFUSED_BASE: u64 = 1 << 40;
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
+/// Conversion buffers, kept for the next request.
+static SCRATCH: crate::memory::Pool<Scratch> = crate::memory::Pool::new();
 
 /// The fields of the remote-write messages: (number, wire type, name).
 const WRITE_REQUEST: &[(u64, u8, &str)] = &[(1, 2, "timeseries"), (3, 2, "metadata")];
@@ -301,23 +309,22 @@ impl RemoteWriteState {
         let dropped = writer.removals();
         {
             let cache = self.cache.read();
-            if cache.epoch != dropped || cache.ids.len() > MAX_CACHED_SERIES {
+            if cache.epoch != dropped || cache.ids.len() + cache.refused.len() > MAX_CACHED_SERIES {
                 drop(cache);
                 let mut cache = self.cache.write();
                 cache.ids.clear();
+                cache.refused.clear();
                 cache.epoch = dropped;
             }
         }
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            let result = self.convert_series(writer, body, &series, &mut scratch, &mut out);
-            scratch.series.clear();
-            scratch.samples.clear();
-            scratch.ids.clear();
-            scratch.refusals.clear();
-            cell.replace(scratch);
-            result
-        })?;
+        let mut scratch = SCRATCH.take();
+        let result = self.convert_series(writer, body, &series, &mut scratch, &mut out);
+        scratch.series.clear();
+        scratch.samples.clear();
+        scratch.ids.clear();
+        scratch.refusals.clear();
+        SCRATCH.give(scratch);
+        result?;
         Ok(out)
     }
 
@@ -370,13 +377,14 @@ impl RemoteWriteState {
         {
             let cache = self.cache.read();
             for p in &scratch.series {
-                let id = match cache.ids.get(&p.hash) {
-                    Some(Ok(id)) => u64::from(*id),
-                    Some(Err(r)) => {
+                let key = cache_key(p.hash);
+                let id = match (cache.ids.get(&key), cache.refused.get(&key)) {
+                    (Some(id), _) => u64::from(*id),
+                    (None, Some(r)) => {
                         scratch.refusals.push(r.clone());
                         REFUSED_BASE + scratch.refusals.len() as u64 - 1
                     }
-                    None => {
+                    (None, None) => {
                         misses = true;
                         MISS
                     }
@@ -413,7 +421,13 @@ impl RemoteWriteState {
                 }
             }
             drop(types);
-            self.cache.write().ids.extend(fresh);
+            let mut cache = self.cache.write();
+            for (hash, resolved) in fresh {
+                match resolved {
+                    Ok(id) => cache.ids.insert(cache_key(hash), id).map(|_| ()),
+                    Err(r) => cache.refused.insert(cache_key(hash), r).map(|_| ()),
+                };
+            }
         }
         out.samples.reserve(scratch.samples.len());
         for (p, &id) in scratch.series.iter().zip(&scratch.ids) {

@@ -170,25 +170,21 @@ pub async fn remote_write(
     response::outcome(outcome, Dialect::RemoteWrite)
 }
 
-/// Runs `f` on a zeroed buffer of `len` bytes that the thread keeps for its next request:
-/// remote-write bodies decompress to hundreds of kilobytes each, which a fresh allocation
-/// would map and fault in page by page every time.
+/// Runs `f` on a zeroed buffer of `len` bytes kept for a later request (a few for the
+/// whole server, `memory::Pool`): remote-write bodies decompress to hundreds of kilobytes
+/// each, which a fresh allocation would map and fault in page by page every time.
 fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
+    static SCRATCH: crate::memory::Pool<Vec<u8>> = crate::memory::Pool::new();
     /// A buffer larger than this is not kept after the request.
     const KEEP: usize = 8 << 20;
-    SCRATCH.with(|cell| {
-        let mut buf = cell.take();
-        buf.clear();
-        buf.resize(len, 0);
-        let out = f(&mut buf);
-        if buf.capacity() <= KEEP {
-            cell.replace(buf);
-        }
-        out
-    })
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    buf.resize(len, 0);
+    let out = f(&mut buf);
+    if buf.capacity() <= KEEP {
+        SCRATCH.give(buf);
+    }
+    out
 }
 
 /// Raw events as NDJSON, one JSON object per line, into an event stream. 200 when every line

@@ -210,9 +210,7 @@ impl Store {
         if let Some(id) = cat.find_pairs(hash, set.len(), pairs) {
             let mut shard = self.shard(id).write();
             let local = id as usize / SHARDS;
-            if shard.series.len() <= local {
-                shard.series.resize_with(local + 1, || None);
-            }
+            super::grow_to(&mut shard.series, local + 1);
             shard.series[local] = Some(data);
             return;
         }
