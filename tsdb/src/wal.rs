@@ -254,6 +254,9 @@ pub struct WalStats {
     pub syncs: u64,
 }
 
+/// The most a log writer's buffers keep between writes.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// Appends records to the current segment. Lives behind the store's log lock.
 pub(crate) struct WalWriter {
     dir: PathBuf,
@@ -327,6 +330,15 @@ impl WalWriter {
         buf.extend_from_slice(&self.pending);
         buf.extend_from_slice(&record.buf);
         let written = self.write_bytes(&buf);
+        // Series definitions come in bursts (a new fleet's first requests) and are rare
+        // after: their buffers are not kept at a burst's size (1.25 MB, 63 bytes per series,
+        // on the peer load).
+        if buf.capacity() > KEPT_BUFFER {
+            buf = Vec::new();
+        }
+        if self.pending.is_empty() && self.pending.capacity() > KEPT_BUFFER {
+            self.pending = Vec::new();
+        }
         self.buf = buf;
         written
     }
