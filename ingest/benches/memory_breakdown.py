@@ -120,13 +120,19 @@ def main():
         loaded_parts = metrics(a.port)
         end = manifest["end_s"]
         start = end - a.minutes * 60
-        for _name, q in QUERIES:
+        # Code and read-only data pages each question faults in, in order (file-backed).
+        file_pages = {}
+        before_file = proc_status(server.pid)["RssFile"]
+        for name, q in QUERIES:
             p = urllib.parse.urlencode({"q": q, "s": start * 1000, "e": end * 1000,
                                         "step": "60s", "format": "json"})
             for _ in range(5):
                 conn.request("GET", "/api/v1/graph?" + p)
                 r = conn.getresponse()
                 r.read()
+            after_file = proc_status(server.pid)["RssFile"]
+            file_pages[name] = round((after_file - before_file) / 2**10)
+            before_file = after_file
         wait_quiet(server.pid)
         queried = proc_status(server.pid)
         queried_parts = metrics(a.port)
@@ -154,6 +160,7 @@ def main():
         "idle_rss_mib": round(idle["VmRSS"] / 2**20, 1),
         "after_ingest_bytes_per_series": per_series(loaded, loaded_parts),
         "after_queries_bytes_per_series": per_series(queried, queried_parts),
+        "file_kib_faulted_in_by_each_question": file_pages,
     }, indent=1))
 
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use ahash::AHashMap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
@@ -14,7 +13,7 @@ use crate::matcher::Matcher;
 use crate::normalize::{DsType, Merge, step_index_of};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
 use crate::series::{Layout, SeriesData};
-use crate::tags::{Interner, TagMap, TagSet, TagSetRef, Tags, hash_tags};
+use crate::tags::{Interner, TagMap, TagSet, TagSetRef, TagTable, Tags, hash_tags};
 use crate::wal::{Prepared, WalWriter};
 
 mod durable;
@@ -170,10 +169,11 @@ pub struct MaintenanceReport {
 #[derive(Default)]
 struct Catalog {
     interner: Interner,
-    /// Tag-set hash to id. A second series with the same 64-bit hash goes to `collisions`.
-    by_hash: AHashMap<u64, SeriesId>,
-    collisions: AHashMap<u64, Vec<SeriesId>>,
-    tags: Vec<Option<TagSet>>,
+    /// Ids by the hash of their tag set (series whose hashes collide are both kept). Only
+    /// the id is stored, 4 bytes where a map from hash to id took 16: growing the table
+    /// works each hash out again from the tag table.
+    by_hash: hashbrown::HashTable<SeriesId>,
+    tags: TagTable,
     free: Vec<SeriesId>,
     /// Ids removed by the latest maintenance pass, free from the next one: a query that
     /// selected a removed series before its id was reused would read the new series'
@@ -204,14 +204,14 @@ impl Catalog {
         len: usize,
         pairs: impl Iterator<Item = (&'t str, &'t str)>,
     ) -> bool {
-        match self.tags.get(id as usize) {
-            Some(Some(stored)) => {
+        match self.tags.get(id) {
+            Some(stored) => {
                 stored.len() == len
-                    && stored.iter().zip(pairs).all(|(&(k, v), (tk, tv))| {
+                    && stored.iter().zip(pairs).all(|((k, v), (tk, tv))| {
                         self.interner.resolve(k) == tk && self.interner.resolve(v) == tv
                     })
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -225,20 +225,23 @@ impl Catalog {
         len: usize,
         pairs: impl Fn() -> I,
     ) -> Option<SeriesId> {
-        if let Some(&id) = self.by_hash.get(&hash)
-            && self.same_tags(id, len, pairs())
-        {
-            return Some(id);
-        }
-        self.collisions
-            .get(&hash)?
-            .iter()
+        self.by_hash
+            .find(hash, |&id| self.same_tags(id, len, pairs()))
             .copied()
-            .find(|&id| self.same_tags(id, len, pairs()))
+    }
+
+    /// The hash of series `id`'s stored tags (0 for an id without tags).
+    fn stored_hash(tags: &TagTable, interner: &Interner, id: SeriesId) -> u64 {
+        tags.get(id).map_or(0, |set| {
+            hash_tags(
+                set.iter()
+                    .map(|(k, v)| (interner.resolve(k), interner.resolve(v))),
+            )
+        })
     }
 
     fn tags_ref(&self, id: SeriesId) -> Option<TagSetRef<'_>> {
-        let pairs = self.tags.get(id as usize)?.as_deref()?;
+        let pairs = self.tags.get(id)?;
         Some(TagSetRef {
             pairs,
             interner: &self.interner,
@@ -398,6 +401,7 @@ impl Store {
                 }
             }
         }
+        cat.tags.check_room(tags.len())?;
         let id = match cat.free.pop() {
             Some(id) => id,
             None => cat.tags.len() as SeriesId,
@@ -412,7 +416,7 @@ impl Store {
         let mut data = SeriesData::new(dstype);
         // Created counts as written, for `keep_unwritten_series`.
         data.written_in_pass = self.maintenance_pass.load(Ordering::Relaxed);
-        self.install(&mut cat, id, hash, tags, data);
+        self.install(&mut cat, id, hash, tags, data)?;
         Ok(id)
     }
 
@@ -461,12 +465,19 @@ impl Store {
     }
 
     /// Puts a series with `tags` and `data` at `id` (a free slot).
-    fn install(&self, cat: &mut Catalog, id: SeriesId, hash: u64, tags: &TagMap, data: SeriesData) {
+    fn install(
+        &self,
+        cat: &mut Catalog,
+        id: SeriesId,
+        hash: u64,
+        tags: &TagMap,
+        data: SeriesData,
+    ) -> Result<()> {
         let set: TagSet = tags
             .iter()
             .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
             .collect();
-        self.install_set(cat, id, hash, set, data);
+        self.install_set(cat, id, hash, set, data)
     }
 
     fn install_set(
@@ -476,27 +487,28 @@ impl Store {
         hash: u64,
         set: TagSet,
         data: SeriesData,
-    ) {
-        grow_to(&mut cat.tags, id as usize + 1);
+    ) -> Result<()> {
+        cat.tags.insert(id, &set)?;
         let Catalog {
             interner, index, ..
         } = &mut *cat;
         index.insert(id, &set, interner);
-        cat.tags[id as usize] = Some(set);
-        match cat.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(id);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                cat.collisions.entry(hash).or_default().push(id);
-            }
-        }
+        let Catalog {
+            interner,
+            tags,
+            by_hash,
+            ..
+        } = &mut *cat;
+        by_hash.insert_unique(hash, id, |&other| {
+            Catalog::stored_hash(tags, interner, other)
+        });
         // Lock order is always catalog, then shard.
         let mut shard = self.shard(id).write();
         let local = id as usize / SHARDS;
         grow_to(&mut shard.series, local + 1);
         shard.series[local] = Some(data);
         self.series_created.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Removes series `id` from the catalog and its shard, unless it holds data, had a
@@ -515,7 +527,7 @@ impl Store {
             *slot = None;
         }
         drop(shard);
-        let Some(set) = cat.tags.get_mut(id as usize).and_then(Option::take) else {
+        let Some(set) = cat.tags.remove(id) else {
             return false;
         };
         let hash = hash_tags(
@@ -526,27 +538,12 @@ impl Store {
             interner,
             index,
             by_hash,
-            collisions,
             released,
             ..
         } = &mut *cat;
         index.remove(id, &set, interner);
-        if by_hash.get(&hash) == Some(&id) {
-            by_hash.remove(&hash);
-            // Promote a colliding series, if any, to the main map.
-            if let Some(list) = collisions.get_mut(&hash) {
-                if let Some(other) = list.pop() {
-                    by_hash.insert(hash, other);
-                }
-                if list.is_empty() {
-                    collisions.remove(&hash);
-                }
-            }
-        } else if let Some(list) = collisions.get_mut(&hash) {
-            list.retain(|&x| x != id);
-            if list.is_empty() {
-                collisions.remove(&hash);
-            }
+        if let Ok(entry) = by_hash.find_entry(hash, |&x| x == id) {
+            entry.remove();
         }
         released.push(id);
         self.series_dropped.fetch_add(1, Ordering::Release);
@@ -872,12 +869,7 @@ impl Store {
             }
         }
         let cat = self.catalog.read();
-        m.tag_bytes = cat
-            .tags
-            .iter()
-            .map(|t| 16 + t.as_ref().map_or(0, |t| t.len() * 8))
-            .sum::<usize>()
-            + cat.by_hash.capacity() * 16;
+        m.tag_bytes = cat.tags.heap_bytes() + cat.by_hash.capacity() * 5;
         m.index_bytes = cat.index.heap_bytes();
         m.interner_bytes = cat.interner.heap_bytes();
         m
@@ -1154,5 +1146,53 @@ impl SeriesSource for Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tag sets whose 64-bit hashes collide are both found, and removing one keeps the
+    /// other (the table holds ids only, told apart by their stored tags).
+    #[test]
+    fn series_with_colliding_hashes_are_told_apart() {
+        let store = Store::new(StoreConfig::default());
+        let a = TagMap::from_pairs([("name", "a"), ("nf.app", "x")]);
+        let b = TagMap::from_pairs([("name", "b"), ("nf.app", "x")]);
+        let same_hash = 42;
+        {
+            let mut cat = store.catalog.write();
+            store
+                .install(&mut cat, 0, same_hash, &a, SeriesData::new(DsType::Gauge))
+                .unwrap();
+            store
+                .install(&mut cat, 1, same_hash, &b, SeriesData::new(DsType::Gauge))
+                .unwrap();
+            assert_eq!(cat.find(same_hash, &a), Some(0));
+            assert_eq!(cat.find(same_hash, &b), Some(1));
+            assert_eq!(cat.find(hash_tags(a.iter()), &a), None);
+        }
+        // Removal works the hash out from the stored tags, so remove through the table the
+        // way `remove` does, by id.
+        let mut cat = store.catalog.write();
+        let Catalog { by_hash, .. } = &mut *cat;
+        by_hash.find_entry(same_hash, |&x| x == 0).unwrap().remove();
+        assert_eq!(cat.find(same_hash, &a), None);
+        assert_eq!(cat.find(same_hash, &b), Some(1));
+    }
+
+    /// Growing the table rehashes every id from its stored tags: all stay findable.
+    #[test]
+    fn ids_stay_findable_as_the_table_grows() {
+        let store = Store::new(StoreConfig::default());
+        let maps: Vec<TagMap> = (0..5_000)
+            .map(|i| TagMap::from_pairs([("name", "m".to_string()), ("id", i.to_string())]))
+            .collect();
+        let writer = store.writer();
+        let ids: Vec<SeriesId> = maps.iter().map(|m| writer.resolve(m)).collect();
+        for (m, id) in maps.iter().zip(&ids) {
+            assert_eq!(store.lookup(m), Some(*id));
+        }
     }
 }

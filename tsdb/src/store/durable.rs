@@ -13,7 +13,7 @@ use crate::bytes::{Reader, put_bytes, put_varint, unzigzag, zigzag};
 use crate::error::{Error, Result};
 use crate::normalize::DsType;
 use crate::series::SeriesData;
-use crate::tags::{Sym, TagMap, TagSet, hash_tags};
+use crate::tags::{Sym, TagMap, hash_tags};
 use crate::wal::{
     self, SEGMENT_HEADER_LEN, WalStats, WalSync, WalWriter, frame, io_error, record_at, sync_dir,
 };
@@ -452,20 +452,16 @@ impl Store {
             }
             None => {}
         }
-        if cat.tags.get(id as usize).is_some_and(Option::is_some) {
+        if cat.tags.contains(id) {
             self.remove(&mut cat, id, i64::MAX);
         }
-        self.install(&mut cat, id, hash, tags, SeriesData::new(dstype));
-        Ok(())
+        self.install(&mut cat, id, hash, tags, SeriesData::new(dstype))
     }
 
     fn rebuild_free_list(&self) {
         let mut cat = self.catalog.write();
-        let free: Vec<SeriesId> = (0..cat.tags.len())
-            .rev()
-            .filter(|&i| cat.tags[i].is_none())
-            .map(|i| i as SeriesId)
-            .collect();
+        let mut free: Vec<SeriesId> = cat.tags.free_ids().collect();
+        free.reverse();
         cat.free = free;
         cat.released.clear();
     }
@@ -731,7 +727,7 @@ impl Store {
                     "series id {id} is implausibly large for the file's size"
                 )));
             }
-            if cat.tags.get(id as usize).is_some_and(Option::is_some) {
+            if cat.tags.contains(id) {
                 return Err(Error::Corrupt(format!("series {id} appears twice")));
             }
             let n_tags = r.len("tag count")?;
@@ -740,12 +736,11 @@ impl Store {
                 set.push((sym(r.varint("tag key")?)?, sym(r.varint("tag value")?)?));
             }
             let data = SeriesData::decode_state(&mut r, self.cfg.layout())?;
-            let set: TagSet = set.into_boxed_slice();
             let hash = hash_tags(
                 set.iter()
                     .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
             );
-            self.install_set(&mut cat, id, hash, set, data);
+            self.install_set(&mut cat, id, hash, set, data)?;
         }
         if !r.is_empty() {
             return Err(Error::Corrupt(
@@ -797,13 +792,9 @@ pub(super) fn encode_section(
     };
     for &id in ids {
         put_varint(&mut body, u64::from(id));
-        let set = cat
-            .tags
-            .get(id as usize)
-            .and_then(|t| t.as_deref())
-            .unwrap_or(&[]);
-        put_varint(&mut body, set.len() as u64);
-        for &(k, v) in set {
+        let set = cat.tags.get(id);
+        put_varint(&mut body, set.map_or(0, |s| s.len()) as u64);
+        for (k, v) in set.iter().flat_map(|s| s.iter()) {
             put_varint(&mut body, u64::from(index(k, &mut strings)));
             put_varint(&mut body, u64::from(index(v, &mut strings)));
         }

@@ -51,10 +51,7 @@ impl Store {
                 let present: Vec<SeriesId> = chunk
                     .iter()
                     .copied()
-                    .filter(|&id| {
-                        shard.get(id).is_some()
-                            && cat.tags.get(id as usize).is_some_and(Option::is_some)
-                    })
+                    .filter(|&id| shard.get(id).is_some() && cat.tags.contains(id))
                     .collect();
                 if present.is_empty() {
                     continue;
@@ -188,8 +185,7 @@ impl Store {
                 set.push((sym()?, sym()?));
             }
             let data = SeriesData::decode_state(&mut r, self.cfg.layout())?;
-            let set: TagSet = set.into_boxed_slice();
-            self.take_series(&mut cat, set, data);
+            self.take_series(&mut cat, set, data)?;
         }
         if !r.is_empty() {
             return Err(Error::Corrupt(
@@ -201,7 +197,7 @@ impl Store {
 
     /// Installs an imported series, or puts its values in place of those of the series with
     /// the same tags.
-    fn take_series(&self, cat: &mut Catalog, set: TagSet, data: SeriesData) {
+    fn take_series(&self, cat: &mut Catalog, set: TagSet, data: SeriesData) -> Result<()> {
         let pairs = || {
             set.iter()
                 .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v)))
@@ -212,12 +208,12 @@ impl Store {
             let local = id as usize / SHARDS;
             super::grow_to(&mut shard.series, local + 1);
             shard.series[local] = Some(data);
-            return;
+            return Ok(());
         }
         let id = match cat.free.pop() {
             Some(id) => id,
             None => cat.tags.len() as SeriesId,
         };
-        self.install_set(cat, id, hash, set, data);
+        self.install_set(cat, id, hash, set, data)
     }
 }
