@@ -36,6 +36,8 @@ impl Layout {
 /// so a series costs one allocation for all its history and skipping a unit is cheap.
 pub(crate) struct SeriesData {
     pub(crate) dstype: DsType,
+    /// Steps of the head block written so far (at most `block_steps`, so at most 60).
+    head_len: u8,
     /// Holders that keep the series' id for longer than one write (an agent stream that
     /// defined it): maintenance never removes a pinned series, so the id cannot come to
     /// mean another series under them. Saturates, and a saturated count never drops.
@@ -47,8 +49,12 @@ pub(crate) struct SeriesData {
     /// First block of the first sealed unit (meaningless while `sealed` is empty).
     first_block: u32,
     head_block: u32,
-    head: Vec<f64>,
-    sealed: Vec<u8>,
+    /// The head's slots, `head_len` of them in use: a boxed slice rather than a `Vec`
+    /// (16 bytes in every series, not 24), grown in exact steps.
+    head: Box<[f64]>,
+    /// The sealed units. Rewritten whole at each seal and never kept with spare room, so a
+    /// boxed slice (16 bytes, not 24).
+    sealed: Box<[u8]>,
 }
 
 /// Buffers a thread reuses for sealing: sealing happens for every series every block, and
@@ -74,6 +80,13 @@ struct Unit {
     header: usize,
     start: usize,
     end: usize,
+}
+
+/// A unit's header: blocks since the previous unit's end, its blocks, its bytes.
+fn put_unit_header(out: &mut Vec<u8>, gap: u32, n_blocks: u32, byte_len: usize) {
+    put_varint(out, u64::from(gap));
+    put_varint(out, u64::from(n_blocks));
+    put_varint(out, byte_len as u64);
 }
 
 /// A unit's values as `[varint leading NaNs][varint trailing NaNs][codec block of the rest]`.
@@ -117,9 +130,10 @@ impl SeriesData {
             written_in_pass: 0,
             norm: NormState::default(),
             first_block: 0,
+            head_len: 0,
             head_block: NO_BLOCK,
-            head: Vec::new(),
-            sealed: Vec::new(),
+            head: Box::default(),
+            sealed: Box::default(),
         }
     }
 
@@ -132,8 +146,8 @@ impl SeriesData {
         put_varint(out, u64::from(self.first_block));
         // NO_BLOCK (no head) as 0, block b as b + 1.
         put_varint(out, (u64::from(self.head_block) + 1) & u64::from(u32::MAX));
-        put_varint(out, self.head.len() as u64);
-        for v in &self.head {
+        put_varint(out, self.head_len as u64);
+        for v in self.head_values() {
             out.extend_from_slice(&v.to_bits().to_le_bytes());
         }
         put_varint(out, self.sealed.len() as u64);
@@ -164,15 +178,16 @@ impl SeriesData {
         for _ in 0..head_len {
             head.push(r.f64("head value")?);
         }
-        let sealed = r.bytes("sealed units")?.to_vec();
+        let sealed = r.bytes("sealed units")?.into();
         let data = SeriesData {
             dstype,
+            head_len: head_len as u8,
             pins: 0,
             written_in_pass: 0,
             norm: NormState::from_words(words),
             first_block,
             head_block: head_code.wrapping_sub(1),
-            head,
+            head: head.into_boxed_slice(),
             sealed,
         };
         data.check_units(layout)?;
@@ -296,7 +311,7 @@ impl SeriesData {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let next = self.head.as_ptr().wrapping_add(self.head.len());
+            let next = self.head.as_ptr().wrapping_add(usize::from(self.head_len));
             // SAFETY: SSE is part of every x86-64 CPU, and a prefetch is only a hint: it
             // reads nothing into the program and never faults, whatever the address (here
             // possibly just past the allocation).
@@ -304,17 +319,28 @@ impl SeriesData {
         }
     }
 
+    /// The values written into the head block so far.
+    fn head_values(&self) -> &[f64] {
+        &self.head[..usize::from(self.head_len)]
+    }
+
     #[inline]
     fn write_head(&mut self, slot: usize, value: f64, merge: Merge, layout: Layout) {
-        if slot >= self.head.len() {
+        let len = usize::from(self.head_len);
+        if slot >= len {
             let want = slot + 1;
-            if want > self.head.capacity() {
+            if want > self.head.len() {
                 // Grow in small exact steps: the head is a large per-series cost and
                 // doubling would leave much of it unused.
                 let target = want.next_multiple_of(8).min(layout.block_steps as usize);
-                self.head.reserve_exact(target - self.head.len());
+                let mut grown = vec![f64::NAN; target.max(want)];
+                grown[..len].copy_from_slice(&self.head[..len]);
+                self.head = grown.into_boxed_slice();
+            } else {
+                self.head[len..want].fill(f64::NAN);
             }
-            self.head.resize(want, f64::NAN);
+            // `want` is at most `block_steps`, which is at most 60.
+            self.head_len = want as u8;
         }
         self.head[slot] = merge.apply(self.head[slot], value);
     }
@@ -333,8 +359,8 @@ impl SeriesData {
         }
         let block = self.head_block;
         self.head_block = NO_BLOCK;
-        if self.head.iter().all(|v| v.is_nan()) {
-            self.head.clear();
+        if self.head_values().iter().all(|v| v.is_nan()) {
+            self.head_len = 0;
             return; // NaN means "no data": an empty block is not kept at all
         }
         SEAL_SCRATCH.with(|cell| {
@@ -342,18 +368,17 @@ impl SeriesData {
             self.seal_into_units(block, layout, &mut scratch);
             cell.replace(scratch);
         });
-        self.head.clear();
+        self.head_len = 0;
         if !keep_head {
-            self.head = Vec::new();
+            self.head = Box::default();
         }
-        self.sealed.shrink_to_fit();
     }
 
     fn seal_into_units(&mut self, block: u32, layout: Layout, scratch: &mut SealScratch) {
         let bs = layout.block_steps as usize;
         let head = &mut scratch.head;
         head.clear();
-        head.extend_from_slice(&self.head);
+        head.extend_from_slice(self.head_values());
         head.resize(bs, f64::NAN);
         let units = &mut scratch.units;
         units.clear();
@@ -387,8 +412,8 @@ impl SeriesData {
                     }
                     values.extend_from_slice(head);
                     let gap = self.gap_before(&units[start]);
-                    self.sealed.truncate(units[start].header);
-                    self.push_unit_with(gap, blocks, values, &mut scratch.encoded);
+                    let keep = units[start].header;
+                    self.replace_tail(keep, gap, blocks, values, &mut scratch.encoded);
                 } else {
                     self.push_unit_with(0, 1, head, &mut scratch.encoded);
                 }
@@ -413,23 +438,39 @@ impl SeriesData {
         get_varint(&self.sealed, &mut pos).unwrap_or(0) as u32
     }
 
-    fn push_unit(&mut self, gap: u32, n_blocks: u32, values: &[f64]) {
-        self.push_unit_with(gap, n_blocks, values, &mut Vec::new());
-    }
-
     /// Appends a unit, encoding it through `encoded` (a buffer the caller reuses).
     fn push_unit_with(&mut self, gap: u32, n_blocks: u32, values: &[f64], encoded: &mut Vec<u8>) {
+        self.replace_tail(self.sealed.len(), gap, n_blocks, values, encoded);
+    }
+
+    /// Keeps the first `keep` bytes of the sealed units and appends a unit after them, in a
+    /// buffer of exactly the new size.
+    fn replace_tail(
+        &mut self,
+        keep: usize,
+        gap: u32,
+        n_blocks: u32,
+        values: &[f64],
+        encoded: &mut Vec<u8>,
+    ) {
         encoded.clear();
         encode_values(values, encoded);
-        put_varint(&mut self.sealed, u64::from(gap));
-        put_varint(&mut self.sealed, u64::from(n_blocks));
-        put_varint(&mut self.sealed, encoded.len() as u64);
-        self.sealed.extend_from_slice(encoded);
+        let varint_len = |v: u64| (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
+        let header = varint_len(u64::from(gap))
+            + varint_len(u64::from(n_blocks))
+            + varint_len(encoded.len() as u64);
+        // Exactly the final size, so the boxing below does not reallocate.
+        let mut sealed = Vec::with_capacity(keep + header + encoded.len());
+        sealed.extend_from_slice(&self.sealed[..keep]);
+        put_unit_header(&mut sealed, gap, n_blocks, encoded.len());
+        sealed.extend_from_slice(encoded);
+        self.sealed = sealed.into_boxed_slice();
     }
 
     /// Rebuilds the buffer from `(first_block, n_blocks, values)` units in block order.
     fn rebuild(&mut self, units: Vec<(u32, u32, Vec<f64>)>) {
-        self.sealed = Vec::new();
+        let mut sealed = Vec::new();
+        let mut encoded = Vec::new();
         let mut prev_end: Option<u32> = None;
         for (first, n, values) in units {
             let gap = match prev_end {
@@ -439,10 +480,13 @@ impl SeriesData {
                     0
                 }
             };
-            self.push_unit(gap, n, &values);
+            encoded.clear();
+            encode_values(&values, &mut encoded);
+            put_unit_header(&mut sealed, gap, n, encoded.len());
+            sealed.extend_from_slice(&encoded);
             prev_end = Some(first + n);
         }
-        self.sealed.shrink_to_fit();
+        self.sealed = sealed.into_boxed_slice();
     }
 
     fn all_units(&self, layout: Layout) -> Vec<(u32, u32, Vec<f64>)> {
@@ -520,7 +564,8 @@ impl SeriesData {
         }
         if self.head_block != NO_BLOCK && self.head_block < min_block {
             self.head_block = NO_BLOCK;
-            self.head = Vec::new();
+            self.head_len = 0;
+            self.head = Box::default();
         }
         self.is_empty()
     }
@@ -576,7 +621,7 @@ impl SeriesData {
             }
         }
         if self.head_block != NO_BLOCK {
-            copy(i64::from(self.head_block) * bs, &self.head, out);
+            copy(i64::from(self.head_block) * bs, self.head_values(), out);
         }
         Ok(())
     }
@@ -603,12 +648,12 @@ impl SeriesData {
 
     /// Slots written so far in the head block.
     pub(crate) fn head_len(&self) -> usize {
-        self.head.len()
+        usize::from(self.head_len)
     }
 
     /// Heap bytes held (capacity, not length, since that is what memory costs).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.head.capacity() * 8 + self.sealed.capacity()
+        self.head.len() * 8 + self.sealed.len()
     }
 }
 
@@ -637,9 +682,10 @@ mod tests {
 
     #[test]
     fn per_series_state_stays_small() {
-        // Every series pays this; the maintenance stamp lives in what was padding.
+        // Every series pays this; the maintenance stamp and the head's length live in what
+        // was padding, the head and the units in boxed slices.
         assert!(
-            std::mem::size_of::<Option<SeriesData>>() <= 96,
+            std::mem::size_of::<Option<SeriesData>>() <= 80,
             "{}",
             std::mem::size_of::<Option<SeriesData>>()
         );
