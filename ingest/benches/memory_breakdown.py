@@ -23,8 +23,10 @@ import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS = os.path.join(ROOT, "..", "shared", "bench", "peers")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_load import QUERIES  # noqa: E402  (the same six questions)
+sys.path.insert(0, PEERS)
+# The harness's own six questions as its Argus adapter asks them: remote write spells the
+# names and keys the Prometheus way (`sys_cpu_utilization`, `nf_app`).
+from queries import ASL  # noqa: E402
 
 
 def proc_status(pid):
@@ -73,6 +75,8 @@ def main():
     ap.add_argument("--minutes", type=int, default=180)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "argus"))
     ap.add_argument("--port", type=int, default=17201)
+    ap.add_argument("--hold", type=float, default=0,
+                    help="keep the loaded server up this many seconds at the end (to profile it)")
     a = ap.parse_args()
     py = os.path.join(PEERS, ".venv", "bin", "python")
     if not os.path.exists(py):
@@ -123,7 +127,7 @@ def main():
         # Code and read-only data pages each question faults in, in order (file-backed).
         file_pages = {}
         before_file = proc_status(server.pid)["RssFile"]
-        for name, q in QUERIES:
+        for name, q in ASL.items():
             p = urllib.parse.urlencode({"q": q, "s": start * 1000, "e": end * 1000,
                                         "step": "60s", "format": "json"})
             for _ in range(5):
@@ -136,6 +140,10 @@ def main():
         wait_quiet(server.pid)
         queried = proc_status(server.pid)
         queried_parts = metrics(a.port)
+        if a.hold:
+            print(f"holding: server pid {server.pid} on port {a.port}, dataset end {end}",
+                  file=sys.stderr, flush=True)
+            time.sleep(a.hold)
     finally:
         # A clean stop (a heap profiler wrapping the binary writes its report then).
         server.terminate()

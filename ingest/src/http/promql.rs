@@ -76,12 +76,12 @@ impl IntoResponse for PromFailure {
 }
 
 /// A sample value as Prometheus prints it: the shortest decimal that reads back the same,
-/// with no exponent (`argus_promql::format_value`), written in place and fast (ryu's digits
+/// with no exponent (`argus_promql::format_value`), written in place and fast (zmij's digits
 /// when they need no exponent; where two shortest decimals are equally near, either may be
 /// printed, and both read back the same).
 fn push_value(out: &mut String, v: f64) {
     if v.is_finite() {
-        let mut buffer = ryu::Buffer::new();
+        let mut buffer = zmij::Buffer::new();
         let text = buffer.format_finite(v);
         if !text.contains('e') {
             out.push_str(text.strip_suffix(".0").unwrap_or(text));

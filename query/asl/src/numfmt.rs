@@ -25,7 +25,7 @@ pub(crate) fn write_java_double(out: &mut String, v: f64) {
         // ryu gives the same shortest digits as Java, in plain notation in this range
         // (`42.0`, `0.001`), several times faster than `Display`: JSON outputs print
         // hundreds of thousands of these.
-        out.push_str(ryu::Buffer::new().format_finite(v));
+        out.push_str(zmij::Buffer::new().format_finite(v));
         return;
     }
     // Rust's `{:e}` gives the same shortest digits: `1e7`, `1.5e-4`.
@@ -106,6 +106,47 @@ pub(crate) fn prefixed(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// zmij prints what ryu printed (the same shortest digits, plain notation) over the
+    /// whole range it is used for: random bit patterns, and the values monitoring makes.
+    #[test]
+    fn zmij_matches_ryu_in_the_plain_range() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut checked = 0;
+        let mut check = |v: f64| {
+            let abs = v.abs();
+            if !(v == 0.0 || (1e-3..1e7).contains(&abs)) {
+                return;
+            }
+            let mut out = String::new();
+            write_java_double(&mut out, v);
+            assert_eq!(out, ryu::Buffer::new().format_finite(v), "{v:e}");
+            checked += 1;
+        };
+        for _ in 0..1_000_000 {
+            check(f64::from_bits(rng.u64(..)));
+            let scaled = rng.f64() * 10f64.powi(rng.i32(-3..7));
+            check(scaled);
+            check(-scaled);
+            check(rng.u32(..10_000_000) as f64);
+            check(rng.u32(..1_000_000) as f64 / 60.0);
+            check((rng.u32(..100_000) as f64) / 100.0);
+        }
+        for v in [
+            0.0,
+            -0.0,
+            1e-3,
+            9_999_999.999_999_998,
+            1.0,
+            0.1,
+            0.2,
+            0.3,
+            1.0 / 3.0,
+        ] {
+            check(v);
+        }
+        assert!(checked > 4_500_000, "{checked}");
+    }
 
     #[test]
     fn java_doubles() {

@@ -265,7 +265,9 @@ impl GraphResult {
     /// "notices"}`, `values` holding one row per timestamp with one value per line.
     pub fn to_atlas_json(&self) -> String {
         let rows = self.rows();
-        let mut out = String::with_capacity(256 + rows * self.series.len() * 12);
+        // Rates and averages print 15 to 18 characters; sized for that, the output is
+        // written once instead of growing and being copied.
+        let mut out = String::with_capacity(256 + rows * self.series.len() * 18);
         let _ = write!(
             out,
             "{{\"start\":{},\"step\":{},",
