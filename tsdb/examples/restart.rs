@@ -22,6 +22,7 @@ fn main() {
     let mut hours = 6i64;
     let mut tail_minutes = 15i64;
     let mut dir = std::env::temp_dir().join(format!("argus-restart-{}", std::process::id()));
+    let (mut keep, mut reopen_only) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} takes a value"));
@@ -30,11 +31,25 @@ fn main() {
             "--hours" => hours = value().parse().expect("--hours N"),
             "--tail-minutes" => tail_minutes = value().parse().expect("--tail-minutes N"),
             "--dir" => dir = value().into(),
+            // Leave the directory for `--reopen-only` runs (profiling the restart alone).
+            "--keep" => keep = true,
+            "--reopen-only" => reopen_only = true,
             other => panic!("unknown option {other}"),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let now = Arc::new(AtomicI64::new(T0));
+    if reopen_only {
+        now.store(T0 + (hours * 60 + tail_minutes) * STEP, Ordering::Relaxed);
+        let clock: argus_tsdb::Clock = Arc::new(move || now.load(Ordering::Relaxed));
+        let cfg = StoreConfig::new(STEP, (hours + 1) * 3_600_000);
+        let t = Instant::now();
+        let (store, recovery) =
+            Store::open(cfg, clock, Durability::new(&dir), &mut |_| {}).expect("reopening");
+        println!("restart: {:.2?} ({recovery})", t.elapsed());
+        assert_eq!(store.series_count(), series);
+        return;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     let clock_now = now.clone();
     let clock: argus_tsdb::Clock = Arc::new(move || clock_now.load(Ordering::Relaxed));
     let cfg = StoreConfig::new(STEP, (hours + 1) * 3_600_000);
@@ -131,5 +146,7 @@ fn main() {
     assert_eq!(store.series_count(), series);
     assert!(recovery.is_clean());
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

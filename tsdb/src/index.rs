@@ -30,7 +30,47 @@ pub struct TagIndex {
     keys: AHashMap<Sym, KeyPostings>,
 }
 
+/// Index entries gathered for [`TagIndex::insert_batch`]: the ids of each key=value pair.
+#[derive(Default)]
+pub(crate) struct IndexBatch {
+    ids: Vec<u32>,
+    pairs: AHashMap<(Sym, Sym), Vec<u32>>,
+}
+
+impl IndexBatch {
+    pub(crate) fn add(&mut self, id: u32, tags: &[(Sym, Sym)]) {
+        self.ids.push(id);
+        for &pair in tags {
+            self.pairs.entry(pair).or_default().push(id);
+        }
+    }
+}
+
+/// A bitmap of `ids` (sorted here).
+fn postings_of(mut ids: Vec<u32>) -> Postings {
+    ids.sort_unstable();
+    ids.dedup();
+    // Sorted and deduplicated: cannot fail.
+    Postings::from_sorted_iter(ids).unwrap_or_default()
+}
+
 impl TagIndex {
+    /// Adds a batch of series at once (a snapshot being loaded): one lookup of each value's
+    /// postings and one union per key=value pair, instead of one per series and tag (a
+    /// string-compared tree walk each, most of a million-series restart).
+    pub(crate) fn insert_batch(&mut self, batch: IndexBatch, interner: &Interner) {
+        self.all |= postings_of(batch.ids);
+        let mut by_key: AHashMap<Sym, Vec<u32>> = AHashMap::new();
+        for ((k, v), ids) in batch.pairs {
+            by_key.entry(k).or_default().extend_from_slice(&ids);
+            let key = self.keys.entry(k).or_default();
+            *key.values.entry(interner.resolve_shared(v)).or_default() |= postings_of(ids);
+        }
+        for (k, ids) in by_key {
+            self.keys.entry(k).or_default().all |= postings_of(ids);
+        }
+    }
+
     pub(crate) fn insert(&mut self, id: u32, tags: &[(Sym, Sym)], interner: &Interner) {
         self.all.insert(id);
         for &(k, v) in tags {

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::error::{Error, Result};
-use crate::index::{Postings, TagIndex};
+use crate::index::{IndexBatch, Postings, TagIndex};
 use crate::matcher::Matcher;
 use crate::normalize::{DsType, Merge, step_index_of};
 use crate::read::{ReadRequest, SeriesId, SeriesSource};
 use crate::series::{Layout, SeriesData};
-use crate::tags::{Interner, TagMap, TagSet, TagSetRef, TagTable, Tags, hash_tags};
+use crate::tags::{Interner, Sym, TagMap, TagSet, TagSetRef, TagTable, Tags, hash_tags};
 use crate::wal::{Prepared, WalWriter};
 
 mod durable;
@@ -228,6 +228,18 @@ impl Catalog {
         self.by_hash
             .find(hash, |&id| self.same_tags(id, len, pairs()))
             .copied()
+    }
+
+    /// Room for `more` series in the table of ids by hash, so that loading many does not
+    /// grow it (each growth works every hash out again from the tags).
+    pub(crate) fn reserve_series(&mut self, more: usize) {
+        let Catalog {
+            interner,
+            tags,
+            by_hash,
+            ..
+        } = self;
+        by_hash.reserve(more, |&id| Catalog::stored_hash(tags, interner, id));
     }
 
     /// The hash of series `id`'s stored tags (0 for an id without tags).
@@ -477,7 +489,7 @@ impl Store {
             .iter()
             .map(|(k, v)| (cat.interner.intern(k), cat.interner.intern(v)))
             .collect();
-        self.install_set(cat, id, hash, set, data)
+        self.install_set(cat, id, hash, &set, data, None)
     }
 
     fn install_set(
@@ -485,14 +497,18 @@ impl Store {
         cat: &mut Catalog,
         id: SeriesId,
         hash: u64,
-        set: TagSet,
+        set: &[(Sym, Sym)],
         data: SeriesData,
+        deferred_index: Option<&mut IndexBatch>,
     ) -> Result<()> {
-        cat.tags.insert(id, &set)?;
+        cat.tags.insert(id, set)?;
         let Catalog {
             interner, index, ..
         } = &mut *cat;
-        index.insert(id, &set, interner);
+        match deferred_index {
+            Some(batch) => batch.add(id, set),
+            None => index.insert(id, set, interner),
+        }
         let Catalog {
             interner,
             tags,

@@ -433,3 +433,78 @@ fn the_periodic_sync_and_every_write_sync_both_keep_data() {
         assert_eq!(dump(&store, T0).len(), 1);
     }
 }
+
+/// A snapshot's index is built in one batch at load: every key, value and `:has` selects
+/// the same series as the index built one series at a time before the crash, and tag values
+/// count the same.
+#[test]
+fn the_index_loaded_from_a_snapshot_selects_what_the_live_one_did() {
+    let dir = TempDir::new();
+    let now = Arc::new(AtomicI64::new(T0 + 60 * MIN));
+    let (store, _, _) = open(&dir.0, &now, 1 << 20);
+    let tags = |i: usize| {
+        TagMap::from_pairs([
+            ("name".to_string(), format!("m{}", i % 7)),
+            ("node".to_string(), format!("i-{}", i / 3)),
+            ("zone".to_string(), format!("z{}", i % 5)),
+            ("atlas.dstype".to_string(), "gauge".to_string()),
+        ])
+    };
+    // Enough series for several snapshot sections per shard.
+    let batch: Vec<Sample> = (0..20_000)
+        .map(|i| Sample {
+            id: store.writer().resolve(&tags(i)),
+            ts_ms: now.load(Ordering::Relaxed) - MIN,
+            value: i as f64,
+        })
+        .collect();
+    store.writer().try_append_batch(&batch, b"").unwrap();
+    let start = store.begin_snapshot().unwrap();
+    store.write_snapshot(start, b"").unwrap();
+    let matchers = |i: usize| {
+        [
+            Matcher::Eq {
+                key: "name".into(),
+                value: format!("m{}", i % 7),
+            },
+            Matcher::Eq {
+                key: "node".into(),
+                value: format!("i-{}", i / 3),
+            },
+            Matcher::Has { key: "zone".into() },
+            Matcher::In {
+                key: "zone".into(),
+                values: vec![format!("z{}", i % 5), "z9".into()],
+            },
+            Matcher::True,
+        ]
+    };
+    let probe: Vec<usize> = (0..20_000).step_by(997).collect();
+    let before: Vec<Vec<u32>> = probe
+        .iter()
+        .flat_map(|&i| matchers(i))
+        .map(|m| store.select(&m).iter().collect())
+        .collect();
+    let values_before = store.tag_values("zone", None);
+    drop(store);
+    let (store, recovery, _) = open(&dir.0, &now, 1 << 20);
+    assert_eq!(recovery.snapshot.as_ref().map(|s| s.1), Some(20_000));
+    let after: Vec<Vec<u32>> = probe
+        .iter()
+        .flat_map(|&i| matchers(i))
+        .map(|m| store.select(&m).iter().collect())
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(store.tag_values("zone", None), values_before);
+    assert_eq!(store.series_count(), 20_000);
+    // New series after the load go into the same index.
+    let id = store.writer().resolve(&tags(20_000));
+    assert!(
+        store
+            .select(&Matcher::Eq {
+                key: "node".into(),
+                value: "i-6666".into()
+            })
+            .contains(id)
+    );
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Catalog, SHARDS, Sample, SeriesId, Store, StoreConfig};
 use crate::bytes::{Reader, put_bytes, put_varint, unzigzag, zigzag};
 use crate::error::{Error, Result};
+use crate::index::IndexBatch;
 use crate::normalize::DsType;
 use crate::series::SeriesData;
 use crate::tags::{Sym, TagMap, hash_tags};
@@ -67,6 +68,8 @@ impl Durability {
 pub struct Recovery {
     /// The snapshot loaded, and its series.
     pub snapshot: Option<(PathBuf, usize)>,
+    /// How long loading the snapshot took (the rest of `elapsed` is mostly the log).
+    pub snapshot_load: Duration,
     /// Snapshots that could not be read (renamed to `*.corrupt`), with the reason.
     pub snapshots_rejected: Vec<String>,
     pub wal_segments: usize,
@@ -95,7 +98,12 @@ impl Recovery {
 impl std::fmt::Display for Recovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.snapshot {
-            Some((path, n)) => write!(f, "snapshot {} ({n} series)", path.display())?,
+            Some((path, n)) => write!(
+                f,
+                "snapshot {} ({n} series, loaded in {:.2?})",
+                path.display(),
+                self.snapshot_load
+            )?,
             None => write!(f, "no snapshot")?,
         }
         write!(
@@ -234,6 +242,20 @@ fn max_id(len: usize) -> u64 {
     4 * len as u64 + 1024
 }
 
+/// The series count a snapshot's end section states, walking the sections from `pos`; 0
+/// when there is no readable end (the load that follows says what is wrong).
+fn snapshot_series(buf: &[u8], mut pos: usize) -> u64 {
+    while let Some((kind, payload, end)) = record_at(buf, pos) {
+        if kind == SECTION_END {
+            return Reader::new(payload, "snapshot end")
+                .u64("series count")
+                .unwrap_or(0);
+        }
+        pos = end;
+    }
+    0
+}
+
 /// What loading a snapshot gives recovery: the lsn each shard holds, the largest, the series
 /// count and the owner's extra bytes.
 struct Loaded {
@@ -295,6 +317,7 @@ impl Store {
                     extra,
                 }) => {
                     recovery.snapshot = Some((path, series));
+                    recovery.snapshot_load = started.elapsed();
                     recovery.extra = extra;
                     loaded = Some((store, segment, skip, max_lsn));
                     break;
@@ -656,12 +679,21 @@ impl Store {
         let mut extra = None;
         let mut series = 0usize;
         let mut sections = 1u64;
+        // The index is built at the end, from every section's series at once.
+        let mut index = IndexBatch::default();
+        // Room for every series the snapshot says it holds (its end section, found by a
+        // walk over the frames first), so the table of ids never grows while loading.
+        let total = snapshot_series(buf, pos).min(max_id(buf.len()));
+        self.catalog
+            .write()
+            .reserve_series(usize::try_from(total).unwrap_or(0));
         loop {
             let (kind, payload) = section(&mut pos)?;
             sections += 1;
             match kind {
                 SECTION_SERIES => {
-                    let (shard_no, lsn, n) = self.load_section(payload, max_id(buf.len()))?;
+                    let (shard_no, lsn, n) =
+                        self.load_section(payload, max_id(buf.len()), &mut index)?;
                     skip[shard_no] = lsn;
                     seen_shard[shard_no] = true;
                     series += n;
@@ -687,6 +719,14 @@ impl Store {
         if let Some(missing) = seen_shard.iter().position(|s| !s) {
             return Err(Error::Corrupt(format!("shard {missing} has no section")));
         }
+        let mut cat = self.catalog.write();
+        let Catalog {
+            interner,
+            index: tag_index,
+            ..
+        } = &mut *cat;
+        tag_index.insert_batch(index, interner);
+        drop(cat);
         let max_lsn = skip.iter().copied().max().unwrap_or(0);
         Ok(Loaded {
             skip,
@@ -697,7 +737,12 @@ impl Store {
     }
 
     /// Installs one series section: (shard, its lsn, series in it).
-    fn load_section(&self, payload: &[u8], max_id: u64) -> Result<(usize, u64, usize)> {
+    fn load_section(
+        &self,
+        payload: &[u8],
+        max_id: u64,
+        index: &mut IndexBatch,
+    ) -> Result<(usize, u64, usize)> {
         let mut r = Reader::new(payload, "snapshot series section");
         let shard_no = r.u32("shard")? as usize;
         if shard_no >= SHARDS {
@@ -716,6 +761,8 @@ impl Store {
                 .ok_or_else(|| Error::Corrupt(format!("string index {i} out of range")))
         };
         let n = r.len("series count")?;
+        // One tag buffer for the section: the tag table copies each set.
+        let mut set = Vec::new();
         for _ in 0..n {
             let id = u32::try_from(r.varint("series id")?)
                 .map_err(|_| Error::Corrupt("series id over 32 bits".into()))?;
@@ -731,7 +778,7 @@ impl Store {
                 return Err(Error::Corrupt(format!("series {id} appears twice")));
             }
             let n_tags = r.len("tag count")?;
-            let mut set = Vec::with_capacity(n_tags);
+            set.clear();
             for _ in 0..n_tags {
                 set.push((sym(r.varint("tag key")?)?, sym(r.varint("tag value")?)?));
             }
@@ -740,7 +787,7 @@ impl Store {
                 set.iter()
                     .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
             );
-            self.install_set(&mut cat, id, hash, set, data)?;
+            self.install_set(&mut cat, id, hash, &set, data, Some(index))?;
         }
         if !r.is_empty() {
             return Err(Error::Corrupt(

@@ -214,6 +214,6 @@ impl Store {
             Some(id) => id,
             None => cat.tags.len() as SeriesId,
         };
-        self.install_set(cat, id, hash, set, data)
+        self.install_set(cat, id, hash, &set, data, None)
     }
 }
