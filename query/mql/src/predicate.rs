@@ -211,12 +211,25 @@ impl CmpOp {
 }
 
 /// How a regex must match a value's string form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegexMode {
     /// All of it (MQL's `==~`, with `.` matching newlines too).
     Full,
     /// From its start (the Stack Language's `:re`).
     Start,
+}
+
+/// Patterns compiled lately, by source, mode and case: dashboards ask the same queries every
+/// few seconds, and compiling even `app00[0-3].*` (`.` is a UTF-8 automaton) was a quarter of
+/// such a query's time. Few and short, so that what they hold stays small whatever the
+/// patterns: each compiled program is capped at [`REGEX_SIZE_LIMIT`].
+type PatternCache = ahash::AHashMap<(String, RegexMode, bool), Pattern>;
+const CACHED_PATTERNS: usize = 16;
+const CACHED_SOURCE_LEN: usize = 256;
+
+fn compiled_cache() -> &'static std::sync::Mutex<PatternCache> {
+    static CACHE: OnceLock<std::sync::Mutex<PatternCache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
 }
 
 /// A compiled regex with the text it came from.
@@ -236,6 +249,27 @@ impl Pattern {
     /// that only compiles once wrapped (`a)|(b`, which would close the anchoring group) is
     /// refused, so the pattern means the same wherever it is printed and parsed again.
     pub fn new(source: &str, mode: RegexMode, ignore_case: bool) -> Result<Pattern, String> {
+        let key = (source.to_string(), mode, ignore_case);
+        let cacheable = source.len() <= CACHED_SOURCE_LEN;
+        if cacheable
+            && let Some(hit) = compiled_cache()
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(hit);
+        }
+        let pattern = Pattern::compile(source, mode, ignore_case)?;
+        if cacheable && let Ok(mut cache) = compiled_cache().lock() {
+            if cache.len() >= CACHED_PATTERNS {
+                cache.clear();
+            }
+            cache.insert(key, pattern.clone());
+        }
+        Ok(pattern)
+    }
+
+    fn compile(source: &str, mode: RegexMode, ignore_case: bool) -> Result<Pattern, String> {
         let wrapped = match mode {
             RegexMode::Full => format!("^(?s:{source})$"),
             RegexMode::Start => format!("^(?:{source})"),
@@ -575,6 +609,33 @@ fn write_slashed_body(f: &mut impl fmt::Write, re: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pattern asked again is the one compiled before; another mode, case or source is
+    /// compiled on its own, and a refused source is never cached.
+    #[test]
+    fn compiled_patterns_are_reused() {
+        let a = Pattern::new("cache-test[0-3].*", RegexMode::Start, false).unwrap();
+        // Other tests share the cache and may just have emptied it: a few tries.
+        let reused = (0..3).any(|_| {
+            let x = Pattern::new("cache-test[0-3].*", RegexMode::Start, false).unwrap();
+            let y = Pattern::new("cache-test[0-3].*", RegexMode::Start, false).unwrap();
+            Arc::ptr_eq(&x.compiled, &y.compiled)
+        });
+        assert!(reused);
+        let full = Pattern::new("cache-test[0-3].*", RegexMode::Full, false).unwrap();
+        let ic = Pattern::new("cache-test[0-3].*", RegexMode::Start, true).unwrap();
+        assert!(!Arc::ptr_eq(&a.compiled, &full.compiled));
+        assert!(!Arc::ptr_eq(&a.compiled, &ic.compiled));
+        assert!(ic.is_match("CACHE-TEST2x") && !a.is_match("CACHE-TEST2x"));
+        assert!(Pattern::new("cache-test(", RegexMode::Start, false).is_err());
+        assert!(Pattern::new("cache-test(", RegexMode::Start, false).is_err());
+        // More distinct patterns than the cache keeps: each still compiles and matches.
+        for i in 0..3 * CACHED_PATTERNS {
+            let p = Pattern::new(&format!("cache-many{i}$"), RegexMode::Start, false).unwrap();
+            assert!(p.is_match(&format!("cache-many{i}")));
+        }
+        assert!(compiled_cache().lock().unwrap().len() <= CACHED_PATTERNS);
+    }
     use serde_json::json;
 
     fn cmp(path: &str, op: CmpOp, v: Value) -> Predicate {
