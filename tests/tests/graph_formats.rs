@@ -304,3 +304,48 @@ fn legend_swatches(width: u32, height: u32, pixels: &[u8]) -> Vec<u32> {
     }
     found
 }
+
+/// An answer of more than 60,000 numbers is sent while it is written, in parts: the text is
+/// still one whole, valid `json` document with every value in its place.
+#[test]
+fn a_large_json_answer_streams_whole() {
+    let server = Server::start(&[]);
+    let (lines, minutes) = (700i64, 100i64);
+    let last = (now_ms() / STEP) * STEP - 2 * STEP;
+    let first = last - (minutes - 1) * STEP;
+    for chunk in 0..7 {
+        let mut metrics = Vec::new();
+        for line in chunk * 100..(chunk + 1) * 100 {
+            for m in 0..minutes {
+                metrics.push(json!({
+                    "tags": {"name": "big.req", "id": format!("{line:04}"), "atlas.dstype": "gauge"},
+                    "timestamp": first + m * STEP,
+                    "value": line as f64 + m as f64 / 64.0
+                }));
+            }
+        }
+        let (status, body) = server.post(
+            "/api/v1/backfill",
+            json!({"metrics": metrics}).to_string().as_bytes(),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let json = server.get_json(&graph_path(
+        "name,big.req,:eq,:sum,(,id,),:by",
+        first,
+        last,
+        "&format=json",
+    ));
+    assert_eq!(json["legend"].as_array().unwrap().len(), lines as usize);
+    let rows = json["values"].as_array().unwrap();
+    assert_eq!(rows.len(), minutes as usize);
+    for (m, row) in rows.iter().enumerate() {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), lines as usize);
+        for (line, v) in row.iter().enumerate() {
+            assert_eq!(v.as_f64(), Some(line as f64 + m as f64 / 64.0), "row {m}");
+        }
+    }
+    assert_eq!(json["notices"], json!([]));
+}

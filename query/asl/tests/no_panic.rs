@@ -210,6 +210,20 @@ fn run(q: &str, s: Option<String>, e: Option<String>, step: Option<String>) {
     {
         let json = r.to_atlas_json();
         assert!(json.starts_with("{\"start\":"));
+        // Written in small parts (as a large answer is streamed), it is the same text.
+        let mut parts = String::new();
+        r.write_atlas_json(100, &mut |part| {
+            parts.push_str(&part);
+            true
+        });
+        assert_eq!(parts, json);
+        // A client gone after the first part stops the writing.
+        let mut calls = 0;
+        r.write_atlas_json(100, &mut |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(calls, 1);
     }
 }
 

@@ -253,7 +253,8 @@ impl GraphResult {
         out
     }
 
-    fn rows(&self) -> usize {
+    /// Rows of the answer: the longest line's steps.
+    pub fn rows(&self) -> usize {
         self.series
             .iter()
             .map(|s| s.values.len())
@@ -264,10 +265,25 @@ impl GraphResult {
     /// Atlas's `json` (and `std.json`): `{"start", "step", "legend", "metrics", "values",
     /// "notices"}`, `values` holding one row per timestamp with one value per line.
     pub fn to_atlas_json(&self) -> String {
+        let mut whole = String::new();
+        self.write_atlas_json(usize::MAX, &mut |part| {
+            whole = part;
+            true
+        });
+        whole
+    }
+
+    /// Atlas's `json` handed to `emit` in parts of about `part_bytes` (the last may be
+    /// shorter), so a server can send a large answer while it is still being written, from
+    /// a few reused-size buffers instead of one of several megabytes. Stops early when
+    /// `emit` returns false (the client went away).
+    pub fn write_atlas_json(&self, part_bytes: usize, emit: &mut dyn FnMut(String) -> bool) {
         let rows = self.rows();
-        // Rates and averages print 15 to 18 characters; sized for that, the output is
-        // written once instead of growing and being copied.
-        let mut out = String::with_capacity(256 + rows * self.series.len() * 18);
+        // Rates and averages print 15 to 18 characters; sized for that, a part is written
+        // once instead of growing and being copied.
+        let whole = 256 + rows * self.series.len() * 18;
+        let capacity = whole.min(part_bytes.saturating_add(256));
+        let mut out = String::with_capacity(capacity);
         let _ = write!(
             out,
             "{{\"start\":{},\"step\":{},",
@@ -275,7 +291,15 @@ impl GraphResult {
         );
         header(&mut out, self);
         out.push_str(",\"values\":[");
+        // A part ends before the row that would take it past `part_bytes`.
+        let row_bytes = self.series.len() * 18;
         for row in 0..rows {
+            if !out.is_empty()
+                && out.len().saturating_add(row_bytes) > part_bytes
+                && !emit(std::mem::replace(&mut out, String::with_capacity(capacity)))
+            {
+                return;
+            }
             if row > 0 {
                 out.push(',');
             }
@@ -290,7 +314,7 @@ impl GraphResult {
         }
         out.push(']');
         notices(&mut out, self);
-        out
+        emit(out);
     }
 
     /// Atlas's `stats.json`: the window and, per line, count, avg, total, max, min, last.
