@@ -22,6 +22,8 @@ pub use durable::{Durability, Recovery, SnapshotReport, SnapshotStart, fuzzing};
 
 /// Number of value shards; a power of two so the shard of an id is a mask.
 const SHARDS: usize = 16;
+/// Batches at least this large are applied by several threads, shards split between them.
+const PARALLEL_APPLY_SAMPLES: usize = 65_536;
 /// How many samples ahead a batch write prefetches each series' head.
 const PREFETCH_AHEAD: usize = 8;
 /// Series handled per lock acquisition when scanning, which bounds how long a query can hold
@@ -632,21 +634,50 @@ impl Store {
         let plan = Plan::new(samples);
         let window = self.accept_window();
         let pass = self.maintenance_pass.load(Ordering::Relaxed);
-        let mut outcome = AppendOutcome::default();
-        for (shard_no, lock) in self.shards.iter().enumerate() {
-            let mine = plan.mine(shard_no);
-            if mine.is_empty() || skip_through.is_some_and(|s| s[shard_no] >= lsn) {
-                continue;
+        let apply_shards = |shard_nos: &mut dyn Iterator<Item = usize>| {
+            let mut outcome = AppendOutcome::default();
+            for shard_no in shard_nos {
+                let mine = plan.mine(shard_no);
+                if mine.is_empty() || skip_through.is_some_and(|s| s[shard_no] >= lsn) {
+                    continue;
+                }
+                self.apply_shard(
+                    &mut self.shards[shard_no].write(),
+                    mine,
+                    samples,
+                    lsn,
+                    window,
+                    pass,
+                    &mut outcome,
+                );
             }
-            self.apply_shard(
-                &mut lock.write(),
-                mine,
-                samples,
-                lsn,
-                window,
-                pass,
-                &mut outcome,
+            outcome
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if samples.len() < PARALLEL_APPLY_SAMPLES || threads < 2 {
+            return self.finish(apply_shards(&mut (0..SHARDS)));
+        }
+        // A large batch (a replayed log record holds up to a million samples): the shards
+        // are independent, so each thread takes every `threads`-th one.
+        let outcomes: Vec<AppendOutcome> = std::thread::scope(|scope| {
+            let apply_shards = &apply_shards;
+            let handles: Vec<_> = (1..threads)
+                .map(|t| scope.spawn(move || apply_shards(&mut (t..SHARDS).step_by(threads))))
+                .collect();
+            let mut outcomes = vec![apply_shards(&mut (0..SHARDS).step_by(threads))];
+            // A worker that panicked has lost nothing durable: its samples are still in
+            // the log; the panic is passed on as the sequential path would have raised it.
+            outcomes.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
             );
+            outcomes
+        });
+        let mut outcome = AppendOutcome::default();
+        for o in outcomes {
+            outcome.stored += o.stored;
+            outcome.rejected.extend(o.rejected);
         }
         self.finish(outcome)
     }
@@ -1196,6 +1227,63 @@ mod tests {
         by_hash.find_entry(same_hash, |&x| x == 0).unwrap().remove();
         assert_eq!(cat.find(same_hash, &a), None);
         assert_eq!(cat.find(same_hash, &b), Some(1));
+    }
+
+    /// A batch large enough to be applied by several threads stores and refuses exactly
+    /// what one thread would, refusals in batch order.
+    #[test]
+    fn a_large_batch_applied_in_parallel_matches_the_sequential_outcome() {
+        let store = Store::new(StoreConfig::default());
+        let writer = store.writer();
+        let ids: Vec<SeriesId> = (0..1_000)
+            .map(|i| {
+                writer.resolve(&TagMap::from_pairs([
+                    ("name", "par".to_string()),
+                    ("i", i.to_string()),
+                    ("atlas.dstype", "gauge".to_string()),
+                ]))
+            })
+            .collect();
+        let now = store.now_ms() / 60_000 * 60_000;
+        let n = PARALLEL_APPLY_SAMPLES * 2;
+        let samples: Vec<Sample> = (0..n)
+            .map(|k| Sample {
+                // Every 1000th sample names an id that does not exist, every 777th is too old.
+                id: if k % 1000 == 999 {
+                    5_000_000
+                } else {
+                    ids[k % 1_000]
+                },
+                ts_ms: if k % 777 == 0 {
+                    0
+                } else {
+                    now - (k / 1_000) as i64 * 60_000
+                },
+                value: k as f64,
+            })
+            .collect();
+        let outcome = store.apply(&samples, 0, None);
+        let refused: Vec<usize> = (0..n).filter(|k| k % 1000 == 999 || k % 777 == 0).collect();
+        assert_eq!(outcome.stored, n - refused.len());
+        assert_eq!(
+            outcome.rejected.iter().map(|r| r.0).collect::<Vec<_>>(),
+            refused
+        );
+        // Each value landed in its series and step.
+        let k = 12_345;
+        let req = ReadRequest {
+            start_ms: samples[k].ts_ms,
+            end_ms: samples[k].ts_ms,
+            step_ms: 60_000,
+            cf: crate::read::Consolidation::Avg,
+        };
+        let mut got = Vec::new();
+        store
+            .visit_values(&Postings::from_iter([samples[k].id]), &req, &mut |_, v| {
+                got = v.to_vec()
+            })
+            .unwrap();
+        assert_eq!(got, vec![k as f64]);
     }
 
     /// Growing the table rehashes every id from its stored tags: all stay findable.
