@@ -687,34 +687,53 @@ impl Store {
         self.catalog
             .write()
             .reserve_series(usize::try_from(total).unwrap_or(0));
-        loop {
+        // The frames first (cheap), then the series sections: one thread parses and
+        // decodes each (no catalog needed) while this one installs the one before.
+        let mut series_sections = Vec::new();
+        let end = loop {
             let (kind, payload) = section(&mut pos)?;
             sections += 1;
             match kind {
-                SECTION_SERIES => {
-                    let (shard_no, lsn, n) =
-                        self.load_section(payload, max_id(buf.len()), &mut index)?;
-                    skip[shard_no] = lsn;
-                    seen_shard[shard_no] = true;
-                    series += n;
-                }
+                SECTION_SERIES => series_sections.push(payload),
                 SECTION_EXTRA => extra = Some(payload.to_vec()),
-                SECTION_END => {
-                    let mut r = Reader::new(payload, "snapshot end");
-                    let (n, s) = (r.u64("series count")?, r.u64("section count")?);
-                    if n != series as u64 || s != sections || pos != buf.len() {
-                        return Err(Error::Corrupt(format!(
-                            "end section says {n} series in {s} sections, found {series} in \
-                             {sections} ({} bytes after it)",
-                            buf.len() - pos
-                        )));
-                    }
-                    break;
-                }
+                SECTION_END => break payload,
                 other => {
                     return Err(Error::Corrupt(format!("unknown section kind {other}")));
                 }
             }
+        };
+        let (max_id, layout) = (max_id(buf.len()), self.cfg.layout());
+        std::thread::scope(|scope| -> Result<()> {
+            let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel(2);
+            let parser = scope.spawn(move || {
+                for payload in series_sections {
+                    let parsed = parse_section(payload, max_id, layout);
+                    let failed = parsed.is_err();
+                    // The installer stopped (an error): nothing more to parse.
+                    if parsed_tx.send(parsed).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for parsed in parsed_rx {
+                let (shard_no, lsn, n) = self.install_section(parsed?, &mut index)?;
+                skip[shard_no] = lsn;
+                seen_shard[shard_no] = true;
+                series += n;
+            }
+            parser
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Ok(())
+        })?;
+        let mut r = Reader::new(end, "snapshot end");
+        let (n, s) = (r.u64("series count")?, r.u64("section count")?);
+        if n != series as u64 || s != sections || pos != buf.len() {
+            return Err(Error::Corrupt(format!(
+                "end section says {n} series in {s} sections, found {series} in \
+                 {sections} ({} bytes after it)",
+                buf.len() - pos
+            )));
         }
         if let Some(missing) = seen_shard.iter().position(|s| !s) {
             return Err(Error::Corrupt(format!("shard {missing} has no section")));
@@ -736,67 +755,133 @@ impl Store {
         })
     }
 
-    /// Installs one series section: (shard, its lsn, series in it).
-    fn load_section(
+    /// Installs one parsed series section: (shard, its lsn, series in it).
+    fn install_section(
         &self,
-        payload: &[u8],
-        max_id: u64,
+        section: ParsedSection<'_>,
         index: &mut IndexBatch,
     ) -> Result<(usize, u64, usize)> {
-        let mut r = Reader::new(payload, "snapshot series section");
-        let shard_no = r.u32("shard")? as usize;
-        if shard_no >= SHARDS {
-            return Err(Error::Corrupt(format!("shard {shard_no} out of range")));
-        }
-        let lsn = r.u64("lsn")?;
+        let ParsedSection {
+            shard_no,
+            lsn,
+            strings,
+            series,
+            tags,
+        } = section;
         let mut cat = self.catalog.write();
-        let n_strings = r.len("string count")?;
-        let mut syms = Vec::with_capacity(n_strings);
-        for _ in 0..n_strings {
-            syms.push(cat.interner.intern(r.str("string")?));
-        }
-        let sym = |i: u64| -> Result<Sym> {
-            syms.get(i as usize)
-                .copied()
-                .ok_or_else(|| Error::Corrupt(format!("string index {i} out of range")))
-        };
-        let n = r.len("series count")?;
+        let syms: Vec<Sym> = strings.iter().map(|s| cat.interner.intern(s)).collect();
         // One tag buffer for the section: the tag table copies each set.
         let mut set = Vec::new();
-        for _ in 0..n {
-            let id = u32::try_from(r.varint("series id")?)
-                .map_err(|_| Error::Corrupt("series id over 32 bits".into()))?;
-            if id as usize % SHARDS != shard_no {
-                return Err(Error::Corrupt(format!("series {id} in shard {shard_no}")));
+        let n = series.len();
+        for s in series {
+            if cat.tags.contains(s.id) {
+                return Err(Error::Corrupt(format!("series {} appears twice", s.id)));
             }
-            if u64::from(id) > max_id {
-                return Err(Error::Corrupt(format!(
-                    "series id {id} is implausibly large for the file's size"
-                )));
-            }
-            if cat.tags.contains(id) {
-                return Err(Error::Corrupt(format!("series {id} appears twice")));
-            }
-            let n_tags = r.len("tag count")?;
             set.clear();
-            for _ in 0..n_tags {
-                set.push((sym(r.varint("tag key")?)?, sym(r.varint("tag value")?)?));
-            }
-            let data = SeriesData::decode_state(&mut r, self.cfg.layout())?;
-            let hash = hash_tags(
-                set.iter()
-                    .map(|&(k, v)| (cat.interner.resolve(k), cat.interner.resolve(v))),
+            set.extend(
+                tags[s.tags.clone()]
+                    .iter()
+                    .map(|&(k, v)| (syms[k as usize], syms[v as usize])),
             );
-            self.install_set(&mut cat, id, hash, &set, data, Some(index))?;
+            self.install_set(&mut cat, s.id, s.hash, &set, s.data, Some(index))?;
         }
-        if !r.is_empty() {
-            return Err(Error::Corrupt(
-                "bytes after the last series of a section".into(),
-            ));
-        }
+        drop(cat);
         self.shards[shard_no].write().applied_lsn = lsn;
         Ok((shard_no, lsn, n))
     }
+}
+
+/// One series of a parsed section: its id, its tags (a range of the section's pairs of
+/// string indexes), their hash, its values.
+struct ParsedSeries {
+    id: SeriesId,
+    tags: std::ops::Range<usize>,
+    hash: u64,
+    data: SeriesData,
+}
+
+/// A snapshot section read, checked and decoded, not yet installed: the work that needs no
+/// catalog, done on another thread while the previous section is installed.
+struct ParsedSection<'a> {
+    shard_no: usize,
+    lsn: u64,
+    strings: Vec<&'a str>,
+    series: Vec<ParsedSeries>,
+    tags: Vec<(u32, u32)>,
+}
+
+/// Reads one series section (`encode_section`'s layout), checking what a bad value would
+/// break; `max_id` bounds the ids a file of its size can plausibly hold.
+fn parse_section(
+    payload: &[u8],
+    max_id: u64,
+    layout: crate::series::Layout,
+) -> Result<ParsedSection<'_>> {
+    let mut r = Reader::new(payload, "snapshot series section");
+    let shard_no = r.u32("shard")? as usize;
+    if shard_no >= SHARDS {
+        return Err(Error::Corrupt(format!("shard {shard_no} out of range")));
+    }
+    let lsn = r.u64("lsn")?;
+    let n_strings = r.len("string count")?;
+    let mut strings = Vec::with_capacity(n_strings);
+    for _ in 0..n_strings {
+        strings.push(r.str("string")?);
+    }
+    let string = |i: u64| -> Result<u32> {
+        if (i as usize) < strings.len() {
+            Ok(i as u32)
+        } else {
+            Err(Error::Corrupt(format!("string index {i} out of range")))
+        }
+    };
+    let n = r.len("series count")?;
+    let mut series = Vec::with_capacity(n);
+    let mut tags = Vec::new();
+    for _ in 0..n {
+        let id = u32::try_from(r.varint("series id")?)
+            .map_err(|_| Error::Corrupt("series id over 32 bits".into()))?;
+        if id as usize % SHARDS != shard_no {
+            return Err(Error::Corrupt(format!("series {id} in shard {shard_no}")));
+        }
+        if u64::from(id) > max_id {
+            return Err(Error::Corrupt(format!(
+                "series id {id} is implausibly large for the file's size"
+            )));
+        }
+        let n_tags = r.len("tag count")?;
+        let first = tags.len();
+        for _ in 0..n_tags {
+            tags.push((
+                string(r.varint("tag key")?)?,
+                string(r.varint("tag value")?)?,
+            ));
+        }
+        let data = SeriesData::decode_state(&mut r, layout)?;
+        let hash = hash_tags(
+            tags[first..]
+                .iter()
+                .map(|&(k, v)| (strings[k as usize], strings[v as usize])),
+        );
+        series.push(ParsedSeries {
+            id,
+            tags: first..tags.len(),
+            hash,
+            data,
+        });
+    }
+    if !r.is_empty() {
+        return Err(Error::Corrupt(
+            "bytes after the last series of a section".into(),
+        ));
+    }
+    Ok(ParsedSection {
+        shard_no,
+        lsn,
+        strings,
+        series,
+        tags,
+    })
 }
 
 /// The framed record at `*pos` of `buf` (its kind and payload), moving `pos` past it; a
