@@ -7,24 +7,46 @@
 //! on the peer dataset loaded over HTTP: free-but-resident heap ran from 10% to 40% of RSS,
 //! depending on which heap each request thread happened to use (BENCHMARKS.md).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Request buffers kept for the next request, a few for the whole server rather than one
 /// per thread: the blocking pool runs a thread per request in flight, and per-thread
 /// buffers of a decompressed remote-write body (hundreds of kilobytes each) had grown to
-/// 177 bytes per series of resident memory on the peer dataset (BENCHMARKS.md).
+/// 177 bytes per series of resident memory on the peer dataset (BENCHMARKS.md). A pool is
+/// emptied when the requests pause (the trim in [`reclaim_if_churned`]): kept through a
+/// quiet second they were another 44 bytes per series there, for nothing.
 pub struct Pool<T> {
     items: std::sync::Mutex<Vec<T>>,
+    registered: AtomicBool,
+}
+
+/// A pool as the trim sees it: something to empty.
+trait Drain: Sync {
+    fn drain(&self) -> usize;
+}
+
+/// Every pool that has kept an item: pools are statics, so they are registered once, at
+/// their first [`Pool::give`], and never leave.
+static POOLS: std::sync::Mutex<Vec<&'static dyn Drain>> = std::sync::Mutex::new(Vec::new());
+
+/// Drops what every pool keeps; returns how many items that was.
+pub fn drain_pools() -> usize {
+    let pools = POOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    pools.iter().map(|p| p.drain()).sum()
 }
 
 /// Buffers a [`Pool`] keeps: as many as requests convert at once on this kind of machine.
 const POOLED: usize = 4;
 
-impl<T: Default> Pool<T> {
+impl<T: Default + Send + 'static> Pool<T> {
     pub const fn new() -> Self {
         Pool {
             items: std::sync::Mutex::new(Vec::new()),
+            registered: AtomicBool::new(false),
         }
     }
 
@@ -38,7 +60,13 @@ impl<T: Default> Pool<T> {
     }
 
     /// Keeps `item` for a later [`Pool::take`], unless the pool is full.
-    pub fn give(&self, item: T) {
+    pub fn give(&'static self, item: T) {
+        if !self.registered.swap(true, Ordering::Relaxed) {
+            POOLS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(self);
+        }
         let mut items = self
             .items
             .lock()
@@ -49,9 +77,22 @@ impl<T: Default> Pool<T> {
     }
 }
 
-impl<T: Default> Default for Pool<T> {
+impl<T: Default + Send + 'static> Default for Pool<T> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl<T: Send> Drain for Pool<T> {
+    fn drain(&self) -> usize {
+        // Dropped outside the lock: freeing hundreds of kilobytes is not instant.
+        let kept = std::mem::take(
+            &mut *self
+                .items
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        kept.len()
     }
 }
 
@@ -95,6 +136,7 @@ pub fn reclaim_if_churned() -> bool {
     {
         return false;
     }
+    drain_pools();
     trim();
     true
 }
@@ -148,3 +190,28 @@ pub fn tune_allocator() {}
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_empties_the_pools() {
+        static BUFFERS: Pool<Vec<u8>> = Pool::new();
+        BUFFERS.give(vec![7; 100_000]);
+        BUFFERS.give(vec![8; 100_000]);
+        assert_eq!(BUFFERS.take().len(), 100_000, "a kept buffer is reused");
+        assert!(drain_pools() >= 1);
+        assert!(BUFFERS.take().is_empty(), "nothing kept after the drain");
+        // Registered once: giving again keeps the buffer for the next drain.
+        BUFFERS.give(vec![9; 10]);
+        let entries = POOLS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| std::ptr::addr_eq(**p as *const dyn Drain, &BUFFERS))
+            .count();
+        assert_eq!(entries, 1);
+        assert!(drain_pools() >= 1);
+    }
+}

@@ -174,10 +174,28 @@ impl Scale {
     }
 }
 
+/// The integer that reproduces `v` exactly under scale `idx` (the head codes values with
+/// the same table: `head.rs`).
+#[inline]
+pub(crate) fn fit_scale(idx: usize, v: f64) -> Option<i64> {
+    SCALES.get(idx)?.fit(v)
+}
+
+/// The value integer `k` stands for under scale `idx` (NaN for an index out of the table).
+#[inline]
+pub(crate) fn apply_scale(idx: usize, k: i64) -> f64 {
+    SCALES.get(idx).map_or(f64::NAN, |s| s.apply(k))
+}
+
+/// Scale indexes by growing divisor.
+pub(crate) fn scale_search_order() -> &'static [u8] {
+    &SEARCH
+}
+
 /// Sign-folds an f64 bit pattern so that integer order follows numeric order (and nearby
 /// values of either sign are nearby integers). It is its own inverse.
 #[inline(always)]
-fn fold(bits: u64) -> i64 {
+pub(crate) fn fold(bits: u64) -> i64 {
     let s = bits as i64;
     if s < 0 { s ^ i64::MAX } else { s }
 }

@@ -5,6 +5,7 @@
 mod bytes;
 pub mod codec;
 mod error;
+mod head;
 mod index;
 mod matcher;
 mod normalize;

@@ -1,4 +1,4 @@
-//! One series' values: a head block being written (plain `f64` slots) and older blocks sealed
+//! One series' values: a head block being written (compact tokens: `head.rs`) and older blocks sealed
 //! into one compact byte buffer. Blocks are `block_steps` consecutive steps, aligned to
 //! multiples of the block duration since the epoch, so a block number names a time range.
 //! Sealed blocks that follow each other are merged into encoded *units* of up to
@@ -8,6 +8,7 @@
 use crate::bytes::{Reader, get_varint, put_varint};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::head::Head;
 use crate::normalize::{DsType, Merge, NormState};
 
 const NO_BLOCK: u32 = u32::MAX;
@@ -49,9 +50,8 @@ pub(crate) struct SeriesData {
     /// First block of the first sealed unit (meaningless while `sealed` is empty).
     first_block: u32,
     head_block: u32,
-    /// The head's slots, `head_len` of them in use: a boxed slice rather than a `Vec`
-    /// (16 bytes in every series, not 24), grown in exact steps.
-    head: Box<[f64]>,
+    /// The head's `head_len` values, about two bytes a value where plain slots took eight.
+    head: Head,
     /// The sealed units. Rewritten whole at each seal and never kept with spare room, so a
     /// boxed slice (16 bytes, not 24).
     sealed: Box<[u8]>,
@@ -132,7 +132,7 @@ impl SeriesData {
             first_block: 0,
             head_len: 0,
             head_block: NO_BLOCK,
-            head: Box::default(),
+            head: Head::default(),
             sealed: Box::default(),
         }
     }
@@ -147,7 +147,7 @@ impl SeriesData {
         // NO_BLOCK (no head) as 0, block b as b + 1.
         put_varint(out, (u64::from(self.head_block) + 1) & u64::from(u32::MAX));
         put_varint(out, self.head_len as u64);
-        for v in self.head_values() {
+        for v in self.head.iter(usize::from(self.head_len)) {
             out.extend_from_slice(&v.to_bits().to_le_bytes());
         }
         put_varint(out, self.sealed.len() as u64);
@@ -174,9 +174,9 @@ impl SeriesData {
                 layout.block_steps
             )));
         }
-        let mut head = Vec::with_capacity(head_len);
-        for _ in 0..head_len {
-            head.push(r.f64("head value")?);
+        let mut head = Head::default();
+        for n in 0..head_len {
+            head.push(r.f64("head value")?, n);
         }
         let sealed = r.bytes("sealed units")?.into();
         let data = SeriesData {
@@ -187,7 +187,7 @@ impl SeriesData {
             norm: NormState::from_words(words),
             first_block,
             head_block: head_code.wrapping_sub(1),
-            head: head.into_boxed_slice(),
+            head,
             sealed,
         };
         data.check_units(layout)?;
@@ -276,7 +276,7 @@ impl SeriesData {
         if self.head_block != NO_BLOCK {
             let offset = step_index - i64::from(self.head_block) * bs;
             if (0..bs).contains(&offset) {
-                self.write_head(offset as usize, value, merge, layout);
+                self.write_head(offset as usize, value, merge);
                 return;
             }
         }
@@ -297,52 +297,41 @@ impl SeriesData {
             self.head_block = block;
         }
         if block == self.head_block {
-            self.write_head(slot, value, merge, layout);
+            self.write_head(slot, value, merge);
         } else {
             self.write_sealed(block, slot, value, merge, layout);
         }
     }
 
-    /// Asks the CPU to fetch the head slot the next in-order write will touch. Batches touch
+    /// Asks the CPU to fetch the head the next in-order write will touch. Batches touch
     /// many series once each, and that load missing the cache dominated the write.
     #[inline]
-    #[allow(unsafe_code)]
     pub(crate) fn prefetch_head(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let next = self.head.as_ptr().wrapping_add(usize::from(self.head_len));
-            // SAFETY: SSE is part of every x86-64 CPU, and a prefetch is only a hint: it
-            // reads nothing into the program and never faults, whatever the address (here
-            // possibly just past the allocation).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.cast()) };
-        }
-    }
-
-    /// The values written into the head block so far.
-    fn head_values(&self) -> &[f64] {
-        &self.head[..usize::from(self.head_len)]
+        self.head.prefetch();
     }
 
     #[inline]
-    fn write_head(&mut self, slot: usize, value: f64, merge: Merge, layout: Layout) {
+    fn write_head(&mut self, slot: usize, value: f64, merge: Merge) {
         let len = usize::from(self.head_len);
         if slot >= len {
-            let want = slot + 1;
-            if want > self.head.len() {
-                // Grow in small exact steps: the head is a large per-series cost and
-                // doubling would leave much of it unused.
-                let target = want.next_multiple_of(8).min(layout.block_steps as usize);
-                let mut grown = vec![f64::NAN; target.max(want)];
-                grown[..len].copy_from_slice(&self.head[..len]);
-                self.head = grown.into_boxed_slice();
-            } else {
-                self.head[len..want].fill(f64::NAN);
+            for n in len..slot {
+                self.head.push(f64::NAN, n);
             }
-            // `want` is at most `block_steps`, which is at most 60.
-            self.head_len = want as u8;
+            self.head.push(merge.apply(f64::NAN, value), slot);
+            // `slot` is below `block_steps`, which is at most 60.
+            self.head_len = (slot + 1) as u8;
+        } else if slot + 1 == len {
+            // Another sample for the step being written (a rate's parts, a sum).
+            let old = self.head.last(len);
+            let merged = merge.apply(old, value);
+            if merged.to_bits() != old.to_bits() {
+                self.head.replace_last(merged, len);
+            }
+        } else {
+            let mut values: Vec<f64> = self.head.iter(len).collect();
+            values[slot] = merge.apply(values[slot], value);
+            self.head.rebuild(&values);
         }
-        self.head[slot] = merge.apply(self.head[slot], value);
     }
 
     /// Seals the head block and frees it (the series may have gone quiet). It becomes a
@@ -359,18 +348,22 @@ impl SeriesData {
         }
         let block = self.head_block;
         self.head_block = NO_BLOCK;
-        if self.head_values().iter().all(|v| v.is_nan()) {
-            self.head_len = 0;
-            return; // NaN means "no data": an empty block is not kept at all
-        }
-        SEAL_SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            self.seal_into_units(block, layout, &mut scratch);
-            cell.replace(scratch);
-        });
+        if !self
+            .head
+            .iter(usize::from(self.head_len))
+            .all(|v| v.is_nan())
+        {
+            SEAL_SCRATCH.with(|cell| {
+                let mut scratch = cell.take();
+                self.seal_into_units(block, layout, &mut scratch);
+                cell.replace(scratch);
+            });
+        } // else NaN means "no data": an empty block is not kept at all
         self.head_len = 0;
-        if !keep_head {
-            self.head = Box::default();
+        if keep_head {
+            self.head.clear();
+        } else {
+            self.head.free();
         }
     }
 
@@ -378,7 +371,7 @@ impl SeriesData {
         let bs = layout.block_steps as usize;
         let head = &mut scratch.head;
         head.clear();
-        head.extend_from_slice(self.head_values());
+        head.extend(self.head.iter(usize::from(self.head_len)));
         head.resize(bs, f64::NAN);
         let units = &mut scratch.units;
         units.clear();
@@ -565,7 +558,7 @@ impl SeriesData {
         if self.head_block != NO_BLOCK && self.head_block < min_block {
             self.head_block = NO_BLOCK;
             self.head_len = 0;
-            self.head = Box::default();
+            self.head.free();
         }
         self.is_empty()
     }
@@ -621,7 +614,15 @@ impl SeriesData {
             }
         }
         if self.head_block != NO_BLOCK {
-            copy(i64::from(self.head_block) * bs, self.head_values(), out);
+            let head_first = i64::from(self.head_block) * bs;
+            for (step, v) in (head_first..).zip(self.head.iter(usize::from(self.head_len))) {
+                if step > last_step {
+                    break;
+                }
+                if step >= first_step {
+                    out[(step - first_step) as usize] = v;
+                }
+            }
         }
         Ok(())
     }
@@ -653,7 +654,7 @@ impl SeriesData {
 
     /// Heap bytes held (capacity, not length, since that is what memory costs).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.head.len() * 8 + self.sealed.len()
+        self.head.capacity() + self.sealed.len()
     }
 }
 
