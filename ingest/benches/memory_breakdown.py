@@ -111,6 +111,7 @@ def main():
         conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
         with open(os.path.join(data, "rw.bin"), "rb") as f:
             body = f.read()
+        cpu_before_load = cpu_seconds(server.pid)
         for off, length, _samples, _slot in idx:
             conn.request("POST", "/api/v1/write", body=body[off:off + length], headers={
                 "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
@@ -120,6 +121,7 @@ def main():
             if r.status not in (200, 204):
                 raise SystemExit(f"write refused: {r.status}")
         wait_quiet(server.pid)
+        load_cpu_s = cpu_seconds(server.pid) - cpu_before_load
         loaded = proc_status(server.pid)
         loaded_parts = metrics(a.port)
         end = manifest["end_s"]
@@ -166,6 +168,8 @@ def main():
     print(json.dumps({
         "series": n, "points_per_series": manifest["points_per_series"],
         "idle_rss_mib": round(idle["VmRSS"] / 2**20, 1),
+        # One connection, so a rough figure: the peer harness measures ingest properly.
+        "load_samples_per_cpu_s": round(manifest["samples"] / load_cpu_s),
         "after_ingest_bytes_per_series": per_series(loaded, loaded_parts),
         "after_queries_bytes_per_series": per_series(queried, queried_parts),
         "file_kib_faulted_in_by_each_question": file_pages,

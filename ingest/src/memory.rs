@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// buffers of a decompressed remote-write body (hundreds of kilobytes each) had grown to
 /// 177 bytes per series of resident memory on the peer dataset (BENCHMARKS.md). A pool is
 /// emptied when the requests pause (the trim in [`reclaim_if_churned`]): kept through a
-/// quiet second they were another 44 bytes per series there, for nothing.
+/// pause they were another 44 bytes per series there, for nothing.
 pub struct Pool<T> {
     items: std::sync::Mutex<Vec<T>>,
     registered: AtomicBool,
@@ -102,8 +102,9 @@ static LAST_CHURN: AtomicU64 = AtomicU64::new(0);
 
 /// Trimming waits until churn has paused this long: during a sustained load every trim
 /// would hand back pages that the next requests fault in again (measured: a tenth of the
-/// server's CPU under remote-write load went to page faults and TLB shootdowns).
-const QUIET: Duration = Duration::from_millis(1000);
+/// server's CPU under remote-write load went to page faults and TLB shootdowns). Loaders
+/// and agents send back to back; a pause this long is the end of a burst.
+const QUIET: Duration = Duration::from_millis(500);
 
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -115,15 +116,15 @@ fn now_ms() -> u64 {
 }
 
 /// Records that a burst of allocations was freed; a [`reclaim_if_churned`] after the next
-/// quiet second trims.
+/// quiet half second empties the pools and trims.
 pub fn note_churn() {
     LAST_CHURN.store(now_ms(), Ordering::Relaxed);
 }
 
-/// Returns whole free pages inside the heaps to the OS if anything churned since the last
-/// trim and nothing has for a second. Cheap otherwise; a trim walks the heaps' free lists
-/// (about a millisecond per 100 MB of heap here), so call it from a blocking thread, about
-/// once a second.
+/// Empties the request pools and returns whole free pages inside the heaps to the OS if
+/// anything churned since the last trim and nothing has for half a second. Cheap otherwise;
+/// a trim walks the heaps' free lists (about a millisecond per 100 MB of heap here), so
+/// call it from a blocking thread, a few times a second.
 pub fn reclaim_if_churned() -> bool {
     let last = LAST_CHURN.load(Ordering::Relaxed);
     if last == 0 || now_ms().saturating_sub(last) < QUIET.as_millis() as u64 {

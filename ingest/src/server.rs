@@ -18,7 +18,7 @@ const GATEWAY_SERIES_KEPT_MS: i64 = 3_600_000;
 
 /// How often freed heap pages are handed back to the OS, if requests or maintenance freed
 /// any (see `memory.rs`).
-const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+const RECLAIM_EVERY: Duration = Duration::from_millis(250);
 
 /// A state over an in-memory store (tests and throwaway use).
 pub fn new_state(cfg: ServerConfig) -> AppState {
