@@ -327,20 +327,30 @@ impl Head {
         }
     }
 
+    #[cold]
+    fn grow(&mut self, used: usize, need: usize) {
+        // A quarter more than needed: few reallocations while a block fills, little room
+        // left over when it is full.
+        let room = (need + need / 4).next_multiple_of(8);
+        let mut grown = Vec::with_capacity(room);
+        grown.extend_from_slice(&self.buf[..used]);
+        grown.resize(room, 0);
+        self.buf = grown.into_boxed_slice();
+    }
+
     #[inline]
     fn append(&mut self, t: &Token) {
         let used = self.used();
         let need = used + t.len;
         if need > self.buf.len() {
-            // A quarter more than needed: few reallocations while a block fills, little
-            // room left over when it is full.
-            let room = (need + need / 4).next_multiple_of(8);
-            let mut grown = Vec::with_capacity(room);
-            grown.extend_from_slice(&self.buf[..used]);
-            grown.resize(room, 0);
-            self.buf = grown.into_boxed_slice();
+            self.grow(used, need);
         }
-        self.buf[used..need].copy_from_slice(&t.bytes[..t.len]);
+        match self.buf.get_mut(used..used + t.bytes.len()) {
+            // The whole token buffer where there is room (a fixed-size copy, not a call to
+            // memcpy); what lies past `need` is unused room.
+            Some(room) => room.copy_from_slice(&t.bytes),
+            None => self.buf[used..need].copy_from_slice(&t.bytes[..t.len]),
+        }
         self.set_used(need, used);
         if let Some(base) = t.base {
             self.set_base(base);
