@@ -76,6 +76,7 @@ impl Token {
 
     /// The change from `base` to `k`, or a restart at `k` when the change needs all 64 bits
     /// (`z << 1` would lose one).
+    #[inline(always)]
     fn change(k: i64, v: f64, base: i64) -> Token {
         let z = zigzag(k.wrapping_sub(base));
         if z >> 63 != 0 {
@@ -174,10 +175,14 @@ impl Head {
     }
 
     /// Empties the head for the next block, keeping its allocation (a series writing on
-    /// will need as much again).
+    /// will need as much again) and its scale: the next block's values most likely fit it,
+    /// and choosing again cost a re-coding at the second value of most blocks. Bit patterns
+    /// fit every value, so that choice is not kept: a series may turn decimal again.
     pub(crate) fn clear(&mut self) {
         if !self.buf.is_empty() {
-            self.buf[0] = UNSET;
+            if self.buf[0] == BITS {
+                self.buf[0] = UNSET;
+            }
             self.buf[1] = 0;
             self.set_used(HEADER, HEADER);
             self.set_base(0);
@@ -264,11 +269,22 @@ impl Head {
             self.append(&t);
             return;
         } else if !v.is_nan() && self.buf[1] < MAX_RECODES {
-            let values: Vec<f64> = self.iter(n).chain(std::iter::once(v)).collect();
-            let better = choose_scale(&values);
+            // The values on the stack: blocks hold at most 60 steps.
+            let mut stack = [0f64; 64];
+            let heap: Vec<f64>;
+            let values = if n < stack.len() {
+                for (slot, x) in stack.iter_mut().zip(self.iter(n).chain([v])) {
+                    *slot = x;
+                }
+                &stack[..=n]
+            } else {
+                heap = self.iter(n).chain([v]).collect();
+                &heap[..]
+            };
+            let better = choose_scale(values);
             if better != scale {
                 self.buf[1] += 1;
-                self.recode(&values, better);
+                self.recode(values, better);
                 return;
             }
         }
@@ -297,7 +313,8 @@ impl Head {
         self.push(v, n - 1);
     }
 
-    /// Codes `values` afresh (a merge into an earlier step, or a better scale).
+    /// Codes `values` afresh (a merge into an earlier step, a better scale, a snapshot's
+    /// head).
     pub(crate) fn rebuild(&mut self, values: &[f64]) {
         self.recode(values, choose_scale(values));
     }
@@ -309,7 +326,9 @@ impl Head {
             if values.is_empty() {
                 return;
             }
-            self.buf = vec![0; FIRST_ALLOCATION].into_boxed_slice();
+            // Room for two bytes a value: most heads need no more.
+            let room = FIRST_ALLOCATION.max(HEADER + 2 * values.len());
+            self.buf = vec![0; room].into_boxed_slice();
             self.clear();
         }
         self.buf[0] = scale;
@@ -338,7 +357,7 @@ impl Head {
         self.buf = grown.into_boxed_slice();
     }
 
-    #[inline]
+    #[inline(always)]
     fn append(&mut self, t: &Token) {
         let used = self.used();
         let need = used + t.len;

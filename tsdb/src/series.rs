@@ -168,16 +168,30 @@ impl SeriesData {
         let head_code = u32::try_from(r.varint("head block")?)
             .map_err(|_| Error::Corrupt("head block out of range".into()))?;
         let head_len = r.len("head length")?;
-        if head_len > layout.block_steps as usize || (head_code == 0 && head_len > 0) {
+        if head_len > layout.block_steps as usize
+            || head_len > usize::from(u8::MAX)
+            || (head_code == 0 && head_len > 0)
+        {
             return Err(Error::Corrupt(format!(
                 "head of {head_len} steps (blocks hold {})",
                 layout.block_steps
             )));
         }
-        let mut head = Head::default();
-        for n in 0..head_len {
-            head.push(r.f64("head value")?, n);
+        // Coded once, from all its values (pushed one by one, most heads re-coded at their
+        // second value: a slower restart).
+        let mut stack = [0f64; 64];
+        let mut heap = Vec::new();
+        let values = if head_len <= stack.len() {
+            &mut stack[..head_len]
+        } else {
+            heap.resize(head_len, 0.0);
+            &mut heap[..]
+        };
+        for v in values.iter_mut() {
+            *v = r.f64("head value")?;
         }
+        let mut head = Head::default();
+        head.rebuild(values);
         let sealed = r.bytes("sealed units")?.into();
         let data = SeriesData {
             dstype,
