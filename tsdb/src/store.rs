@@ -59,7 +59,7 @@ pub struct StoreConfig {
 const UNIT_STEPS: u32 = 240;
 
 impl StoreConfig {
-    /// Blocks of 15 minutes (1 to 60 steps): the head, plain `f64`s, stays small. Sealed
+    /// Blocks of 15 minutes (1 to 60 steps): the head, a token per step, stays small. Sealed
     /// blocks merge into units of up to 240 steps (4 h at 60 s), which compress well.
     pub fn new(step_ms: i64, retention_ms: i64) -> Self {
         let step_ms = step_ms.max(1);
@@ -157,7 +157,7 @@ pub struct StorageStats {
     pub sealed_slots: usize,
     /// Non-NaN values in sealed blocks.
     pub sealed_values: usize,
-    /// Slots written in head blocks (plain f64s, not yet sealed).
+    /// Steps written in head blocks (not yet sealed).
     pub head_slots: usize,
 }
 
