@@ -15,6 +15,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def main():
     ap.add_argument("--hold", type=float, default=0,
                     help="keep the loaded server up this many seconds at the end (to profile it)")
     a = ap.parse_args()
+    # A held run is ended with SIGTERM (SIGINT is ignored in the background): exit through
+    # the `finally` below, which stops the server and removes the scratch directory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     py = os.path.join(PEERS, ".venv", "bin", "python")
     if not os.path.exists(py):
         subprocess.check_call([sys.executable, "-m", "venv", os.path.join(PEERS, ".venv")])
@@ -143,7 +147,8 @@ def main():
         queried = proc_status(server.pid)
         queried_parts = metrics(a.port)
         if a.hold:
-            print(f"holding: server pid {server.pid} on port {a.port}, dataset end {end}",
+            print(f"holding: server pid {server.pid} on port {a.port}, dataset end {end}; "
+                  f"end it early with kill {os.getpid()}",
                   file=sys.stderr, flush=True)
             time.sleep(a.hold)
     finally:
