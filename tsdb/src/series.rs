@@ -1,5 +1,5 @@
-//! One series' values: a head block being written (compact tokens: `head.rs`) and older blocks sealed
-//! into one compact byte buffer. Blocks are `block_steps` consecutive steps, aligned to
+//! One series' values: a head block being written (compact tokens: `head.rs`) and older
+//! blocks sealed into one compact byte buffer. Blocks are `block_steps` consecutive steps, aligned to
 //! multiples of the block duration since the epoch, so a block number names a time range.
 //! Sealed blocks that follow each other are merged into encoded *units* of up to
 //! `unit_blocks` blocks, so a small head (cheap in memory) does not mean small, poorly
@@ -362,17 +362,19 @@ impl SeriesData {
         }
         let block = self.head_block;
         self.head_block = NO_BLOCK;
-        if !self
-            .head
-            .iter(usize::from(self.head_len))
-            .all(|v| v.is_nan())
-        {
-            SEAL_SCRATCH.with(|cell| {
-                let mut scratch = cell.take();
+        SEAL_SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            // Decoded once, for the check and the seal.
+            scratch.head.clear();
+            scratch
+                .head
+                .extend(self.head.iter(usize::from(self.head_len)));
+            // NaN means "no data": an empty block is not kept at all.
+            if !scratch.head.iter().all(|v| v.is_nan()) {
                 self.seal_into_units(block, layout, &mut scratch);
-                cell.replace(scratch);
-            });
-        } // else NaN means "no data": an empty block is not kept at all
+            }
+            cell.replace(scratch);
+        });
         self.head_len = 0;
         if keep_head {
             self.head.clear();
@@ -383,9 +385,8 @@ impl SeriesData {
 
     fn seal_into_units(&mut self, block: u32, layout: Layout, scratch: &mut SealScratch) {
         let bs = layout.block_steps as usize;
+        // The head's values, decoded by the caller.
         let head = &mut scratch.head;
-        head.clear();
-        head.extend(self.head.iter(usize::from(self.head_len)));
         head.resize(bs, f64::NAN);
         let units = &mut scratch.units;
         units.clear();
