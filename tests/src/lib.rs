@@ -948,6 +948,7 @@ impl Nats {
                 &config,
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{client}\nping_interval: \"5s\"\n\
+                     http: \"127.0.0.1:-1\"\n\
                      jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
                     dir.join(format!("n{i}-data")).display()
                 ),
@@ -964,6 +965,18 @@ impl Nats {
     /// Every server's URL, comma-separated, as `--cluster` takes them.
     pub fn url(&self) -> String {
         self.urls.join(",")
+    }
+
+    /// The monitoring endpoint of running server `i` (`http://127.0.0.1:PORT`), on a port
+    /// the server chose and logged.
+    pub fn monitor(&self, i: usize) -> String {
+        let server = self.servers[i].as_ref().expect("a running NATS server");
+        let log = server.log();
+        let port = log
+            .lines()
+            .find_map(|l| l.split("Starting http monitor on 127.0.0.1:").nth(1))
+            .unwrap_or_else(|| panic!("nats-server n{i} logged no monitoring port: {log}"));
+        format!("http://127.0.0.1:{}", port.trim())
     }
 
     /// Kills server `i` at once (SIGKILL).

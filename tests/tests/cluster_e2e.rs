@@ -704,6 +704,87 @@ fn killing_the_nats_server_that_leads_a_stream_stalls_writes_briefly_and_loses_n
     assert!(got.iter().all(|x| x.is_nan() || *x == 1.0), "{got:?}");
 }
 
+/// A store node reads each partition through an ordered consumer, which lives on one NATS
+/// server. When that server dies while the partition is quiet, async-nats alone notices only
+/// after two missed idle heartbeats (about 60 s): the node must notice within seconds, make
+/// the consumer again on a live server and apply what was written since.
+#[test]
+fn a_store_node_whose_consumer_was_on_a_killed_nats_server_applies_again_within_seconds() {
+    let mut nats = Nats::start(3);
+    let url = nats.url();
+    let gateway = node(
+        &url,
+        "gw",
+        &[
+            "--partitions",
+            "1",
+            "--step",
+            "1s",
+            "--roles",
+            "gateway,query",
+        ],
+    );
+    let store = node(
+        &url,
+        "st",
+        &["--partitions", "1", "--step", "1s", "--roles", "store"],
+    );
+    wait_ready(&gateway, "the gateway joining");
+    wait_ready(&store, "the store node joining");
+    let mut ledger = Ledger::default();
+    ledger.publish_ok(&gateway, 3);
+    wait_for_ledger(&store, &ledger, "the store node before the kill");
+    // The one NATS server that lists a consumer of the partition's stream hosts it.
+    let host = eventually(20, "the server hosting the store node's consumer", || {
+        (0..3).find(|&i| {
+            let jsz: Value = Server::agent()
+                .get(&format!(
+                    "{}/jsz?accounts=true&streams=true&consumers=true",
+                    nats.monitor(i)
+                ))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|body| serde_json::from_str(&body).ok())
+                .unwrap_or_default();
+            jsz["account_details"].as_array().is_some_and(|accounts| {
+                accounts.iter().any(|a| {
+                    a["stream_detail"].as_array().is_some_and(|streams| {
+                        streams.iter().any(|s| {
+                            s["name"] == "ARGUS_IN_0"
+                                && s["consumer_detail"]
+                                    .as_array()
+                                    .is_some_and(|c| !c.is_empty())
+                        })
+                    })
+                })
+            })
+        })
+    });
+    nats.kill(host);
+    let killed = Instant::now();
+    // Writes stall while the stream elects a leader (if the server led it too).
+    let mut retried = 0;
+    loop {
+        if ledger.publish(&gateway).0 == 200 {
+            break;
+        }
+        retried += 1;
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no write taken 30 s after the kill ({retried} refused)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let written = killed.elapsed();
+    let applied = wait_for_ledger(&store, &ledger, "the store node after the kill");
+    eprintln!("n{host} killed; written after {written:?}, applied {applied:?} later");
+    assert!(
+        applied < Duration::from_secs(25),
+        "the store node applied the write {applied:?} after it was taken"
+    );
+}
+
 /// Runs `scripts/local-cluster` with `env`; its output, after asserting success.
 fn local_cluster(command: &str, env: &[(&str, String)]) -> String {
     try_local_cluster(command, env).unwrap_or_else(|e| panic!("{e}"))

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argus_tests::{Agent, Nats, Proxy, Server, enc, eventually, free_port, now_ms, scratch_dir};
 use serde_json::{Value, json};
@@ -145,19 +145,34 @@ impl Drop for Feeder {
 fn assert_every_sample_accounted_for(server: &Server, agent: &Agent) -> Value {
     // Settled as of the agent's latest account: its buffer-full drops as it counts them
     // now, less those the server had all the same.
-    let loss = eventually(90, "the agent's batches settled and applied", || {
-        let l = metrics_loss(server)?;
-        let s = &l["streams"][0];
-        let dropped_now = agent.health()["dropped.id=samples.reason=buffer_full"].as_u64()?;
-        (l["settled"] == true
-            && s["pending"] == 0
-            && s["unapplied"] == 0
-            && s["unexplained"] == 0
-            && s["dropped"]["agent:buffer_full"].as_u64().unwrap_or(0)
-                + s["dropped_but_applied"].as_u64()?
-                == dropped_now)
-            .then_some(l)
-    });
+    // What was last seen goes into the failure: which of the conditions never held.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let loss = loop {
+        let report = server.get_json("/api/v1/loss");
+        let health = agent.health();
+        let settled = metrics_loss(server).filter(|l| {
+            let s = &l["streams"][0];
+            let dropped_now = health["dropped.id=samples.reason=buffer_full"].as_u64();
+            l["settled"] == true
+                && s["pending"] == 0
+                && s["unapplied"] == 0
+                && s["unexplained"] == 0
+                && s["dropped_but_applied"].as_u64().is_some()
+                && Some(
+                    s["dropped"]["agent:buffer_full"].as_u64().unwrap_or(0)
+                        + s["dropped_but_applied"].as_u64().unwrap_or(0),
+                ) == dropped_now
+        });
+        if let Some(l) = settled {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 90 s waiting for the agent's batches settled and applied; \
+             last seen:\nthe server's loss report: {report:#}\nthe agent's health: {health:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     eprintln!("{loss:#}");
     let stream = &loss["streams"][0];
     assert_eq!(stream["stream"], "metrics", "{loss}");

@@ -42,6 +42,10 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 const APPLY_BATCH: usize = 64;
 /// How long JetStream has to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// An applier that has heard nothing for this long asks the stream for its partition's
+/// last message. A consumer that lived on a NATS server that died hears nothing, and
+/// async-nats notices only after two missed idle heartbeats (60 s).
+const STALL_CHECK: Duration = Duration::from_secs(5);
 /// Resends inside this window are recognised by their message id.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -824,7 +828,33 @@ async fn apply_partition(
                 .messages()
                 .await
                 .with_context(|| format!("reading partition {partition}"))?;
-            while let Some(first) = messages.next().await {
+            // The last message the stream held past what was applied, as of the last quiet
+            // check: still unapplied at the next quiet check, the consumer is stalled.
+            let mut unapplied_seen: Option<u64> = None;
+            loop {
+                let first = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                    Ok(Some(first)) => first,
+                    Ok(None) => break,
+                    Err(_quiet) => {
+                        let applied = progress.applied.load(Ordering::Acquire);
+                        if let Some(last) = unapplied_seen
+                            && last > applied
+                        {
+                            anyhow::bail!(
+                                "partition {partition}: nothing delivered for {} s while the stream holds message {last} (applied up to {applied}); making the consumer again",
+                                2 * STALL_CHECK.as_secs()
+                            );
+                        }
+                        // A check that fails (the stream electing a leader) says nothing
+                        // of this consumer: it is kept.
+                        match last_sequence(&stream, partition).await {
+                            Ok(last) => unapplied_seen = last.filter(|&last| last > applied),
+                            Err(e) => tracing::debug!(partition, error = %format!("{e:#}"), "no answer to a stall check"),
+                        }
+                        continue;
+                    }
+                };
+                unapplied_seen = None;
                 // What has arrived is applied in one go, up to APPLY_BATCH messages: one
                 // trip to a blocking thread per batch, not per message.
                 let mut batch = vec![first];
@@ -908,6 +938,20 @@ async fn apply_partition(
             tracing::warn!(partition, error = %format!("{e:#}"), "applying the partition stopped; resuming");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The sequence of the last message `stream` holds of `partition`, if any.
+async fn last_sequence(stream: &stream::Stream, partition: u32) -> anyhow::Result<Option<u64>> {
+    match stream
+        .get_last_raw_message_by_subject(&subject(partition))
+        .await
+    {
+        Ok(message) => Ok(Some(message.sequence)),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => {
+            Err(e).with_context(|| format!("asking for the last message of partition {partition}"))
+        }
     }
 }
 
