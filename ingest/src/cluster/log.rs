@@ -46,6 +46,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// last message. A consumer that lived on a NATS server that died hears nothing, and
 /// async-nats notices only after two missed idle heartbeats (60 s).
 const STALL_CHECK: Duration = Duration::from_secs(5);
+/// How long a message the stream held past what was applied may take to arrive before the
+/// consumer counts as stalled: a delivery takes milliseconds.
+const STALL_GRACE: Duration = Duration::from_secs(2);
 /// Resends inside this window are recognised by their message id.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -828,27 +831,32 @@ async fn apply_partition(
                 .messages()
                 .await
                 .with_context(|| format!("reading partition {partition}"))?;
-            // The last message the stream held past what was applied, as of the last quiet
+            // The first message the stream held past what was applied, as of the last quiet
             // check: still unapplied at the next quiet check, the consumer is stalled.
             let mut unapplied_seen: Option<u64> = None;
             loop {
-                let first = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                let quiet = if unapplied_seen.is_some() {
+                    STALL_GRACE
+                } else {
+                    STALL_CHECK
+                };
+                let first = match tokio::time::timeout(quiet, messages.next()).await {
                     Ok(Some(first)) => first,
                     Ok(None) => break,
                     Err(_quiet) => {
                         let applied = progress.applied.load(Ordering::Acquire);
-                        if let Some(last) = unapplied_seen
-                            && last > applied
+                        if let Some(first) = unapplied_seen
+                            && first > applied
                         {
                             anyhow::bail!(
-                                "partition {partition}: nothing delivered for {} s while the stream holds message {last} (applied up to {applied}); making the consumer again",
-                                2 * STALL_CHECK.as_secs()
+                                "partition {partition}: nothing delivered for {} s while the stream holds message {first} (applied up to {applied}); making the consumer again",
+                                (STALL_CHECK + STALL_GRACE).as_secs()
                             );
                         }
                         // A check that fails (the stream electing a leader) says nothing
                         // of this consumer: it is kept.
-                        match last_sequence(&stream, partition).await {
-                            Ok(last) => unapplied_seen = last.filter(|&last| last > applied),
+                        match first_unapplied(&stream, partition, applied).await {
+                            Ok(first) => unapplied_seen = first,
                             Err(e) => tracing::debug!(partition, error = %format!("{e:#}"), "no answer to a stall check"),
                         }
                         continue;
@@ -941,17 +949,26 @@ async fn apply_partition(
     }
 }
 
-/// The sequence of the last message `stream` holds of `partition`, if any.
-async fn last_sequence(stream: &stream::Stream, partition: u32) -> anyhow::Result<Option<u64>> {
-    match stream
-        .get_last_raw_message_by_subject(&subject(partition))
-        .await
-    {
+/// The sequence of the first message `stream` holds of `partition` after `applied`, if
+/// any. A quiet, healthy partition has none, and the answer is a few bytes; only a message
+/// not applied yet comes back whole.
+async fn first_unapplied(
+    stream: &stream::Stream,
+    partition: u32,
+    applied: u64,
+) -> anyhow::Result<Option<u64>> {
+    let asked = stream
+        .raw_message_builder()
+        .sequence(applied + 1)
+        .next_by_subject(subject(partition))
+        .send()
+        .await;
+    match asked {
         Ok(message) => Ok(Some(message.sequence)),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => {
-            Err(e).with_context(|| format!("asking for the last message of partition {partition}"))
-        }
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e).with_context(|| {
+            format!("asking for partition {partition}'s messages after {applied}")
+        }),
     }
 }
 
