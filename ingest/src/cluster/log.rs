@@ -43,8 +43,9 @@ const APPLY_BATCH: usize = 64;
 /// How long JetStream has to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// An applier that has heard nothing for this long asks the stream for its partition's
-/// last message. A consumer that lived on a NATS server that died hears nothing, and
-/// async-nats notices only after two missed idle heartbeats (60 s).
+/// first message after the last one applied. A consumer that lived on a NATS server that
+/// died hears nothing, and async-nats notices only after two missed idle heartbeats
+/// (40-60 s).
 const STALL_CHECK: Duration = Duration::from_secs(5);
 /// How long a message the stream held past what was applied may take to arrive before the
 /// consumer counts as stalled: a delivery takes milliseconds.
