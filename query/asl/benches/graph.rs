@@ -182,6 +182,14 @@ fn bench_graph(c: &mut Criterion) {
     }
     group.finish();
 
+    // The text alone: q4's 2,000 lines of 180 rates, the largest answer of the six.
+    let mut group = c.benchmark_group("graph_json");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(4));
+    let q4 = evaluate_with_limits(&request(QUERIES[3].1), &store, &limits).expect("query runs");
+    group.bench_function("q4_by_node", |b| b.iter(|| black_box(q4.to_atlas_json())));
+    group.finish();
+
     let mut group = c.benchmark_group("graph_evaluate_and_json");
     group.sample_size(30);
     group.measurement_time(Duration::from_secs(4));

@@ -268,16 +268,21 @@ impl GraphResult {
         let mut whole = String::new();
         self.write_atlas_json(usize::MAX, &mut |part| {
             whole = part;
-            true
+            Some(String::new())
         });
         whole
     }
 
     /// Atlas's `json` handed to `emit` in parts of about `part_bytes` (the last may be
     /// shorter), so a server can send a large answer while it is still being written, from
-    /// a few reused-size buffers instead of one of several megabytes. Stops early when
-    /// `emit` returns false (the client went away).
-    pub fn write_atlas_json(&self, part_bytes: usize, emit: &mut dyn FnMut(String) -> bool) {
+    /// a few buffers instead of one of several megabytes. `emit` gives back the buffer to
+    /// write the next part into (a part already sent, for one, so that its pages are reused),
+    /// or `None` to stop early (the client went away).
+    pub fn write_atlas_json(
+        &self,
+        part_bytes: usize,
+        emit: &mut dyn FnMut(String) -> Option<String>,
+    ) {
         let rows = self.rows();
         // Rates and averages print 15 to 18 characters; sized for that, a part is written
         // once instead of growing and being copied.
@@ -293,22 +298,33 @@ impl GraphResult {
         out.push_str(",\"values\":[");
         // A part ends before the row that would take it past `part_bytes`.
         let row_bytes = self.series.len() * 18;
+        let columns: Vec<&[f64]> = self.series.iter().map(|s| s.values.as_slice()).collect();
+        let mut digits = zmij::Buffer::new();
         for row in 0..rows {
-            if !out.is_empty()
-                && out.len().saturating_add(row_bytes) > part_bytes
-                && !emit(std::mem::replace(&mut out, String::with_capacity(capacity)))
-            {
-                return;
+            if !out.is_empty() && out.len().saturating_add(row_bytes) > part_bytes {
+                let Some(next) = emit(std::mem::take(&mut out)) else {
+                    return;
+                };
+                out = next;
+                out.clear();
+                out.reserve(capacity);
             }
             if row > 0 {
                 out.push(',');
             }
             out.push('[');
-            for (i, s) in self.series.iter().enumerate() {
+            for (i, column) in columns.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                json_number(&mut out, s.values.get(row).copied().unwrap_or(f64::NAN));
+                let v = column.get(row).copied().unwrap_or(f64::NAN);
+                // The plain range, where Java and zmij print the same digits, inline; the
+                // rest (and non-finite values) through `json_number`.
+                if (1e-3..1e7).contains(&v.abs()) {
+                    out.push_str(digits.format_finite(v));
+                } else {
+                    json_number(&mut out, v);
+                }
             }
             out.push(']');
         }
