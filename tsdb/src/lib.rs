@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 pub use index::Postings;
 pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
-pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
+pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource, scan_cores, scan_parts};
 /// Fuzz entries for the store's file readers (not an API).
 #[doc(hidden)]
 pub use store::fuzzing;

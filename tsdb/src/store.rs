@@ -653,7 +653,7 @@ impl Store {
             }
             outcome
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let threads = crate::read::scan_cores().min(4);
         if samples.len() < PARALLEL_APPLY_SAMPLES || threads < 2 {
             return self.finish(apply_shards(&mut (0..SHARDS)));
         }

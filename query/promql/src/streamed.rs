@@ -554,31 +554,16 @@ fn scan_parallel(
     ids: &Postings,
     scan: impl Fn(&Postings) -> Result<Accumulator, Error> + Sync,
 ) -> Result<Accumulator, Error> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = argus_tsdb::scan_cores();
     let threads = (ids.len() / PARALLEL_MIN_SERIES).clamp(1, cores.min(MAX_SCAN_THREADS) as u64);
     if threads <= 1 {
         return scan(ids);
     }
     let parts = source.partition(ids, threads as usize);
-    let results: Vec<Result<Accumulator, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                let scan = &scan;
-                scope.spawn(move || scan(part))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::execution("a query worker thread failed")))
-            })
-            .collect()
-    });
+    let results = argus_tsdb::scan_parts(&parts, &scan);
     let mut merged: Option<Accumulator> = None;
     for part in results {
-        let part = part?;
+        let part = part.unwrap_or_else(|| Err(Error::execution("a query worker thread failed")))?;
         match merged.as_mut() {
             None => merged = Some(part),
             Some(m) => m.merge(&part),

@@ -281,7 +281,7 @@ fn scan_parallel(
     make: impl Fn() -> Accumulator + Sync,
     add: impl Fn(&mut Accumulator, SeriesId, &[f64]) + Sync,
 ) -> Result<Accumulator> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = argus_tsdb::scan_cores();
     let threads = (ids.len() / PARALLEL_MIN_SERIES).clamp(1, cores.min(MAX_SCAN_THREADS) as u64);
     ctx.memory.charge(
         (threads as usize).saturating_mul(read_bytes(req, src).saturating_add(acc_bytes)),
@@ -294,32 +294,18 @@ fn scan_parallel(
         return Ok(acc);
     }
     let parts = src.partition(ids, threads as usize);
-    let results: Vec<Result<Accumulator>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                let (make, add) = (&make, &add);
-                scope.spawn(move || {
-                    let mut acc = make();
-                    src.visit_values(part, req, &mut |id, values| add(&mut acc, id, values))?;
-                    Ok(acc)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(crate::error::Error::Evaluation(
-                        "a query worker thread failed".into(),
-                    ))
-                })
-            })
-            .collect()
+    let results = argus_tsdb::scan_parts(&parts, |part| -> Result<Accumulator> {
+        let mut acc = make();
+        src.visit_values(part, req, &mut |id, values| add(&mut acc, id, values))?;
+        Ok(acc)
     });
     let mut merged: Option<Accumulator> = None;
     for r in results {
-        let acc = r?;
+        let acc = r.unwrap_or_else(|| {
+            Err(crate::error::Error::Evaluation(
+                "a query worker thread failed".into(),
+            ))
+        })?;
         match merged.as_mut() {
             None => merged = Some(acc),
             Some(m) => m.merge(&acc),
