@@ -135,14 +135,14 @@ pub fn scan_cores() -> usize {
 /// part order; a part whose thread panicked gives `None`. (Scanning the first part on the
 /// calling thread instead saved a spawn but made q5 of the peer benchmark slower: the
 /// scheduler often left the new thread waiting on the caller's core.)
-pub fn scan_parts<T: Send>(
-    parts: &[Postings],
-    scan: impl Fn(&Postings) -> T + Sync,
+pub fn scan_parts<P: Send, T: Send>(
+    parts: impl IntoIterator<Item = P>,
+    scan: impl Fn(P) -> T + Sync,
 ) -> Vec<Option<T>> {
     std::thread::scope(|scope| {
         let scan = &scan;
         let handles: Vec<_> = parts
-            .iter()
+            .into_iter()
             .map(|part| scope.spawn(move || scan(part)))
             .collect();
         handles.into_iter().map(|h| h.join().ok()).collect()
@@ -169,7 +169,7 @@ mod tests {
                 (0..4).map(|i| (i * 10 != failing).then_some(2)).collect();
             assert_eq!(one_fails, expected);
         }
-        assert!(scan_parts(&[], |p: &Postings| p.len()).is_empty());
+        assert!(scan_parts(&[] as &[Postings], |p| p.len()).is_empty());
         assert!(scan_cores() >= 1);
     }
 

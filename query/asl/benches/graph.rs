@@ -188,6 +188,17 @@ fn bench_graph(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     let q4 = evaluate_with_limits(&request(QUERIES[3].1), &store, &limits).expect("query runs");
     group.bench_function("q4_by_node", |b| b.iter(|| black_box(q4.to_atlas_json())));
+    // As the server streams it: parts of 256 KiB, printed on two threads.
+    group.bench_function("q4_by_node_in_parts", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            q4.write_atlas_json(256 * 1024, &mut |part| {
+                bytes += part.len();
+                Some(part)
+            });
+            black_box(bytes)
+        })
+    });
     group.finish();
 
     let mut group = c.benchmark_group("graph_evaluate_and_json");
