@@ -299,11 +299,7 @@ fn scan_parallel(
     });
     let mut merged: Option<Accumulator> = None;
     for r in results {
-        let acc = r.unwrap_or_else(|| {
-            Err(crate::error::Error::Evaluation(
-                "a query worker thread failed".into(),
-            ))
-        })?;
+        let acc = joined(r)?;
         match merged.as_mut() {
             None => merged = Some(acc),
             Some(m) => m.merge(&acc),
@@ -378,13 +374,18 @@ fn scan_group_ranges(
         Ok(())
     });
     for r in results {
-        r.unwrap_or_else(|| {
-            Err(crate::error::Error::Evaluation(
-                "a query worker thread failed".into(),
-            ))
-        })?;
+        joined(r)?;
     }
     Ok(acc)
+}
+
+/// A scan thread's result, or the error of a thread that failed (`scan_parts` gives `None`).
+fn joined<T>(result: Option<Result<T>>) -> Result<T> {
+    result.unwrap_or_else(|| {
+        Err(crate::error::Error::Evaluation(
+            "a query worker thread failed".into(),
+        ))
+    })
 }
 
 /// What one read of `req` allocates in the store: the stored steps and the output.

@@ -55,31 +55,29 @@ fn json_number(out: &mut String, v: f64) {
 fn metrics(out: &mut String, s: &ResultSeries) {
     const OFFSET: &str = "atlas.offset";
     let offset = format_duration(s.offset_ms);
-    let mut pairs = s.tags.iter().filter(|(k, _)| *k != OFFSET).peekable();
-    let mut offset = Some(offset.as_str());
-    out.push('{');
+    let mut pending = Some(offset.as_str());
     let mut first = true;
-    loop {
-        // The tags are sorted: the offset goes before the first key after it.
-        let next = match (pairs.peek(), offset) {
-            (Some(&(k, _)), Some(o)) if k > OFFSET => {
-                offset = None;
-                (OFFSET, o)
-            }
-            (Some(_), _) => pairs.next().unwrap_or((OFFSET, "")),
-            (None, Some(o)) => {
-                offset = None;
-                (OFFSET, o)
-            }
-            (None, None) => break,
-        };
+    let mut pair = |out: &mut String, k: &str, v: &str| {
         if !first {
             out.push(',');
         }
         first = false;
-        json_str(out, next.0);
+        json_str(out, k);
         out.push(':');
-        json_str(out, next.1);
+        json_str(out, v);
+    };
+    out.push('{');
+    // The tags are sorted: the offset goes before the first key after it.
+    for (k, v) in s.tags.iter().filter(|(k, _)| *k != OFFSET) {
+        if k > OFFSET
+            && let Some(o) = pending.take()
+        {
+            pair(out, OFFSET, o);
+        }
+        pair(out, k, v);
+    }
+    if let Some(o) = pending {
+        pair(out, OFFSET, o);
     }
     out.push('}');
 }
