@@ -9,7 +9,7 @@ use ahash::AHashMap;
 use roaring::{MultiOps, RoaringBitmap};
 
 use crate::matcher::{CmpOp, Matcher};
-use crate::tags::{Interner, Sym};
+use crate::tags::{Interner, Sym, TagTable};
 
 /// Postings: the set of series ids that have some property.
 pub type Postings = RoaringBitmap;
@@ -30,19 +30,16 @@ pub struct TagIndex {
     keys: AHashMap<Sym, KeyPostings>,
 }
 
-/// Index entries gathered for [`TagIndex::insert_batch`]: the ids of each key=value pair.
+/// Series gathered for [`TagIndex::insert_batch`], indexed from their sets in the tag table
+/// once all are there.
 #[derive(Default)]
 pub(crate) struct IndexBatch {
     ids: Vec<u32>,
-    pairs: AHashMap<(Sym, Sym), Vec<u32>>,
 }
 
 impl IndexBatch {
-    pub(crate) fn add(&mut self, id: u32, tags: &[(Sym, Sym)]) {
+    pub(crate) fn add(&mut self, id: u32) {
         self.ids.push(id);
-        for &pair in tags {
-            self.pairs.entry(pair).or_default().push(id);
-        }
     }
 }
 
@@ -55,19 +52,52 @@ fn postings_of(mut ids: Vec<u32>) -> Postings {
 }
 
 impl TagIndex {
-    /// Adds a batch of series at once (a snapshot being loaded): one lookup of each value's
-    /// postings and one union per key=value pair, instead of one per series and tag (a
-    /// string-compared tree walk each, most of a million-series restart).
-    pub(crate) fn insert_batch(&mut self, batch: IndexBatch, interner: &Interner) {
-        self.all |= postings_of(batch.ids);
-        let mut by_key: AHashMap<Sym, Vec<u32>> = AHashMap::new();
-        for ((k, v), ids) in batch.pairs {
-            by_key.entry(k).or_default().extend_from_slice(&ids);
-            let key = self.keys.entry(k).or_default();
-            *key.values.entry(interner.resolve_shared(v)).or_default() |= postings_of(ids);
+    /// Adds a batch of series at once (a snapshot being loaded), their sets read from
+    /// `tags`: one lookup of each value's postings and one union per key=value pair, instead
+    /// of one per series and tag (a string-compared tree walk each). Each core gathers and
+    /// sorts the ids of its share of the series by pair (most of the work, which the loading
+    /// thread did alone before); a key's postings are the union of its values'.
+    pub(crate) fn insert_batch(&mut self, batch: IndexBatch, tags: &TagTable, interner: &Interner) {
+        let threads = crate::read::scan_cores().clamp(1, 8);
+        let per_part = batch.ids.len() / threads + 1;
+        let parts = crate::read::scan_parts(batch.ids.chunks(per_part), |ids| {
+            let mut pairs: AHashMap<(Sym, Sym), Vec<u32>> = AHashMap::new();
+            for &id in ids {
+                for pair in tags.get(id).iter().flat_map(|set| set.iter()) {
+                    pairs.entry(pair).or_default().push(id);
+                }
+            }
+            let pairs: AHashMap<(Sym, Sym), Postings> = pairs
+                .into_iter()
+                .map(|(pair, ids)| (pair, postings_of(ids)))
+                .collect();
+            (postings_of(ids.to_vec()), pairs)
+        });
+        // Sorting plain ids cannot panic: a failed thread is a bug worth its panic.
+        let mut parts = parts
+            .into_iter()
+            .map(|part| part.expect("an index builder panicked"));
+        let Some((all, mut pairs)) = parts.next() else {
+            return;
+        };
+        self.all |= all;
+        for (all, more) in parts {
+            self.all |= all;
+            for (pair, postings) in more {
+                *pairs.entry(pair).or_default() |= postings;
+            }
         }
-        for (k, ids) in by_key {
-            self.keys.entry(k).or_default().all |= postings_of(ids);
+        let mut touched = Vec::new();
+        for ((k, v), postings) in pairs {
+            touched.push(k);
+            let key = self.keys.entry(k).or_default();
+            *key.values.entry(interner.resolve_shared(v)).or_default() |= postings;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for k in touched {
+            let key = self.keys.get_mut(&k).expect("touched above");
+            key.all = key.values.values().union();
         }
     }
 
@@ -226,5 +256,64 @@ impl TagIndex {
             }
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Postings of the whole index, comparable: every key's `all` and every value's.
+    fn contents(index: &TagIndex) -> (Vec<u32>, Vec<(Sym, Vec<u32>, Vec<(String, Vec<u32>)>)>) {
+        let mut keys: Vec<_> = index
+            .keys
+            .iter()
+            .map(|(&k, p)| {
+                let values = p
+                    .values
+                    .iter()
+                    .map(|(v, ids)| (v.to_string(), ids.iter().collect()))
+                    .collect();
+                (k, p.all.iter().collect(), values)
+            })
+            .collect();
+        keys.sort_by_key(|k| k.0);
+        (index.all.iter().collect(), keys)
+    }
+
+    /// A batch gives the index that inserting its series one by one gives, also on top of
+    /// series indexed before it, whatever the order of its ids.
+    #[test]
+    fn a_batch_indexes_what_single_inserts_do() {
+        let mut interner = Interner::default();
+        let mut tags = TagTable::default();
+        let mut one_by_one = TagIndex::default();
+        let mut batched = TagIndex::default();
+        let mut batch = IndexBatch::default();
+        // Ids in shard order, as a snapshot's sections give them; some without tags.
+        let ids: Vec<u32> = (0..16).flat_map(|s| (s..5_000).step_by(16)).collect();
+        for (n, &id) in ids.iter().enumerate() {
+            let set: Vec<(Sym, Sym)> = [
+                ("name", format!("m{}", id % 7)),
+                ("node", format!("i-{}", id / 3)),
+                ("zone", format!("z{}", id % 5)),
+            ]
+            .iter()
+            .take(id as usize % 4)
+            .map(|(k, v)| (interner.intern(k), interner.intern(v)))
+            .collect();
+            tags.insert(id, &set).unwrap();
+            one_by_one.insert(id, &set, &interner);
+            if n < 1_000 {
+                batched.insert(id, &set, &interner);
+            } else {
+                batch.add(id);
+            }
+        }
+        batched.insert_batch(batch, &tags, &interner);
+        assert_eq!(contents(&batched), contents(&one_by_one));
+        // An empty batch changes nothing.
+        batched.insert_batch(IndexBatch::default(), &tags, &interner);
+        assert_eq!(contents(&batched), contents(&one_by_one));
     }
 }

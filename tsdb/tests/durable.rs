@@ -497,6 +497,12 @@ fn the_index_loaded_from_a_snapshot_selects_what_the_live_one_did() {
     assert_eq!(after, before);
     assert_eq!(store.tag_values("zone", None), values_before);
     assert_eq!(store.series_count(), 20_000);
+    // The table of ids by tag hash is built at the end of the load as well: every loaded
+    // series is found again under its tags, not created anew.
+    for i in (0..20_000).step_by(13) {
+        assert_eq!(store.writer().resolve(&tags(i)), batch[i].id, "series {i}");
+    }
+    assert_eq!(store.series_count(), 20_000);
     // New series after the load go into the same index.
     let id = store.writer().resolve(&tags(20_000));
     assert!(

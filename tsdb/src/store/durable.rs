@@ -8,10 +8,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Catalog, SHARDS, Sample, SeriesId, Store, StoreConfig};
+use super::{Catalog, LoadBatch, SHARDS, Sample, SeriesId, Store, StoreConfig};
 use crate::bytes::{Reader, put_bytes, put_varint, unzigzag, zigzag};
 use crate::error::{Error, Result};
-use crate::index::IndexBatch;
 use crate::normalize::DsType;
 use crate::series::SeriesData;
 use crate::tags::{Sym, TagMap, hash_tags};
@@ -679,8 +678,8 @@ impl Store {
         let mut extra = None;
         let mut series = 0usize;
         let mut sections = 1u64;
-        // The index is built at the end, from every section's series at once.
-        let mut index = IndexBatch::default();
+        // The series are indexed at the end, all at once.
+        let mut batch = LoadBatch::default();
         // Room for every series the snapshot says it holds (its end section, found by a
         // walk over the frames first), so the table of ids never grows while loading.
         let total = snapshot_series(buf, pos).min(max_id(buf.len()));
@@ -716,7 +715,7 @@ impl Store {
                 }
             });
             for parsed in parsed_rx {
-                let (shard_no, lsn, n) = self.install_section(parsed?, &mut index)?;
+                let (shard_no, lsn, n) = self.install_section(parsed?, &mut batch)?;
                 skip[shard_no] = lsn;
                 seen_shard[shard_no] = true;
                 series += n;
@@ -738,14 +737,7 @@ impl Store {
         if let Some(missing) = seen_shard.iter().position(|s| !s) {
             return Err(Error::Corrupt(format!("shard {missing} has no section")));
         }
-        let mut cat = self.catalog.write();
-        let Catalog {
-            interner,
-            index: tag_index,
-            ..
-        } = &mut *cat;
-        tag_index.insert_batch(index, interner);
-        drop(cat);
+        self.catalog.write().finish_load(batch);
         let max_lsn = skip.iter().copied().max().unwrap_or(0);
         Ok(Loaded {
             skip,
@@ -759,7 +751,7 @@ impl Store {
     fn install_section(
         &self,
         section: ParsedSection<'_>,
-        index: &mut IndexBatch,
+        batch: &mut LoadBatch,
     ) -> Result<(usize, u64, usize)> {
         let ParsedSection {
             shard_no,
@@ -783,7 +775,14 @@ impl Store {
                     .iter()
                     .map(|&(k, v)| (syms[k as usize], syms[v as usize])),
             );
-            self.install_set(&mut cat, s.id, s.hash, &set, s.data, Some(index))?;
+            // Hashed here rather than by the parser: the parser's share of a load is the
+            // larger one.
+            let hash = hash_tags(
+                tags[s.tags.clone()]
+                    .iter()
+                    .map(|&(k, v)| (strings[k as usize], strings[v as usize])),
+            );
+            self.install_set(&mut cat, s.id, hash, &set, s.data, Some(batch))?;
         }
         drop(cat);
         self.shards[shard_no].write().applied_lsn = lsn;
@@ -792,11 +791,10 @@ impl Store {
 }
 
 /// One series of a parsed section: its id, its tags (a range of the section's pairs of
-/// string indexes), their hash, its values.
+/// string indexes), its values.
 struct ParsedSeries {
     id: SeriesId,
     tags: std::ops::Range<usize>,
-    hash: u64,
     data: SeriesData,
 }
 
@@ -858,15 +856,9 @@ fn parse_section(
             ));
         }
         let data = SeriesData::decode_state(&mut r, layout)?;
-        let hash = hash_tags(
-            tags[first..]
-                .iter()
-                .map(|&(k, v)| (strings[k as usize], strings[v as usize])),
-        );
         series.push(ParsedSeries {
             id,
             tags: first..tags.len(),
-            hash,
             data,
         });
     }
