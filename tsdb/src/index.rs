@@ -263,8 +263,11 @@ impl TagIndex {
 mod tests {
     use super::*;
 
+    /// A key's ids, then each of its values' ids.
+    type KeyContents = (Sym, Vec<u32>, Vec<(String, Vec<u32>)>);
+
     /// Postings of the whole index, comparable: every key's `all` and every value's.
-    fn contents(index: &TagIndex) -> (Vec<u32>, Vec<(Sym, Vec<u32>, Vec<(String, Vec<u32>)>)>) {
+    fn contents(index: &TagIndex) -> (Vec<u32>, Vec<KeyContents>) {
         let mut keys: Vec<_> = index
             .keys
             .iter()
