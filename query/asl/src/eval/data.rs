@@ -525,6 +525,10 @@ fn group_by(
     })
 }
 
+/// Groups from which their lines are made on several threads: each line is a fresh vector
+/// of the window's values plus its tags and label (10,000 lines of 180 steps: 14 MB).
+const PARALLEL_FINISH_GROUPS: usize = 1_024;
+
 /// The lines of `:by` groups with data, in Atlas's order (by key string).
 fn finish_groups(
     af: &AggregateFunction,
@@ -535,11 +539,8 @@ fn finish_groups(
     let base = af.query.exact_tags();
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_unstable_by(|&a, &b| groups[a].0.cmp(&groups[b].0));
-    let mut out = Vec::with_capacity(groups.len());
-    for g in order {
-        let Some(values) = acc.finish(g) else {
-            continue;
-        };
+    let line = |g: usize| -> Option<Line> {
+        let values = acc.finish(g)?;
         let (key, group_values) = &groups[g];
         let mut tags = base.clone();
         for (k, v) in keys.iter().zip(group_values) {
@@ -548,11 +549,28 @@ fn finish_groups(
         if tags.is_empty() {
             tags = TagMap::from_pairs([("name", "unknown")]);
         }
-        out.push(Line {
+        Some(Line {
             tags,
             label: Label::Text(format!("({})", key.trim_end_matches(' '))),
             values,
-        });
+        })
+    };
+    let threads = if groups.len() >= PARALLEL_FINISH_GROUPS {
+        argus_tsdb::scan_cores().min(MAX_SCAN_THREADS)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        return Ok(order.into_iter().filter_map(line).collect());
+    }
+    // Contiguous runs of the sorted order, so the threads' lines join in order.
+    let per_thread = order.len().div_ceil(threads);
+    let parts = argus_tsdb::scan_parts(order.chunks(per_thread), |run| {
+        Ok(run.iter().filter_map(|&g| line(g)).collect::<Vec<Line>>())
+    });
+    let mut out = Vec::with_capacity(groups.len());
+    for part in parts {
+        out.append(&mut joined(part)?);
     }
     Ok(out)
 }
@@ -1076,6 +1094,52 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A `:by` with more groups than [`PARALLEL_FINISH_GROUPS`] (its lines are made on
+    /// several threads) gives every group with data its line, in key order, with its values;
+    /// a group whose series have no data in the window has none.
+    #[test]
+    fn many_groups_make_their_lines_in_key_order() {
+        let (n, groups) = (6_000usize, 3_000usize);
+        assert!(groups > PARALLEL_FINISH_GROUPS);
+        let src = FakeSource(
+            (0..n)
+                .map(|i| {
+                    let g = i % groups;
+                    let tags = TagMap::from_pairs([
+                        ("name", "many".to_string()),
+                        ("g", format!("{g:04}")),
+                    ]);
+                    // Every 7th group has no data at all.
+                    let v = if g.is_multiple_of(7) {
+                        f64::NAN
+                    } else {
+                        i as f64
+                    };
+                    (tags, vec![v, v + 0.5])
+                })
+                .collect(),
+        );
+        let limits = Limits {
+            max_lines: groups,
+            ..Limits::default()
+        };
+        let ctx = EvalContext::new(0, 1, 1, limits);
+        let stack = crate::run("name,many,:eq,:sum,(,g,),:by").unwrap();
+        let [Item::Expr(TimeSeriesExpr::Data(d))] = stack.as_slice() else {
+            panic!("a data expression");
+        };
+        let got = eval_data(d, &ctx, &src).unwrap();
+        let with_data: Vec<usize> = (0..groups).filter(|g| !g.is_multiple_of(7)).collect();
+        assert_eq!(got.len(), with_data.len());
+        for (line, &g) in got.iter().zip(&with_data) {
+            assert_eq!(line.tags.get("g"), Some(format!("{g:04}").as_str()));
+            assert_eq!(line.label(), format!("(g={g:04})"));
+            // The group's two series: g and g + groups.
+            let sum = (g + g + groups) as f64;
+            assert_eq!(line.values, vec![sum, sum + 1.0], "group {g}");
         }
     }
 
