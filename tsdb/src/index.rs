@@ -58,9 +58,9 @@ impl TagIndex {
     /// sorts the ids of its share of the series by pair (most of the work, which the loading
     /// thread did alone before); a key's postings are the union of its values'.
     pub(crate) fn insert_batch(&mut self, batch: IndexBatch, tags: &TagTable, interner: &Interner) {
-        let threads = crate::read::scan_cores().clamp(1, 8);
+        let threads = crate::parallel::scan_cores().clamp(1, 8);
         let per_part = batch.ids.len() / threads + 1;
-        let parts = crate::read::scan_parts(batch.ids.chunks(per_part), |ids| {
+        let parts = crate::parallel::scan_parts(batch.ids.chunks(per_part), |ids| {
             let mut pairs: AHashMap<(Sym, Sym), Vec<u32>> = AHashMap::new();
             for &id in ids {
                 for pair in tags.get(id).iter().flat_map(|set| set.iter()) {

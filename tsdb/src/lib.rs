@@ -9,6 +9,7 @@ mod head;
 mod index;
 mod matcher;
 mod normalize;
+mod parallel;
 mod read;
 mod series;
 mod store;
@@ -19,7 +20,8 @@ pub use error::{Error, Result};
 pub use index::Postings;
 pub use matcher::{CmpOp, Matcher, ValuePredicate};
 pub use normalize::DsType;
-pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource, scan_cores, scan_parts};
+pub use parallel::{scan_cores, scan_parts};
+pub use read::{Consolidation, ReadRequest, SeriesId, SeriesSource};
 /// Fuzz entries for the store's file readers (not an API).
 #[doc(hidden)]
 pub use store::fuzzing;

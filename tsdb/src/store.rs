@@ -689,7 +689,7 @@ impl Store {
             }
             outcome
         };
-        let threads = crate::read::scan_cores().min(4);
+        let threads = crate::parallel::scan_cores().min(4);
         if samples.len() < PARALLEL_APPLY_SAMPLES || threads < 2 {
             return self.finish(apply_shards(&mut (0..SHARDS)));
         }
