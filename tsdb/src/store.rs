@@ -204,8 +204,8 @@ impl Catalog {
         } = self;
         index.insert_batch(batch.index, tags, interner);
         // In the order of their slots in the table (hashbrown probes from a hash's low
-        // bits): a million inserts at random places cost a cache miss each, and this one
-        // thread loaded a snapshot's series as fast as the parser decoded them without them.
+        // bits): a million inserts at random places cost a cache miss each. Done during the
+        // load, they made the loading thread slower than the parser feeding it.
         batch.hashes.sort_unstable_by_key(|&(hash, _)| hash as u32);
         for (hash, id) in batch.hashes {
             by_hash.insert_unique(hash, id, |&other| {
