@@ -233,6 +233,16 @@ pub(crate) struct Line {
 }
 
 impl Line {
+    /// The tags, the label (made from the tags when the line has none of its own) and the
+    /// values, taken apart without copies.
+    pub(crate) fn into_parts(self) -> (TagMap, String, Vec<f64>) {
+        let label = match self.label {
+            Label::FromTags => tags_label(&self.tags),
+            Label::Text(t) => t,
+        };
+        (self.tags, label, self.values)
+    }
+
     pub(crate) fn label(&self) -> String {
         match &self.label {
             Label::FromTags => tags_label(&self.tags),

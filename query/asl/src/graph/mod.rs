@@ -8,6 +8,8 @@ mod output;
 mod params;
 mod png;
 
+use std::sync::Arc;
+
 use argus_tsdb::{SeriesSource, TagMap};
 
 pub use argus_chart::LineStyle;
@@ -52,8 +54,8 @@ pub struct ResultSeries {
     /// The smallest offset of the expression's data (Atlas's `atlas.offset` tag).
     pub offset_ms: i64,
     /// The expression the line came from, in canonical form.
-    pub query: String,
-    pub group_by_keys: Vec<String>,
+    pub query: Arc<str>,
+    pub group_by_keys: Arc<[String]>,
 }
 
 impl ResultSeries {
@@ -218,8 +220,9 @@ pub fn evaluate_with_fanout(
             .unwrap_or(0)
             .min(MAX_AXES - 1);
         let offset_ms = style.expr.min_offset_ms();
-        let query = style.to_string();
-        let group_by_keys = style.expr.grouping();
+        // Shared by the expression's lines: 10,000 lines are 10,000 pointers, not copies.
+        let query: Arc<str> = style.to_string().into();
+        let group_by_keys: Arc<[String]> = style.expr.grouping().into();
         let default_style = if req.image.axes.get(axis).is_some_and(|a| a.stack) {
             LineStyle::Stack
         } else {
@@ -236,12 +239,12 @@ pub fn evaluate_with_fanout(
         let mut out: Vec<ResultSeries> = lines
             .into_iter()
             .map(|line| {
-                let st = stats(&line.values);
-                let label = legend_text(style, &line.label(), &line.tags, offset_ms, &st);
+                let (tags, label, values) = line.into_parts();
+                let label = legend_text(style, label, &tags, offset_ms, &values);
                 ResultSeries {
-                    tags: line.tags,
+                    tags,
                     label,
-                    values: line.values,
+                    values,
                     axis,
                     color: 0,
                     style: line_style,
@@ -331,11 +334,17 @@ pub fn evaluate_with_fanout(
 /// the `:decode` / `:s` rewrites. An empty result keeps the label.
 fn legend_text(
     style: &StyleExpr,
-    label: &str,
+    label: String,
     tags: &TagMap,
     offset_ms: i64,
-    st: &Stats,
+    values: &[f64],
 ) -> String {
+    if style.get("legend").is_none() && style.get("sed").is_none() && offset_ms <= 0 {
+        return label;
+    }
+    // The window statistics only when the legend asks for one.
+    let st = std::cell::OnceCell::new();
+    let st = || st.get_or_init(|| stats(values));
     let fmt = match style.get("legend") {
         Some(l) => l.to_string(),
         None if offset_ms > 0 => format!("{label} (offset={})", format_duration(offset_ms)),
@@ -347,11 +356,11 @@ fn legend_text(
         }
         Some(match key {
             "atlas.offset" => format_duration(offset_ms),
-            "atlas.avg" => prefixed(st.avg()),
-            "atlas.max" => prefixed(st.max),
-            "atlas.min" => prefixed(st.min),
-            "atlas.last" => prefixed(st.last),
-            "atlas.total" => prefixed(st.total),
+            "atlas.avg" => prefixed(st().avg()),
+            "atlas.max" => prefixed(st().max),
+            "atlas.min" => prefixed(st().min),
+            "atlas.last" => prefixed(st().last),
+            "atlas.total" => prefixed(st().total),
             _ => return None,
         })
     };
@@ -363,11 +372,7 @@ fn legend_text(
     if let Some(sed) = style.get("sed") {
         text = legend::apply_sed(sed, &text, &lookup);
     }
-    if text.is_empty() {
-        label.to_string()
-    } else {
-        text
-    }
+    if text.is_empty() { label } else { text }
 }
 
 /// Sorts lines by legend or a window statistic; NaN always last. An unknown mode sorts by

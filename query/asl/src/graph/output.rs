@@ -644,8 +644,8 @@ mod json_text_tests {
             style: Default::default(),
             line_width: 1.0,
             offset_ms,
-            query: String::new(),
-            group_by_keys: Vec::new(),
+            query: "".into(),
+            group_by_keys: Vec::new().into(),
         };
         let cases = [
             (line(&[], 0), r#"{"atlas.offset":"0w"}"#),
