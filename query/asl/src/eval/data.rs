@@ -365,11 +365,14 @@ fn scan_group_ranges(
     let mut acc = Accumulator::new(op, n_groups, len);
     let shares = acc.shares(&bounds);
     let work = bounds.windows(2).zip(shares).map(|(range, share)| {
-        let ids: Postings = members
-            .iter()
-            .filter(|m| (range[0]..range[1]).contains(&(m.1 as usize)))
-            .map(|m| m.0)
-            .collect();
+        // Members are sorted by id: the bitmap is appended to, not inserted into.
+        let of_range = || {
+            members
+                .iter()
+                .filter(|m| (range[0]..range[1]).contains(&(m.1 as usize)))
+                .map(|m| m.0)
+        };
+        let ids = Postings::from_sorted_iter(of_range()).unwrap_or_else(|_| of_range().collect());
         (range[0], ids, share)
     });
     let results = argus_tsdb::scan_parts(work, |(first, ids, mut share)| -> Result<()> {
