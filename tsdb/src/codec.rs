@@ -240,17 +240,18 @@ pub fn encode(values: &[f64], out: &mut Vec<u8>) {
 
     // The ceiling: random bits with a few NaNs would otherwise pay headers on top of this.
     let raw_cost = 1 + 8 * values.len();
-    let scaled = find_scale(values).map(|idx| IntPlan::build(values, Some(idx)));
+    let mut fits = Vec::with_capacity(values.len());
+    let scaled = find_scale(values, &mut fits).map(|idx| IntPlan::build(values, Some(idx), fits));
     let best = match scaled {
         // Bit patterns of values that differ by k steps of 1/d differ by about k * 2^52 / |v|
         // steps, so they cannot pack narrower than small integers do: skip building them.
         Some(s) if s.body.width <= 16 => s,
         Some(s) => {
-            let bits = IntPlan::build(values, None);
+            let bits = IntPlan::build(values, None, Vec::new());
             // On a tie keep the bit-pattern plan: its decode needs no division.
             if s.cost < bits.cost { s } else { bits }
         }
-        None => IntPlan::build(values, None),
+        None => IntPlan::build(values, None, Vec::new()),
     };
     if best.cost > chimp_lower_bound(values) {
         let xor_cost = chimp_len(values);
@@ -310,19 +311,27 @@ fn push_tag(out: &mut Vec<u8>, mode: u8, exc: bool, scale: Option<usize>) {
 }
 
 /// Picks the scale with the fewest non-NaN values that do not fit, if that is few enough to
-/// be worth storing them as exceptions.
-fn find_scale(values: &[f64]) -> Option<usize> {
+/// be worth storing them as exceptions. When it fits every value, `fits` is left holding
+/// each value's integer under it (`None` for NaN), which [`IntPlan::build`] takes instead
+/// of dividing every value again; otherwise `fits` is left empty.
+fn find_scale(values: &[f64], fits: &mut Vec<Option<i64>>) -> Option<usize> {
     // When some scale fits every value, the search below ends at the first such scale in
     // `SEARCH` order: it keeps a scale only with fewer misfits than the one kept, and stops
     // at none. That scale is found here at a misfit per scale that fails, where the search
     // reads on to a block's eighth (30 values of a merged unit) before it gives a scale up.
-    let fits_all = |idx: &&u8| {
-        let scale = SCALES[usize::from(**idx)];
-        values.iter().all(|&v| v.is_nan() || scale.fit(v).is_some())
-    };
-    if let Some(&idx) = SEARCH.iter().find(fits_all) {
-        return Some(usize::from(idx));
+    fits.clear();
+    fits.resize(values.len(), None);
+    for &idx in &SEARCH {
+        let scale = SCALES[usize::from(idx)];
+        let fits_all = fits.iter_mut().zip(values).all(|(slot, &v)| {
+            *slot = scale.fit(v);
+            v.is_nan() || slot.is_some()
+        });
+        if fits_all {
+            return Some(usize::from(idx));
+        }
     }
+    fits.clear();
     find_scale_with_misfits(values)
 }
 
@@ -504,12 +513,15 @@ struct IntPlan {
 const MAX_OUTLIERS: usize = 3;
 
 impl IntPlan {
-    fn build(values: &[f64], scale: Option<usize>) -> IntPlan {
+    /// The plan for `values` under `scale`, or as bit patterns; `known` is each value's fit
+    /// under `scale` when the caller has it already (as [`find_scale`] leaves it), else empty.
+    fn build(values: &[f64], scale: Option<usize>, known: Vec<Option<i64>>) -> IntPlan {
         let mut fits: Vec<Option<i64>> = match scale {
             None => values
                 .iter()
                 .map(|v| (!v.is_nan()).then(|| fold(v.to_bits())))
                 .collect(),
+            Some(_) if known.len() == values.len() => known,
             Some(i) => {
                 let s = SCALES[i];
                 values.iter().map(|&v| s.fit(v)).collect()
@@ -1385,11 +1397,18 @@ mod tests {
                     _ => normal(&mut r) * 1e3,
                 })
                 .collect();
-            assert_eq!(
-                find_scale(&values),
-                find_scale_with_misfits(&values),
-                "block {values:?}"
-            );
+            let mut fits = Vec::new();
+            let found = find_scale(&values, &mut fits);
+            assert_eq!(found, find_scale_with_misfits(&values), "block {values:?}");
+            // The fits it leaves are the chosen scale's, value by value, or none.
+            match found {
+                Some(idx) if !fits.is_empty() => {
+                    let s = SCALES[idx];
+                    let expected: Vec<Option<i64>> = values.iter().map(|&v| s.fit(v)).collect();
+                    assert_eq!(fits, expected, "block {values:?}");
+                }
+                _ => assert!(fits.is_empty(), "block {values:?}"),
+            }
         }
     }
 
