@@ -228,20 +228,41 @@ fn corrupt(what: impl Into<String>) -> Error {
 /// Appends the encoding of `values` to `out`. The encoding is self-delimiting given
 /// `values.len()`, so several blocks can be concatenated in one buffer.
 pub fn encode(values: &[f64], out: &mut Vec<u8>) {
+    encode_with(values, None, out);
+}
+
+/// [`encode`] of values whose integers under scale `idx` the caller already holds (a head
+/// codes its values under a scale, a sealed block decodes to its integers): `fits[i]` is
+/// `Some(k)` when `values[i]` is `k` under the scale, `None` for NaN. The output is the
+/// same bytes `encode` writes; the caller's integers only spare it dividing every value
+/// again. Integers that do not pass the checks below are ignored.
+pub(crate) fn encode_fitted(values: &[f64], idx: usize, fits: Vec<Option<i64>>, out: &mut Vec<u8>) {
+    encode_with(values, Some((idx, fits)), out);
+}
+
+fn encode_with(values: &[f64], known: Option<(usize, Vec<Option<i64>>)>, out: &mut Vec<u8>) {
     let Some(first) = values.first() else {
         out.push(MODE_NAN);
         return;
     };
     let first = first.to_bits();
-    if values.iter().all(|v| v.to_bits() == first) {
+    // Counted once here for the XOR bound below; none means a constant block.
+    let changes = changes(values);
+    if changes == 0 {
         encode_const(first, out);
         return;
     }
 
     // The ceiling: random bits with a few NaNs would otherwise pay headers on top of this.
     let raw_cost = 1 + 8 * values.len();
-    let mut fits = Vec::with_capacity(values.len());
-    let scaled = find_scale(values, &mut fits).map(|idx| IntPlan::build(values, Some(idx), fits));
+    let (scale, fits) = match known {
+        Some((idx, fits)) if is_first_fit(values, idx, &fits) => (Some(idx), fits),
+        _ => {
+            let mut fits = Vec::with_capacity(values.len());
+            (find_scale(values, &mut fits), fits)
+        }
+    };
+    let scaled = scale.map(|idx| IntPlan::build(values, Some(idx), fits));
     let best = match scaled {
         // Bit patterns of values that differ by k steps of 1/d differ by about k * 2^52 / |v|
         // steps, so they cannot pack narrower than small integers do: skip building them.
@@ -253,7 +274,7 @@ pub fn encode(values: &[f64], out: &mut Vec<u8>) {
         }
         None => IntPlan::build(values, None, Vec::new()),
     };
-    if best.cost > chimp_lower_bound(values) {
+    if best.cost > chimp_lower_bound(values.len(), changes) {
         let xor_cost = chimp_len(values);
         if xor_cost < best.cost && xor_cost <= raw_cost {
             out.push(MODE_XOR);
@@ -333,6 +354,28 @@ fn find_scale(values: &[f64], fits: &mut Vec<Option<i64>>) -> Option<usize> {
     }
     fits.clear();
     find_scale_with_misfits(values)
+}
+
+/// Whether [`find_scale`] would pick scale `idx` for `values` and leave `fits`: every value
+/// is NaN exactly where its fit is `None`, and every scale before `idx` in `SEARCH` order
+/// misfits some value (found at a misfit each, as `find_scale` does). That `fits[i]` is the
+/// fit of `values[i]` is the caller's word: it holds for integers the values were made from
+/// (a scale's `apply` is exact on the integers `fit` returns).
+fn is_first_fit(values: &[f64], idx: usize, fits: &[Option<i64>]) -> bool {
+    idx < SCALES.len()
+        && fits.len() == values.len()
+        && fits
+            .iter()
+            .zip(values)
+            .all(|(f, v)| f.is_some() != v.is_nan())
+        && SEARCH
+            .iter()
+            .map(|&i| usize::from(i))
+            .take_while(|&i| i != idx)
+            .all(|i| {
+                let scale = SCALES[i];
+                !values.iter().all(|&v| v.is_nan() || scale.fit(v).is_some())
+            })
 }
 
 /// [`find_scale`] when no scale fits every value.
@@ -535,11 +578,25 @@ impl IntPlan {
             let (body, body_cost) = plan_body(ks, scaled);
             (body, tag_cost + body_cost + exc_cost(values, fits))
         };
-        let (mut body, mut cost) = plan(&fits, &mut ks);
         // A spike or a counter reset widens every field of the block; storing it as an
         // exception (about 9 bytes) pays once it saves a bit or two per field. Narrow or
         // short blocks cannot gain enough to pay for the search.
-        if values.len() >= 16 && body.width >= 3 && outliers_could_pay(&ks, &fits, &body) {
+        let searchable = |body: &Body| values.len() >= 16 && body.width >= 3;
+        // Most blocks have no exceptions: one pass over them gives everything the plan and
+        // the outlier check need, where the general path takes five.
+        let (mut body, mut cost, search, all_fit) = match FitStats::gather(&fits, &mut ks) {
+            Some(stats) => {
+                let (body, body_cost) = stats.body(&ks, scaled);
+                let search = searchable(&body) && stats.outliers_could_pay(ks.len(), &body);
+                (body, tag_cost + body_cost, search, true)
+            }
+            None => {
+                let (body, cost) = plan(&fits, &mut ks);
+                let search = searchable(&body) && outliers_could_pay(&ks, &fits, &body);
+                (body, cost, search, false)
+            }
+        };
+        if search {
             for _ in 0..MAX_OUTLIERS {
                 let mut best: Option<(usize, Body, usize)> = None;
                 for p in outlier_candidates(&ks, &fits, &body).into_iter().flatten() {
@@ -558,10 +615,15 @@ impl IntPlan {
             }
             fill_placeholders(&fits, &mut ks);
         }
+        let exc = if all_fit && !search {
+            Exceptions::default()
+        } else {
+            Exceptions::collect(values, &fits)
+        };
         IntPlan {
             scale,
             ks,
-            exc: Exceptions::collect(values, &fits),
+            exc,
             body,
             cost,
         }
@@ -748,12 +810,52 @@ impl Top3 {
     }
 }
 
+/// A block whose values all fit, in one pass: the three largest and smallest of its
+/// integers and of its steps, which hold the ranges [`plan_body`] needs and the extremes
+/// [`outliers_could_pay`] looks at. Exactly what those compute in their own passes.
+struct FitStats {
+    vals: Top3,
+    steps: Top3,
+}
+
+impl FitStats {
+    /// Fills `ks` with the integers, or returns `None` (and leaves `ks` to be refilled) at
+    /// the first value that is an exception.
+    fn gather(fits: &[Option<i64>], ks: &mut Vec<i64>) -> Option<FitStats> {
+        ks.clear();
+        let mut stats = FitStats {
+            vals: Top3::new(),
+            steps: Top3::new(),
+        };
+        let (first, rest) = fits.split_first()?;
+        let mut prev = (*first)?;
+        stats.vals.push(prev);
+        ks.push(prev);
+        for f in rest {
+            let k = (*f)?;
+            stats.vals.push(k);
+            stats.steps.push(k.wrapping_sub(prev));
+            ks.push(k);
+            prev = k;
+        }
+        Some(stats)
+    }
+
+    fn body(&self, ks: &[i64], scaled: bool) -> (Body, usize) {
+        let ranges = |t: &Top3| (t.lo[0], t.hi[0]);
+        plan_body_given(ks, ranges(&self.vals), ranges(&self.steps), scaled)
+    }
+
+    fn outliers_could_pay(&self, n: usize, body: &Body) -> bool {
+        outliers_could_pay_given(&self.vals, &self.steps, n, body)
+    }
+}
+
 /// Whether taking any one value out as an exception could narrow the body by the ~64 bits
 /// an exception costs: a lower bound on the body without one value (FOR loses one extreme
 /// value, DELTA at most two steps) against what it costs now. When this says no, so would
 /// [`outlier_candidates`] for every candidate, and the search is skipped.
 fn outliers_could_pay(ks: &[i64], fits: &[Option<i64>], body: &Body) -> bool {
-    let n = ks.len();
     let mut vals = Top3::new();
     for (&k, f) in ks.iter().zip(fits) {
         if f.is_some() {
@@ -764,6 +866,11 @@ fn outliers_could_pay(ks: &[i64], fits: &[Option<i64>], body: &Body) -> bool {
     for w in ks.windows(2) {
         steps.push(w[1].wrapping_sub(w[0]));
     }
+    outliers_could_pay_given(&vals, &steps, ks.len(), body)
+}
+
+/// [`outliers_could_pay`] from the extremes of a block's values and steps.
+fn outliers_could_pay_given(vals: &Top3, steps: &Top3, n: usize, body: &Body) -> bool {
     let width = |lo: i64, hi: i64| range_width(lo, hi);
     let for_lb = width(vals.lo[1], vals.hi[0]).min(width(vals.lo[0], vals.hi[1]));
     let (lo, hi) = (steps.lo, steps.hi);
@@ -781,6 +888,22 @@ fn plan_body(ks: &[i64], scaled: bool) -> (Body, usize) {
         lo = lo.min(k);
         hi = hi.max(k);
     }
+    let (mut dlo, mut dhi) = (i64::MAX, i64::MIN);
+    for w in ks.windows(2) {
+        let d = w[1].wrapping_sub(w[0]);
+        dlo = dlo.min(d);
+        dhi = dhi.max(d);
+    }
+    plan_body_given(ks, (lo, hi), (dlo, dhi), scaled)
+}
+
+/// [`plan_body`] from the range of `ks` and of its steps (the latter unused below 2 values).
+fn plan_body_given(
+    ks: &[i64],
+    (lo, hi): (i64, i64),
+    (dlo, dhi): (i64, i64),
+    scaled: bool,
+) -> (Body, usize) {
     let (offset, width) = fit_offset(lo, hi);
     let for_cost = 1 + offset_len(offset, width) + packed_len(ks.len(), width);
     let for_body = Body {
@@ -791,12 +914,6 @@ fn plan_body(ks: &[i64], scaled: bool) -> (Body, usize) {
     };
     if ks.len() < 2 {
         return (for_body, for_cost);
-    }
-    let (mut dlo, mut dhi) = (i64::MAX, i64::MIN);
-    for w in ks.windows(2) {
-        let d = w[1].wrapping_sub(w[0]);
-        dlo = dlo.min(d);
-        dhi = dhi.max(d);
     }
     let (doffset, dwidth) = fit_offset(dlo, dhi);
     let delta_cost = 1
@@ -864,12 +981,16 @@ fn pack(vals: impl Iterator<Item = u64>, width: u32, out: &mut Vec<u8>) {
 
 /// At least 2 bits per repeat and 12 per change: rules the stream out for most blocks
 /// without working out its size.
-fn chimp_lower_bound(values: &[f64]) -> usize {
-    let changes = values
+fn chimp_lower_bound(n: usize, changes: usize) -> usize {
+    1 + (64 + 2 * (n - 1) + 10 * changes).div_ceil(8)
+}
+
+/// How many values differ (bit for bit) from the one before.
+fn changes(values: &[f64]) -> usize {
+    values
         .windows(2)
         .filter(|w| w[0].to_bits() != w[1].to_bits())
-        .count();
-    1 + (64 + 2 * (values.len() - 1) + 10 * changes).div_ceil(8)
+        .count()
 }
 
 /// Size in bytes (with the tag) of the Chimp stream `chimp_encode` would write; much
@@ -965,21 +1086,33 @@ fn chimp_encode(values: &[f64], out: &mut Vec<u8>) {
 /// Decodes exactly `out.len()` values from the front of `bytes` into `out` and returns how
 /// many bytes were consumed. Corrupt or short input is an error, never a panic.
 pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
+    decode_inner(bytes, out, None).map(|(used, _)| used)
+}
+
+/// [`decode`], and into `ints` (when given) the integers of a scaled block without
+/// exceptions, returning the scale's index with them.
+fn decode_inner(
+    bytes: &[u8],
+    out: &mut [f64],
+    mut ints: Option<&mut Vec<Option<i64>>>,
+) -> Result<(usize, Option<usize>)> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let tag = r.u8()?;
     let mode = tag & 7;
     let exc = tag & EXC_FLAG != 0;
-    let scale = match tag >> 4 {
+    let idx = match tag >> 4 {
         0 => None,
         SCALE_EXT => {
             let i = r.u8()? as usize;
             if i >= SCALES.len() {
                 return Err(corrupt(format!("block scale index {i} out of range")));
             }
-            Some(SCALES[i])
+            Some(i)
         }
-        s => Some(SCALES[s as usize - 1]),
+        s => Some(s as usize - 1),
     };
+    let scale = idx.map(|i| SCALES[i]);
+    let mut fitted = None;
     match mode {
         MODE_NAN | MODE_XOR | MODE_RAW if exc || scale.is_some() => {
             return Err(corrupt(format!(
@@ -995,12 +1128,20 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         MODE_CONST => {
             let v = match scale {
                 None => f64::from_bits(r.u64()?),
-                Some(s) => s.apply(unzigzag(r.varint()?)),
+                Some(s) => {
+                    let k = unzigzag(r.varint()?);
+                    if let Some(ints) = ints.as_deref_mut() {
+                        ints.resize(ints.len() + out.len(), Some(k));
+                        fitted = idx;
+                    }
+                    s.apply(k)
+                }
             };
             out.fill(v);
         }
         MODE_FOR | MODE_DELTA => {
             let delta = mode == MODE_DELTA;
+            let sink = &mut ints;
             let ints = &mut r;
             match scale {
                 None => decode_ints(ints, delta, false, out, |k| {
@@ -1008,6 +1149,15 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
                 })?,
                 Some(s) => {
                     decode_ints(ints, delta, true, out, |k| k as f64)?;
+                    if let Some(ints) = sink.as_deref_mut().filter(|_| !exc) {
+                        // Exact: a valid block's integers have at most 53 bits.
+                        let mut exact = true;
+                        ints.extend(out.iter().map(|&k| {
+                            exact &= k.abs() <= MAX_K;
+                            Some(k as i64)
+                        }));
+                        fitted = idx.filter(|_| exact);
+                    }
                     // A separate pass so that the compiler can use packed divides.
                     if s.mul {
                         out.iter_mut().for_each(|v| *v *= s.m);
@@ -1034,7 +1184,20 @@ pub fn decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
         }
         _ => return Err(corrupt(format!("unknown block mode in tag {tag:#04x}"))),
     }
-    Ok(r.pos)
+    Ok((r.pos, fitted))
+}
+
+/// [`decode`], and when the block holds integers under one of the scales with no
+/// exceptions, also those integers (appended to `ints`, one per value) and the scale's
+/// index: what [`encode_fitted`] takes when the values are encoded again in a larger
+/// block. The integers come from the unpacking itself, before the values are scaled; when
+/// the scale comes back `None`, what was appended means nothing.
+pub(crate) fn decode_fitted(
+    bytes: &[u8],
+    out: &mut [f64],
+    ints: &mut Vec<Option<i64>>,
+) -> Result<(usize, Option<usize>)> {
+    decode_inner(bytes, out, Some(ints))
 }
 
 struct Reader<'a> {
@@ -1355,7 +1518,47 @@ mod tests {
         // Exactly the encoded bytes are enough, too.
         let exact = buf[2..2 + len].to_vec();
         assert_eq!(decode(&exact, &mut out).expect("decodes"), len);
+        // A scaled block gives back the integers the scale fits its values to, and encoding
+        // from them writes the same bytes.
+        let mut ints = Vec::new();
+        let (used, scale) = decode_fitted(&exact, &mut out, &mut ints).expect("decodes");
+        assert_eq!(used, len);
+        assert!(
+            out.iter()
+                .zip(values)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        if let Some(idx) = scale {
+            let fits: Vec<Option<i64>> = values.iter().map(|&v| SCALES[idx].fit(v)).collect();
+            assert_eq!(fits, ints);
+            let mut again = Vec::new();
+            encode_fitted(values, idx, fits, &mut again);
+            assert_eq!(again, exact, "encode_fitted of {values:?}");
+        }
         len
+    }
+
+    #[test]
+    fn integers_under_a_later_scale_or_wrong_nans_change_nothing() {
+        // Whole numbers fit 1/100 too, but the scale search stops at 1; values that are not
+        // NaN where the integers say so are not taken either.
+        let values: Vec<f64> = (0..60).map(|i| f64::from(i * 7 % 23)).collect();
+        let mut plain = Vec::new();
+        encode(&values, &mut plain);
+        let hundredths = SEARCH
+            .iter()
+            .map(|&i| usize::from(i))
+            .find(|&i| SCALES[i].fit(0.01) == Some(1))
+            .expect("a scale of hundredths");
+        let as_hundredths = values.iter().map(|&v| SCALES[hundredths].fit(v)).collect();
+        let mut fitted = Vec::new();
+        encode_fitted(&values, hundredths, as_hundredths, &mut fitted);
+        assert_eq!(fitted, plain);
+        let mut gaps = values.iter().map(|&v| Some(v as i64)).collect::<Vec<_>>();
+        gaps[5] = None;
+        let mut fitted = Vec::new();
+        encode_fitted(&values, usize::from(SEARCH[0]), gaps, &mut fitted);
+        assert_eq!(fitted, plain);
     }
 
     fn mode_of(values: &[f64]) -> u8 {

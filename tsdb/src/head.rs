@@ -226,6 +226,49 @@ impl Head {
         }
     }
 
+    /// The integers of the `n` values under the head's scale, pushed onto `ints` (`None`
+    /// for NaN and for a value kept raw), and that scale's index in the codec's table; or
+    /// `None` (and nothing pushed) when the head codes bit patterns or holds no value.
+    /// Each integer is the one the value was coded from, so `codec::fit_scale` gives it
+    /// back for the value [`Head::iter`] yields.
+    pub(crate) fn ints(&self, n: usize, ints: &mut Vec<Option<i64>>) -> Option<usize> {
+        let scale = *self.buf.first()?;
+        if scale == BITS || scale == UNSET {
+            return None;
+        }
+        let used = self.used().min(self.buf.len());
+        let buf = &self.buf[..used];
+        let mut pos = HEADER.min(used);
+        let mut base = 0i64;
+        for _ in 0..n {
+            let k = match get_varint(buf, &mut pos) {
+                Some(t) if t & 1 == 0 => {
+                    base = base.wrapping_add(unzigzag(t >> 1));
+                    Some(base)
+                }
+                Some(t) if t == u64::from(RAW_TOKEN) || t == u64::from(RESTART_TOKEN) => {
+                    match buf.get(pos..pos + 8) {
+                        Some(b) => {
+                            pos += 8;
+                            let mut raw = [0; 8];
+                            raw.copy_from_slice(b);
+                            let k = integer(scale, f64::from_bits(u64::from_le_bytes(raw)));
+                            if t == u64::from(RESTART_TOKEN) {
+                                base = k.unwrap_or(base);
+                            }
+                            // A raw value does not fit the scale (that is why it is raw).
+                            k.filter(|_| t == u64::from(RESTART_TOKEN))
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            ints.push(k);
+        }
+        Some(usize::from(scale - 1))
+    }
+
     /// The value of the last step (of `n > 0`).
     pub(crate) fn last(&self, n: usize) -> f64 {
         if n == 0 || self.buf.is_empty() {
