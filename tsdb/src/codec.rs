@@ -187,6 +187,15 @@ pub(crate) fn apply_scale(idx: usize, k: i64) -> f64 {
     SCALES.get(idx).map_or(f64::NAN, |s| s.apply(k))
 }
 
+/// The values of integers under scale `idx` (NaN for `None`, and for an index out of the
+/// table), appended to `out`: [`apply_scale`] of each, with the scale looked up once.
+pub(crate) fn apply_scale_to(idx: usize, ints: &[Option<i64>], out: &mut Vec<f64>) {
+    match SCALES.get(idx) {
+        Some(&s) => out.extend(ints.iter().map(|k| k.map_or(f64::NAN, |k| s.apply(k)))),
+        None => out.resize(out.len() + ints.len(), f64::NAN),
+    }
+}
+
 /// Scale indexes by growing divisor.
 pub(crate) fn scale_search_order() -> &'static [u8] {
     &SEARCH

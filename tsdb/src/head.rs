@@ -226,12 +226,35 @@ impl Head {
         }
     }
 
-    /// The integers of the `n` values under the head's scale, pushed onto `ints` (`None`
-    /// for NaN and for a value kept raw), and that scale's index in the codec's table; or
-    /// `None` (and nothing pushed) when the head codes bit patterns or holds no value.
-    /// Each integer is the one the value was coded from, so `codec::fit_scale` gives it
-    /// back for the value [`Head::iter`] yields.
-    pub(crate) fn ints(&self, n: usize, ints: &mut Vec<Option<i64>>) -> Option<usize> {
+    /// The `n` values pushed onto `values`, as [`Head::iter`] yields them; and when the
+    /// head holds them as integers under one of the codec's scales (not bit patterns, no
+    /// value kept raw), their integers pushed onto `ints` (`None` for NaN) and that scale's
+    /// index in the codec's table. Each integer is the one its value was coded from, so
+    /// `codec::fit_scale` gives it back for the value. The values are then made from the
+    /// integers, in one pass over the tokens.
+    pub(crate) fn decode_fitted(
+        &self,
+        n: usize,
+        values: &mut Vec<f64>,
+        ints: &mut Vec<Option<i64>>,
+    ) -> Option<usize> {
+        let from = ints.len();
+        match self.ints(n, ints) {
+            Some(idx) => {
+                codec::apply_scale_to(idx, &ints[from..], values);
+                Some(idx)
+            }
+            None => {
+                ints.truncate(from);
+                values.extend(self.iter(n));
+                None
+            }
+        }
+    }
+
+    /// The integers of [`Head::decode_fitted`], or `None` (with some pushed) when there are
+    /// none: bit patterns, no value yet, or a value kept raw.
+    fn ints(&self, n: usize, ints: &mut Vec<Option<i64>>) -> Option<usize> {
         let scale = *self.buf.first()?;
         if scale == BITS || scale == UNSET {
             return None;
@@ -246,22 +269,18 @@ impl Head {
                     base = base.wrapping_add(unzigzag(t >> 1));
                     Some(base)
                 }
-                Some(t) if t == u64::from(RAW_TOKEN) || t == u64::from(RESTART_TOKEN) => {
-                    match buf.get(pos..pos + 8) {
-                        Some(b) => {
-                            pos += 8;
-                            let mut raw = [0; 8];
-                            raw.copy_from_slice(b);
-                            let k = integer(scale, f64::from_bits(u64::from_le_bytes(raw)));
-                            if t == u64::from(RESTART_TOKEN) {
-                                base = k.unwrap_or(base);
-                            }
-                            // A raw value does not fit the scale (that is why it is raw).
-                            k.filter(|_| t == u64::from(RESTART_TOKEN))
-                        }
-                        None => None,
-                    }
+                // A restart's value is exact under the scale: its integer is the new base.
+                Some(t) if t == u64::from(RESTART_TOKEN) => {
+                    let b = buf.get(pos..pos + 8)?;
+                    pos += 8;
+                    let mut raw = [0; 8];
+                    raw.copy_from_slice(b);
+                    base = integer(scale, f64::from_bits(u64::from_le_bytes(raw)))?;
+                    Some(base)
                 }
+                // A raw value does not fit the scale (that is why it is raw).
+                Some(t) if t == u64::from(RAW_TOKEN) => return None,
+                // NaN, or a token `iter` cannot read either (it yields NaN).
                 _ => None,
             };
             ints.push(k);
@@ -524,7 +543,43 @@ mod tests {
             let h = filled(&values);
             let back: Vec<f64> = h.iter(values.len()).collect();
             assert!(same(&back, &values), "{values:?} came back as {back:?}");
+            check_fitted(&h, &values);
         }
+    }
+
+    /// `decode_fitted` yields what `iter` does, and integers only as the scale's fits.
+    fn check_fitted(head: &Head, model: &[f64]) -> bool {
+        let (mut values, mut ints) = (vec![1.0], vec![Some(7)]);
+        let scale = head.decode_fitted(model.len(), &mut values, &mut ints);
+        assert!(
+            same(&values[1..], model),
+            "{model:?} came back as {values:?}"
+        );
+        match scale {
+            Some(idx) => {
+                assert_eq!(ints.len(), model.len() + 1);
+                for (v, k) in model.iter().zip(&ints[1..]) {
+                    assert_eq!(codec::fit_scale(idx, *v), *k, "{v} in {model:?}");
+                }
+            }
+            None => assert_eq!(ints, [Some(7)]),
+        }
+        scale.is_some()
+    }
+
+    #[test]
+    fn heads_of_decimals_give_their_integers() {
+        let rates: Vec<f64> = (0..15)
+            .map(|i| f64::from(700 + i * 37 % 11) / 60.0)
+            .collect();
+        let mut gaps = rates.clone();
+        gaps[4] = f64::NAN;
+        for values in [rates, gaps] {
+            assert!(check_fitted(&filled(&values), &values), "{values:?}");
+        }
+        // One value no scale reproduces (too small for any): no integers.
+        let tiny = [0.5, 1.5e-300];
+        assert!(!check_fitted(&filled(&tiny), &tiny));
     }
 
     #[test]
@@ -614,6 +669,7 @@ mod tests {
                 }
                 let back: Vec<f64> = head.iter(model.len()).collect();
                 assert!(same(&back, &model), "{model:?} came back as {back:?}");
+                check_fitted(&head, &model);
             }
             head.clear();
             assert_eq!(head.iter(0).count(), 0);

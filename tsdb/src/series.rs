@@ -437,12 +437,13 @@ impl SeriesData {
             let mut scratch = cell.take();
             // Decoded once, for the check and the seal, with their integers.
             scratch.head.clear();
-            scratch
-                .head
-                .extend(self.head.iter(usize::from(self.head_len)));
             let fits = &mut scratch.head_fits;
             fits.reset();
-            match self.head.ints(usize::from(self.head_len), &mut fits.ints) {
+            let n = usize::from(self.head_len);
+            match self
+                .head
+                .decode_fitted(n, &mut scratch.head, &mut fits.ints)
+            {
                 Some(scale) => fits.agree(Some(scale)),
                 None => fits.give_up(),
             }
