@@ -311,7 +311,52 @@ impl Head {
     }
 
     /// Appends the value of step `n` (after `n` values).
+    #[inline]
     pub(crate) fn push(&mut self, v: f64, n: usize) {
+        if !self.push_change(v) {
+            self.push_other(v, n);
+        }
+    }
+
+    /// The common append, written straight into the buffer: a value exact under the scale
+    /// already chosen, whose change fits a token, with room for it. Writes what
+    /// [`Head::push_other`] would (a change token) and returns true, or does nothing and
+    /// returns false.
+    #[inline(always)]
+    fn push_change(&mut self, v: f64) -> bool {
+        let Some(&scale) = self.buf.first() else {
+            return false;
+        };
+        if v.to_bits() == CANONICAL_NAN {
+            return false;
+        }
+        let Some(k) = integer(scale, v) else {
+            return false;
+        };
+        let z = zigzag(k.wrapping_sub(self.base()));
+        if z >> 63 != 0 {
+            return false;
+        }
+        let mut t = z << 1;
+        let len = (64 - (t | 1).leading_zeros() as usize).div_ceil(7);
+        let used = self.used();
+        let room = self.buf.get_mut(used..used + len);
+        let Some((last, rest)) = room.and_then(|r| r.split_last_mut()) else {
+            return false;
+        };
+        for b in rest {
+            *b = (t as u8) | 0x80;
+            t >>= 7;
+        }
+        *last = t as u8;
+        self.set_used(used + len, used);
+        self.set_base(k);
+        true
+    }
+
+    /// Every other append: the first value, NaN, a value that needs another scale (or is
+    /// kept raw), a change too large for a token, or a full buffer.
+    fn push_other(&mut self, v: f64, n: usize) {
         if self.buf.is_empty() {
             self.buf = vec![0; FIRST_ALLOCATION].into_boxed_slice();
             self.clear();
