@@ -1150,15 +1150,14 @@ fn decode_inner(
         }
         MODE_FOR | MODE_DELTA => {
             let delta = mode == MODE_DELTA;
-            let sink = &mut ints;
-            let ints = &mut r;
             match scale {
-                None => decode_ints(ints, delta, false, out, |k| {
+                None => decode_ints(&mut r, delta, false, out, |k| {
                     f64::from_bits(fold(k as u64) as u64)
                 })?,
                 Some(s) => {
-                    decode_ints(ints, delta, true, out, |k| k as f64)?;
-                    if let Some(ints) = sink.as_deref_mut().filter(|_| !exc) {
+                    decode_ints(&mut r, delta, true, out, |k| k as f64)?;
+                    // `out` holds the integers here, before they are scaled.
+                    if let Some(ints) = ints.filter(|_| !exc) {
                         // Exact: a valid block's integers have at most 53 bits.
                         let mut exact = true;
                         ints.extend(out.iter().map(|&k| {
