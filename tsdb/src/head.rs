@@ -194,24 +194,13 @@ impl Head {
         self.buf = Box::default();
     }
 
-    /// Asks the CPU to fetch what the next append touches: the header and the allocation's
-    /// end, where tokens are appended.
+    /// Asks the CPU to fetch what the next append, or a read, touches: the header and the
+    /// allocation's end, where tokens are appended (a head is a line or two).
     #[inline]
-    #[allow(unsafe_code)]
     pub(crate) fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let start = self.buf.as_ptr();
-            let end = start.wrapping_add(self.buf.len().saturating_sub(1));
-            // SAFETY: SSE is part of every x86-64 CPU, and a prefetch is only a hint: it
-            // reads nothing into the program and never faults, whatever the address (here
-            // possibly a dangling pointer of an empty box).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(start.cast());
-                _mm_prefetch::<_MM_HINT_T0>(end.cast());
-            }
-        }
+        let start = self.buf.as_ptr();
+        crate::prefetch::line(start);
+        crate::prefetch::line(start.wrapping_add(self.buf.len().saturating_sub(1)));
     }
 
     /// The `n` values held.

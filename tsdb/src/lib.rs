@@ -10,6 +10,7 @@ mod index;
 mod matcher;
 mod normalize;
 mod parallel;
+mod prefetch;
 mod read;
 mod series;
 mod store;

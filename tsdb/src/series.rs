@@ -18,6 +18,9 @@ const NO_BLOCK: u32 = u32::MAX;
 /// unit), and at most three blocks at the end of a series wait outside a unit.
 const MERGE_RUN: u32 = 4;
 
+/// Cache lines of sealed units a scan fetches ahead of reading a series.
+const READ_PREFETCH_LINES: usize = 12;
+
 /// The block geometry of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
@@ -392,6 +395,15 @@ impl SeriesData {
     /// many series once each, and that load missing the cache dominated the write.
     #[inline]
     pub(crate) fn prefetch_head(&self) {
+        self.head.prefetch();
+    }
+
+    /// Asks the CPU to fetch what a read of the series touches: its sealed units, up to
+    /// [`READ_PREFETCH_LINES`] cache lines of them (six hours of a typical series; the
+    /// hardware's own prefetcher takes over along a longer one), and its head.
+    #[inline]
+    pub(crate) fn prefetch_values(&self) {
+        crate::prefetch::lines(&self.sealed, READ_PREFETCH_LINES);
         self.head.prefetch();
     }
 

@@ -26,6 +26,11 @@ const SHARDS: usize = 16;
 const PARALLEL_APPLY_SAMPLES: usize = 65_536;
 /// How many samples ahead a batch write prefetches each series' head.
 const PREFETCH_AHEAD: usize = 8;
+/// How many series ahead a scan prefetches each series' slot, and then its values (the slot
+/// must have arrived to know where the values are).
+const SCAN_SLOT_AHEAD: usize = 6;
+const SCAN_VALUES_AHEAD: usize = 3;
+const SLOT_BYTES: usize = size_of::<Option<SeriesData>>();
 /// Series handled per lock acquisition when scanning, which bounds how long a query can hold
 /// a lock that ingest wants.
 const SCAN_CHUNK: usize = 512;
@@ -1211,9 +1216,52 @@ impl SeriesSource for Store {
         let mut out = vec![f64::NAN; req.len()];
         let layout = self.cfg.layout();
         let mut scratch = vec![f64::NAN; layout.max_unit_steps()];
+        // Where each shard's slots were when the scan began. Only prefetches use these, and
+        // a prefetch of a slot that has moved since is a wasted hint, nothing worse.
+        let slot_bases: Vec<(*const Option<SeriesData>, usize)> = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.read();
+                (shard.series.as_ptr(), shard.series.len())
+            })
+            .collect();
+        let prefetch_slot = |id: SeriesId| {
+            let (base, len) = slot_bases[id as usize & (SHARDS - 1)];
+            let at = id as usize / SHARDS;
+            if at < len {
+                let slot = base.wrapping_add(at);
+                crate::prefetch::line(slot);
+                crate::prefetch::line(slot.cast::<u8>().wrapping_add(SLOT_BYTES - 1));
+            }
+        };
+        let prefetch_values = |id: SeriesId| {
+            if let Some(data) = self.shard(id).read().get(id) {
+                data.prefetch_values();
+            }
+        };
+        // The series to read are known in advance, but each one's slot, sealed units and
+        // head are three misses in a row that the CPU cannot overlap with the decoding of
+        // the series before: each is fetched a few series ahead of its turn.
+        let mut slots_ahead = ids.iter();
+        let mut values_ahead = ids.iter();
+        slots_ahead
+            .by_ref()
+            .take(SCAN_SLOT_AHEAD)
+            .for_each(prefetch_slot);
+        values_ahead
+            .by_ref()
+            .take(SCAN_VALUES_AHEAD)
+            .for_each(prefetch_values);
         // Ascending ids walk the series' memory in allocation order, which the hardware
         // prefetcher likes: measured faster than grouping by shard to take fewer locks.
         for id in ids {
+            if let Some(ahead) = slots_ahead.next() {
+                prefetch_slot(ahead);
+            }
+            if let Some(ahead) = values_ahead.next() {
+                prefetch_values(ahead);
+            }
             {
                 let shard = self.shard(id).read();
                 let Some(data) = shard.get(id) else { continue };
