@@ -245,11 +245,37 @@ pub fn encode(values: &[f64], out: &mut Vec<u8>) {
 /// `Some(k)` when `values[i]` is `k` under the scale, `None` for NaN. The output is the
 /// same bytes `encode` writes; the caller's integers only spare it dividing every value
 /// again. Integers that do not pass the checks below are ignored.
-pub(crate) fn encode_fitted(values: &[f64], idx: usize, fits: Vec<Option<i64>>, out: &mut Vec<u8>) {
+pub(crate) fn encode_fitted(values: &[f64], idx: usize, fits: &[Option<i64>], out: &mut Vec<u8>) {
     encode_with(values, Some((idx, fits)), out);
 }
 
-fn encode_with(values: &[f64], known: Option<(usize, Vec<Option<i64>>)>, out: &mut Vec<u8>) {
+/// The buffers an encode plans in, kept by each thread between encodes: a seal encodes a
+/// block of every series, and allocating them each time cost 7 % of its instructions.
+#[derive(Default)]
+struct PlanBuffers {
+    /// Fits and integers of the plan under a scale, and of the bit-pattern plan.
+    scaled: (Vec<Option<i64>>, Vec<i64>),
+    bits: (Vec<Option<i64>>, Vec<i64>),
+}
+
+thread_local! {
+    static PLAN_BUFFERS: std::cell::Cell<PlanBuffers> =
+        std::cell::Cell::new(PlanBuffers::default());
+}
+
+fn encode_with(values: &[f64], known: Option<(usize, &[Option<i64>])>, out: &mut Vec<u8>) {
+    // Taken for this encode (an empty set is left, allocating nothing) and put back after.
+    let mut buffers = PLAN_BUFFERS.take();
+    encode_in(values, known, &mut buffers, out);
+    PLAN_BUFFERS.set(buffers);
+}
+
+fn encode_in(
+    values: &[f64],
+    known: Option<(usize, &[Option<i64>])>,
+    buffers: &mut PlanBuffers,
+    out: &mut Vec<u8>,
+) {
     let Some(first) = values.first() else {
         out.push(MODE_NAN);
         return;
@@ -264,24 +290,29 @@ fn encode_with(values: &[f64], known: Option<(usize, Vec<Option<i64>>)>, out: &m
 
     // The ceiling: random bits with a few NaNs would otherwise pay headers on top of this.
     let raw_cost = 1 + 8 * values.len();
-    let (scale, fits) = match known {
-        Some((idx, fits)) if is_first_fit(values, idx, &fits) => (Some(idx), fits),
-        _ => {
-            let mut fits = Vec::with_capacity(values.len());
-            (find_scale(values, &mut fits), fits)
+    let PlanBuffers {
+        scaled: (fits, ks),
+        bits: (bit_fits, bit_ks),
+    } = buffers;
+    let scale = match known {
+        Some((idx, known)) if is_first_fit(values, idx, known) => {
+            fits.clear();
+            fits.extend_from_slice(known);
+            Some(idx)
         }
+        _ => find_scale(values, fits),
     };
-    let scaled = scale.map(|idx| IntPlan::build(values, Some(idx), fits));
+    let scaled = scale.map(|idx| IntPlan::build(values, Some(idx), fits, ks));
     let best = match scaled {
         // Bit patterns of values that differ by k steps of 1/d differ by about k * 2^52 / |v|
         // steps, so they cannot pack narrower than small integers do: skip building them.
         Some(s) if s.body.width <= 16 => s,
         Some(s) => {
-            let bits = IntPlan::build(values, None, Vec::new());
+            let bits = IntPlan::build(values, None, bit_fits, bit_ks);
             // On a tie keep the bit-pattern plan: its decode needs no division.
             if s.cost < bits.cost { s } else { bits }
         }
-        None => IntPlan::build(values, None, Vec::new()),
+        None => IntPlan::build(values, None, bit_fits, bit_ks),
     };
     if best.cost > chimp_lower_bound(values.len(), changes) {
         let xor_cost = chimp_len(values);
@@ -553,9 +584,9 @@ fn first_len(first: i64, scaled: bool) -> usize {
 }
 
 /// A complete integer-mode encoding of one block, with its exact size.
-struct IntPlan {
+struct IntPlan<'a> {
     scale: Option<usize>,
-    ks: Vec<i64>,
+    ks: &'a [i64],
     exc: Exceptions,
     body: Body,
     cost: usize,
@@ -564,24 +595,34 @@ struct IntPlan {
 /// At most this many outliers are moved out of the packed range per block.
 const MAX_OUTLIERS: usize = 3;
 
-impl IntPlan {
-    /// The plan for `values` under `scale`, or as bit patterns; `known` is each value's fit
-    /// under `scale` when the caller has it already (as [`find_scale`] leaves it), else empty.
-    fn build(values: &[f64], scale: Option<usize>, known: Vec<Option<i64>>) -> IntPlan {
-        let mut fits: Vec<Option<i64>> = match scale {
-            None => values
-                .iter()
-                .map(|v| (!v.is_nan()).then(|| fold(v.to_bits())))
-                .collect(),
-            Some(_) if known.len() == values.len() => known,
+impl<'a> IntPlan<'a> {
+    /// The plan for `values` under `scale`, or as bit patterns. `fits` holds each value's
+    /// fit under `scale` when the caller has it already (as [`find_scale`] leaves it), and
+    /// is refilled otherwise; `ks` is a buffer for the integers, which the plan keeps.
+    fn build(
+        values: &[f64],
+        scale: Option<usize>,
+        fits: &mut Vec<Option<i64>>,
+        ks: &'a mut Vec<i64>,
+    ) -> IntPlan<'a> {
+        match scale {
+            None => {
+                fits.clear();
+                fits.extend(
+                    values
+                        .iter()
+                        .map(|v| (!v.is_nan()).then(|| fold(v.to_bits()))),
+                );
+            }
+            Some(_) if fits.len() == values.len() => {}
             Some(i) => {
                 let s = SCALES[i];
-                values.iter().map(|&v| s.fit(v)).collect()
+                fits.clear();
+                fits.extend(values.iter().map(|&v| s.fit(v)));
             }
-        };
+        }
         let scaled = scale.is_some();
         let tag_cost = 1 + usize::from(scale.is_some_and(|i| i >= SCALE_SHORT));
-        let mut ks = Vec::with_capacity(values.len());
         let plan = |fits: &[Option<i64>], ks: &mut Vec<i64>| {
             fill_placeholders(fits, ks);
             let (body, body_cost) = plan_body(ks, scaled);
@@ -593,24 +634,24 @@ impl IntPlan {
         let searchable = |body: &Body| values.len() >= 16 && body.width >= 3;
         // Most blocks have no exceptions: one pass over them gives everything the plan and
         // the outlier check need, where the general path takes five.
-        let (mut body, mut cost, search, all_fit) = match FitStats::gather(&fits, &mut ks) {
+        let (mut body, mut cost, search, all_fit) = match FitStats::gather(fits, ks) {
             Some(stats) => {
-                let (body, body_cost) = stats.body(&ks, scaled);
+                let (body, body_cost) = stats.body(ks, scaled);
                 let search = searchable(&body) && stats.outliers_could_pay(ks.len(), &body);
                 (body, tag_cost + body_cost, search, true)
             }
             None => {
-                let (body, cost) = plan(&fits, &mut ks);
-                let search = searchable(&body) && outliers_could_pay(&ks, &fits, &body);
+                let (body, cost) = plan(fits, ks);
+                let search = searchable(&body) && outliers_could_pay(ks, fits, &body);
                 (body, cost, search, false)
             }
         };
         if search {
             for _ in 0..MAX_OUTLIERS {
                 let mut best: Option<(usize, Body, usize)> = None;
-                for p in outlier_candidates(&ks, &fits, &body).into_iter().flatten() {
+                for p in outlier_candidates(ks, fits, &body).into_iter().flatten() {
                     let saved = fits[p].take();
-                    let (b, c) = plan(&fits, &mut ks);
+                    let (b, c) = plan(fits, ks);
                     fits[p] = saved;
                     if c < best.as_ref().map_or(cost, |x| x.2) {
                         best = Some((p, b, c));
@@ -620,14 +661,14 @@ impl IntPlan {
                 fits[p] = None;
                 (body, cost) = (b, c);
                 // Candidates for the next round come from the current placeholders.
-                fill_placeholders(&fits, &mut ks);
+                fill_placeholders(fits, ks);
             }
-            fill_placeholders(&fits, &mut ks);
+            fill_placeholders(fits, ks);
         }
         let exc = if all_fit && !search {
             Exceptions::default()
         } else {
-            Exceptions::collect(values, &fits)
+            Exceptions::collect(values, fits)
         };
         IntPlan {
             scale,
@@ -1540,7 +1581,7 @@ mod tests {
             let fits: Vec<Option<i64>> = values.iter().map(|&v| SCALES[idx].fit(v)).collect();
             assert_eq!(fits, ints);
             let mut again = Vec::new();
-            encode_fitted(values, idx, fits, &mut again);
+            encode_fitted(values, idx, &fits, &mut again);
             assert_eq!(again, exact, "encode_fitted of {values:?}");
         }
         len
@@ -1558,14 +1599,15 @@ mod tests {
             .map(|&i| usize::from(i))
             .find(|&i| SCALES[i].fit(0.01) == Some(1))
             .expect("a scale of hundredths");
-        let as_hundredths = values.iter().map(|&v| SCALES[hundredths].fit(v)).collect();
+        let as_hundredths: Vec<Option<i64>> =
+            values.iter().map(|&v| SCALES[hundredths].fit(v)).collect();
         let mut fitted = Vec::new();
-        encode_fitted(&values, hundredths, as_hundredths, &mut fitted);
+        encode_fitted(&values, hundredths, &as_hundredths, &mut fitted);
         assert_eq!(fitted, plain);
         let mut gaps = values.iter().map(|&v| Some(v as i64)).collect::<Vec<_>>();
         gaps[5] = None;
         let mut fitted = Vec::new();
-        encode_fitted(&values, usize::from(SEARCH[0]), gaps, &mut fitted);
+        encode_fitted(&values, usize::from(SEARCH[0]), &gaps, &mut fitted);
         assert_eq!(fitted, plain);
     }
 

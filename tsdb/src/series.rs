@@ -153,7 +153,7 @@ fn encode_values(values: &[f64], fits: Option<(usize, &[Option<i64>])>, out: &mu
     let kept = lead..values.len() - trail;
     match fits {
         Some((scale, ints)) if ints.len() == values.len() && !kept.is_empty() => {
-            codec::encode_fitted(&values[kept.clone()], scale, ints[kept].to_vec(), out);
+            codec::encode_fitted(&values[kept.clone()], scale, &ints[kept], out);
         }
         _ => codec::encode(&values[kept], out),
     }
