@@ -445,6 +445,11 @@ fn stream_atlas_json(
             .ok()?;
             Some(sent.try_recv().unwrap_or_default())
         });
+        // The answer ends when its sender goes: let it go before the lines are freed. For q4
+        // of the peer set (2,000 lines) the freeing was about 5 % of the answer's time, and
+        // the client waited for it.
+        drop(tx);
+        drop(result);
     });
     axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
