@@ -10,7 +10,7 @@ mod index;
 mod matcher;
 mod normalize;
 mod parallel;
-mod prefetch;
+pub mod prefetch;
 mod read;
 mod series;
 mod store;

@@ -7,7 +7,7 @@
 /// dangling pointer of an empty box), so any address may be passed.
 #[inline(always)]
 #[allow(unsafe_code)]
-pub(crate) fn line<T>(addr: *const T) {
+pub fn line<T>(addr: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -2,9 +2,6 @@
 //! (nothing allocated for a series the cache knows), labels to Atlas tags, metric types from
 //! metadata.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-
 use ahash::AHashMap;
 use argus_proto::remote_write::{MetricType, STALE_NAN_BITS};
 use argus_tsdb::{DsType, Sample, SeriesId, TagMap, Writer};
@@ -28,35 +25,111 @@ struct SeriesCache {
     /// drop, so a change clears the cache.
     epoch: u64,
     /// By 64 bits of the hash of a series' label bytes: 32 more bits of it to check, and
-    /// the series' id. 16-byte entries (24 with the whole 128-bit hash as the key, which
-    /// was 13 bytes per series on the peer load); 96 bits still make a false match between
-    /// 4 million series about a 10^-16 chance. Two label sets that share the first 64 bits
-    /// take turns in the entry, each resolved by its tags when it misses.
-    ids: HashMap<u64, (u32, SeriesId), BuildHasherDefault<HashIsKey>>,
+    /// the series' id. 96 bits make a false match between 4 million series about a 10^-16
+    /// chance. Two label sets that share the first 64 bits take turns in the entry, each
+    /// resolved by its tags when it misses.
+    ids: IdTable,
     /// By the whole hash: series refused (few).
     refused: AHashMap<u128, Rejection>,
 }
 
-/// The cache's key is already a hash: it is its own hash (no second hashing per lookup).
+/// The cache's table: open addressing with linear probing over 16-byte entries and no
+/// separate control bytes, so where a key's entry lies is known from the key alone and a
+/// request's lookups can fetch their entries ahead (on the peer load each lookup was a
+/// cache miss, a quarter of the conversion's own time). The key is already a hash, so it
+/// is not hashed again. Entries are never removed one by one, only all at once.
 #[derive(Default)]
-struct HashIsKey(u64);
+struct IdTable {
+    entries: Vec<IdEntry>,
+    len: usize,
+}
 
-impl std::hash::Hasher for HashIsKey {
-    fn finish(&self) -> u64 {
-        self.0
+#[derive(Clone, Copy)]
+struct IdEntry {
+    key: u64,
+    check: u32,
+    /// [`IdTable::EMPTY`] for a free entry (no store id is that large).
+    id: SeriesId,
+}
+
+impl IdTable {
+    const EMPTY: SeriesId = SeriesId::MAX;
+    const FREE: IdEntry = IdEntry {
+        key: 0,
+        check: 0,
+        id: Self::EMPTY,
+    };
+    /// Entries a lookup fetches ahead of the one it reads: a lookup that hits the cache
+    /// takes a few nanoseconds, a fetch from memory about a hundred.
+    const AHEAD: usize = 32;
+
+    fn len(&self) -> usize {
+        self.len
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; anything else is folded in, not dropped.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    fn clear(&mut self) {
+        self.entries.fill(Self::FREE);
+        self.len = 0;
+    }
+
+    fn home(&self, key: u64) -> usize {
+        // The capacity is a power of two; the key's low bits are as random as its high.
+        key as usize & (self.entries.len() - 1)
+    }
+
+    /// Asks the CPU to fetch the entry where a lookup of `key` starts.
+    fn prefetch(&self, key: u64) {
+        if !self.entries.is_empty() {
+            argus_tsdb::prefetch::line(&self.entries[self.home(key)]);
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn get(&self, key: u64) -> Option<(u32, SeriesId)> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let e = self.entries[i];
+            if e.id == Self::EMPTY {
+                return None;
+            }
+            if e.key == key {
+                return Some((e.check, e.id));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Sets the entry of `key`, replacing the one there (see [`SeriesCache::ids`]).
+    fn insert(&mut self, key: u64, check: u32, id: SeriesId) {
+        // At most three quarters full, so that probes stay short.
+        if (self.len + 1) * 4 > self.entries.len() * 3 {
+            self.grow();
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let e = &mut self.entries[i];
+            if e.id == Self::EMPTY {
+                self.len += 1;
+            } else if e.key != key {
+                i = (i + 1) & mask;
+                continue;
+            }
+            *e = IdEntry { key, check, id };
+            return;
+        }
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.entries.len() * 2).max(1024);
+        let old = std::mem::replace(&mut self.entries, vec![Self::FREE; capacity]);
+        self.len = 0;
+        for e in old.into_iter().filter(|e| e.id != Self::EMPTY) {
+            self.insert(e.key, e.check, e.id);
+        }
     }
 }
 
@@ -69,17 +142,19 @@ impl SeriesCache {
     /// What is known of the series with this label hash: its id, or why it was refused.
     fn get(&self, hash: u128) -> Option<Result<SeriesId, &Rejection>> {
         let (key, check) = cache_key(hash);
-        match self.ids.get(&key) {
-            Some(&(c, id)) if c == check => Some(Ok(id)),
+        match self.ids.get(key) {
+            Some((c, id)) if c == check => Some(Ok(id)),
             _ => self.refused.get(&hash).map(Err),
         }
     }
 
     fn insert(&mut self, hash: u128, resolved: Result<SeriesId, Rejection>) {
         match resolved {
+            // The one id the table cannot hold is simply not cached.
+            Ok(IdTable::EMPTY) => {}
             Ok(id) => {
                 let (key, check) = cache_key(hash);
-                self.ids.insert(key, (check, id));
+                self.ids.insert(key, check, id);
             }
             Err(r) => {
                 self.refused.insert(hash, r);
@@ -109,7 +184,20 @@ impl<'a> Wire<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Keys and most lengths are one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self
@@ -160,19 +248,10 @@ impl<'a> Wire<'a> {
         self.skip(wire_type)
     }
 
+    #[inline(always)]
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()? as usize;
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                WireError(format!(
-                    "length {len} at byte {} runs past the end ({} bytes)",
-                    self.pos,
-                    self.buf.len()
-                ))
-            })?;
+        let end = past(self.pos, len, self.buf.len())?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -325,6 +404,9 @@ const LABEL: &[(u64, u8, &str)] = &[(1, 2, "name"), (2, 2, "value")];
 const SAMPLE: &[(u64, u8, &str)] = &[(1, 1, "value"), (2, 0, "timestamp")];
 const METADATA: &[(u64, u8, &str)] = &[(1, 0, "type"), (2, 2, "metric_family_name")];
 
+/// The key byte of `TimeSeries.labels` (field 1, length-delimited).
+const LABEL_FIELD_KEY: u8 = 1 << 3 | 2;
+
 /// The label fields of one TimeSeries message.
 fn label_parts(ts: &[u8]) -> Result<Vec<&[u8]>, WireError> {
     let mut parts = Vec::with_capacity(16);
@@ -344,33 +426,11 @@ impl RemoteWriteState {
     /// Atlas's tag rules is refused with its reason and the rest is stored.
     pub fn convert(&self, writer: &Writer<'_>, body: &[u8]) -> Result<Converted, WireError> {
         let mut out = Converted::default();
-        let mut series: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut w = Wire::new(body);
-        while !w.done() {
-            match w.key()? {
-                (1, 2) => {
-                    let len = w.bytes()?.len();
-                    series.push(w.pos - len..w.pos);
-                }
-                (3, 2) => self.metadata(w.bytes()?)?,
-                other => w.skip_other(other, "WriteRequest", WRITE_REQUEST)?,
-            }
-        }
-        // Cached ids are good while no series has been removed since they were cached;
-        // none can be while `w` is held.
-        let dropped = writer.removals();
-        {
-            let cache = self.cache.read();
-            if cache.epoch != dropped || cache.ids.len() + cache.refused.len() > MAX_CACHED_SERIES {
-                drop(cache);
-                let mut cache = self.cache.write();
-                cache.ids.clear();
-                cache.refused.clear();
-                cache.epoch = dropped;
-            }
-        }
         let mut scratch = SCRATCH.take();
-        let result = self.convert_series(writer, body, &series, &mut scratch, &mut out);
+        let result = self.parse(body, &mut scratch).and_then(|()| {
+            self.check_epoch(writer);
+            self.convert_series(writer, body, &mut scratch, &mut out)
+        });
         scratch.series.clear();
         scratch.samples.clear();
         scratch.ids.clear();
@@ -380,55 +440,58 @@ impl RemoteWriteState {
         Ok(out)
     }
 
-    /// Parses every series first, so that the cache is read under one lock per request,
-    /// then resolves the ones it does not know and emits the samples.
+    /// Walks the request once: each series' labels are hashed and its samples read while
+    /// its bytes are in the cache (a second walk over a request of hundreds of kilobytes
+    /// missed the cache on every series), and metadata is taken where it comes: it is only
+    /// needed to resolve new series, after the walk.
+    fn parse(&self, body: &[u8], scratch: &mut Scratch) -> Result<(), WireError> {
+        let mut w = Wire::new(body);
+        while !w.done() {
+            match w.key()? {
+                (1, 2) => {
+                    let ts = w.bytes()?;
+                    let bytes = w.pos - ts.len()..w.pos;
+                    let series = parse_series(ts, bytes, &mut scratch.samples)?;
+                    scratch.series.push(series);
+                }
+                (3, 2) => self.metadata(w.bytes()?)?,
+                other => w.skip_other(other, "WriteRequest", WRITE_REQUEST)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the series cache when it may be wrong or has grown too large. Cached ids are
+    /// good while no series has been removed since they were cached; none can be while
+    /// `writer` is held.
+    fn check_epoch(&self, writer: &Writer<'_>) {
+        let dropped = writer.removals();
+        let cache = self.cache.read();
+        if cache.epoch != dropped || cache.ids.len() + cache.refused.len() > MAX_CACHED_SERIES {
+            drop(cache);
+            let mut cache = self.cache.write();
+            cache.ids.clear();
+            cache.refused.clear();
+            cache.epoch = dropped;
+        }
+    }
+
+    /// Looks up every parsed series under one lock of the cache, then resolves the ones
+    /// it does not know and emits the samples.
     fn convert_series(
         &self,
         w: &Writer<'_>,
         body: &[u8],
-        series: &[std::ops::Range<usize>],
         scratch: &mut Scratch,
         out: &mut Converted,
     ) -> Result<(), WireError> {
-        for range in series {
-            let ts = &body[range.clone()];
-            let first_sample = scratch.samples.len();
-            // The byte range of the label fields, while nothing else comes between them.
-            let mut region: Option<(usize, usize)> = None;
-            let mut contiguous = true;
-            let mut w = Wire::new(ts);
-            while !w.done() {
-                let field_start = w.pos;
-                match w.key()? {
-                    (1, 2) => {
-                        w.bytes()?;
-                        region = match region {
-                            None => Some((field_start, w.pos)),
-                            Some((lo, hi)) if hi == field_start => Some((lo, w.pos)),
-                            Some(r) => {
-                                contiguous = false;
-                                Some(r)
-                            }
-                        };
-                    }
-                    (2, 2) => scratch.samples.push(parse_sample(w.bytes()?)?),
-                    other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
-                }
-            }
-            let hash = match region {
-                Some(r) if contiguous => label_hash(ts, Some(r), &[]),
-                _ => label_hash(ts, None, &label_parts(ts)?),
-            };
-            scratch.series.push(RawSeries {
-                hash,
-                bytes: range.clone(),
-                samples: first_sample..scratch.samples.len(),
-            });
-        }
         let mut misses = false;
         {
             let cache = self.cache.read();
-            for p in &scratch.series {
+            for (i, p) in scratch.series.iter().enumerate() {
+                if let Some(ahead) = scratch.series.get(i + IdTable::AHEAD) {
+                    cache.ids.prefetch(cache_key(ahead.hash).0);
+                }
                 let id = match cache.get(p.hash) {
                     Some(Ok(id)) => u64::from(id),
                     Some(Err(r)) => {
@@ -519,6 +582,93 @@ impl RemoteWriteState {
     }
 }
 
+/// Reads one TimeSeries message (`bytes` of the request): the hash of its labels, and its
+/// samples appended to `samples`.
+fn parse_series(
+    ts: &[u8],
+    bytes: std::ops::Range<usize>,
+    samples: &mut Vec<(i64, f64)>,
+) -> Result<RawSeries, WireError> {
+    let first_sample = samples.len();
+    // Prometheus writes a series' labels first and back to back: that run is taken in a
+    // tight loop, the rest of the message field by field.
+    let run_end = label_run_end(ts)?;
+    let mut w = Wire {
+        buf: ts,
+        pos: run_end,
+    };
+    // The byte range of the label fields, while nothing else comes between them.
+    let mut region = (run_end > 0).then_some((0, run_end));
+    let mut contiguous = true;
+    while !w.done() {
+        let field_start = w.pos;
+        match w.key()? {
+            (1, 2) => {
+                w.bytes()?;
+                region = match region {
+                    None => Some((field_start, w.pos)),
+                    Some((lo, hi)) if hi == field_start => Some((lo, w.pos)),
+                    Some(r) => {
+                        contiguous = false;
+                        Some(r)
+                    }
+                };
+            }
+            (2, 2) => samples.push(parse_sample(w.bytes()?)?),
+            other => w.skip_other(other, "TimeSeries", TIME_SERIES)?,
+        }
+    }
+    let hash = match region {
+        Some(r) if contiguous => label_hash(ts, Some(r), &[]),
+        _ => label_hash(ts, None, &label_parts(ts)?),
+    };
+    Ok(RawSeries {
+        hash,
+        bytes,
+        samples: first_sample..samples.len(),
+    })
+}
+
+/// Where the run of label fields at the start of a TimeSeries message ends. The position
+/// is kept in a register, not in a [`Wire`] (whose every step is a store and a load).
+fn label_run_end(ts: &[u8]) -> Result<usize, WireError> {
+    let mut pos = 0;
+    while ts.get(pos) == Some(&LABEL_FIELD_KEY) {
+        let len = match ts.get(pos + 1) {
+            Some(&b) if b < 0x80 => {
+                pos += 2;
+                usize::from(b)
+            }
+            _ => {
+                let mut w = Wire::new(ts);
+                w.pos = pos + 1;
+                let len = w.long_varint()? as usize;
+                pos = w.pos;
+                len
+            }
+        };
+        pos = past(pos, len, ts.len())?;
+    }
+    Ok(pos)
+}
+
+/// The end of `len` bytes from `pos`, in a buffer of `total`.
+#[inline(always)]
+fn past(pos: usize, len: usize, total: usize) -> Result<usize, WireError> {
+    match pos.checked_add(len) {
+        Some(end) if end <= total => Ok(end),
+        _ => Err(runs_past_the_end(pos, len, total)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn runs_past_the_end(pos: usize, len: usize, total: usize) -> WireError {
+    WireError(format!(
+        "length {len} at byte {pos} runs past the end ({total} bytes)"
+    ))
+}
+
 fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
     let mut w = Wire::new(bytes);
     let (mut name, mut value) = ("", "");
@@ -574,6 +724,47 @@ mod tests {
     }
 
     #[test]
+    fn the_id_table_finds_every_key_through_growth_and_collisions() {
+        let mut t = IdTable::default();
+        assert_eq!(t.get(5), None);
+        // Keys that share their low bits all start probing at the same entry.
+        let keys: Vec<u64> = (0..5_000u64)
+            .map(|i| {
+                if i % 2 == 0 {
+                    i << 32
+                } else {
+                    i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                }
+            })
+            .collect();
+        for (i, &k) in keys.iter().enumerate() {
+            t.insert(k, i as u32 ^ 0xabc, i as SeriesId);
+            t.prefetch(k);
+        }
+        assert_eq!(t.len(), keys.len());
+        assert!(t.entries.len().is_power_of_two() && t.len() * 4 <= t.entries.len() * 3);
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(
+                t.get(k),
+                Some((i as u32 ^ 0xabc, i as SeriesId)),
+                "key {k:#x}"
+            );
+        }
+        assert_eq!(t.get(1 << 63), None);
+        // Setting a key again replaces its entry.
+        t.insert(keys[7], 1, 99);
+        assert_eq!((t.get(keys[7]), t.len()), (Some((1, 99)), keys.len()));
+        t.clear();
+        assert_eq!((t.get(keys[7]), t.len()), (None, 0));
+        t.insert(keys[7], 2, 3);
+        assert_eq!(t.get(keys[7]), Some((2, 3)));
+        // The id that marks a free entry is never cached.
+        let mut cache = SeriesCache::default();
+        cache.insert(77, Ok(IdTable::EMPTY));
+        assert!(cache.get(77).is_none());
+    }
+
+    #[test]
     fn prometheus_labels_become_atlas_tags() {
         let (tags, ds) = prometheus_series(
             &[
@@ -624,6 +815,77 @@ mod tests {
         let long = "v".repeat(200);
         let too_long = prometheus_series(&[("__name__", "x"), ("k", &long)], &types(&[]));
         assert_eq!(too_long.unwrap_err().reason, RejectReason::ValueLength);
+    }
+
+    #[test]
+    fn varints_of_every_length_read_whole_and_stop_where_they_end() {
+        let mut values = vec![0u64, 1, 127, 128, 300, 16_383, 16_384, u64::MAX, 1 << 63];
+        values.extend((0..64).map(|b| 1u64 << b));
+        values.extend((1..64).map(|b| (1u64 << b) - 1));
+        values.push(1_765_000_000_000); // a timestamp in milliseconds: six bytes
+        for v in values {
+            let mut bytes = Vec::new();
+            let mut n = v;
+            while n >= 0x80 {
+                bytes.push(n as u8 | 0x80);
+                n >>= 7;
+            }
+            bytes.push(n as u8);
+            let len = bytes.len();
+            // Alone, then with bytes after it that must not be read.
+            for pad in [0, 1, 9] {
+                let mut buf = bytes.clone();
+                buf.extend(std::iter::repeat_n(0xff, pad));
+                let mut w = Wire::new(&buf);
+                assert_eq!(w.varint().unwrap(), v, "{v:#x} padded by {pad}");
+                assert_eq!(w.pos, len, "{v:#x} padded by {pad}");
+            }
+        }
+        // Eleven continuation bytes are too long, eight and then the end are truncated.
+        assert!(
+            Wire::new(&[0x80; 11])
+                .varint()
+                .unwrap_err()
+                .0
+                .contains("too long")
+        );
+        assert!(
+            Wire::new(&[0x80; 8])
+                .varint()
+                .unwrap_err()
+                .0
+                .contains("truncated")
+        );
+    }
+
+    #[test]
+    fn the_run_of_labels_ends_at_the_first_other_field_or_fails_at_its_end() {
+        let label = |len: usize| {
+            let mut f = vec![LABEL_FIELD_KEY];
+            let mut n = len;
+            while n >= 0x80 {
+                f.push(n as u8 | 0x80);
+                n >>= 7;
+            }
+            f.push(n as u8);
+            f.extend(std::iter::repeat_n(b'x', len));
+            f
+        };
+        let mut ts = [label(3), label(200), label(0)].concat();
+        let run = ts.len();
+        assert_eq!(run, 5 + 203 + 2);
+        assert_eq!(label_run_end(&ts).unwrap(), run);
+        ts.extend([0x12, 0x00]); // a sample field after the labels
+        assert_eq!(label_run_end(&ts).unwrap(), run);
+        assert_eq!(label_run_end(&[]).unwrap(), 0);
+        assert_eq!(label_run_end(&[0x12, 0x00]).unwrap(), 0);
+        // A length past the end, in one byte and in two; a length cut short.
+        let err = label_run_end(&[0x0a, 0x05, b'a']).unwrap_err().0;
+        assert!(err.contains("length 5 at byte 2"), "{err}");
+        let err = label_run_end(&label(200)[..100]).unwrap_err().0;
+        assert!(err.contains("length 200 at byte 3"), "{err}");
+        let err = label_run_end(&[0x0a, 0x80]).unwrap_err().0;
+        assert!(err.contains("truncated varint"), "{err}");
     }
 
     #[test]

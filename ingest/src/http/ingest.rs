@@ -154,9 +154,16 @@ pub async fn remote_write(
         }
         let writer = st.store.writer();
         let mut conv = with_scratch(len, |raw| {
-            snap::raw::Decoder::new()
+            let written = snap::raw::Decoder::new()
                 .decompress(&body, raw)
                 .map_err(|e| ApiError::bad_request(format!("invalid snappy body: {e}")))?;
+            // The buffer is reused: a byte not written now would be an earlier request's.
+            if written != raw.len() {
+                return Err(ApiError::bad_request(format!(
+                    "invalid snappy body: {written} bytes decompressed, its header says {}",
+                    raw.len()
+                )));
+            }
             st.remote_write
                 .convert(&writer, raw)
                 .map_err(|e| ApiError::bad_request(format!("malformed WriteRequest: {}", e.0)))
@@ -170,17 +177,20 @@ pub async fn remote_write(
     response::outcome(outcome, Dialect::RemoteWrite)
 }
 
-/// Runs `f` on a zeroed buffer of `len` bytes kept for a later request (a few for the
-/// whole server, `memory::Pool`): remote-write bodies decompress to hundreds of kilobytes
-/// each, which a fresh allocation would map and fault in page by page every time.
+/// Runs `f` on a buffer of `len` bytes kept for a later request (a few for the whole
+/// server, `memory::Pool`): remote-write bodies decompress to hundreds of kilobytes each,
+/// which a fresh allocation would map and fault in page by page every time. The buffer
+/// holds what an earlier request left (zeroes where it never reached), so the caller
+/// must write all of it before reading it, as a successful snappy decompression does.
 fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     static SCRATCH: crate::memory::Pool<Vec<u8>> = crate::memory::Pool::new();
     /// A buffer larger than this is not kept after the request.
     const KEEP: usize = 8 << 20;
     let mut buf = SCRATCH.take();
-    buf.clear();
-    buf.resize(len, 0);
-    let out = f(&mut buf);
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let out = f(&mut buf[..len]);
     if buf.capacity() <= KEEP {
         SCRATCH.give(buf);
     }
