@@ -699,6 +699,9 @@ fn parse_label(bytes: &[u8]) -> Result<(&str, &str), WireError> {
 }
 
 fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
+    if let Some(sample) = prometheus_sample(bytes) {
+        return Ok(sample);
+    }
     let mut w = Wire::new(bytes);
     let (mut ts, mut value) = (0i64, 0.0f64);
     while !w.done() {
@@ -709,6 +712,30 @@ fn parse_sample(bytes: &[u8]) -> Result<(i64, f64), WireError> {
         }
     }
     Ok((ts, value))
+}
+
+/// A Sample as Prometheus writes it, read straight: the value's key and eight bytes, the
+/// timestamp's key and a varint that ends the message. `None` for anything else, which
+/// the field-by-field reader then takes (or names the error in).
+#[inline(always)]
+fn prometheus_sample(bytes: &[u8]) -> Option<(i64, f64)> {
+    let (&[0x09, b0, b1, b2, b3, b4, b5, b6, b7, 0x10], varint) = bytes.split_first_chunk()? else {
+        return None;
+    };
+    let value = f64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    // At most nine bytes: 63 bits, so no varint that overflows gets here.
+    if varint.is_empty() || varint.len() > 9 {
+        return None;
+    }
+    let mut ts = 0u64;
+    for (i, &b) in varint.iter().enumerate() {
+        ts |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            // The varint must end the message.
+            return (i + 1 == varint.len()).then_some((ts as i64, value));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -919,6 +946,54 @@ mod tests {
         assert!(err.contains("length 200 at byte 3"), "{err}");
         let err = label_run_end(&[0x0a, 0x80]).unwrap_err().0;
         assert!(err.contains("truncated varint"), "{err}");
+    }
+
+    #[test]
+    fn samples_read_straight_read_as_field_by_field() {
+        let sample = |value: f64, ts: i64| {
+            let mut b = vec![0x09];
+            b.extend(value.to_le_bytes());
+            b.push(0x10);
+            let mut n = ts as u64;
+            while n >= 0x80 {
+                b.push(n as u8 | 0x80);
+                n >>= 7;
+            }
+            b.push(n as u8);
+            b
+        };
+        for (v, ts) in [
+            (1.5, 1_765_000_000_000),
+            (f64::NAN, 0),
+            (-0.0, 127),
+            (3.0, 128),
+            (2.0, i64::MAX),
+            (4.0, -1),
+        ] {
+            let bytes = sample(v, ts);
+            let slow = {
+                let mut w = Wire::new(&bytes[10..]);
+                w.varint().unwrap() as i64
+            };
+            assert_eq!(slow, ts);
+            let got = parse_sample(&bytes).unwrap();
+            assert_eq!((got.0, got.1.to_bits()), (ts, v.to_bits()), "{v} at {ts}");
+            // Negative timestamps take ten bytes: only the field-by-field reader has them.
+            assert_eq!(prometheus_sample(&bytes).is_some(), ts >= 0);
+        }
+        // Fields in the other order, a trailing field, a truncated varint: the slow path.
+        let mut swapped = vec![0x10, 0x05, 0x09];
+        swapped.extend(2.5f64.to_le_bytes());
+        assert_eq!(prometheus_sample(&swapped), None);
+        assert_eq!(parse_sample(&swapped).unwrap(), (5, 2.5));
+        let mut trailing = sample(1.0, 300);
+        trailing.extend([0x10, 0x07]);
+        assert_eq!(prometheus_sample(&trailing), None);
+        assert_eq!(parse_sample(&trailing).unwrap(), (7, 1.0));
+        let mut cut = sample(1.0, 300);
+        cut.pop();
+        assert_eq!(prometheus_sample(&cut), None);
+        assert!(parse_sample(&cut).unwrap_err().0.contains("truncated"));
     }
 
     #[test]
