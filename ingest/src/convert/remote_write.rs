@@ -370,8 +370,9 @@ pub fn prometheus_series(
 }
 
 /// 128 bits of hash (XXH3 under `seed`) of a series' raw label fields, hashed where they
-/// lie when they are contiguous (as Prometheus writes them), part by part otherwise. Two encodings of one
-/// label set may hash apart; both then resolve to the same series by their tags.
+/// lie when they are contiguous (as Prometheus writes them), part by part otherwise. Two
+/// encodings of one label set may hash apart; both then resolve to the same series by
+/// their tags.
 fn label_hash(seed: u64, ts: &[u8], region: Option<(usize, usize)>, parts: &[&[u8]]) -> u128 {
     match region {
         Some((lo, hi)) => xxhash_rust::xxh3::xxh3_128_with_seed(&ts[lo..hi], seed),
@@ -656,8 +657,10 @@ fn label_run_end(ts: &[u8]) -> Result<usize, WireError> {
                 usize::from(b)
             }
             _ => {
-                let mut w = Wire::new(ts);
-                w.pos = pos + 1;
+                let mut w = Wire {
+                    buf: ts,
+                    pos: pos + 1,
+                };
                 let len = w.long_varint()? as usize;
                 pos = w.pos;
                 len
