@@ -1382,16 +1382,23 @@ fn unpack(packed: &[u8], width: u32, dst: &mut [f64], mut f: impl FnMut(u64) -> 
     }
 }
 
+/// The 8 bytes of `b` from `at` as a little-endian word, zero past the end of `b`.
 #[inline(always)]
 fn load_u64(b: &[u8], at: usize) -> u64 {
     match b.get(at..).and_then(|s| s.first_chunk::<8>()) {
         Some(w) => u64::from_le_bytes(*w),
-        None => {
-            let mut w = [0u8; 8];
-            let rest = b.get(at..).unwrap_or(&[]);
-            w[..rest.len()].copy_from_slice(rest);
-            u64::from_le_bytes(w)
-        }
+        // The last fields of every packed region end here: the region's last word shifted
+        // down, not a copy of the few bytes left (a call, and a load from bytes stored one
+        // by one that the CPU cannot forward: a quarter of decoding's time).
+        None => match b.last_chunk::<8>() {
+            Some(last) if at < b.len() => u64::from_le_bytes(*last) >> ((at + 8 - b.len()) * 8),
+            _ => {
+                let mut w = [0u8; 8];
+                let rest = b.get(at..).unwrap_or(&[]);
+                w[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(w)
+            }
+        },
     }
 }
 
@@ -1540,6 +1547,21 @@ fn chimp_decode(bytes: &[u8], out: &mut [f64]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_load_zero_extended_at_every_offset() {
+        let bytes: Vec<u8> = (1..=20u8).map(|b| b.wrapping_mul(37)).collect();
+        for len in 0..=bytes.len() {
+            let b = &bytes[..len];
+            for at in 0..len + 10 {
+                let mut w = [0u8; 8];
+                for (k, x) in w.iter_mut().enumerate() {
+                    *x = b.get(at + k).copied().unwrap_or(0);
+                }
+                assert_eq!(load_u64(b, at), u64::from_le_bytes(w), "len {len} at {at}");
+            }
+        }
+    }
 
     /// Round-trips `values` bit-exactly, between other bytes (so decode must not depend on
     /// where the buffer ends), and returns the encoded size.
