@@ -405,13 +405,13 @@ fn streamed(req: &GraphRequest, result: &argus_query::graph::GraphResult) -> boo
 /// an answer reuses a few part buffers instead of faulting in fresh pages for every part.
 /// When the writer is gone, the buffer is simply freed.
 struct SentPart {
-    text: String,
-    back: std::sync::mpsc::SyncSender<String>,
+    text: Vec<u8>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
 impl AsRef<[u8]> for SentPart {
     fn as_ref(&self) -> &[u8] {
-        self.text.as_bytes()
+        &self.text
     }
 }
 
