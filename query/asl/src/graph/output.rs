@@ -183,6 +183,9 @@ fn push_digits(out: &mut Vec<u8>, text: &str) {
 /// wide load): two fifths of q4's printing. Seven numbers later they are in the cache.
 const PRINTED_AHEAD: usize = 8;
 
+/// Batches of [`PRINTED_AHEAD`] lines whose values of a row are fetched ahead of printing.
+const VALUES_FETCHED_AHEAD: usize = 2;
+
 /// Rows `rows` of `values`, each `[v,v,...]`, a comma before every row but the first.
 fn write_rows(out: &mut Vec<u8>, columns: &[&[f64]], rows: std::ops::Range<usize>) {
     let mut buffers: [zmij::Buffer; PRINTED_AHEAD] = std::array::from_fn(|_| zmij::Buffer::new());
@@ -193,6 +196,13 @@ fn write_rows(out: &mut Vec<u8>, columns: &[&[f64]], rows: std::ops::Range<usize
         }
         out.push(b'[');
         for (batch_no, batch) in columns.chunks(PRINTED_AHEAD).enumerate() {
+            // A row reads one value of each line, each on its own page: the values of lines
+            // further on are fetched while these print (at 10,000 lines, 14 MB of rows,
+            // waiting for each load was half of this function's time).
+            let ahead = (batch_no + VALUES_FETCHED_AHEAD) * PRINTED_AHEAD;
+            for column in columns.iter().skip(ahead).take(PRINTED_AHEAD) {
+                argus_tsdb::prefetch::line(column.as_ptr().wrapping_add(row));
+            }
             let value = |column: &[f64]| column.get(row).copied().unwrap_or(f64::NAN);
             // The plain range, where Java and zmij print the same digits, printed here; the
             // rest (and non-finite values) through `json_number` below.
