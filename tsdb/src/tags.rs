@@ -68,6 +68,13 @@ impl TagMap {
         Self(Vec::new())
     }
 
+    /// A copy with room for `extra` more tags, so that inserting them does not grow it.
+    pub fn clone_with_room(&self, extra: usize) -> Self {
+        let mut pairs = Vec::with_capacity(self.0.len().saturating_add(extra));
+        pairs.extend(self.0.iter().cloned());
+        Self(pairs)
+    }
+
     /// Builds a map from pairs; a key given twice keeps its last value.
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
@@ -354,6 +361,20 @@ pub(crate) fn hash_tags<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_with_room_is_the_same_map_and_takes_more_without_growing() {
+        let base = TagMap::from_pairs([("name", "x"), ("app", "a")]);
+        let mut copy = base.clone_with_room(2);
+        assert_eq!(copy, base);
+        let room = copy.0.capacity();
+        assert!(room >= 4);
+        copy.insert("node".into(), "n1".into());
+        copy.insert("zone".into(), "z".into());
+        assert_eq!(copy.0.capacity(), room);
+        assert_eq!(copy.get("node"), Some("n1"));
+        assert_eq!(copy.len(), 4);
+    }
 
     #[test]
     fn tag_map_sorted_and_last_wins() {

@@ -575,7 +575,7 @@ fn finish_groups(
     sorted.sort_unstable_by(|a, b| a.0.0.cmp(&b.0.0));
     let line = |((key, group_values), row): (GroupKey, Vec<f64>)| -> Option<Line> {
         let values = finish_row(op, len, row)?;
-        let mut tags = base.clone();
+        let mut tags = base.clone_with_room(keys.len());
         for (k, v) in keys.iter().zip(group_values) {
             tags.insert(k.clone(), v);
         }
@@ -625,8 +625,11 @@ struct Group {
 
 impl Group {
     fn new(key: &str, keys: &[String], tags: &dyn Tags) -> Self {
+        // Room for the parentheses its label gets (`finish_groups`): no second allocation.
+        let mut owned = String::with_capacity(key.len() + 2);
+        owned.push_str(key);
         Group {
-            key: key.to_string(),
+            key: owned,
             values: keys
                 .iter()
                 .map(|k| tags.get(k).unwrap_or_default().to_string())
