@@ -625,8 +625,10 @@ impl Drop for Running {
     }
 }
 
-/// A fresh, empty directory under the system's temporary directory.
-pub fn scratch_dir(label: &str) -> PathBuf {
+/// A fresh, empty directory under the system's temporary directory, removed with what it
+/// holds when the returned guard is dropped (or by whoever [`ScratchDir::hand_over`] gives
+/// it to).
+pub fn scratch_dir(label: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!(
         "argus-{label}-{}-{}",
         std::process::id(),
@@ -634,7 +636,39 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
-    dir
+    ScratchDir(dir)
+}
+
+/// A test's scratch directory; see [`scratch_dir`]. Derefs to its path.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// The path, for an owner that removes the directory itself (a [`Server`] removes its
+    /// data directory when dropped).
+    pub fn hand_over(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A running `argus live` (the terminal client of live queries), killed on drop. Rows
@@ -923,7 +957,7 @@ impl Nats {
     }
 
     fn try_start_on(ports: &[(u16, u16)]) -> Result<Nats, String> {
-        let dir = scratch_dir("nats");
+        let dir = scratch_dir("nats").hand_over();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, route)| format!("nats://127.0.0.1:{route}"))

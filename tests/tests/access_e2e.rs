@@ -10,7 +10,7 @@ const WRITE: &str = "write-token-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const UNKNOWN: &str = "not-a-token-0123456789abcdef";
 
-fn auth_server(extra: &[&str]) -> (Server, std::path::PathBuf) {
+fn auth_server(extra: &[&str]) -> (Server, argus_tests::ScratchDir) {
     let dir = scratch_dir("auth");
     let file = dir.join("tokens.toml");
     std::fs::write(

@@ -342,7 +342,7 @@ fn acknowledged_samples_of_new_series_survive_maintenance_and_a_kill() {
         "100000000",
     ];
     let dir = scratch_dir("race");
-    let server = Server::start_in(dir, &http, &grpc, &flags);
+    let server = Server::start_in(dir.hand_over(), &http, &grpc, &flags);
     let shared = Arc::new(Shared {
         next: [Path::RemoteWrite, Path::Publish, Path::Agent, Path::Stale]
             .into_iter()

@@ -844,6 +844,7 @@ fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
             (
                 "ARGUS_CLUSTER_DIR",
                 argus_tests::scratch_dir("local-cluster")
+                    .hand_over()
                     .to_string_lossy()
                     .into_owned(),
             ),

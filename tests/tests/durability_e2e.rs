@@ -77,7 +77,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_stores_nothing_twice(
         "--graph-max-datapoints",
         "100000000",
     ];
-    let mut server = Server::start_in(scratch_dir("crash"), &http, &grpc, &flags);
+    let mut server = Server::start_in(scratch_dir("crash").hand_over(), &http, &grpc, &flags);
     let agent = Agent::start(
         &format!("http://{grpc}"),
         &["--step", "1s", "--no-host-metrics"],
@@ -211,7 +211,12 @@ fn publish_batch(server: &Server, name: &str, n: usize) {
 #[test]
 fn damaged_log_segments_and_snapshots_are_reported_and_the_good_data_served() {
     let flags = ["--step", "1s", "--snapshot-interval", "1s"];
-    let server = Server::start_in(scratch_dir("damage"), "127.0.0.1:0", "127.0.0.1:0", &flags);
+    let server = Server::start_in(
+        scratch_dir("damage").hand_over(),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &flags,
+    );
     publish_batch(&server, "damage.early", 20);
     let dir = server.data_dir.clone();
     eventually(20, "two snapshots", || {
@@ -273,13 +278,13 @@ impl Tmpfs {
         let dir = scratch_dir("tmpfs");
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&dir)
+            .arg(&*dir)
             .output()
             .map_err(|e| format!("running mount: {e}"))?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        Ok(Tmpfs(dir))
+        Ok(Tmpfs(dir.hand_over()))
     }
 }
 

@@ -275,7 +275,7 @@ fn every_sample_is_accounted_for_through_a_cut_an_invalid_batch_and_a_sigkill() 
     );
     // Snapshots every second: the restart reads the books from a snapshot and the log.
     let flags = ["--step", "1s", "--snapshot-interval", "1s"];
-    let mut server = Server::start_in(scratch_dir("loss"), &http, &grpc, &flags);
+    let mut server = Server::start_in(scratch_dir("loss").hand_over(), &http, &grpc, &flags);
     let proxy = Proxy::start(&grpc);
     let agent = agent_through(&proxy);
     batches_refusals_and_a_cut(&server, &agent, &proxy);

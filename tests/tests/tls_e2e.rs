@@ -3,7 +3,7 @@
 //! certificate from the client CA delivers; one without a certificate, or with one from
 //! another CA, cannot connect.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use argus_tests::{Agent, Server, enc, eventually, issue_certificate, now_ms, scratch_dir};
@@ -38,7 +38,7 @@ fn publish(agent: &Agent, name: &str) {
 
 #[test]
 fn tls_and_mutual_tls_between_a_real_agent_and_the_server() {
-    let dir: PathBuf = scratch_dir("tls");
+    let dir = scratch_dir("tls");
     issue_certificate(&dir, "argus", "server");
     issue_certificate(&dir, "agents", "agent");
     issue_certificate(&dir, "rogue", "rogue");
@@ -117,7 +117,7 @@ fn tls_and_mutual_tls_between_a_real_agent_and_the_server() {
 /// server speaks HTTPS. (It spoke plain HTTP only, so a token went in clear.)
 #[test]
 fn argus_live_over_https_with_a_token() {
-    let dir: PathBuf = scratch_dir("tls-live");
+    let dir = scratch_dir("tls-live");
     issue_certificate(&dir, "argus", "server");
     const READ: &str = "live-read-token-0123456789";
     const WRITE: &str = "live-write-token-0123456789";
@@ -181,7 +181,7 @@ fn argus_live_over_https_with_a_token() {
 /// to start, saying what to give.
 #[test]
 fn a_cluster_of_nodes_serving_https_fans_queries_out_over_https() {
-    let dir: PathBuf = scratch_dir("tls-cluster");
+    let dir = scratch_dir("tls-cluster");
     issue_certificate(&dir, "nodes", "node");
     let (cert, key, ca) = (
         path(&dir, "node.pem"),
