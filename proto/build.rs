@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // No `connect()` helpers: they need tonic's transport (server and router) in every
         // crate that uses these types; the agent builds its channel itself.
         .build_transport(false)
+        // Written by hand for its packed fields' decoding (`src/sample_group.rs`).
+        .extern_path(".argus.v1.SampleGroup", "crate::sample_group::SampleGroup")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,12 +19,14 @@ pub mod v1 {
     //! The agent protocol, package `argus.v1`.
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("argus.v1");
+    pub use crate::sample_group::SampleGroup;
 }
 
 pub mod aggregator;
 pub mod http_client;
 pub mod remote_write;
 pub mod rules;
+mod sample_group;
 
 /// OTLP metrics and logs (messages and gRPC services).
 pub use opentelemetry_proto::tonic as otlp;
