@@ -48,34 +48,22 @@ impl Message for SampleGroup {
         match tag {
             TIMESTAMP_TAG => encoding::int64::merge(wire_type, &mut self.timestamp_ms, buf, ctx)
                 .map_err(|e| named(e, "timestamp_ms")),
-            SERIES_TAG => {
-                let kept = self.series.len();
-                if wire_type == WireType::LengthDelimited
-                    && let Some(read) =
-                        contiguous_field(buf).and_then(|f| packed_varints(f, &mut self.series))
-                {
-                    buf.advance(read);
-                    return Ok(());
-                }
-                // Split over chunks, unpacked, or malformed: prost reads it (and names the
-                // error), from where the field began.
-                self.series.truncate(kept);
-                encoding::uint32::merge_repeated(wire_type, &mut self.series, buf, ctx)
-                    .map_err(|e| named(e, "series"))
-            }
-            VALUES_TAG => {
-                let kept = self.values.len();
-                if wire_type == WireType::LengthDelimited
-                    && let Some(read) =
-                        contiguous_field(buf).and_then(|f| packed_doubles(f, &mut self.values))
-                {
-                    buf.advance(read);
-                    return Ok(());
-                }
-                self.values.truncate(kept);
-                encoding::double::merge_repeated(wire_type, &mut self.values, buf, ctx)
-                    .map_err(|e| named(e, "values"))
-            }
+            SERIES_TAG => merge_packed(
+                wire_type,
+                &mut self.series,
+                buf,
+                packed_varints,
+                |out, b| encoding::uint32::merge_repeated(wire_type, out, b, ctx),
+            )
+            .map_err(|e| named(e, "series")),
+            VALUES_TAG => merge_packed(
+                wire_type,
+                &mut self.values,
+                buf,
+                packed_doubles,
+                |out, b| encoding::double::merge_repeated(wire_type, out, b, ctx),
+            )
+            .map_err(|e| named(e, "values")),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -96,6 +84,27 @@ impl Message for SampleGroup {
         self.series.clear();
         self.values.clear();
     }
+}
+
+/// Merges a repeated field into `out`: read by `fast` when it is packed in one chunk, else
+/// (split over chunks, unpacked, or malformed) by prost's `general`, from where the field
+/// began, which also names the error.
+fn merge_packed<T, B: Buf>(
+    wire_type: WireType,
+    out: &mut Vec<T>,
+    buf: &mut B,
+    fast: fn(&[u8], &mut Vec<T>) -> Option<usize>,
+    general: impl FnOnce(&mut Vec<T>, &mut B) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let kept = out.len();
+    if wire_type == WireType::LengthDelimited
+        && let Some(read) = contiguous_field(buf).and_then(|f| fast(f, out))
+    {
+        buf.advance(read);
+        return Ok(());
+    }
+    out.truncate(kept);
+    general(out, buf)
 }
 
 /// A length-delimited field's length prefix and body, when both lie in `buf`'s current
