@@ -169,12 +169,26 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// A loopback port that is free now (for a server that must come back on the same port).
+/// A loopback port that is free now (for a server that must come back on the same port),
+/// and never one this process was given before: the port is released at once, so two
+/// calls could otherwise return the same one, and a NATS server's client port that was
+/// another's route port kept a test cluster's JetStream from forming.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 impl Server {

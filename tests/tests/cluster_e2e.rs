@@ -828,28 +828,18 @@ impl Drop for LocalCluster {
 
 #[test]
 fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
+    let ports = |n: usize| {
+        (0..n)
+            .map(|_| free_port().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     // Ports picked free can be taken by another test's server before the script binds them:
     // a node that could not bind is started again on other ports.
     let mut attempt = 0;
     let (env, http, started, cluster) = loop {
         attempt += 1;
-        // All twelve held open until every one is picked, so that no two are the same: a
-        // NATS server's client port that was another's route port kept JetStream from
-        // forming (nodes then read "attempted to connect to route port").
-        let mut held = Vec::new();
-        let mut ports = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-                    let port = listener.local_addr().expect("its address").port();
-                    held.push(listener);
-                    port.to_string()
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let (http, nats, routes, grpc) = (ports(3), ports(3), ports(3), ports(3));
-        drop(held);
+        let http = ports(3);
         let env = vec![
             (
                 "ARGUS_CLUSTER_DIR",
@@ -865,10 +855,10 @@ fn the_local_cluster_script_starts_three_nats_servers_and_three_nodes() {
                     .to_string_lossy()
                     .into_owned(),
             ),
-            ("NATS_PORTS", nats),
-            ("ROUTE_PORTS", routes),
+            ("NATS_PORTS", ports(3)),
+            ("ROUTE_PORTS", ports(3)),
             ("HTTP_PORTS", http.clone()),
-            ("GRPC_PORTS", grpc),
+            ("GRPC_PORTS", ports(3)),
             ("ARGUS_FLAGS", "--partitions 4".into()),
         ];
         let cluster = LocalCluster(env.clone());
