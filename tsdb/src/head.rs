@@ -29,6 +29,8 @@
 //! The buffer is only ever built here, in memory (snapshots hold the head's plain values),
 //! yet decoding does not trust it: a token it cannot read yields NaN, never a panic.
 
+use std::ops::{Deref, DerefMut};
+
 use crate::bytes::{get_varint, unzigzag, zigzag};
 use crate::codec;
 
@@ -135,29 +137,44 @@ fn choose_scale(values: &[f64]) -> u8 {
     BITS
 }
 
-/// A head block's values (how many is kept by the series: `n` in the calls below).
+/// A head block's values (how many is kept by the series: `n` in the calls below). `B`
+/// holds the bytes: a buffer of the head's own, or the head's region of a series' one
+/// allocation (`series.rs`), which [`HeadBytes::resize`] grows.
 #[derive(Default)]
-pub(crate) struct Head {
-    buf: Box<[u8]>,
+pub(crate) struct Head<B = Box<[u8]>> {
+    buf: B,
 }
 
-impl Head {
-    /// Heap bytes held.
-    pub(crate) fn capacity(&self) -> usize {
-        self.buf.len()
-    }
+/// Bytes a head can grow and shrink.
+pub(crate) trait HeadBytes: DerefMut<Target = [u8]> {
+    /// Makes the head `len` bytes long (0: no head), keeping its first `keep` bytes; the
+    /// bytes added are zero.
+    fn resize(&mut self, len: usize, keep: usize);
+}
 
+impl HeadBytes for Box<[u8]> {
+    fn resize(&mut self, len: usize, keep: usize) {
+        let mut resized = Vec::with_capacity(len);
+        resized.extend_from_slice(&self[..keep.min(len).min(self.len())]);
+        resized.resize(len, 0);
+        *self = resized.into_boxed_slice();
+    }
+}
+
+impl<B> Head<B> {
+    /// The head over `buf`, as it was left there.
+    pub(crate) fn over(buf: B) -> Self {
+        Head { buf }
+    }
+}
+
+impl<B: Deref<Target = [u8]>> Head<B> {
     fn used(&self) -> usize {
         if self.buf.is_empty() {
             0
         } else {
             usize::from(u16::from_le_bytes([self.buf[2], self.buf[3]]))
         }
-    }
-
-    fn set_used(&mut self, used: usize, last: usize) {
-        self.buf[2..4].copy_from_slice(&(used as u16).to_le_bytes());
-        self.buf[4..6].copy_from_slice(&(last as u16).to_le_bytes());
     }
 
     fn last_start(&self) -> usize {
@@ -168,39 +185,6 @@ impl Head {
         let mut b = [0; 8];
         b.copy_from_slice(&self.buf[6..14]);
         i64::from_le_bytes(b)
-    }
-
-    fn set_base(&mut self, base: i64) {
-        self.buf[6..14].copy_from_slice(&base.to_le_bytes());
-    }
-
-    /// Empties the head for the next block, keeping its allocation (a series writing on
-    /// will need as much again) and its scale: the next block's values most likely fit it,
-    /// and choosing again cost a re-coding at the second value of most blocks. Bit patterns
-    /// fit every value, so that choice is not kept: a series may turn decimal again.
-    pub(crate) fn clear(&mut self) {
-        if !self.buf.is_empty() {
-            if self.buf[0] == BITS {
-                self.buf[0] = UNSET;
-            }
-            self.buf[1] = 0;
-            self.set_used(HEADER, HEADER);
-            self.set_base(0);
-        }
-    }
-
-    /// Frees the allocation (the series may have gone quiet).
-    pub(crate) fn free(&mut self) {
-        self.buf = Box::default();
-    }
-
-    /// Asks the CPU to fetch what the next append, or a read, touches: the header and the
-    /// allocation's end, where tokens are appended (a head is a line or two).
-    #[inline]
-    pub(crate) fn prefetch(&self) {
-        let start = self.buf.as_ptr();
-        crate::prefetch::line(start);
-        crate::prefetch::line(start.wrapping_add(self.buf.len().saturating_sub(1)));
     }
 
     /// The `n` values held.
@@ -298,6 +282,39 @@ impl Head {
             .unwrap_or(f64::NAN),
         }
     }
+}
+
+impl<B: HeadBytes> Head<B> {
+    fn set_used(&mut self, used: usize, last: usize) {
+        self.buf[2..4].copy_from_slice(&(used as u16).to_le_bytes());
+        self.buf[4..6].copy_from_slice(&(last as u16).to_le_bytes());
+    }
+
+    fn set_base(&mut self, base: i64) {
+        self.buf[6..14].copy_from_slice(&base.to_le_bytes());
+    }
+
+    /// Empties the head for the next block, keeping its allocation (a series writing on
+    /// will need as much again) and its scale: the next block's values most likely fit it,
+    /// and choosing again cost a re-coding at the second value of most blocks. Bit patterns
+    /// fit every value, so that choice is not kept: a series may turn decimal again.
+    pub(crate) fn clear(&mut self) {
+        if !self.buf.is_empty() {
+            if self.buf[0] == BITS {
+                self.buf[0] = UNSET;
+            }
+            self.buf[1] = 0;
+            self.set_used(HEADER, HEADER);
+            self.set_base(0);
+        }
+    }
+
+    /// Frees the allocation (the series may have gone quiet).
+    pub(crate) fn free(&mut self) {
+        if !self.buf.is_empty() {
+            self.buf.resize(0, 0);
+        }
+    }
 
     /// Appends the value of step `n` (after `n` values).
     #[inline]
@@ -347,7 +364,7 @@ impl Head {
     /// kept raw), a change too large for a token, or a full buffer.
     fn push_other(&mut self, v: f64, n: usize) {
         if self.buf.is_empty() {
-            self.buf = vec![0; FIRST_ALLOCATION].into_boxed_slice();
+            self.buf.resize(FIRST_ALLOCATION, 0);
             self.clear();
         }
         let bits = v.to_bits();
@@ -424,7 +441,7 @@ impl Head {
             }
             // Room for two bytes a value: most heads need no more.
             let room = FIRST_ALLOCATION.max(HEADER + 2 * values.len());
-            self.buf = vec![0; room].into_boxed_slice();
+            self.buf.resize(room, 0);
             self.clear();
         }
         self.buf[0] = scale;
@@ -447,10 +464,7 @@ impl Head {
         // A quarter more than needed: few reallocations while a block fills, little room
         // left over when it is full.
         let room = (need + need / 4).next_multiple_of(8);
-        let mut grown = Vec::with_capacity(room);
-        grown.extend_from_slice(&self.buf[..used]);
-        grown.resize(room, 0);
-        self.buf = grown.into_boxed_slice();
+        self.buf.resize(room, used);
     }
 
     #[inline(always)]
@@ -653,7 +667,7 @@ mod tests {
         h.push(8.0, 4);
         values.push(8.0);
         values[1] = -3.0;
-        let mut rebuilt = Head::default();
+        let mut rebuilt: Head = Head::default();
         rebuilt.rebuild(&values);
         assert!(same(&rebuilt.iter(5).collect::<Vec<_>>(), &values));
         h.rebuild(&values);
@@ -680,7 +694,7 @@ mod tests {
             _ => f64::from(rng.u16(..)) * 0.01,
         };
         for _ in 0..2000 {
-            let mut head = Head::default();
+            let mut head: Head = Head::default();
             let mut model: Vec<f64> = Vec::new();
             for _ in 0..rng.usize(1..40) {
                 let v = pick(&mut rng);
